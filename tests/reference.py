@@ -26,4 +26,5 @@ def reference_bars(trades: list[dict], resolution: Resolution) -> list[dict]:
     g = df.groupby("bucket", sort=True)
     out = pd.DataFrame({"open": g["price"].first(), "high": g["price"].max(), "low": g["price"].min(),
                         "close": g["price"].last(), "volume": g["size"].sum()})
-    return [{"time": int(b), **{k: float(v) for k, v in row.items()}} for b, row in out.iterrows()]
+    out["time"] = out.index.astype("int64")
+    return out[["time", "open", "high", "low", "close", "volume"]].to_dict("records")

@@ -1,0 +1,237 @@
+"""The store contract: every backend must pass these (service/storage/base.py).
+
+The embedded DuckDB store always runs them on a real file. The InfluxDB store runs them
+when ``TVFLUX_INFLUX_URL`` (and ``_TOKEN``, ``_ORG``) point at a server; otherwise its
+cases are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import numpy as np
+import pytest
+
+from service.models import TradeColumns
+from service.plan import default_plan
+from service.resolution import DAY_MS, SUPPORTED, parse_resolution
+from service.settings import load_settings
+from service.storage.embedded import EmbeddedStore
+from service.synthetic import SyntheticMarket
+from service.timestamps import TimestampAllocator
+from tests.reference import reference_bars
+
+NOW_MS = 1_700_006_400_000  # a fixed "now" (2023-11-15 00:00 UTC): stores take time as an argument
+NS = 1_000_000
+INFLUX_URL = os.environ.get("TVFLUX_INFLUX_URL", "")
+
+
+class StoreKit:
+    """Makes stores of one backend; ``reopen()`` simulates a restart on the same data."""
+
+    def __init__(self, kind: str, tmp_path) -> None:
+        self.kind = kind
+        self.path = str(tmp_path / "store.duckdb")
+        self.bucket_suffix = uuid.uuid4().hex[:8]
+
+    def make(self):
+        if self.kind == "duckdb":
+            return EmbeddedStore(self.path, default_plan())
+        from service.storage.influx import InfluxStore
+
+        settings = load_settings(
+            {k: v for k, v in os.environ.items() if k.startswith("TVFLUX_")},
+            store="influx",
+            influx_bucket=f"tvflux_test_trades_{self.bucket_suffix}",
+            influx_bars_bucket=f"tvflux_test_bars_{self.bucket_suffix}",
+            influx_status_bucket=f"tvflux_test_status_{self.bucket_suffix}",
+        )
+        return InfluxStore(settings, settings.plan)
+
+
+@pytest.fixture(params=["duckdb", "influx"])
+async def kit(request, tmp_path):
+    if request.param == "influx" and not INFLUX_URL:
+        pytest.skip("InfluxStore contract skipped: set TVFLUX_INFLUX_URL (+ _TOKEN, _ORG) to run it against a server")
+    return StoreKit(request.param, tmp_path)
+
+
+@pytest.fixture
+async def store(kit):
+    s = kit.make()
+    await s.start()
+    yield s
+    await s.close()
+
+
+def synthetic(symbols=("BTCUSD", "ETHUSD"), days=3.0, rate=0.5, seed=5, end_ms=NOW_MS):
+    market = SyntheticMarket(symbols, seed=seed)
+    clock = TimestampAllocator()
+    for s in symbols:
+        clock.start_symbol(s, None)
+    start = end_ms - int(days * DAY_MS)
+    out = []
+    for lo in range(start, end_ms, 6 * 3_600_000):
+        for b in market.trades(lo, min(end_ms, lo + 6 * 3_600_000), rate):
+            out.append(TradeColumns(b.symbol, clock.allocate(b.symbol, b.ts_ns // NS), b.price, b.size))
+    return out
+
+
+def as_dicts(batches, symbol):
+    rows = []
+    for b in batches:
+        if b.symbol == symbol:
+            rows += [{"time": int(t) // NS, "ns": int(t), "price": float(p), "size": float(s)}
+                     for t, p, s in zip(b.ts_ns, b.price, b.size)]
+    rows.sort(key=lambda r: r["ns"])
+    return rows
+
+
+def assert_same_bars(got, want):
+    assert [b.time for b in got] == [w["time"] for w in want]
+    got_ohlc = np.array([(b.open, b.high, b.low, b.close) for b in got]).reshape(-1, 4)
+    want_ohlc = np.array([(w["open"], w["high"], w["low"], w["close"]) for w in want]).reshape(-1, 4)
+    mismatch = np.flatnonzero((got_ohlc != want_ohlc).any(axis=1))
+    assert mismatch.size == 0, f"first differing bar: {got[mismatch[0]]} != {want[mismatch[0]]}"
+    np.testing.assert_allclose([b.volume for b in got], [w["volume"] for w in want], rtol=1e-9)
+
+
+async def check_all_resolutions(store, trades, symbol="BTCUSD", from_ms=NOW_MS - 2 * DAY_MS, to_ms=NOW_MS):
+    rows = [r for r in as_dicts(trades, symbol)]
+    for text in SUPPORTED:
+        res = parse_resolution(text)
+        lo = res.bucket_start_ms(from_ms)
+        # history covers whole buckets starting in [lo, to)
+        hi_bucket_end = res.next_start_ms(res.bucket_start_ms(to_ms - 1))
+        want = reference_bars([r for r in rows if lo <= r["time"] < hi_bucket_end], res)
+        want = [w for w in want if lo <= w["time"] < to_ms]
+        got = await store.bars(symbol, res, lo, to_ms)
+        assert_same_bars(got, want)
+
+
+async def test_history_is_exact_before_any_downsampling(store):
+    trades = synthetic()
+    await store.append(trades)
+    await check_all_resolutions(store, trades)
+
+
+async def test_history_is_exact_after_full_and_partial_downsampling(store):
+    trades = synthetic()
+    await store.append(trades)
+    # Partial: stop after a few windows, so tiers have different watermarks.
+    report = await store.run_downsampling(NOW_MS, max_windows=3)
+    assert len(report.ran) == 3
+    await check_all_resolutions(store, trades)
+    await store.run_downsampling(NOW_MS)
+    status = {s.tier: s for s in await store.downsampling_status(NOW_MS)}
+    assert all(s.watermark is not None for s in status.values())
+    await check_all_resolutions(store, trades)
+
+
+async def test_watermarks_are_monotone_and_never_pass_their_source(store):
+    await store.append(synthetic(days=20, rate=0.2))
+    plan = default_plan()
+    previous: dict[str, int] = {}
+    for _ in range(30):
+        report = await store.run_downsampling(NOW_MS, max_windows=2)
+        status = {s.tier: s.watermark for s in await store.downsampling_status(NOW_MS)}
+        for tier in plan.tiers:
+            wm = status[tier.name]
+            if wm is None:
+                continue
+            assert wm % tier.size_ms == 0
+            assert wm >= previous.get(tier.name, wm)
+            assert wm <= NOW_MS - plan.grace_ms
+            if tier.source != "trades":
+                assert status[tier.source] is not None and wm <= status[tier.source]
+            previous[tier.name] = wm
+        if not report.ran:
+            break
+    else:
+        pytest.fail("downsampling never reached the live edge")
+
+
+async def test_runs_are_idempotent(store):
+    trades = synthetic(days=2)
+    await store.append(trades)
+    await store.run_downsampling(NOW_MS)
+    res = parse_resolution("60")
+    before = await store.bars("ETHUSD", res, NOW_MS - 2 * DAY_MS, NOW_MS)
+    status_before = await store.downsampling_status(NOW_MS)
+    again = await store.run_downsampling(NOW_MS)
+    assert again.ran == []  # nothing new: up to date
+    later = await store.run_downsampling(NOW_MS + 3_600_000)  # re-reads the lookback windows
+    assert later.ran
+    assert await store.bars("ETHUSD", res, NOW_MS - 2 * DAY_MS, NOW_MS) == before
+    assert [s.watermark for s in status_before] <= [s.watermark for s in await store.downsampling_status(NOW_MS)]
+
+
+async def test_late_trades_behind_the_watermark_are_recomputed(store):
+    trades = synthetic(days=2)
+    await store.append(trades)
+    await store.run_downsampling(NOW_MS)
+    # A trade a day old arrives now: it must end up in every tier's history.
+    late_ms = NOW_MS - DAY_MS + 123_456
+    late = TradeColumns("BTCUSD", np.array([late_ms * NS + 999_999], dtype=np.int64), np.array([1e9]), np.array([5.0]))
+    await store.append([late])
+    status = {s.tier: s for s in await store.downsampling_status(NOW_MS)}
+    assert status["1m"].dirtyWindows >= 1
+    report = await store.run_downsampling(NOW_MS)
+    assert any(w.symbol == "BTCUSD" and w.start_ms <= late_ms < w.end_ms for w in report.changed)
+    await check_all_resolutions(store, trades + [late])
+    day = await store.bars("BTCUSD", parse_resolution("1D"), NOW_MS - DAY_MS, NOW_MS)
+    assert day[0].high == 1e9
+
+
+async def test_previous_bar_time_and_empty_ranges(store):
+    trades = synthetic(days=1)
+    await store.append(trades)
+    await store.run_downsampling(NOW_MS)
+    res = parse_resolution("1D")
+    assert await store.bars("BTCUSD", res, NOW_MS + DAY_MS, NOW_MS + 2 * DAY_MS) == []
+    assert await store.previous_bar_time("BTCUSD", res, NOW_MS + 5 * DAY_MS) == res.bucket_start_ms(NOW_MS - 1)
+    assert await store.previous_bar_time("BTCUSD", res, NOW_MS - 3 * DAY_MS) is None
+    minute = parse_resolution("1")
+    last = max(int(t) for b in trades if b.symbol == "BTCUSD" for t in b.ts_ns) // NS
+    assert await store.previous_bar_time("BTCUSD", minute, NOW_MS + DAY_MS) == minute.bucket_start_ms(last)
+
+
+async def test_lookups_symbols_last_ts_and_ids(store):
+    ts = np.array([10 * NS, 10 * NS + 1, 11 * NS], dtype=np.int64)
+    await store.append([TradeColumns("LTCUSD", ts + NOW_MS * NS - 20 * NS, np.array([1.0, 2, 3]),
+                                     np.array([1.0, 1, 1]), ["a", None, "c"])])
+    assert "LTCUSD" in await store.symbols()
+    base = NOW_MS * NS - 20 * NS
+    assert await store.last_ts_ns("LTCUSD", base + 10 * NS, base + 11 * NS) == base + 10 * NS + 1
+    assert await store.last_ts_ns("LTCUSD", base, base + 10 * NS) is None
+    assert await store.known_ids("LTCUSD", ["a", "b", "c"]) == {"a", "c"}
+    assert await store.known_ids("BTCUSD", ["a"]) == set()
+
+
+async def test_data_and_watermarks_survive_a_restart(kit):
+    trades = synthetic(days=2)
+    first = kit.make()
+    await first.start()
+    await first.append(trades)
+    await first.run_downsampling(NOW_MS)
+    status = await first.downsampling_status(NOW_MS)
+    bars = await first.bars("BTCUSD", parse_resolution("240"), NOW_MS - 2 * DAY_MS, NOW_MS)
+    await first.close()
+
+    second = kit.make()
+    await second.start()
+    try:
+        assert await second.downsampling_status(NOW_MS) == status
+        again = await second.bars("BTCUSD", parse_resolution("240"), NOW_MS - 2 * DAY_MS, NOW_MS)
+        assert again == bars  # bit-identical: sums are compensated (fsum), not order-dependent
+        # resumes from its watermarks: an hour later only the lookback and the new edge run
+        plan = default_plan()
+        watermarks = {s.tier: s.watermark for s in status}
+        report = await second.run_downsampling(NOW_MS + 3_600_000)
+        assert report.ran
+        for run in report.ran:
+            tier = plan.tier(run.tier)
+            assert run.fromMs >= tier.floor(watermarks[run.tier] - plan.lookback_ms)
+    finally:
+        await second.close()
