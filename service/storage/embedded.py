@@ -107,6 +107,9 @@ class EmbeddedStore:
         # Committed watermarks, cached so reads can plan their segments without a query.
         # Only ever raised after a commit, so a reader never trusts a watermark too far.
         self._watermarks: dict[str, int | None] = {t.name: None for t in plan.tiers}
+        # Per symbol, the envelope [lo, hi) of windows late trades made dirty and no run has
+        # rebuilt yet: history reads that span from raw trades, so it is exact meanwhile.
+        self._dirty_span: dict[str, tuple[int, int]] = {}
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursor_lock = threading.Lock()
 
@@ -130,6 +133,11 @@ class EmbeddedStore:
         for name, wm in con.execute("SELECT tier, watermark_ms FROM tier_state").fetchall():
             if name in self._watermarks:
                 self._watermarks[name] = wm
+        self._load_dirty_spans(con)
+
+    def _load_dirty_spans(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        rows = cursor.execute("SELECT symbol, min(start_ms), max(end_ms) FROM dirty GROUP BY symbol").fetchall()
+        self._dirty_span = {symbol: (int(lo), int(hi)) for symbol, lo, hi in rows}
 
     async def close(self) -> None:
         def _close() -> None:
@@ -206,6 +214,9 @@ class EmbeddedStore:
             except BaseException:
                 cursor.execute("ROLLBACK")
                 raise
+            for _, symbol, lo, hi in dirty:
+                old = self._dirty_span.get(symbol)
+                self._dirty_span[symbol] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
 
     # --- downsampling -----------------------------------------------------------------
 
@@ -226,6 +237,8 @@ class EmbeddedStore:
                     ran.append(run)
                     if budget is not None:
                         budget -= 1
+            with self._write_lock:
+                self._load_dirty_spans(cursor)
         return RunReport(ran, _merge_changed(changed))
 
     def _earliest_ms(self, cursor: duckdb.DuckDBPyConnection, tier: Tier) -> int | None:
@@ -369,12 +382,22 @@ class EmbeddedStore:
 
     # --- reads ------------------------------------------------------------------------
 
-    def _segments(self, symbol_param: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[str]:
+    def _segments(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[str]:
         """SELECTs of (k_ns, open, high, low, close, volume) covering ``[from_ms, to_ms)``:
-        serving tier, then each lower tier past the one above's watermark, then raw."""
+        serving tier, then each lower tier past the one above's watermark, then raw. A
+        span that late trades made dirty is read from raw trades until a run rebuilds it."""
+        tier = self.plan.serving_tier(resolution)
+        dirty = self._dirty_span.get(symbol)
+        if tier is None or dirty is None or dirty[1] <= from_ms or dirty[0] >= to_ms:
+            return self._clean_segments(tier, from_ms, to_ms)
+        # Widen to the serving tier's grid so the tier pieces around it stay whole bars.
+        lo, hi = max(from_ms, tier.floor(dirty[0])), min(to_ms, tier.floor(dirty[1] - 1) + tier.size_ms)
+        return (self._clean_segments(tier, from_ms, lo) + [self._raw_segment(lo, hi)]
+                + self._clean_segments(tier, hi, to_ms))
+
+    def _clean_segments(self, tier: Tier | None, from_ms: int, to_ms: int) -> list[str]:
         segments = []
         lo = from_ms
-        tier = self.plan.serving_tier(resolution)
         for t in self.plan.chain(tier) if tier is not None else []:
             wm = self._watermarks[t.name]
             if wm is None:
@@ -383,18 +406,20 @@ class EmbeddedStore:
             if hi > lo:
                 segments.append(
                     f"SELECT time_ms * {NS_PER_MS} AS k, open, high, low, close, volume FROM {bars_table(t)} "
-                    f"WHERE symbol = {symbol_param} AND time_ms >= {lo} AND time_ms < {hi}"
+                    f"WHERE symbol = $symbol AND time_ms >= {lo} AND time_ms < {hi}"
                 )
             lo = max(lo, wm)
         if to_ms > lo:
-            segments.append(
-                "SELECT ts_ns AS k, price AS open, price AS high, price AS low, price AS close, size AS volume "
-                f"FROM trades WHERE symbol = {symbol_param} AND ts_ns >= {lo * NS_PER_MS} AND ts_ns < {to_ms * NS_PER_MS}"
-            )
+            segments.append(self._raw_segment(lo, to_ms))
         return segments
 
+    @staticmethod
+    def _raw_segment(from_ms: int, to_ms: int) -> str:
+        return ("SELECT ts_ns AS k, price AS open, price AS high, price AS low, price AS close, size AS volume "
+                f"FROM trades WHERE symbol = $symbol AND ts_ns >= {from_ms * NS_PER_MS} AND ts_ns < {to_ms * NS_PER_MS}")
+
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
-        segments = self._segments("$symbol", resolution, from_ms, to_ms)
+        segments = self._segments(symbol, resolution, from_ms, to_ms)
         if not segments:
             return []
         bucket = _bucket_sql(resolution, f"k // {NS_PER_MS}")
@@ -406,7 +431,7 @@ class EmbeddedStore:
         return [Bar(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
-        segments = self._segments("$symbol", resolution, 0, before_ms)
+        segments = self._segments(symbol, resolution, 0, before_ms)
         if not segments:
             return None
         sql = f"SELECT max(k) FROM ({' UNION ALL '.join(segments)})"

@@ -1,0 +1,63 @@
+"""The one place where errors become HTTP answers (and WebSocket error messages).
+
+Every error body is ``{"error": {"code", "message", "details"?}}``. Anything a client
+sent wrongly is a 4xx; only a bug in tvflux itself is a 500, and it is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from service.errors import InvalidMessage, Overloaded, TvfluxError
+from service.models import ErrorBody, ErrorMessage
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+               429: "overloaded", 503: "unavailable"}
+
+
+def error_payload(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return {"error": body}
+
+
+def _tvflux_error(_: Request, exc: TvfluxError) -> Response:
+    headers = {}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    return Response(exc.payload(), status_code=exc.status, headers=headers)
+
+
+def _http_error(_: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    code = "invalid_parameter" if isinstance(exc, ValidationException) else _HTTP_CODES.get(status, "error")
+    details = exc.extra if isinstance(exc, ValidationException) and exc.extra else None
+    if status >= 500:
+        log.error("HTTP %d: %s", status, exc.detail)
+    return Response(error_payload(code, str(exc.detail), details), status_code=status, headers=exc.headers)
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response(error_payload("internal", "internal error"), status_code=500)
+
+
+EXCEPTION_HANDLERS = {TvfluxError: _tvflux_error, HTTPException: _http_error, Exception: _unexpected}
+
+
+def ws_error(exc: TvfluxError | msgspec.DecodeError | msgspec.ValidationError, sub_id: str | None = None) -> ErrorMessage:
+    """The WebSocket form of an error: a message on the open connection."""
+    if isinstance(exc, msgspec.ValidationError):
+        exc = InvalidMessage(f"invalid message: {exc}")
+    elif not isinstance(exc, TvfluxError):
+        exc = InvalidMessage(f"malformed message: {exc}")
+    return ErrorMessage(ErrorBody(exc.code, exc.message, exc.details), id=sub_id)

@@ -1,0 +1,220 @@
+"""HTTP endpoints: UDF protocol, JSON API, health and metrics.
+
+Query parameters are taken as strings and validated by :mod:`service.history`, so every
+bad value gets tvflux's own error shape and message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from service.api.metrics import render_metrics
+from service.clock import now_ms
+from service.errors import InvalidMessage, InvalidTrade
+from service.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, Trade, TradesAccepted
+from service.resolution import DAY_COUNTS, MINUTE_COUNTS, SECOND_COUNTS, SUPPORTED
+
+_trades_decoder = msgspec.json.Decoder(list[Trade])
+
+# Parameters arrive as strings; `from` is a Python keyword, hence the aliases.
+_FROM = Parameter(query="from", required=False)
+_TO = Parameter(query="to", required=False)
+_QUERY = Parameter(query="query", required=False)  # `query` itself is reserved by Litestar
+
+
+def _services(request: Request) -> Any:
+    return request.app.state.services
+
+
+def _symbol_info(symbol: str) -> SymbolInfo:
+    return SymbolInfo(symbol=symbol, description=f"{symbol} (tvflux)", pricescale=100)
+
+
+# --- UDF ------------------------------------------------------------------------------
+
+
+@get("/udf/config", sync_to_thread=False)
+def udf_config() -> dict[str, Any]:
+    return {
+        "supported_resolutions": list(SUPPORTED),
+        "supports_group_request": False,
+        "supports_marks": False,
+        "supports_search": True,
+        "supports_timescale_marks": False,
+        "supports_time": True,
+        "exchanges": [{"value": "", "name": "All", "desc": ""}, {"value": "tvflux", "name": "tvflux", "desc": "tvflux"}],
+        "symbols_types": [{"name": "crypto", "value": "crypto"}],
+    }
+
+
+@get("/udf/symbols", sync_to_thread=False)
+def udf_symbols(request: Request, symbol: str | None = None) -> dict[str, Any]:
+    services = _services(request)
+    name = (symbol or "").split(":")[-1]
+    services.symbols.require(name)
+    info = _symbol_info(name)
+    return {
+        "name": name, "ticker": name, "full_name": f"{info.exchange}:{name}", "description": info.description,
+        "type": info.type, "session": "24x7", "timezone": "Etc/UTC", "exchange": info.exchange,
+        "listed_exchange": info.exchange, "format": "price", "minmov": 1, "pricescale": info.pricescale,
+        "has_intraday": True, "has_seconds": True, "seconds_multipliers": [str(n) for n in SECOND_COUNTS],
+        "intraday_multipliers": [str(n) for n in MINUTE_COUNTS], "has_daily": True,
+        "daily_multipliers": [str(n) for n in DAY_COUNTS], "has_weekly_and_monthly": True,
+        "weekly_multipliers": ["1"], "monthly_multipliers": ["1"],
+        "supported_resolutions": list(SUPPORTED), "volume_precision": 6, "data_status": "streaming",
+    }
+
+
+@get("/udf/search", sync_to_thread=False)
+def udf_search(request: Request, text: str | None = _QUERY, limit: str | None = None) -> list[dict[str, Any]]:
+    services = _services(request)
+    try:
+        max_items = max(1, min(100, int(limit))) if limit else 30
+    except ValueError:
+        raise InvalidMessage(f"'limit' must be an integer, got {limit!r}") from None
+    needle = (text or "").upper()
+    out = []
+    for symbol in services.symbols:
+        if needle in symbol.upper():
+            info = _symbol_info(symbol)
+            out.append({"symbol": symbol, "full_name": f"{info.exchange}:{symbol}", "description": info.description,
+                        "exchange": info.exchange, "ticker": symbol, "type": info.type})
+    return out[:max_items]
+
+
+@get("/udf/history")
+async def udf_history(
+    request: Request, symbol: str | None = None, resolution: str | None = None,
+    from_s: str | None = _FROM, to_s: str | None = _TO, countback: str | None = None,
+) -> dict[str, Any]:
+    services = _services(request)
+    req = services.history.parse(symbol, resolution, from_s, to_s, countback, now_ms=now_ms())
+    result = await services.history.query(req)
+    if result.noData:
+        body: dict[str, Any] = {"s": "no_data"}
+        if result.nextTime is not None:
+            body["nextTime"] = result.nextTime // 1000
+        return body
+    bars = result.bars
+    return {
+        "s": "ok",
+        "t": [b.time // 1000 for b in bars],
+        "o": [b.open for b in bars],
+        "h": [b.high for b in bars],
+        "l": [b.low for b in bars],
+        "c": [b.close for b in bars],
+        "v": [b.volume for b in bars],
+    }
+
+
+@get("/udf/time", sync_to_thread=False, media_type="text/plain")
+def udf_time() -> str:
+    return str(now_ms() // 1000)
+
+
+# --- JSON API -----------------------------------------------------------------------------
+
+
+@get("/api/bars")
+async def api_bars(
+    request: Request, symbol: str | None = None, resolution: str | None = None,
+    from_s: str | None = _FROM, to_s: str | None = _TO, countback: str | None = None,
+) -> Response:
+    services = _services(request)
+    req = services.history.parse(symbol, resolution, from_s, to_s, countback, now_ms=now_ms())
+    return Response(await services.history.query(req))
+
+
+@get("/api/symbols", sync_to_thread=False)
+def api_symbols(request: Request) -> SymbolsResponse:
+    return SymbolsResponse([_symbol_info(s) for s in _services(request).symbols])
+
+
+@post("/api/trades", status_code=200)
+async def api_trades(request: Request) -> TradesAccepted:
+    services = _services(request)
+    body = await request.body()
+    try:
+        trades = _trades_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidTrade(f"invalid trade: {exc}; nothing from this batch was accepted") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidMessage(f"body must be a JSON array of trades: {exc}") from None
+    return await services.ingestor.accept(trades, now_ms())
+
+
+@get("/api/downsampling")
+async def api_downsampling(request: Request) -> DownsamplingResponse:
+    services = _services(request)
+    return DownsamplingResponse(await services.store.downsampling_status(now_ms()))
+
+
+@post("/api/downsampling/run", status_code=200)
+async def api_downsampling_run(request: Request) -> DownsamplingResponse:
+    services = _services(request)
+    # "Run now" should include what was just posted: flush the writer first (bounded, so a
+    # store outage doesn't hang the request; the run then works on what is stored).
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(services.writer.flush(), timeout=10)
+    report = await services.downsampler.run_once()
+    return DownsamplingResponse(await services.store.downsampling_status(now_ms()), ran=report.ran)
+
+
+@get("/api/stats")
+async def api_stats(request: Request) -> dict[str, Any]:
+    services = _services(request)
+    health = await services.store.health()
+    return {
+        "ingestRatePerS": services.ingest_rate.per_second(),
+        "tradesAccepted": services.ingestor.accepted,
+        "duplicates": services.ingestor.duplicates,
+        "wsClients": len(services.hub.clients),
+        "subscriptions": services.hub.subscription_count,
+        "store": {"kind": services.store.kind, "healthy": health.ok, "error": health.error},
+        "writer": {"pendingRows": services.writer.pending_rows, "storedRows": services.writer.stored_rows,
+                   "lastError": services.writer.last_error},
+        "downsampler": {"runs": services.downsampler.runs, "lastError": services.downsampler.last_error},
+        "uptimeS": round(now_ms() / 1000 - services.started_at, 1),
+    }
+
+
+# --- health and metrics ---------------------------------------------------------------------
+
+
+@get("/health/live", sync_to_thread=False)
+def health_live() -> dict[str, Any]:
+    return {"status": "ok"}
+
+
+@get("/health/ready")
+async def health_ready(request: Request) -> Response:
+    services = _services(request)
+    health = await services.store.health()
+    reasons = []
+    if not services.ready:
+        reasons.append("starting or stopping")
+    if not health.ok:
+        reasons.append(f"store: {health.error}")
+    if services.writer.last_error:
+        reasons.append(f"writer: {services.writer.last_error}")
+    body = {"ready": not reasons, "reasons": reasons, "store": services.store.kind,
+            "writerPendingRows": services.writer.pending_rows}
+    return Response(body, status_code=200 if not reasons else 503)
+
+
+@get("/metrics", media_type="text/plain; version=0.0.4")
+async def metrics(request: Request) -> bytes:
+    return render_metrics(_services(request), await _services(request).store.downsampling_status(now_ms()))
+
+
+ROUTES = [
+    udf_config, udf_symbols, udf_search, udf_history, udf_time,
+    api_bars, api_symbols, api_trades, api_downsampling, api_downsampling_run, api_stats,
+    health_live, health_ready, metrics,
+]

@@ -1,0 +1,164 @@
+"""Streaming endpoints: ``/ws`` (live bars), ``/ws/ingest`` (trade batches with acks) and
+``/api/stream`` (the same bar messages as Server-Sent Events).
+
+Each connection has one :class:`~service.hub.Client` outbox and one sender task: the
+receive loop never writes to the socket itself, so replies (pong, errors) and bars are
+sent in order by one writer. A recoverable mistake (bad JSON, unknown op, unknown symbol)
+gets an error message and the connection stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Request, WebSocket, get, websocket
+from litestar.response import ServerSentEvent
+from litestar.response.sse import ServerSentEventMessage
+
+from service.api.errors import ws_error
+from service.clock import now_ms
+from service.errors import InvalidMessage, TvfluxError
+from service.hub import Client
+from service.models import ClientMessage, IngestAck, Ping, Pong, Subscribe, Trade, Unsubscribe
+from service.resolution import parse_resolution
+
+log = logging.getLogger(__name__)
+
+CLOSE_TOO_SLOW = 4008  # the client did not read fast enough and was cut off
+_client_decoder = msgspec.json.Decoder(ClientMessage)
+_trades_json = msgspec.json.Decoder(list[Trade])
+_trades_msgpack = msgspec.msgpack.Decoder(list[Trade])
+_encode = msgspec.json.Encoder().encode
+
+
+def _services(conn: Any) -> Any:
+    return conn.app.state.services
+
+
+async def _send_loop(socket: WebSocket, client: Client, push_interval_s: float, send_timeout_s: float,
+                     counter: Any) -> None:
+    """The connection's only writer. Sleeping ``push_interval_s`` after each send is what
+    coalesces updates: whatever changed meanwhile goes out as one latest bar."""
+    while True:
+        await client.wake.wait()
+        client.wake.clear()
+        frames = client.take()
+        try:
+            for frame in frames:
+                await asyncio.wait_for(socket.send_text(frame.decode()), send_timeout_s)
+        except asyncio.TimeoutError:
+            client.cut(f"a send took longer than {send_timeout_s}s")
+        counter.frames_sent += len(frames)
+        if client.cut_reason is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(socket.close(code=CLOSE_TOO_SLOW, reason="too slow: " + client.cut_reason[:80]), 1)
+            return
+        if push_interval_s > 0:
+            await asyncio.sleep(push_interval_s)
+
+
+@websocket("/ws")
+async def ws_bars(socket: WebSocket) -> None:
+    services = _services(socket)
+    settings = services.settings
+    hub = services.hub
+    await socket.accept()
+    client = Client(settings.client_queue_max, name=str(socket.client))
+    hub.register(client)
+    sender = asyncio.create_task(
+        _send_loop(socket, client, settings.push_interval_ms / 1000, settings.send_timeout_s, hub))
+    try:
+        while not sender.done():
+            event = await socket.receive()
+            if event["type"] == "websocket.disconnect":
+                break
+            data = event.get("text") if event.get("text") is not None else event.get("bytes")
+            sub_id = None
+            try:
+                msg = _client_decoder.decode(data or b"")
+                if isinstance(msg, Subscribe):
+                    sub_id = msg.id
+                    services.symbols.require(msg.symbol)
+                    resolution = parse_resolution(msg.resolution)
+                    if msg.id not in client.subs and len(client.subs) >= settings.max_subscriptions_per_connection:
+                        raise InvalidMessage(
+                            f"at most {settings.max_subscriptions_per_connection} subscriptions per connection")
+                    await hub.subscribe(client, msg.id, msg.symbol, resolution)
+                elif isinstance(msg, Unsubscribe):
+                    hub.unsubscribe(client, msg.id)
+                elif isinstance(msg, Ping):
+                    client.offer_control(_encode(Pong()))
+            except (TvfluxError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                client.offer_control(_encode(ws_error(exc, sub_id)))
+    finally:
+        hub.unregister(client)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+
+
+@websocket("/ws/ingest")
+async def ws_ingest(socket: WebSocket) -> None:
+    """Each frame is a JSON array (text) or a msgpack array (binary) of trades; each gets
+    an ``ack`` (or an ``error``) carrying the frame's sequence number on this connection."""
+    services = _services(socket)
+    await socket.accept()
+    seq = 0
+    while True:
+        event = await socket.receive()
+        if event["type"] == "websocket.disconnect":
+            return
+        seq += 1
+        try:
+            if event.get("bytes") is not None:
+                trades = _trades_msgpack.decode(event["bytes"])
+            else:
+                trades = _trades_json.decode(event.get("text") or "")
+            result = await services.ingestor.accept(trades, now_ms())
+            reply = IngestAck(seq, result.accepted, result.duplicates)
+        except (TvfluxError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            reply = ws_error(exc, str(seq))
+        await socket.send_text(_encode(reply).decode())
+
+
+@get("/api/stream")
+async def sse_stream(request: Request, symbol: str | None = None, resolution: str | None = None) -> ServerSentEvent:
+    services = _services(request)
+    services.symbols.require(symbol or "")
+    res = parse_resolution(resolution or "")
+    client = Client(services.settings.client_queue_max, name=str(request.client))
+    services.hub.register(client)
+    try:
+        await services.hub.subscribe(client, "stream", symbol, res)
+    except BaseException:
+        services.hub.unregister(client)
+        raise
+    return ServerSentEvent(_sse_events(services, client))
+
+
+async def _sse_events(services: Any, client: Client) -> AsyncIterator[str | ServerSentEventMessage]:
+    push_interval_s = services.settings.push_interval_ms / 1000
+    try:
+        while client.cut_reason is None:
+            try:
+                await asyncio.wait_for(client.wake.wait(), 15)
+            except asyncio.TimeoutError:
+                yield ServerSentEventMessage(comment="keep-alive")  # proxies close idle streams
+                continue
+            client.wake.clear()
+            frames = client.take()
+            services.hub.frames_sent += len(frames)
+            for frame in frames:
+                yield frame.decode()
+            if push_interval_s > 0:
+                await asyncio.sleep(push_interval_s)
+    finally:
+        services.hub.unregister(client)
+
+
+STREAM_ROUTES = [ws_bars, ws_ingest, sse_stream]

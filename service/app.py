@@ -1,0 +1,148 @@
+"""``create_app(settings)``: the Litestar application and the lifetimes of its parts.
+
+Start order: store → ingest (learns what is stored) → writer → hub ticker → downsampler
+→ synthetic source. Shutdown is the reverse, and the writer drains before the store
+closes, so nothing accepted is left behind on a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+
+from service.api.errors import EXCEPTION_HANDLERS
+from service.api.http import ROUTES
+from service.api.static import static_routes
+from service.api.streams import STREAM_ROUTES
+from service.clock import now_ms
+from service.downsampler import Downsampler
+from service.errors import StoreUnavailable
+from service.history import History, SymbolSet
+from service.hub import Hub
+from service.ingest import Ingestor
+from service.settings import Settings, load_settings
+from service.sources import RateMeter, run_synthetic
+from service.storage.base import Store
+from service.writer import TradeWriter
+
+log = logging.getLogger(__name__)
+
+
+def build_store(settings: Settings) -> Store:
+    if settings.store == "influx":
+        from service.storage.influx import InfluxStore  # only imported when used
+
+        return InfluxStore(settings, settings.plan)
+    from service.storage.embedded import EmbeddedStore
+
+    return EmbeddedStore(os.path.join(settings.data_dir, "tvflux.duckdb"), settings.plan)
+
+
+class Services:
+    """Everything a request handler may need, built once per app."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store if store is not None else build_store(settings)
+        self.writer = TradeWriter(
+            self.store,
+            flush_interval_ms=settings.flush_interval_ms,
+            flush_rows=settings.flush_rows,
+            max_pending_rows=settings.writer_max_pending_rows,
+        )
+        self.symbols = SymbolSet(settings.symbols)
+        self.history = History(self.store, self.writer, self.symbols, max_bars=settings.max_bars)
+        self.hub = Hub(self._live_history, now_ms)
+        self.ingest_rate = RateMeter()
+        self.ingestor = Ingestor(
+            self.store, self.writer, self.hub, self.symbols,
+            max_batch_trades=settings.max_batch_trades, max_future_ms=settings.max_future_ms,
+            on_accepted=self.ingest_rate.add,
+        )
+        self.downsampler = Downsampler(
+            self.store, self.hub, interval_ms=settings.downsample_interval_ms, clock_ms=now_ms
+        )
+        self.started_at = time.time()
+        self.store_error: str | None = None
+        self.ready = False
+
+    async def _live_history(self, symbol, resolution, from_ms, to_ms):  # type: ignore[no-untyped-def]
+        snapshot = await self.history.bars(symbol, resolution, from_ms, to_ms)
+        return snapshot.bars, snapshot.seq
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        settings = self.settings
+        try:
+            await self.store.start()
+        except StoreUnavailable as exc:
+            log.error("store unavailable at start: %s", exc.message)
+            raise
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            self.symbols.add(await self.store.symbols())
+            await self.ingestor.start()
+            tasks.append(asyncio.create_task(self.writer.run(), name="writer"))
+            tasks.append(asyncio.create_task(self._tick_forever(), name="hub-ticker"))
+            if settings.downsample_interval_ms > 0:
+                tasks.append(asyncio.create_task(self.downsampler.run_forever(), name="downsampler"))
+            if settings.synthetic_rate > 0:
+                tasks.append(asyncio.create_task(
+                    run_synthetic(self.ingestor, settings.symbols, settings.synthetic_rate, settings.synthetic_seed),
+                    name="synthetic",
+                ))
+            self.ready = True
+            log.info("tvflux ready: store=%s symbols=%s synthetic=%s trades/s", self.store.kind,
+                     ",".join(self.symbols), settings.synthetic_rate)
+            yield
+        finally:
+            self.ready = False
+            for task in reversed(tasks):
+                if task.get_name() != "writer":
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            try:
+                await asyncio.wait_for(self.writer.drain(), timeout=30)
+            except asyncio.TimeoutError:
+                log.error("shutdown: %d trades could not be written", self.writer.pending_rows)
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.store.close()
+
+    async def _tick_forever(self) -> None:
+        interval_s = max(self.settings.push_interval_ms, 20) / 1000
+        while True:
+            self.hub.tick(now_ms())
+            await asyncio.sleep(interval_s)
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Litestar:
+    settings = settings if settings is not None else load_settings(os.environ)
+    services = Services(settings, store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with services.running():
+            yield
+
+    app = Litestar(
+        route_handlers=[*ROUTES, *STREAM_ROUTES, *static_routes()],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="tvflux", version="0.1.0", path="/schema"),
+        debug=False,
+        logging_config=None,  # logging is configured once, by the CLI
+    )
+    app.state.services = services
+    return app

@@ -1,0 +1,160 @@
+"""HTTP API against a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+
+def assert_error(status_body, status, code):
+    got_status, body = status_body
+    assert got_status == status, body
+    assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"], body
+    assert set(body["error"]) <= {"code", "message", "details"}
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def test_udf_config_symbols_search_time(module_server):
+    s = module_server
+    status, cfg = s.get("/udf/config")
+    assert status == 200 and "1S" in cfg["supported_resolutions"] and "1M" in cfg["supported_resolutions"]
+    assert cfg["supports_search"] is True and cfg["supports_time"] is True
+    status, info = s.get("/udf/symbols?symbol=BTCUSD")
+    assert status == 200 and info["name"] == "BTCUSD" and info["session"] == "24x7"
+    assert info["timezone"] == "Etc/UTC" and info["has_seconds"] and info["has_weekly_and_monthly"]
+    status, found = s.get("/udf/search?query=eth&limit=5")
+    assert status == 200 and [f["symbol"] for f in found] == ["ETHUSD"]
+    status, t = s.get("/udf/time")
+    assert status == 200 and abs(int(t) - time.time()) < 5
+    status, syms = s.get("/api/symbols")
+    assert status == 200 and "LTCUSD" in [x["symbol"] for x in syms["symbols"]]
+
+
+@pytest.mark.parametrize("query, status, code", [
+    ("symbol=NOPE&resolution=1&countback=5", 404, "unknown_symbol"),
+    ("resolution=1&countback=5", 404, "unknown_symbol"),
+    ("symbol=BTCUSD&resolution=7&countback=5", 400, "invalid_resolution"),
+    ("symbol=BTCUSD&countback=5", 400, "invalid_range"),
+    ("symbol=BTCUSD&resolution=1&from=200&to=100", 400, "invalid_range"),
+    ("symbol=BTCUSD&resolution=1&to=100", 400, "invalid_range"),
+    ("symbol=BTCUSD&resolution=1&from=abc&to=100", 400, "invalid_range"),
+    ("symbol=BTCUSD&resolution=1&from=-5&to=100", 400, "invalid_range"),
+    ("symbol=BTCUSD&resolution=1&countback=0", 400, "invalid_range"),
+    ("symbol=BTCUSD&resolution=1&countback=999999", 400, "invalid_range"),
+    ("symbol=BTCUSD&resolution=1S&from=0&to=1700000000", 400, "invalid_range"),
+    ("symbol=BTCUSD&resolution=1&from=0&to=99999999999999", 400, "invalid_range"),
+])
+def test_history_bad_input_is_4xx_with_error_shape(module_server, query, status, code):
+    assert_error(module_server.get("/api/bars?" + query), status, code)
+    assert_error(module_server.get("/udf/history?" + query), status, code)
+
+
+@pytest.mark.parametrize("body, status, code", [
+    (b"[{\"symbol\": ", 400, "invalid_message"),
+    (b"{}", 400, "invalid_trade"),
+    (b"[{\"symbol\":\"BTCUSD\",\"price\":NaN,\"size\":1,\"time\":1}]", 400, "invalid_message"),
+    (b"[{\"symbol\":\"BTCUSD\",\"price\":1e999,\"size\":1,\"time\":1}]", 400, "invalid_trade"),
+    (b"[{\"symbol\":\"BTCUSD\",\"price\":-1,\"size\":1,\"time\":1}]", 400, "invalid_trade"),
+    (b"[{\"symbol\":\"BTCUSD\",\"price\":1,\"size\":0,\"time\":1}]", 400, "invalid_trade"),
+    (b"[{\"symbol\":\"BTCUSD\",\"price\":1,\"size\":1}]", 400, "invalid_trade"),
+    (b"[{\"symbol\":\"BTCUSD\",\"price\":1,\"size\":1,\"time\":-1}]", 400, "invalid_trade"),
+    (b"[{\"symbol\":\"BTCUSD\",\"price\":1,\"size\":1,\"time\":1.5}]", 400, "invalid_trade"),
+    (b"[{\"symbol\":\"BTCUSD\",\"price\":\"1\",\"size\":1,\"time\":1}]", 400, "invalid_trade"),
+    (b"[{\"symbol\":\"BTCUSD\",\"price\":1,\"size\":1,\"time\":1,\"extra\":1}]", 400, "invalid_trade"),
+    (b"[{\"symbol\":\"bad symbol\",\"price\":1,\"size\":1,\"time\":1}]", 400, "invalid_trade"),
+    (b"[{\"symbol\":\"NOPE\",\"price\":1,\"size\":1,\"time\":1}]", 400, "invalid_trade"),
+])
+def test_bad_trades_are_refused_whole(module_server, body, status, code):
+    before = module_server.get("/api/stats")[1]["tradesAccepted"]
+    assert_error(module_server.post("/api/trades", raw=body), status, code)
+    assert module_server.get("/api/stats")[1]["tradesAccepted"] == before
+
+
+def test_future_trades_and_mixed_batches_are_refused_with_every_problem(module_server):
+    t = now_ms()
+    batch = [{"symbol": "TESTA", "price": 1, "size": 1, "time": t},
+             {"symbol": "TESTA", "price": 1, "size": 1, "time": t + 3_600_000},
+             {"symbol": "NOPE", "price": 1, "size": 1, "time": t}]
+    status, body = module_server.post("/api/trades", batch)
+    assert_error((status, body), 400, "invalid_trade")
+    assert [d["index"] for d in body["error"]["details"]] == [1, 2]
+    status, bars = module_server.get("/api/bars?symbol=TESTA&resolution=1D&countback=5")
+    assert bars["noData"] is True
+
+
+def test_oversized_batch_and_body(module_server):
+    t = now_ms()
+    many = [{"symbol": "TESTA", "price": 1, "size": 1, "time": t}] * 1001
+    assert_error(module_server.post("/api/trades", many), 413, "payload_too_large")
+    huge = b"[" + b" " * 300_000 + b"]"
+    assert_error(module_server.post("/api/trades", raw=huge), 413, "payload_too_large")
+
+
+def test_ids_make_posts_idempotent(module_server):
+    t = now_ms() - 10_000
+    trades = [{"symbol": "TESTB", "price": 10 + i, "size": 1, "time": t + i, "id": f"x{i}"} for i in range(5)]
+    assert module_server.post_trades(trades) == {"accepted": 5, "duplicates": 0}
+    assert module_server.post_trades(trades) == {"accepted": 0, "duplicates": 5}
+    again = trades[:2] + [{**trades[0]}] + [{"symbol": "TESTB", "price": 1, "size": 1, "time": t, "id": "new"}]
+    assert module_server.post_trades(again) == {"accepted": 1, "duplicates": 3}
+    # a trade without id is never a duplicate
+    plain = [{"symbol": "TESTB", "price": 1, "size": 1, "time": t}]
+    assert module_server.post_trades(plain + plain) == {"accepted": 2, "duplicates": 0}
+    _, bars = module_server.get(f"/api/bars?symbol=TESTB&resolution=1D&countback=1")
+    assert bars["bars"][0]["volume"] == pytest.approx(8.0)
+
+
+def test_unknown_route_and_method(module_server):
+    assert_error(module_server.get("/api/nothing"), 404, "not_found")
+    assert_error(module_server.request("DELETE", "/api/trades"), 405, "method_not_allowed")
+
+
+def test_countback_paging_no_data_and_next_time(module_server):
+    s = module_server
+    day = 86_400_000
+    base = (now_ms() // day - 30) * day
+    # trades on days 0, 1, 2 and 20 of a month-old window
+    trades = [{"symbol": "TESTC", "price": 100 + d, "size": 1, "time": base + d * day + 1000} for d in (0, 1, 2, 20)]
+    s.post_trades(trades)
+    _, page = s.get(f"/api/bars?symbol=TESTC&resolution=1D&countback=2&to={(base + 25 * day) // 1000}")
+    assert [b["time"] for b in page["bars"]] == [base + 2 * day, base + 20 * day]  # countback jumps the gap
+    # countback wins over from
+    _, page = s.get(f"/api/bars?symbol=TESTC&resolution=1D&countback=1&from={(base + 19 * day) // 1000}"
+                    f"&to={(base + 2 * day) // 1000}")
+    assert [b["time"] for b in page["bars"]] == [base + day]
+    # an empty range says where older data is, so the chart can jump back
+    _, page = s.get(f"/api/bars?symbol=TESTC&resolution=1D&from={(base + 5 * day) // 1000}&to={(base + 10 * day) // 1000}")
+    assert page == {"bars": [], "noData": True, "nextTime": base + 2 * day}
+    _, udf = s.get(f"/udf/history?symbol=TESTC&resolution=1D&from={(base + 5 * day) // 1000}&to={(base + 10 * day) // 1000}")
+    assert udf == {"s": "no_data", "nextTime": (base + 2 * day) // 1000}
+    _, page = s.get(f"/api/bars?symbol=TESTC&resolution=1D&countback=5&to={base // 1000}")
+    assert page == {"bars": [], "noData": True, "nextTime": None}
+    _, udf = s.get(f"/udf/history?symbol=TESTC&resolution=1D&countback=2&to={(base + 3 * day) // 1000}")
+    assert udf["s"] == "ok" and udf["t"] == [(base + day) // 1000, (base + 2 * day) // 1000] and udf["o"] == [101, 102]
+
+
+def test_downsampling_endpoints(module_server):
+    status, body = module_server.post("/api/downsampling/run")
+    assert status == 200 and isinstance(body["ran"], list)
+    tiers = [t["tier"] for t in body["tiers"]]
+    assert tiers == ["1m", "5m", "15m", "1h", "4h", "1d"]
+    status, body = module_server.get("/api/downsampling")
+    assert status == 200 and body["tiers"][0]["watermark"] is not None and body["tiers"][0]["error"] is None
+
+
+def test_health_and_metrics(module_server):
+    assert module_server.get("/health/live") == (200, {"status": "ok"})
+    status, ready = module_server.get("/health/ready")
+    assert status == 200 and ready["ready"] is True and ready["reasons"] == []
+    status, text = module_server.get("/metrics")
+    assert status == 200 and "tvflux_trades_ingested_total" in text and 'tvflux_downsampling_lag_ms{tier="1m"}' in text
+
+
+def test_openapi_schema_is_served(module_server):
+    status, schema = module_server.get("/schema/openapi.json")
+    assert status == 200 and "/api/bars" in schema["paths"] and "/api/trades" in schema["paths"]
