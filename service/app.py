@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 
 from service.api.errors import EXCEPTION_HANDLERS
@@ -23,7 +24,7 @@ from service.api.static import static_routes
 from service.api.streams import STREAM_ROUTES
 from service.clock import now_ms
 from service.downsampler import Downsampler
-from service.errors import StoreUnavailable
+from service.errors import Overloaded, StoreUnavailable
 from service.history import History, SymbolSet
 from service.hub import Hub
 from service.ingest import Ingestor
@@ -69,6 +70,7 @@ class Services:
         self.downsampler = Downsampler(
             self.store, self.hub, interval_ms=settings.downsample_interval_ms, clock_ms=now_ms
         )
+        self.connections = ConnectionLimiter(settings.max_connections_per_client)
         self.started_at = time.time()
         self.store_error: str | None = None
         self.ready = False
@@ -126,6 +128,26 @@ class Services:
             await asyncio.sleep(interval_s)
 
 
+class ConnectionLimiter:
+    """Open streaming connections per client address, bounded."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def acquire(self, address: str) -> None:
+        if self._open.get(address, 0) >= self.limit:
+            raise Overloaded(f"more than {self.limit} open connections from {address}", retry_after_s=5)
+        self._open[address] = self._open.get(address, 0) + 1
+
+    def release(self, address: str) -> None:
+        left = self._open.get(address, 0) - 1
+        if left > 0:
+            self._open[address] = left
+        else:
+            self._open.pop(address, None)
+
+
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Litestar:
     settings = settings if settings is not None else load_settings(os.environ)
     services = Services(settings, store)
@@ -141,6 +163,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="tvflux", version="0.1.0", path="/schema"),
+        cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         debug=False,
         logging_config=None,  # logging is configured once, by the CLI
     )

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -22,11 +23,27 @@ log = logging.getLogger("tvflux")
 DAY_MS = 86_400_000
 
 
+class RedactSecrets(logging.Filter):
+    """Blanks bearer tokens and ``token=`` query values in every record the handler emits
+    (uvicorn logs WebSocket request lines, and headers at DEBUG)."""
+
+    _pattern = re.compile(r"(?i)(bearer\s+|token=)[^\s&\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self._pattern.sub(r"\1***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
 def _configure_logging(level: str) -> None:
     # uvicorn's legacy websockets implementation is deprecated, but it is the one whose
     # send waits for the socket to drain, which is how slow subscribers are detected.
     warnings.filterwarnings("ignore", message=r".*`websockets` implementation is deprecated")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets())
 
 
 class Progress:
@@ -67,9 +84,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from service.app import create_app
 
-    if settings.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("binding %s: tvflux is reachable from other machines; set TVFLUX_INGEST_TOKEN and "
-                    "TVFLUX_ADMIN_TOKEN before exposing it", settings.host)
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not (settings.ingest_token and settings.admin_token):
+        log.warning("!!! binding %s WITHOUT %s: anyone who can reach this port can post trades or run admin "
+                    "actions; set TVFLUX_INGEST_TOKEN and TVFLUX_ADMIN_TOKEN", settings.host,
+                    " and ".join(n for n, v in (("TVFLUX_INGEST_TOKEN", settings.ingest_token),
+                                                ("TVFLUX_ADMIN_TOKEN", settings.admin_token)) if not v))
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, loop="uvloop", ws="websockets", http="httptools"

@@ -53,6 +53,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     client_queue_max: int = 256  # closed bars waiting for one subscription before cut-off
     max_subscriptions_per_connection: int = 200
 
+    max_connections_per_client: int = 64  # open WebSocket/SSE connections per client address
+
+    # durability: every accepted batch is in the on-disk spool before it is acknowledged
+    spool_max_bytes: int = 1024 * 1024 * 1024  # past this, ingest answers 429
+    spool_fsync_interval_ms: int = 200  # 0 = fsync every batch before acknowledging it
+
+    # access control (empty = open); tokens are Secret so they never reach logs or reprs
+    ingest_token: Secret = Secret("")
+    admin_token: Secret = Secret("")
+    cors_origins: tuple[str, ...] = ()
+
     # history
     max_bars: int = 10_000
 
@@ -61,6 +72,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     lookback_ms: int = 5 * 60_000
     grace_ms: int = 5_000
     downsample_interval_ms: int = 2_000
+    downsample_timeout_s: float = 120.0  # a run taking longer is abandoned and retried
+
+    # fault injection for the outage tests: while this file exists, store writes fail
+    fault_store_down_file: str = ""
 
     # InfluxDB 2
     influx_url: str = ""
@@ -139,6 +154,14 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "client_queue_max": _int(1),
     "max_subscriptions_per_connection": _int(1),
     "max_bars": _int(1),
+    "max_connections_per_client": _int(1),
+    "spool_max_bytes": _int(1024 * 1024),
+    "spool_fsync_interval_ms": _int(0),
+    "ingest_token": Secret,
+    "admin_token": Secret,
+    "cors_origins": _csv,
+    "downsample_timeout_s": _float(0.1),
+    "fault_store_down_file": str,
     "tiers": _csv,
     "lookback_ms": _int(0),
     "grace_ms": _int(0),
@@ -177,7 +200,7 @@ def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
         try:
             values[field] = parse(raw)
         except ValueError as exc:
-            shown = "***" if field.endswith("token") else repr(raw)
+            shown = "***" if field.endswith("token") else repr(raw)  # never echo a secret
             problems.append(f"{name}={shown}: {exc}")
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("store") == "influx" and not values.get("influx_url"):

@@ -13,7 +13,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from service.errors import InvalidMessage, Overloaded, TvfluxError
+from service.errors import InvalidMessage, Overloaded, TvfluxError, Unauthorized
 from service.models import ErrorBody, ErrorMessage
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ def _tvflux_error(_: Request, exc: TvfluxError) -> Response:
     headers = {}
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    elif isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="tvflux"'
     return Response(exc.payload(), status_code=exc.status, headers=headers)
 
 
@@ -60,4 +62,7 @@ def ws_error(exc: TvfluxError | msgspec.DecodeError | msgspec.ValidationError, s
         exc = InvalidMessage(f"invalid message: {exc}")
     elif not isinstance(exc, TvfluxError):
         exc = InvalidMessage(f"malformed message: {exc}")
-    return ErrorMessage(ErrorBody(exc.code, exc.message, exc.details), id=sub_id)
+    details = exc.details
+    if isinstance(exc, Overloaded):  # the WebSocket form of Retry-After
+        details = {**(details or {}), "retryAfterS": exc.retry_after_s}
+    return ErrorMessage(ErrorBody(exc.code, exc.message, details), id=sub_id)

@@ -14,6 +14,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
+from service.api.auth import admin_guard, ingest_guard
 from service.api.metrics import render_metrics
 from service.clock import now_ms
 from service.errors import InvalidMessage, InvalidTrade
@@ -136,7 +137,7 @@ def api_symbols(request: Request) -> SymbolsResponse:
     return SymbolsResponse([_symbol_info(s) for s in _services(request).symbols])
 
 
-@post("/api/trades", status_code=200)
+@post("/api/trades", status_code=200, guards=[ingest_guard])
 async def api_trades(request: Request) -> TradesAccepted:
     services = _services(request)
     body = await request.body()
@@ -155,7 +156,7 @@ async def api_downsampling(request: Request) -> DownsamplingResponse:
     return DownsamplingResponse(await services.store.downsampling_status(now_ms()))
 
 
-@post("/api/downsampling/run", status_code=200)
+@post("/api/downsampling/run", status_code=200, guards=[admin_guard])
 async def api_downsampling_run(request: Request) -> DownsamplingResponse:
     services = _services(request)
     # "Run now" should include what was just posted: flush the writer first (bounded, so a

@@ -20,6 +20,7 @@ from litestar import Request, WebSocket, get, websocket
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
+from service.api.auth import check_ingest
 from service.api.errors import ws_error
 from service.clock import now_ms
 from service.errors import InvalidMessage, TvfluxError
@@ -30,6 +31,8 @@ from service.resolution import parse_resolution
 log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 4008  # the client did not read fast enough and was cut off
+CLOSE_UNAUTHORIZED = 4401  # ingest without a valid token
+CLOSE_TOO_MANY = 4029  # too many connections from this client address
 _client_decoder = msgspec.json.Decoder(ClientMessage)
 _trades_json = msgspec.json.Decoder(list[Trade])
 _trades_msgpack = msgspec.msgpack.Decoder(list[Trade])
@@ -68,7 +71,13 @@ async def ws_bars(socket: WebSocket) -> None:
     settings = services.settings
     hub = services.hub
     await socket.accept()
-    client = Client(settings.client_queue_max, name=str(socket.client))
+    address = _address(socket)
+    try:
+        services.connections.acquire(address)
+    except TvfluxError as exc:
+        await _refuse(socket, exc, CLOSE_TOO_MANY)
+        return
+    client = Client(settings.client_queue_max, name=address)
     hub.register(client)
     sender = asyncio.create_task(
         _send_loop(socket, client, settings.push_interval_ms / 1000, settings.send_timeout_s, hub))
@@ -96,6 +105,7 @@ async def ws_bars(socket: WebSocket) -> None:
             except (TvfluxError, msgspec.DecodeError, msgspec.ValidationError) as exc:
                 client.offer_control(_encode(ws_error(exc, sub_id)))
     finally:
+        services.connections.release(address)
         hub.unregister(client)
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -108,6 +118,11 @@ async def ws_ingest(socket: WebSocket) -> None:
     an ``ack`` (or an ``error``) carrying the frame's sequence number on this connection."""
     services = _services(socket)
     await socket.accept()
+    try:
+        check_ingest(socket)
+    except TvfluxError as exc:
+        await _refuse(socket, exc, CLOSE_UNAUTHORIZED)
+        return
     seq = 0
     while True:
         event = await socket.receive()
@@ -131,17 +146,31 @@ async def sse_stream(request: Request, symbol: str | None = None, resolution: st
     services = _services(request)
     services.symbols.require(symbol or "")
     res = parse_resolution(resolution or "")
-    client = Client(services.settings.client_queue_max, name=str(request.client))
+    address = _address(request)
+    services.connections.acquire(address)
+    client = Client(services.settings.client_queue_max, name=address)
     services.hub.register(client)
     try:
         await services.hub.subscribe(client, "stream", symbol, res)
     except BaseException:
         services.hub.unregister(client)
+        services.connections.release(address)
         raise
-    return ServerSentEvent(_sse_events(services, client))
+    return ServerSentEvent(_sse_events(services, client, address))
 
 
-async def _sse_events(services: Any, client: Client) -> AsyncIterator[str | ServerSentEventMessage]:
+def _address(conn: Any) -> str:
+    return conn.client.host if conn.client else "unknown"
+
+
+async def _refuse(socket: WebSocket, exc: TvfluxError, code: int) -> None:
+    """Tell the client why in an error message, then close with ``code``."""
+    with contextlib.suppress(Exception):
+        await socket.send_text(_encode(ws_error(exc)).decode())
+        await socket.close(code=code, reason=exc.message[:120])
+
+
+async def _sse_events(services: Any, client: Client, address: str) -> AsyncIterator[str | ServerSentEventMessage]:
     push_interval_s = services.settings.push_interval_ms / 1000
     try:
         while client.cut_reason is None:
@@ -159,6 +188,7 @@ async def _sse_events(services: Any, client: Client) -> AsyncIterator[str | Serv
                 await asyncio.sleep(push_interval_s)
     finally:
         services.hub.unregister(client)
+        services.connections.release(address)
 
 
 STREAM_ROUTES = [ws_bars, ws_ingest, sse_stream]
