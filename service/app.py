@@ -30,6 +30,7 @@ from service.hub import Hub
 from service.ingest import Ingestor
 from service.settings import Settings, load_settings
 from service.sources import RateMeter, run_synthetic
+from service.spool import Spool
 from service.storage.base import Store
 from service.writer import TradeWriter
 
@@ -37,13 +38,21 @@ log = logging.getLogger(__name__)
 
 
 def build_store(settings: Settings) -> Store:
+    store: Store
     if settings.store == "influx":
         from service.storage.influx import InfluxStore  # only imported when used
 
-        return InfluxStore(settings, settings.plan)
-    from service.storage.embedded import EmbeddedStore
+        store = InfluxStore(settings, settings.plan)
+    else:
+        from service.storage.embedded import EmbeddedStore
 
-    return EmbeddedStore(os.path.join(settings.data_dir, "tvflux.duckdb"), settings.plan)
+        store = EmbeddedStore(os.path.join(settings.data_dir, "tvflux.duckdb"), settings.plan)
+    if settings.fault_store_down_file:
+        from service.storage.faults import FaultInjectingStore
+
+        log.warning("fault injection on: store writes fail while %s exists", settings.fault_store_down_file)
+        store = FaultInjectingStore(store, settings.fault_store_down_file)
+    return store
 
 
 class Services:
@@ -52,8 +61,11 @@ class Services:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store if store is not None else build_store(settings)
+        self.spool = Spool(os.path.join(settings.data_dir, "spool"), max_bytes=settings.spool_max_bytes,
+                           fsync_interval_ms=settings.spool_fsync_interval_ms)
         self.writer = TradeWriter(
             self.store,
+            spool=self.spool,
             flush_interval_ms=settings.flush_interval_ms,
             flush_rows=settings.flush_rows,
             max_pending_rows=settings.writer_max_pending_rows,
@@ -89,6 +101,10 @@ class Services:
             raise
         tasks: list[asyncio.Task[None]] = []
         try:
+            # Replay what was acknowledged but not stored before the last stop, before
+            # anything reads the store (timestamps, ids, live bars start from it).
+            if await self.writer.recover():
+                await self.writer.drain()
             self.symbols.add(await self.store.symbols())
             await self.ingestor.start()
             tasks.append(asyncio.create_task(self.writer.run(), name="writer"))
@@ -112,13 +128,15 @@ class Services:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             try:
-                await asyncio.wait_for(self.writer.drain(), timeout=30)
+                await asyncio.wait_for(asyncio.shield(self.writer.drain()), timeout=30)
             except asyncio.TimeoutError:
-                log.error("shutdown: %d trades could not be written", self.writer.pending_rows)
+                log.error("shutdown: the store did not take %d trades in time; they stay in the spool and are "
+                          "replayed at the next start", self.writer.pending_rows + self.writer.spilled_rows)
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            self.spool.close()
             await self.store.close()
 
     async def _tick_forever(self) -> None:

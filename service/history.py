@@ -10,10 +10,13 @@ asks for the last N bars before ``to`` and wins over ``from``.
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 
 from service.bars import PartialBar, fold, merge_into
 from service.errors import InvalidRange, UnknownSymbol
+from service.instruments import REQUEST_SECONDS_BOUNDS, LabeledHistograms
 from service.models import Bar, BarsResponse
 from service.resolution import Resolution, parse_resolution
 from service.storage.base import Store
@@ -42,6 +45,7 @@ class History:
         self.writer = writer
         self.symbols = symbols
         self.max_bars = max_bars
+        self.latency_s = LabeledHistograms(REQUEST_SECONDS_BOUNDS)  # per resolution, read by /metrics
 
     def parse(
         self, symbol: str | None, resolution: str | None, from_s: str | None, to_s: str | None,
@@ -80,7 +84,7 @@ class History:
         async with self.writer.visibility.read():
             stored = await self.store.bars(symbol, resolution, from_ms, to_ms)
             pending = self.writer.pending_for(symbol)
-            seq = self.writer.last_seq
+            seq = self.writer.visible_seq
         partials: list[PartialBar] = []
         lo_ns, hi_ns = from_ms * NS_PER_MS, to_ms * NS_PER_MS
         for batch in pending:
@@ -104,6 +108,13 @@ class History:
         return pending_bar if stored is None else max(stored, pending_bar)
 
     async def query(self, request: HistoryRequest) -> BarsResponse:
+        started = time.perf_counter()
+        try:
+            return await self._query(request)
+        finally:
+            self.latency_s.observe(request.resolution.text, time.perf_counter() - started)
+
+    async def _query(self, request: HistoryRequest) -> BarsResponse:
         res = request.resolution
         if request.countback is None:
             bars = (await self.bars(request.symbol, res, request.from_ms, request.to_ms)).bars

@@ -2,10 +2,16 @@
 
 One append per flush, when ``flush_rows`` trades are waiting or every
 ``flush_interval_ms``. A failed append is retried with capped exponential backoff and
-jitter, the trades staying pending (and visible to history) meanwhile. Memory is
-bounded: past ``max_pending_rows`` :meth:`TradeWriter.submit` raises
-:class:`~service.errors.Overloaded` and the client is told to retry — nothing accepted
-is ever dropped.
+jitter, the trades staying pending (and visible to history) meanwhile.
+
+With a :class:`~service.spool.Spool` (the service always has one), every batch is written
+to it *before* :meth:`TradeWriter.submit` returns, i.e. before the client's ack: that is
+the durability promise. Memory is bounded: past ``max_pending_rows`` new batches live
+only in the spool ("spilled") until the store catches up, and are read back from it in
+order; past the spool's own bound, :meth:`submit` raises
+:class:`~service.errors.Overloaded` (429) and nothing is acknowledged. The store commits
+the newest spool sequence with each append, so a replay after a crash stores nothing
+twice. Spilled trades reach the live bars at once but history only once stored.
 
 History must see every accepted trade exactly once: either in the store or in the
 pending list. :attr:`TradeWriter.visibility` is a readers/writer lock: a flush holds it
@@ -18,14 +24,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 
+import anyio.to_thread
 import numpy as np
 
 from service.errors import Overloaded, TvfluxError
+from service.instruments import BATCH_ROWS_BOUNDS, WRITE_SECONDS_BOUNDS, Histogram, LagClock
 from service.models import TradeColumns
+from service.spool import Spool
 from service.storage.base import Store
 
 log = logging.getLogger(__name__)
@@ -74,6 +85,7 @@ class TradeWriter:
         self,
         store: Store,
         *,
+        spool: Spool | None = None,
         flush_interval_ms: int = 200,
         flush_rows: int = 50_000,
         max_pending_rows: int = 2_000_000,
@@ -81,6 +93,11 @@ class TradeWriter:
         retry_cap_s: float = 10.0,
     ) -> None:
         self.store = store
+        self.spool = spool
+        self.committed_seq = 0  # newest submission known to be in the store
+        self.spilling = False  # batches beyond memory wait only in the spool
+        self.spilled_rows = 0
+        self._spill_start = 0
         self.flush_interval_s = flush_interval_ms / 1000
         self.flush_rows = flush_rows
         self.max_pending_rows = max_pending_rows
@@ -93,30 +110,94 @@ class TradeWriter:
         self.stored_rows = 0
         self.failures = 0
         self.last_error: str | None = None
+        # read at scrape time by /metrics and /health/ready; observed per batch or flush
+        self.batch_rows = Histogram(BATCH_ROWS_BOUNDS)  # rows per accepted submission
+        self.append_seconds = Histogram(WRITE_SECONDS_BOUNDS)  # successful store appends
+        self.lag = LagClock()  # age of the oldest submission not yet in the store
         self._wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._idle = asyncio.Event()
         self._idle.set()
 
     def check_capacity(self, rows: int) -> None:
-        if self.pending_rows + rows > self.max_pending_rows:
-            retry_after_s = max(1.0, self.flush_interval_s * 5)
+        if self.spool is None and self.pending_rows + rows > self.max_pending_rows:
             raise Overloaded(
                 f"the writer has {self.pending_rows} trades waiting for the store; retry later",
-                retry_after_s=retry_after_s,
+                retry_after_s=max(1.0, self.flush_interval_s * 5),
             )
 
+    @property
+    def visible_seq(self) -> int:
+        """Newest submission that history can see (spilled ones are not, until stored)."""
+        return self.last_seq if not self.spilling else max(self.committed_seq, self._spill_start - 1)
+
     def submit(self, batches: list[TradeColumns]) -> int:
-        """Queue accepted trades; returns their sequence number."""
+        """Make accepted trades durable (spool) and queue them; returns their sequence
+        number. Raises :class:`Overloaded` before anything is kept."""
         rows = sum(len(b) for b in batches)
         self.check_capacity(rows)
-        self.last_seq += 1
-        self._pending.append((self.last_seq, batches))
-        self.pending_rows += rows
+        seq = self.last_seq + 1
+        if self.spool is not None:
+            self.spool.append(seq, batches)  # may raise Overloaded: then nothing happened
+        self.last_seq = seq
+        self.batch_rows.observe(rows)
+        self.lag.mark(seq, time.monotonic())
         self._idle.clear()
+        if self.spool is not None and (self.spilling or self.pending_rows + rows > self.max_pending_rows):
+            if not self.spilling:
+                self.spilling, self._spill_start = True, seq
+                log.warning("writer: %d trades wait for the store; spilling new batches to the spool only",
+                            self.pending_rows)
+            self.spilled_rows += rows
+            self._wake.set()
+            return seq
+        self._pending.append((seq, batches))
+        self.pending_rows += rows
         if self.pending_rows >= self.flush_rows:
             self._wake.set()
-        return self.last_seq
+        return seq
+
+    async def recover(self) -> int:
+        """On start, after the store: schedule spool records the store lacks; returns how
+        many trades wait to be replayed (call :meth:`drain` to replay them now)."""
+        if self.spool is None:
+            return 0
+        last = self.spool.open()
+        self.committed_seq = await self._store_committed_seq()
+        self.last_seq = max(last, self.committed_seq)
+        waiting = sum(len(b) for _, group in self.spool.read_after(self.committed_seq, 2**62) for b in group)
+        if waiting:
+            self.spilling, self._spill_start = True, self.committed_seq + 1
+            self.spilled_rows = waiting
+            self._idle.clear()
+            log.info("spool: %d trades acknowledged before the last stop are not in the store yet; replaying",
+                     waiting)
+        return waiting
+
+    async def _store_committed_seq(self) -> int:
+        committed = getattr(self.store, "committed_spool_seq", None)
+        if committed is not None:
+            return int(await committed())
+        try:  # stores that cannot commit it atomically: a marker file (replays are idempotent there)
+            with open(self._marker_path()) as f:
+                return int(f.read().strip() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def _marker_path(self) -> str:
+        assert self.spool is not None
+        return os.path.join(self.spool.directory, "committed")
+
+    async def _append(self, batches: list[TradeColumns], max_seq: int) -> None:
+        if self.spool is not None and hasattr(self.store, "committed_spool_seq"):
+            await self.store.append(batches, spool_seq=max_seq)  # type: ignore[call-arg]
+            return
+        await self.store.append(batches)
+        if self.spool is not None:
+            tmp = self._marker_path() + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(str(max_seq))
+            os.replace(tmp, self._marker_path())
 
     def pending_for(self, symbol: str) -> list[TradeColumns]:
         """Trades of ``symbol`` not yet in the store (call under ``visibility.read()``)."""
@@ -136,6 +217,8 @@ class TradeWriter:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
             self._wake.clear()
+            if self.spool is not None and self.spool.sync_due():
+                await anyio.to_thread.run_sync(self.spool.sync)
             await self.flush()
 
     async def flush(self) -> int:
@@ -145,20 +228,39 @@ class TradeWriter:
             return await self._flush()
 
     async def _flush(self) -> int:
-        if not self._pending:
+        from_spool = False
+        if self._pending:
+            taken: list[tuple[int, list[TradeColumns]]] = list(self._pending)
+        elif self.spilling and self.spool is not None:
+            taken = self.spool.read_after(self.committed_seq, self.flush_rows)
+            if not taken:  # caught up: nothing is spilled any more (no await since the read)
+                self.spilling, self.spilled_rows = False, 0
+                self.lag.clear()
+                self._idle.set()
+                return 0
+            from_spool = True
+        else:
             self._idle.set()
             return 0
-        taken = list(self._pending)
         batches = _coalesce([b for _, group in taken for b in group])
         rows = sum(len(b) for b in batches)
+        max_seq = taken[-1][0]
         attempt = 0
         while True:
             try:
                 async with self.visibility.write():
-                    await self.store.append(batches)
-                    for _ in taken:
-                        self._pending.popleft()
-                    self.pending_rows -= rows
+                    append_started = time.perf_counter()
+                    await self._append(batches, max_seq)
+                    self.append_seconds.observe(time.perf_counter() - append_started)
+                    if from_spool:
+                        self.spilled_rows = max(0, self.spilled_rows - rows)
+                        if self.spilled_rows == 0:  # every spilled batch is stored now
+                            self.spilling = False
+                    else:
+                        for _ in taken:
+                            self._pending.popleft()
+                        self.pending_rows -= rows
+                    self.committed_seq = max_seq
                 break
             except TvfluxError as exc:
                 attempt += 1
@@ -171,13 +273,17 @@ class TradeWriter:
                 await asyncio.sleep(delay)
         self.last_error = None
         self.stored_rows += rows
-        if not self._pending:
+        if self.spool is not None:
+            self.spool.release(self.committed_seq)
+        self.lag.done_through(self.committed_seq)
+        if not self._pending and not self.spilling:
+            self.lag.clear()
             self._idle.set()
         return rows
 
     async def drain(self) -> None:
-        """Flush until nothing is pending (used at shutdown)."""
-        while self._pending:
+        """Flush until nothing is pending or spilled (start-up replay, shutdown)."""
+        while self._pending or self.spilling:
             await self.flush()
 
 

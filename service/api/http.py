@@ -16,12 +16,13 @@ from litestar.params import Parameter
 
 from service.api.auth import admin_guard, ingest_guard
 from service.api.metrics import render_metrics
+from service.api.ops import OPS_ROUTES, readiness, ready_body
 from service.clock import now_ms
 from service.errors import InvalidMessage, InvalidTrade
-from service.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, Trade, TradesAccepted
+from service.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, TradesAccepted, TradesDecoder
 from service.resolution import DAY_COUNTS, MINUTE_COUNTS, SECOND_COUNTS, SUPPORTED
 
-_trades_decoder = msgspec.json.Decoder(list[Trade])
+_trades_decoder = TradesDecoder("json")
 
 # Parameters arrive as strings; `from` is a Python keyword, hence the aliases.
 _FROM = Parameter(query="from", required=False)
@@ -162,7 +163,8 @@ async def api_downsampling_run(request: Request) -> DownsamplingResponse:
     # "Run now" should include what was just posted: flush the writer first (bounded, so a
     # store outage doesn't hang the request; the run then works on what is stored).
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(services.writer.flush(), timeout=10)
+        # shield: a timed-out wait must not cancel an append half-way
+        await asyncio.wait_for(asyncio.shield(services.writer.flush()), timeout=10)
     report = await services.downsampler.run_once()
     return DownsamplingResponse(await services.store.downsampling_status(now_ms()), ran=report.ran)
 
@@ -179,6 +181,7 @@ async def api_stats(request: Request) -> dict[str, Any]:
         "subscriptions": services.hub.subscription_count,
         "store": {"kind": services.store.kind, "healthy": health.ok, "error": health.error},
         "writer": {"pendingRows": services.writer.pending_rows, "storedRows": services.writer.stored_rows,
+                   "spilledRows": services.writer.spilled_rows, "spoolBytes": services.spool.size_bytes,
                    "lastError": services.writer.last_error},
         "downsampler": {"runs": services.downsampler.runs, "lastError": services.downsampler.last_error},
         "uptimeS": round(now_ms() / 1000 - services.started_at, 1),
@@ -195,27 +198,21 @@ def health_live() -> dict[str, Any]:
 
 @get("/health/ready")
 async def health_ready(request: Request) -> Response:
+    # store reachable, writer and spool lag, downsampling lag per tier: service/readiness.py
     services = _services(request)
-    health = await services.store.health()
-    reasons = []
-    if not services.ready:
-        reasons.append("starting or stopping")
-    if not health.ok:
-        reasons.append(f"store: {health.error}")
-    if services.writer.last_error:
-        reasons.append(f"writer: {services.writer.last_error}")
-    body = {"ready": not reasons, "reasons": reasons, "store": services.store.kind,
-            "writerPendingRows": services.writer.pending_rows}
-    return Response(body, status_code=200 if not reasons else 503)
+    verdict, _ = await readiness(services)
+    return Response(ready_body(services, verdict), status_code=200 if verdict.ready else 503)
 
 
 @get("/metrics", media_type="text/plain; version=0.0.4")
 async def metrics(request: Request) -> bytes:
-    return render_metrics(_services(request), await _services(request).store.downsampling_status(now_ms()))
+    services = _services(request)
+    verdict, tiers = await readiness(services)
+    return render_metrics(services, tiers, verdict)
 
 
 ROUTES = [
     udf_config, udf_symbols, udf_search, udf_history, udf_time,
     api_bars, api_symbols, api_trades, api_downsampling, api_downsampling_run, api_stats,
-    health_live, health_ready, metrics,
+    health_live, health_ready, metrics, *OPS_ROUTES,
 ]

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS tier_state (tier VARCHAR PRIMARY KEY, watermark_ms BI
     last_run_ms BIGINT, last_duration_ms DOUBLE, rows BIGINT NOT NULL DEFAULT 0, error VARCHAR);
 CREATE TABLE IF NOT EXISTS dirty (tier VARCHAR NOT NULL, symbol VARCHAR NOT NULL,
     start_ms BIGINT NOT NULL, end_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS writer_state (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL);
 """
 
 _BARS_SCHEMA = """
@@ -185,13 +186,20 @@ class EmbeddedStore:
 
     # --- writes -----------------------------------------------------------------------
 
-    async def append(self, batches: Sequence[TradeColumns]) -> None:
+    async def append(self, batches: Sequence[TradeColumns], *, spool_seq: int | None = None) -> None:
+        """``spool_seq``: the newest spool record in ``batches``, committed in the same
+        transaction, so a replay after a crash never stores a batch twice."""
         batches = [b for b in batches if len(b)]
-        if batches:
-            await self._run(lambda c: self._append(c, batches))
+        if batches or spool_seq is not None:
+            await self._run(lambda c: self._append(c, batches, spool_seq))
 
-    def _append(self, cursor: duckdb.DuckDBPyConnection, batches: Sequence[TradeColumns]) -> None:
-        table = trades_arrow(batches)
+    async def committed_spool_seq(self) -> int:
+        row = await self._run(lambda c: _first(c.execute("SELECT value FROM writer_state WHERE key = 'spool_seq'")))
+        return 0 if row is None else int(row[0])
+
+    def _append(self, cursor: duckdb.DuckDBPyConnection, batches: Sequence[TradeColumns],
+                spool_seq: int | None = None) -> None:
+        table = trades_arrow(batches) if batches else None
         first = self.plan.tiers[0]
         dirty: list[tuple[str, str, int, int]] = []
         with self._write_lock:
@@ -205,9 +213,17 @@ class EmbeddedStore:
                         dirty.append((first.name, b.symbol, lo, hi))
             cursor.execute("BEGIN")
             try:
-                cursor.register("incoming_trades", table)
-                cursor.execute("INSERT INTO trades SELECT * FROM incoming_trades")
-                cursor.unregister("incoming_trades")
+                if spool_seq is not None:
+                    row = _first(cursor.execute("SELECT value FROM writer_state WHERE key = 'spool_seq'"))
+                    if row is not None and row[0] >= spool_seq:
+                        cursor.execute("ROLLBACK")  # already stored (a retried or replayed batch)
+                        return
+                if table is not None:
+                    cursor.register("incoming_trades", table)
+                    cursor.execute("INSERT INTO trades SELECT * FROM incoming_trades")
+                    cursor.unregister("incoming_trades")
+                if spool_seq is not None:
+                    cursor.execute("INSERT OR REPLACE INTO writer_state VALUES ('spool_seq', ?)", [spool_seq])
                 if dirty:
                     cursor.executemany("INSERT INTO dirty VALUES (?, ?, ?, ?)", dirty)
                 cursor.execute("COMMIT")
@@ -243,9 +259,9 @@ class EmbeddedStore:
 
     def _earliest_ms(self, cursor: duckdb.DuckDBPyConnection, tier: Tier) -> int | None:
         if tier.source == RAW:
-            (value,) = cursor.execute(f"SELECT min(ts_ns) // {NS_PER_MS} FROM trades").fetchone()
+            (value,) = cursor.execute(f"SELECT min(ts_ns) // {NS_PER_MS} FROM trades").fetchall()[0]
         else:
-            (value,) = cursor.execute(f"SELECT min(time_ms) FROM {bars_table(tier.source)}").fetchone()
+            (value,) = cursor.execute(f"SELECT min(time_ms) FROM {bars_table(tier.source)}").fetchall()[0]
         return None if value is None else int(value)
 
     def _run_next_window(self, cursor: duckdb.DuckDBPyConnection, tier: Tier, now_ms: int) -> TierRun | None:
@@ -283,15 +299,15 @@ class EmbeddedStore:
         else:
             sql = f"SELECT 1 FROM {bars_table(tier.source)} WHERE time_ms >= ? AND time_ms < ? LIMIT 1"
             params = [lo_ms, hi_ms]
-        return cursor.execute(sql, params).fetchone() is not None
+        return _first(cursor.execute(sql, params)) is not None
 
     def _next_source_ms(self, cursor: duckdb.DuckDBPyConnection, tier: Tier, from_ms: int) -> int | None:
         if tier.source == RAW:
             (value,) = cursor.execute(f"SELECT min(ts_ns) // {NS_PER_MS} FROM trades WHERE ts_ns >= ?",
-                                      [from_ms * NS_PER_MS]).fetchone()
+                                      [from_ms * NS_PER_MS]).fetchall()[0]
         else:
             (value,) = cursor.execute(f"SELECT min(time_ms) FROM {bars_table(tier.source)} WHERE time_ms >= ?",
-                                      [from_ms]).fetchone()
+                                      [from_ms]).fetchall()[0]
         return None if value is None else int(value)
 
     def _rebuild(
@@ -317,7 +333,7 @@ class EmbeddedStore:
             cursor.execute("BEGIN")
             try:
                 cursor.execute(f"DELETE FROM {table} WHERE time_ms >= $lo AND time_ms < $hi {symbol_filter}", params)
-                (rows,) = cursor.execute(f"INSERT INTO {table} {select}", params).fetchone()
+                (rows,) = cursor.execute(f"INSERT INTO {table} {select}", params).fetchall()[0]
                 if extra is not None:
                     extra(cursor)
                 duration_ms = (time.perf_counter() - started) * 1000
@@ -435,7 +451,7 @@ class EmbeddedStore:
         if not segments:
             return None
         sql = f"SELECT max(k) FROM ({' UNION ALL '.join(segments)})"
-        (k,) = await self._run(lambda c: c.execute(sql, {"symbol": symbol}).fetchone())
+        (k,) = await self._run(lambda c: c.execute(sql, {"symbol": symbol}).fetchall()[0])
         return None if k is None else resolution.bucket_start_ms(int(k) // NS_PER_MS)
 
     async def symbols(self) -> list[str]:
@@ -447,7 +463,7 @@ class EmbeddedStore:
     async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
         (value,) = await self._run(lambda c: c.execute(
             "SELECT max(ts_ns) FROM trades WHERE symbol = ? AND ts_ns >= ? AND ts_ns < ?", [symbol, from_ns, to_ns]
-        ).fetchone())
+        ).fetchall()[0])
         return None if value is None else int(value)
 
     async def known_ids(self, symbol: str, ids: Sequence[str], from_ns: int | None = None,
@@ -471,7 +487,7 @@ class EmbeddedStore:
         return [(r[0], r[1]) for r in rows]
 
     async def trade_count(self) -> int:
-        (n,) = await self._run(lambda c: c.execute("SELECT count(*) FROM trades").fetchone())
+        (n,) = await self._run(lambda c: c.execute("SELECT count(*) FROM trades").fetchall()[0])
         return int(n)
 
 
@@ -491,6 +507,13 @@ def trades_arrow(batches: Sequence[TradeColumns]) -> pa.Table:
         ],
         schema=_TRADE_SCHEMA,
     )
+
+
+def _first(cursor: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
+    """The first row or ``None``, always fetching the whole result: DuckDB refuses more work
+    on a cursor whose previous result was left half-read."""
+    rows = cursor.fetchall()
+    return rows[0] if rows else None
 
 
 def _merge_changed(windows: list[ChangedWindow]) -> list[ChangedWindow]:
