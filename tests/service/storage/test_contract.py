@@ -47,7 +47,18 @@ class StoreKit:
             influx_bars_bucket=f"tvflux_test_bars_{self.bucket_suffix}",
             influx_status_bucket=f"tvflux_test_status_{self.bucket_suffix}",
         )
-        return InfluxStore(settings, settings.plan)
+        # Tasks installed for manual runs only: scheduled runs at the real clock would move
+        # watermarks past the fixed NOW_MS these tests run at.
+        return InfluxStore(settings, settings.plan, schedule_tasks=False)
+
+
+async def dispose(store) -> None:
+    """Close; an InfluxDB store also deletes this test's buckets and tasks."""
+    destroy = getattr(store, "destroy", None)
+    if destroy is not None:
+        await destroy()
+    else:
+        await store.close()
 
 
 @pytest.fixture(params=["duckdb", "influx"])
@@ -62,7 +73,7 @@ async def store(kit):
     s = kit.make()
     await s.start()
     yield s
-    await s.close()
+    await dispose(s)
 
 
 def synthetic(symbols=("BTCUSD", "ETHUSD"), days=3.0, rate=0.5, seed=5, end_ms=NOW_MS):
@@ -236,4 +247,4 @@ async def test_data_and_watermarks_survive_a_restart(kit):
             tier = plan.tier(run.tier)
             assert run.fromMs >= tier.floor(watermarks[run.tier] - plan.lookback_ms)
     finally:
-        await second.close()
+        await dispose(second)
