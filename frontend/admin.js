@@ -1,0 +1,206 @@
+/*
+ * tvflux admin dashboard: downsampling tiers and service stats, polled every
+ * 2 s. Polls are chained with setTimeout (not setInterval) so a slow server
+ * never has two polls of ours in flight.
+ */
+(function () {
+  "use strict";
+
+  const POLL_MS = 2000;
+  const $ = (id) => document.getElementById(id);
+
+  // Test hook: counters the browser tests wait on.
+  const hook = { polls: 0, runs: 0, lastTiers: null, lastStats: null, lastRun: null };
+  window.__tvfluxAdmin = hook;
+
+  async function getJson(url, init) {
+    const r = await fetch(url, { cache: "no-store", ...(init || {}), headers: { Accept: "application/json", ...((init && init.headers) || {}) } });
+    let body = null;
+    try {
+      body = await r.json();
+    } catch (_) {
+      // fall through with body = null
+    }
+    if (!r.ok) {
+      const msg = body && body.error ? body.error.message || body.error.code : `HTTP ${r.status}`;
+      const err = new Error(`${url}: ${msg}`);
+      err.status = r.status;
+      throw err;
+    }
+    return body;
+  }
+
+  // The admin token lives in sessionStorage: it survives the 2 s refreshes and
+  // a reload, but not the browser session, and other origins never see it.
+  const TOKEN_KEY = "tvflux.adminToken";
+  function adminToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || "";
+    } catch (_) {
+      return "";
+    }
+  }
+  function setAdminToken(token) {
+    try {
+      if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (_) {
+      // storage disabled: the token is used for this click only
+    }
+  }
+
+  // ---- formatting --------------------------------------------------------
+
+  const intFmt = new Intl.NumberFormat("en-US");
+
+  function isoTime(ms) {
+    if (ms == null) return "—";
+    // Full ISO with milliseconds dropped; the T becomes a space for legibility.
+    return new Date(ms).toISOString().replace("T", " ").replace(/\.\d{3}Z$/, "Z");
+  }
+
+  function duration(ms) {
+    if (ms == null || !Number.isFinite(ms)) return "—";
+    const a = Math.abs(ms);
+    if (a < 1) return `${ms.toFixed(2)} ms`;
+    if (a < 1000) return `${Math.round(ms)} ms`;
+    if (a < 60000) return `${(ms / 1000).toFixed(1)} s`;
+    if (a < 3600000) return `${Math.floor(a / 60000)} m ${Math.round((a % 60000) / 1000)} s`;
+    if (a < 86400000) return `${Math.floor(a / 3600000)} h ${Math.round((a % 3600000) / 60000)} m`;
+    return `${(a / 86400000).toFixed(1)} d`;
+  }
+
+  function setText(id, text, cls) {
+    const el = $(id);
+    el.textContent = text;
+    if (cls !== undefined) el.className = `v ${cls}`;
+  }
+
+  // ---- rendering -----------------------------------------------------------
+
+  function renderTiers(body) {
+    const tbody = document.querySelector("#tiers tbody");
+    const rows = (body && body.tiers) || [];
+    const frag = document.createDocumentFragment();
+    for (const t of rows) {
+      const tr = document.createElement("tr");
+      tr.dataset.tier = t.tier;
+      if (t.error) tr.classList.add("has-error");
+      const cells = [
+        [t.tier, ""],
+        [t.source || "—", ""],
+        [isoTime(t.watermark), ""],
+        [duration(t.lagMs), "num"],
+        [isoTime(t.lastRun), ""],
+        [duration(t.lastDurationMs), "num"],
+        [t.rows == null ? "—" : intFmt.format(t.rows), "num"],
+        [t.dirtyWindows == null ? "—" : intFmt.format(t.dirtyWindows), "num"],
+        [t.error || "", "err"],
+      ];
+      for (const [text, cls] of cells) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (cls) td.className = cls;
+        tr.appendChild(td);
+      }
+      frag.appendChild(tr);
+    }
+    if (!rows.length) {
+      const tr = document.createElement("tr");
+      const td = document.createElement("td");
+      td.colSpan = 9;
+      td.className = "muted";
+      td.textContent = "No tiers configured.";
+      tr.appendChild(td);
+      frag.appendChild(tr);
+    }
+    tbody.replaceChildren(frag);
+  }
+
+  function renderStats(s) {
+    setText("ingest-rate", s.ingestRatePerS == null ? "—" : `${s.ingestRatePerS.toFixed(1)}/s`);
+    setText("trades-accepted", s.tradesAccepted == null ? "—" : intFmt.format(s.tradesAccepted));
+    setText("ws-clients", s.wsClients == null ? "—" : intFmt.format(s.wsClients));
+    setText("subscriptions", s.subscriptions == null ? "—" : intFmt.format(s.subscriptions));
+    const writer = s.writer || {};
+    setText("pending-rows", writer.pendingRows != null ? intFmt.format(writer.pendingRows) : "—");
+    setText("stored-rows", writer.storedRows != null ? intFmt.format(writer.storedRows) : "—");
+    $("writer-error").textContent = writer.lastError || "";
+    setText("uptime", s.uptimeS != null ? duration(s.uptimeS * 1000) : "—");
+    const store = s.store || {};
+    $("store-kind").textContent = store.kind ? `Store (${store.kind})` : "Store";
+    setText("store-health", store.healthy ? "healthy" : "unhealthy", store.healthy ? "ok" : "bad");
+    $("store-error").textContent = store.error || "";
+  }
+
+  function banner(text) {
+    const el = $("banner");
+    el.hidden = !text;
+    el.textContent = text || "";
+  }
+
+  // ---- polling ---------------------------------------------------------------
+
+  let timer = null;
+  async function poll() {
+    clearTimeout(timer);
+    const [tiers, stats] = await Promise.allSettled([getJson("/api/downsampling"), getJson("/api/stats")]);
+    const problems = [];
+    if (tiers.status === "fulfilled") {
+      hook.lastTiers = tiers.value;
+      renderTiers(tiers.value);
+    } else problems.push(tiers.reason.message);
+    if (stats.status === "fulfilled") {
+      hook.lastStats = stats.value;
+      renderStats(stats.value);
+    } else problems.push(stats.reason.message);
+    // Keep the last good figures on screen and say they are stale, rather
+    // than blanking the dashboard during a restart.
+    banner(problems.length ? `Cannot reach the service (${problems.join("; ")}); showing the last known values.` : null);
+    if (!problems.length) $("updated").textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC`;
+    hook.polls += 1;
+    timer = setTimeout(poll, POLL_MS);
+  }
+
+  async function runNow(token) {
+    const btn = $("run-now");
+    const out = $("run-result");
+    btn.disabled = true;
+    out.textContent = "Running…";
+    try {
+      const headers = token ? { Authorization: `Bearer ${token}` } : {};
+      const body = await getJson("/api/downsampling/run", { method: "POST", headers });
+      hook.runs += 1;
+      hook.lastRun = body;
+      $("token-form").hidden = true;
+      if (body.tiers) renderTiers(body);
+      const ran = body.ran || [];
+      out.textContent = ran.length
+        ? `Ran ${ran.map((r) => `${r.tier} (${intFmt.format(r.rows)} rows, ${duration(r.durationMs)})`).join(", ")}`
+        : "Nothing to do: every tier is up to date.";
+    } catch (e) {
+      if (e.status === 401) {
+        // The server has TVFLUX_ADMIN_TOKEN set: ask for it instead of failing.
+        setAdminToken("");
+        $("token-form").hidden = false;
+        $("admin-token").focus();
+        out.textContent = token ? "That token was not accepted." : "This server needs the admin token for manual runs.";
+      } else {
+        out.textContent = `Run failed: ${e.message}`;
+      }
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  $("run-now").addEventListener("click", () => runNow(adminToken()));
+  $("token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const token = $("admin-token").value.trim();
+    setAdminToken(token);
+    $("admin-token").value = "";
+    runNow(token);
+  });
+
+  poll();
+})();

@@ -1,0 +1,229 @@
+/*
+ * tvflux chart page: boot, preferences (theme, symbol, resolution), the
+ * connection indicator, and the choice of renderer.
+ *
+ * Two renderers, one datafeed:
+ *  - When the licensed TradingView Charting Library is installed under
+ *    /charting_library/ we hand it our TvfluxDatafeed and get out of the way.
+ *  - Otherwise chart.js adapts the same datafeed API (getBars / subscribeBars
+ *    / resetCache) to Lightweight Charts 5.x, so the open-source page
+ *    exercises exactly the code the licensed library would run.
+ */
+(function () {
+  "use strict";
+
+  const TV_PROBE_URL = "/charting_library/charting_library.standalone.js";
+  const RESOLUTIONS = ["1", "5", "15", "30", "60", "240", "1D", "1W", "1M"];
+
+  const $ = (id) => document.getElementById(id);
+  const feed = new TvfluxDatafeed({ baseUrl: "" });
+
+  // Test hook and debugging handle. Tests read counters from here instead of
+  // guessing from pixels; nothing in the page depends on it.
+  const hook = {
+    mode: null,
+    feed,
+    ready: false,
+    historyLoads: 0,
+    olderLoads: 0,
+    ticks: 0,
+    droppedTicks: 0,
+    errors: [],
+  };
+  window.__tvflux = hook;
+
+  // ---- preferences: theme ------------------------------------------------
+
+  const THEME_KEY = "tvflux.theme";
+  const darkQuery = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
+  const themeListeners = [];
+
+  function storedTheme() {
+    try {
+      const t = localStorage.getItem(THEME_KEY);
+      return t === "light" || t === "dark" ? t : null;
+    } catch (_) {
+      return null; // storage disabled (private mode, sandboxed iframe)
+    }
+  }
+
+  function currentTheme() {
+    return storedTheme() || (darkQuery && darkQuery.matches ? "dark" : "light");
+  }
+
+  function applyTheme(theme) {
+    document.documentElement.dataset.theme = theme;
+    $("theme-toggle").setAttribute("aria-pressed", theme === "dark" ? "true" : "false");
+    for (const fn of themeListeners) fn(theme);
+  }
+
+  $("theme-toggle").addEventListener("click", () => {
+    const next = currentTheme() === "dark" ? "light" : "dark";
+    try {
+      localStorage.setItem(THEME_KEY, next);
+    } catch (_) {
+      // not persisted, but still switch for this visit
+    }
+    applyTheme(next);
+  });
+  // Follow the OS setting live, but only until the user picks a theme.
+  if (darkQuery && darkQuery.addEventListener) {
+    darkQuery.addEventListener("change", () => {
+      if (!storedTheme()) applyTheme(currentTheme());
+    });
+  }
+
+  /** Canvas colours come from the same CSS variables as the page chrome. */
+  function themeColors() {
+    const css = getComputedStyle(document.documentElement);
+    const v = (name) => css.getPropertyValue(name).trim();
+    return { bg: v("--bg"), fg: v("--fg"), grid: v("--grid"), border: v("--border"), up: v("--up"), down: v("--down") };
+  }
+
+  // ---- connection status ---------------------------------------------------
+
+  const STATUS_LABEL = { open: "Live", connecting: "Connecting…", closed: "Disconnected" };
+  feed.onConnectionChange((state) => {
+    const el = $("status");
+    el.dataset.state = state;
+    el.querySelector(".label").textContent = STATUS_LABEL[state] || state;
+    el.title = `WebSocket ${state}`;
+  });
+
+  // ---- notices -------------------------------------------------------------
+
+  function notice(text, isError) {
+    const el = $("notice");
+    if (!text) {
+      el.hidden = true;
+      return;
+    }
+    el.textContent = text;
+    el.classList.toggle("error", Boolean(isError));
+    el.hidden = false;
+  }
+
+  // ---- choose a renderer ---------------------------------------------------
+
+  async function chartingLibraryAvailable() {
+    try {
+      let r = await fetch(TV_PROBE_URL, { method: "HEAD", cache: "no-store" });
+      if (r.status === 405) r = await fetch(TV_PROBE_URL, { cache: "no-store" });
+      return r.ok;
+    } catch (_) {
+      return false;
+    }
+  }
+
+  function loadScript(src) {
+    return new Promise((resolve, reject) => {
+      const s = document.createElement("script");
+      s.src = src;
+      s.onload = resolve;
+      s.onerror = () => reject(new Error(`failed to load ${src}`));
+      document.head.appendChild(s);
+    });
+  }
+
+  // ---- URL / storage state ---------------------------------------------------
+
+  const params = new URLSearchParams(location.search);
+  function remembered(key) {
+    try {
+      return localStorage.getItem(key);
+    } catch (_) {
+      return null;
+    }
+  }
+  function remember(key, value) {
+    try {
+      localStorage.setItem(key, value);
+    } catch (_) {
+      // best effort
+    }
+  }
+  function reflectInUrl(symbol, resolution) {
+    // Shareable links: the address bar always says what is on screen.
+    const p = new URLSearchParams(location.search);
+    p.set("symbol", symbol);
+    p.set("resolution", resolution);
+    history.replaceState(null, "", `${location.pathname}?${p}`);
+  }
+
+  async function listSymbols() {
+    try {
+      const body = await feed.fetchJson("/api/symbols");
+      const list = (body.symbols || []).map((s) => ({ symbol: s.symbol, description: s.description || "" }));
+      if (list.length) return list;
+    } catch (e) {
+      console.warn("tvflux: /api/symbols failed, falling back to UDF search:", e.message);
+    }
+    return new Promise((resolve) => feed.searchSymbols("", "", "", (items) => resolve(items.map((i) => ({ symbol: i.symbol, description: i.description })))));
+  }
+
+  // ==========================================================================
+  // Licensed Charting Library
+  // ==========================================================================
+
+  async function startChartingLibrary(symbol, resolution) {
+    document.body.classList.add("tv-mode");
+    hook.mode = "charting_library";
+    await loadScript(TV_PROBE_URL);
+    const widget = new window.TradingView.widget({
+      container: $("chart"),
+      library_path: "/charting_library/",
+      datafeed: feed,
+      symbol,
+      interval: resolution,
+      timezone: "Etc/UTC",
+      locale: "en",
+      theme: currentTheme(),
+      autosize: true,
+    });
+    hook.widget = widget;
+    themeListeners.push((theme) => {
+      if (typeof widget.changeTheme === "function") widget.changeTheme(theme);
+    });
+    if (typeof widget.onChartReady === "function") widget.onChartReady(() => (hook.ready = true));
+  }
+
+  // ==========================================================================
+  // boot
+  // ==========================================================================
+
+  async function main() {
+    applyTheme(currentTheme());
+    const symbols = await listSymbols();
+    const names = symbols.map((s) => s.symbol);
+    const pick = (cands, allowed, fallback) => cands.find((c) => c && allowed.includes(c)) || fallback;
+    const symbol = pick([params.get("symbol"), remembered("tvflux.symbol")], names, names[0] || "BTCUSD");
+    const resolution = pick([params.get("resolution"), remembered("tvflux.resolution")], RESOLUTIONS, "1");
+    if (await chartingLibraryAvailable()) {
+      try {
+        await startChartingLibrary(symbol, resolution);
+        return;
+      } catch (e) {
+        console.error("tvflux: Charting Library failed to start, falling back to Lightweight Charts", e);
+        document.body.classList.remove("tv-mode");
+      }
+    }
+    hook.mode = "lightweight";
+    TvfluxChart.start({
+      feed,
+      hook,
+      symbols: symbols.length ? symbols : [{ symbol, description: "" }],
+      symbol,
+      resolution,
+      notice,
+      themeColors,
+      onThemeChange: (fn) => themeListeners.push(fn),
+      remember,
+      reflectInUrl,
+    });
+  }
+
+  main().catch((e) => {
+    console.error("tvflux: page failed to start", e);
+    notice(`The page failed to start: ${e.message}`, true);
+  });
+})();

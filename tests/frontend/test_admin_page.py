@@ -1,0 +1,120 @@
+"""The /admin dashboard (frontend/admin.html + admin.js) against the real service."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from tests.frontend.helpers import open_chart, wait_until
+
+ISO = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}Z$")
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cell(page: Any, tier: str, column: int) -> str:
+    return page.locator(f"#tiers tbody tr[data-tier='{tier}'] td").nth(column).inner_text()
+
+
+def test_admin_shows_tiers_stats_and_runs_downsampling(new_page, fe_server, seeded, http):
+    # A chart in another tab, so there is a WebSocket client to count.
+    chart = new_page()
+    open_chart(chart, fe_server)
+
+    page = new_page()
+    page.goto(fe_server.base_url + "/admin")
+    page.wait_for_function("() => window.__tvfluxAdmin && __tvfluxAdmin.polls >= 1")
+
+    expected = [t["tier"] for t in http.get("/api/downsampling").json()["tiers"]]
+    assert expected[:2] == ["1m", "5m"]
+    assert [r.get_attribute("data-tier") for r in page.locator("#tiers tbody tr").all()] == expected
+
+    # The seed is hours old, so the 1m tier gets a watermark within a few runs; the page
+    # shows it as an ISO time, identical to what the API said on that poll.
+    page.wait_for_function("() => { const t = __tvfluxAdmin.lastTiers.tiers[0]; return t.watermark !== null && t.lastRun !== null; }", timeout=20_000)
+    wm = page.evaluate("__tvfluxAdmin.lastTiers.tiers[0].watermark")
+    page.wait_for_function("v => document.querySelector(\"#tiers tr[data-tier='1m'] td:nth-child(3)\").textContent === v", arg=iso(wm))
+    assert ISO.match(cell(page, "1m", 4)), cell(page, "1m", 4)  # last run
+    assert re.match(r"^[\d.,]+ (ms|s)$", cell(page, "1m", 5)), cell(page, "1m", 5)  # duration
+    assert cell(page, "1m", 0) == "1m" and cell(page, "1m", 1) == "trades"
+
+    # Service figures.
+    page.wait_for_function("() => /^\\d+(\\.\\d)?\\/s$/.test(document.getElementById('ingest-rate').textContent)")
+    page.wait_for_function("() => Number(document.getElementById('ws-clients').textContent) >= 1", timeout=10_000)
+    assert page.locator("#store-health").inner_text() == "healthy"
+    assert page.locator("#store-kind").inner_text() == "Store (duckdb)"
+    assert not page.is_visible("#banner")
+
+    # It keeps refreshing on its own.
+    polls = page.evaluate("__tvfluxAdmin.polls")
+    page.wait_for_function("n => __tvfluxAdmin.polls >= n + 2", arg=polls, timeout=10_000)
+
+    # The button really POSTs a run and reports what the server ran.
+    with page.expect_response(lambda r: r.url.endswith("/api/downsampling/run") and r.request.method == "POST") as info:
+        page.click("#run-now")
+    response = info.value
+    assert response.status == 200
+    body = response.json()
+    page.wait_for_function("() => __tvfluxAdmin.runs === 1 && !document.getElementById('run-now').disabled")
+    text = page.locator("#run-result").inner_text()
+    if body["ran"]:
+        assert text.startswith("Ran ")
+        for r in body["ran"]:
+            assert r["tier"] in text
+    else:
+        assert text.startswith("Nothing to do")
+    assert [r.get_attribute("data-tier") for r in page.locator("#tiers tbody tr").all()] == [t["tier"] for t in body["tiers"]]
+
+
+def test_admin_says_when_the_service_is_unreachable(page, fe_server, seeded, console):
+    console.allow(r"ERR_CONNECTION_REFUSED|Failed to load resource")
+    page.goto(fe_server.base_url + "/admin")
+    page.wait_for_function("() => window.__tvfluxAdmin && __tvfluxAdmin.polls >= 1")
+    rows = page.locator("#tiers tbody tr").count()
+    fe_server.stop()
+    try:
+        page.wait_for_function("() => !document.getElementById('banner').hidden", timeout=10_000)
+        assert "Cannot reach the service" in page.locator("#banner").inner_text()
+        # The last known figures stay on screen.
+        assert page.locator("#tiers tbody tr").count() == rows
+    finally:
+        fe_server.start()
+    page.wait_for_function("() => document.getElementById('banner').hidden", timeout=15_000)
+    wait_until(lambda: page.locator("#store-health").inner_text() == "healthy", timeout_s=5, what="healthy store after restart")
+
+
+def test_admin_asks_for_the_token_when_the_server_requires_one(new_page, server_factory, console):
+    server = server_factory(admin_token="s3cret-admin", synthetic_rate="0")
+    console.allow(r"status of 401 .*/api/downsampling/run")
+    page = new_page()
+    page.goto(server.base_url + "/admin")
+    page.wait_for_function("() => window.__tvfluxAdmin && __tvfluxAdmin.polls >= 1")
+    assert not page.is_visible("#token-form")
+
+    page.click("#run-now")
+    page.wait_for_selector("#token-form", state="visible")
+    assert "needs the admin token" in page.locator("#run-result").inner_text()
+
+    page.fill("#admin-token", "wrong")
+    with page.expect_response("**/api/downsampling/run") as info:
+        page.click("#token-form button[type=submit]")
+    assert info.value.status == 401
+    page.wait_for_function("() => document.getElementById('run-result').textContent.includes('not accepted')")
+    assert page.evaluate("__tvfluxAdmin.runs") == 0
+
+    page.fill("#admin-token", "s3cret-admin")
+    with page.expect_response("**/api/downsampling/run") as info:
+        page.click("#token-form button[type=submit]")
+    assert info.value.status == 200
+    assert info.value.request.headers["authorization"] == "Bearer s3cret-admin"
+    page.wait_for_function("() => __tvfluxAdmin.runs === 1")
+    assert not page.is_visible("#token-form")
+    # Remembered for this browser session only, never in localStorage.
+    assert page.evaluate("sessionStorage.getItem('tvflux.adminToken')") == "s3cret-admin"
+    assert page.evaluate("localStorage.getItem('tvflux.adminToken')") is None
+    with page.expect_response("**/api/downsampling/run") as info:
+        page.click("#run-now")
+    assert info.value.status == 200
