@@ -54,7 +54,8 @@ class Client:
         self._dirty: dict[Subscription, None] = {}
         self.wake = asyncio.Event()
         self.cut_reason: str | None = None
-        self.coalesced = 0
+        self.coalesced = 0  # open-bar updates replaced by a newer one before being sent
+        self.dropped = 0  # updates never sent: stale, or offered after the cut-off
         self._control: deque[bytes] = deque()  # pongs and errors, sent before bars
 
     def offer_control(self, frame: bytes) -> None:
@@ -65,6 +66,7 @@ class Client:
 
     def offer_bar(self, sub: Subscription, bar: Bar, closed: bool) -> None:
         if self.cut_reason is not None:
+            self.dropped += 1
             return
         if closed:
             if sub.current is not None and sub.current.time <= bar.time:
@@ -106,11 +108,15 @@ class Client:
                 if bar.time >= sub.last_time:
                     sub.last_time = bar.time
                     frames.append(_encode(BarMessage(sub.id, bar, True)))
+                else:
+                    self.dropped += 1
             if sub.current is not None:
                 bar, sub.current = sub.current, None
                 if bar.time >= sub.last_time:
                     sub.last_time = bar.time
                     frames.append(_encode(BarMessage(sub.id, bar, False)))
+                else:
+                    self.dropped += 1
         return frames
 
 
@@ -137,6 +143,17 @@ class Hub:
         self.clients: set[Client] = set()
         self.frames_sent = 0
         self.clients_cut = 0
+        # totals of clients already gone; the live ones are added at scrape time
+        self._coalesced_gone = 0
+        self._dropped_gone = 0
+
+    @property
+    def updates_coalesced(self) -> int:
+        return self._coalesced_gone + sum(c.coalesced for c in self.clients)
+
+    @property
+    def updates_dropped(self) -> int:
+        return self._dropped_gone + sum(c.dropped for c in self.clients)
 
     @property
     def subscription_count(self) -> int:
@@ -208,9 +225,15 @@ class Hub:
         self.clients.add(client)
 
     def unregister(self, client: Client) -> None:
+        if client.cut_reason is not None:
+            # what was still queued for a cut-off client is never sent
+            client.dropped += sum(len(s.closed) + (s.current is not None) for s in client.subs.values())
         for sub_id in list(client.subs):
             self.unsubscribe(client, sub_id)
-        self.clients.discard(client)
+        if client in self.clients:
+            self.clients.discard(client)
+            self._coalesced_gone += client.coalesced
+            self._dropped_gone += client.dropped
         if client.cut_reason is not None:
             self.clients_cut += 1
 
@@ -225,6 +248,19 @@ class Hub:
                     continue
                 assert series.live is not None
                 update = series.live.apply(fold(key[1], batch.ts_ns, batch.price, batch.size))
+                if not update.closed and not update.late and update.current is not None:
+                    # The hot path: a new open bar. A subscription still holding an unsent
+                    # open bar is already dirty and its client awake, so replacing the bar
+                    # is all offer_bar would do (and cut-off clients take the full path).
+                    current = update.current
+                    for sub in series.subs:
+                        client = sub.client
+                        if sub.current is not None and client.cut_reason is None:
+                            sub.current = current
+                            client.coalesced += 1
+                        else:
+                            client.offer_bar(sub, current, False)
+                    continue
                 for sub in list(series.subs):
                     for bar in update.closed:
                         sub.client.offer_bar(sub, bar, True)

@@ -74,6 +74,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     downsample_interval_ms: int = 2_000
     downsample_timeout_s: float = 120.0  # a run taking longer is abandoned and retried
 
+    # readiness: /health/ready is false past these
+    ready_writer_lag_s: float = 30.0  # oldest trade waiting for the store
+    ready_downsampling_slack_s: float = 300.0  # tier lag allowed beyond its normal worst case
+
     # fault injection for the outage tests: while this file exists, store writes fail
     fault_store_down_file: str = ""
 
@@ -162,6 +166,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "cors_origins": _csv,
     "downsample_timeout_s": _float(0.1),
     "fault_store_down_file": str,
+    "ready_writer_lag_s": _float(0.0),
+    "ready_downsampling_slack_s": _float(0.0),
     "tiers": _csv,
     "lookback_ms": _int(0),
     "grace_ms": _int(0),

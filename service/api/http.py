@@ -96,6 +96,7 @@ async def udf_history(
     from_s: str | None = _FROM, to_s: str | None = _TO, countback: str | None = None,
 ) -> dict[str, Any]:
     services = _services(request)
+    services.require_ready()
     req = services.history.parse(symbol, resolution, from_s, to_s, countback, now_ms=now_ms())
     result = await services.history.query(req)
     if result.noData:
@@ -129,6 +130,7 @@ async def api_bars(
     from_s: str | None = _FROM, to_s: str | None = _TO, countback: str | None = None,
 ) -> Response:
     services = _services(request)
+    services.require_ready()
     req = services.history.parse(symbol, resolution, from_s, to_s, countback, now_ms=now_ms())
     return Response(await services.history.query(req))
 
@@ -141,6 +143,7 @@ def api_symbols(request: Request) -> SymbolsResponse:
 @post("/api/trades", status_code=200, guards=[ingest_guard])
 async def api_trades(request: Request) -> TradesAccepted:
     services = _services(request)
+    services.require_ready()
     body = await request.body()
     try:
         trades = _trades_decoder.decode(body)
@@ -154,12 +157,14 @@ async def api_trades(request: Request) -> TradesAccepted:
 @get("/api/downsampling")
 async def api_downsampling(request: Request) -> DownsamplingResponse:
     services = _services(request)
+    services.require_ready()
     return DownsamplingResponse(await services.store.downsampling_status(now_ms()))
 
 
 @post("/api/downsampling/run", status_code=200, guards=[admin_guard])
 async def api_downsampling_run(request: Request) -> DownsamplingResponse:
     services = _services(request)
+    services.require_ready()
     # "Run now" should include what was just posted: flush the writer first (bounded, so a
     # store outage doesn't hang the request; the run then works on what is stored).
     with contextlib.suppress(asyncio.TimeoutError):

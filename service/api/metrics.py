@@ -1,20 +1,43 @@
 """``/metrics`` in the Prometheus text format, read from the services' own counters at
-scrape time (nothing is counted per trade on behalf of Prometheus)."""
+scrape time (nothing is counted per trade on behalf of Prometheus).
+
+Histograms (:mod:`service.instruments`) are observed once per batch, flush or request.
+Durations of histograms are in seconds, as Prometheus expects; the older gauges keep the
+unit in their name (``_ms``). Every name here is listed in docs/monitoring.md, and the
+Grafana dashboard and alert rules only use names a test finds in a live ``/metrics``.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from service.instruments import Histogram
 from service.models import TierStatus
+from service.readiness import Verdict
+
+
+def _histogram(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, buckets=hist.cumulative(), sum_value=hist.sum)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("tvflux")
+    except Exception:  # running from a checkout that is not installed
+        return "unknown"
 
 
 class _Snapshot:
-    def __init__(self, services: Any, tiers: list[TierStatus]) -> None:
+    def __init__(self, services: Any, tiers: list[TierStatus], verdict: Verdict | None = None) -> None:
         self.services = services
         self.tiers = tiers
+        self.verdict = verdict
 
     def collect(self):  # type: ignore[no-untyped-def]
         s = self.services
@@ -41,9 +64,74 @@ class _Snapshot:
                 duration.add_metric([t.tier], t.lastDurationMs)
         yield lag
         yield duration
+        yield from self._more()
+
+    def _more(self):  # type: ignore[no-untyped-def]
+        s = self.services
+        writer = s.writer
+        info = GaugeMetricFamily("tvflux_build_info", "Version and store kind", labels=["version", "store"])
+        info.add_metric([_version(), s.store.kind], 1)
+        yield info
+        if self.verdict is not None:
+            yield GaugeMetricFamily("tvflux_ready", "1 when /health/ready answers 200", value=int(self.verdict.ready))
+            yield GaugeMetricFamily("tvflux_store_up", "1 when the store answered its health check",
+                                    value=int(self.verdict.storeOk))
+        # ingest and writer
+        yield _histogram("tvflux_ingest_batch_rows", "Trades per accepted ingest batch", writer.batch_rows)
+        yield _histogram("tvflux_store_write_seconds", "Duration of successful store appends (one per flush)",
+                         writer.append_seconds)
+        yield GaugeMetricFamily("tvflux_writer_oldest_pending_age_seconds",
+                                "How long the oldest accepted trade not yet in the store has waited",
+                                value=writer.lag.oldest_age_s(time.monotonic()))
+        yield GaugeMetricFamily("tvflux_writer_spilled_rows", "Trades waiting for the store in the spool only",
+                                value=getattr(writer, "spilled_rows", 0))
+        spool = getattr(s, "spool", None)
+        yield GaugeMetricFamily("tvflux_spool_bytes", "Size of the on-disk spool of accepted trades",
+                                value=getattr(spool, "size_bytes", 0) if spool is not None else 0)
+        yield GaugeMetricFamily("tvflux_spool_max_bytes", "Spool size past which ingest answers 429",
+                                value=getattr(s.settings, "spool_max_bytes", 0))
+        # live push
+        yield CounterMetricFamily("tvflux_updates_coalesced", "Open-bar updates replaced by a newer one before sending",
+                                  value=s.hub.updates_coalesced)
+        yield CounterMetricFamily("tvflux_updates_dropped", "Bar updates never sent (stale, or to a cut-off client)",
+                                  value=s.hub.updates_dropped)
+        # history
+        history = HistogramMetricFamily("tvflux_history_request_seconds",
+                                        "Duration of history requests (/api/bars, /udf/history)", labels=["resolution"])
+        for resolution, hist in s.history.latency_s.items():
+            history.add_metric([resolution], hist.cumulative(), hist.sum)
+        yield history
+        # downsampling
+        yield CounterMetricFamily("tvflux_downsampler_runs", "Downsampling runs made by the service",
+                                  value=s.downsampler.runs)
+        yield GaugeMetricFamily("tvflux_downsampler_failing", "1 when the last downsampling run failed",
+                                value=int(bool(s.downsampler.last_error)))
+        if s.downsampler.last_run_duration_s is not None:
+            yield GaugeMetricFamily("tvflux_downsampler_last_run_seconds", "Duration of the last run over all tiers",
+                                    value=s.downsampler.last_run_duration_s)
+        limit = GaugeMetricFamily("tvflux_downsampling_lag_limit_ms", "Lag past which /health/ready fails",
+                                  labels=["tier"])
+        for t in self.verdict.tiers if self.verdict is not None else []:
+            if t.maxLagMs is not None:
+                limit.add_metric([t.tier], t.maxLagMs)
+        yield limit
+        dirty = GaugeMetricFamily("tvflux_downsampling_dirty_windows", "Windows late trades made dirty, not yet rebuilt",
+                                  labels=["tier"])
+        failing = GaugeMetricFamily("tvflux_downsampling_tier_failing", "1 when the tier reports an error",
+                                    labels=["tier"])
+        bars = CounterMetricFamily("tvflux_downsampling_bars_written", "Bars written by the tier's runs",
+                                   labels=["tier"])
+        for t in self.tiers:
+            dirty.add_metric([t.tier], t.dirtyWindows)
+            failing.add_metric([t.tier], int(bool(t.error)))
+            bars.add_metric([t.tier], t.rows)
+        yield dirty
+        yield failing
+        yield bars
 
 
-def render_metrics(services: Any, tiers: list[TierStatus]) -> bytes:
+def render_metrics(services: Any, tiers: list[TierStatus], verdict: Verdict | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(services, tiers))
+    registry.register(_Snapshot(services, tiers, verdict))
+    ProcessCollector(registry=registry)  # CPU, memory, open files of this process (Linux)
     return generate_latest(registry)

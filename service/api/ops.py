@@ -1,0 +1,173 @@
+"""Operations endpoints: readiness (gathered here, judged by :mod:`service.readiness`)
+and ``POST /api/admin/backup``.
+
+The backup endpoint exists because DuckDB lets only one process open the store file:
+while the service runs, ``tvflux backup`` cannot read the file itself, so it asks the
+service, which snapshots it on its own connection (see :mod:`service.backup`) and
+streams the snapshot back as a tar archive. It writes nothing outside
+``TVFLUX_DATA_DIR`` (a temporary directory there, removed after the transfer), and it
+hands out the whole database: without ``TVFLUX_ADMIN_TOKEN`` only loopback clients
+may call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ipaddress
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio.to_thread
+from litestar import Request, post
+from litestar.response import Stream
+
+from service.api.auth import admin_guard
+from service.backup import MANIFEST, remove_tree, snapshot, tar_chunks
+from service.clock import now_ms
+from service.errors import BadRequest, Overloaded, TvfluxError, Unauthorized
+from service.models import TierStatus
+from service.readiness import (DEFAULT_DOWNSAMPLING_SLACK_S, DEFAULT_WRITER_LAG_S, Thresholds, Verdict, WriterState,
+                               assess, scheduler_period_ms)
+
+log = logging.getLogger(__name__)
+BACKUP_TMP_PREFIX = ".backup-"
+STALE_BACKUP_TMP_S = 86_400  # an abandoned transfer's snapshot is removed after a day
+_snapshot_lock = asyncio.Lock()  # one snapshot at a time: each is a full copy on disk
+
+
+# --- readiness ----------------------------------------------------------------------------
+
+
+async def readiness(services: Any) -> tuple[Verdict, list[TierStatus]]:
+    """Everything ``/health/ready`` and ``/metrics`` judge, read once."""
+    health = await services.store.health()
+    tiers: list[TierStatus] = []
+    store_ok, store_error = health.ok, health.error
+    if health.ok:
+        try:
+            tiers = await services.store.downsampling_status(now_ms())
+        except TvfluxError as exc:
+            store_ok, store_error = False, exc.message
+    settings = services.settings
+    writer = services.writer
+    spilled = getattr(writer, "spilled_rows", 0)
+    state = WriterState(
+        pending_rows=writer.pending_rows + spilled,
+        oldest_pending_age_s=writer.lag.oldest_age_s(time.monotonic()),
+        flush_interval_s=writer.flush_interval_s,
+        last_error=writer.last_error,
+        spilling=getattr(writer, "spilling", False),
+        spilled_rows=spilled,
+    )
+    # The thresholds become settings when service/settings.py has them; defaults until then.
+    thresholds = Thresholds(
+        writer_lag_s=getattr(settings, "ready_writer_lag_s", DEFAULT_WRITER_LAG_S),
+        downsampling_slack_s=getattr(settings, "ready_downsampling_slack_s", DEFAULT_DOWNSAMPLING_SLACK_S),
+    )
+    verdict = assess(
+        running=services.ready, store_ok=store_ok, store_error=store_error, writer=state, tiers=tiers,
+        downsampler_error=services.downsampler.last_error, plan=settings.plan,
+        period_ms=scheduler_period_ms(services.store.kind, settings.downsample_interval_ms), thresholds=thresholds,
+    )
+    return verdict, tiers
+
+
+def ready_body(services: Any, verdict: Verdict) -> dict[str, Any]:
+    writer = services.writer
+    return {
+        "ready": verdict.ready,
+        "reasons": verdict.reasons,
+        "store": services.store.kind,
+        "writerPendingRows": writer.pending_rows,
+        "writer": {
+            "pendingRows": writer.pending_rows,
+            "spilledRows": getattr(writer, "spilled_rows", 0),
+            "oldestPendingAgeS": round(writer.lag.oldest_age_s(time.monotonic()), 3),
+            "maxAgeS": verdict.writerMaxAgeS,
+        },
+        "downsampling": [{"tier": t.tier, "lagMs": t.lagMs, "maxLagMs": t.maxLagMs, "ok": t.ok} for t in verdict.tiers],
+    }
+
+
+# --- backup -------------------------------------------------------------------------------
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@post("/api/admin/backup", guards=[admin_guard], status_code=200, media_type="application/x-tar")
+async def admin_backup(request: Request) -> Stream:
+    """A consistent snapshot of the embedded store, as a tar stream: ``manifest.json``
+    first, then DuckDB's EXPORT DATABASE files (Parquet). ``tvflux backup DIR`` calls this
+    when the service is running."""
+    services = request.app.state.services
+    settings = services.settings
+    if services.store.kind != "duckdb":
+        raise BadRequest("the InfluxDB store is backed up with `influx backup`: see scripts/influx-backup.sh "
+                         "and docs/backup.md")
+    if not settings.admin_token and not _is_loopback(request.client.host if request.client else None):
+        raise Unauthorized("backups from other machines need TVFLUX_ADMIN_TOKEN set on the server")
+    if _snapshot_lock.locked():
+        raise Overloaded("a backup snapshot is being taken; retry when it is done", retry_after_s=30)
+    async with _snapshot_lock:
+        # Include what was accepted up to now (bounded: a store outage must not hang us).
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(services.writer.flush()), timeout=10)
+        data_dir = os.path.abspath(settings.data_dir)
+        await anyio.to_thread.run_sync(_sweep_stale, data_dir)
+        stamp = dt.datetime.now(tz=dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        tmp = os.path.join(data_dir, f"{BACKUP_TMP_PREFIX}{stamp}-{secrets.token_hex(4)}")
+        store = services.store
+        started = time.perf_counter()
+        try:
+            manifest = await store._run(lambda cursor: snapshot(cursor, tmp, os.path.abspath(store.path)))
+        except BaseException:
+            await anyio.to_thread.run_sync(remove_tree, tmp)
+            raise
+        log.info("backup snapshot: %d files, %d bytes in %.1fs", len(manifest.files), manifest.total_bytes,
+                 time.perf_counter() - started)
+    names = [MANIFEST] + [f.name for f in manifest.files]
+    return Stream(
+        _stream_and_remove(tmp, names),
+        media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="tvflux-backup-{stamp}.tar"',
+                 "X-Tvflux-Backup-Bytes": str(manifest.total_bytes)},
+    )
+
+
+async def _stream_and_remove(directory: str, names: list[str]) -> AsyncIterator[bytes]:
+    chunks = tar_chunks(directory, names)
+    try:
+        while True:
+            chunk = await anyio.to_thread.run_sync(next, chunks, None)  # file reads off the loop
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        chunks.close()
+        await anyio.to_thread.run_sync(remove_tree, directory)
+
+
+def _sweep_stale(data_dir: str) -> None:
+    """Remove snapshots left by transfers that never finished (a killed process)."""
+    try:
+        entries = os.listdir(data_dir)
+    except FileNotFoundError:
+        return
+    for name in entries:
+        path = os.path.join(data_dir, name)
+        if name.startswith(BACKUP_TMP_PREFIX) and time.time() - os.path.getmtime(path) > STALE_BACKUP_TMP_S:
+            remove_tree(path)
+
+
+OPS_ROUTES = [admin_backup]
