@@ -80,7 +80,8 @@ class Services:
             on_accepted=self.ingest_rate.add,
         )
         self.downsampler = Downsampler(
-            self.store, self.hub, interval_ms=settings.downsample_interval_ms, clock_ms=now_ms
+            self.store, self.hub, interval_ms=settings.downsample_interval_ms, clock_ms=now_ms,
+            timeout_s=settings.downsample_timeout_s,
         )
         self.connections = ConnectionLimiter(settings.max_connections_per_client)
         self.started_at = time.time()
@@ -91,47 +92,81 @@ class Services:
         snapshot = await self.history.bars(symbol, resolution, from_ms, to_ms)
         return snapshot.bars, snapshot.seq
 
+    def require_ready(self) -> None:
+        """Refuse work that needs the store while it is not up (503, with the reason)."""
+        if not self.ready:
+            raise StoreUnavailable(f"not ready: {self.store_error or 'starting'}")
+
+    async def _start_store(self) -> None:
+        await self.store.start()
+        # Replay what was acknowledged but not stored before the last stop, before
+        # anything reads the store (timestamps, ids, live bars start from it).
+        if await self.writer.recover():
+            await self.writer.drain()
+        self.symbols.add(await self.store.symbols())
+        await self.ingestor.start()
+        self.store_error = None
+
+    async def _start_store_when_reachable(self) -> None:
+        """A remote store may be down at start: retry with capped backoff, staying
+        unready (never crashing) until it answers."""
+        delay_s = 1.0
+        while True:
+            try:
+                await self._start_store()
+            except StoreUnavailable as exc:
+                self.store_error = exc.message
+                log.error("store unavailable: %s; retrying in %.0fs", exc.message, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 30.0)
+                continue
+            self._start_background()
+            return
+
+    def _start_background(self) -> None:
+        settings = self.settings
+        self._tasks.append(asyncio.create_task(self.writer.run(), name="writer"))
+        self._tasks.append(asyncio.create_task(self._tick_forever(), name="hub-ticker"))
+        if settings.downsample_interval_ms > 0:
+            self._tasks.append(asyncio.create_task(self.downsampler.run_forever(), name="downsampler"))
+        if settings.synthetic_rate > 0:
+            self._tasks.append(asyncio.create_task(
+                run_synthetic(self.ingestor, settings.symbols, settings.synthetic_rate, settings.synthetic_seed),
+                name="synthetic",
+            ))
+        self.ready = True
+        log.info("tvflux ready: store=%s symbols=%s synthetic=%s trades/s", self.store.kind,
+                 ",".join(self.symbols), settings.synthetic_rate)
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        settings = self.settings
+        self._tasks: list[asyncio.Task[None]] = []
+        starter = None
         try:
-            await self.store.start()
-        except StoreUnavailable as exc:
-            log.error("store unavailable at start: %s", exc.message)
-            raise
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            # Replay what was acknowledged but not stored before the last stop, before
-            # anything reads the store (timestamps, ids, live bars start from it).
-            if await self.writer.recover():
-                await self.writer.drain()
-            self.symbols.add(await self.store.symbols())
-            await self.ingestor.start()
-            tasks.append(asyncio.create_task(self.writer.run(), name="writer"))
-            tasks.append(asyncio.create_task(self._tick_forever(), name="hub-ticker"))
-            if settings.downsample_interval_ms > 0:
-                tasks.append(asyncio.create_task(self.downsampler.run_forever(), name="downsampler"))
-            if settings.synthetic_rate > 0:
-                tasks.append(asyncio.create_task(
-                    run_synthetic(self.ingestor, settings.symbols, settings.synthetic_rate, settings.synthetic_seed),
-                    name="synthetic",
-                ))
-            self.ready = True
-            log.info("tvflux ready: store=%s symbols=%s synthetic=%s trades/s", self.store.kind,
-                     ",".join(self.symbols), settings.synthetic_rate)
+            if self.store.kind == "duckdb":
+                await self._start_store()  # a local file: fail fast and loud
+                self._start_background()
+            else:
+                starter = asyncio.create_task(self._start_store_when_reachable(), name="store-starter")
             yield
         finally:
             self.ready = False
+            if starter is not None:
+                starter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starter
+            tasks = self._tasks
             for task in reversed(tasks):
                 if task.get_name() != "writer":
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-            try:
-                await asyncio.wait_for(asyncio.shield(self.writer.drain()), timeout=30)
-            except asyncio.TimeoutError:
-                log.error("shutdown: the store did not take %d trades in time; they stay in the spool and are "
-                          "replayed at the next start", self.writer.pending_rows + self.writer.spilled_rows)
+            if tasks:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self.writer.drain()), timeout=30)
+                except asyncio.TimeoutError:
+                    log.error("shutdown: the store did not take %d trades in time; they stay in the spool and are "
+                              "replayed at the next start", self.writer.pending_rows + self.writer.spilled_rows)
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -94,12 +94,33 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         app, host=settings.host, port=settings.port, loop="uvloop", ws="websockets", http="httptools"
         if _has("httptools") else "h11", log_config=None, ws_max_size=settings.max_frame_bytes,
         lifespan="on", timeout_graceful_shutdown=10, access_log=False,
+        # Bar frames are ~150 bytes: per-message deflate would cost CPU per frame per client
+        # (the fan-out hot path) and hide a stalled reader for a minute behind compression.
+        ws_per_message_deflate=False,
     )
     server = uvicorn.Server(config)
+    _tune_gc()
     print(f"tvflux serving on http://{settings.host}:{settings.port}/ (store: {settings.store}, "
           f"data: {os.path.abspath(settings.data_dir)})", file=sys.stderr, flush=True)
     server.run()
     return 0 if server.started else 1
+
+
+def _tune_gc() -> None:
+    """Fewer, cheaper cyclic-GC passes for a server holding ~200 objects per WebSocket
+    connection. With CPython's defaults (700, 10, 10) and thousands of subscribers, the
+    short-lived objects of each push (futures, timer handles, frames) kept promoting into
+    the old generation and forcing full collections over a million objects: 0.5–0.8 s
+    stalls every few seconds, a third of the event loop's time. Startup objects are frozen
+    (never scanned again), the young generation is larger so most push garbage dies before
+    a collection, and the middle one is collected often so it stays small. Reference
+    counting, which frees nearly everything, is unaffected. Measured in
+    ``docs/performance.md`` (optimisation log)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 3, 50)
 
 
 def _has(module: str) -> bool:
@@ -230,12 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     down = sub.add_parser("downsample", help="run the downsampling plan up to the live edge")
     down.set_defaults(func=cmd_downsample)
 
-    try:
-        from service.storage.influx_cli import register
+    from service.ops_cli import register as register_ops
+    from service.storage.influx_cli import register as register_influx
+
+    register_influx(sub)
+    register_ops(sub)
+    try:  # the benchmarks live in the loadgen package, installed with tvflux
+        from loadgen.bench_cli import register as register_bench
     except ImportError:
         pass
     else:
-        register(sub)
+        register_bench(sub)
     return parser
 
 

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from service.errors import TvfluxError
+from service.errors import RunTimeout, TvfluxError
 from service.hub import Hub
 from service.storage.base import RunReport, Store
 
@@ -20,18 +20,26 @@ log = logging.getLogger(__name__)
 
 
 class Downsampler:
-    def __init__(self, store: Store, hub: Hub, *, interval_ms: int, clock_ms: Callable[[], int]) -> None:
+    def __init__(self, store: Store, hub: Hub, *, interval_ms: int, clock_ms: Callable[[], int],
+                 timeout_s: float = 120.0) -> None:
         self.store = store
         self.hub = hub
         self.interval_s = interval_ms / 1000
         self.clock_ms = clock_ms
+        self.timeout_s = timeout_s
         self.last_error: str | None = None
         self.runs = 0
         self.last_run_duration_s: float | None = None
 
     async def run_once(self) -> RunReport:
         started = time.perf_counter()
-        report = await self.store.run_downsampling(self.clock_ms())
+        if self.store.kind == "duckdb":  # work in a thread: the store rolls back at the deadline
+            report = await self.store.run_downsampling(self.clock_ms(), timeout_s=self.timeout_s)  # type: ignore[call-arg]
+        else:  # remote work over HTTP: cancelling the wait abandons it
+            try:
+                report = await asyncio.wait_for(self.store.run_downsampling(self.clock_ms()), self.timeout_s)
+            except asyncio.TimeoutError:
+                raise RunTimeout(f"downsampling run took longer than {self.timeout_s}s; retried next time") from None
         self.runs += 1
         self.last_run_duration_s = time.perf_counter() - started
         self.last_error = None

@@ -14,6 +14,7 @@
     ├── Unauthorized                 (401)
     ├── Overloaded                   (429, retry later)
     ├── StoreUnavailable             (503: the store cannot be reached)
+    │   └── RunTimeout               (a downsampling run was abandoned)
     └── ConfigError                  (bad TVFLUX_* settings; never reaches a client)
 
 ``service.api.errors`` is the only place that turns these into HTTP or WebSocket answers.
@@ -92,6 +93,12 @@ class Overloaded(TvfluxError):
 class StoreUnavailable(TvfluxError):
     status = 503
     code = "store_unavailable"
+
+
+class RunTimeout(StoreUnavailable):
+    """A downsampling run took longer than allowed; it was rolled back and is retried."""
+
+    code = "run_timeout"
 
 
 class ConfigError(TvfluxError):

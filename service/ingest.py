@@ -16,6 +16,7 @@ import asyncio
 import math
 from collections import OrderedDict
 from collections.abc import Callable
+from operator import attrgetter
 
 import numpy as np
 
@@ -29,6 +30,8 @@ from service.writer import TradeWriter
 
 NS_PER_MS = 1_000_000
 _MAX_LISTED_PROBLEMS = 20
+_id_of, _symbol_of = attrgetter("id"), attrgetter("symbol")
+_price_of, _size_of, _time_of = attrgetter("price"), attrgetter("size"), attrgetter("time")
 
 
 class Ingestor:
@@ -81,6 +84,15 @@ class Ingestor:
                 f"{len(trades)} trades in one batch; at most {self.max_batch_trades}",
                 details={"maxBatchTrades": self.max_batch_trades},
             )
+        columns = self._plain_columns(trades, now_ms)
+        if columns is not None:  # the common case, vectorised: valid, no ids
+            async with self._lock:
+                batches = []
+                for symbol, ts_ms, price, size in columns:
+                    await self._start_symbol(symbol)
+                    batches.append(TradeColumns(symbol, await self._allocate(symbol, ts_ms), price, size))
+                self._commit(batches)
+            return TradesAccepted(accepted=len(trades), duplicates=0)
         self._validate(trades, now_ms)
         async with self._lock:
             groups: dict[str, list[Trade]] = {}
@@ -102,6 +114,34 @@ class Ingestor:
                             self._remember((b.symbol, trade_id))
         self.duplicates += duplicates
         return TradesAccepted(accepted=accepted, duplicates=duplicates)
+
+    def _plain_columns(
+        self, trades: list[Trade], now_ms: int
+    ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] | None:
+        """``(symbol, time_ms, price, size)`` per symbol (first-seen order, trades in
+        arrival order) when every trade is valid and none has an id; ``None`` otherwise,
+        and the general path then reports the problems or drops the duplicates."""
+        n = len(trades)
+        if n == 0 or list(map(_id_of, trades)).count(None) != n:
+            return None
+        symbols = list(map(_symbol_of, trades))
+        distinct = dict.fromkeys(symbols)
+        if not all(s in self.symbols for s in distinct):
+            return None
+        price = np.fromiter(map(_price_of, trades), dtype=np.float64, count=n)
+        size = np.fromiter(map(_size_of, trades), dtype=np.float64, count=n)
+        ts_ms = np.fromiter(map(_time_of, trades), dtype=np.int64, count=n)
+        if not (np.isfinite(price).all() and np.isfinite(size).all()) or int(ts_ms.max()) > now_ms + self.max_future_ms:
+            return None
+        if len(distinct) == 1:
+            return [(symbols[0], ts_ms, price, size)]
+        index = {s: i for i, s in enumerate(distinct)}
+        codes = np.fromiter(map(index.__getitem__, symbols), dtype=np.int32, count=n)
+        out = []
+        for symbol, i in index.items():
+            mask = codes == i
+            out.append((symbol, ts_ms[mask], price[mask], size[mask]))
+        return out
 
     def _validate(self, trades: list[Trade], now_ms: int) -> None:
         problems = []

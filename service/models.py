@@ -12,16 +12,20 @@ Units, stated once for the whole service:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from operator import attrgetter
+from typing import Annotated
 
 import msgspec
 import numpy as np
 
 # Symbols are also InfluxDB tag values and DuckDB literals; keep them boring.
-Symbol = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,31}$")]
+SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,31}$"
+Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 EpochMs = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_999)]  # up to year 9999
-TradeId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# No control characters: ids travel in InfluxDB line protocol, which cannot carry them.
+TradeId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class Trade(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -32,6 +36,43 @@ class Trade(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     size: PositiveFloat
     time: EpochMs
     id: TradeId | None = None
+
+
+class _TradeWire(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """:class:`Trade` without the symbol pattern, which :class:`TradesDecoder` checks once
+    per distinct symbol of a batch instead of once per trade. Not tracked by the cyclic
+    GC (``gc=False``): it holds only strings and numbers, and ingest makes millions."""
+
+    symbol: str
+    price: PositiveFloat
+    size: PositiveFloat
+    time: EpochMs
+    id: TradeId | None = None
+
+
+class TradesDecoder:
+    """Decodes a JSON or msgpack array of trades as ``Decoder(list[Trade])`` does — the
+    same values, the same errors — but runs the symbol regex once per distinct symbol:
+    per trade it was most of the decoding time. A batch the fast decoder refuses, or one
+    with a bad symbol, is decoded again by the strict decoder, whose error is raised."""
+
+    def __init__(self, protocol: str = "json") -> None:  # "json" or "msgpack"
+        codec = msgspec.json if protocol == "json" else msgspec.msgpack
+        self._fast = codec.Decoder(list[_TradeWire])
+        self._strict = codec.Decoder(list[Trade])
+        self._symbol_ok = re.compile(SYMBOL_PATTERN).search  # msgspec's pattern semantics
+
+    def decode(self, data: bytes | str) -> list[Trade]:
+        try:
+            trades = self._fast.decode(data)
+        except msgspec.DecodeError:
+            return self._strict.decode(data)
+        if all(self._symbol_ok(s) for s in set(map(_symbol_of, trades))):
+            return trades  # type: ignore[return-value]  # Trade's fields, Trade's checks
+        return self._strict.decode(data)
+
+
+_symbol_of = attrgetter("symbol")
 
 
 class Bar(msgspec.Struct, frozen=True):
@@ -169,4 +210,3 @@ class IngestAck(msgspec.Struct, frozen=True, tag_field="type", tag="ack"):
 
 
 ServerMessage = BarMessage | ResetMessage | ErrorMessage | Pong | IngestAck
-Side = Literal["buy", "sell"]

@@ -25,7 +25,7 @@ from service.api.errors import ws_error
 from service.clock import now_ms
 from service.errors import InvalidMessage, TvfluxError
 from service.hub import Client
-from service.models import ClientMessage, IngestAck, Ping, Pong, Subscribe, Trade, Unsubscribe
+from service.models import ClientMessage, IngestAck, Ping, Pong, Subscribe, TradesDecoder, Unsubscribe
 from service.resolution import parse_resolution
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ CLOSE_TOO_SLOW = 4008  # the client did not read fast enough and was cut off
 CLOSE_UNAUTHORIZED = 4401  # ingest without a valid token
 CLOSE_TOO_MANY = 4029  # too many connections from this client address
 _client_decoder = msgspec.json.Decoder(ClientMessage)
-_trades_json = msgspec.json.Decoder(list[Trade])
-_trades_msgpack = msgspec.msgpack.Decoder(list[Trade])
+_trades_json = TradesDecoder("json")
+_trades_msgpack = TradesDecoder("msgpack")
 _encode = msgspec.json.Encoder().encode
 
 
@@ -47,14 +47,18 @@ async def _send_loop(socket: WebSocket, client: Client, push_interval_s: float, 
                      counter: Any) -> None:
     """The connection's only writer. Sleeping ``push_interval_s`` after each send is what
     coalesces updates: whatever changed meanwhile goes out as one latest bar."""
+    loop = asyncio.get_running_loop()
     while True:
         await client.wake.wait()
         client.wake.clear()
         frames = client.take()
         try:
-            for frame in frames:
-                await asyncio.wait_for(socket.send_text(frame.decode()), send_timeout_s)
-        except asyncio.TimeoutError:
+            # one timeout rescheduled per send: wait_for would create a task per frame
+            async with asyncio.timeout(None) as deadline:
+                for frame in frames:
+                    deadline.reschedule(loop.time() + send_timeout_s)
+                    await socket.send_text(frame.decode())
+        except TimeoutError:
             client.cut(f"a send took longer than {send_timeout_s}s")
         counter.frames_sent += len(frames)
         if client.cut_reason is not None:
@@ -82,8 +86,15 @@ async def ws_bars(socket: WebSocket) -> None:
     sender = asyncio.create_task(
         _send_loop(socket, client, settings.push_interval_ms / 1000, settings.send_timeout_s, hub))
     try:
-        while not sender.done():
-            event = await socket.receive()
+        while True:
+            # Wait for the client's next message *or* the sender's end (a cut-off client
+            # that stopped reading may also never send again).
+            receive = asyncio.ensure_future(socket.receive())
+            await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
+            if not receive.done():
+                receive.cancel()
+                break
+            event = receive.result()
             if event["type"] == "websocket.disconnect":
                 break
             data = event.get("text") if event.get("text") is not None else event.get("bytes")
@@ -92,6 +103,7 @@ async def ws_bars(socket: WebSocket) -> None:
                 msg = _client_decoder.decode(data or b"")
                 if isinstance(msg, Subscribe):
                     sub_id = msg.id
+                    services.require_ready()
                     services.symbols.require(msg.symbol)
                     resolution = parse_resolution(msg.resolution)
                     if msg.id not in client.subs and len(client.subs) >= settings.max_subscriptions_per_connection:
@@ -130,6 +142,7 @@ async def ws_ingest(socket: WebSocket) -> None:
             return
         seq += 1
         try:
+            services.require_ready()
             if event.get("bytes") is not None:
                 trades = _trades_msgpack.decode(event["bytes"])
             else:
@@ -144,6 +157,7 @@ async def ws_ingest(socket: WebSocket) -> None:
 @get("/api/stream")
 async def sse_stream(request: Request, symbol: str | None = None, resolution: str | None = None) -> ServerSentEvent:
     services = _services(request)
+    services.require_ready()
     services.symbols.require(symbol or "")
     res = parse_resolution(resolution or "")
     address = _address(request)

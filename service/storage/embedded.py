@@ -29,7 +29,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from service.errors import StoreUnavailable
+from service.errors import RunTimeout, StoreUnavailable
 from service.models import Bar, TierRun, TierStatus, TradeColumns
 from service.plan import RAW, Plan, Tier, Window
 from service.resolution import Resolution, Unit
@@ -105,6 +105,7 @@ class EmbeddedStore:
         self._local = threading.local()
         self._write_lock = threading.RLock()  # re-entered by the dirty pass
         self._run_lock = threading.Lock()  # one downsampling run at a time
+        self._deadline: float | None = None  # monotonic deadline of the run in progress
         # Committed watermarks, cached so reads can plan their segments without a query.
         # Only ever raised after a commit, so a reader never trusts a watermark too far.
         self._watermarks: dict[str, int | None] = {t.name: None for t in plan.tiers}
@@ -236,13 +237,35 @@ class EmbeddedStore:
 
     # --- downsampling -----------------------------------------------------------------
 
-    async def run_downsampling(self, now_ms: int, *, max_windows: int | None = None) -> RunReport:
-        return await self._run(lambda c: self._run_all(c, now_ms, max_windows))
+    async def run_downsampling(self, now_ms: int, *, max_windows: int | None = None,
+                               timeout_s: float | None = None) -> RunReport:
+        """``timeout_s``: past it the window in progress is rolled back (its watermark stays,
+        so the next run retries it) and :class:`RunTimeout` is raised; windows already
+        committed stay. A statement still running at the deadline is interrupted."""
+        return await self._run(lambda c: self._run_all(c, now_ms, max_windows, timeout_s))
 
-    def _run_all(self, cursor: duckdb.DuckDBPyConnection, now_ms: int, max_windows: int | None) -> RunReport:
+    def _run_all(self, cursor: duckdb.DuckDBPyConnection, now_ms: int, max_windows: int | None,
+                 timeout_s: float | None = None) -> RunReport:
         ran: list[TierRun] = []
         changed: list[ChangedWindow] = []
         budget = max_windows
+        self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        watchdog = None
+        if timeout_s is not None:
+            watchdog = threading.Timer(timeout_s, cursor.interrupt)
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            return self._run_tiers(cursor, now_ms, budget, ran, changed)
+        except duckdb.InterruptException as exc:
+            raise RunTimeout(f"downsampling run interrupted after {timeout_s}s; retried from its watermark") from exc
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            self._deadline = None
+
+    def _run_tiers(self, cursor: duckdb.DuckDBPyConnection, now_ms: int, budget: int | None,
+                   ran: list[TierRun], changed: list[ChangedWindow]) -> RunReport:
         with self._run_lock:
             for tier in self.plan.tiers:
                 changed.extend(self._run_dirty(cursor, tier, now_ms))
@@ -284,10 +307,11 @@ class EmbeddedStore:
         try:
             rows = self._rebuild(cursor, tier, window, symbol=None, new_watermark_ms=new_wm, now_ms=now_ms,
                                  started=started)
-        except duckdb.Error as exc:
-            with self._write_lock:
-                cursor.execute("UPDATE tier_state SET error = ?, last_run_ms = ? WHERE tier = ?",
-                               [str(exc), now_ms, tier.name])
+        except (duckdb.Error, RunTimeout) as exc:
+            if not isinstance(exc, duckdb.InterruptException):
+                with self._write_lock:
+                    cursor.execute("UPDATE tier_state SET error = ?, last_run_ms = ? WHERE tier = ?",
+                                   [str(exc), now_ms, tier.name])
             raise
         self._watermarks[tier.name] = new_wm
         return TierRun(tier.name, rows, (time.perf_counter() - started) * 1000, window.start_ms, new_wm)
@@ -336,6 +360,9 @@ class EmbeddedStore:
                 (rows,) = cursor.execute(f"INSERT INTO {table} {select}", params).fetchall()[0]
                 if extra is not None:
                     extra(cursor)
+                if self._deadline is not None and time.monotonic() > self._deadline:
+                    raise RunTimeout(f"downsampling {tier.name} [{window.start_ms}, {window.end_ms}) ran past its "
+                                     "deadline; rolled back, retried from its watermark")
                 duration_ms = (time.perf_counter() - started) * 1000
                 if new_watermark_ms is not None:
                     cursor.execute(

@@ -53,7 +53,9 @@ def chromium_path() -> str:
     return path  # type: ignore[return-value]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in the main
+# thread until it stops, which would break every asyncio test collected after these.
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright

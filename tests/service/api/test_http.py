@@ -68,6 +68,7 @@ def test_history_bad_input_is_4xx_with_error_shape(module_server, query, status,
     (b"[{\"symbol\":\"BTCUSD\",\"price\":1,\"size\":1,\"time\":1,\"extra\":1}]", 400, "invalid_trade"),
     (b"[{\"symbol\":\"bad symbol\",\"price\":1,\"size\":1,\"time\":1}]", 400, "invalid_trade"),
     (b"[{\"symbol\":\"NOPE\",\"price\":1,\"size\":1,\"time\":1}]", 400, "invalid_trade"),
+    (b"[{\"symbol\":\"BTCUSD\",\"price\":1,\"size\":1,\"time\":1,\"id\":\"a\\nb\"}]", 400, "invalid_trade"),
 ])
 def test_bad_trades_are_refused_whole(module_server, body, status, code):
     before = module_server.get("/api/stats")[1]["tradesAccepted"]

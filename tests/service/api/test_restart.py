@@ -39,3 +39,19 @@ def test_sigterm_flushes_pending_trades_and_restart_resumes(server_factory):
     server.post("/api/downsampling/run")
     _, hist = server.get(f"/api/bars?symbol=BTCUSD&resolution=1S&from={t0 // 1000}&to={t0 // 1000 + 1}")
     assert hist["bars"][0]["volume"] == 2.5 and hist["bars"][0]["low"] == 1.0
+
+
+def test_duplicate_ids_are_recognised_across_restarts(server_factory):
+    server = server_factory(synthetic_rate="0")
+    t = int(time.time() * 1000) - 5_000
+    old = [{"symbol": "ETHUSD", "price": 10.0, "size": 1.0, "time": t + i, "id": f"r{i}"} for i in range(50)]
+    assert server.post_trades(old) == {"accepted": 50, "duplicates": 0}
+    server.stop(signal.SIGTERM)
+    server.start()
+    # the same ids again (a client retrying after the restart), plus new ones
+    again = old + [{"symbol": "ETHUSD", "price": 11.0, "size": 1.0, "time": t + 100, "id": "fresh"}]
+    assert server.post_trades(again) == {"accepted": 1, "duplicates": 50}
+    # and after a kill -9 (the id filter is warmed again from the store at start)
+    server.stop(signal.SIGKILL)
+    server.start()
+    assert server.post_trades(old[:5]) == {"accepted": 0, "duplicates": 5}
