@@ -29,7 +29,8 @@ from service.history import History, SymbolSet
 from service.hub import Hub
 from service.ingest import Ingestor
 from service.settings import Settings, load_settings
-from service.sources import RateMeter, run_synthetic
+from service.sources import RateMeter, backfill_synthetic, run_synthetic
+from service.synthetic import SyntheticMarket
 from service.spool import Spool
 from service.storage.base import Store
 from service.writer import TradeWriter
@@ -84,6 +85,8 @@ class Services:
             timeout_s=settings.downsample_timeout_s,
         )
         self.connections = ConnectionLimiter(settings.max_connections_per_client)
+        self.market = SyntheticMarket(settings.symbols, seed=settings.synthetic_seed)
+        self._synthetic_start_ms = now_ms()
         self.started_at = time.time()
         self.store_error: str | None = None
         self.ready = False
@@ -103,9 +106,20 @@ class Services:
         # anything reads the store (timestamps, ids, live bars start from it).
         if await self.writer.recover():
             await self.writer.drain()
+        await self._seed_synthetic_history()
         self.symbols.add(await self.store.symbols())
         await self.ingestor.start()
         self.store_error = None
+
+    async def _seed_synthetic_history(self) -> None:
+        settings = self.settings
+        if settings.synthetic_rate <= 0 or settings.synthetic_backfill_s <= 0 or await self.store.symbols():
+            return
+        self._synthetic_start_ms = now_ms()
+        written = await backfill_synthetic(self.store, self.market, settings.synthetic_rate,
+                                           settings.synthetic_backfill_s, self._synthetic_start_ms)
+        log.info("empty store: wrote %d synthetic trades of history (%d h) so the chart has something to show",
+                 written, settings.synthetic_backfill_s // 3600)
 
     async def _start_store_when_reachable(self) -> None:
         """A remote store may be down at start: retry with capped backoff, staying
@@ -131,7 +145,7 @@ class Services:
             self._tasks.append(asyncio.create_task(self.downsampler.run_forever(), name="downsampler"))
         if settings.synthetic_rate > 0:
             self._tasks.append(asyncio.create_task(
-                run_synthetic(self.ingestor, settings.symbols, settings.synthetic_rate, settings.synthetic_seed),
+                run_synthetic(self.ingestor, self.market, settings.synthetic_rate, self._synthetic_start_ms),
                 name="synthetic",
             ))
         self.ready = True

@@ -35,6 +35,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # synthetic trades: total trades/s over all symbols; 0 turns the generator off
     synthetic_rate: float = 20.0
     synthetic_seed: int = 7
+    synthetic_backfill_s: int = 6 * 3600  # history written on first start into an empty store
 
     # ingest limits
     max_batch_trades: int = 10_000
@@ -146,6 +147,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _log_level,
     "synthetic_rate": _float(0.0),
     "synthetic_seed": _int(0),
+    "synthetic_backfill_s": _int(0, 366 * 86_400),
     "max_batch_trades": _int(1),
     "max_body_bytes": _int(1024),
     "max_future_ms": _int(0),

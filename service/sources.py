@@ -9,18 +9,38 @@ from collections import deque
 from service.clock import now_ms
 from service.errors import Overloaded
 from service.ingest import Ingestor
+from service.models import TradeColumns
+from service.storage.base import Store
 from service.synthetic import SyntheticMarket
+from service.timestamps import TimestampAllocator
 
 log = logging.getLogger(__name__)
 TICK_MS = 50  # generate every 50 ms: small enough for smooth live bars
 
 
-async def run_synthetic(ingestor: Ingestor, symbols: tuple[str, ...], rate_per_s: float, seed: int) -> None:
-    """Feed synthetic trades for ``symbols`` at ``rate_per_s`` (total) until cancelled.
+async def backfill_synthetic(store: Store, market: SyntheticMarket, rate_per_s: float, span_s: int,
+                             end_ms: int) -> int:
+    """Write ``span_s`` of synthetic history ending at ``end_ms`` straight into an empty
+    store, so a first ``make run`` shows a chart with history at once. Uses the same
+    market the live feed continues, so prices join up. Returns the trades written."""
+    clock = TimestampAllocator()
+    for symbol in market.symbols:
+        clock.start_symbol(symbol, None)
+    written = 0
+    chunk_ms = 3_600_000
+    for lo in range(end_ms - span_s * 1000, end_ms, chunk_ms):
+        batches = [TradeColumns(b.symbol, clock.allocate(b.symbol, b.ts_ns // 1_000_000), b.price, b.size)
+                   for b in market.trades(lo, min(end_ms, lo + chunk_ms), rate_per_s)]
+        await store.append(batches)
+        written += sum(len(b) for b in batches)
+    return written
+
+
+async def run_synthetic(ingestor: Ingestor, market: SyntheticMarket, rate_per_s: float, start_ms: int) -> None:
+    """Feed synthetic trades from ``market`` at ``rate_per_s`` (total) until cancelled.
     Trades carry the wall-clock time of their window, so live bars fill as they would
     from an exchange feed."""
-    market = SyntheticMarket(symbols, seed=seed)
-    last_ms = now_ms()
+    last_ms = start_ms
     while True:
         await asyncio.sleep(TICK_MS / 1000)
         now = now_ms()

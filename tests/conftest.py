@@ -47,6 +47,7 @@ class ServerProcess:
             "TVFLUX_PORT": str(self.port),
             "TVFLUX_DATA_DIR": data_dir,
             "TVFLUX_LOG_LEVEL": "WARNING",
+            "TVFLUX_SYNTHETIC_BACKFILL_S": "0",  # tests start from an empty store unless they ask
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -55,3 +55,16 @@ def test_duplicate_ids_are_recognised_across_restarts(server_factory):
     server.stop(signal.SIGKILL)
     server.start()
     assert server.post_trades(old[:5]) == {"accepted": 0, "duplicates": 5}
+
+
+def test_first_start_backfills_synthetic_history_once(server_factory):
+    server = server_factory(synthetic_rate="10", synthetic_backfill_s="7200", downsample_interval_ms="0")
+    _, page = server.get("/api/bars?symbol=BTCUSD&resolution=15&countback=20")
+    assert len(page["bars"]) >= 8  # two hours of 15-minute bars, before any live trade
+    first = page["bars"][0]["time"]
+    assert first <= int(time.time() * 1000) - 7_000_000
+    server.stop(signal.SIGTERM)
+    server.start()  # not empty any more: no second backfill
+    _, again = server.get("/api/bars?symbol=BTCUSD&resolution=15&countback=20")
+    assert again["bars"][0]["time"] == first
+    assert again["bars"][0]["volume"] == page["bars"][0]["volume"]
