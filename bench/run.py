@@ -1,0 +1,308 @@
+"""Regenerate every benchmark and the performance report: ``python -m bench.run``
+(``make bench``).
+
+Steps (each writes ``bench/results/<step>.json``; ``--only`` re-runs some and keeps the
+others' last results):
+
+* ``machine``   — what the numbers were measured on;
+* ``dataset``   — the 50M-trade year (built with ``tvflux generate`` + ``tvflux downsample``
+                  when missing: that build is the generation benchmark);
+* ``backfill``  — all tiers rebuilt from the raw trades of a copy of the dataset;
+* ``history``   — ``tvflux bench history``: tiers vs per-second (DuckDB, Redis) vs raw;
+* ``ingest``    — loadgen: the sustained-ingest target run, then a rate sweep;
+* ``fanout``    — loadgen: the 5,000-subscriber target run, then a subscriber sweep;
+* ``live_history`` — chart-history requests against the 50M dataset while ingesting and
+                  pushing;
+* ``report``    — ``docs/performance.md`` and the charts in ``docs/img/``.
+
+``--quick`` uses a 1M-trade month and seconds-long runs, and writes everything (report
+included) under ``bench/data/quick/`` (git-ignored), so the pipeline can be smoke-tested in
+about a minute and a half without touching the real results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = False  # set by main(): shorter pauses between runs
+STEPS = ("machine", "dataset", "backfill", "history", "ingest", "fanout", "live_history", "report")
+
+
+class Profile:
+    """Sizes and durations of one mode (full or quick)."""
+
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        # quick mode keeps everything, its report included, under the git-ignored bench/data/
+        self.results_dir = ROOT / "bench" / "data" / "quick" / "results" if quick else ROOT / "bench" / "results"
+        self.data_dir = ROOT / "bench" / "data" / ("quick" if quick else "")
+        self.scratch_dir = ROOT / "bench" / "data" / ("quick-scratch" if quick else "scratch")
+        self.doc_path = self.results_dir / "performance.md" if quick else ROOT / "docs" / "performance.md"
+        self.img_dir = self.results_dir / "img" if quick else ROOT / "docs" / "img"
+        self.trades = 1_000_000 if quick else 50_000_000
+        self.days = 30.0 if quick else 365.0
+        self.history_reps = 3 if quick else 15
+        self.history_budget_s = 0.3 if quick else 3.0
+        self.slow_reps = 1 if quick else 3
+        self.load_s = 2.0 if quick else 60.0
+        self.sweep_s = 1.5 if quick else 15.0
+        self.warmup_s = 0.5 if quick else 5.0
+        self.ingest_target = 300_000
+        self.ingest_sweep = (20_000, 50_000) if quick else (100_000, 200_000, 300_000, 400_000, 600_000, 800_000,
+                                                             1_000_000)
+        self.fanout_subs = 200 if quick else 5_000
+        self.fanout_sweep = (50, 100) if quick else (500, 1_000, 2_000, 3_000, 4_000, 5_000)
+        self.fanout_rate = 50_000
+        self.push_interval_ms = 250
+        self.live_history_s = 2.0 if quick else 30.0
+
+
+# --- steps --------------------------------------------------------------------------------
+
+
+def step_machine(p: Profile) -> dict[str, Any]:
+    import psutil
+
+    def version(mod: str) -> str | None:
+        try:
+            from importlib.metadata import version as v
+
+            return v(mod)
+        except Exception:  # noqa: BLE001
+            return None
+
+    cpu_model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "service", "loadgen"], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    redis_version = None
+    if shutil.which("redis-server"):
+        out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+        redis_version = out.split("v=")[1].split()[0] if "v=" in out else out.strip()
+    return {
+        "cpu_model": cpu_model, "cores": psutil.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "os": platform.platform(),
+        "python": platform.python_version(), "git_commit": commit, "working_tree_dirty": dirty,
+        "packages": {m: version(m) for m in ("duckdb", "numpy", "pyarrow", "msgspec", "litestar", "uvicorn",
+                                              "uvloop", "websockets", "redis", "hiredis")},
+        "redis_server": redis_version, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def spec_for(p: Profile) -> Any:
+    from loadgen.bench_data import DatasetSpec
+
+    return DatasetSpec(trades=p.trades, days=p.days)
+
+
+def step_dataset(p: Profile) -> dict[str, Any]:
+    from loadgen.bench_data import ensure_dataset
+
+    return ensure_dataset(str(p.data_dir), spec_for(p))
+
+
+def step_backfill(p: Profile) -> dict[str, Any]:
+    from loadgen.bench_data import ensure_dataset, rebackfill
+
+    ensure_dataset(str(p.data_dir), spec_for(p))
+    result = rebackfill(str(p.data_dir), str(p.scratch_dir / "backfill"))
+    shutil.rmtree(p.scratch_dir / "backfill", ignore_errors=True)
+    return result
+
+
+def step_history(p: Profile) -> dict[str, Any]:
+    from loadgen.bench_history import RANGES, run_history_bench
+
+    spec = spec_for(p)
+    ranges = {k: v for k, v in RANGES.items() if v <= spec.days}
+    return asyncio.run(run_history_bench(str(p.data_dir), spec, reps=p.history_reps, budget_s=p.history_budget_s,
+                                         slow_reps=p.slow_reps, ranges=ranges))
+
+
+def _load(cfg: Any) -> dict[str, Any]:
+    from loadgen.runner import run_load
+
+    try:
+        import uvloop
+
+        return uvloop.run(run_load(cfg))
+    except ImportError:
+        return asyncio.run(run_load(cfg))
+
+
+def _trim(report: dict[str, Any]) -> dict[str, Any]:
+    report = dict(report)
+    report.pop("server_stats", None)
+    return report
+
+
+def _pause(seconds: float = 2.0) -> None:
+    time.sleep(seconds if not QUICK else 0.3)  # let the previous server's files and sockets go before the next run
+
+
+def step_ingest(p: Profile) -> dict[str, Any]:
+    from loadgen.runner import LoadConfig
+
+    base = dict(spawn=True, transport="ws", fmt="msgpack", connections=2, frame_trades=10_000, window=4,
+                warmup_s=p.warmup_s, progress=True)
+    print(f"ingest: {p.ingest_target:,} trades/s for {p.load_s:g} s, a subscriber per symbol × tier",
+          file=sys.stderr)
+    headline = _load(LoadConfig(rate=p.ingest_target, duration_s=p.load_s, subscribers=18, **base))
+    sweep = []
+    for target in p.ingest_sweep:
+        _pause()
+        print(f"ingest sweep: {target:,} trades/s for {p.sweep_s:g} s", file=sys.stderr)
+        sweep.append(_trim(_load(LoadConfig(rate=target, duration_s=p.sweep_s, subscribers=0, **base))))
+    _pause()
+    alt_rate = p.ingest_sweep[1] if p.quick else 500_000
+    print(f"ingest over HTTP (POST /api/trades, JSON): {alt_rate:,} trades/s target", file=sys.stderr)
+    http = _trim(_load(LoadConfig(spawn=True, rate=alt_rate, duration_s=p.sweep_s, transport="http",
+                                  connections=4, frame_trades=5_000, warmup_s=p.warmup_s)))
+    _pause()
+    print(f"ingest over /ws/ingest with JSON frames: {alt_rate:,} trades/s target", file=sys.stderr)
+    json_frames = _trim(_load(LoadConfig(rate=alt_rate, duration_s=p.sweep_s, fmt="json",
+                                         **{k: v for k, v in base.items() if k != "fmt"})))
+    return {"headline": _trim(headline), "sweep": sweep, "http": http, "json_frames": json_frames}
+
+
+def step_fanout(p: Profile) -> dict[str, Any]:
+    from loadgen.runner import LoadConfig
+
+    base = dict(spawn=True, rate=p.fanout_rate, connections=1, frame_trades=2_000, window=4,
+                push_interval_ms=p.push_interval_ms, warmup_s=p.warmup_s, progress=True, connect_concurrency=200)
+    print(f"fan-out: {p.fanout_subs:,} subscribers (one per connection), push every {p.push_interval_ms} ms, "
+          f"ingest {p.fanout_rate:,}/s, {p.load_s:g} s", file=sys.stderr)
+    headline = _load(LoadConfig(subscribers=p.fanout_subs, duration_s=p.load_s, **base))
+    sweep = []
+    for n in p.fanout_sweep:
+        _pause()
+        print(f"fan-out sweep: {n:,} subscribers, {p.sweep_s:g} s", file=sys.stderr)
+        sweep.append(_trim(_load(LoadConfig(subscribers=n, duration_s=p.sweep_s, **base))))
+    _pause()
+    multiplexed_n = p.fanout_subs * 2
+    print(f"fan-out multiplexed: {multiplexed_n:,} subscriptions, 100 per connection", file=sys.stderr)
+    multiplexed = _trim(_load(LoadConfig(subscribers=multiplexed_n, subs_per_conn=100, duration_s=p.sweep_s,
+                                         **base)))
+    _pause()
+    print(f"fan-out, batched publisher: {p.fanout_subs:,} subscribers, 10,000-trade frames, markers at 5 Hz",
+          file=sys.stderr)
+    batched = _trim(_load(LoadConfig(subscribers=p.fanout_subs, duration_s=p.sweep_s,
+                                     **{**base, "frame_trades": 10_000, "marker_hz": 5.0})))
+    return {"headline": _trim(headline), "sweep": sweep, "multiplexed": multiplexed, "batched": batched}
+
+
+def step_live_history(p: Profile) -> dict[str, Any]:
+    """Chart requests (300 bars, every resolution) on a copy of the dataset while the same
+    server ingests and pushes."""
+    from loadgen.bench_data import DB_NAME, ensure_dataset
+    from loadgen.runner import LoadConfig
+
+    spec = spec_for(p)
+    ensure_dataset(str(p.data_dir), spec)
+    scratch = p.scratch_dir / "live"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    shutil.copyfile(p.data_dir / DB_NAME, scratch / DB_NAME)
+    subs = 200 if p.quick else 1_000
+    common = dict(spawn=True, data_dir=str(scratch), connections=1, frame_trades=2_000, window=4,
+                  push_interval_ms=p.push_interval_ms, warmup_s=p.warmup_s, progress=True,
+                  history_to_ms=spec.end_ms, history_countback=300, history_connections=2,
+                  server_env={"TVFLUX_DOWNSAMPLE_INTERVAL_MS": "2000"})
+    try:
+        print("history with no other load (same server setup)", file=sys.stderr)
+        idle = _trim(_load(LoadConfig(rate=0, subscribers=0, history_rate=50, duration_s=p.live_history_s, **common)))
+        _pause()
+        print(f"history under load: ingest {p.fanout_rate:,}/s, {subs:,} subscribers, 50 requests/s", file=sys.stderr)
+        loaded = _trim(_load(LoadConfig(rate=p.fanout_rate, subscribers=subs, history_rate=50,
+                                        duration_s=p.live_history_s, **common)))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"idle": idle, "loaded": loaded}
+
+
+def step_report(p: Profile) -> dict[str, Any]:
+    from bench.report import render_report
+
+    results = load_results(p)
+    path = render_report(results, p.doc_path, p.img_dir, quick=p.quick)
+    return {"path": str(path)}
+
+
+# --- driver -------------------------------------------------------------------------------
+
+
+def load_results(p: Profile) -> dict[str, Any]:
+    out = {}
+    for step in STEPS:
+        path = p.results_dir / f"{step}.json"
+        if path.exists():
+            out[step] = json.loads(path.read_text())
+    return out
+
+
+def save(p: Profile, step: str, result: dict[str, Any]) -> None:
+    p.results_dir.mkdir(parents=True, exist_ok=True)
+    tmp = p.results_dir / f"{step}.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1, default=str))
+    tmp.replace(p.results_dir / f"{step}.json")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small dataset, short runs (smoke test)")
+    parser.add_argument("--only", help=f"comma-separated steps among {', '.join(STEPS)}")
+    parser.add_argument("--skip", help="comma-separated steps to leave out")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT))
+    p = Profile(args.quick)
+    global QUICK
+    QUICK = args.quick
+    steps = [s.strip() for s in args.only.split(",")] if args.only else list(STEPS)
+    skip = {s.strip() for s in (args.skip or "").split(",") if s.strip()}
+    unknown = (set(steps) | skip) - set(STEPS)
+    if unknown:
+        parser.error(f"unknown steps: {', '.join(sorted(unknown))}")
+    if "machine" not in steps and not (p.results_dir / "machine.json").exists():
+        steps.insert(0, "machine")
+    started = time.perf_counter()
+    for step in steps:
+        if step in skip:
+            continue
+        t0 = time.perf_counter()
+        print(f"== {step} ==", file=sys.stderr, flush=True)
+        result = globals()[f"step_{step}"](p)
+        if step != "report":
+            result["_step_seconds"] = round(time.perf_counter() - t0, 1)
+            save(p, step, result)
+        print(f"== {step} done in {time.perf_counter() - t0:.1f} s ==", file=sys.stderr, flush=True)
+    print(f"all done in {time.perf_counter() - started:.0f} s; report: {p.doc_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
