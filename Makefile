@@ -31,6 +31,7 @@ test: install $(FLUXCHECK_STAMP)
 	$(BIN)/pytest -q
 
 bench: install
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 	$(BIN)/python -m bench.run
 
 clean:

@@ -10,7 +10,6 @@ from bench.report import (
     _FAN_HEAD,
     _LOAD_HEAD,
     RES_LABEL,
-    STRATEGY_LABEL,
     TARGETS,
     _cell,
     _fan_row,
@@ -20,7 +19,6 @@ from bench.report import (
     ms,
     n,
     ratio,
-    rss_peaks,
 )
 from loadgen.stats import markdown_table
 
@@ -425,11 +423,8 @@ def _optimisations() -> str:
 
 def _recommendations(results: dict[str, Any]) -> str:
     d = results.get("dataset") or {}
-    b = results.get("backfill") or {}
-    h = results.get("history") or {}
     ing = (results.get("ingest") or {}).get("headline")
     bytes_per_trade = d["db_bytes"] / d["trades_written"] if d else None
-    tier_rows = b.get("tier_rows") or {}
     trades_per_year = d.get("trades_written")
     per_symbol_year = {"1m": 525_600, "5m": 105_120, "15m": 35_040, "1h": 8_760, "4h": 2_190, "1d": 365}
     lines = ["## Recommendations for production", "### Tiers"]

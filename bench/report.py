@@ -257,7 +257,7 @@ def evaluate(results: dict[str, Any]) -> list[list[str]]:
                          ratio(e["ratio_to_tiers"]), verdict(e["ratio_to_tiers"] >= TARGETS["ratio_1d_1y"])])
         e = _cell(hist, "cells", "redis_1s", "1D", label)
         if e is not None:
-            rows.append([f"… against per-second bars in Redis", ratio(e["ratio_to_tiers"]),
+            rows.append(["… against per-second bars in Redis", ratio(e["ratio_to_tiers"]),
                          verdict(e["ratio_to_tiers"] >= TARGETS["ratio_1d_1y"])])
     backfill = results.get("backfill")
     if backfill:
@@ -305,7 +305,7 @@ def _runs(step: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _load_row(name: str, r: dict[str, Any]) -> list[str]:
-    ing, subs, res = r["ingest"], r["subscribers"], r["resources"]
+    ing, res = r["ingest"], r["resources"]
     return [name, n(ing["target_per_s"]), n(ing["achieved_per_s"]), n(ing["trades_acked"]),
             n(ing["trades_sent"] - ing["trades_acked"] - ing["duplicates"]), ms(ing["ack_rtt_ms"]["p50"]),
             ms(ing["ack_rtt_ms"]["p99"]), n(res["server_cpu_avg_pct"]), n(res["server_rss_peak_mb"]),

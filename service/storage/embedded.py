@@ -26,17 +26,15 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 import duckdb
-import numpy as np
-import pyarrow as pa
 
 from service.errors import RunTimeout, StoreUnavailable
 from service.models import Bar, TierRun, TierStatus, TradeColumns
 from service.plan import RAW, Plan, Tier, Window
-from service.resolution import Resolution, Unit
+from service.resolution import Resolution
 from service.storage.base import ChangedWindow, Health, RunReport
+from service.storage.embedded_sql import NS_PER_MS, bars_table, bucket_sql, tier_select_sql, trades_arrow
 
 T = TypeVar("T")
-NS_PER_MS = 1_000_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trades (symbol VARCHAR NOT NULL, ts_ns BIGINT NOT NULL,
@@ -53,44 +51,6 @@ CREATE TABLE IF NOT EXISTS {table} (symbol VARCHAR NOT NULL, time_ms BIGINT NOT 
     open DOUBLE NOT NULL, high DOUBLE NOT NULL, low DOUBLE NOT NULL, close DOUBLE NOT NULL,
     volume DOUBLE NOT NULL, trades BIGINT NOT NULL)
 """
-
-_TRADE_SCHEMA = pa.schema(
-    [("symbol", pa.string()), ("ts_ns", pa.int64()), ("price", pa.float64()), ("size", pa.float64()), ("id", pa.string())]
-)
-
-
-def bars_table(tier: Tier | str) -> str:
-    name = tier if isinstance(tier, str) else tier.name
-    return f"bars_{name}"
-
-
-def _bucket_sql(resolution: Resolution, k_ms: str) -> str:
-    """SQL for the bucket start (epoch ms) of the epoch-ms expression ``k_ms``."""
-    if resolution.unit is Unit.MONTH:
-        return f"epoch_ms(date_trunc('month', epoch_ms({k_ms})))"
-    size = resolution.size_ms
-    offset = resolution.bucket_start_ms(0) % size
-    if offset:
-        return f"(({k_ms} - {offset}) // {size} * {size} + {offset})"
-    return f"({k_ms} // {size} * {size})"
-
-
-def _tier_select_sql(tier: Tier) -> str:
-    """SELECT that builds ``tier`` bars for every symbol from its source, for a window
-    given as two parameters (epoch ms)."""
-    if tier.source == RAW:
-        return (
-            f"SELECT symbol, ts_ns // {NS_PER_MS} // {tier.size_ms} * {tier.size_ms} AS t, "
-            "arg_min(price, ts_ns), max(price), min(price), arg_max(price, ts_ns), fsum(size), count(*) "
-            f"FROM trades WHERE ts_ns >= $lo::BIGINT * {NS_PER_MS} AND ts_ns < $hi::BIGINT * {NS_PER_MS} {{symbol_filter}} "
-            "GROUP BY symbol, t"
-        )
-    return (
-        f"SELECT symbol, time_ms // {tier.size_ms} * {tier.size_ms} AS t, "
-        "arg_min(open, time_ms), max(high), min(low), arg_max(close, time_ms), fsum(volume), sum(trades) "
-        f"FROM {bars_table(tier.source)} WHERE time_ms >= $lo AND time_ms < $hi {{symbol_filter}} "
-        "GROUP BY symbol, t"
-    )
 
 
 class EmbeddedStore:
@@ -352,7 +312,7 @@ class EmbeddedStore:
         symbol_filter = ""
         if symbol is not None:
             symbol_filter, params["symbol"] = "AND symbol = $symbol", symbol
-        select = _tier_select_sql(tier).format(symbol_filter=symbol_filter)
+        select = tier_select_sql(tier).format(symbol_filter=symbol_filter)
         with self._write_lock:
             cursor.execute("BEGIN")
             try:
@@ -465,7 +425,7 @@ class EmbeddedStore:
         segments = self._segments(symbol, resolution, from_ms, to_ms)
         if not segments:
             return []
-        bucket = _bucket_sql(resolution, f"k // {NS_PER_MS}")
+        bucket = bucket_sql(resolution, f"k // {NS_PER_MS}")
         sql = (
             f"SELECT {bucket} AS b, arg_min(open, k), max(high), min(low), arg_max(close, k), fsum(volume) "
             f"FROM ({' UNION ALL '.join(segments)}) GROUP BY b ORDER BY b"
@@ -516,24 +476,6 @@ class EmbeddedStore:
     async def trade_count(self) -> int:
         (n,) = await self._run(lambda c: c.execute("SELECT count(*) FROM trades").fetchall()[0])
         return int(n)
-
-
-def trades_arrow(batches: Sequence[TradeColumns]) -> pa.Table:
-    """One Arrow table for a list of per-symbol batches (one append per flush)."""
-    symbols = np.concatenate([np.full(len(b), b.symbol, dtype=object) for b in batches])
-    ids: list[str | None] = []
-    for b in batches:
-        ids.extend(b.ids if b.ids is not None else [None] * len(b))
-    return pa.Table.from_arrays(
-        [
-            pa.array(symbols, type=pa.string()),
-            pa.array(np.concatenate([b.ts_ns for b in batches]), type=pa.int64()),
-            pa.array(np.concatenate([b.price for b in batches]), type=pa.float64()),
-            pa.array(np.concatenate([b.size for b in batches]), type=pa.float64()),
-            pa.array(ids, type=pa.string()),
-        ],
-        schema=_TRADE_SCHEMA,
-    )
 
 
 def _first(cursor: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:

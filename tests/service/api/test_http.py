@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -106,7 +105,7 @@ def test_ids_make_posts_idempotent(module_server):
     # a trade without id is never a duplicate
     plain = [{"symbol": "TESTB", "price": 1, "size": 1, "time": t}]
     assert module_server.post_trades(plain + plain) == {"accepted": 2, "duplicates": 0}
-    _, bars = module_server.get(f"/api/bars?symbol=TESTB&resolution=1D&countback=1")
+    _, bars = module_server.get("/api/bars?symbol=TESTB&resolution=1D&countback=1")
     assert bars["bars"][0]["volume"] == pytest.approx(8.0)
 
 
