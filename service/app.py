@@ -47,7 +47,8 @@ def build_store(settings: Settings) -> Store:
     else:
         from service.storage.embedded import EmbeddedStore
 
-        store = EmbeddedStore(os.path.join(settings.data_dir, "tvflux.duckdb"), settings.plan)
+        store = EmbeddedStore(os.path.join(settings.data_dir, "tvflux.duckdb"), settings.plan,
+                              memory_limit=settings.duckdb_memory_limit)
     if settings.fault_store_down_file:
         from service.storage.faults import FaultInjectingStore
 

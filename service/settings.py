@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import re
+
 import msgspec
 
 from service.errors import ConfigError
@@ -29,6 +31,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     data_dir: str = "./data"
     store: str = "duckdb"  # or "influx"
+    # DuckDB's buffer pool caches the growing trades table up to this: the service's RSS
+    # grows towards it over hours (measured in docs/performance.md, "Soak").
+    duckdb_memory_limit: str = "1GB"
     symbols: tuple[str, ...] = _DEFAULT_SYMBOLS
     log_level: str = "INFO"
 
@@ -134,6 +139,12 @@ def _csv(text: str) -> tuple[str, ...]:
     return items
 
 
+def _size(text: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]*(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", text.strip()):
+        raise ValueError("must be a size such as 512MB or 2GB")
+    return text.strip()
+
+
 def _log_level(text: str) -> str:
     return _choice("DEBUG", "INFO", "WARNING", "ERROR")(text.upper())
 
@@ -143,6 +154,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _int(0, 65535),
     "data_dir": str,
     "store": _choice("duckdb", "influx"),
+    "duckdb_memory_limit": _size,
     "symbols": _csv,
     "log_level": _log_level,
     "synthetic_rate": _float(0.0),
