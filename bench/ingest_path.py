@@ -45,13 +45,13 @@ def measure(n_trades: int, repeat: int) -> dict[str, float]:
 
     from loadgen.frames import FrameEncoder, TradePool
     from service.api import streams
-    from service.bars import fold
-    from service.history import SymbolSet
-    from service.hub import Hub
-    from service.ingest import Ingestor
-    from service.models import TradeColumns
-    from service.resolution import parse_resolution
-    from service.storage.embedded import trades_arrow
+    from service.core.bars import fold
+    from service.runtime.history import SymbolSet
+    from service.runtime.hub import Hub
+    from service.runtime.ingest import Ingestor
+    from service.core.models import TradeColumns
+    from service.core.resolution import parse_resolution
+    from service.storage.embedded.store import trades_arrow
 
     now = int(time.time() * 1000)
     pool = TradePool(SYMBOLS)

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from service.storage.lineproto import encode_trades, split_lines  # noqa: E402
+from service.storage.influx.lineproto import encode_trades, split_lines  # noqa: E402
 
 START_NS = 1_700_000_000_000_000_000
 

@@ -114,19 +114,19 @@ def step_machine(p: Profile) -> dict[str, Any]:
 
 
 def spec_for(p: Profile) -> Any:
-    from loadgen.bench_data import DatasetSpec
+    from bench.data import DatasetSpec
 
     return DatasetSpec(trades=p.trades, days=p.days)
 
 
 def step_dataset(p: Profile) -> dict[str, Any]:
-    from loadgen.bench_data import ensure_dataset
+    from bench.data import ensure_dataset
 
     return ensure_dataset(str(p.data_dir), spec_for(p))
 
 
 def step_backfill(p: Profile) -> dict[str, Any]:
-    from loadgen.bench_data import ensure_dataset, rebackfill
+    from bench.data import ensure_dataset, rebackfill
 
     ensure_dataset(str(p.data_dir), spec_for(p))
     result = rebackfill(str(p.data_dir), str(p.scratch_dir / "backfill"))
@@ -135,7 +135,7 @@ def step_backfill(p: Profile) -> dict[str, Any]:
 
 
 def step_history(p: Profile) -> dict[str, Any]:
-    from loadgen.bench_history import RANGES, run_history_bench
+    from bench.history import RANGES, run_history_bench
 
     spec = spec_for(p)
     ranges = {k: v for k, v in RANGES.items() if v <= spec.days}
@@ -218,7 +218,7 @@ def step_fanout(p: Profile) -> dict[str, Any]:
 def step_live_history(p: Profile) -> dict[str, Any]:
     """Chart requests (300 bars, every resolution) on a copy of the dataset while the same
     server ingests and pushes."""
-    from loadgen.bench_data import DB_NAME, ensure_dataset
+    from bench.data import DB_NAME, ensure_dataset
     from loadgen.runner import LoadConfig
 
     spec = spec_for(p)

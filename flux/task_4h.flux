@@ -82,7 +82,7 @@ sourceWmMs = statusMax(measurement: "tvflux_watermark", field: "watermark_ms", t
 edgeNs = if sourceWmMs < 0 then -1 else minInt(a: sourceWmMs * msNs, b: nowNs - graceNs)
 limitNs = if edgeNs < 0 then -1 else floorNs(t: edgeNs)
 
-// The normal window: exactly Plan.next_window in service/plan.py.
+// The normal window: exactly Plan.next_window in service/core/plan.py.
 earliestNs = if wmMs < 0 and limitNs >= 0 and leaseFree then earliestSourceNs() else -1
 normalStartNs = if wmMs >= 0 then floorNs(t: wmMs * msNs - lookbackNs) else floorNs(t: earliestNs)
 normalEndNs = if wmMs >= 0 then minInt(a: limitNs, b: wmMs * msNs + chunkNs) else minInt(a: limitNs, b: normalStartNs + chunkNs)

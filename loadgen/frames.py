@@ -142,7 +142,7 @@ class TradePool:
     symbol's level), handed out cyclically so a frame never calls the RNG."""
 
     def __init__(self, symbols: tuple[str, ...] | list[str], *, size: int = 1 << 18, seed: int = 11) -> None:
-        from service.synthetic import start_price
+        from service.core.synthetic import start_price
 
         rng = np.random.default_rng(seed)
         self.size = size

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from array import array
 
-from service.resolution import Resolution
+from service.core.resolution import Resolution
 
 
 class MarkerBook:

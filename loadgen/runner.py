@@ -23,7 +23,7 @@ from loadgen.publisher import Pacer, Publisher
 from loadgen.server import SpawnedServer, get_json
 from loadgen.stats import fmt_num, rate, summarize
 from loadgen.subscribers import SubscriberPool, spread
-from service.resolution import parse_resolution
+from service.core.resolution import parse_resolution
 
 DEFAULT_RESOLUTIONS = ("1", "5", "15", "60", "240", "1D")
 

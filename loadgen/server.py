@@ -49,7 +49,7 @@ class SpawnedServer:
 
     def start(self, timeout_s: float = 120.0) -> SpawnedServer:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "service.ops.cli", "serve"], env=self.env,
                                      stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + timeout_s

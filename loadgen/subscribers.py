@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from loadgen.markers import MarkerBook, MarkerCursor
-from service.resolution import Resolution, parse_resolution
+from service.core.resolution import Resolution, parse_resolution
 
 
 class _BarLite(msgspec.Struct):

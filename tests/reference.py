@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from service.resolution import Resolution, Unit
+from service.core.resolution import Resolution, Unit
 
 
 def reference_bars(trades: list[dict], resolution: Resolution) -> list[dict]:

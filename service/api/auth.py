@@ -15,7 +15,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from service.errors import Unauthorized
+from service.core.errors import Unauthorized
 
 
 def presented_token(conn: ASGIConnection[Any, Any, Any, Any]) -> str:

@@ -13,8 +13,8 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from service.errors import InvalidMessage, Overloaded, TvfluxError, Unauthorized
-from service.models import ErrorBody, ErrorMessage
+from service.core.errors import InvalidMessage, Overloaded, TvfluxError, Unauthorized
+from service.core.models import ErrorBody, ErrorMessage
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """HTTP endpoints: UDF protocol, JSON API, health and metrics.
 
-Query parameters are taken as strings and validated by :mod:`service.history`, so every
+Query parameters are taken as strings and validated by :mod:`service.runtime.history`, so every
 bad value gets tvflux's own error shape and message.
 """
 
@@ -17,10 +17,10 @@ from litestar.params import Parameter
 from service.api.auth import admin_guard, ingest_guard
 from service.api.metrics import render_metrics
 from service.api.ops import OPS_ROUTES, readiness, ready_body
-from service.clock import now_ms
-from service.errors import InvalidMessage, InvalidTrade
-from service.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, TradesAccepted, TradesDecoder
-from service.resolution import DAY_COUNTS, MINUTE_COUNTS, SECOND_COUNTS, SUPPORTED
+from service.runtime.clock import now_ms
+from service.core.errors import InvalidMessage, InvalidTrade
+from service.core.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, TradesAccepted, TradesDecoder
+from service.core.resolution import DAY_COUNTS, MINUTE_COUNTS, SECOND_COUNTS, SUPPORTED
 
 _trades_decoder = TradesDecoder("json")
 
@@ -203,7 +203,7 @@ def health_live() -> dict[str, Any]:
 
 @get("/health/ready")
 async def health_ready(request: Request) -> Response:
-    # store reachable, writer and spool lag, downsampling lag per tier: service/readiness.py
+    # store reachable, writer and spool lag, downsampling lag per tier: service/core/readiness.py
     services = _services(request)
     verdict, _ = await readiness(services)
     return Response(ready_body(services, verdict), status_code=200 if verdict.ready else 503)

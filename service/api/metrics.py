@@ -1,7 +1,7 @@
 """``/metrics`` in the Prometheus text format, read from the services' own counters at
 scrape time (nothing is counted per trade on behalf of Prometheus).
 
-Histograms (:mod:`service.instruments`) are observed once per batch, flush or request.
+Histograms (:mod:`service.core.instruments`) are observed once per batch, flush or request.
 Durations of histograms are in seconds, as Prometheus expects; the older gauges keep the
 unit in their name (``_ms``). Every name here is listed in docs/monitoring.md, and the
 Grafana dashboard and alert rules only use names a test finds in a live ``/metrics``.
@@ -15,9 +15,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from service.instruments import Histogram
-from service.models import TierStatus
-from service.readiness import Verdict
+from service.core.instruments import Histogram
+from service.core.models import TierStatus
+from service.core.readiness import Verdict
 
 
 def _histogram(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:

@@ -1,9 +1,9 @@
-"""Operations endpoints: readiness (gathered here, judged by :mod:`service.readiness`)
+"""Operations endpoints: readiness (gathered here, judged by :mod:`service.core.readiness`)
 and ``POST /api/admin/backup``.
 
 The backup endpoint exists because DuckDB lets only one process open the store file:
 while the service runs, ``tvflux backup`` cannot read the file itself, so it asks the
-service, which snapshots it on its own connection (see :mod:`service.backup`) and
+service, which snapshots it on its own connection (see :mod:`service.ops.backup`) and
 streams the snapshot back as a tar archive. It writes nothing outside
 ``TVFLUX_DATA_DIR`` (a temporary directory there, removed after the transfer), and it
 hands out the whole database: without ``TVFLUX_ADMIN_TOKEN`` only loopback clients
@@ -28,11 +28,11 @@ from litestar import Request, post
 from litestar.response import Stream
 
 from service.api.auth import admin_guard
-from service.backup import MANIFEST, remove_tree, snapshot, tar_chunks
-from service.clock import now_ms
-from service.errors import BadRequest, Overloaded, TvfluxError, Unauthorized
-from service.models import TierStatus
-from service.readiness import (DEFAULT_DOWNSAMPLING_SLACK_S, DEFAULT_WRITER_LAG_S, Thresholds, Verdict, WriterState,
+from service.ops.backup import MANIFEST, remove_tree, snapshot, tar_chunks
+from service.runtime.clock import now_ms
+from service.core.errors import BadRequest, Overloaded, TvfluxError, Unauthorized
+from service.core.models import TierStatus
+from service.core.readiness import (DEFAULT_DOWNSAMPLING_SLACK_S, DEFAULT_WRITER_LAG_S, Thresholds, Verdict, WriterState,
                                assess, scheduler_period_ms)
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ async def readiness(services: Any) -> tuple[Verdict, list[TierStatus]]:
         spilling=getattr(writer, "spilling", False),
         spilled_rows=spilled,
     )
-    # The thresholds become settings when service/settings.py has them; defaults until then.
+    # The thresholds become settings when service/core/settings.py has them; defaults until then.
     thresholds = Thresholds(
         writer_lag_s=getattr(settings, "ready_writer_lag_s", DEFAULT_WRITER_LAG_S),
         downsampling_slack_s=getattr(settings, "ready_downsampling_slack_s", DEFAULT_DOWNSAMPLING_SLACK_S),

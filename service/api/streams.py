@@ -1,7 +1,7 @@
 """Streaming endpoints: ``/ws`` (live bars), ``/ws/ingest`` (trade batches with acks) and
 ``/api/stream`` (the same bar messages as Server-Sent Events).
 
-Each connection has one :class:`~service.hub.Client` outbox and one sender task: the
+Each connection has one :class:`~service.runtime.hub.Client` outbox and one sender task: the
 receive loop never writes to the socket itself, so replies (pong, errors) and bars are
 sent in order by one writer. A recoverable mistake (bad JSON, unknown op, unknown symbol)
 gets an error message and the connection stays open.
@@ -22,11 +22,11 @@ from litestar.response.sse import ServerSentEventMessage
 
 from service.api.auth import check_ingest
 from service.api.errors import ws_error
-from service.clock import now_ms
-from service.errors import InvalidMessage, TvfluxError
-from service.hub import Client
-from service.models import ClientMessage, IngestAck, Ping, Pong, Subscribe, TradesDecoder, Unsubscribe
-from service.resolution import parse_resolution
+from service.runtime.clock import now_ms
+from service.core.errors import InvalidMessage, TvfluxError
+from service.runtime.hub import Client
+from service.core.models import ClientMessage, IngestAck, Ping, Pong, Subscribe, TradesDecoder, Unsubscribe
+from service.core.resolution import parse_resolution
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The store contract both backends implement (``tests/service/storage/test_contract.py``
 runs the same tests against each).
 
-A store keeps raw trades, the bar tiers of a :class:`~service.plan.Plan` with one
+A store keeps raw trades, the bar tiers of a :class:`~service.core.plan.Plan` with one
 watermark per tier, and answers history by composing tiers exactly:
 
     bars(symbol, R, [from, to)) = aggregate to R of
@@ -20,8 +20,8 @@ from typing import Protocol
 
 import msgspec
 
-from service.models import Bar, TierRun, TierStatus, TradeColumns
-from service.resolution import Resolution
+from service.core.models import Bar, TierRun, TierStatus, TradeColumns
+from service.core.resolution import Resolution
 
 
 class ChangedWindow(msgspec.Struct, frozen=True):
@@ -48,7 +48,7 @@ class Store(Protocol):
 
     async def start(self) -> None:
         """Open connections and create what is missing (tables, buckets). Raises
-        :class:`~service.errors.StoreUnavailable` with a clear message if it cannot."""
+        :class:`~service.core.errors.StoreUnavailable` with a clear message if it cannot."""
 
     async def close(self) -> None: ...
 

@@ -9,8 +9,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from service.errors import StoreUnavailable
-from service.models import TradeColumns
+from service.core.errors import StoreUnavailable
+from service.core.models import TradeColumns
 from service.storage.base import Health
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from loadgen.frames import FrameEncoder, TradePool, fixed_width_decimal, msgpack_array_header
-from service.models import Trade
+from service.core.models import Trade
 
 SYMBOLS = ("BTCUSD", "ETHUSD", "X")
 

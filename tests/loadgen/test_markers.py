@@ -5,7 +5,7 @@ from __future__ import annotations
 from array import array
 
 from loadgen.markers import MarkerBook, MarkerCursor
-from service.resolution import parse_resolution
+from service.core.resolution import parse_resolution
 
 M1 = parse_resolution("1")
 WINDOW = (0.0, 1e9)

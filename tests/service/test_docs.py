@@ -11,7 +11,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.settings import Secret, Settings, env_name, load_settings
+from service.core.settings import Secret, Settings, env_name, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -45,7 +45,7 @@ def test_deployment_lists_every_setting_with_its_default_and_nothing_else():
     assert not unknown, f"docs/deployment.md mentions settings that do not exist: {unknown}"
     wrong = {name: (rows[name].strip(), default) for name, default in expected.items()
              if rows[name].strip() != default}
-    assert not wrong, f"documented defaults differ from service/settings.py: {wrong}"
+    assert not wrong, f"documented defaults differ from service/core/settings.py: {wrong}"
 
 
 @pytest.mark.parametrize("doc", ["setup.md", "api.md", "downsampling.md", "backup.md", "monitoring.md"])
@@ -56,7 +56,7 @@ def test_other_docs_mention_only_real_settings(doc):
 
 
 def test_api_doc_covers_every_route_the_app_registers():
-    from service.app import create_app
+    from service.api.app import create_app
 
     app = create_app(load_settings({}))
     text = read("api.md")
@@ -134,7 +134,7 @@ def test_monitoring_files_fit_together_and_compose_mounts_them():
 
 
 def test_readiness_numbers_in_the_docs_match_the_code():
-    from service.readiness import DEFAULT_DOWNSAMPLING_SLACK_S, DEFAULT_WRITER_LAG_S, max_tier_lags_ms
+    from service.core.readiness import DEFAULT_DOWNSAMPLING_SLACK_S, DEFAULT_WRITER_LAG_S, max_tier_lags_ms
 
     settings = Settings()
     limits = max_tier_lags_ms(settings.plan, settings.downsample_interval_ms, int(DEFAULT_DOWNSAMPLING_SLACK_S * 1000))

@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from service.resolution import parse_resolution
+from service.core.resolution import parse_resolution
 from tests.reference import reference_bars
 
 

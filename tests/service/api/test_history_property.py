@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from service.resolution import SUPPORTED, parse_resolution
+from service.core.resolution import SUPPORTED, parse_resolution
 from tests.conftest import ServerProcess
 from tests.reference import reference_bars
 

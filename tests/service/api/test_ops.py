@@ -68,7 +68,7 @@ def test_backup_endpoint_needs_the_admin_token_when_one_is_set(server_factory, t
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TVFLUX_")}
     env.update({"TVFLUX_DATA_DIR": server.data_dir, "TVFLUX_PORT": str(server.port)})
-    cli = [sys.executable, "-m", "service.ops_cli", "backup"]
+    cli = [sys.executable, "-m", "service.ops.commands", "backup"]
     refused = subprocess.run([*cli, str(tmp_path / "a")], env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "401 unauthorized" in refused.stderr and not (tmp_path / "a").exists()
     env["TVFLUX_ADMIN_TOKEN"] = "s3cret-admin"

@@ -9,7 +9,7 @@ import time
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from service.resolution import SUPPORTED
+from service.core.resolution import SUPPORTED
 
 
 def test_stalled_reader_is_cut_off_and_others_stay_fast(server_factory):

@@ -13,13 +13,13 @@ import uuid
 import numpy as np
 import pytest
 
-from service.models import TradeColumns
-from service.plan import default_plan
-from service.resolution import DAY_MS, SUPPORTED, parse_resolution
-from service.settings import load_settings
-from service.storage.embedded import EmbeddedStore
-from service.synthetic import SyntheticMarket
-from service.timestamps import TimestampAllocator
+from service.core.models import TradeColumns
+from service.core.plan import default_plan
+from service.core.resolution import DAY_MS, SUPPORTED, parse_resolution
+from service.core.settings import load_settings
+from service.storage.embedded.store import EmbeddedStore
+from service.core.synthetic import SyntheticMarket
+from service.core.timestamps import TimestampAllocator
 from tests.reference import reference_bars
 
 NOW_MS = 1_700_006_400_000  # a fixed "now" (2023-11-15 00:00 UTC): stores take time as an argument
@@ -38,7 +38,7 @@ class StoreKit:
     def make(self):
         if self.kind == "duckdb":
             return EmbeddedStore(self.path, default_plan())
-        from service.storage.influx import InfluxStore
+        from service.storage.influx.store import InfluxStore
 
         settings = load_settings(
             {k: v for k, v in os.environ.items() if k.startswith("TVFLUX_")},

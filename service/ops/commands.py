@@ -1,0 +1,358 @@
+"""``tvflux backup|restore|import|export``.
+
+``service/ops/cli.py`` calls :func:`register` with its sub-parsers; each command is a
+``func(args, settings) -> int``. ``python -m service.ops.commands …`` runs them on their own.
+
+DuckDB allows one process to open the store file for writing, and ``tvflux serve`` keeps
+it open. So ``backup`` and ``export`` look at the file's lock: free → they read the file
+themselves; held → they ask the running service over HTTP (``--url``, default
+``http://TVFLUX_HOST:TVFLUX_PORT``). ``restore`` and ``import`` write the file and refuse
+while it is held: stop the service, run them, start it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from service.ops import backup as bk
+from service.core.errors import ConfigError, StoreUnavailable, TvfluxError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# For the progress bar only: a tier this close to now counts as caught up (the 1d tier
+# normally trails by up to a day and a bit).
+CAUGHT_UP_LAG_MS = 2 * 86_400_000
+
+
+def register(subparsers: Any) -> None:
+    backup = subparsers.add_parser("backup", help="consistent snapshot of the embedded store (also while serving)")
+    backup.add_argument("dir", help="new or empty directory to write the backup into")
+    backup.add_argument("--url", help="the running service (default: http://TVFLUX_HOST:TVFLUX_PORT)")
+    backup.set_defaults(func=cmd_backup)
+
+    restore = subparsers.add_parser("restore", help="replace the embedded store with a backup (service stopped)")
+    restore.add_argument("dir", help="a directory written by 'tvflux backup'")
+    restore.add_argument("--force", action="store_true",
+                         help="replace an existing store (it is kept, renamed *.pre-restore-<time>)")
+    restore.set_defaults(func=cmd_restore)
+
+    imp = subparsers.add_parser("import", help="load Binance aggTrades CSV/zip files into the store (service stopped)")
+    imp.add_argument("files", nargs="+", metavar="FILE", help="e.g. BTCUSDT-aggTrades-2024-01.zip")
+    imp.add_argument("--symbol", help="symbol for every file (default: from each file name)")
+    imp.add_argument("--no-downsample", action="store_true", help="skip the downsampling run at the end")
+    imp.add_argument("--block-bytes", type=int, default=None, help=argparse.SUPPRESS)  # tests: small chunks
+    imp.set_defaults(func=cmd_import)
+
+    exp = subparsers.add_parser("export", help="bars of one symbol and resolution as CSV or Parquet")
+    exp.add_argument("--symbol", required=True)
+    exp.add_argument("--resolution", required=True, help="TradingView resolution: 1S, 1, 60, 1D, 1W, 1M, …")
+    exp.add_argument("--from", dest="from_", required=True, metavar="FROM",
+                     help="epoch seconds or ISO date/time (UTC), inclusive")
+    exp.add_argument("--to", help="epoch seconds or ISO date/time (UTC), exclusive (default: now)")
+    exp.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    exp.add_argument("--out", help="output file (default for csv: standard output)")
+    exp.add_argument("--url", help="read from this running service instead of the store file")
+    exp.set_defaults(func=cmd_export)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _service_url(settings: Any, url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
+    return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+
+
+def _require_duckdb(settings: Any, what: str) -> None:
+    if settings.store != "duckdb":
+        raise ConfigError([f"'{what}' works on the embedded store; for InfluxDB see docs/backup.md "
+                           "(scripts/influx-backup.sh, scripts/influx-restore.sh)"])
+
+
+def _progress(label: str, total: float, unit: str) -> Any:
+    from service.ops.cli import Progress  # the CLI's progress bar; imported late (cli imports us)
+
+    return Progress(label, total, unit)
+
+
+def _utc(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _err(message: str) -> None:
+    print(f"tvflux: {message}", file=sys.stderr)
+
+
+# --- backup / restore -----------------------------------------------------------------------
+
+
+def cmd_backup(args: argparse.Namespace, settings: Any) -> int:
+    _require_duckdb(settings, "backup")
+    path = bk.db_path(settings.data_dir)
+    target = os.path.abspath(args.dir)
+    created = not os.path.exists(target)
+    holder = None if args.url else bk.lock_holder(path)
+    started = time.perf_counter()
+    try:
+        if args.url or holder is not None:
+            url = _service_url(settings, args.url)
+            print(f"backup: the store is open in a running service; asking {url}", file=sys.stderr)
+            _backup_online(url, target, settings, None if args.url else path, holder)
+        else:
+            bk.snapshot_file(path, target)
+        manifest = bk.verify(target)
+    except BaseException:
+        if created:
+            bk.remove_tree(target)
+        raise
+    tables = ", ".join(f"{t.name} {t.rows:,}" for t in manifest.tables)
+    print(f"backup of {manifest.source} written to {target}: {len(manifest.files)} files, "
+          f"{manifest.total_bytes:,} bytes, verified, in {time.perf_counter() - started:.1f}s\n  rows: {tables}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def _backup_online(url: str, target: str, settings: Any, expected_source: str | None, holder: str | None) -> None:
+    request = urllib.request.Request(url + "/api/admin/backup", data=b"", method="POST")
+    if settings.admin_token:
+        request.add_header("Authorization", f"Bearer {settings.admin_token}")
+    progress: list[Any] = []
+
+    def on_manifest(manifest: bk.Manifest) -> None:
+        if expected_source is not None and os.path.realpath(manifest.source) != os.path.realpath(expected_source):
+            raise bk.BackupError(f"the service at {url} serves {manifest.source}, not {expected_source}; "
+                                 "pass --url of the service that holds it")
+        progress.append(_progress("backup", manifest.total_bytes, "bytes"))
+        progress.append(0)
+
+    def on_bytes(n: int) -> None:
+        if progress:
+            progress[1] += n
+            progress[0].update(progress[1])
+
+    try:
+        with urllib.request.urlopen(request, timeout=600) as resp:
+            bk.extract_tar(resp, target, on_manifest=on_manifest, on_bytes=on_bytes)
+    except urllib.error.HTTPError as exc:
+        from service.ops.exporter import http_error
+
+        raise bk.BackupError(f"the service refused the backup: {http_error(exc).message}") from None
+    except (urllib.error.URLError, ConnectionError) as exc:
+        why = f"another process holds the store ({holder}), but " if holder else ""
+        raise bk.BackupError(f"{why}no tvflux answers at {url} ({exc}); pass --url") from None
+    if progress:
+        progress[0].finish(progress[1])
+
+
+def cmd_restore(args: argparse.Namespace, settings: Any) -> int:
+    _require_duckdb(settings, "restore")
+    path = bk.db_path(settings.data_dir)
+    if os.path.exists(path) and not args.force:
+        _err(f"{path} exists; restoring replaces it (it is kept, renamed *.pre-restore-<time>): pass --force")
+        return EXIT_USAGE
+    result = bk.restore(args.dir, settings.data_dir, now=dt.datetime.now(tz=dt.timezone.utc))
+    print(f"restored {args.dir} into {path}", file=sys.stderr)
+    for table, rows in sorted(result.tables.items()):
+        print(f"  {table:<14} {rows:>14,} rows", file=sys.stderr)
+    for aside in result.previous:
+        print(f"  kept the previous {os.path.basename(aside).split('.pre-restore-')[0]} as {aside}", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- import -----------------------------------------------------------------------------------
+
+
+def cmd_import(args: argparse.Namespace, settings: Any) -> int:
+    from service.api.app import build_store
+    from service.core.models import SYMBOL_PATTERN
+
+    if args.symbol is not None:
+        import re
+
+        if not re.match(SYMBOL_PATTERN, args.symbol):
+            raise ConfigError([f"--symbol {args.symbol!r} is not a valid symbol"])
+    if settings.store == "duckdb":
+        holder = bk.lock_holder(bk.db_path(settings.data_dir))
+        if holder is not None:
+            _err("the store is open in another process (is tvflux serving on this data dir?). Stop it, import, "
+                 f"then start it again: imports write in bulk, which the service's file lock does not allow.\n  {holder}")
+            return EXIT_FAILED
+    return asyncio.run(_import(build_store(settings), settings, args))
+
+
+async def _import(store: Any, settings: Any, args: argparse.Namespace) -> int:
+    from service.ops import binance_csv as bcsv
+    from service.runtime.clock import now_ms
+    from service.ops.importer import FileSummary, Importer, check_published_checksum, sources
+
+    await store.start()
+    failed = 0
+    try:
+        block = args.block_bytes or bcsv.DEFAULT_BLOCK_BYTES
+        importer = Importer(store, max_time_ms=now_ms() + settings.max_future_ms, block_bytes=block)
+        summaries: list[FileSummary] = []
+        for path in args.files:
+            problem = check_published_checksum(path) if os.path.isfile(path) else "no such file"
+            if problem is not None:
+                summaries.append(FileSummary(os.path.basename(path), args.symbol, error=problem))
+                _print_summary(summaries[-1])
+                continue
+            try:
+                found = list(sources(path))
+            except (bcsv.ImportFormatError, OSError) as exc:
+                summaries.append(FileSummary(os.path.basename(path), args.symbol, error=str(exc)))
+                _print_summary(summaries[-1])
+                continue
+            for source in found:
+                progress = _progress(f"import {os.path.basename(source.name)}", source.size_bytes, "bytes")
+                done = [0]
+
+                def on_bytes(n: int, done: list[int] = done, progress: Any = progress) -> None:
+                    done[0] += n
+                    progress.update(done[0])
+
+                summary = await importer.import_source(source, args.symbol, on_bytes)
+                progress.finish(done[0])
+                summaries.append(summary)
+                _print_summary(summary)
+        failed = sum(1 for s in summaries if s.error)
+        accepted = sum(s.accepted for s in summaries)
+        print(f"total: {accepted:,} trades stored, {sum(s.already_stored for s in summaries):,} already stored, "
+              f"{sum(s.rejects.total for s in summaries):,} rejected; {failed} file(s) failed", file=sys.stderr)
+        if accepted and not args.no_downsample:
+            await _downsample(store, settings)
+    finally:
+        await store.close()
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _print_summary(s: Any) -> None:
+    if s.error:
+        print(f"{s.name}: FAILED: {s.error}", file=sys.stderr)
+        return
+    print(f"{s.name}: {s.symbol}, {s.rows_read:,} rows: {s.accepted:,} stored, {s.already_stored:,} already stored, "
+          f"{s.rejects.total:,} rejected; {_utc(s.first_ms)} .. {_utc(s.last_ms)} UTC; timestamps in {s.time_unit}",
+          file=sys.stderr)
+    for reason, count in sorted(s.rejects.counts.items(), key=lambda kv: -kv[1]):
+        examples = ", ".join(s.rejects.examples.get(reason, []))
+        print(f"  rejected, {reason}: {count:,} (e.g. {examples})", file=sys.stderr)
+
+
+async def _downsample(store: Any, settings: Any) -> None:
+    """Run the plan until every tier is at the live edge, with a progress bar."""
+    from service.runtime.clock import now_ms
+
+    tiers = len(settings.plan.tiers)
+    progress = _progress("downsample", tiers, "tiers at the edge")
+    windows = 0
+    while True:
+        report = await store.run_downsampling(now_ms(), max_windows=20)
+        windows += len(report.ran)
+        status = await store.downsampling_status(now_ms())
+        progress.update(sum(1 for s in status if s.lagMs is not None and s.lagMs < CAUGHT_UP_LAG_MS))
+        if not report.ran:
+            break
+    progress.finish(tiers)
+    print(f"downsampling: {windows} windows run", file=sys.stderr)
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace, settings: Any) -> int:
+    from service.ops.exporter import parse_time_arg
+    from service.core.resolution import parse_resolution
+
+    resolution = parse_resolution(args.resolution)
+    from_ms = parse_time_arg(args.from_, "from")
+    to_ms = parse_time_arg(args.to, "to") if args.to else int(time.time()) * 1000
+    if args.format == "parquet" and not args.out:
+        raise ConfigError(["--format parquet needs --out FILE"])
+    online = bool(args.url) or (settings.store == "duckdb" and bk.lock_holder(bk.db_path(settings.data_dir)))
+    return asyncio.run(_export(settings, args, resolution, from_ms, to_ms, online))
+
+
+async def _export(settings: Any, args: argparse.Namespace, resolution: Any, from_ms: int, to_ms: int,
+                  online: bool) -> int:
+    from service.api.app import build_store
+    from service.ops.exporter import CsvBars, HttpSource, LocalSource, ParquetBars, export
+    from service.runtime.history import History, SymbolSet
+    from service.runtime.writer import TradeWriter
+
+    store = None
+    if online:
+        source: Any = HttpSource(_service_url(settings, args.url), token=str(settings.admin_token))
+    else:
+        store = build_store(settings)
+        await store.start()
+        if args.symbol not in await store.symbols():
+            await store.close()
+            _err(f"no trades of {args.symbol!r} in the store")
+            return EXIT_FAILED
+        # The service's own history code, with a writer that never runs (nothing pending).
+        history = History(store, TradeWriter(store), SymbolSet((args.symbol,)), max_bars=settings.max_bars)
+        source = LocalSource(history, settings.max_bars)
+    out_file = None
+    try:
+        if args.format == "parquet":
+            sink: Any = ParquetBars(args.out, {"symbol": args.symbol, "resolution": resolution.text})
+        else:
+            out_file = open(args.out, "w", newline="", encoding="utf-8") if args.out else None
+            sink = CsvBars(out_file or sys.stdout)
+        progress = _progress("export", to_ms - resolution.bucket_start_ms(from_ms), "ms of range")
+        start = resolution.bucket_start_ms(from_ms)
+        written = await export(source, sink, args.symbol, resolution, from_ms, to_ms,
+                               on_page=lambda hi, n: progress.update(hi - start))
+        sink.close()
+        progress.finish(to_ms - start)
+    finally:
+        if out_file is not None:
+            out_file.close()
+        if store is not None:
+            await store.close()
+    print(f"exported {written:,} bars of {args.symbol} at resolution {resolution.text} from {_utc(from_ms)} to "
+          f"{_utc(to_ms)} UTC"
+          f"{' to ' + args.out if args.out else ''}", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- standalone entry point ----------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m service.ops.commands``: these commands without the rest of ``tvflux``."""
+    from service.ops.cli import _configure_logging
+    from service.core.settings import load_settings
+
+    parser = argparse.ArgumentParser(prog="tvflux", description="tvflux operations")
+    parser.add_argument("--data-dir", help="overrides TVFLUX_DATA_DIR")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(os.environ, data_dir=args.data_dir)
+        _configure_logging(settings.log_level)
+        return int(args.func(args, settings) or 0)
+    except ConfigError as exc:
+        _err(exc.message)
+        return EXIT_USAGE
+    except (TvfluxError, StoreUnavailable) as exc:
+        _err(exc.message)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

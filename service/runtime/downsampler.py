@@ -1,0 +1,60 @@
+"""Runs the downsampling plan on a schedule (embedded store) or on request (both stores).
+
+Each run brings every tier to the live edge; the store serialises runs, so a manual run
+during a scheduled one simply waits for it. Windows rebuilt because of late trades make
+the hub send a ``reset`` to the subscribers of those symbols.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from service.core.errors import RunTimeout, TvfluxError
+from service.runtime.hub import Hub
+from service.storage.base import RunReport, Store
+
+log = logging.getLogger(__name__)
+
+
+class Downsampler:
+    def __init__(self, store: Store, hub: Hub, *, interval_ms: int, clock_ms: Callable[[], int],
+                 timeout_s: float = 120.0) -> None:
+        self.store = store
+        self.hub = hub
+        self.interval_s = interval_ms / 1000
+        self.clock_ms = clock_ms
+        self.timeout_s = timeout_s
+        self.last_error: str | None = None
+        self.runs = 0
+        self.last_run_duration_s: float | None = None
+
+    async def run_once(self) -> RunReport:
+        started = time.perf_counter()
+        if self.store.kind == "duckdb":  # work in a thread: the store rolls back at the deadline
+            report = await self.store.run_downsampling(self.clock_ms(), timeout_s=self.timeout_s)  # type: ignore[call-arg]
+        else:  # remote work over HTTP: cancelling the wait abandons it
+            try:
+                report = await asyncio.wait_for(self.store.run_downsampling(self.clock_ms()), self.timeout_s)
+            except asyncio.TimeoutError:
+                raise RunTimeout(f"downsampling run took longer than {self.timeout_s}s; retried next time") from None
+        self.runs += 1
+        self.last_run_duration_s = time.perf_counter() - started
+        self.last_error = None
+        for window in report.changed:
+            self.hub.reset_symbol(window.symbol)
+        if len(report.ran) > 10:
+            log.info("downsampling caught up %d windows in %.1fs", len(report.ran), self.last_run_duration_s)
+        return report
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except TvfluxError as exc:
+                if self.last_error != exc.message:
+                    log.warning("downsampling failed: %s", exc.message)
+                self.last_error = exc.message
+            await asyncio.sleep(self.interval_s)

@@ -1,0 +1,180 @@
+"""Chart history: the store's composed bars plus trades still waiting in the writer.
+
+``bars(symbol, R, [from, to))`` = store.bars(...) merged with the writer's pending trades,
+read under the writer's visibility lock so each accepted trade counts exactly once. The
+live bar the hub pushes is built from the same trades, so history and ``/ws`` agree.
+
+Paging bounds the work: a request may span at most ``max_bars`` buckets; ``countback``
+asks for the last N bars before ``to`` and wins over ``from``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from service.core.bars import PartialBar, fold, merge_into
+from service.core.errors import InvalidRange, UnknownSymbol
+from service.core.instruments import REQUEST_SECONDS_BOUNDS, LabeledHistograms
+from service.core.models import Bar, BarsResponse
+from service.core.resolution import Resolution, parse_resolution
+from service.storage.base import Store
+from service.runtime.writer import TradeWriter
+
+NS_PER_MS = 1_000_000
+MAX_TIME_S = 253_402_300_799  # 9999-12-31
+
+
+class HistoryRequest(msgspec.Struct, frozen=True):
+    symbol: str
+    resolution: Resolution
+    from_ms: int  # aligned to the resolution
+    to_ms: int  # exclusive
+    countback: int | None
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    bars: list[Bar]
+    seq: int  # the writer's last accepted submission included
+
+
+class History:
+    def __init__(self, store: Store, writer: TradeWriter, symbols: "SymbolSet", *, max_bars: int) -> None:
+        self.store = store
+        self.writer = writer
+        self.symbols = symbols
+        self.max_bars = max_bars
+        self.latency_s = LabeledHistograms(REQUEST_SECONDS_BOUNDS)  # per resolution, read by /metrics
+
+    def parse(
+        self, symbol: str | None, resolution: str | None, from_s: str | None, to_s: str | None,
+        countback: str | None, *, now_ms: int,
+    ) -> HistoryRequest:
+        """Validate query parameters (strings as they came) into a request."""
+        if not symbol:
+            raise UnknownSymbol("missing query parameter 'symbol'")
+        self.symbols.require(symbol)
+        if not resolution:
+            raise InvalidRange("missing query parameter 'resolution'")
+        res = parse_resolution(resolution)
+        to_ms = _seconds(to_s, "to") * 1000 if to_s not in (None, "") else now_ms + 1
+        count = None
+        if countback not in (None, ""):
+            count = _integer(countback, "countback")
+            if count < 1 or count > self.max_bars:
+                raise InvalidRange(f"countback must be between 1 and {self.max_bars}", details={"countback": count})
+        if count is None:
+            if from_s in (None, ""):
+                raise InvalidRange("give 'from' or 'countback'")
+            from_ms = _seconds(from_s, "from") * 1000
+            if from_ms > to_ms:
+                raise InvalidRange("'from' is after 'to'", details={"from": from_s, "to": to_s})
+            if res.bucket_count(from_ms, to_ms) > self.max_bars:
+                raise InvalidRange(
+                    f"the range spans more than {self.max_bars} bars of {res.text}; page with 'countback' or a "
+                    "smaller range", details={"maxBars": self.max_bars},
+                )
+        else:
+            from_ms = 0
+        return HistoryRequest(symbol, res, res.bucket_start_ms(from_ms), to_ms, count)
+
+    async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> Snapshot:
+        """Bars with start in ``[from_ms, to_ms)``, including trades not yet stored."""
+        async with self.writer.visibility.read():
+            stored = await self.store.bars(symbol, resolution, from_ms, to_ms)
+            pending = self.writer.pending_for(symbol)
+            seq = self.writer.visible_seq
+        partials: list[PartialBar] = []
+        lo_ns, hi_ns = from_ms * NS_PER_MS, to_ms * NS_PER_MS
+        for batch in pending:
+            keep = (batch.ts_ns >= lo_ns) & (batch.ts_ns < hi_ns)
+            if keep.any():
+                partials.extend(fold(resolution, batch.ts_ns[keep], batch.price[keep], batch.size[keep]))
+        partials.sort(key=lambda p: p.start_ms)
+        return Snapshot(merge_into(stored, partials), seq)
+
+    async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
+        """Start of the latest bar before ``before_ms``, counting trades not yet stored."""
+        async with self.writer.visibility.read():
+            stored = await self.store.previous_bar_time(symbol, resolution, before_ms)
+            pending = self.writer.pending_for(symbol)
+        limit_ns = before_ms * NS_PER_MS
+        latest = max((int(b.ts_ns[b.ts_ns < limit_ns].max()) for b in pending if (b.ts_ns < limit_ns).any()),
+                     default=None)
+        if latest is None:
+            return stored
+        pending_bar = resolution.bucket_start_ms(latest // NS_PER_MS)
+        return pending_bar if stored is None else max(stored, pending_bar)
+
+    async def query(self, request: HistoryRequest) -> BarsResponse:
+        started = time.perf_counter()
+        try:
+            return await self._query(request)
+        finally:
+            self.latency_s.observe(request.resolution.text, time.perf_counter() - started)
+
+    async def _query(self, request: HistoryRequest) -> BarsResponse:
+        res = request.resolution
+        if request.countback is None:
+            bars = (await self.bars(request.symbol, res, request.from_ms, request.to_ms)).bars
+        else:
+            bars = await self._countback(request)
+        if bars:
+            return BarsResponse(bars=bars, noData=False, nextTime=None)
+        before = request.from_ms if request.countback is None else request.to_ms
+        next_time = await self.previous_bar_time(request.symbol, res, before)
+        return BarsResponse(bars=[], noData=True, nextTime=next_time)
+
+    async def _countback(self, request: HistoryRequest) -> list[Bar]:
+        """The last ``countback`` bars before ``to``: widen the window until enough bars
+        or no older data exist."""
+        res, want = request.resolution, request.countback or 0
+        to_ms = request.to_ms
+        span = want
+        bars: list[Bar] = []
+        while True:
+            from_ms = res.bucket_start_ms(max(0, to_ms - span * res.nominal_ms))
+            bars = (await self.bars(request.symbol, res, from_ms, to_ms)).bars
+            if len(bars) >= want or from_ms == 0:
+                return bars[-want:]
+            older = await self.previous_bar_time(request.symbol, res, from_ms)
+            if older is None:
+                return bars
+            # Jump straight to the older data instead of doubling through an empty gap.
+            span = max(span * 2, (to_ms - older) // res.nominal_ms + want - len(bars))
+
+
+class SymbolSet:
+    """Known symbols: the configured ones plus any found in the store."""
+
+    def __init__(self, configured: tuple[str, ...]) -> None:
+        self._symbols = dict.fromkeys(configured)
+
+    def add(self, symbols: list[str]) -> None:
+        for s in symbols:
+            self._symbols.setdefault(s)
+
+    def __contains__(self, symbol: str) -> bool:
+        return symbol in self._symbols
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._symbols)
+
+    def require(self, symbol: str) -> None:
+        if symbol not in self._symbols:
+            raise UnknownSymbol(f"unknown symbol {symbol!r}", details={"known": list(self._symbols)})
+
+
+def _integer(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidRange(f"'{name}' must be an integer, got {text!r}") from None
+
+
+def _seconds(text: str | None, name: str) -> int:
+    value = _integer(text or "", name)
+    if value < 0 or value > MAX_TIME_S:
+        raise InvalidRange(f"'{name}' must be epoch seconds between 0 and {MAX_TIME_S}", details={name: value})
+    return value

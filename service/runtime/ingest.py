@@ -1,0 +1,238 @@
+"""Accepting trades: validate, drop duplicates, give each a unique ``ts_ns``, then hand
+them to the writer and the hub in one event-loop step.
+
+A batch is accepted or refused whole: one bad trade refuses the batch with every problem
+listed (index and reason), so a client never has to guess which half got in.
+
+Duplicates: a trade whose ``id`` was seen before for its symbol is counted in
+``duplicates`` and not stored again. "Seen" means among the last ``id_cache_size`` ids
+(kept in memory and warmed from the store at start) or stored at the same millisecond —
+where a retry of the same trade lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from operator import attrgetter
+
+import numpy as np
+
+from service.core.errors import InvalidTrade, PayloadTooLarge
+from service.runtime.history import SymbolSet
+from service.runtime.hub import Hub
+from service.core.models import Trade, TradeColumns, TradesAccepted
+from service.storage.base import Store
+from service.core.timestamps import TimestampAllocator
+from service.runtime.writer import TradeWriter
+
+NS_PER_MS = 1_000_000
+_MAX_LISTED_PROBLEMS = 20
+_id_of, _symbol_of = attrgetter("id"), attrgetter("symbol")
+_price_of, _size_of, _time_of = attrgetter("price"), attrgetter("size"), attrgetter("time")
+
+
+class Ingestor:
+    def __init__(
+        self,
+        store: Store,
+        writer: TradeWriter,
+        hub: Hub,
+        symbols: SymbolSet,
+        *,
+        max_batch_trades: int,
+        max_future_ms: int,
+        id_cache_size: int = 200_000,
+        on_accepted: Callable[[int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.writer = writer
+        self.hub = hub
+        self.symbols = symbols
+        self.max_batch_trades = max_batch_trades
+        self.max_future_ms = max_future_ms
+        self.id_cache_size = id_cache_size
+        self._ids: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._clock = TimestampAllocator()
+        self._lock = asyncio.Lock()
+        self.accepted = 0
+        self.duplicates = 0
+        self.rejected = 0
+        self._on_accepted = on_accepted
+
+    async def start(self) -> None:
+        """Learn from the store what it holds (last timestamps, recent ids)."""
+        for symbol in self.symbols:
+            await self._start_symbol(symbol)
+        recent = getattr(self.store, "recent_ids", None)
+        if recent is not None:
+            for key in reversed(await recent(self.id_cache_size)):
+                self._remember(key)
+
+    async def _start_symbol(self, symbol: str) -> None:
+        if not self._clock.is_started(symbol):
+            self._clock.start_symbol(symbol, await self.store.last_ts_ns(symbol, 0, 2**62))
+
+    # --- the untrusted path: clients --------------------------------------------------
+
+    async def accept(self, trades: list[Trade], now_ms: int) -> TradesAccepted:
+        if len(trades) > self.max_batch_trades:
+            self.rejected += len(trades)
+            raise PayloadTooLarge(
+                f"{len(trades)} trades in one batch; at most {self.max_batch_trades}",
+                details={"maxBatchTrades": self.max_batch_trades},
+            )
+        columns = self._plain_columns(trades, now_ms)
+        if columns is not None:  # the common case, vectorised: valid, no ids
+            async with self._lock:
+                batches = []
+                for symbol, ts_ms, price, size in columns:
+                    await self._start_symbol(symbol)
+                    batches.append(TradeColumns(symbol, await self._allocate(symbol, ts_ms), price, size))
+                self._commit(batches)
+            return TradesAccepted(accepted=len(trades), duplicates=0)
+        self._validate(trades, now_ms)
+        async with self._lock:
+            groups: dict[str, list[Trade]] = {}
+            for t in trades:
+                groups.setdefault(t.symbol, []).append(t)
+            batches: list[TradeColumns] = []
+            duplicates = 0
+            for symbol, group in groups.items():
+                fresh = await self._drop_duplicates(symbol, group)
+                duplicates += len(group) - len(fresh)
+                if fresh:
+                    batches.append(await self._columns(symbol, fresh))
+            accepted = sum(len(b) for b in batches)
+            if batches:
+                self._commit(batches)
+                for b in batches:
+                    for trade_id in b.ids or ():
+                        if trade_id is not None:
+                            self._remember((b.symbol, trade_id))
+        self.duplicates += duplicates
+        return TradesAccepted(accepted=accepted, duplicates=duplicates)
+
+    def _plain_columns(
+        self, trades: list[Trade], now_ms: int
+    ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] | None:
+        """``(symbol, time_ms, price, size)`` per symbol (first-seen order, trades in
+        arrival order) when every trade is valid and none has an id; ``None`` otherwise,
+        and the general path then reports the problems or drops the duplicates."""
+        n = len(trades)
+        if n == 0 or list(map(_id_of, trades)).count(None) != n:
+            return None
+        symbols = list(map(_symbol_of, trades))
+        distinct = dict.fromkeys(symbols)
+        if not all(s in self.symbols for s in distinct):
+            return None
+        price = np.fromiter(map(_price_of, trades), dtype=np.float64, count=n)
+        size = np.fromiter(map(_size_of, trades), dtype=np.float64, count=n)
+        ts_ms = np.fromiter(map(_time_of, trades), dtype=np.int64, count=n)
+        if not (np.isfinite(price).all() and np.isfinite(size).all()) or int(ts_ms.max()) > now_ms + self.max_future_ms:
+            return None
+        if len(distinct) == 1:
+            return [(symbols[0], ts_ms, price, size)]
+        index = {s: i for i, s in enumerate(distinct)}
+        codes = np.fromiter(map(index.__getitem__, symbols), dtype=np.int32, count=n)
+        out = []
+        for symbol, i in index.items():
+            mask = codes == i
+            out.append((symbol, ts_ms[mask], price[mask], size[mask]))
+        return out
+
+    def _validate(self, trades: list[Trade], now_ms: int) -> None:
+        problems = []
+        latest_ms = now_ms + self.max_future_ms
+        for i, t in enumerate(trades):
+            reason = None
+            if t.symbol not in self.symbols:
+                reason = f"unknown symbol {t.symbol!r}"
+            elif not math.isfinite(t.price) or not math.isfinite(t.size):
+                reason = "price and size must be finite"
+            elif t.time > latest_ms:
+                reason = f"time {t.time} is more than {self.max_future_ms} ms in the future"
+            if reason is not None:
+                problems.append({"index": i, "reason": reason})
+                if len(problems) >= _MAX_LISTED_PROBLEMS:
+                    break
+        if problems:
+            self.rejected += len(trades)
+            raise InvalidTrade(
+                f"{len(problems)}{'+' if len(problems) >= _MAX_LISTED_PROBLEMS else ''} invalid trade(s); "
+                "nothing from this batch was accepted",
+                details=problems,
+            )
+
+    async def _drop_duplicates(self, symbol: str, group: list[Trade]) -> list[Trade]:
+        with_ids = [t for t in group if t.id is not None]
+        if not with_ids:
+            return group
+        unknown = {t.id for t in with_ids if (symbol, t.id) not in self._ids}
+        stored: set[str] = set()
+        if unknown:
+            lo_ms = min(t.time for t in with_ids)
+            hi_ms = max(t.time for t in with_ids) + 1
+            stored = await self.store.known_ids(symbol, sorted(unknown), lo_ms * NS_PER_MS, hi_ms * NS_PER_MS)
+        seen: set[str] = set()
+        fresh = []
+        for t in group:
+            if t.id is not None:
+                if t.id in seen or t.id in stored or (t.id not in unknown):
+                    continue
+                seen.add(t.id)
+            fresh.append(t)
+        return fresh
+
+    def _remember(self, key: tuple[str, str]) -> None:
+        self._ids[key] = None
+        self._ids.move_to_end(key)
+        while len(self._ids) > self.id_cache_size:
+            self._ids.popitem(last=False)
+
+    async def _columns(self, symbol: str, trades: list[Trade]) -> TradeColumns:
+        await self._start_symbol(symbol)
+        ts_ms = np.fromiter((t.time for t in trades), dtype=np.int64, count=len(trades))
+        ids = [t.id for t in trades] if any(t.id is not None for t in trades) else None
+        ts_ns = await self._allocate(symbol, ts_ms)
+        return TradeColumns(
+            symbol,
+            ts_ns,
+            np.fromiter((t.price for t in trades), dtype=np.float64, count=len(trades)),
+            np.fromiter((t.size for t in trades), dtype=np.float64, count=len(trades)),
+            ids,
+        )
+
+    async def _allocate(self, symbol: str, ts_ms: np.ndarray) -> np.ndarray:
+        for ms in self._clock.missing(symbol, ts_ms):
+            lo, hi = ms * NS_PER_MS, (ms + 1) * NS_PER_MS
+            stored = await self.store.last_ts_ns(symbol, lo, hi)
+            pending = self.writer.pending_last_ts_ns(symbol, lo, hi)
+            known = [v for v in (stored, pending) if v is not None]
+            self._clock.seed(symbol, ms, max(known) if known else None)
+        return self._clock.allocate(symbol, ts_ms)
+
+    # --- the trusted path: the synthetic source ------------------------------------------
+
+    async def accept_columns(self, batches: list[TradeColumns]) -> int:
+        """Trades already columnar, valid and id-less (``ts_ns`` in whole ms)."""
+        async with self._lock:
+            out = []
+            for b in batches:
+                if len(b):
+                    await self._start_symbol(b.symbol)
+                    out.append(TradeColumns(b.symbol, await self._allocate(b.symbol, b.ts_ns // NS_PER_MS),
+                                            b.price, b.size))
+            if out:
+                self._commit(out)
+        return sum(len(b) for b in out)
+
+    def _commit(self, batches: list[TradeColumns]) -> None:
+        rows = sum(len(b) for b in batches)
+        seq = self.writer.submit(batches)  # raises Overloaded before anything is published
+        self.hub.publish(batches, seq)
+        self.accepted += rows
+        if self._on_accepted is not None:
+            self._on_accepted(rows)

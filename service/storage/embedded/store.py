@@ -1,0 +1,495 @@
+"""The embedded store: one DuckDB file, the same downsampling plan the InfluxDB tasks run.
+
+Tables::
+
+    trades(symbol, ts_ns, price, size, id)           raw trades, appended in batches
+    bars_<tier>(symbol, time_ms, open, high, low,   one table per plan tier
+                close, volume, trades)
+    tier_state(tier, watermark_ms, …)                progress, survives restarts
+    dirty(tier, symbol, start_ms, end_ms)            closed windows that late trades touched
+
+A tier run rewrites the bars of its window (DELETE + INSERT in one transaction, so a run
+is idempotent and an interrupted run leaves nothing half-done) and advances the
+watermark in the same transaction. DuckDB calls block, so they run in worker threads;
+writes are serialised by one lock (DuckDB's optimistic concurrency would otherwise abort
+one of two transactions touching the same rows), reads run concurrently on their own
+cursors and each sees one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import duckdb
+
+from service.core.errors import RunTimeout, StoreUnavailable
+from service.core.models import Bar, TierRun, TierStatus, TradeColumns
+from service.core.plan import RAW, Plan, Tier, Window
+from service.core.resolution import Resolution
+from service.storage.base import ChangedWindow, Health, RunReport
+from service.storage.embedded.sql import NS_PER_MS, bars_table, bucket_sql, tier_select_sql, trades_arrow
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS trades (symbol VARCHAR NOT NULL, ts_ns BIGINT NOT NULL,
+    price DOUBLE NOT NULL, size DOUBLE NOT NULL, id VARCHAR);
+CREATE TABLE IF NOT EXISTS tier_state (tier VARCHAR PRIMARY KEY, watermark_ms BIGINT,
+    last_run_ms BIGINT, last_duration_ms DOUBLE, rows BIGINT NOT NULL DEFAULT 0, error VARCHAR);
+CREATE TABLE IF NOT EXISTS dirty (tier VARCHAR NOT NULL, symbol VARCHAR NOT NULL,
+    start_ms BIGINT NOT NULL, end_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS writer_state (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL);
+"""
+
+_BARS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {table} (symbol VARCHAR NOT NULL, time_ms BIGINT NOT NULL,
+    open DOUBLE NOT NULL, high DOUBLE NOT NULL, low DOUBLE NOT NULL, close DOUBLE NOT NULL,
+    volume DOUBLE NOT NULL, trades BIGINT NOT NULL)
+"""
+
+
+class EmbeddedStore:
+    kind = "duckdb"
+
+    def __init__(self, path: str, plan: Plan, *, memory_limit: str = "1GB", threads: int = 2) -> None:
+        self.path = path
+        self.plan = plan
+        self._memory_limit = memory_limit
+        self._threads = threads
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._local = threading.local()
+        self._write_lock = threading.RLock()  # re-entered by the dirty pass
+        self._run_lock = threading.Lock()  # one downsampling run at a time
+        self._deadline: float | None = None  # monotonic deadline of the run in progress
+        # Committed watermarks, cached so reads can plan their segments without a query.
+        # Only ever raised after a commit, so a reader never trusts a watermark too far.
+        self._watermarks: dict[str, int | None] = {t.name: None for t in plan.tiers}
+        # Per symbol, the envelope [lo, hi) of windows late trades made dirty and no run has
+        # rebuilt yet: history reads that span from raw trades, so it is exact meanwhile.
+        self._dirty_span: dict[str, tuple[int, int]] = {}
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursor_lock = threading.Lock()
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await anyio.to_thread.run_sync(self._open)
+
+    def _open(self) -> None:
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        try:
+            self._con = duckdb.connect(self.path, config={"memory_limit": self._memory_limit, "threads": self._threads})
+        except duckdb.Error as exc:
+            raise StoreUnavailable(f"cannot open DuckDB file {self.path}: {exc}") from exc
+        con = self._con
+        con.execute(_SCHEMA)
+        for tier in self.plan.tiers:
+            con.execute(_BARS_SCHEMA.format(table=bars_table(tier)))
+            con.execute("INSERT INTO tier_state (tier) VALUES (?) ON CONFLICT DO NOTHING", [tier.name])
+        for name, wm in con.execute("SELECT tier, watermark_ms FROM tier_state").fetchall():
+            if name in self._watermarks:
+                self._watermarks[name] = wm
+        self._load_dirty_spans(con)
+
+    def _load_dirty_spans(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        rows = cursor.execute("SELECT symbol, min(start_ms), max(end_ms) FROM dirty GROUP BY symbol").fetchall()
+        self._dirty_span = {symbol: (int(lo), int(hi)) for symbol, lo, hi in rows}
+
+    async def close(self) -> None:
+        def _close() -> None:
+            with self._cursor_lock:
+                for cursor in self._cursors:
+                    try:
+                        cursor.close()
+                    except duckdb.Error:
+                        pass
+                self._cursors.clear()
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+        await anyio.to_thread.run_sync(_close)
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for the calling worker thread (DuckDB connections are not shared
+        between threads)."""
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None or getattr(self._local, "con", None) is not self._con:
+            if self._con is None:
+                raise StoreUnavailable("the DuckDB store is closed")
+            cursor = self._con.cursor()
+            self._local.cursor, self._local.con = cursor, self._con
+            with self._cursor_lock:
+                self._cursors.append(cursor)
+        return cursor
+
+    async def _run(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        def call() -> T:
+            try:
+                return fn(self._cursor())
+            except duckdb.Error as exc:
+                raise StoreUnavailable(f"DuckDB: {exc}") from exc
+
+        return await anyio.to_thread.run_sync(call)
+
+    async def health(self) -> Health:
+        try:
+            await self._run(lambda c: c.execute("SELECT 1").fetchall())
+        except StoreUnavailable as exc:
+            return Health(False, exc.message)
+        return Health(True)
+
+    # --- writes -----------------------------------------------------------------------
+
+    async def append(self, batches: Sequence[TradeColumns], *, spool_seq: int | None = None) -> None:
+        """``spool_seq``: the newest spool record in ``batches``, committed in the same
+        transaction, so a replay after a crash never stores a batch twice."""
+        batches = [b for b in batches if len(b)]
+        if batches or spool_seq is not None:
+            await self._run(lambda c: self._append(c, batches, spool_seq))
+
+    async def committed_spool_seq(self) -> int:
+        row = await self._run(lambda c: _first(c.execute("SELECT value FROM writer_state WHERE key = 'spool_seq'")))
+        return 0 if row is None else int(row[0])
+
+    def _append(self, cursor: duckdb.DuckDBPyConnection, batches: Sequence[TradeColumns],
+                spool_seq: int | None = None) -> None:
+        table = trades_arrow(batches) if batches else None
+        first = self.plan.tiers[0]
+        dirty: list[tuple[str, str, int, int]] = []
+        with self._write_lock:
+            wm = self._watermarks[first.name]
+            if wm is not None:
+                for b in batches:
+                    late = b.ts_ns[b.ts_ns < wm * NS_PER_MS]
+                    if late.size:
+                        lo = first.floor(int(late.min()) // NS_PER_MS)
+                        hi = first.floor(int(late.max()) // NS_PER_MS) + first.size_ms
+                        dirty.append((first.name, b.symbol, lo, hi))
+            cursor.execute("BEGIN")
+            try:
+                if spool_seq is not None:
+                    row = _first(cursor.execute("SELECT value FROM writer_state WHERE key = 'spool_seq'"))
+                    if row is not None and row[0] >= spool_seq:
+                        cursor.execute("ROLLBACK")  # already stored (a retried or replayed batch)
+                        return
+                if table is not None:
+                    cursor.register("incoming_trades", table)
+                    cursor.execute("INSERT INTO trades SELECT * FROM incoming_trades")
+                    cursor.unregister("incoming_trades")
+                if spool_seq is not None:
+                    cursor.execute("INSERT OR REPLACE INTO writer_state VALUES ('spool_seq', ?)", [spool_seq])
+                if dirty:
+                    cursor.executemany("INSERT INTO dirty VALUES (?, ?, ?, ?)", dirty)
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            for _, symbol, lo, hi in dirty:
+                old = self._dirty_span.get(symbol)
+                self._dirty_span[symbol] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+
+    # --- downsampling -----------------------------------------------------------------
+
+    async def run_downsampling(self, now_ms: int, *, max_windows: int | None = None,
+                               timeout_s: float | None = None) -> RunReport:
+        """``timeout_s``: past it the window in progress is rolled back (its watermark stays,
+        so the next run retries it) and :class:`RunTimeout` is raised; windows already
+        committed stay. A statement still running at the deadline is interrupted."""
+        return await self._run(lambda c: self._run_all(c, now_ms, max_windows, timeout_s))
+
+    def _run_all(self, cursor: duckdb.DuckDBPyConnection, now_ms: int, max_windows: int | None,
+                 timeout_s: float | None = None) -> RunReport:
+        ran: list[TierRun] = []
+        changed: list[ChangedWindow] = []
+        budget = max_windows
+        self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        watchdog = None
+        if timeout_s is not None:
+            watchdog = threading.Timer(timeout_s, cursor.interrupt)
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            return self._run_tiers(cursor, now_ms, budget, ran, changed)
+        except duckdb.InterruptException as exc:
+            raise RunTimeout(f"downsampling run interrupted after {timeout_s}s; retried from its watermark") from exc
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            self._deadline = None
+
+    def _run_tiers(self, cursor: duckdb.DuckDBPyConnection, now_ms: int, budget: int | None,
+                   ran: list[TierRun], changed: list[ChangedWindow]) -> RunReport:
+        with self._run_lock:
+            for tier in self.plan.tiers:
+                changed.extend(self._run_dirty(cursor, tier, now_ms))
+                while budget is None or budget > 0:
+                    run = self._run_next_window(cursor, tier, now_ms)
+                    if run is None:
+                        break
+                    ran.append(run)
+                    if budget is not None:
+                        budget -= 1
+            with self._write_lock:
+                self._load_dirty_spans(cursor)
+        return RunReport(ran, _merge_changed(changed))
+
+    def _earliest_ms(self, cursor: duckdb.DuckDBPyConnection, tier: Tier) -> int | None:
+        if tier.source == RAW:
+            (value,) = cursor.execute(f"SELECT min(ts_ns) // {NS_PER_MS} FROM trades").fetchall()[0]
+        else:
+            (value,) = cursor.execute(f"SELECT min(time_ms) FROM {bars_table(tier.source)}").fetchall()[0]
+        return None if value is None else int(value)
+
+    def _run_next_window(self, cursor: duckdb.DuckDBPyConnection, tier: Tier, now_ms: int) -> TierRun | None:
+        wm = self._watermarks[tier.name]
+        source_wm = None if tier.source == RAW else self._watermarks[tier.source]
+        earliest = self._earliest_ms(cursor, tier) if wm is None else None
+        window = self.plan.next_window(
+            tier, watermark_ms=wm, source_watermark_ms=source_wm, earliest_ms=earliest, now_ms=now_ms
+        )
+        if window is None:
+            return None
+        started = time.perf_counter()
+        new_wm = window.end_ms
+        if wm is not None and not self._source_has_rows(cursor, tier, wm, window.end_ms):
+            # Nothing new in this chunk: jump the watermark over the gap to the next source
+            # data instead of walking an empty stretch (e.g. a lone old trade) chunk by chunk.
+            nxt = self._next_source_ms(cursor, tier, window.end_ms)
+            edge = self.plan.edge_ms(tier, source_watermark_ms=source_wm, now_ms=now_ms)
+            new_wm = max(window.end_ms, edge if nxt is None else min(edge, tier.floor(nxt)))
+        try:
+            rows = self._rebuild(cursor, tier, window, symbol=None, new_watermark_ms=new_wm, now_ms=now_ms,
+                                 started=started)
+        except (duckdb.Error, RunTimeout) as exc:
+            if not isinstance(exc, duckdb.InterruptException):
+                with self._write_lock:
+                    cursor.execute("UPDATE tier_state SET error = ?, last_run_ms = ? WHERE tier = ?",
+                                   [str(exc), now_ms, tier.name])
+            raise
+        self._watermarks[tier.name] = new_wm
+        return TierRun(tier.name, rows, (time.perf_counter() - started) * 1000, window.start_ms, new_wm)
+
+    def _source_has_rows(self, cursor: duckdb.DuckDBPyConnection, tier: Tier, lo_ms: int, hi_ms: int) -> bool:
+        if tier.source == RAW:
+            sql = "SELECT 1 FROM trades WHERE ts_ns >= ? AND ts_ns < ? LIMIT 1"
+            params = [lo_ms * NS_PER_MS, hi_ms * NS_PER_MS]
+        else:
+            sql = f"SELECT 1 FROM {bars_table(tier.source)} WHERE time_ms >= ? AND time_ms < ? LIMIT 1"
+            params = [lo_ms, hi_ms]
+        return _first(cursor.execute(sql, params)) is not None
+
+    def _next_source_ms(self, cursor: duckdb.DuckDBPyConnection, tier: Tier, from_ms: int) -> int | None:
+        if tier.source == RAW:
+            (value,) = cursor.execute(f"SELECT min(ts_ns) // {NS_PER_MS} FROM trades WHERE ts_ns >= ?",
+                                      [from_ms * NS_PER_MS]).fetchall()[0]
+        else:
+            (value,) = cursor.execute(f"SELECT min(time_ms) FROM {bars_table(tier.source)} WHERE time_ms >= ?",
+                                      [from_ms]).fetchall()[0]
+        return None if value is None else int(value)
+
+    def _rebuild(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        tier: Tier,
+        window: Window,
+        *,
+        symbol: str | None,
+        new_watermark_ms: int | None,
+        now_ms: int,
+        started: float,
+        extra: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    ) -> int:
+        """Rewrite ``tier`` bars in ``window`` (for one symbol or all) in one transaction."""
+        table = bars_table(tier)
+        params: dict[str, Any] = {"lo": window.start_ms, "hi": window.end_ms}
+        symbol_filter = ""
+        if symbol is not None:
+            symbol_filter, params["symbol"] = "AND symbol = $symbol", symbol
+        select = tier_select_sql(tier).format(symbol_filter=symbol_filter)
+        with self._write_lock:
+            cursor.execute("BEGIN")
+            try:
+                cursor.execute(f"DELETE FROM {table} WHERE time_ms >= $lo AND time_ms < $hi {symbol_filter}", params)
+                (rows,) = cursor.execute(f"INSERT INTO {table} {select}", params).fetchall()[0]
+                if extra is not None:
+                    extra(cursor)
+                if self._deadline is not None and time.monotonic() > self._deadline:
+                    raise RunTimeout(f"downsampling {tier.name} [{window.start_ms}, {window.end_ms}) ran past its "
+                                     "deadline; rolled back, retried from its watermark")
+                duration_ms = (time.perf_counter() - started) * 1000
+                if new_watermark_ms is not None:
+                    cursor.execute(
+                        "UPDATE tier_state SET watermark_ms = ?, last_run_ms = ?, last_duration_ms = ?, "
+                        "rows = rows + ?, error = NULL WHERE tier = ?",
+                        [new_watermark_ms, now_ms, duration_ms, rows, tier.name],
+                    )
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+        return int(rows)
+
+    def _run_dirty(self, cursor: duckdb.DuckDBPyConnection, tier: Tier, now_ms: int) -> list[ChangedWindow]:
+        """Rebuild the closed windows of ``tier`` that late trades touched, and pass them
+        on to the tiers built from it. Holds the write lock throughout, so a dirty row
+        appended meanwhile is never deleted unprocessed."""
+        changed = []
+        with self._write_lock:
+            rows = cursor.execute(
+                "SELECT symbol, min(start_ms), max(end_ms) FROM dirty WHERE tier = ? GROUP BY symbol", [tier.name]
+            ).fetchall()
+            wm = self._watermarks[tier.name]
+            for symbol, lo, hi in rows:
+                # Only the part below the watermark is closed; the rest is the next window's.
+                lo, hi = tier.floor(lo), min(tier.floor(hi - 1) + tier.size_ms, wm if wm is not None else lo)
+
+                def forward(c: duckdb.DuckDBPyConnection, symbol: str = symbol, lo: int = lo, hi: int = hi) -> None:
+                    c.execute("DELETE FROM dirty WHERE tier = ? AND symbol = ?", [tier.name, symbol])
+                    for dep in self.plan.dependents(tier.name):
+                        dep_wm = self._watermarks[dep.name]
+                        if dep_wm is not None and lo < dep_wm and hi > lo:
+                            c.execute("INSERT INTO dirty VALUES (?, ?, ?, ?)",
+                                      [dep.name, symbol, dep.floor(lo), min(dep_wm, dep.floor(hi - 1) + dep.size_ms)])
+
+                if hi <= lo:
+                    forward(cursor)
+                    continue
+                self._rebuild(cursor, tier, Window(lo, hi), symbol=symbol, new_watermark_ms=None, now_ms=now_ms,
+                              started=time.perf_counter(), extra=forward)
+                changed.append(ChangedWindow(symbol, lo, hi))
+        return changed
+
+    async def downsampling_status(self, now_ms: int) -> list[TierStatus]:
+        def read(c: duckdb.DuckDBPyConnection) -> list[TierStatus]:
+            rows = {r[0]: r for r in c.execute(
+                "SELECT tier, watermark_ms, last_run_ms, last_duration_ms, rows, error FROM tier_state").fetchall()}
+            dirty = dict(c.execute("SELECT tier, count(*) FROM dirty GROUP BY tier").fetchall())
+            out = []
+            for tier in self.plan.tiers:
+                _, wm, last_run, duration, n, error = rows.get(tier.name, (tier.name, None, None, None, 0, None))
+                out.append(TierStatus(
+                    tier=tier.name, source=tier.source, watermark=wm,
+                    lagMs=None if wm is None else max(0, now_ms - wm), lastRun=last_run,
+                    lastDurationMs=duration, rows=int(n or 0), error=error, dirtyWindows=int(dirty.get(tier.name, 0)),
+                ))
+            return out
+
+        return await self._run(read)
+
+    # --- reads ------------------------------------------------------------------------
+
+    def _segments(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[str]:
+        """SELECTs of (k_ns, open, high, low, close, volume) covering ``[from_ms, to_ms)``:
+        serving tier, then each lower tier past the one above's watermark, then raw. A
+        span that late trades made dirty is read from raw trades until a run rebuilds it."""
+        tier = self.plan.serving_tier(resolution)
+        dirty = self._dirty_span.get(symbol)
+        if tier is None or dirty is None or dirty[1] <= from_ms or dirty[0] >= to_ms:
+            return self._clean_segments(tier, from_ms, to_ms)
+        # Widen to the serving tier's grid so the tier pieces around it stay whole bars.
+        lo, hi = max(from_ms, tier.floor(dirty[0])), min(to_ms, tier.floor(dirty[1] - 1) + tier.size_ms)
+        return (self._clean_segments(tier, from_ms, lo) + [self._raw_segment(lo, hi)]
+                + self._clean_segments(tier, hi, to_ms))
+
+    def _clean_segments(self, tier: Tier | None, from_ms: int, to_ms: int) -> list[str]:
+        segments = []
+        lo = from_ms
+        for t in self.plan.chain(tier) if tier is not None else []:
+            wm = self._watermarks[t.name]
+            if wm is None:
+                continue
+            hi = min(to_ms, wm)
+            if hi > lo:
+                segments.append(
+                    f"SELECT time_ms * {NS_PER_MS} AS k, open, high, low, close, volume FROM {bars_table(t)} "
+                    f"WHERE symbol = $symbol AND time_ms >= {lo} AND time_ms < {hi}"
+                )
+            lo = max(lo, wm)
+        if to_ms > lo:
+            segments.append(self._raw_segment(lo, to_ms))
+        return segments
+
+    @staticmethod
+    def _raw_segment(from_ms: int, to_ms: int) -> str:
+        return ("SELECT ts_ns AS k, price AS open, price AS high, price AS low, price AS close, size AS volume "
+                f"FROM trades WHERE symbol = $symbol AND ts_ns >= {from_ms * NS_PER_MS} AND ts_ns < {to_ms * NS_PER_MS}")
+
+    async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
+        segments = self._segments(symbol, resolution, from_ms, to_ms)
+        if not segments:
+            return []
+        bucket = bucket_sql(resolution, f"k // {NS_PER_MS}")
+        sql = (
+            f"SELECT {bucket} AS b, arg_min(open, k), max(high), min(low), arg_max(close, k), fsum(volume) "
+            f"FROM ({' UNION ALL '.join(segments)}) GROUP BY b ORDER BY b"
+        )
+        rows = await self._run(lambda c: c.execute(sql, {"symbol": symbol}).fetchall())
+        return [Bar(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
+        segments = self._segments(symbol, resolution, 0, before_ms)
+        if not segments:
+            return None
+        sql = f"SELECT max(k) FROM ({' UNION ALL '.join(segments)})"
+        (k,) = await self._run(lambda c: c.execute(sql, {"symbol": symbol}).fetchall()[0])
+        return None if k is None else resolution.bucket_start_ms(int(k) // NS_PER_MS)
+
+    async def symbols(self) -> list[str]:
+        tables = [bars_table(t) for t in self.plan.tiers]
+        union = " UNION ".join([f"SELECT DISTINCT symbol FROM {t}" for t in tables] + ["SELECT DISTINCT symbol FROM trades"])
+        rows = await self._run(lambda c: c.execute(f"SELECT symbol FROM ({union}) ORDER BY symbol").fetchall())
+        return [r[0] for r in rows]
+
+    async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
+        (value,) = await self._run(lambda c: c.execute(
+            "SELECT max(ts_ns) FROM trades WHERE symbol = ? AND ts_ns >= ? AND ts_ns < ?", [symbol, from_ns, to_ns]
+        ).fetchall()[0])
+        return None if value is None else int(value)
+
+    async def known_ids(self, symbol: str, ids: Sequence[str], from_ns: int | None = None,
+                        to_ns: int | None = None) -> set[str]:
+        """Which ``ids`` are stored; ``from_ns``/``to_ns`` narrow the scan to where a retry
+        of the same trades would be (its own timestamps), which DuckDB prunes by zone maps."""
+        if not ids:
+            return set()
+        where = "symbol = ? AND id IN (SELECT unnest(?))"
+        params: list[Any] = [symbol, list(ids)]
+        if from_ns is not None and to_ns is not None:
+            where += " AND ts_ns >= ? AND ts_ns < ?"
+            params += [from_ns, to_ns]
+        rows = await self._run(lambda c: c.execute(f"SELECT DISTINCT id FROM trades WHERE {where}", params).fetchall())
+        return {r[0] for r in rows}
+
+    async def recent_ids(self, limit: int) -> list[tuple[str, str]]:
+        """(symbol, id) of the newest trades that carry an id, to warm the duplicate filter."""
+        rows = await self._run(lambda c: c.execute(
+            "SELECT symbol, id FROM trades WHERE id IS NOT NULL ORDER BY ts_ns DESC LIMIT ?", [limit]).fetchall())
+        return [(r[0], r[1]) for r in rows]
+
+    async def trade_count(self) -> int:
+        (n,) = await self._run(lambda c: c.execute("SELECT count(*) FROM trades").fetchall()[0])
+        return int(n)
+
+
+def _first(cursor: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
+    """The first row or ``None``, always fetching the whole result: DuckDB refuses more work
+    on a cursor whose previous result was left half-read."""
+    rows = cursor.fetchall()
+    return rows[0] if rows else None
+
+
+def _merge_changed(windows: list[ChangedWindow]) -> list[ChangedWindow]:
+    by_symbol: dict[str, ChangedWindow] = {}
+    for w in windows:
+        prev = by_symbol.get(w.symbol)
+        by_symbol[w.symbol] = w if prev is None else ChangedWindow(
+            w.symbol, min(prev.start_ms, w.start_ms), max(prev.end_ms, w.end_ms))
+    return list(by_symbol.values())
+

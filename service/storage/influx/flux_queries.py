@@ -1,0 +1,189 @@
+"""The Flux queries :class:`~service.storage.influx.store.InfluxStore` sends. Pure: strings out.
+
+Every query ends in a ``map()`` to a few plain columns, so the CSV streamed back is small
+and typed the same way whatever stored it: ``t`` is epoch ms (ns for ``last_ts`` and the
+status rows), ``f`` a bar field, ``v`` a float. Reads of raw trades keep the shape
+``from |> range |> filter |> aggregateWindow`` (or a bare ``last()``) that InfluxDB pushes
+down to its storage engine.
+"""
+
+from __future__ import annotations
+
+from service.core.plan import Plan
+from service.storage.influx.flux_render import (
+    BAR_FIELDS,
+    DIRTY,
+    DIRTY_CURSOR,
+    FAR_FUTURE,
+    FAR_PAST,
+    LEASE,
+    MS_NS,
+    RAW_AGGREGATES,
+    RUN,
+    TRADES,
+    WATERMARK,
+    Names,
+    flux_duration,
+    flux_string,
+    flux_time_ns,
+    measurement,
+)
+
+
+def _range(start_ns: int, stop_ns: int) -> str:
+    return f"range(start: {flux_time_ns(start_ns)}, stop: {flux_time_ns(stop_ns)})"
+
+
+def tier_bars_query(names: Names, tier_name: str, symbol: str, start_ms: int, stop_ms: int) -> str:
+    """Stored bars of one tier with start in ``[start_ms, stop_ms)``, one row per field."""
+    return (
+        f"from(bucket: {flux_string(names.bars_bucket)})\n"
+        f"    |> {_range(start_ms * MS_NS, stop_ms * MS_NS)}\n"
+        f"    |> filter(fn: (r) => r._measurement == {flux_string(measurement(tier_name))} "
+        f"and r.symbol == {flux_string(symbol)})\n"
+        f"    |> filter(fn: (r) => {' or '.join(f'r._field == {flux_string(f)}' for f in BAR_FIELDS)})\n"
+        "    |> map(fn: (r) => ({t: int(v: r._time) / 1000000, f: r._field, v: float(v: r._value)}))\n"
+    )
+
+
+def raw_bars_query(names: Names, symbol: str, start_ms: int, stop_ms: int, every_ms: int) -> str:
+    """Raw trades in ``[start_ms, stop_ms)`` aggregated to bars of ``every_ms`` inside
+    InfluxDB (pushed down: one from() per aggregate), one row per field."""
+    parts = []
+    for field, agg, as_ in RAW_AGGREGATES:
+        if as_ == "trades":
+            continue  # bars served to clients carry no trade count
+        parts.append(
+            f"        agg(field: {flux_string(field)}, fn: {agg}, as: {flux_string(as_)}),"
+        )
+    return (
+        f"agg = (field, fn, as) => from(bucket: {flux_string(names.raw_bucket)})\n"
+        f"    |> {_range(start_ms * MS_NS, stop_ms * MS_NS)}\n"
+        f"    |> filter(fn: (r) => r._measurement == {flux_string(TRADES)} and r.symbol == {flux_string(symbol)} "
+        "and r._field == field)\n"
+        f"    |> aggregateWindow(every: {flux_duration(every_ms)}, fn: fn, timeSrc: \"_start\", createEmpty: false)\n"
+        "    |> map(fn: (r) => ({t: int(v: r._time) / 1000000, f: as, v: float(v: r._value)}))\n"
+        "\n"
+        "union(\n    tables: [\n" + "\n".join(parts) + "\n    ],\n)\n"
+    )
+
+
+def previous_time_query(
+    names: Names, symbol: str, before_ms: int, tier_names: list[str], include_raw: bool
+) -> str:
+    """Time (ms) of the latest row before ``before_ms`` in each given tier (bar start) and,
+    if asked, in raw trades. ``last()`` alone is pushed down to storage."""
+    sources = []
+    if include_raw:
+        sources.append((names.raw_bucket, TRADES, "price"))
+    sources.extend((names.bars_bucket, measurement(t), "close") for t in tier_names)
+    if not sources:
+        raise ValueError("previous_time_query needs at least one source")
+    parts = [
+        f"        latest(bucket: {flux_string(b)}, m: {flux_string(m)}, field: {flux_string(f)}),"
+        for b, m, f in sources
+    ]
+    return (
+        "latest = (bucket, m, field) => from(bucket: bucket)\n"
+        f"    |> range(start: {FAR_PAST}, stop: {flux_time_ns(before_ms * MS_NS)})\n"
+        f"    |> filter(fn: (r) => r._measurement == m and r.symbol == {flux_string(symbol)} and r._field == field)\n"
+        "    |> last()\n"
+        "    |> map(fn: (r) => ({t: int(v: r._time) / 1000000}))\n"
+        "\n"
+        "union(\n    tables: [\n" + "\n".join(parts) + "\n    ],\n)\n"
+    )
+
+
+def last_ts_query(names: Names, symbol: str, from_ns: int, to_ns: int) -> str:
+    """The largest trade time (ns) of ``symbol`` in ``[from_ns, to_ns)``."""
+    return (
+        f"from(bucket: {flux_string(names.raw_bucket)})\n"
+        f"    |> {_range(from_ns, to_ns)}\n"
+        f"    |> filter(fn: (r) => r._measurement == {flux_string(TRADES)} and r.symbol == {flux_string(symbol)} "
+        'and r._field == "price")\n'
+        "    |> last()\n"
+        "    |> map(fn: (r) => ({t: int(v: r._time)}))\n"
+    )
+
+
+def known_ids_query(names: Names, symbol: str, ids: list[str], from_ns: int | None = None,
+                    to_ns: int | None = None) -> str:
+    """Which of ``ids`` are stored for ``symbol``: in ``[from_ns, to_ns)`` when given (where a
+    retry of the same trades lands), else at any time. The equality chain on ``_value`` is
+    part of the storage predicate, unlike ``contains()``."""
+    if not ids:
+        raise ValueError("known_ids_query needs at least one id")
+    wanted = " or ".join(f"r._value == {flux_string(i)}" for i in ids)
+    start = FAR_PAST if from_ns is None else f"time(v: {int(from_ns)})"
+    stop = FAR_FUTURE if to_ns is None else f"time(v: {int(to_ns)})"
+    return (
+        f"from(bucket: {flux_string(names.raw_bucket)})\n"
+        f"    |> range(start: {start}, stop: {stop})\n"
+        f"    |> filter(fn: (r) => r._measurement == {flux_string(TRADES)} and r.symbol == {flux_string(symbol)} "
+        'and r._field == "id")\n'
+        f"    |> filter(fn: (r) => {wanted})\n"
+        "    |> map(fn: (r) => ({id: string(v: r._value)}))\n"
+    )
+
+
+def symbols_query(names: Names) -> str:
+    """Symbols with raw trades or stored bars (raw trades may have a retention)."""
+    return (
+        'import "influxdata/influxdb/schema"\n'
+        "\n"
+        "union(\n"
+        "    tables: [\n"
+        f"        schema.tagValues(bucket: {flux_string(names.raw_bucket)}, tag: \"symbol\", "
+        f"predicate: (r) => r._measurement == {flux_string(TRADES)}, start: {FAR_PAST}, stop: {FAR_FUTURE}),\n"
+        f"        schema.tagValues(bucket: {flux_string(names.bars_bucket)}, tag: \"symbol\", "
+        f"start: {FAR_PAST}, stop: {FAR_FUTURE}),\n"
+        "    ],\n"
+        ")\n"
+        "    |> map(fn: (r) => ({v: string(v: r._value)}))\n"
+    )
+
+
+def status_query(names: Names, marker_days: int = 7) -> str:
+    """Everything ``downsampling_status`` shows, one row per series: watermarks and dirty
+    cursors (max), the last run and lease (last), and recent dirty markers (each).
+    ``t`` is the point time in ns here."""
+    bucket = flux_string(names.status_bucket)
+    common = "map(fn: (r) => ({m: r._measurement, tier: r.tier, f: r._field, t: int(v: r._time), v: int(v: r._value)}))"
+    return (
+        f"maxes = from(bucket: {bucket})\n"
+        f"    |> range(start: {FAR_PAST}, stop: {FAR_FUTURE})\n"
+        f'    |> filter(fn: (r) => r._measurement == "{WATERMARK}" or r._measurement == "{DIRTY_CURSOR}")\n'
+        "    |> max()\n"
+        f"    |> {common}\n"
+        f"lasts = from(bucket: {bucket})\n"
+        f"    |> range(start: {FAR_PAST}, stop: {FAR_FUTURE})\n"
+        f'    |> filter(fn: (r) => r._measurement == "{RUN}" or r._measurement == "{LEASE}")\n'
+        "    |> last()\n"
+        f"    |> {common}\n"
+        f"markers = from(bucket: {bucket})\n"
+        f"    |> range(start: -{marker_days}d, stop: {FAR_FUTURE})\n"
+        f'    |> filter(fn: (r) => r._measurement == "{DIRTY}" and r._field == "start_ms")\n'
+        f"    |> {common}\n"
+        "\n"
+        "union(tables: [maxes, lasts, markers])\n"
+    )
+
+
+def all_queries(plan: Plan, names: Names = Names()) -> dict[str, str]:
+    """One instance of every query shape the store sends for ``plan`` (for the checker)."""
+    out: dict[str, str] = {}
+    symbol = 'BTC-"USD"\\${x}'  # awkward on purpose: the literals must stay valid Flux
+    for tier in plan.tiers:
+        out[f"tier_bars_{tier.name}"] = tier_bars_query(names, tier.name, symbol, 0, 86_400_000)
+        chain = [t.name for t in plan.chain(tier)]
+        out[f"previous_time_{tier.name}"] = previous_time_query(names, symbol, 86_400_000, chain, True)
+    out["raw_bars_1s"] = raw_bars_query(names, symbol, 0, 60_000, 1_000)
+    first = plan.tiers[0]
+    out[f"raw_bars_{first.name}"] = raw_bars_query(names, symbol, 0, 86_400_000, first.size_ms)
+    out["previous_time_raw"] = previous_time_query(names, symbol, 60_000, [], True)
+    out["last_ts"] = last_ts_query(names, symbol, 0, 1_000_000)
+    out["known_ids"] = known_ids_query(names, symbol, ["a", 'b"c', "d\\e"])
+    out["known_ids_window"] = known_ids_query(names, symbol, ["a"], 1_700_000_000_000_000_000, 1_700_000_001_000_000_000)
+    out["symbols"] = symbols_query(names)
+    out["status"] = status_query(names)
+    return out

@@ -1,0 +1,488 @@
+"""The InfluxDB 2 store: trades written in gzip'd line-protocol batches with retries,
+bars downsampled by Flux tasks inside InfluxDB, history read back with streamed Flux.
+
+Trade-offs, plainly:
+
+* Writes are one logical write per :meth:`append` but several HTTP requests (about 5,000
+  lines each, a few in flight). A failure after some requests succeeded raises anyway; the
+  writer retries the whole call, which is harmless: the same points overwrite themselves.
+* Downsampling runs in InfluxDB's task scheduler (see :mod:`service.storage.influx.flux_render`);
+  :meth:`run_downsampling` only asks for manual runs and watches their result, so a run can
+  take up to a scheduler tick to start.
+* Late trades: when a trade lands in a first-tier bar that may already be closed, a dirty
+  marker goes to the status bucket; the tasks rebuild those windows and pass the marker up
+  the chain. Watermarks are cached for ``WATERMARK_TTL_S``; a stale watermark only means a
+  little more is read from the tier below (still exact), never a gap.
+* ``known_ids`` scans the ``id`` field of the symbol over all time (with the ids in the
+  storage predicate); fine for retries, not for millions of historical ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import aiohttp
+import anyio
+import msgspec
+from influxdb_client import Dialect, PingService, Query, QueryService, WriteService
+from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+from influxdb_client.rest import ApiException
+
+from service.core.errors import InvalidTrade, StoreUnavailable
+from service.core.models import Bar, TierRun, TierStatus, TradeColumns
+from service.core.plan import RAW, Plan
+from service.core.resolution import Resolution
+from service.core.settings import Settings
+from service.storage.influx import flux_queries as fq
+from service.storage.influx import flux_render as fr
+from service.storage.base import ChangedWindow, Health, RunReport
+from service.storage.influx.admin import Admin, RunInfo, bucket_specs, describe_api_error
+from service.storage.influx.compose import BarRows, CsvReader, QueryFailed, Segment, compose, plan_segments
+from service.storage.influx.retry import NETWORK_ERRORS as _NETWORK_ERRORS
+from service.storage.influx.retry import RetryPolicy, backoff_s, brief, is_retryable, retry_after_s
+from service.storage.influx.lineproto import encode_trades, series_prefix, split_lines, unique_ns
+
+log = logging.getLogger(__name__)
+
+WATERMARK_TTL_S = 1.0
+_DIALECT = Dialect(header=True, delimiter=",", annotations=[], comment_prefix="#", date_time_format="RFC3339")
+
+
+class InfluxStore:
+    kind = "influx"
+
+    def __init__(
+        self,
+        settings: Settings,
+        plan: Plan,
+        *,
+        retry: RetryPolicy = RetryPolicy(),
+        batch_lines: int = 5_000,
+        gzip_level: int = 1,  # level 1: ~2.5x faster than 5 for 10% more bytes; CPU is the limit
+        write_concurrency: int = 4,
+        auto_setup: bool = True,
+        schedule_tasks: bool = True,
+        run_timeout_s: float = 300.0,
+    ) -> None:
+        """``auto_setup``: create missing buckets and install or update the tasks in
+        :meth:`start` (what ``tvflux influx setup`` does). ``schedule_tasks=False`` installs
+        the tasks for manual runs only, so only :meth:`run_downsampling` moves watermarks —
+        for tests that pass their own ``now_ms``."""
+        self._settings = settings
+        self._plan = plan
+        self._url = settings.influx_url
+        self._org = settings.influx_org
+        self._names = fr.Names(settings.influx_bucket, settings.influx_bars_bucket, settings.influx_status_bucket)
+        self._retry = retry
+        self._batch_lines = batch_lines
+        self._gzip_level = gzip_level
+        self._write_concurrency = write_concurrency
+        self._auto_setup = auto_setup
+        self._schedule_tasks = schedule_tasks
+        self._run_timeout_s = run_timeout_s
+        self._client: InfluxDBClientAsync | None = None
+        self._admin: Admin | None = None
+        self._task_ids: dict[str, str] = {}
+        self._status: dict[tuple[str, str, str], tuple[int, int]] = {}  # (m, tier, f) -> (t_ns, v)
+        self._markers: list[tuple[str, int]] = []  # (tier, marker time ns) of recent markers
+        self._status_at = -1e9
+        self._run_lock = asyncio.Lock()
+        self._marker_ns = 0
+        self._appends = 0  # append() calls so far; a tier that found no data waits for one
+        self._found_empty: dict[str, int] = {}
+        self._pending_changes: list[tuple[int, ChangedWindow]] = []  # (marker time ns, window)
+        self._rand = random.Random()
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self._url:
+            raise StoreUnavailable("TVFLUX_INFLUX_URL is not set")
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self._retry.connect_timeout_s, sock_read=self._retry.read_timeout_s
+        )
+        # created here, inside the running loop, as the async client requires
+        self._client = InfluxDBClientAsync(
+            url=self._url, token=str(self._settings.influx_token), org=self._org, timeout=timeout, enable_gzip=False
+        )
+        api = self._client.api_client
+        self._write_service = WriteService(api)
+        self._query_service = QueryService(api)
+        self._admin = Admin(api, url=self._url, org=self._org)
+        try:
+            await self._ping()
+            specs = bucket_specs(self._names, self._settings.influx_raw_retention_s)
+            missing = await self._admin.missing_buckets(specs)
+            if self._auto_setup:
+                try:
+                    report = await self._admin.setup(
+                        self._plan, self._names, self._settings.influx_raw_retention_s, scheduled=self._schedule_tasks
+                    )
+                except StoreUnavailable as exc:
+                    if missing:
+                        raise StoreUnavailable(
+                            f"buckets {missing} are missing in org {self._org!r} and could not be created "
+                            f"({exc.message}); run `tvflux influx setup` with an operator token"
+                        ) from None
+                    log.warning("could not install the downsampling tasks: %s", exc.message)
+                    self._task_ids = await self._admin.task_ids(self._plan, self._names)
+                else:
+                    self._task_ids = report.task_ids
+            elif missing:
+                raise StoreUnavailable(
+                    f"buckets {missing} are missing in org {self._org!r} at {self._url}; run `tvflux influx setup`"
+                )
+            else:
+                self._task_ids = await self._admin.task_ids(self._plan, self._names)
+            await self._read_status(force=True)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def destroy(self) -> None:
+        """Delete this store's tasks and buckets (test teardown)."""
+        assert self._admin is not None, "start() first"
+        await self._admin.delete(self._plan, self._names)
+
+    def _api(self) -> Admin:
+        if self._client is None or self._admin is None:
+            raise StoreUnavailable("the InfluxDB store is not started")
+        return self._admin
+
+    async def _ping(self) -> None:
+        assert self._client is not None
+        try:
+            await PingService(self._client.api_client).get_ping_async()
+        except _NETWORK_ERRORS as exc:
+            raise StoreUnavailable(f"InfluxDB at {self._url} is unreachable: {exc or type(exc).__name__}") from None
+        except ApiException as exc:
+            raise StoreUnavailable(describe_api_error(exc, "ping", url=self._url, org=self._org)) from None
+
+    async def health(self) -> Health:
+        if self._client is None:
+            return Health(False, "the InfluxDB store is not started")
+        try:
+            admin = self._api()
+            await self._ping()
+            if await admin.find_bucket(self._names.raw_bucket) is None:
+                return Health(False, f"bucket {self._names.raw_bucket!r} is missing; run `tvflux influx setup`")
+        except StoreUnavailable as exc:
+            return Health(False, exc.message)
+        return Health(True)
+
+    # --- writes -------------------------------------------------------------------
+
+    def _prepare(self, batches: Sequence[TradeColumns], now_ms: int) -> tuple[list[bytes], list[ChangedWindow]]:
+        """Encode, split and gzip (in a worker thread: this is CPU work). Also finds the
+        trades late enough that their first-tier bar may already be closed."""
+        first = self._plan.tiers[0]
+        late_edge_ms = first.floor(now_ms - self._plan.grace_ms)
+        payload = []
+        changes = []
+        for batch in batches:
+            if len(batch) == 0:
+                continue
+            ts = unique_ns(batch.ts_ns)
+            payload.append(encode_trades(batch.symbol, ts, batch.price, batch.size, batch.ids))
+            late = ts[ts < late_edge_ms * 1_000_000]
+            if late.size:
+                lo = first.floor(int(late.min()) // 1_000_000)
+                hi = first.floor(int(late.max()) // 1_000_000) + first.size_ms
+                changes.append(ChangedWindow(batch.symbol, lo, hi))
+        chunks = split_lines(b"".join(payload), self._batch_lines)
+        gz = [gzip.compress(chunk, compresslevel=self._gzip_level) for chunk in chunks]
+        return gz, changes
+
+    def _marker_lines(self, changes: list[ChangedWindow]) -> tuple[bytes, list[tuple[int, ChangedWindow]]]:
+        """Dirty markers for the first tier. Point time = now, strictly increasing: the
+        tasks consume markers in time order (the cursor is the newest one consumed)."""
+        prefix = series_prefix(fr.DIRTY, [("tier", self._plan.tiers[0].name)])
+        lines = []
+        stamped = []
+        for change in changes:
+            self._marker_ns = max(self._marker_ns + 1, time.time_ns())
+            lines.append(f"{prefix} start_ms={change.start_ms}i,end_ms={change.end_ms}i {self._marker_ns}\n")
+            stamped.append((self._marker_ns, change))
+        return "".join(lines).encode(), stamped
+
+    async def append(self, batches: Sequence[TradeColumns]) -> None:
+        self._api()
+        self._appends += 1
+        now_ms = time.time_ns() // 1_000_000
+        try:
+            gz, changes = await anyio.to_thread.run_sync(self._prepare, batches, now_ms)
+        except ValueError as exc:  # a value line protocol cannot carry (see lineproto)
+            raise InvalidTrade(f"cannot store these trades in InfluxDB: {exc}") from None
+        if not gz:
+            return
+        limit = asyncio.Semaphore(self._write_concurrency)
+
+        async def one(body: bytes) -> None:
+            async with limit:
+                await self._write(self._names.raw_bucket, body, gzipped=True)
+
+        results = await asyncio.gather(*(one(body) for body in gz), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        if changes:
+            # after the trades: a marker must never point at trades that are not there yet
+            body, stamped = self._marker_lines(changes)
+            await self._write(self._names.status_bucket, body, gzipped=False)
+            # bounded: if no run ever consumes them, the oldest are forgotten (resets only)
+            self._pending_changes = (self._pending_changes + stamped)[-10_000:]
+
+    async def _write(self, bucket: str, body: bytes, *, gzipped: bool) -> None:
+        extra = {"content_encoding": "gzip"} if gzipped else {}
+        last: BaseException | None = None
+        for attempt in range(self._retry.attempts):
+            try:
+                await self._write_service.post_write_async(
+                    org=self._org, bucket=bucket, body=body, precision="ns",
+                    content_type="text/plain; charset=utf-8", **extra,
+                )
+                return
+            except (ApiException, *_NETWORK_ERRORS) as exc:
+                if not is_retryable(exc):
+                    assert isinstance(exc, ApiException)
+                    raise StoreUnavailable(
+                        describe_api_error(exc, f"write to bucket {bucket!r}", url=self._url, org=self._org)
+                    ) from None
+                last = exc
+            if attempt + 1 < self._retry.attempts:
+                delay = backoff_s(self._retry, attempt, self._rand.random(), retry_after_s(last))
+                log.warning("write to %s failed (%s); retry %d in %.2fs", bucket, brief(last), attempt + 1, delay)
+                await asyncio.sleep(delay)
+        raise StoreUnavailable(
+            f"InfluxDB at {self._url} did not take a write to bucket {bucket!r} after "
+            f"{self._retry.attempts} attempts: {brief(last)}"
+        )
+
+    # --- queries ------------------------------------------------------------------
+
+    async def _rows(self, flux: str, columns: tuple[str, ...]) -> AsyncIterator[tuple[str, ...]]:
+        """Run a Flux query and stream the named columns of every row (never the whole
+        response in memory). Connection trouble before the first byte is retried."""
+        self._api()
+        query = Query(query=flux, type="flux", dialect=_DIALECT)
+        response = None
+        for attempt in range(3):
+            try:
+                response = await self._query_service.post_query_async(
+                    org=self._org, query=query, async_req=False, _preload_content=False, _return_http_data_only=True
+                )
+                break
+            except _NETWORK_ERRORS as exc:
+                if attempt == 2:
+                    raise StoreUnavailable(f"InfluxDB at {self._url} is unreachable: {brief(exc)}") from None
+                await asyncio.sleep(backoff_s(self._retry, attempt, self._rand.random()))
+        assert response is not None
+        try:
+            if not 200 <= response.status < 300:
+                body = (await response.read()).decode("utf-8", "replace")
+                try:
+                    message = msgspec.json.decode(body).get("message", body)
+                except (msgspec.DecodeError, AttributeError):
+                    message = body
+                if response.status in (401, 403):
+                    raise StoreUnavailable(f"InfluxDB at {self._url} refused the query ({response.status}): {message}")
+                raise StoreUnavailable(f"InfluxDB query failed ({response.status}): {message}")
+            reader = CsvReader(columns)
+            async for raw in response.content:
+                try:
+                    row = reader.feed(raw.decode("utf-8"))
+                except QueryFailed as exc:
+                    raise StoreUnavailable(f"InfluxDB query failed: {exc}") from None
+                if row is not None:
+                    yield row
+        except _NETWORK_ERRORS as exc:
+            raise StoreUnavailable(f"lost InfluxDB at {self._url} while reading a query: {brief(exc)}") from None
+        finally:
+            response.release()
+
+    async def _segment_rows(self, symbol: str, segment: Segment) -> list[tuple[int, list[float | None]]]:
+        if segment.tier is not None:
+            flux = fq.tier_bars_query(self._names, segment.tier, symbol, segment.start_ms, segment.stop_ms)
+        else:
+            assert segment.every_ms is not None
+            flux = fq.raw_bars_query(self._names, symbol, segment.start_ms, segment.stop_ms, segment.every_ms)
+        rows = BarRows()
+        async for t, f, v in self._rows(flux, ("t", "f", "v")):
+            rows.add(int(t), f, float(v))
+        return rows.sorted()
+
+    async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
+        await self._read_status()
+        segments = plan_segments(self._plan, resolution, from_ms, to_ms, self._watermarks())
+        parts = await asyncio.gather(*(self._segment_rows(symbol, s) for s in segments))
+        return compose(parts, resolution, from_ms, to_ms)
+
+    async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
+        if before_ms <= 0:
+            return None
+        tier = self._plan.serving_tier(resolution)
+        chain = [t.name for t in self._plan.chain(tier)] if tier is not None else []
+        flux = fq.previous_time_query(self._names, symbol, before_ms, chain, include_raw=True)
+        latest = None
+        async for (t,) in self._rows(flux, ("t",)):
+            if latest is None or int(t) > latest:
+                latest = int(t)
+        return None if latest is None else resolution.bucket_start_ms(latest)
+
+    async def symbols(self) -> list[str]:
+        found = {v async for (v,) in self._rows(fq.symbols_query(self._names), ("v",))}
+        return sorted(found)
+
+    async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
+        if to_ns <= from_ns:
+            return None
+        latest = None
+        async for (t,) in self._rows(fq.last_ts_query(self._names, symbol, from_ns, to_ns), ("t",)):
+            latest = int(t) if latest is None else max(latest, int(t))
+        return latest
+
+    async def known_ids(self, symbol: str, ids: Sequence[str], from_ns: int | None = None,
+                        to_ns: int | None = None) -> set[str]:
+        wanted = sorted(set(ids))
+        found: set[str] = set()
+        for i in range(0, len(wanted), 200):  # keeps each predicate a sane size
+            flux = fq.known_ids_query(self._names, symbol, wanted[i : i + 200], from_ns, to_ns)
+            found.update([v async for (v,) in self._rows(flux, ("id",))])
+        return found
+
+    # --- downsampling -------------------------------------------------------------
+
+    async def _read_status(self, *, force: bool = False) -> None:
+        if not force and time.monotonic() - self._status_at < WATERMARK_TTL_S:
+            return
+        status: dict[tuple[str, str, str], tuple[int, int]] = {}
+        markers: list[tuple[str, int]] = []
+        async for m, tier, f, t, v in self._rows(fq.status_query(self._names), ("m", "tier", "f", "t", "v")):
+            if m == fr.DIRTY:
+                markers.append((tier, int(t)))
+            else:
+                status[(m, tier, f)] = (int(t), int(v))
+        self._status, self._markers, self._status_at = status, markers, time.monotonic()
+
+    def _value(self, measurement: str, tier: str, field: str) -> int | None:
+        hit = self._status.get((measurement, tier, field))
+        return None if hit is None else hit[1]
+
+    def _watermarks(self) -> dict[str, int | None]:
+        return {t.name: self._value(fr.WATERMARK, t.name, "watermark_ms") for t in self._plan.tiers}
+
+    def _pending_markers(self, tier: str) -> int:
+        cursor = self._value(fr.DIRTY_CURSOR, tier, "marker_ns")
+        return sum(1 for name, t_ns in self._markers if name == tier and (cursor is None or t_ns > cursor))
+
+    async def downsampling_status(self, now_ms: int) -> list[TierStatus]:
+        await self._read_status(force=True)
+        admin = self._api()
+        out = []
+        for tier in self._plan.tiers:
+            wm = self._value(fr.WATERMARK, tier.name, "watermark_ms")
+            run = self._status.get((fr.RUN, tier.name, "rows"))
+            error = None
+            task_id = self._task_ids.get(tier.name)
+            if task_id is None:
+                error = f"task {self._names.task_name(tier)!r} is missing; run `tvflux influx setup`"
+            else:
+                runs = await admin.recent_runs(task_id, limit=1)
+                if runs and runs[0].status == "failed":
+                    lines = runs[0].log or await admin.run_log(task_id, runs[0].id)
+                    error = "; ".join(lines[-2:]) or "last run failed"
+            out.append(
+                TierStatus(
+                    tier=tier.name,
+                    source=tier.source,
+                    watermark=wm,
+                    lagMs=None if wm is None else max(0, now_ms - wm),
+                    lastRun=None if run is None else run[0] // 1_000_000,
+                    lastDurationMs=_float(self._value(fr.RUN, tier.name, "took_ms")),
+                    rows=0 if run is None else run[1],
+                    error=error,
+                    dirtyWindows=self._pending_markers(tier.name),
+                )
+            )
+        return out
+
+    async def task_runs(self, limit: int = 3) -> dict[str, list[RunInfo]]:
+        """tier -> its task's latest runs, newest first (for ``tvflux influx status``)."""
+        admin = self._api()
+        return {tier: await admin.recent_runs(task_id, limit=limit) for tier, task_id in self._task_ids.items()}
+
+    async def run_log(self, tier: str, run_id: str) -> list[str]:
+        return await self._api().run_log(self._task_ids[tier], run_id)
+
+    async def run_downsampling(self, now_ms: int, *, max_windows: int | None = None) -> RunReport:
+        """Trigger the tasks tier by tier (manual runs ``scheduledFor`` ``now_ms``) until
+        each has no window left, waiting for each run. Serialised per store."""
+        admin = self._api()
+        ran: list[TierRun] = []
+        # a run's now() has whole seconds; decide on the same instant the task will see
+        now_ms = now_ms // 1000 * 1000
+        async with self._run_lock:
+            await self._read_status(force=True)  # and again after every run, below
+            for tier in self._plan.tiers:
+                task_id = self._task_ids.get(tier.name)
+                if task_id is None:
+                    raise StoreUnavailable(f"task for tier {tier.name} is missing; run `tvflux influx setup`")
+                while max_windows is None or len(ran) < max_windows:
+                    wm = self._value(fr.WATERMARK, tier.name, "watermark_ms")
+                    cursor = self._value(fr.DIRTY_CURSOR, tier.name, "marker_ns")
+                    src = None if tier.source == RAW else self._value(fr.WATERMARK, tier.source, "watermark_ms")
+                    if tier.source != RAW and src is None:
+                        break  # the source has nothing final yet
+                    # earliest is unknown here: a tier without a watermark is simply run
+                    # (its task finds the earliest source row itself)
+                    due = self._plan.next_window(
+                        tier, watermark_ms=wm, source_watermark_ms=src, earliest_ms=None, now_ms=now_ms
+                    )
+                    if wm is not None and due is None and not self._pending_markers(tier.name):
+                        break  # at the live edge
+                    if wm is None and self._found_empty.get(tier.name) == self._appends:
+                        break  # its last run found no data, and nothing was written since
+                    appends = self._appends
+                    began = time.perf_counter()
+                    run_id = await admin.start_run(task_id, now_ms // 1000)
+                    if run_id is None:
+                        break  # someone else queued this very run; it will do the work
+                    info = await admin.wait_run(task_id, run_id, timeout_s=self._run_timeout_s)
+                    if info.status != "success":
+                        detail = "; ".join(info.log[-2:]) or info.status
+                        raise StoreUnavailable(f"downsampling run of tier {tier.name} did not succeed: {detail}")
+                    await self._read_status(force=True)
+                    new_wm = self._value(fr.WATERMARK, tier.name, "watermark_ms")
+                    rows = self._value(fr.RUN, tier.name, "rows") or 0
+                    ran.append(
+                        TierRun(tier.name, rows, (time.perf_counter() - began) * 1000,
+                                self._value(fr.RUN, tier.name, "from_ms"), new_wm)
+                    )
+                    if new_wm == wm and self._value(fr.DIRTY_CURSOR, tier.name, "marker_ns") == cursor:
+                        if wm is None:
+                            self._found_empty[tier.name] = appends
+                        break  # no progress: no data yet, or another run holds the lease
+        return RunReport(ran=ran, changed=self._consumed_changes())
+
+    def _consumed_changes(self) -> list[ChangedWindow]:
+        """Late-data windows whose markers the first tier has consumed since."""
+        cursor = self._value(fr.DIRTY_CURSOR, self._plan.tiers[0].name, "marker_ns")
+        if cursor is None:
+            return []
+        done = [c for at, c in self._pending_changes if at <= cursor]
+        self._pending_changes = [(at, c) for at, c in self._pending_changes if at > cursor]
+        return done
+
+
+def _float(value: int | None) -> float | None:
+    return None if value is None else float(value)

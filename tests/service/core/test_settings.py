@@ -1,0 +1,44 @@
+import pytest
+
+from service.core.errors import ConfigError
+from service.core.settings import Secret, Settings, load_settings
+
+
+def test_defaults_without_environment():
+    s = load_settings({})
+    assert s == Settings()
+    assert (s.host, s.port, s.store, s.symbols) == ("127.0.0.1", 8000, "duckdb", ("BTCUSD", "ETHUSD", "LTCUSD"))
+    assert [t.name for t in s.plan.tiers] == ["1m", "5m", "15m", "1h", "4h", "1d"]
+
+
+def test_values_are_parsed():
+    s = load_settings({"TVFLUX_PORT": "9000", "TVFLUX_SYMBOLS": "AAA, BBB", "TVFLUX_SYNTHETIC_RATE": "0",
+                       "TVFLUX_TIERS": "1m,1h", "TVFLUX_LOG_LEVEL": "debug", "HOME": "/x"})
+    assert (s.port, s.symbols, s.synthetic_rate, s.tiers, s.log_level) == (9000, ("AAA", "BBB"), 0.0, ("1m", "1h"), "DEBUG")
+
+
+def test_every_bad_variable_is_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        load_settings({"TVFLUX_PORT": "http", "TVFLUX_STORE": "mongo", "TVFLUX_SYNTHETIC_RATE": "-1",
+                       "TVFLUX_SYMBOLS": " , ", "TVFLUX_PORTT": "1"})
+    problems = "\n".join(info.value.problems)
+    for name in ("TVFLUX_PORT=", "TVFLUX_STORE=", "TVFLUX_SYNTHETIC_RATE=", "TVFLUX_SYMBOLS=", "TVFLUX_PORTT: unknown"):
+        assert name in problems
+    assert len(info.value.problems) == 5
+
+
+def test_bad_tiers_and_influx_without_url():
+    with pytest.raises(ConfigError) as info:
+        load_settings({"TVFLUX_TIERS": "7m", "TVFLUX_STORE": "influx"})
+    text = "\n".join(info.value.problems)
+    assert "TVFLUX_INFLUX_URL" in text
+
+
+def test_tokens_never_show_in_reprs_or_errors():
+    s = load_settings({"TVFLUX_INFLUX_TOKEN": "hunter2"})
+    assert s.influx_token == "hunter2"
+    assert "hunter2" not in repr(s) and "hunter2" not in repr(Secret("hunter2"))
+
+
+def test_overrides_win():
+    assert load_settings({"TVFLUX_PORT": "1"}, port=2, host=None).port == 2
