@@ -1,8 +1,8 @@
 """The store contract: every backend must pass these (service/storage/base.py).
 
 The embedded DuckDB store always runs them on a real file. The InfluxDB store runs them
-when ``TVFLUX_INFLUX_URL`` (and ``_TOKEN``, ``_ORG``) point at a server; otherwise its
-cases are skipped with that reason.
+against a real ``influxd`` that the ``influx_server`` fixture starts on 127.0.0.1 (found
+through ``TVFLUX_INFLUXD`` or ``PATH``); without one its cases are skipped with that reason.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from tests.reference import reference_bars
 
 NOW_MS = 1_700_006_400_000  # a fixed "now" (2023-11-15 00:00 UTC): stores take time as an argument
 NS = 1_000_000
-INFLUX_URL = os.environ.get("TVFLUX_INFLUX_URL", "")
 
 
 class StoreKit:
     """Makes stores of one backend; ``reopen()`` simulates a restart on the same data."""
 
-    def __init__(self, kind: str, tmp_path) -> None:
+    def __init__(self, kind: str, tmp_path, influx=None) -> None:
         self.kind = kind
+        self.influx = influx
         self.path = str(tmp_path / "store.duckdb")
         self.bucket_suffix = uuid.uuid4().hex[:8]
 
@@ -41,8 +41,7 @@ class StoreKit:
         from service.storage.influx.store import InfluxStore
 
         settings = load_settings(
-            {k: v for k, v in os.environ.items() if k.startswith("TVFLUX_")},
-            store="influx",
+            self.influx.env,
             influx_bucket=f"tvflux_test_trades_{self.bucket_suffix}",
             influx_bars_bucket=f"tvflux_test_bars_{self.bucket_suffix}",
             influx_status_bucket=f"tvflux_test_status_{self.bucket_suffix}",
@@ -63,9 +62,8 @@ async def dispose(store) -> None:
 
 @pytest.fixture(params=["duckdb", "influx"])
 async def kit(request, tmp_path):
-    if request.param == "influx" and not INFLUX_URL:
-        pytest.skip("InfluxStore contract skipped: set TVFLUX_INFLUX_URL (+ _TOKEN, _ORG) to run it against a server")
-    return StoreKit(request.param, tmp_path)
+    influx = request.getfixturevalue("influx_server") if request.param == "influx" else None
+    return StoreKit(request.param, tmp_path, influx)
 
 
 @pytest.fixture
