@@ -6,16 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.report import (
-    _FAN_HEAD,
-    _LOAD_HEAD,
+from bench.figures import (
+    FAN_HEAD,
+    LOAD_HEAD,
     RES_LABEL,
     TARGETS,
-    _cell,
-    _fan_row,
-    _load_row,
+    cell,
     evaluate,
+    fan_row,
     history_tables,
+    load_row,
     ms,
     n,
     ratio,
@@ -50,12 +50,12 @@ def _summary(results: dict[str, Any]) -> str:
     if hist:
         big = max(hist["ranges"].values())
         label = next(k for k, v in hist["ranges"].items() if v == big)
-        t = _cell(hist, "cells", "tiers", "1D", label)
-        d = _cell(hist, "cells", "duckdb_1s", "1D", label)
-        r = _cell(hist, "cells", "redis_1s", "1D", label)
-        w = _cell(hist, "cells", "raw", "1D", label)
-        m1 = _cell(hist, "cells", "tiers", "1", label)
-        m1d = _cell(hist, "cells", "duckdb_1s", "1", label)
+        t = cell(hist, "cells", "tiers", "1D", label)
+        d = cell(hist, "cells", "duckdb_1s", "1D", label)
+        r = cell(hist, "cells", "redis_1s", "1D", label)
+        w = cell(hist, "cells", "raw", "1D", label)
+        m1 = cell(hist, "cells", "tiers", "1", label)
+        m1d = cell(hist, "cells", "duckdb_1s", "1", label)
         if t and d:
             verdict_text = ("**Yes — pre-downsampling wins, and by more the coarser the bars and the longer the "
                             "range.**" if (d["ratio_to_tiers"] or 0) >= 10 else
@@ -255,21 +255,21 @@ def _history_meaning(hist: dict[str, Any]) -> str:
                      + (f", {ms(min(http_chart))}–{ms(max(http_chart))} ms end to end over HTTP" if http_chart else "")
                      + "): 300 rows of one table, whatever the bar size. At request time the cost grows with the "
                        "span covered instead — 300 daily bars are 300 days of per-second bars.")
-    d1 = _cell(hist, "cells", "duckdb_1s", "1D", label)
-    m1 = _cell(hist, "cells", "duckdb_1s", "1", label)
+    d1 = cell(hist, "cells", "duckdb_1s", "1D", label)
+    m1 = cell(hist, "cells", "duckdb_1s", "1", label)
     if d1 and m1:
         lines.append(f"* **Per-second aggregation costs roughly the same for every resolution over a given range** "
                      f"({ms(m1['p50'])} ms for 1m and {ms(d1['p50'])} ms for 1d over {label} in DuckDB): the work "
                      "is reading the range's per-second rows. Tiers read one row per answered bar, so the ratio "
                      "grows with the bar size.")
-    r1 = _cell(hist, "cells", "redis_1s", "1D", label)
+    r1 = cell(hist, "cells", "redis_1s", "1D", label)
     if r1 and d1:
         lines.append(f"* **Redis is slower than DuckDB for the same per-second data** ({ms(r1['p50'])} vs "
                      f"{ms(d1['p50'])} ms for 1d over {label}): every per-second bar crosses the socket and is "
                      "parsed and aggregated by the client, where DuckDB scans compressed columns in place with "
                      "two threads. It is the realistic shape of a NoSQL solution that stores fine bars and "
                      "aggregates in the app.")
-    w = _cell(hist, "cells", "raw", "1D", label)
+    w = cell(hist, "cells", "raw", "1D", label)
     if w and d1:
         per_bar = None
         if hist.get("bars_1s") and hist["bars_1s"].get("rows"):
@@ -294,13 +294,13 @@ def _ingest(results: dict[str, Any], charts: dict[str, str]) -> str:
     out = ["## Live ingest"]
     if "ingest" in charts:
         out.append(f"![ingest]({charts['ingest']})")
-    rows = [_load_row("target run (+18 subscribers)", ing["headline"])]
-    rows += [_load_row(f"sweep {r['ingest']['target_per_s'] / 1000:.0f}k", r) for r in ing["sweep"]]
+    rows = [load_row("target run (+18 subscribers)", ing["headline"])]
+    rows += [load_row(f"sweep {r['ingest']['target_per_s'] / 1000:.0f}k", r) for r in ing["sweep"]]
     if ing.get("json_frames"):
-        rows.append(_load_row("JSON frames", ing["json_frames"]))
+        rows.append(load_row("JSON frames", ing["json_frames"]))
     if ing.get("http"):
-        rows.append(_load_row("HTTP POST (JSON)", ing["http"]))
-    out.append(markdown_table(rows, _LOAD_HEAD))
+        rows.append(load_row("HTTP POST (JSON)", ing["http"]))
+    out.append(markdown_table(rows, LOAD_HEAD))
     h = ing["headline"]
     lat = h["latency_ms"]
     out.append(f"The target run publishes {h['config']['rate']:,.0f} trades/s over {h['config']['connections']} "
@@ -319,13 +319,13 @@ def _fanout(results: dict[str, Any], charts: dict[str, str]) -> str:
     out = ["## Fan-out to subscribers"]
     if "fanout" in charts:
         out.append(f"![fan-out]({charts['fanout']})")
-    rows = [_fan_row("target run", fan["headline"])]
-    rows += [_fan_row(f"sweep {r['subscribers']['subscriptions']:,}", r) for r in fan["sweep"]]
+    rows = [fan_row("target run", fan["headline"])]
+    rows += [fan_row(f"sweep {r['subscribers']['subscriptions']:,}", r) for r in fan["sweep"]]
     if fan.get("multiplexed"):
-        rows.append(_fan_row("100 subs per connection", fan["multiplexed"]))
+        rows.append(fan_row("100 subs per connection", fan["multiplexed"]))
     if fan.get("batched"):
-        rows.append(_fan_row("batched publisher (10k-trade frames, 5 Hz markers)", fan["batched"]))
-    out.append(markdown_table(rows, _FAN_HEAD))
+        rows.append(fan_row("batched publisher (10k-trade frames, 5 Hz markers)", fan["batched"]))
+    out.append(markdown_table(rows, FAN_HEAD))
     h = fan["headline"]
     push = h["config"]["push_interval_ms"]
     out.append(_fanout_meaning(fan))
@@ -531,7 +531,7 @@ def _reproduce() -> str:
 make bench                                  # everything: ~15–20 min, builds bench/data/ once (≈ 1.3 GB)
 .venv/bin/python -m bench.run --quick       # smoke test: ~1.5 min, writes bench/data/quick/results/
 .venv/bin/python -m bench.run --only history,report
-.venv/bin/tvflux bench history --help       # the history benchmark alone
+.venv/bin/tvflux-bench history --help       # the history benchmark alone (also: python -m bench)
 .venv/bin/tvflux-loadgen --spawn --rate 300000 --duration 60 --subscribers 18 --frame-trades 10000
 .venv/bin/tvflux-loadgen --spawn --rate 50000 --subscribers 5000 --push-interval-ms 250 --duration 60
 ```
