@@ -1,23 +1,28 @@
-"""``tvflux bench …``: the benchmark sub-commands, registered into tvflux's CLI by
-:func:`register` (``service/ops/cli.py`` calls it when the ``loadgen`` package is installed).
+"""``tvflux-bench`` (also ``python -m bench``): the benchmarks' own entry point.
 
-* ``tvflux bench history``  — history latency: pre-downsampled tiers vs per-second bars
+* ``tvflux-bench history``  — history latency: pre-downsampled tiers vs per-second bars
   aggregated at request time (DuckDB and Redis) vs raw trades;
-* ``tvflux bench backfill`` — generation and backfill throughput on the benchmark dataset;
-* ``tvflux bench all``      — everything, report included (same as ``python -m bench.run``).
+* ``tvflux-bench backfill`` — generation and backfill throughput on the benchmark dataset;
+* ``tvflux-bench all``      — everything, report included (same as ``python -m bench.run``).
+
+Separate from ``tvflux`` on purpose: the product CLI never imports the benchmark (its
+matplotlib, Redis and load-generator dependencies), and the benchmark drives the product
+the way a user would (``bench/data.py`` runs ``tvflux generate`` as a subprocess).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 
-def register(subparsers: Any) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks (history, backfill, all)")
-    sub = bench.add_subparsers(dest="bench_command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tvflux-bench", description="tvflux benchmarks (history, backfill, all)")
+    sub = parser.add_subparsers(dest="bench_command", required=True)
 
     from bench import history as bench_history
 
@@ -35,11 +40,10 @@ def register(subparsers: Any) -> None:
     everything = sub.add_parser("all", help="run every benchmark and render docs/performance.md")
     everything.add_argument("--quick", action="store_true", help="small dataset, short runs (a smoke test)")
     everything.set_defaults(func=cmd_all)
+    return parser
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Any) -> int:
-    import os
-
     from bench.data import DatasetSpec, ensure_dataset, rebackfill
 
     spec = DatasetSpec(trades=args.trades, days=args.days)
@@ -55,27 +59,32 @@ def cmd_backfill(args: argparse.Namespace, settings: Any) -> int:
 
 
 def cmd_all(args: argparse.Namespace, settings: Any) -> int:
-    import os
-
-    try:
-        from bench.run import main as run_main
-    except ImportError:  # `bench/` lives next to the (editable-installed) loadgen package
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        from bench.run import main as run_main
+    from bench.run import main as run_main
 
     return run_main(["--quick"] if args.quick else [])
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m bench.cli history …``) until the ``bench``
-    command is wired into ``tvflux``."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Settings come from ``TVFLUX_*`` like ``tvflux``'s (the history benchmark reads the
+    downsampling plan from them); logging is configured here once."""
+    from service.core.errors import ConfigError, TvfluxError
     from service.core.settings import load_settings
-    import os
+    from service.ops.console import configure_logging
 
-    parser = argparse.ArgumentParser(prog="tvflux")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["bench", *(argv if argv is not None else sys.argv[1:])])
-    return int(args.func(args, load_settings(os.environ)) or 0)
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        print(f"tvflux-bench: {exc.message}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        return int(args.func(args, settings) or 0)
+    except TvfluxError as exc:
+        print(f"tvflux-bench: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``tvflux bench history``: chart-history latency, tvflux's pre-downsampled tiers against
+"""``tvflux-bench history``: chart-history latency, tvflux's pre-downsampled tiers against
 aggregating finer data at request time, side by side in one run.
 
 Strategies (all answer the same request: OHLCV bars of resolution R over [from, to)):

@@ -8,7 +8,7 @@ others' last results):
 * ``dataset``   — the 50M-trade year (built with ``tvflux generate`` + ``tvflux downsample``
                   when missing: that build is the generation benchmark);
 * ``backfill``  — all tiers rebuilt from the raw trades of a copy of the dataset;
-* ``history``   — ``tvflux bench history``: tiers vs per-second (DuckDB, Redis) vs raw;
+* ``history``   — ``tvflux-bench history``: tiers vs per-second (DuckDB, Redis) vs raw;
 * ``ingest``    — loadgen: the sustained-ingest target run, then a rate sweep;
 * ``fanout``    — loadgen: the 5,000-subscriber target run, then a subscriber sweep;
 * ``live_history`` — chart-history requests against the 50M dataset while ingesting and

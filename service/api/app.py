@@ -118,7 +118,7 @@ class Services:
             return
         self._synthetic_start_ms = now_ms()
         written = await backfill_synthetic(self.store, self.market, settings.synthetic_rate,
-                                           settings.synthetic_backfill_s, self._synthetic_start_ms)
+                                           settings.synthetic_backfill_s * 1000, self._synthetic_start_ms)
         log.info("empty store: wrote %d synthetic trades of history (%d h) so the chart has something to show",
                  written, settings.synthetic_backfill_s // 3600)
 

@@ -10,70 +10,21 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import sys
-import time
-import warnings
 from collections.abc import Sequence
 
 from service.core.errors import ConfigError, TvfluxError
 from service.core.settings import Settings, load_settings
+from service.core.synthetic import SyntheticMarket
+from service.ops import commands, influx_cli
+from service.ops.console import Progress, configure_logging
+from service.ops.downsample import run_to_edge
+from service.runtime.clock import now_ms
+from service.runtime.sources import backfill_synthetic
+from service.storage.base import Store
 
 log = logging.getLogger("tvflux")
 DAY_MS = 86_400_000
-
-
-class RedactSecrets(logging.Filter):
-    """Blanks bearer tokens and ``token=`` query values in every record the handler emits
-    (uvicorn logs WebSocket request lines, and headers at DEBUG)."""
-
-    _pattern = re.compile(r"(?i)(bearer\s+|token=)[^\s&\"']+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = self._pattern.sub(r"\1***", message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
-def _configure_logging(level: str) -> None:
-    # uvicorn's legacy websockets implementation is deprecated, but it is the one whose
-    # send waits for the socket to drain, which is how slow subscribers are detected.
-    warnings.filterwarnings("ignore", message=r".*`websockets` implementation is deprecated")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactSecrets())
-
-
-class Progress:
-    """One self-overwriting line on stderr (plain lines when stderr is not a terminal)."""
-
-    def __init__(self, label: str, total: float, unit: str) -> None:
-        self.label, self.total, self.unit = label, total, unit
-        self.started = time.perf_counter()
-        self._last_print = 0.0
-        self._tty = sys.stderr.isatty()
-
-    def update(self, done: float, *, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not force and now - self._last_print < (0.2 if self._tty else 5.0):
-            return
-        self._last_print = now
-        elapsed = now - self.started
-        pct = 100.0 * done / self.total if self.total else 100.0
-        rate = done / elapsed if elapsed > 0 else 0.0
-        width = 30
-        filled = int(width * min(pct, 100) / 100)
-        line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {pct:5.1f}% "
-                f"{done:,.0f}/{self.total:,.0f} {self.unit} {rate:,.0f} {self.unit}/s {elapsed:6.1f}s")
-        sys.stderr.write(("\r" + line) if self._tty else (line + "\n"))
-        sys.stderr.flush()
-
-    def finish(self, done: float) -> None:
-        self.update(done, force=True)
-        if self._tty:
-            sys.stderr.write("\n")
 
 
 # --- serve --------------------------------------------------------------------------------
@@ -142,12 +93,8 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_generate(store, symbols, args.days, args.trades, args.seed, args.end_ms))
 
 
-async def _generate(store, symbols: tuple[str, ...], days: float, trades: int, seed: int, end_ms: int | None) -> int:  # type: ignore[no-untyped-def]
-    from service.runtime.clock import now_ms
-    from service.core.models import TradeColumns
-    from service.core.synthetic import SyntheticMarket
-    from service.core.timestamps import TimestampAllocator
-
+async def _generate(store: Store, symbols: tuple[str, ...], days: float, trades: int, seed: int,
+                    end_ms: int | None) -> int:
     await store.start()
     try:
         end = end_ms if end_ms is not None else now_ms()
@@ -158,30 +105,9 @@ async def _generate(store, symbols: tuple[str, ...], days: float, trades: int, s
             print(f"the store already has {symbols[0]} trades in that range; refusing to write them twice "
                   "(use a fresh TVFLUX_DATA_DIR)", file=sys.stderr)
             return 2
-        rate_per_s = trades / (span_ms / 1000)
-        market = SyntheticMarket(symbols, seed=seed)
-        clock = TimestampAllocator()
-        for symbol in symbols:
-            clock.start_symbol(symbol, await store.last_ts_ns(symbol, 0, start * 1_000_000))
-        # One hour per chunk: a few hundred thousand trades at the POC's density, so memory
-        # stays flat whatever the total; appends are grouped to ~1M rows per transaction.
-        chunk_ms = 3_600_000
         progress = Progress("generate", trades, "trades")
-        written = 0
-        group: list[TradeColumns] = []
-        group_rows = 0
-        t = start
-        while t < end:
-            hi = min(end, t + chunk_ms)
-            for b in market.trades(t, hi, rate_per_s):
-                group.append(TradeColumns(b.symbol, clock.allocate(b.symbol, b.ts_ns // 1_000_000), b.price, b.size))
-                group_rows += len(b)
-            if group_rows >= 1_000_000 or hi >= end:
-                await store.append(group)
-                written += group_rows
-                group, group_rows = [], 0
-                progress.update(written)
-            t = hi
+        written = await backfill_synthetic(store, SyntheticMarket(symbols, seed=seed), trades / (span_ms / 1000),
+                                           span_ms, end, on_written=progress.update)
         progress.finish(written)
         print(f"wrote {written:,} trades for {','.join(symbols)} over {days:g} days", file=sys.stderr)
     finally:
@@ -195,33 +121,13 @@ async def _generate(store, symbols: tuple[str, ...], days: float, trades: int, s
 def cmd_downsample(args: argparse.Namespace, settings: Settings) -> int:
     from service.api.app import build_store
 
-    return asyncio.run(_downsample(build_store(settings), settings))
+    return asyncio.run(_downsample(build_store(settings)))
 
 
-async def _downsample(store, settings: Settings) -> int:  # type: ignore[no-untyped-def]
-    from service.runtime.clock import now_ms
-
+async def _downsample(store: Store) -> int:
     await store.start()
     try:
-        progress = None
-        total_windows = 0
-        started = time.perf_counter()
-        while True:
-            report = await store.run_downsampling(now_ms(), max_windows=20)
-            if not report.ran:
-                break
-            total_windows += len(report.ran)
-            status = await store.downsampling_status(now_ms())
-            behind = sum(1 for s in status if s.lagMs is None or s.lagMs > 3_600_000)
-            if progress is None:
-                progress = Progress("downsample", len(status), "tiers at edge")
-            progress.update(len(status) - behind)
-        if progress is not None:
-            progress.finish(len(settings.plan.tiers))
-        for s in await store.downsampling_status(now_ms()):
-            wm = "-" if s.watermark is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.watermark / 1000))
-            print(f"{s.tier:>4} watermark {wm} UTC  rows {s.rows:,}", file=sys.stderr)
-        print(f"{total_windows} windows in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        await run_to_edge(store)
     finally:
         await store.close()
     return 0
@@ -251,17 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     down = sub.add_parser("downsample", help="run the downsampling plan up to the live edge")
     down.set_defaults(func=cmd_downsample)
 
-    from service.ops.commands import register as register_ops
-    from service.ops.influx_cli import register as register_influx
-
-    register_influx(sub)
-    register_ops(sub)
-    try:  # the benchmarks live in the loadgen package, installed with tvflux
-        from bench.cli import register as register_bench
-    except ImportError:
-        pass
-    else:
-        register_bench(sub)
+    influx_cli.register(sub)
+    commands.register(sub)
     return parser
 
 
@@ -274,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tvflux: {exc.message}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     try:
         return int(args.func(args, settings) or 0)
     except ConfigError as exc:

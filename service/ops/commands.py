@@ -23,13 +23,12 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from service.ops import backup as bk
 from service.core.errors import ConfigError, StoreUnavailable, TvfluxError
+from service.ops import backup as bk
+from service.ops.console import Progress, configure_logging
+from service.ops.downsample import run_to_edge
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# For the progress bar only: a tier this close to now counts as caught up (the 1d tier
-# normally trails by up to a day and a bit).
-CAUGHT_UP_LAG_MS = 2 * 86_400_000
 
 
 def register(subparsers: Any) -> None:
@@ -77,12 +76,6 @@ def _require_duckdb(settings: Any, what: str) -> None:
     if settings.store != "duckdb":
         raise ConfigError([f"'{what}' works on the embedded store; for InfluxDB see docs/backup.md "
                            "(scripts/influx-backup.sh, scripts/influx-restore.sh)"])
-
-
-def _progress(label: str, total: float, unit: str) -> Any:
-    from service.ops.cli import Progress  # the CLI's progress bar; imported late (cli imports us)
-
-    return Progress(label, total, unit)
 
 
 def _utc(ms: int | None) -> str:
@@ -134,7 +127,7 @@ def _backup_online(url: str, target: str, settings: Any, expected_source: str | 
         if expected_source is not None and os.path.realpath(manifest.source) != os.path.realpath(expected_source):
             raise bk.BackupError(f"the service at {url} serves {manifest.source}, not {expected_source}; "
                                  "pass --url of the service that holds it")
-        progress.append(_progress("backup", manifest.total_bytes, "bytes"))
+        progress.append(Progress("backup", manifest.total_bytes, "bytes"))
         progress.append(0)
 
     def on_bytes(n: int) -> None:
@@ -216,7 +209,7 @@ async def _import(store: Any, settings: Any, args: argparse.Namespace) -> int:
                 _print_summary(summaries[-1])
                 continue
             for source in found:
-                progress = _progress(f"import {os.path.basename(source.name)}", source.size_bytes, "bytes")
+                progress = Progress(f"import {os.path.basename(source.name)}", source.size_bytes, "bytes")
                 done = [0]
 
                 def on_bytes(n: int, done: list[int] = done, progress: Any = progress) -> None:
@@ -232,7 +225,7 @@ async def _import(store: Any, settings: Any, args: argparse.Namespace) -> int:
         print(f"total: {accepted:,} trades stored, {sum(s.already_stored for s in summaries):,} already stored, "
               f"{sum(s.rejects.total for s in summaries):,} rejected; {failed} file(s) failed", file=sys.stderr)
         if accepted and not args.no_downsample:
-            await _downsample(store, settings)
+            await run_to_edge(store)
     finally:
         await store.close()
     return EXIT_FAILED if failed else EXIT_OK
@@ -248,24 +241,6 @@ def _print_summary(s: Any) -> None:
     for reason, count in sorted(s.rejects.counts.items(), key=lambda kv: -kv[1]):
         examples = ", ".join(s.rejects.examples.get(reason, []))
         print(f"  rejected, {reason}: {count:,} (e.g. {examples})", file=sys.stderr)
-
-
-async def _downsample(store: Any, settings: Any) -> None:
-    """Run the plan until every tier is at the live edge, with a progress bar."""
-    from service.runtime.clock import now_ms
-
-    tiers = len(settings.plan.tiers)
-    progress = _progress("downsample", tiers, "tiers at the edge")
-    windows = 0
-    while True:
-        report = await store.run_downsampling(now_ms(), max_windows=20)
-        windows += len(report.ran)
-        status = await store.downsampling_status(now_ms())
-        progress.update(sum(1 for s in status if s.lagMs is not None and s.lagMs < CAUGHT_UP_LAG_MS))
-        if not report.ran:
-            break
-    progress.finish(tiers)
-    print(f"downsampling: {windows} windows run", file=sys.stderr)
 
 
 # --- export -----------------------------------------------------------------------------------
@@ -311,7 +286,7 @@ async def _export(settings: Any, args: argparse.Namespace, resolution: Any, from
         else:
             out_file = open(args.out, "w", newline="", encoding="utf-8") if args.out else None
             sink = CsvBars(out_file or sys.stdout)
-        progress = _progress("export", to_ms - resolution.bucket_start_ms(from_ms), "ms of range")
+        progress = Progress("export", to_ms - resolution.bucket_start_ms(from_ms), "ms of range")
         start = resolution.bucket_start_ms(from_ms)
         written = await export(source, sink, args.symbol, resolution, from_ms, to_ms,
                                on_page=lambda hi, n: progress.update(hi - start))
@@ -333,7 +308,6 @@ async def _export(settings: Any, args: argparse.Namespace, resolution: Any, from
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m service.ops.commands``: these commands without the rest of ``tvflux``."""
-    from service.ops.cli import _configure_logging
     from service.core.settings import load_settings
 
     parser = argparse.ArgumentParser(prog="tvflux", description="tvflux operations")
@@ -342,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings(os.environ, data_dir=args.data_dir)
-        _configure_logging(settings.log_level)
+        configure_logging(settings.log_level)
         return int(args.func(args, settings) or 0)
     except ConfigError as exc:
         _err(exc.message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from service.runtime.clock import now_ms
 from service.core.errors import Overloaded
@@ -16,23 +17,37 @@ from service.core.timestamps import TimestampAllocator
 
 log = logging.getLogger(__name__)
 TICK_MS = 50  # generate every 50 ms: small enough for smooth live bars
+APPEND_ROWS = 1_000_000  # backfill: rows per store append (one transaction each)
 
 
-async def backfill_synthetic(store: Store, market: SyntheticMarket, rate_per_s: float, span_s: int,
-                             end_ms: int) -> int:
-    """Write ``span_s`` of synthetic history ending at ``end_ms`` straight into an empty
-    store, so a first ``make run`` shows a chart with history at once. Uses the same
-    market the live feed continues, so prices join up. Returns the trades written."""
+async def backfill_synthetic(store: Store, market: SyntheticMarket, rate_per_s: float, span_ms: int,
+                             end_ms: int, *, on_written: Callable[[int], None] | None = None) -> int:
+    """Write ``span_ms`` of synthetic history ending at ``end_ms`` straight into the
+    store: at the service's first start, so a first ``make run`` shows a chart with
+    history at once (the same market the live feed continues, so prices join up), and
+    for ``tvflux generate``. Returns the trades written; ``on_written(total)`` follows
+    progress."""
+    start_ms = end_ms - span_ms
     clock = TimestampAllocator()
-    for symbol in market.symbols:
-        clock.start_symbol(symbol, None)
+    for symbol in market.symbols:  # unique timestamps continue after what is stored
+        clock.start_symbol(symbol, await store.last_ts_ns(symbol, 0, start_ms * 1_000_000))
     written = 0
+    group: list[TradeColumns] = []
+    group_rows = 0
+    # One hour per chunk: a few hundred thousand trades at the POC's density, so memory
+    # stays flat whatever the total; appends are grouped to ~1M rows per transaction.
     chunk_ms = 3_600_000
-    for lo in range(end_ms - span_s * 1000, end_ms, chunk_ms):
-        batches = [TradeColumns(b.symbol, clock.allocate(b.symbol, b.ts_ns // 1_000_000), b.price, b.size)
-                   for b in market.trades(lo, min(end_ms, lo + chunk_ms), rate_per_s)]
-        await store.append(batches)
-        written += sum(len(b) for b in batches)
+    for lo in range(start_ms, end_ms, chunk_ms):
+        hi = min(end_ms, lo + chunk_ms)
+        for b in market.trades(lo, hi, rate_per_s):
+            group.append(TradeColumns(b.symbol, clock.allocate(b.symbol, b.ts_ns // 1_000_000), b.price, b.size))
+            group_rows += len(b)
+        if group_rows >= APPEND_ROWS or hi >= end_ms:
+            await store.append(group)
+            written += group_rows
+            group, group_rows = [], 0
+            if on_written is not None:
+                on_written(written)
     return written
 
 
