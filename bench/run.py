@@ -231,7 +231,9 @@ def step_live_history(p: Profile) -> dict[str, Any]:
     common = dict(spawn=True, data_dir=str(scratch), connections=1, frame_trades=2_000, window=4,
                   push_interval_ms=p.push_interval_ms, warmup_s=p.warmup_s, progress=True,
                   history_to_ms=spec.end_ms, history_countback=300, history_connections=2,
-                  server_env={"TVFLUX_DOWNSAMPLE_INTERVAL_MS": "2000"})
+                  server_env={"TVFLUX_DOWNSAMPLE_INTERVAL_MS": "2000"},
+                  # the dataset's symbols, in a scratch copy of it: the loadgen may write there
+                  symbols=("BTCUSD", "ETHUSD", "LTCUSD"), allow_real_symbols=True)
     try:
         print("history with no other load (same server setup)", file=sys.stderr)
         idle = _trim(_load(LoadConfig(rate=0, subscribers=0, history_rate=50, duration_s=p.live_history_s, **common)))

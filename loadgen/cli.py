@@ -6,7 +6,9 @@ Examples::
     tvflux-loadgen --spawn --rate 50000 --subscribers 5000 --push-interval-ms 250
     tvflux-loadgen --url http://127.0.0.1:8000 --pid 1234 --rate 20000 --subscribers 100 --json
 
-Only 127.0.0.1 is targeted, and every run stops by itself after warm-up + duration +
+Trades go only to the load generator's own symbols (``LOADGEN-1..3`` by default): a run
+that would publish to other symbols of a server that is not a scratch one is refused
+unless ``--allow-real-symbols`` (see :mod:`loadgen.guard`). Only 127.0.0.1 is targeted, and every run stops by itself after warm-up + duration +
 a bounded drain. ``--spawn`` starts ``tvflux serve`` on a free port with a scratch data
 directory (synthetic trades off) and stops it at the end; otherwise give ``--pid`` of
 the server to get its CPU and memory in the report.
@@ -21,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from loadgen.guard import DEFAULT_SYMBOLS
 from loadgen.runner import DEFAULT_RESOLUTIONS, LoadConfig, run_load
 from loadgen.stats import fmt_latency, fmt_num, table
 
@@ -37,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--data-dir", help="data dir of the spawned server (default: a scratch dir)")
     target.add_argument("--push-interval-ms", type=int, help="TVFLUX_PUSH_INTERVAL_MS of the spawned server")
     target.add_argument("--token", help="bearer token for ingest, if the server requires one")
+    target.add_argument("--allow-real-symbols", action="store_true",
+                        help="publish to symbols that are not the load generator's own (LOADGEN-…) on a server that "
+                             "is not a scratch one: its trades and markers (priced ≈1.8e12) stay in their bars for good")
 
     pub = p.add_argument_group("publishing")
     pub.add_argument("--rate", type=float, default=10_000, help="target trades/s (0: none; default 10000)")
@@ -52,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_argument_group("subscribing")
     sub.add_argument("--subscribers", type=int, default=0, help="subscriptions (default 0)")
     sub.add_argument("--subs-per-conn", type=int, default=1, help="subscriptions per connection (default 1)")
-    sub.add_argument("--symbols", default="BTCUSD,ETHUSD,LTCUSD")
+    sub.add_argument("--symbols", default=",".join(DEFAULT_SYMBOLS),
+                     help="symbols to publish to and subscribe to (default: the load generator's own, which a "
+                          "spawned server is created with; another server must list them in TVFLUX_SYMBOLS)")
     sub.add_argument("--resolutions", default=",".join(DEFAULT_RESOLUTIONS))
     sub.add_argument("--connect-concurrency", type=int, default=100)
     sub.add_argument("--deflate", action="store_true", help="negotiate permessage-deflate like browsers do")
@@ -82,6 +90,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         url=args.url, spawn=args.spawn, pid=args.pid, server_env=env, data_dir=args.data_dir,
         rate=args.rate, transport=args.transport, fmt=args.fmt, connections=args.connections,
         frame_trades=args.frame_trades, window=args.window, marker_hz=args.marker_hz, token=args.token,
+        allow_real_symbols=args.allow_real_symbols,
         subscribers=args.subscribers, subs_per_conn=args.subs_per_conn,
         symbols=tuple(s.strip() for s in args.symbols.split(",") if s.strip()),
         resolutions=tuple(r.strip() for r in args.resolutions.split(",") if r.strip()),
@@ -144,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = asyncio.run(run_load(cfg))
     except KeyboardInterrupt:
         return 130
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # RefusedRun too: nothing was sent
         print(f"tvflux-loadgen: {exc}", file=sys.stderr)
         return 1
     if args.json == "-":

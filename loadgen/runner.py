@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from loadgen.guard import DEFAULT_SYMBOLS, check_target
 from loadgen.httpclient import HttpConnection, HttpError
 from loadgen.markers import MarkerBook
 from loadgen.monitor import ProcessMonitor
@@ -44,10 +45,11 @@ class LoadConfig:
     window: int = 4
     marker_hz: float = 20.0
     token: str | None = None
+    allow_real_symbols: bool = False  # publish to symbols that are not LOADGEN-… on a non-scratch server
     # subscribing
     subscribers: int = 0
     subs_per_conn: int = 1
-    symbols: tuple[str, ...] = ("BTCUSD", "ETHUSD", "LTCUSD")
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS  # the load generator's own (loadgen.guard)
     resolutions: tuple[str, ...] = DEFAULT_RESOLUTIONS
     connect_concurrency: int = 100
     deflate: bool = False
@@ -135,7 +137,9 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
         env = {"TVFLUX_SYNTHETIC_RATE": "0", "TVFLUX_MAX_BATCH_TRADES": str(max(10_000, cfg.frame_trades)),
                "TVFLUX_MAX_SUBSCRIPTIONS_PER_CONNECTION": str(max(200, cfg.subs_per_conn)),
                # every connection comes from 127.0.0.1: lift the per-address limit above the run's needs
-               "TVFLUX_MAX_CONNECTIONS_PER_CLIENT": str(cfg.subscribers + cfg.connections + 64)}
+               "TVFLUX_MAX_CONNECTIONS_PER_CLIENT": str(cfg.subscribers + cfg.connections + 64),
+               # the server is created for the run: it accepts the run's symbols (loadgen.guard)
+               "TVFLUX_SYMBOLS": ",".join(cfg.symbols)}
         if cfg.push_interval_ms is not None:
             env["TVFLUX_PUSH_INTERVAL_MS"] = str(cfg.push_interval_ms)
         env.update(cfg.server_env)
@@ -145,6 +149,10 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
     else:
         base_url, pid = cfg.url.rstrip("/"), cfg.pid
     try:
+        if server is None or cfg.data_dir is not None:  # not a scratch server: it may hold real data
+            writes = cfg.rate > 0 or (cfg.subscribers > 0 and cfg.marker_hz > 0)
+            await asyncio.to_thread(check_target, base_url, cfg.symbols, writes=writes,
+                                    allow_real_symbols=cfg.allow_real_symbols, get_json=get_json)
         return await _run(cfg, base_url, pid, server)
     finally:
         if server is not None:

@@ -11,11 +11,13 @@ import subprocess
 import sys
 
 from loadgen.cli import render
+from loadgen.guard import DEFAULT_SYMBOLS
 from loadgen.runner import LoadConfig, run_load
 
 
 async def test_short_run_report_is_consistent(server_factory):
-    server = server_factory(synthetic_rate="0", push_interval_ms="50", downsample_interval_ms="500")
+    server = server_factory(synthetic_rate="0", push_interval_ms="50", downsample_interval_ms="500",
+                            symbols=",".join(DEFAULT_SYMBOLS))
     cfg = LoadConfig(url=server.base_url, pid=server.proc.pid, rate=4_000, connections=2, frame_trades=200,
                      window=2, subscribers=24, subs_per_conn=3, marker_hz=20, history_rate=10,
                      duration_s=2.0, warmup_s=0.5, drain_timeout_s=15, progress=False)
