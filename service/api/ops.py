@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from litestar import Request, post
 from litestar.response import Stream
@@ -155,7 +156,10 @@ async def _stream_and_remove(directory: str, names: list[str]) -> AsyncIterator[
             yield chunk
     finally:
         chunks.close()
-        await anyio.to_thread.run_sync(remove_tree, directory)
+        # Shielded: when the client hangs up, the stream is cancelled, and an unshielded
+        # await here would be cancelled too, leaving the full-size snapshot behind.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(remove_tree, directory)
 
 
 def _sweep_stale(data_dir: str) -> None:

@@ -91,7 +91,7 @@ def db_path(data_dir: str) -> str:
 def snapshot(cursor: duckdb.DuckDBPyConnection, directory: str, source: str) -> Manifest:
     """Export the database behind ``cursor`` into ``directory`` (created; must not exist
     or be empty) and write its manifest. Blocking: call it in a worker thread."""
-    _require_empty(directory)
+    require_empty(directory)
     os.makedirs(directory, exist_ok=True)
     target = directory.replace("'", "''")
     cursor.execute(f"EXPORT DATABASE '{target}' (FORMAT parquet, COMPRESSION zstd)")
@@ -249,7 +249,7 @@ def extract_tar(stream: IO[bytes], directory: str, *,
     """Unpack a backup tar from ``stream`` into ``directory``: plain files with plain
     names only (no paths, links or devices). ``on_manifest`` sees the manifest (the
     first member) before anything else is written and may raise to stop."""
-    _require_empty(directory)
+    require_empty(directory)
     os.makedirs(directory, exist_ok=True)
     with tarfile.open(fileobj=stream, mode="r|") as archive:
         for member in archive:
@@ -270,7 +270,7 @@ def extract_tar(stream: IO[bytes], directory: str, *,
                         on_bytes(len(chunk))
 
 
-def _require_empty(directory: str) -> None:
+def require_empty(directory: str) -> None:
     if os.path.exists(directory) and (not os.path.isdir(directory) or os.listdir(directory)):
         raise BackupError(f"{directory} exists and is not an empty directory; pick a new one")
 

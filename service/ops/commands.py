@@ -95,6 +95,7 @@ def cmd_backup(args: argparse.Namespace, settings: Any) -> int:
     _require_duckdb(settings, "backup")
     path = bk.db_path(settings.data_dir)
     target = os.path.abspath(args.dir)
+    bk.require_empty(target)  # before a running service builds a full-size snapshot for nothing
     created = not os.path.exists(target)
     holder = None if args.url else bk.lock_holder(path)
     started = time.perf_counter()

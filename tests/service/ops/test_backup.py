@@ -262,3 +262,40 @@ def test_tvflux_command_line_offers_the_operations_commands():
     out = subprocess.run([tvflux, "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     assert all(command in out.stdout for command in ("backup", "restore", "import", "export"))
+
+
+def _snapshots_left(data_dir, wait_s: float = 5.0) -> list[str]:
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = [n for n in os.listdir(data_dir) if n.startswith(".backup-")]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def test_backup_into_a_non_empty_dir_is_refused_before_the_service_builds_a_snapshot(server_factory, tmp_path):
+    server = server_factory(synthetic_rate="0")
+    server.post_trades([{"symbol": "BTCUSD", "price": 100.0, "size": 1, "time": int(time.time() * 1000) - 1000}])
+    target = tmp_path / "full"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    out = ops(["backup", str(target)], server.data_dir, TVFLUX_PORT=str(server.port))
+    assert out.returncode != 0
+    assert "not an empty directory" in out.stderr and "asking http" not in out.stderr  # refused up front
+    assert os.listdir(target) == ["keep.txt"]  # the user's directory is untouched
+    assert _snapshots_left(server.data_dir, wait_s=0) == []
+
+
+def test_backup_transfer_abandoned_by_the_client_leaves_no_snapshot_behind(server_factory):
+    import http.client
+
+    server = server_factory(synthetic_rate="0")
+    server.post_trades([{"symbol": "BTCUSD", "price": 100.0, "size": 1, "time": int(time.time() * 1000) - 1000}])
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("POST", "/api/admin/backup", body=b"")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    resp.read(10)  # the snapshot exists now; hang up mid-transfer
+    conn.sock.close()
+    conn.close()
+    assert _snapshots_left(server.data_dir) == []
