@@ -1,39 +1,27 @@
-"""``create_app(settings)``: the Litestar application and the lifetimes of its parts.
-
-Start order: store → ingest (learns what is stored) → writer → hub ticker → downsampler
-→ synthetic source. Shutdown is the reverse, and the writer drains before the store
-closes, so nothing accepted is left behind on a clean stop.
+"""``create_app(settings)``: the Litestar application. What it serves lives in
+:mod:`service.api.services` (the parts and their lifetimes) and the handler modules;
+handlers receive the one :class:`~service.api.services.Services` as a typed dependency.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import AsyncIterator
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.http import ROUTES
+from service.api.services import Services
 from service.api.static import static_routes
 from service.api.streams import STREAM_ROUTES
-from service.runtime.clock import now_ms
-from service.runtime.downsampler import Downsampler
-from service.core.errors import Overloaded, StoreUnavailable
-from service.runtime.history import History, SymbolSet
-from service.runtime.hub import Hub
-from service.runtime.ingest import Ingestor
 from service.core.settings import Settings, load_settings
-from service.runtime.sources import RateMeter, backfill_synthetic, run_synthetic
-from service.core.synthetic import SyntheticMarket
-from service.runtime.spool import Spool
 from service.storage.base import Store
-from service.runtime.writer import TradeWriter
 
 log = logging.getLogger(__name__)
 
@@ -57,183 +45,28 @@ def build_store(settings: Settings) -> Store:
     return store
 
 
-class Services:
-    """Everything a request handler may need, built once per app."""
-
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
-        self.settings = settings
-        self.store = store if store is not None else build_store(settings)
-        self.spool = Spool(os.path.join(settings.data_dir, "spool"), max_bytes=settings.spool_max_bytes,
-                           fsync_interval_ms=settings.spool_fsync_interval_ms)
-        self.writer = TradeWriter(
-            self.store,
-            spool=self.spool,
-            flush_interval_ms=settings.flush_interval_ms,
-            flush_rows=settings.flush_rows,
-            max_pending_rows=settings.writer_max_pending_rows,
-        )
-        self.symbols = SymbolSet(settings.symbols)
-        self.history = History(self.store, self.writer, self.symbols, max_bars=settings.max_bars)
-        self.hub = Hub(self._live_history, now_ms)
-        self.ingest_rate = RateMeter()
-        self.ingestor = Ingestor(
-            self.store, self.writer, self.hub, self.symbols,
-            max_batch_trades=settings.max_batch_trades, max_future_ms=settings.max_future_ms,
-            on_accepted=self.ingest_rate.add,
-        )
-        self.downsampler = Downsampler(
-            self.store, self.hub, interval_ms=settings.downsample_interval_ms, clock_ms=now_ms,
-            timeout_s=settings.downsample_timeout_s,
-        )
-        self.connections = ConnectionLimiter(settings.max_connections_per_client)
-        self.market = SyntheticMarket(settings.symbols, seed=settings.synthetic_seed)
-        self._synthetic_start_ms = now_ms()
-        self.started_at = time.time()
-        self.store_error: str | None = None
-        self.ready = False
-
-    async def _live_history(self, symbol, resolution, from_ms, to_ms):  # type: ignore[no-untyped-def]
-        snapshot = await self.history.bars(symbol, resolution, from_ms, to_ms)
-        return snapshot.bars, snapshot.seq
-
-    def require_ready(self) -> None:
-        """Refuse work that needs the store while it is not up (503, with the reason)."""
-        if not self.ready:
-            raise StoreUnavailable(f"not ready: {self.store_error or 'starting'}")
-
-    async def _start_store(self) -> None:
-        await self.store.start()
-        # Replay what was acknowledged but not stored before the last stop, before
-        # anything reads the store (timestamps, ids, live bars start from it).
-        if await self.writer.recover():
-            await self.writer.drain()
-        await self._seed_synthetic_history()
-        self.symbols.add(await self.store.symbols())
-        await self.ingestor.start()
-        self.store_error = None
-
-    async def _seed_synthetic_history(self) -> None:
-        settings = self.settings
-        if settings.synthetic_rate <= 0 or settings.synthetic_backfill_s <= 0 or await self.store.symbols():
-            return
-        self._synthetic_start_ms = now_ms()
-        written = await backfill_synthetic(self.store, self.market, settings.synthetic_rate,
-                                           settings.synthetic_backfill_s * 1000, self._synthetic_start_ms)
-        log.info("empty store: wrote %d synthetic trades of history (%d h) so the chart has something to show",
-                 written, settings.synthetic_backfill_s // 3600)
-
-    async def _start_store_when_reachable(self) -> None:
-        """A remote store may be down at start: retry with capped backoff, staying
-        unready (never crashing) until it answers."""
-        delay_s = 1.0
-        while True:
-            try:
-                await self._start_store()
-            except StoreUnavailable as exc:
-                self.store_error = exc.message
-                log.error("store unavailable: %s; retrying in %.0fs", exc.message, delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 30.0)
-                continue
-            self._start_background()
-            return
-
-    def _start_background(self) -> None:
-        settings = self.settings
-        self._tasks.append(asyncio.create_task(self.writer.run(), name="writer"))
-        self._tasks.append(asyncio.create_task(self._tick_forever(), name="hub-ticker"))
-        if settings.downsample_interval_ms > 0:
-            self._tasks.append(asyncio.create_task(self.downsampler.run_forever(), name="downsampler"))
-        if settings.synthetic_rate > 0:
-            self._tasks.append(asyncio.create_task(
-                run_synthetic(self.ingestor, self.market, settings.synthetic_rate, self._synthetic_start_ms),
-                name="synthetic",
-            ))
-        self.ready = True
-        log.info("tvflux ready: store=%s symbols=%s synthetic=%s trades/s", self.store.kind,
-                 ",".join(self.symbols), settings.synthetic_rate)
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        self._tasks: list[asyncio.Task[None]] = []
-        starter = None
-        try:
-            if self.store.kind == "duckdb":
-                await self._start_store()  # a local file: fail fast and loud
-                self._start_background()
-            else:
-                starter = asyncio.create_task(self._start_store_when_reachable(), name="store-starter")
-            yield
-        finally:
-            self.ready = False
-            if starter is not None:
-                starter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await starter
-            tasks = self._tasks
-            for task in reversed(tasks):
-                if task.get_name() != "writer":
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            if tasks:
-                try:
-                    await asyncio.wait_for(asyncio.shield(self.writer.drain()), timeout=30)
-                except asyncio.TimeoutError:
-                    log.error("shutdown: the store did not take %d trades in time; they stay in the spool and are "
-                              "replayed at the next start", self.writer.pending_rows + self.writer.spilled_rows)
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            self.spool.close()
-            await self.store.close()
-
-    async def _tick_forever(self) -> None:
-        interval_s = max(self.settings.push_interval_ms, 20) / 1000
-        while True:
-            self.hub.tick(now_ms())
-            await asyncio.sleep(interval_s)
-
-
-class ConnectionLimiter:
-    """Open streaming connections per client address, bounded."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._open: dict[str, int] = {}
-
-    def acquire(self, address: str) -> None:
-        if self._open.get(address, 0) >= self.limit:
-            raise Overloaded(f"more than {self.limit} open connections from {address}", retry_after_s=5)
-        self._open[address] = self._open.get(address, 0) + 1
-
-    def release(self, address: str) -> None:
-        left = self._open.get(address, 0) - 1
-        if left > 0:
-            self._open[address] = left
-        else:
-            self._open.pop(address, None)
-
-
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Litestar:
     settings = settings if settings is not None else load_settings(os.environ)
-    services = Services(settings, store)
+    services = Services(settings, store if store is not None else build_store(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with services.running():
             yield
 
+    def provide_services() -> Services:
+        return services
+
     app = Litestar(
         route_handlers=[*ROUTES, *STREAM_ROUTES, *static_routes()],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        dependencies={"services": Provide(provide_services, use_cache=True, sync_to_thread=False)},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="tvflux", version="0.1.0", path="/schema"),
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         debug=False,
         logging_config=None,  # logging is configured once, by the CLI
     )
-    app.state.services = services
+    app.state.services = services  # for guards (services_of), which get no dependencies
     return app

@@ -15,6 +15,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from service.api.services import services_of
 from service.core.errors import Unauthorized
 
 
@@ -31,7 +32,7 @@ def _matches(presented: str, *expected: str) -> bool:
 
 
 def check_ingest(conn: ASGIConnection[Any, Any, Any, Any]) -> None:
-    settings = conn.app.state.services.settings
+    settings = services_of(conn).settings
     if not settings.ingest_token and not settings.admin_token:
         return
     if not _matches(presented_token(conn), settings.ingest_token, settings.admin_token):
@@ -39,7 +40,7 @@ def check_ingest(conn: ASGIConnection[Any, Any, Any, Any]) -> None:
 
 
 def check_admin(conn: ASGIConnection[Any, Any, Any, Any]) -> None:
-    settings = conn.app.state.services.settings
+    settings = services_of(conn).settings
     if not settings.admin_token:
         return
     if not _matches(presented_token(conn), settings.admin_token):

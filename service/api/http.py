@@ -17,6 +17,7 @@ from litestar.params import Parameter
 from service.api.auth import admin_guard, ingest_guard
 from service.api.metrics import render_metrics
 from service.api.ops import OPS_ROUTES, readiness, ready_body
+from service.api.services import Services
 from service.runtime.clock import now_ms
 from service.core.errors import InvalidMessage, InvalidTrade
 from service.core.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, TradesAccepted, TradesDecoder
@@ -28,10 +29,6 @@ _trades_decoder = TradesDecoder("json")
 _FROM = Parameter(query="from", required=False)
 _TO = Parameter(query="to", required=False)
 _QUERY = Parameter(query="query", required=False)  # `query` itself is reserved by Litestar
-
-
-def _services(request: Request) -> Any:
-    return request.app.state.services
 
 
 def _symbol_info(symbol: str) -> SymbolInfo:
@@ -56,8 +53,7 @@ def udf_config() -> dict[str, Any]:
 
 
 @get("/udf/symbols", sync_to_thread=False)
-def udf_symbols(request: Request, symbol: str | None = None) -> dict[str, Any]:
-    services = _services(request)
+def udf_symbols(services: Services, symbol: str | None = None) -> dict[str, Any]:
     name = (symbol or "").split(":")[-1]
     services.symbols.require(name)
     info = _symbol_info(name)
@@ -74,8 +70,7 @@ def udf_symbols(request: Request, symbol: str | None = None) -> dict[str, Any]:
 
 
 @get("/udf/search", sync_to_thread=False)
-def udf_search(request: Request, text: str | None = _QUERY, limit: str | None = None) -> list[dict[str, Any]]:
-    services = _services(request)
+def udf_search(services: Services, text: str | None = _QUERY, limit: str | None = None) -> list[dict[str, Any]]:
     try:
         max_items = max(1, min(100, int(limit))) if limit else 30
     except ValueError:
@@ -92,10 +87,9 @@ def udf_search(request: Request, text: str | None = _QUERY, limit: str | None = 
 
 @get("/udf/history")
 async def udf_history(
-    request: Request, symbol: str | None = None, resolution: str | None = None,
+    services: Services, symbol: str | None = None, resolution: str | None = None,
     from_s: str | None = _FROM, to_s: str | None = _TO, countback: str | None = None,
 ) -> dict[str, Any]:
-    services = _services(request)
     services.require_ready()
     req = services.history.parse(symbol, resolution, from_s, to_s, countback, now_ms=now_ms())
     result = await services.history.query(req)
@@ -126,23 +120,21 @@ def udf_time() -> str:
 
 @get("/api/bars")
 async def api_bars(
-    request: Request, symbol: str | None = None, resolution: str | None = None,
+    services: Services, symbol: str | None = None, resolution: str | None = None,
     from_s: str | None = _FROM, to_s: str | None = _TO, countback: str | None = None,
 ) -> Response:
-    services = _services(request)
     services.require_ready()
     req = services.history.parse(symbol, resolution, from_s, to_s, countback, now_ms=now_ms())
     return Response(await services.history.query(req))
 
 
 @get("/api/symbols", sync_to_thread=False)
-def api_symbols(request: Request) -> SymbolsResponse:
-    return SymbolsResponse([_symbol_info(s) for s in _services(request).symbols])
+def api_symbols(services: Services) -> SymbolsResponse:
+    return SymbolsResponse([_symbol_info(s) for s in services.symbols])
 
 
 @post("/api/trades", status_code=200, guards=[ingest_guard])
-async def api_trades(request: Request) -> TradesAccepted:
-    services = _services(request)
+async def api_trades(request: Request, services: Services) -> TradesAccepted:
     services.require_ready()
     body = await request.body()
     try:
@@ -155,15 +147,13 @@ async def api_trades(request: Request) -> TradesAccepted:
 
 
 @get("/api/downsampling")
-async def api_downsampling(request: Request) -> DownsamplingResponse:
-    services = _services(request)
+async def api_downsampling(services: Services) -> DownsamplingResponse:
     services.require_ready()
     return DownsamplingResponse(await services.store.downsampling_status(now_ms()))
 
 
 @post("/api/downsampling/run", status_code=200, guards=[admin_guard])
-async def api_downsampling_run(request: Request) -> DownsamplingResponse:
-    services = _services(request)
+async def api_downsampling_run(services: Services) -> DownsamplingResponse:
     services.require_ready()
     # "Run now" should include what was just posted: flush the writer first (bounded, so a
     # store outage doesn't hang the request; the run then works on what is stored).
@@ -175,8 +165,7 @@ async def api_downsampling_run(request: Request) -> DownsamplingResponse:
 
 
 @get("/api/stats")
-async def api_stats(request: Request) -> dict[str, Any]:
-    services = _services(request)
+async def api_stats(services: Services) -> dict[str, Any]:
     health = await services.store.health()
     return {
         "ingestRatePerS": services.ingest_rate.per_second(),
@@ -202,16 +191,14 @@ def health_live() -> dict[str, Any]:
 
 
 @get("/health/ready")
-async def health_ready(request: Request) -> Response:
+async def health_ready(services: Services) -> Response:
     # store reachable, writer and spool lag, downsampling lag per tier: service/core/readiness.py
-    services = _services(request)
     verdict, _ = await readiness(services)
     return Response(ready_body(services, verdict), status_code=200 if verdict.ready else 503)
 
 
 @get("/metrics", media_type="text/plain; version=0.0.4")
-async def metrics(request: Request) -> bytes:
-    services = _services(request)
+async def metrics(services: Services) -> bytes:
     verdict, tiers = await readiness(services)
     return render_metrics(services, tiers, verdict)
 

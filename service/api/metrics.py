@@ -10,11 +10,11 @@ Grafana dashboard and alert rules only use names a test finds in a live ``/metri
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from service.api.services import Services
 from service.core.instruments import Histogram
 from service.core.models import TierStatus
 from service.core.readiness import Verdict
@@ -34,7 +34,7 @@ def _version() -> str:
 
 
 class _Snapshot:
-    def __init__(self, services: Any, tiers: list[TierStatus], verdict: Verdict | None = None) -> None:
+    def __init__(self, services: Services, tiers: list[TierStatus], verdict: Verdict | None = None) -> None:
         self.services = services
         self.tiers = tiers
         self.verdict = verdict
@@ -84,12 +84,11 @@ class _Snapshot:
                                 "How long the oldest accepted trade not yet in the store has waited",
                                 value=writer.lag.oldest_age_s(time.monotonic()))
         yield GaugeMetricFamily("tvflux_writer_spilled_rows", "Trades waiting for the store in the spool only",
-                                value=getattr(writer, "spilled_rows", 0))
-        spool = getattr(s, "spool", None)
+                                value=writer.spilled_rows)
         yield GaugeMetricFamily("tvflux_spool_bytes", "Size of the on-disk spool of accepted trades",
-                                value=getattr(spool, "size_bytes", 0) if spool is not None else 0)
+                                value=s.spool.size_bytes)
         yield GaugeMetricFamily("tvflux_spool_max_bytes", "Spool size past which ingest answers 429",
-                                value=getattr(s.settings, "spool_max_bytes", 0))
+                                value=s.settings.spool_max_bytes)
         # live push
         yield CounterMetricFamily("tvflux_updates_coalesced", "Open-bar updates replaced by a newer one before sending",
                                   value=s.hub.updates_coalesced)
@@ -130,7 +129,7 @@ class _Snapshot:
         yield bars
 
 
-def render_metrics(services: Any, tiers: list[TierStatus], verdict: Verdict | None = None) -> bytes:
+def render_metrics(services: Services, tiers: list[TierStatus], verdict: Verdict | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(services, tiers, verdict))
     ProcessCollector(registry=registry)  # CPU, memory, open files of this process (Linux)

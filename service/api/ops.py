@@ -29,11 +29,12 @@ from litestar import Request, post
 from litestar.response import Stream
 
 from service.api.auth import admin_guard
+from service.api.services import Services
 from service.ops.backup import MANIFEST, remove_tree, snapshot, tar_chunks
 from service.runtime.clock import now_ms
 from service.core.errors import BadRequest, Overloaded, TvfluxError, Unauthorized
 from service.core.models import TierStatus
-from service.core.readiness import (DEFAULT_DOWNSAMPLING_SLACK_S, DEFAULT_WRITER_LAG_S, Thresholds, Verdict, WriterState,
+from service.core.readiness import (Thresholds, Verdict, WriterState,
                                assess, scheduler_period_ms)
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ _snapshot_lock = asyncio.Lock()  # one snapshot at a time: each is a full copy o
 # --- readiness ----------------------------------------------------------------------------
 
 
-async def readiness(services: Any) -> tuple[Verdict, list[TierStatus]]:
+async def readiness(services: Services) -> tuple[Verdict, list[TierStatus]]:
     """Everything ``/health/ready`` and ``/metrics`` judge, read once."""
     health = await services.store.health()
     tiers: list[TierStatus] = []
@@ -57,20 +58,18 @@ async def readiness(services: Any) -> tuple[Verdict, list[TierStatus]]:
             store_ok, store_error = False, exc.message
     settings = services.settings
     writer = services.writer
-    spilled = getattr(writer, "spilled_rows", 0)
+    spilled = writer.spilled_rows
     state = WriterState(
         pending_rows=writer.pending_rows + spilled,
         oldest_pending_age_s=writer.lag.oldest_age_s(time.monotonic()),
         flush_interval_s=writer.flush_interval_s,
         last_error=writer.last_error,
-        spilling=getattr(writer, "spilling", False),
+        spilling=writer.spilling,
         spilled_rows=spilled,
+        disk_full=_disk_full(services),
     )
-    # The thresholds become settings when service/core/settings.py has them; defaults until then.
-    thresholds = Thresholds(
-        writer_lag_s=getattr(settings, "ready_writer_lag_s", DEFAULT_WRITER_LAG_S),
-        downsampling_slack_s=getattr(settings, "ready_downsampling_slack_s", DEFAULT_DOWNSAMPLING_SLACK_S),
-    )
+    thresholds = Thresholds(writer_lag_s=settings.ready_writer_lag_s,
+                            downsampling_slack_s=settings.ready_downsampling_slack_s)
     verdict = assess(
         running=services.ready, store_ok=store_ok, store_error=store_error, writer=state, tiers=tiers,
         downsampler_error=services.downsampler.last_error, plan=settings.plan,
@@ -79,7 +78,18 @@ async def readiness(services: Any) -> tuple[Verdict, list[TierStatus]]:
     return verdict, tiers
 
 
-def ready_body(services: Any, verdict: Verdict) -> dict[str, Any]:
+def _disk_full(services: Services) -> str | None:
+    """``disk full at PATH: …`` when the spool or the embedded store could not write for want
+    of space (the spool re-checks the free space, so this clears once space is back)."""
+    reason = services.spool.disk_full()
+    error = services.writer.last_error or ""
+    if reason is None and services.store.kind == "duckdb" and "No space left on device" in error:
+        reason = (f"disk full at {os.path.abspath(services.settings.data_dir)}: the store cannot write "
+                  "(acknowledged trades wait in memory and the spool)")
+    return reason
+
+
+def ready_body(services: Services, verdict: Verdict) -> dict[str, Any]:
     writer = services.writer
     return {
         "ready": verdict.ready,
@@ -88,7 +98,7 @@ def ready_body(services: Any, verdict: Verdict) -> dict[str, Any]:
         "writerPendingRows": writer.pending_rows,
         "writer": {
             "pendingRows": writer.pending_rows,
-            "spilledRows": getattr(writer, "spilled_rows", 0),
+            "spilledRows": writer.spilled_rows,
             "oldestPendingAgeS": round(writer.lag.oldest_age_s(time.monotonic()), 3),
             "maxAgeS": verdict.writerMaxAgeS,
         },

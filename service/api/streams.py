@@ -17,14 +17,16 @@ from typing import Any
 
 import msgspec
 from litestar import Request, WebSocket, get, websocket
+from litestar.connection import ASGIConnection
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from service.api.auth import check_ingest
 from service.api.errors import ws_error
+from service.api.services import Services
 from service.runtime.clock import now_ms
 from service.core.errors import InvalidMessage, TvfluxError
-from service.runtime.hub import Client
+from service.runtime.hub import Client, Hub
 from service.core.models import ClientMessage, IngestAck, Ping, Pong, Subscribe, TradesDecoder, Unsubscribe
 from service.core.resolution import parse_resolution
 
@@ -39,12 +41,8 @@ _trades_msgpack = TradesDecoder("msgpack")
 _encode = msgspec.json.Encoder().encode
 
 
-def _services(conn: Any) -> Any:
-    return conn.app.state.services
-
-
 async def _send_loop(socket: WebSocket, client: Client, push_interval_s: float, send_timeout_s: float,
-                     counter: Any) -> None:
+                     counter: Hub) -> None:
     """The connection's only writer. Sleeping ``push_interval_s`` after each send is what
     coalesces updates: whatever changed meanwhile goes out as one latest bar."""
     loop = asyncio.get_running_loop()
@@ -70,8 +68,7 @@ async def _send_loop(socket: WebSocket, client: Client, push_interval_s: float, 
 
 
 @websocket("/ws")
-async def ws_bars(socket: WebSocket) -> None:
-    services = _services(socket)
+async def ws_bars(socket: WebSocket, services: Services) -> None:
     settings = services.settings
     hub = services.hub
     await socket.accept()
@@ -125,10 +122,9 @@ async def ws_bars(socket: WebSocket) -> None:
 
 
 @websocket("/ws/ingest")
-async def ws_ingest(socket: WebSocket) -> None:
+async def ws_ingest(socket: WebSocket, services: Services) -> None:
     """Each frame is a JSON array (text) or a msgpack array (binary) of trades; each gets
     an ``ack`` (or an ``error``) carrying the frame's sequence number on this connection."""
-    services = _services(socket)
     await socket.accept()
     try:
         check_ingest(socket)
@@ -155,8 +151,8 @@ async def ws_ingest(socket: WebSocket) -> None:
 
 
 @get("/api/stream")
-async def sse_stream(request: Request, symbol: str | None = None, resolution: str | None = None) -> ServerSentEvent:
-    services = _services(request)
+async def sse_stream(request: Request, services: Services, symbol: str | None = None,
+                     resolution: str | None = None) -> ServerSentEvent:
     services.require_ready()
     services.symbols.require(symbol or "")
     res = parse_resolution(resolution or "")
@@ -173,7 +169,7 @@ async def sse_stream(request: Request, symbol: str | None = None, resolution: st
     return ServerSentEvent(_sse_events(services, client, address))
 
 
-def _address(conn: Any) -> str:
+def _address(conn: ASGIConnection[Any, Any, Any, Any]) -> str:
     return conn.client.host if conn.client else "unknown"
 
 
@@ -184,7 +180,7 @@ async def _refuse(socket: WebSocket, exc: TvfluxError, code: int) -> None:
         await socket.close(code=code, reason=exc.message[:120])
 
 
-async def _sse_events(services: Any, client: Client, address: str) -> AsyncIterator[str | ServerSentEventMessage]:
+async def _sse_events(services: Services, client: Client, address: str) -> AsyncIterator[str | ServerSentEventMessage]:
     push_interval_s = services.settings.push_interval_ms / 1000
     try:
         while client.cut_reason is None:
