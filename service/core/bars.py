@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.core.models import Bar
+from service.core.models import Bar, round_volume
 from service.core.resolution import Resolution, Unit
 
 NS_PER_MS = 1_000_000
@@ -62,7 +62,9 @@ class PartialBar:
         )
 
     def to_bar(self) -> Bar:
-        return Bar(self.start_ms, self.open, self.high, self.low, self.close, self.volume)
+        """The bar as outputs show it (volume through :func:`round_volume`); merging
+        keeps going on the unrounded partial."""
+        return Bar(self.start_ms, self.open, self.high, self.low, self.close, round_volume(self.volume))
 
     @classmethod
     def from_bar(cls, bar: Bar, *, last_ns: int | None = None) -> PartialBar:

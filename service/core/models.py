@@ -2,7 +2,10 @@
 
 Units, stated once for the whole service:
 
-* prices and sizes are float64; ``volume`` is the sum of trade sizes;
+* prices and sizes are float64; ``volume`` is the sum of trade sizes. The stores keep
+  the full float64 sums; every output (``/api``, ``/udf``, ``/ws``, SSE, export) shows
+  them through :func:`round_volume`, so ``0.1 + 0.2`` reads ``0.3``, not
+  ``0.30000000000000004``;
 * trade time on the wire (``time``) is integer epoch **milliseconds**; inside the service
   and in the stores a trade's time is ``ts_ns``, integer epoch **nanoseconds**, made unique
   per symbol (see :mod:`service.core.timestamps`);
@@ -73,6 +76,21 @@ class TradesDecoder:
 
 
 _symbol_of = attrgetter("symbol")
+
+
+VOLUME_DIGITS = 12
+
+
+def round_volume(volume: float) -> float:
+    """A bar's volume as every output shows it: rounded to 12 significant digits.
+
+    A volume is a float64 sum of decimal sizes, so it carries binary noise in its last
+    digits (``0.030400999999999997``, ``4795.9545020000005``), more the more trades it
+    sums. 12 significant digits drop that noise for sums of up to ~10⁸ trades while the
+    relative change stays below 5e-13 (sizes are never zeroed, however small). Applied
+    at the edges only (history answers, live bars), never to stored data, so re-summing
+    stored bars stays as exact as float64 allows."""
+    return float(f"{volume:.{VOLUME_DIGITS}g}")
 
 
 class Bar(msgspec.Struct, frozen=True):

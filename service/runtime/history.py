@@ -17,7 +17,7 @@ import msgspec
 from service.core.bars import PartialBar, fold, merge_into
 from service.core.errors import InvalidRange, UnknownSymbol
 from service.core.instruments import REQUEST_SECONDS_BOUNDS, LabeledHistograms
-from service.core.models import Bar, BarsResponse
+from service.core.models import Bar, BarsResponse, round_volume
 from service.core.resolution import Resolution, parse_resolution
 from service.storage.base import Store
 from service.runtime.writer import TradeWriter
@@ -92,7 +92,7 @@ class History:
             if keep.any():
                 partials.extend(fold(resolution, batch.ts_ns[keep], batch.price[keep], batch.size[keep]))
         partials.sort(key=lambda p: p.start_ms)
-        return Snapshot(merge_into(stored, partials), seq)
+        return Snapshot(_rounded(merge_into(stored, partials)), seq)
 
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
         """Start of the latest bar before ``before_ms``, counting trades not yet stored."""
@@ -164,6 +164,18 @@ class SymbolSet:
     def require(self, symbol: str) -> None:
         if symbol not in self._symbols:
             raise UnknownSymbol(f"unknown symbol {symbol!r}", details={"known": list(self._symbols)})
+
+
+def _rounded(bars: list[Bar]) -> list[Bar]:
+    """Volumes as outputs show them (:func:`round_volume`); bars already so are kept."""
+    out = bars
+    for i, b in enumerate(bars):
+        v = round_volume(b.volume)
+        if v != b.volume:
+            if out is bars:
+                out = list(bars)
+            out[i] = Bar(b.time, b.open, b.high, b.low, b.close, v)
+    return out
 
 
 def _integer(text: str, name: str) -> int:
