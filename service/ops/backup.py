@@ -95,6 +95,7 @@ def snapshot(cursor: duckdb.DuckDBPyConnection, directory: str, source: str) -> 
     os.makedirs(directory, exist_ok=True)
     target = directory.replace("'", "''")
     cursor.execute(f"EXPORT DATABASE '{target}' (FORMAT parquet, COMPRESSION zstd)")
+    _name_files_after_tables(directory)
     names = sorted(n for n in os.listdir(directory) if n != MANIFEST)
     files = [FileEntry(n, os.path.getsize(os.path.join(directory, n)), sha256_file(os.path.join(directory, n)))
              for n in names]
@@ -110,6 +111,29 @@ def snapshot(cursor: duckdb.DuckDBPyConnection, directory: str, source: str) -> 
     with open(os.path.join(directory, MANIFEST), "wb") as f:
         f.write(msgspec.json.format(msgspec.json.encode(manifest)) + b"\n")
     return manifest
+
+
+def _name_files_after_tables(directory: str) -> None:
+    """DuckDB names each table's file after the table with digits replaced
+    (``bars_1m`` → ``bars__m.parquet``, ``bars_15m`` → ``bars___m.parquet``): rename each to
+    ``<table>.parquet`` and rewrite ``load.sql`` to match, so a backup reads plainly."""
+    load = os.path.join(directory, "load.sql")
+    if not os.path.exists(load):
+        return
+    with open(load, encoding="utf-8") as f:
+        lines = f.read().splitlines(keepends=True)
+    out = []
+    for line in lines:
+        match = _COPY_LINE.match(line.strip())
+        if match and _SAFE_NAME.match(match.group(1) + ".parquet"):
+            old = match.group(2)
+            new = os.path.join(os.path.dirname(old), match.group(1) + ".parquet")
+            if old != new and os.path.exists(old) and not os.path.exists(new):
+                os.rename(old, new)
+                line = line.replace(f"'{old}'", f"'{new}'", 1)
+        out.append(line)
+    with open(load, "w", encoding="utf-8") as f:
+        f.write("".join(out))
 
 
 def snapshot_file(path: str, directory: str) -> Manifest:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -40,6 +42,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                     "actions; set TVFLUX_INGEST_TOKEN and TVFLUX_ADMIN_TOKEN", settings.host,
                     " and ".join(n for n, v in (("TVFLUX_INGEST_TOKEN", settings.ingest_token),
                                                 ("TVFLUX_ADMIN_TOKEN", settings.admin_token)) if not v))
+    # Bind first: on a busy port, fail at once, not after the store, the spool replay and
+    # the synthetic backfill (uvicorn binds only after the app's startup).
+    sock = _listen_socket(settings.host, settings.port)
+    if sock is None:
+        return 1
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, loop="uvloop", ws="websockets", http="httptools"
@@ -53,8 +60,33 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     _tune_gc()
     print(f"tvflux serving on http://{settings.host}:{settings.port}/ (store: {settings.store}, "
           f"data: {os.path.abspath(settings.data_dir)})", file=sys.stderr, flush=True)
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0 if server.started else 1
+
+
+def _listen_socket(host: str, port: int) -> socket.socket | None:
+    """A socket bound to ``host:port`` (not yet listening), or ``None`` after saying why
+    it cannot be had."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        print(f"tvflux: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        why = ("the port is already in use (another tvflux serve?); stop it, or pick another port with "
+               "TVFLUX_PORT or --port") if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        print(f"tvflux: cannot listen on {host}:{port}: {why}", file=sys.stderr)
+        return None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _tune_gc() -> None:

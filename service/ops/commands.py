@@ -236,9 +236,10 @@ def _print_summary(s: Any) -> None:
     if s.error:
         print(f"{s.name}: FAILED: {s.error}", file=sys.stderr)
         return
+    span = ("no valid trades" if s.first_ms is None or s.last_ms is None
+            else f"trades from {_utc(s.first_ms)} to {_utc(s.last_ms)} UTC, timestamps in {s.time_unit}")
     print(f"{s.name}: {s.symbol}, {s.rows_read:,} rows: {s.accepted:,} stored, {s.already_stored:,} already stored, "
-          f"{s.rejects.total:,} rejected; {_utc(s.first_ms)} .. {_utc(s.last_ms)} UTC; timestamps in {s.time_unit}",
-          file=sys.stderr)
+          f"{s.rejects.total:,} rejected; {span}", file=sys.stderr)
     for reason, count in sorted(s.rejects.counts.items(), key=lambda kv: -kv[1]):
         examples = ", ".join(s.rejects.examples.get(reason, []))
         print(f"  rejected, {reason}: {count:,} (e.g. {examples})", file=sys.stderr)
@@ -287,12 +288,13 @@ async def _export(settings: Any, args: argparse.Namespace, resolution: Any, from
         else:
             out_file = open(args.out, "w", newline="", encoding="utf-8") if args.out else None
             sink = CsvBars(out_file or sys.stdout)
-        progress = Progress("export", to_ms - resolution.bucket_start_ms(from_ms), "ms of range")
         start = resolution.bucket_start_ms(from_ms)
+        day_ms = 86_400_000
+        progress = Progress("export", (to_ms - start) / day_ms, "days of range")
         written = await export(source, sink, args.symbol, resolution, from_ms, to_ms,
-                               on_page=lambda hi, n: progress.update(hi - start))
+                               on_page=lambda hi, n: progress.update((min(hi, to_ms) - start) / day_ms))
         sink.close()
-        progress.finish(to_ms - start)
+        progress.finish((to_ms - start) / day_ms)
     finally:
         if out_file is not None:
             out_file.close()

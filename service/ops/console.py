@@ -37,13 +37,20 @@ def configure_logging(level: str) -> None:
         handler.addFilter(RedactSecrets())
 
 
+def _amount(x: float) -> str:
+    """Whole numbers with separators; small fractional ones with one decimal."""
+    return f"{x:,.0f}" if abs(x) >= 100 or x == int(x) else f"{x:,.1f}"
+
+
 class Progress:
-    """One self-overwriting line on stderr (plain lines when stderr is not a terminal)."""
+    """One self-overwriting line on stderr (plain lines when stderr is not a terminal).
+    Counts are in ``unit`` (pick one a person reads: days of range, not milliseconds)."""
 
     def __init__(self, label: str, total: float, unit: str) -> None:
         self.label, self.total, self.unit = label, total, unit
         self.started = time.perf_counter()
         self._last_print = 0.0
+        self._last_done: float | None = None
         self._tty = sys.stderr.isatty()
 
     def update(self, done: float, *, force: bool = False) -> None:
@@ -51,17 +58,19 @@ class Progress:
         if not force and now - self._last_print < (0.2 if self._tty else 5.0):
             return
         self._last_print = now
+        self._last_done = done
         elapsed = now - self.started
         pct = 100.0 * done / self.total if self.total else 100.0
         rate = done / elapsed if elapsed > 0 else 0.0
         width = 30
         filled = int(width * min(pct, 100) / 100)
         line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {pct:5.1f}% "
-                f"{done:,.0f}/{self.total:,.0f} {self.unit} {rate:,.0f} {self.unit}/s {elapsed:6.1f}s")
+                f"{_amount(done)}/{_amount(self.total)} {self.unit} {_amount(rate)} {self.unit}/s {elapsed:6.1f}s")
         sys.stderr.write(("\r" + line) if self._tty else (line + "\n"))
         sys.stderr.flush()
 
     def finish(self, done: float) -> None:
-        self.update(done, force=True)
+        if done != self._last_done:  # the last line shown already says this: don't print it twice
+            self.update(done, force=True)
         if self._tty:
             sys.stderr.write("\n")

@@ -159,6 +159,10 @@ class Importer:
         if len(chunk) == 0:
             return
         ts_ms, ids = chunk.ts_ms, [str(i) for i in chunk.agg_ids.tolist()]
+        # The file's span of valid trades, stored now or before (a re-import stores none).
+        first, last = int(ts_ms.min()), int(ts_ms.max())
+        summary.first_ms = first if summary.first_ms is None else min(summary.first_ms, first)
+        summary.last_ms = last if summary.last_ms is None else max(summary.last_ms, last)
         price, quantity = chunk.price, chunk.quantity
         lo_ns, hi_ns = int(ts_ms.min()) * NS_PER_MS, (int(ts_ms.max()) + 1) * NS_PER_MS
         if not self._clock.is_started(symbol):
@@ -167,7 +171,7 @@ class Importer:
         if existing is not None:
             # The span already holds trades: skip those stored before (a re-import), and
             # number the rest after what each of their milliseconds holds.
-            known = await self._known_ids(symbol, ids, lo_ns, hi_ns)
+            known = await self.store.known_ids(symbol, ids, lo_ns, hi_ns)  # a re-import has the same times
             if known:
                 fresh = np.fromiter((i not in known for i in ids), dtype=bool, count=len(ids))
                 summary.already_stored += len(ids) - int(fresh.sum())
@@ -181,11 +185,3 @@ class Importer:
         ts_ns = self._clock.allocate(symbol, ts_ms)
         await self.store.append([TradeColumns(symbol, ts_ns, price, quantity, ids)])
         summary.accepted += len(ids)
-        first, last = int(ts_ms.min()), int(ts_ms.max())
-        summary.first_ms = first if summary.first_ms is None else min(summary.first_ms, first)
-        summary.last_ms = last if summary.last_ms is None else max(summary.last_ms, last)
-
-    async def _known_ids(self, symbol: str, ids: list[str], lo_ns: int, hi_ns: int) -> set[str]:
-        if getattr(self.store, "kind", "") == "duckdb":  # narrows the scan to the chunk's span
-            return await self.store.known_ids(symbol, ids, lo_ns, hi_ns)
-        return await self.store.known_ids(symbol, ids)

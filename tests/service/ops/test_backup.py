@@ -299,3 +299,15 @@ def test_backup_transfer_abandoned_by_the_client_leaves_no_snapshot_behind(serve
     conn.sock.close()
     conn.close()
     assert _snapshots_left(server.data_dir) == []
+
+
+def test_backup_files_are_named_after_their_tables(tmp_path):
+    small_store(tmp_path / "tvflux.duckdb")
+    manifest = bk.snapshot_file(str(tmp_path / "tvflux.duckdb"), str(tmp_path / "b"))
+    files = {t.name: t.file for t in manifest.tables}
+    assert files["bars_1m"] == "bars_1m.parquet" and files["bars_15m"] == "bars_15m.parquet", files
+    assert all(f == name + ".parquet" for name, f in files.items()), files
+    assert not [n for n in os.listdir(tmp_path / "b") if "__" in n]
+    bk.verify(str(tmp_path / "b"))
+    restored = bk.restore(str(tmp_path / "b"), str(tmp_path / "new"), now=__import__("datetime").datetime.now())
+    assert restored.tables["bars_1m"] > 0  # load.sql and the manifest agree with the renamed files

@@ -59,3 +59,20 @@ def test_bad_settings_are_all_reported_and_exit_2(tmp_path):
 def test_help_lists_commands():
     out = subprocess.run([TVFLUX, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and all(c in out.stdout for c in ("serve", "generate", "downsample"))
+
+
+def test_serve_on_a_busy_port_fails_at_once_before_any_startup_work(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.monotonic()
+        out = run(["serve"], tmp_path, TVFLUX_PORT=str(port), TVFLUX_SYNTHETIC_BACKFILL_S="86400")
+        elapsed = time.monotonic() - started
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "already in use" in out.stderr, out.stderr
+    assert not (tmp_path / "tvflux.duckdb").exists()  # no store opened, no backfill written
+    assert elapsed < 20

@@ -133,3 +133,26 @@ def test_export_online_and_offline_equals_api_bars(server_factory, tmp_path):
     assert unknown.returncode == 1 and "no trades of 'NOPE'" in unknown.stderr
     bad = ops(["export", "--symbol", "ETHUSD", "--resolution", "7", "--from", str(frm)], server.data_dir)
     assert bad.returncode == 1 and "resolution" in bad.stderr
+
+
+def test_export_progress_reads_in_days_of_range(tmp_path):
+    import numpy as np
+
+    from service.core.models import TradeColumns
+    from service.core.plan import default_plan
+    from service.storage.embedded.store import EmbeddedStore
+
+    async def fill():
+        store = EmbeddedStore(str(tmp_path / "tvflux.duckdb"), default_plan())
+        await store.start()
+        ts = np.array([1_700_000_000_000, 1_700_000_060_000], dtype=np.int64) * 1_000_000
+        await store.append([TradeColumns("BTCUSD", ts, np.array([1.0, 2.0]), np.array([0.5, 0.5]))])
+        await store.close()
+
+    asyncio.run(fill())
+    out = ops(["export", "--symbol", "BTCUSD", "--resolution", "1D", "--from", "2000-01-01", "--to", "2024-01-01"],
+              tmp_path)
+    assert out.returncode == 0, out.stderr
+    progress = [ln for ln in out.stderr.splitlines() if ln.startswith("export [")]
+    assert len(progress) == 1, out.stderr  # printed once, not twice
+    assert "8,766/8,766 days of range" in progress[0] and "ms of range" not in out.stderr, progress

@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 import zipfile
 
 import pytest
@@ -112,6 +113,10 @@ def test_import_csv_and_zip_then_reimport_is_idempotent(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "BTCUSDT, 1,504 rows: 0 stored, 1,500 already stored, 4 rejected" in again.stderr
     assert "ETHUSDT, 800 rows: 0 stored, 800 already stored" in again.stderr
+    assert "- .. -" not in again.stderr  # a re-import still says which span the file covers
+    first = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(btc[0]["time"] / 1000))
+    last = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(btc[-1]["time"] / 1000))
+    assert f"trades from {first} to {last} UTC" in again.stderr, again.stderr
     assert len(trade_rows(data, "BTCUSDT")) == 1500
 
 
