@@ -7,13 +7,12 @@ sent wrongly is a 4xx; only a bug in tvflux itself is a 500, and it is logged.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from service.core.errors import InvalidMessage, Overloaded, TvfluxError, Unauthorized
+from service.core.errors import InvalidMessage, TvfluxError, Unauthorized, error_payload
 from service.core.models import ErrorBody, ErrorMessage
 
 log = logging.getLogger(__name__)
@@ -23,20 +22,20 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
                429: "overloaded", 503: "unavailable"}
 
 
-def error_payload(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        body["details"] = details
-    return {"error": body}
-
-
 def _tvflux_error(_: Request, exc: TvfluxError) -> Response:
     headers = {}
-    if isinstance(exc, Overloaded):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    retry_after_s = _retry_after_s(exc)
+    if retry_after_s is not None:  # 429 Overloaded, 503 StoreUnavailable, 507 DiskFull
+        headers["Retry-After"] = str(max(1, round(retry_after_s)))
     elif isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="tvflux"'
     return Response(exc.payload(), status_code=exc.status, headers=headers)
+
+
+def _retry_after_s(exc: TvfluxError) -> float | None:
+    """When a retry may succeed (the error says so with a ``retry_after_s``), after how long."""
+    value = getattr(exc, "retry_after_s", None)
+    return float(value) if value is not None else None
 
 
 def _http_error(_: Request, exc: HTTPException) -> Response:
@@ -63,6 +62,7 @@ def ws_error(exc: TvfluxError | msgspec.DecodeError | msgspec.ValidationError, s
     elif not isinstance(exc, TvfluxError):
         exc = InvalidMessage(f"malformed message: {exc}")
     details = exc.details
-    if isinstance(exc, Overloaded):  # the WebSocket form of Retry-After
-        details = {**(details or {}), "retryAfterS": exc.retry_after_s}
+    retry_after_s = _retry_after_s(exc)
+    if retry_after_s is not None:  # the WebSocket form of Retry-After
+        details = {**(details or {}), "retryAfterS": retry_after_s}
     return ErrorMessage(ErrorBody(exc.code, exc.message, details), id=sub_id)

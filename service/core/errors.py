@@ -13,9 +13,18 @@
     │   └── UnknownSymbol
     ├── Unauthorized                 (401)
     ├── Overloaded                   (429, retry later)
-    ├── StoreUnavailable             (503: the store cannot be reached)
-    │   └── RunTimeout               (a downsampling run was abandoned)
+    ├── NotSupported                 (501: this store cannot do that; the message says what can)
+    ├── StoreUnavailable             (503 + Retry-After: the store cannot be reached)
+    │   ├── RunTimeout               (a downsampling run was abandoned)
+    │   └── SpoolUnavailable         (the spool could not be written: nothing was acknowledged)
+    ├── DiskFull                     (507 + Retry-After: the data disk is full; nothing was acknowledged)
     └── ConfigError                  (bad TVFLUX_* settings; never reaches a client)
+
+Raised outside the core, under the same root (each in the module that raises it):
+``BadRequest`` ← ``ImportFormatError`` (service.ops.binance_csv; also a ``ValueError``),
+``PageTooLarge`` (service.ops.exporter: the service allows fewer bars per request);
+``StoreUnavailable`` ← ``QueryFailed`` (service.storage.influx.compose); ``TvfluxError`` ←
+``BackupError`` (service.ops.backup).
 
 ``service.api.errors`` is the only place that turns these into HTTP or WebSocket answers.
 """
@@ -35,10 +44,16 @@ class TvfluxError(Exception):
         self.details = details
 
     def payload(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details is not None:
-            body["details"] = self.details
-        return {"error": body}
+        return error_payload(self.code, self.message, self.details)
+
+
+def error_payload(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """Every HTTP error body, from a :class:`TvfluxError` or not (Litestar's own 404/405,
+    an unexpected bug): ``{"error": {"code", "message", "details"?}}``."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return {"error": body}
 
 
 class BadRequest(TvfluxError):
@@ -90,15 +105,45 @@ class Overloaded(TvfluxError):
         self.retry_after_s = retry_after_s
 
 
+class NotSupported(TvfluxError):
+    """The configured store declines an operation (e.g. a snapshot of InfluxDB, which is
+    backed up with its own tools): nothing is wrong with the request's form, and
+    retrying will not help."""
+
+    status = 501
+    code = "not_supported"
+
+
 class StoreUnavailable(TvfluxError):
     status = 503
     code = "store_unavailable"
+    retry_after_s = 5.0  # sent as Retry-After: outages are usually short
 
 
 class RunTimeout(StoreUnavailable):
     """A downsampling run took longer than allowed; it was rolled back and is retried."""
 
     code = "run_timeout"
+
+
+class SpoolUnavailable(StoreUnavailable):
+    """The spool could not be written for a reason other than a full disk (out of file
+    descriptors, an I/O error): the batch was not acknowledged and may be retried."""
+
+    code = "spool_unavailable"
+
+
+class DiskFull(TvfluxError):
+    """The data disk has no room for the spool record (``ENOSPC``/``EDQUOT``): the batch was
+    not acknowledged, and nothing half-written was kept. Retry once space is freed."""
+
+    status = 507
+    code = "disk_full"
+
+    def __init__(self, message: str, *, path: str, retry_after_s: float = 10.0, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.path = path
+        self.retry_after_s = retry_after_s
 
 
 class ConfigError(TvfluxError):

@@ -3,6 +3,7 @@
 ``/health/ready`` answers 503 with every reason when any of these fails:
 
 * the service is starting or stopping, or the store does not answer;
+* the data disk is full (``disk full at PATH``: ingest answers 507 meanwhile);
 * the writer: its last append failed, trades wait only in the spool, or the oldest
   accepted trade not yet in the store has waited longer than
   ``max(writer_lag_s, 3 × flush interval)`` (a long flush interval is not lag);
@@ -44,6 +45,7 @@ class WriterState(msgspec.Struct, frozen=True):
     last_error: str | None = None
     spilling: bool = False
     spilled_rows: int = 0
+    disk_full: str | None = None  # "disk full at PATH: …" while the data disk refuses writes
 
 
 class TierLag(msgspec.Struct, frozen=True):
@@ -92,6 +94,8 @@ def assess(
     reasons = []
     if not running:
         reasons.append("starting or stopping")
+    if writer.disk_full:
+        reasons.append(writer.disk_full)
     if not store_ok:
         reasons.append(f"store: {store_error}")
     if writer.last_error:

@@ -72,6 +72,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # history
     max_bars: int = 10_000
+    history_timeout_s: float = 10.0  # a store query taking longer answers 503 (Retry-After)
 
     # downsampling
     tiers: tuple[str, ...] = DEFAULT_TIERS
@@ -172,6 +173,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "client_queue_max": _int(1),
     "max_subscriptions_per_connection": _int(1),
     "max_bars": _int(1),
+    "history_timeout_s": _float(0.1),
     "max_connections_per_client": _int(1),
     "spool_max_bytes": _int(1024 * 1024),
     "spool_fsync_interval_ms": _int(0),

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from service.core.errors import BadRequest
 from service.core.models import SYMBOL_PATTERN
 
 COLUMNS = ("agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time",
@@ -53,8 +54,11 @@ MALFORMED, BAD_ID, BAD_TIME, BAD_PRICE, BAD_QUANTITY, DUPLICATE_ID = (
     "malformed row", "bad id", "bad time", "bad price", "bad quantity", "duplicate id")
 
 
-class ImportFormatError(ValueError):
-    """The file is not in the aggTrades layout at all (nothing row-by-row about it)."""
+class ImportFormatError(BadRequest, ValueError):
+    """The file is not in the aggTrades layout at all (nothing row-by-row about it).
+    Still a ``ValueError`` for callers that treat it as a bad value."""
+
+    code = "import_format"
 
 
 class Layout(msgspec.Struct, frozen=True):

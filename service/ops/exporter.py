@@ -27,7 +27,7 @@ from typing import IO, Any, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.core.errors import InvalidRange, StoreUnavailable, TvfluxError
+from service.core.errors import BadRequest, InvalidRange, StoreUnavailable, TvfluxError
 from service.core.models import Bar
 from service.core.resolution import Resolution
 
@@ -125,9 +125,15 @@ class HttpSource:
             raise StoreUnavailable(f"no tvflux answers at {self.base_url}: {exc}") from None
 
 
-class PageTooLarge(Exception):
+class PageTooLarge(BadRequest):
+    """The service answers at most ``max_buckets`` bars per request (its
+    ``TVFLUX_MAX_BARS`` is lower than our page): :func:`export` retries with smaller pages."""
+
+    code = "page_too_large"
+
     def __init__(self, max_buckets: int) -> None:
-        super().__init__(max_buckets)
+        super().__init__(f"the service answers at most {max_buckets} bars per request",
+                         details={"maxBars": max_buckets})
         self.max_buckets = max_buckets
 
 

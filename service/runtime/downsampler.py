@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from service.core.errors import RunTimeout, TvfluxError
 from service.runtime.hub import Hub
+from service.runtime.runlog import RunLog
 from service.storage.base import RunReport, Store
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class Downsampler:
         self.last_error: str | None = None
         self.runs = 0
         self.last_run_duration_s: float | None = None
+        self.runlog = RunLog()  # each tier's recent runs and backfill progress, for /api/downsampling
 
     async def run_once(self) -> RunReport:
         started = time.perf_counter()
@@ -43,6 +45,7 @@ class Downsampler:
         self.runs += 1
         self.last_run_duration_s = time.perf_counter() - started
         self.last_error = None
+        self.runlog.record(report.ran, self.clock_ms())
         for window in report.changed:
             self.hub.reset_symbol(window.symbol)
         if len(report.ran) > 10:
@@ -57,4 +60,5 @@ class Downsampler:
                 if self.last_error != exc.message:
                     log.warning("downsampling failed: %s", exc.message)
                 self.last_error = exc.message
+                self.runlog.record_failure(exc.message, self.clock_ms())
             await asyncio.sleep(self.interval_s)

@@ -6,16 +6,23 @@ live bar the hub pushes is built from the same trades, so history and ``/ws`` ag
 
 Paging bounds the work: a request may span at most ``max_bars`` buckets; ``countback``
 asks for the last N bars before ``to`` and wins over ``from``.
+
+A slow or hung store does not hang the caller: each store query gets ``timeout_s``, then
+:class:`~service.core.errors.StoreUnavailable` (503 with Retry-After). The wait is given up,
+which releases the visibility lock, so the writer is not held behind it either.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import msgspec
 
 from service.core.bars import PartialBar, fold, merge_into
-from service.core.errors import InvalidRange, UnknownSymbol
+from service.core.errors import InvalidRange, StoreUnavailable, UnknownSymbol
 from service.core.instruments import REQUEST_SECONDS_BOUNDS, LabeledHistograms
 from service.core.models import Bar, BarsResponse, round_volume
 from service.core.resolution import Resolution, parse_resolution
@@ -23,6 +30,7 @@ from service.storage.base import Store
 from service.runtime.writer import TradeWriter
 
 NS_PER_MS = 1_000_000
+T = TypeVar("T")
 MAX_TIME_S = 253_402_300_799  # 9999-12-31
 
 
@@ -40,8 +48,10 @@ class Snapshot(msgspec.Struct, frozen=True):
 
 
 class History:
-    def __init__(self, store: Store, writer: TradeWriter, symbols: "SymbolSet", *, max_bars: int) -> None:
+    def __init__(self, store: Store, writer: TradeWriter, symbols: "SymbolSet", *, max_bars: int,
+                 timeout_s: float | None = None) -> None:
         self.store = store
+        self.timeout_s = timeout_s
         self.writer = writer
         self.symbols = symbols
         self.max_bars = max_bars
@@ -82,7 +92,7 @@ class History:
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> Snapshot:
         """Bars with start in ``[from_ms, to_ms)``, including trades not yet stored."""
         async with self.writer.visibility.read():
-            stored = await self.store.bars(symbol, resolution, from_ms, to_ms)
+            stored = await self._bounded(self.store.bars(symbol, resolution, from_ms, to_ms))
             pending = self.writer.pending_for(symbol)
             seq = self.writer.visible_seq
         partials: list[PartialBar] = []
@@ -94,10 +104,19 @@ class History:
         partials.sort(key=lambda p: p.start_ms)
         return Snapshot(_rounded(merge_into(stored, partials)), seq)
 
+    async def _bounded(self, query: Awaitable[T]) -> T:
+        if self.timeout_s is None:
+            return await query
+        try:
+            return await asyncio.wait_for(query, self.timeout_s)
+        except asyncio.TimeoutError:
+            raise StoreUnavailable(f"the store did not answer a history query within {self.timeout_s:g}s "
+                                   "(slow or not answering); retry later") from None
+
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
         """Start of the latest bar before ``before_ms``, counting trades not yet stored."""
         async with self.writer.visibility.read():
-            stored = await self.store.previous_bar_time(symbol, resolution, before_ms)
+            stored = await self._bounded(self.store.previous_bar_time(symbol, resolution, before_ms))
             pending = self.writer.pending_for(symbol)
         limit_ns = before_ms * NS_PER_MS
         latest = max((int(b.ts_ns[b.ts_ns < limit_ns].max()) for b in pending if (b.ts_ns < limit_ns).any()),

@@ -10,13 +10,25 @@ Layout: ``<dir>/<first seq>.seg`` segments of records::
 
     magic b"TVF1" | payload length u32 | crc32(payload) u32 | seq u64 | payload (msgpack)
 
-A torn record at the tail (a crash mid-write) is cut off when the spool opens; a record
-whose checksum fails elsewhere is skipped with an error in the log. Segments whose
-records are all committed to the store are deleted.
+A torn record at the tail (a crash or power loss mid-write) is cut off when the spool
+opens, and the log says how many bytes were dropped, where, and why; the records before
+it are intact. A record whose checksum fails elsewhere is skipped with an error in the
+log. Segments whose records are all committed to the store are deleted.
+
+A write that fails (a full disk: ``ENOSPC``; out of file descriptors; an I/O error) or
+comes back short never leaves a partial record behind: the segment is cut back to its
+last whole record before :meth:`Spool.append` raises
+:class:`~service.core.errors.DiskFull` (507) or
+:class:`~service.core.errors.SpoolUnavailable` (503), both with a Retry-After, and the
+batch is not acknowledged. Without the cut, a half record in the middle of a segment
+would hide every record after it at the next start (the scan cannot trust anything past
+a bad header). If even the cut fails, the segment is closed and never appended to again
+(its torn tail is cut at the next start) and the next append starts a new segment.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -27,7 +39,7 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
-from service.core.errors import Overloaded
+from service.core.errors import DiskFull, Overloaded, SpoolUnavailable
 from service.core.models import TradeColumns
 
 log = logging.getLogger(__name__)
@@ -69,6 +81,9 @@ class Spool:
         self._dirty = False
         self._last_sync = time.monotonic()
         self.corrupt_records = 0
+        self.torn_bytes_cut = 0  # bytes of torn records cut off at the last open
+        self.write_failures = 0  # appends refused because the disk would not take the record
+        self._disk_full_need = 0  # size of the last record refused for want of space (0: none)
         self._cursor: tuple[str, int, int] | None = None  # (segment path, offset, seq) of the last read
 
     # --- opening and recovery ---------------------------------------------------------
@@ -85,8 +100,13 @@ class Spool:
             if last is None:
                 os.remove(path)
                 continue
-            if good_size < os.path.getsize(path):
-                log.warning("spool: cutting a torn record at the end of %s (a crash mid-write)", name)
+            size = os.path.getsize(path)
+            if good_size < size:
+                self.torn_bytes_cut += size - good_size
+                log.warning("spool: cut %d bytes of a torn record at the end of %s after record %d (a crash or "
+                            "power loss mid-write; that batch was never acknowledged). The %d bytes of whole "
+                            "records before it are intact and will be stored.", size - good_size, path, last,
+                            good_size)
                 os.truncate(path, good_size)
             self._segments.append(_Segment(path, int(name[:-4]), last, good_size))
         return self._segments[-1].last_seq if self._segments else 0
@@ -125,23 +145,92 @@ class Spool:
         if self.size_bytes + len(record) > self.max_bytes:
             raise Overloaded(f"the spool is full ({self.size_bytes} bytes waiting for the store); retry later",
                              retry_after_s=5.0)
-        if self._fd is None or self._segments[-1].size >= self.segment_bytes:
-            self._rotate(seq)
-        os.write(self._fd, record)  # type: ignore[arg-type]
-        segment = self._segments[-1]
+        try:
+            if self._fd is None or self._segments[-1].size >= self.segment_bytes:
+                self._rotate(seq)
+            segment = self._segments[-1]
+            self._write_record(segment, record)
+            if self.fsync_interval_s == 0:
+                os.fsync(self._fd)  # type: ignore[arg-type]
+        except OSError as exc:
+            self.write_failures += 1
+            if self._fd is not None:
+                self._cut_back(self._segments[-1])
+            raise self._refusal(exc, len(record)) from exc
         segment.last_seq, segment.size = seq, segment.size + len(record)
-        self._dirty = True
+        self._disk_full_need = 0
         if self.fsync_interval_s == 0:
-            self.sync()
+            self._last_sync = time.monotonic()
+        else:
+            self._dirty = True
+
+    def _write_record(self, segment: _Segment, record: bytes) -> None:
+        """The whole record or an OSError (``os.write`` may write less than asked: on a
+        nearly full disk it does, and the rest then fails with ENOSPC)."""
+        view = memoryview(record)
+        while view:
+            written = os.write(self._fd, view)  # type: ignore[arg-type]
+            if written <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), segment.path)
+            view = view[written:]
+
+    def _cut_back(self, segment: _Segment) -> None:
+        """Drop whatever part of the failed record reached the segment."""
+        try:
+            os.ftruncate(self._fd, segment.size)  # type: ignore[arg-type]
+        except OSError as exc:
+            log.error("spool: cannot cut the failed write off %s (%s); closing it: the torn tail is cut at the "
+                      "next start and new records go to a new segment", segment.path, exc)
+            try:
+                os.close(self._fd)  # type: ignore[arg-type]
+            except OSError:
+                pass
+            self._fd = None
+
+    def _refusal(self, exc: OSError, record_bytes: int) -> Exception:
+        """The typed, retryable error for a write the disk refused."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._disk_full_need = record_bytes
+            return DiskFull(f"disk full at {self.directory}: the spool cannot keep this batch ({record_bytes} "
+                            "bytes), so it was not accepted; retry once space is freed",
+                            path=self.directory, details={"path": self.directory, "recordBytes": record_bytes})
+        return SpoolUnavailable(f"cannot write the spool at {self.directory}: {exc.strerror or exc}; the batch "
+                                "was not accepted, retry later")
+
+    def disk_full(self) -> str | None:
+        """A plain-words reason while the last append was refused for want of space and the
+        disk still lacks room for it; ``None`` otherwise (also once space came back)."""
+        need = self._disk_full_need
+        if not need:
+            return None
+        try:
+            stat = os.statvfs(self.directory)
+            free = stat.f_bavail * stat.f_frsize
+        except OSError:
+            free = 0
+        if free >= need + 1024 * 1024:  # room again: the next append will very likely fit
+            self._disk_full_need = 0
+            return None
+        return (f"disk full at {self.directory}: {free} bytes free; ingest answers 507 until space is freed "
+                "(acknowledged trades are safe)")
 
     def _rotate(self, first_seq: int) -> None:
+        path = os.path.join(self.directory, f"{first_seq:020d}.seg")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # first: a failure changes nothing
+        try:
+            os.ftruncate(fd, 0)  # a segment closed after a failed cut may have left this name behind
+            _fsync_dir(self.directory)
+        except OSError:
+            os.close(fd)
+            raise
         if self._fd is not None:
             self.sync()
             os.close(self._fd)
-        path = os.path.join(self.directory, f"{first_seq:020d}.seg")
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._segments.append(_Segment(path, first_seq, first_seq - 1, 0))
-        _fsync_dir(self.directory)
+        self._fd = fd
+        if self._segments and self._segments[-1].path == path:
+            self._segments[-1].size = 0  # the same name again: the failed record's segment, now empty
+        else:
+            self._segments.append(_Segment(path, first_seq, first_seq - 1, 0))
 
     def sync(self) -> None:
         fd = self._fd
@@ -161,7 +250,15 @@ class Spool:
     # --- reading back and releasing --------------------------------------------------------
 
     def read_after(self, seq: int, max_rows: int) -> list[tuple[int, list[TradeColumns]]]:
-        """Records with a sequence above ``seq``, oldest first, about ``max_rows`` trades."""
+        """Records with a sequence above ``seq``, oldest first, about ``max_rows`` trades.
+        Raises :class:`SpoolUnavailable` when a segment cannot be read (e.g. no file
+        descriptor is left); nothing is lost, the caller retries."""
+        try:
+            return self._read_after(seq, max_rows)
+        except OSError as exc:
+            raise SpoolUnavailable(f"cannot read the spool at {self.directory}: {exc.strerror or exc}") from exc
+
+    def _read_after(self, seq: int, max_rows: int) -> list[tuple[int, list[TradeColumns]]]:
         out: list[tuple[int, list[TradeColumns]]] = []
         rows = 0
         for segment in self._segments:

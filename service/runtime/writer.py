@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator
 import anyio.to_thread
 import numpy as np
 
-from service.core.errors import Overloaded, TvfluxError
+from service.core.errors import Overloaded, SpoolUnavailable, TvfluxError
 from service.core.instruments import BATCH_ROWS_BOUNDS, WRITE_SECONDS_BOUNDS, Histogram, LagClock
 from service.core.models import TradeColumns
 from service.runtime.spool import Spool
@@ -195,9 +195,12 @@ class TradeWriter:
         await self.store.append(batches)
         if self.spool is not None:
             tmp = self._marker_path() + ".tmp"
-            with open(tmp, "w") as f:
-                f.write(str(max_seq))
-            os.replace(tmp, self._marker_path())
+            try:
+                with open(tmp, "w") as f:
+                    f.write(str(max_seq))
+                os.replace(tmp, self._marker_path())
+            except OSError as exc:  # retried: appending the same batch again is idempotent there
+                raise SpoolUnavailable(f"cannot record the stored spool position in {tmp}: {exc}") from exc
 
     def pending_for(self, symbol: str) -> list[TradeColumns]:
         """Trades of ``symbol`` not yet in the store (call under ``visibility.read()``)."""
@@ -213,13 +216,23 @@ class TradeWriter:
 
     async def run(self) -> None:
         """Flush forever (until cancelled)."""
+        failed: str | None = None
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
             self._wake.clear()
             if self.spool is not None and self.spool.sync_due():
                 await anyio.to_thread.run_sync(self.spool.sync)
-            await self.flush()
+            try:
+                await self.flush()
+            except TvfluxError as exc:  # e.g. the spool unreadable for want of file descriptors
+                self.failures += 1
+                self.last_error = failed = exc.message
+                log.warning("writer: %s; retrying", exc.message)
+                await asyncio.sleep(self.retry_base_s * 10)
+            else:
+                if self.last_error is not None and self.last_error == failed:
+                    self.last_error = None
 
     async def flush(self) -> int:
         """Append everything pending now, retrying until the store takes it. Flushes are

@@ -189,7 +189,7 @@ class EmbeddedStore:
                     cursor.executemany("INSERT INTO dirty VALUES (?, ?, ?, ?)", dirty)
                 cursor.execute("COMMIT")
             except BaseException:
-                cursor.execute("ROLLBACK")
+                _rollback(cursor)
                 raise
             for _, symbol, lo, hi in dirty:
                 old = self._dirty_span.get(symbol)
@@ -332,7 +332,7 @@ class EmbeddedStore:
                     )
                 cursor.execute("COMMIT")
             except BaseException:
-                cursor.execute("ROLLBACK")
+                _rollback(cursor)
                 raise
         return int(rows)
 
@@ -476,6 +476,16 @@ class EmbeddedStore:
     async def trade_count(self) -> int:
         (n,) = await self._run(lambda c: c.execute("SELECT count(*) FROM trades").fetchall()[0])
         return int(n)
+
+
+def _rollback(cursor: duckdb.DuckDBPyConnection) -> None:
+    """Roll back after a failed statement, keeping the original error: DuckDB may already
+    have aborted the transaction itself (a COMMIT that hit a full disk does), and then a
+    ROLLBACK fails with "no transaction is active", which would hide the real cause."""
+    try:
+        cursor.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
 
 
 def _first(cursor: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
