@@ -55,6 +55,8 @@ class Ingestor:
         self.max_future_ms = max_future_ms
         self.id_cache_size = id_cache_size
         self._ids: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._ids_evicted = False  # every id accepted since start is in ``_ids`` until one is dropped
+        self._stored_until_ms: dict[str, int] = {}  # per symbol: the newest stored ms at start
         self._clock = TimestampAllocator()
         self._lock = asyncio.Lock()
         self.accepted = 0
@@ -66,14 +68,14 @@ class Ingestor:
         """Learn from the store what it holds (last timestamps, recent ids)."""
         for symbol in self.symbols:
             await self._start_symbol(symbol)
-        recent = getattr(self.store, "recent_ids", None)
-        if recent is not None:
-            for key in reversed(await recent(self.id_cache_size)):
-                self._remember(key)
+        for key in reversed(await self.store.recent_ids(self.id_cache_size)):
+            self._remember(key)
 
     async def _start_symbol(self, symbol: str) -> None:
         if not self._clock.is_started(symbol):
-            self._clock.start_symbol(symbol, await self.store.last_ts_ns(symbol, 0, 2**62))
+            last = await self.store.last_ts_ns(symbol, 0, 2**62)
+            self._stored_until_ms[symbol] = -1 if last is None else last // NS_PER_MS
+            self._clock.start_symbol(symbol, last)
 
     # --- the untrusted path: clients --------------------------------------------------
 
@@ -172,7 +174,13 @@ class Ingestor:
             return group
         unknown = {t.id for t in with_ids if (symbol, t.id) not in self._ids}
         stored: set[str] = set()
-        if unknown:
+        await self._start_symbol(symbol)
+        # A stored duplicate has the same time as its retry. Trades newer than anything the
+        # store held at start were all accepted by this process, so their ids are in ``_ids``
+        # unless it dropped some: then no store lookup is needed (one query less per batch,
+        # and ingest keeps acknowledging into the spool while the store is down).
+        if unknown and (self._ids_evicted or min(t.time for t in with_ids if t.id in unknown)
+                        <= self._stored_until_ms[symbol]):
             lo_ms = min(t.time for t in with_ids)
             hi_ms = max(t.time for t in with_ids) + 1
             stored = await self.store.known_ids(symbol, sorted(unknown), lo_ms * NS_PER_MS, hi_ms * NS_PER_MS)
@@ -191,6 +199,7 @@ class Ingestor:
         self._ids.move_to_end(key)
         while len(self._ids) > self.id_cache_size:
             self._ids.popitem(last=False)
+            self._ids_evicted = True
 
     async def _columns(self, symbol: str, trades: list[Trade]) -> TradeColumns:
         await self._start_symbol(symbol)
