@@ -1,36 +1,25 @@
 """Pure pieces of the InfluxDB store: which stored rows answer a history request, how
 they fold into bars of the requested resolution, and how InfluxDB's CSV reads back.
 
-History follows :mod:`service.storage.base` exactly::
-
-    tier T bars in [from, wm_T) ∪ source(T) bars in [wm_T, wm_source) ∪ … ∪ raw in [wm_first, to)
-
-with raw trades aggregated to the first tier's size inside InfluxDB (or to the requested
-size for second resolutions, which no tier can serve). Every segment boundary is a
-watermark, aligned to its tier and so to every smaller tier in the chain: each trade is
-counted exactly once.
+History follows :mod:`service.storage.base` exactly, with the segments composed by
+:func:`service.core.segments.history_segments` and raw trades aggregated to each raw
+segment's ``every_ms`` inside InfluxDB (the first tier's size, or the requested size for
+second resolutions, which no tier can serve).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-import msgspec
 
+from service.core.errors import StoreUnavailable
 from service.core.models import Bar
 from service.core.plan import Plan
 from service.core.resolution import Resolution
+from service.core.segments import Segment, history_segments
 
-
-class Segment(msgspec.Struct, frozen=True):
-    """Rows in ``[start_ms, stop_ms)`` from tier ``tier`` (stored bars), or from raw trades
-    aggregated to ``every_ms`` when ``tier`` is ``None``."""
-
-    start_ms: int
-    stop_ms: int
-    tier: str | None = None
-    every_ms: int | None = None
+__all__ = ["BarRows", "CsvReader", "QueryFailed", "Segment", "compose", "history_span", "plan_segments", "roll_up"]
 
 
 def history_span(resolution: Resolution, from_ms: int, to_ms: int) -> tuple[int, int]:
@@ -48,29 +37,14 @@ def plan_segments(
     from_ms: int,
     to_ms: int,
     watermarks: Mapping[str, int | None],
+    dirty_span: tuple[int, int] | None = None,
 ) -> list[Segment]:
-    """The segments answering ``bars(resolution, [from_ms, to_ms))``, oldest first."""
+    """The segments answering ``bars(resolution, [from_ms, to_ms))``, oldest first: the
+    core composition over :func:`history_span`. ``dirty_span``: the envelope of the dirty
+    markers the serving chain has not consumed yet (late trades), read from raw trades
+    until the tasks have rebuilt it."""
     start, stop = history_span(resolution, from_ms, to_ms)
-    if stop <= start:
-        return []
-    tier = plan.serving_tier(resolution)
-    if tier is None:
-        assert resolution.size_ms is not None  # months are always served by a day divisor
-        return [Segment(start, stop, None, resolution.size_ms)]
-    segments: list[Segment] = []
-    cursor = start
-    chain = plan.chain(tier)
-    for link in chain:
-        wm = watermarks.get(link.name)
-        if wm is None:
-            continue
-        end = min(wm, stop)
-        if end > cursor:
-            segments.append(Segment(cursor, end, link.name))
-            cursor = end
-    if stop > cursor:
-        segments.append(Segment(cursor, stop, None, chain[-1].size_ms))
-    return segments
+    return history_segments(plan, resolution, start, stop, watermarks, dirty_span)
 
 
 class BarRows:
@@ -131,10 +105,61 @@ def compose(
     return bars
 
 
+Rows = list[tuple[int, list[float | None]]]
+
+
+def roll_up(segments_rows: Iterable[Rows], row_sizes_ms: Sequence[int], chain_sizes_ms: Sequence[int]) -> Rows:
+    """Fold rows finer than the serving tier into bars of each tier of its chain, smallest
+    first, exactly the way the Flux tasks build those tiers: volumes summed one by one in
+    time order from 0 (what InfluxDB's ``sum()`` does). So a bar composed from lower tiers
+    is bit-identical to the stored bar the tasks write for it later; summing the same rows
+    in another grouping would differ in the last bits of the volume.
+
+    ``row_sizes_ms[i]`` is the bar size of segment ``i`` (tier size, or ``every_ms`` of a
+    raw segment); ``chain_sizes_ms`` the sizes of the serving tier and those below it. Each
+    tier's bucket is either wholly one stored row or wholly finer rows: segment boundaries
+    are watermarks, aligned to their tier."""
+    rows: list[tuple[int, int, list[float | None]]] = [
+        (t, size, values) for segment, size in zip(segments_rows, row_sizes_ms) for t, values in segment
+    ]
+    for level in sorted(chain_sizes_ms):
+        out: list[tuple[int, int, list[float | None]]] = []
+        key = None
+        acc: list[float | None] = []
+        for t, size, values in rows:
+            if size >= level:
+                if key is not None:
+                    out.append((key, level, acc))
+                    key = None
+                out.append((t, size, values))
+                continue
+            start = t // level * level
+            if start != key:
+                if key is not None:
+                    out.append((key, level, acc))
+                key, acc = start, list(values)
+                continue
+            o, h, low, c, v = values
+            if acc[0] is None:
+                acc[0] = o
+            if h is not None:
+                acc[1] = h if acc[1] is None or h > acc[1] else acc[1]
+            if low is not None:
+                acc[2] = low if acc[2] is None or low < acc[2] else acc[2]
+            if c is not None:
+                acc[3] = c
+            if v is not None:
+                acc[4] = v if acc[4] is None else acc[4] + v
+        if key is not None:
+            out.append((key, level, acc))
+        rows = out
+    return [(t, values) for t, _, values in rows]
+
+
 # --- InfluxDB's CSV -------------------------------------------------------------------
 
 
-class QueryFailed(Exception):
+class QueryFailed(StoreUnavailable):
     """InfluxDB reported an error inside a query response."""
 
 

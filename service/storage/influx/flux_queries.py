@@ -145,7 +145,8 @@ def symbols_query(names: Names) -> str:
 
 def status_query(names: Names, marker_days: int = 7) -> str:
     """Everything ``downsampling_status`` shows, one row per series: watermarks and dirty
-    cursors (max), the last run and lease (last), and recent dirty markers (each).
+    cursors (max), the last run and lease (last), and recent dirty markers (each, both
+    fields: ``start_ms`` and ``end_ms`` share the marker's time).
     ``t`` is the point time in ns here."""
     bucket = flux_string(names.status_bucket)
     common = "map(fn: (r) => ({m: r._measurement, tier: r.tier, f: r._field, t: int(v: r._time), v: int(v: r._value)}))"
@@ -162,7 +163,7 @@ def status_query(names: Names, marker_days: int = 7) -> str:
         f"    |> {common}\n"
         f"markers = from(bucket: {bucket})\n"
         f"    |> range(start: -{marker_days}d, stop: {FAR_FUTURE})\n"
-        f'    |> filter(fn: (r) => r._measurement == "{DIRTY}" and r._field == "start_ms")\n'
+        f'    |> filter(fn: (r) => r._measurement == "{DIRTY}")\n'
         f"    |> {common}\n"
         "\n"
         "union(tables: [maxes, lasts, markers])\n"

@@ -25,6 +25,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 import aiohttp
 import anyio
@@ -33,19 +34,24 @@ from influxdb_client import Dialect, PingService, Query, QueryService, WriteServ
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.rest import ApiException
 
-from service.core.errors import InvalidTrade, StoreUnavailable
+from service.core.errors import InvalidTrade, NotSupported, RunTimeout, StoreUnavailable
 from service.core.models import Bar, TierRun, TierStatus, TradeColumns
 from service.core.plan import RAW, Plan
 from service.core.resolution import Resolution
+from service.core.schedule import late_window
 from service.core.settings import Settings
 from service.storage.influx import flux_queries as fq
 from service.storage.influx import flux_render as fr
 from service.storage.base import ChangedWindow, Health, RunReport
 from service.storage.influx.admin import Admin, RunInfo, bucket_specs, describe_api_error
-from service.storage.influx.compose import BarRows, CsvReader, QueryFailed, Segment, compose, plan_segments
+from service.core.segments import Segment
+from service.storage.influx.compose import BarRows, CsvReader, QueryFailed, compose, plan_segments, roll_up
 from service.storage.influx.retry import NETWORK_ERRORS as _NETWORK_ERRORS
 from service.storage.influx.retry import RetryPolicy, backoff_s, brief, is_retryable, retry_after_s
 from service.storage.influx.lineproto import encode_trades, series_prefix, split_lines, unique_ns
+
+if TYPE_CHECKING:
+    from service.ops.backup import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,11 @@ _DIALECT = Dialect(header=True, delimiter=",", annotations=[], comment_prefix="#
 
 class InfluxStore:
     kind = "influx"
+    retry_start = True  # a server that may come up after the service: retried, unready meanwhile
+    downsampling_in_database = True  # the Flux tasks run on InfluxDB's own schedule
+    # Line protocol writes have no transaction to commit a spool position in; a replayed
+    # batch is harmless anyway (equal points overwrite themselves).
+    commits_spool_seq = False
 
     def __init__(
         self,
@@ -90,6 +101,7 @@ class InfluxStore:
         self._task_ids: dict[str, str] = {}
         self._status: dict[tuple[str, str, str], tuple[int, int]] = {}  # (m, tier, f) -> (t_ns, v)
         self._markers: list[tuple[str, int]] = []  # (tier, marker time ns) of recent markers
+        self._marker_spans: dict[tuple[str, int], tuple[int, int]] = {}  # same key -> (start_ms, end_ms)
         self._status_at = -1e9
         self._run_lock = asyncio.Lock()
         self._marker_ns = 0
@@ -152,7 +164,10 @@ class InfluxStore:
     async def destroy(self) -> None:
         """Delete this store's tasks and buckets (test teardown)."""
         assert self._admin is not None, "start() first"
-        await self._admin.delete(self._plan, self._names)
+        try:
+            await self._admin.delete(self._plan, self._names)
+        finally:
+            await self.close()
 
     def _api(self) -> Admin:
         if self._client is None or self._admin is None:
@@ -186,7 +201,8 @@ class InfluxStore:
         """Encode, split and gzip (in a worker thread: this is CPU work). Also finds the
         trades late enough that their first-tier bar may already be closed."""
         first = self._plan.tiers[0]
-        late_edge_ms = first.floor(now_ms - self._plan.grace_ms)
+        # The watermark lives in InfluxDB; the furthest it can be is the tier's edge now.
+        late_edge_ms = self._plan.edge_ms(first, source_watermark_ms=None, now_ms=now_ms)
         payload = []
         changes = []
         for batch in batches:
@@ -194,11 +210,9 @@ class InfluxStore:
                 continue
             ts = unique_ns(batch.ts_ns)
             payload.append(encode_trades(batch.symbol, ts, batch.price, batch.size, batch.ids))
-            late = ts[ts < late_edge_ms * 1_000_000]
-            if late.size:
-                lo = first.floor(int(late.min()) // 1_000_000)
-                hi = first.floor(int(late.max()) // 1_000_000) + first.size_ms
-                changes.append(ChangedWindow(batch.symbol, lo, hi))
+            late = late_window(first, ts, late_edge_ms)
+            if late is not None:
+                changes.append(ChangedWindow(batch.symbol, late.start_ms, late.end_ms))
         chunks = split_lines(b"".join(payload), self._batch_lines)
         gz = [gzip.compress(chunk, compresslevel=self._gzip_level) for chunk in chunks]
         return gz, changes
@@ -215,7 +229,8 @@ class InfluxStore:
             stamped.append((self._marker_ns, change))
         return "".join(lines).encode(), stamped
 
-    async def append(self, batches: Sequence[TradeColumns]) -> None:
+    async def append(self, batches: Sequence[TradeColumns], *, spool_seq: int | None = None) -> None:
+        """``spool_seq`` is ignored (``commits_spool_seq`` is ``False``)."""
         self._api()
         self._appends += 1
         now_ms = time.time_ns() // 1_000_000
@@ -241,6 +256,10 @@ class InfluxStore:
             await self._write(self._names.status_bucket, body, gzipped=False)
             # bounded: if no run ever consumes them, the oldest are forgotten (resets only)
             self._pending_changes = (self._pending_changes + stamped)[-10_000:]
+            self._status_at = -1e9  # history must see the new markers (dirty spans) at once
+
+    async def committed_spool_seq(self) -> int:
+        return 0  # not kept here: the writer keeps its own marker (commits_spool_seq is False)
 
     async def _write(self, bucket: str, body: bytes, *, gzipped: bool) -> None:
         extra = {"content_encoding": "gzip"} if gzipped else {}
@@ -323,9 +342,15 @@ class InfluxStore:
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
         await self._read_status()
-        segments = plan_segments(self._plan, resolution, from_ms, to_ms, self._watermarks())
+        tier = self._plan.serving_tier(resolution)
+        chain = self._plan.chain(tier) if tier is not None else []
+        segments = plan_segments(self._plan, resolution, from_ms, to_ms, self._watermarks(),
+                                 self._dirty_span([t.name for t in chain]))
         parts = await asyncio.gather(*(self._segment_rows(symbol, s) for s in segments))
-        return compose(parts, resolution, from_ms, to_ms)
+        sizes = [self._plan.tier(s.tier).size_ms if s.tier is not None else s.every_ms or 0 for s in segments]
+        # bit-identical to the bars the tasks will store (see roll_up), whatever the lag
+        rows = roll_up(parts, sizes, [t.size_ms for t in chain])
+        return compose([rows], resolution, from_ms, to_ms)
 
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
         if before_ms <= 0:
@@ -360,19 +385,45 @@ class InfluxStore:
             found.update([v async for (v,) in self._rows(flux, ("id",))])
         return found
 
+    async def recent_ids(self, limit: int) -> list[tuple[str, str]]:
+        """None: an "ids of the newest trades" scan would read every series of the raw
+        bucket at start; :meth:`known_ids` answers duplicates by their own time span."""
+        return []
+
+    async def snapshot(self, directory: str) -> Manifest:
+        raise NotSupported("the InfluxDB store is backed up with `influx backup`: see scripts/influx-backup.sh "
+                           "and docs/backup.md")
+
     # --- downsampling -------------------------------------------------------------
 
     async def _read_status(self, *, force: bool = False) -> None:
         if not force and time.monotonic() - self._status_at < WATERMARK_TTL_S:
             return
         status: dict[tuple[str, str, str], tuple[int, int]] = {}
-        markers: list[tuple[str, int]] = []
+        spans: dict[tuple[str, int], dict[str, int]] = {}
         async for m, tier, f, t, v in self._rows(fq.status_query(self._names), ("m", "tier", "f", "t", "v")):
             if m == fr.DIRTY:
-                markers.append((tier, int(t)))
+                spans.setdefault((tier, int(t)), {})[f] = int(v)
             else:
                 status[(m, tier, f)] = (int(t), int(v))
-        self._status, self._markers, self._status_at = status, markers, time.monotonic()
+        self._status, self._status_at = status, time.monotonic()
+        self._markers = sorted(spans)
+        self._marker_spans = {k: (v["start_ms"], v["end_ms"]) for k, v in spans.items() if len(v) == 2}
+
+    def _dirty_span(self, tiers: list[str]) -> tuple[int, int] | None:
+        """Envelope of the dirty markers (any symbol: markers carry none) that a tier of
+        ``tiers`` has not consumed yet: late trades not yet in every tier serving a
+        request, so that span is read from raw trades meanwhile (exact, only slower)."""
+        lo = hi = None
+        for (tier, t_ns), (start, end) in self._marker_spans.items():
+            if tier not in tiers:
+                continue
+            cursor = self._value(fr.DIRTY_CURSOR, tier, "marker_ns")
+            if cursor is not None and t_ns <= cursor:
+                continue
+            lo = start if lo is None else min(lo, start)
+            hi = end if hi is None else max(hi, end)
+        return None if lo is None or hi is None or hi <= lo else (lo, hi)
 
     def _value(self, measurement: str, tier: str, field: str) -> int | None:
         hit = self._status.get((measurement, tier, field))
@@ -424,9 +475,20 @@ class InfluxStore:
     async def run_log(self, tier: str, run_id: str) -> list[str]:
         return await self._api().run_log(self._task_ids[tier], run_id)
 
-    async def run_downsampling(self, now_ms: int, *, max_windows: int | None = None) -> RunReport:
+    async def run_downsampling(self, now_ms: int, *, max_windows: int | None = None,
+                               timeout_s: float | None = None) -> RunReport:
         """Trigger the tasks tier by tier (manual runs ``scheduledFor`` ``now_ms``) until
-        each has no window left, waiting for each run. Serialised per store."""
+        each has no window left, waiting for each run. Serialised per store. Past
+        ``timeout_s`` the wait is abandoned (remote work over HTTP: a task run already
+        started finishes or fails inside InfluxDB on its own)."""
+        if timeout_s is None:
+            return await self._run_downsampling(now_ms, max_windows)
+        try:
+            return await asyncio.wait_for(self._run_downsampling(now_ms, max_windows), timeout_s)
+        except asyncio.TimeoutError:
+            raise RunTimeout(f"downsampling run took longer than {timeout_s}s; retried next time") from None
+
+    async def _run_downsampling(self, now_ms: int, max_windows: int | None) -> RunReport:
         admin = self._api()
         ran: list[TierRun] = []
         # a run's now() has whole seconds; decide on the same instant the task will see
