@@ -6,12 +6,12 @@ bad variable is reported at once (one :class:`~service.core.errors.ConfigError` 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
-
 import re
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
+from msgspec import Meta
 
 from service.core.errors import ConfigError
 from service.core.plan import DEFAULT_TIERS, Plan, build_plan
@@ -26,64 +26,79 @@ class Secret(str):
         return "Secret('***')" if self else "Secret('')"
 
 
+# Field types shared by several settings (see _parser below for how each is read).
+Names = Annotated[tuple[str, ...], Meta(min_length=1)]  # TVFLUX_X=a,b,c; when set, at least one
+Size = Annotated[str, Meta(pattern=r"^[1-9][0-9]*(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+                           description="a size such as 512MB or 2GB")]
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], Meta(extra={"upper": True})]  # any case
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every setting, declared once: its type and ``Meta`` constraints are what
+    :func:`load_settings` checks ``TVFLUX_<NAME>`` against; the default is the default."""
+
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8000
     data_dir: str = "./data"
-    store: str = "duckdb"  # or "influx"
+    store: Literal["duckdb", "influx"] = "duckdb"
     # DuckDB's buffer pool caches the growing trades table up to this: the service's RSS
     # grows towards it over hours (measured in docs/performance.md, "Soak").
-    duckdb_memory_limit: str = "1GB"
-    symbols: tuple[str, ...] = _DEFAULT_SYMBOLS
-    log_level: str = "INFO"
+    duckdb_memory_limit: Size = "1GB"
+    symbols: Names = _DEFAULT_SYMBOLS
+    log_level: LogLevel = "INFO"
 
     # synthetic trades: total trades/s over all symbols; 0 turns the generator off
-    synthetic_rate: float = 20.0
-    synthetic_seed: int = 7
-    synthetic_backfill_s: int = 6 * 3600  # history written on first start into an empty store
+    synthetic_rate: Annotated[float, Meta(ge=0.0)] = 20.0
+    synthetic_seed: Annotated[int, Meta(ge=0)] = 7
+    # history written on first start into an empty store
+    synthetic_backfill_s: Annotated[int, Meta(ge=0, le=366 * 86_400)] = 6 * 3600
 
     # ingest limits
-    max_batch_trades: int = 10_000
-    max_body_bytes: int = 4 * 1024 * 1024
-    max_future_ms: int = 60_000  # a trade may be at most this far ahead of the clock
-    max_frame_bytes: int = 4 * 1024 * 1024
+    max_batch_trades: Annotated[int, Meta(ge=1)] = 10_000
+    max_body_bytes: Annotated[int, Meta(ge=1024)] = 4 * 1024 * 1024
+    max_future_ms: Annotated[int, Meta(ge=0)] = 60_000  # a trade may be at most this far ahead of the clock
+    max_frame_bytes: Annotated[int, Meta(ge=1024)] = 4 * 1024 * 1024
 
     # trade writer
-    flush_interval_ms: int = 200
-    flush_rows: int = 50_000
-    writer_max_pending_rows: int = 2_000_000
+    flush_interval_ms: Annotated[int, Meta(ge=1)] = 200
+    flush_rows: Annotated[int, Meta(ge=1)] = 50_000
+    writer_max_pending_rows: Annotated[int, Meta(ge=1)] = 2_000_000
 
     # live push
-    push_interval_ms: int = 50
-    send_timeout_s: float = 5.0
-    client_queue_max: int = 256  # closed bars waiting for one subscription before cut-off
-    max_subscriptions_per_connection: int = 200
+    push_interval_ms: Annotated[int, Meta(ge=0)] = 50
+    send_timeout_s: Annotated[float, Meta(ge=0.01)] = 5.0
+    # closed bars waiting for one subscription before cut-off
+    client_queue_max: Annotated[int, Meta(ge=1)] = 256
+    max_subscriptions_per_connection: Annotated[int, Meta(ge=1)] = 200
 
-    max_connections_per_client: int = 64  # open WebSocket/SSE connections per client address
+    # open WebSocket/SSE connections per client address
+    max_connections_per_client: Annotated[int, Meta(ge=1)] = 64
 
     # durability: every accepted batch is in the on-disk spool before it is acknowledged
-    spool_max_bytes: int = 1024 * 1024 * 1024  # past this, ingest answers 429
-    spool_fsync_interval_ms: int = 200  # 0 = fsync every batch before acknowledging it
+    spool_max_bytes: Annotated[int, Meta(ge=1024 * 1024)] = 1024 * 1024 * 1024  # past this: 429
+    spool_fsync_interval_ms: Annotated[int, Meta(ge=0)] = 200  # 0 = fsync every batch before acknowledging it
 
     # access control (empty = open); tokens are Secret so they never reach logs or reprs
     ingest_token: Secret = Secret("")
     admin_token: Secret = Secret("")
-    cors_origins: tuple[str, ...] = ()
+    cors_origins: Names = ()
 
     # history
-    max_bars: int = 10_000
-    history_timeout_s: float = 10.0  # a store query taking longer answers 503 (Retry-After)
+    max_bars: Annotated[int, Meta(ge=1)] = 10_000
+    # a store query taking longer answers 503 (Retry-After)
+    history_timeout_s: Annotated[float, Meta(ge=0.1)] = 10.0
 
     # downsampling
-    tiers: tuple[str, ...] = DEFAULT_TIERS
-    lookback_ms: int = 5 * 60_000
-    grace_ms: int = 5_000
-    downsample_interval_ms: int = 2_000
-    downsample_timeout_s: float = 120.0  # a run taking longer is abandoned and retried
+    tiers: Names = DEFAULT_TIERS
+    lookback_ms: Annotated[int, Meta(ge=0)] = 5 * 60_000
+    grace_ms: Annotated[int, Meta(ge=0)] = 5_000
+    downsample_interval_ms: Annotated[int, Meta(ge=0)] = 2_000
+    downsample_timeout_s: Annotated[float, Meta(ge=0.1)] = 120.0  # a run taking longer is abandoned and retried
 
     # readiness: /health/ready is false past these
-    ready_writer_lag_s: float = 30.0  # oldest trade waiting for the store
-    ready_downsampling_slack_s: float = 300.0  # tier lag allowed beyond its normal worst case
+    ready_writer_lag_s: Annotated[float, Meta(ge=0.0)] = 30.0  # oldest trade waiting for the store
+    # tier lag allowed beyond its normal worst case
+    ready_downsampling_slack_s: Annotated[float, Meta(ge=0.0)] = 300.0
 
     # fault injection for the outage tests: while this file exists, store writes fail
     fault_store_down_file: str = ""
@@ -95,106 +110,94 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     influx_bucket: str = "trades"
     influx_bars_bucket: str = "bars"
     influx_status_bucket: str = "tvflux_status"
-    influx_raw_retention_s: int = 0  # 0 keeps raw trades forever
+    influx_raw_retention_s: Annotated[int, Meta(ge=0)] = 0  # 0 keeps raw trades forever
 
     @property
     def plan(self) -> Plan:
         return build_plan(self.tiers, lookback_ms=self.lookback_ms, grace_ms=self.grace_ms)
 
 
-def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+# --- from TVFLUX_* text to values, derived from the declarations above ------------------
+#
+# Each field's type and ``Meta`` constraints say how its variable is read and checked:
+# ``int``/``float`` with ``ge``/``le``, ``Literal`` choices, ``Names`` (comma-separated,
+# at least one), ``str`` with a ``pattern`` (the ``description`` says what is expected),
+# ``Secret``. Every failure is a ``ValueError`` whose text follows the variable's name in
+# the ConfigError.
+
+
+def _bounded_int(meta: Meta) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(text)
-        if lo is not None and value < lo:
-            raise ValueError(f"must be >= {lo}")
-        if hi is not None and value > hi:
-            raise ValueError(f"must be <= {hi}")
+        if meta.ge is not None and value < meta.ge:
+            raise ValueError(f"must be >= {meta.ge}")
+        if meta.le is not None and value > meta.le:
+            raise ValueError(f"must be <= {meta.le}")
         return value
 
     return parse
 
 
-def _float(lo: float = 0.0) -> Callable[[str], float]:
+def _bounded_float(meta: Meta) -> Callable[[str], float]:
+    lo = float(meta.ge if meta.ge is not None else 0.0)
+
     def parse(text: str) -> float:
         value = float(text)
-        if not value >= lo or value == float("inf"):
+        if not value >= lo or value == float("inf"):  # NaN fails the first test
             raise ValueError(f"must be a finite number >= {lo}")
         return value
 
     return parse
 
 
-def _choice(*options: str) -> Callable[[str], str]:
+def _choice(options: tuple[str, ...], upper: bool) -> Callable[[str], str]:
     def parse(text: str) -> str:
-        if text not in options:
+        value = text.upper() if upper else text
+        if value not in options:
             raise ValueError(f"must be one of {', '.join(options)}")
-        return text
+        return value
 
     return parse
 
 
-def _csv(text: str) -> tuple[str, ...]:
+def _names(text: str) -> tuple[str, ...]:
     items = tuple(item.strip() for item in text.split(",") if item.strip())
     if not items:
         raise ValueError("must list at least one item, comma-separated")
     return items
 
 
-def _size(text: str) -> str:
-    if not re.fullmatch(r"[1-9][0-9]*(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", text.strip()):
-        raise ValueError("must be a size such as 512MB or 2GB")
-    return text.strip()
+def _matching(meta: Meta) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not re.fullmatch(str(meta.pattern), text.strip()):
+            raise ValueError(f"must be {meta.description}")
+        return text.strip()
+
+    return parse
 
 
-def _log_level(text: str) -> str:
-    return _choice("DEBUG", "INFO", "WARNING", "ERROR")(text.upper())
+def _parser(hint: Any) -> Callable[[str], Any]:
+    metas = [m for m in get_args(hint)[1:] if isinstance(m, Meta)] if get_origin(hint) is Annotated else []
+    meta = metas[0] if metas else Meta()
+    base = get_args(hint)[0] if get_origin(hint) is Annotated else hint
+    if base is Secret:
+        return Secret
+    if base is int:
+        return _bounded_int(meta)
+    if base is float:
+        return _bounded_float(meta)
+    if get_origin(base) is Literal:
+        return _choice(get_args(base), upper=bool((meta.extra or {}).get("upper")))
+    if get_origin(base) is tuple:
+        return _names
+    if base is str:
+        return _matching(meta) if meta.pattern is not None else str
+    raise TypeError(f"no TVFLUX_* reader for {hint!r}")  # a new field type: teach _parser
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "host": str,
-    "port": _int(0, 65535),
-    "data_dir": str,
-    "store": _choice("duckdb", "influx"),
-    "duckdb_memory_limit": _size,
-    "symbols": _csv,
-    "log_level": _log_level,
-    "synthetic_rate": _float(0.0),
-    "synthetic_seed": _int(0),
-    "synthetic_backfill_s": _int(0, 366 * 86_400),
-    "max_batch_trades": _int(1),
-    "max_body_bytes": _int(1024),
-    "max_future_ms": _int(0),
-    "max_frame_bytes": _int(1024),
-    "flush_interval_ms": _int(1),
-    "flush_rows": _int(1),
-    "writer_max_pending_rows": _int(1),
-    "push_interval_ms": _int(0),
-    "send_timeout_s": _float(0.01),
-    "client_queue_max": _int(1),
-    "max_subscriptions_per_connection": _int(1),
-    "max_bars": _int(1),
-    "history_timeout_s": _float(0.1),
-    "max_connections_per_client": _int(1),
-    "spool_max_bytes": _int(1024 * 1024),
-    "spool_fsync_interval_ms": _int(0),
-    "ingest_token": Secret,
-    "admin_token": Secret,
-    "cors_origins": _csv,
-    "downsample_timeout_s": _float(0.1),
-    "fault_store_down_file": str,
-    "ready_writer_lag_s": _float(0.0),
-    "ready_downsampling_slack_s": _float(0.0),
-    "tiers": _csv,
-    "lookback_ms": _int(0),
-    "grace_ms": _int(0),
-    "downsample_interval_ms": _int(0),
-    "influx_url": str,
-    "influx_token": Secret,
-    "influx_org": str,
-    "influx_bucket": str,
-    "influx_bars_bucket": str,
-    "influx_status_bucket": str,
-    "influx_raw_retention_s": _int(0),
+    name: _parser(hint) for name, hint in get_type_hints(Settings, include_extras=True).items()
+    if name in Settings.__struct_fields__
 }
 
 PREFIX = "TVFLUX_"

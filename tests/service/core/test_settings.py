@@ -42,3 +42,25 @@ def test_tokens_never_show_in_reprs_or_errors():
 
 def test_overrides_win():
     assert load_settings({"TVFLUX_PORT": "1"}, port=2, host=None).port == 2
+
+
+def test_checks_come_from_the_one_declaration():
+    # bounds from Meta(ge, le), choices from Literal (log level in any case), sizes from a pattern
+    with pytest.raises(ConfigError) as info:
+        load_settings({"TVFLUX_PORT": "70000", "TVFLUX_DUCKDB_MEMORY_LIMIT": "lots", "TVFLUX_SEND_TIMEOUT_S": "nan",
+                       "TVFLUX_MAX_BARS": "0", "TVFLUX_CORS_ORIGINS": ","})
+    assert sorted(info.value.problems) == [
+        "TVFLUX_CORS_ORIGINS=',': must list at least one item, comma-separated",
+        "TVFLUX_DUCKDB_MEMORY_LIMIT='lots': must be a size such as 512MB or 2GB",
+        "TVFLUX_MAX_BARS='0': must be >= 1",
+        "TVFLUX_PORT='70000': must be <= 65535",
+        "TVFLUX_SEND_TIMEOUT_S='nan': must be a finite number >= 0.01",
+    ]
+    s = load_settings({"TVFLUX_LOG_LEVEL": "warning", "TVFLUX_DUCKDB_MEMORY_LIMIT": " 2 GB "})
+    assert (s.log_level, s.duckdb_memory_limit) == ("WARNING", "2 GB")
+
+
+def test_a_bad_token_is_never_echoed():
+    with pytest.raises(ConfigError) as info:
+        load_settings({"TVFLUX_ADMIN_TOKEN": "hunter2", "TVFLUX_STORE": "influx"})
+    assert "hunter2" not in "\n".join(info.value.problems)
