@@ -95,6 +95,7 @@
         [duration(t.lastDurationMs), "num"],
         [t.rows == null ? "—" : intFmt.format(t.rows), "num"],
         [t.dirtyWindows == null ? "—" : intFmt.format(t.dirtyWindows), "num"],
+        [backfillText(t.backfill), "backfill"],
         [t.error || "", "err"],
       ];
       for (const [text, cls] of cells) {
@@ -108,18 +109,85 @@
     if (!rows.length) {
       const tr = document.createElement("tr");
       const td = document.createElement("td");
-      td.colSpan = 9;
+      td.colSpan = 10;
       td.className = "muted";
       td.textContent = "No tiers configured.";
       tr.appendChild(td);
       frag.appendChild(tr);
     }
     tbody.replaceChildren(frag);
+    renderRuns(rows);
+  }
+
+  // "42.0 % · 3 m 20 s left (about 14:32:10Z)", or "at the edge" for a tier that follows it.
+  function backfillText(b) {
+    if (!b) return "at the edge";
+    const pct = `${(b.progress * 100).toFixed(1)} %`;
+    if (b.expectedFinish == null) return `${pct} · measuring rate…`;
+    const left = Math.max(0, b.expectedFinish - Date.now());
+    return `${pct} · ${duration(left)} left (about ${isoTime(b.expectedFinish).slice(11)})`;
+  }
+
+  // One <details> per tier with its recent runs; which ones are open survives the refresh.
+  const openRuns = new Set();
+  function renderRuns(tiers) {
+    const box = $("runs");
+    const frag = document.createDocumentFragment();
+    for (const t of tiers) {
+      const runs = t.recentRuns || [];
+      const det = document.createElement("details");
+      det.dataset.tier = t.tier;
+      det.open = openRuns.has(t.tier);
+      det.addEventListener("toggle", () => (det.open ? openRuns.add(t.tier) : openRuns.delete(t.tier)));
+      const sum = document.createElement("summary");
+      const failed = runs.filter((r) => r.error).length;
+      sum.textContent = `${t.tier}: ${runs.length} recent run${runs.length === 1 ? "" : "s"}` +
+        (failed ? `, ${failed} failed` : "") + (runs.length ? `, last ${isoTime(runs[0].time)}` : "");
+      det.appendChild(sum);
+      const table = document.createElement("table");
+      table.className = "runs";
+      table.innerHTML = "<thead><tr><th scope=\"col\">Ended (UTC)</th><th scope=\"col\">Window (UTC)</th>" +
+        "<th scope=\"col\" class=\"num\">Rows</th><th scope=\"col\" class=\"num\">Duration</th>" +
+        "<th scope=\"col\">Error</th></tr></thead>";
+      const body = document.createElement("tbody");
+      for (const r of runs) {
+        const tr = document.createElement("tr");
+        if (r.error) tr.classList.add("has-error");
+        const cells = [
+          [isoTime(r.time), ""],
+          [r.fromMs == null ? "—" : `${isoTime(r.fromMs)} → ${isoTime(r.toMs)}`, ""],
+          [intFmt.format(r.rows || 0), "num"],
+          [duration(r.durationMs), "num"],
+          [r.error || "", "err"],
+        ];
+        for (const [text, cls] of cells) {
+          const td = document.createElement("td");
+          td.textContent = text;
+          if (cls) td.className = cls;
+          tr.appendChild(td);
+        }
+        body.appendChild(tr);
+      }
+      if (!runs.length) {
+        const tr = document.createElement("tr");
+        const td = document.createElement("td");
+        td.colSpan = 5;
+        td.className = "muted";
+        td.textContent = "No runs since the service started.";
+        tr.appendChild(td);
+        body.appendChild(tr);
+      }
+      table.appendChild(body);
+      det.appendChild(table);
+      frag.appendChild(det);
+    }
+    box.replaceChildren(frag);
   }
 
   function renderStats(s) {
     setText("ingest-rate", s.ingestRatePerS == null ? "—" : `${s.ingestRatePerS.toFixed(1)}/s`);
     setText("trades-accepted", s.tradesAccepted == null ? "—" : intFmt.format(s.tradesAccepted));
+    $("trades-in-store").textContent = s.storeTrades == null ? "" : `${intFmt.format(s.storeTrades)} in the store`;
     setText("ws-clients", s.wsClients == null ? "—" : intFmt.format(s.wsClients));
     setText("subscriptions", s.subscriptions == null ? "—" : intFmt.format(s.subscriptions));
     const writer = s.writer || {};
@@ -149,6 +217,8 @@
     if (tiers.status === "fulfilled") {
       hook.lastTiers = tiers.value;
       renderTiers(tiers.value);
+      const bars = (tiers.value.tiers || []).reduce((n, t) => n + (t.rows || 0), 0);
+      $("bars-in-store").textContent = `${intFmt.format(bars)} bars in the store's tiers`;
     } else problems.push(tiers.reason.message);
     if (stats.status === "fulfilled") {
       hook.lastStats = stats.value;

@@ -19,7 +19,7 @@ from service.api.metrics import render_metrics
 from service.api.ops import OPS_ROUTES, readiness, ready_body
 from service.api.services import Services
 from service.runtime.clock import now_ms
-from service.core.errors import InvalidMessage, InvalidTrade
+from service.core.errors import InvalidMessage, InvalidTrade, TvfluxError
 from service.core.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, TradesAccepted, TradesDecoder
 from service.core.resolution import DAY_COUNTS, MINUTE_COUNTS, SECOND_COUNTS, SUPPORTED
 
@@ -149,7 +149,8 @@ async def api_trades(request: Request, services: Services) -> TradesAccepted:
 @get("/api/downsampling")
 async def api_downsampling(services: Services) -> DownsamplingResponse:
     services.require_ready()
-    return DownsamplingResponse(await services.store.downsampling_status(now_ms()))
+    tiers = await services.store.downsampling_status(now_ms())
+    return DownsamplingResponse(services.downsampler.runlog.annotate(tiers, now_ms()))
 
 
 @post("/api/downsampling/run", status_code=200, guards=[admin_guard])
@@ -161,7 +162,20 @@ async def api_downsampling_run(services: Services) -> DownsamplingResponse:
         # shield: a timed-out wait must not cancel an append half-way
         await asyncio.wait_for(asyncio.shield(services.writer.flush()), timeout=10)
     report = await services.downsampler.run_once()
-    return DownsamplingResponse(await services.store.downsampling_status(now_ms()), ran=report.ran)
+    tiers = await services.store.downsampling_status(now_ms())
+    return DownsamplingResponse(services.downsampler.runlog.annotate(tiers, now_ms()), ran=report.ran)
+
+
+async def _store_trades(services: Services) -> int | None:
+    """Trades in the store, where it counts them cheaply (the embedded store's
+    ``trade_count``); ``None`` elsewhere (counting an InfluxDB bucket is a full scan)."""
+    count = getattr(services.store, "trade_count", None)
+    if count is None or not services.ready:
+        return None
+    try:
+        return int(await count())
+    except TvfluxError:
+        return None
 
 
 @get("/api/stats")
@@ -169,7 +183,8 @@ async def api_stats(services: Services) -> dict[str, Any]:
     health = await services.store.health()
     return {
         "ingestRatePerS": services.ingest_rate.per_second(),
-        "tradesAccepted": services.ingestor.accepted,
+        "tradesAccepted": services.ingestor.accepted,  # since this process started
+        "storeTrades": await _store_trades(services),  # all the store holds (None: not counted)
         "duplicates": services.ingestor.duplicates,
         "wsClients": len(services.hub.clients),
         "subscriptions": services.hub.subscription_count,

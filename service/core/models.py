@@ -146,6 +146,27 @@ class SymbolsResponse(msgspec.Struct, frozen=True):
     symbols: list[SymbolInfo]
 
 
+class RunRecord(msgspec.Struct, frozen=True):
+    """One downsampling run of a tier, as ``/api/downsampling`` lists it."""
+
+    time: int  # epoch ms when the run ended
+    fromMs: int | None  # the window it rebuilt: [fromMs, toMs)
+    toMs: int | None
+    rows: int
+    durationMs: float | None
+    error: str | None
+
+
+class Backfill(msgspec.Struct, frozen=True):
+    """A tier far behind the live edge: how far along, how fast, when done."""
+
+    progress: float  # 0..1 of [fromMs, toMs)
+    fromMs: int  # where the watermark was when this process first saw it
+    toMs: int  # the live edge it is heading for
+    rangePerS: int | None  # ms of data the watermark advanced per second, recently
+    expectedFinish: int | None  # epoch ms, at that rate; None until it has been measured
+
+
 class TierStatus(msgspec.Struct, frozen=True):
     tier: str
     source: str
@@ -156,6 +177,8 @@ class TierStatus(msgspec.Struct, frozen=True):
     rows: int
     error: str | None
     dirtyWindows: int = 0
+    recentRuns: list[RunRecord] | None = None  # most recent first, bounded (service.runtime.runlog)
+    backfill: Backfill | None = None
 
 
 class TierRun(msgspec.Struct, frozen=True):

@@ -118,3 +118,51 @@ def test_admin_asks_for_the_token_when_the_server_requires_one(new_page, server_
     with page.expect_response("**/api/downsampling/run") as info:
         page.click("#run-now")
     assert info.value.status == 200
+
+
+def test_admin_shows_totals_next_to_since_start_and_each_tiers_recent_runs(page, fe_server, seeded, http):
+    page.goto(fe_server.base_url + "/admin")
+    page.wait_for_function("() => window.__tvfluxAdmin && __tvfluxAdmin.polls >= 1")
+    # since-start counters are labelled so, with what the store holds next to them
+    assert page.locator("text=Trades accepted since start").count() == 1
+    page.wait_for_function("() => /in the store$/.test(document.getElementById('trades-in-store').textContent)")
+    stats = page.evaluate("__tvfluxAdmin.lastStats")
+    assert stats["storeTrades"] >= stats["tradesAccepted"] and stats["storeTrades"] > 0
+    in_store = int(page.locator("#trades-in-store").inner_text().split()[0].replace(",", ""))
+    assert in_store >= stats["tradesAccepted"]
+    assert page.locator("#bars-in-store").inner_text().endswith("bars in the store's tiers")
+
+    # every tier's recent runs: time, window, rows, duration, error
+    # (the log is the process's: after a restart,) a late trade makes the next scheduled
+    # run rebuild its windows, so there is a run to list
+    late = int(datetime.now(timezone.utc).timestamp() * 1000) - 2 * 3_600_000
+    fe_server.post_trades([{"symbol": "BTCUSD", "price": 60_000.0, "size": 0.1, "time": late}])
+    page.wait_for_function("() => (__tvfluxAdmin.lastTiers.tiers[0].recentRuns || []).length > 0", timeout=20_000)
+    tiers = [t["tier"] for t in page.evaluate("__tvfluxAdmin.lastTiers.tiers")]
+    assert [d.get_attribute("data-tier") for d in page.locator("#runs details").all()] == tiers
+    page.click("#runs details[data-tier='1m'] summary")
+    first = page.locator("#runs details[data-tier='1m'] tbody tr").first.locator("td")
+    assert ISO.match(first.nth(0).inner_text())
+    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ → \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$", first.nth(1).inner_text())
+    assert re.match(r"^[\d,]+$", first.nth(2).inner_text()) and re.match(r"^[\d.,]+ (ms|s)$", first.nth(3).inner_text())
+    polls = page.evaluate("__tvfluxAdmin.polls")
+    page.wait_for_function("n => __tvfluxAdmin.polls >= n + 1", arg=polls, timeout=10_000)
+    assert page.locator("#runs details[data-tier='1m']").get_attribute("open") is not None  # stays open
+    assert cell(page, "1m", 8) in ("at the edge",) or "%" in cell(page, "1m", 8)
+
+
+def test_admin_shows_a_backfills_progress_and_expected_finish(page, fe_server, seeded, http):
+    real = http.get("/api/downsampling").json()
+    now = int(datetime.now(timezone.utc).timestamp() * 1000)
+    tiers = [dict(t, backfill=None) for t in real["tiers"]]
+    tiers[0]["backfill"] = {"progress": 0.42, "fromMs": now - 300 * 86_400_000, "toMs": now,
+                            "rangePerS": 3 * 86_400_000, "expectedFinish": now + 200_000}
+    tiers[1]["backfill"] = {"progress": 0.1, "fromMs": now - 300 * 86_400_000, "toMs": now,
+                            "rangePerS": None, "expectedFinish": None}
+    page.route("**/api/downsampling", lambda route: route.fulfill(json={"tiers": tiers}))
+    page.goto(fe_server.base_url + "/admin")
+    page.wait_for_function("() => window.__tvfluxAdmin && __tvfluxAdmin.polls >= 1")
+    text = cell(page, "1m", 8)
+    assert re.match(r"^42\.0 % · 3 m \d+ s left \(about \d\d:\d\d:\d\dZ\)$", text), text
+    assert cell(page, "5m", 8) == "10.0 % · measuring rate…"
+    assert cell(page, "15m", 8) == "at the edge"
