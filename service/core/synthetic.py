@@ -46,6 +46,12 @@ class SyntheticMarket:
         weights = np.array([_WEIGHTS.get(s, 0.2) for s in self.symbols])
         self._share = dict(zip(self.symbols, weights / weights.sum()))
 
+    def continue_from(self, symbol: str, price: float) -> None:
+        """Carry on from ``price`` (a restart continues from the last stored price instead
+        of jumping back to the seed's level). Symbols the market does not trade are ignored."""
+        if symbol in self._price and price > 0:
+            self._price[symbol] = float(price)
+
     def trades(self, start_ms: int, end_ms: int, rate_per_s: float) -> list[TradeColumns]:
         """Trades with times in ``[start_ms, end_ms)`` at ``rate_per_s`` over all symbols,
         one :class:`TradeColumns` per symbol that traded, times ascending. ``ts_ns`` is

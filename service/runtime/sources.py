@@ -8,7 +8,8 @@ from collections import deque
 from collections.abc import Callable
 
 from service.runtime.clock import now_ms
-from service.core.errors import Overloaded
+from service.core.errors import Overloaded, TvfluxError
+from service.core.resolution import parse_resolution
 from service.runtime.ingest import Ingestor
 from service.core.models import TradeColumns
 from service.storage.base import Store
@@ -51,10 +52,34 @@ async def backfill_synthetic(store: Store, market: SyntheticMarket, rate_per_s: 
     return written
 
 
+async def resume_prices(store: Store, market: SyntheticMarket, now_ms: int) -> dict[str, float]:
+    """Set each symbol of ``market`` to its last stored price (the close of its latest
+    minute), so a restarted service continues the chart where it left off instead of
+    jumping back to the seed's level. Returns the prices it continued from."""
+    minute = parse_resolution("1")
+    resumed = {}
+    for symbol in market.symbols:
+        t = await store.previous_bar_time(symbol, minute, now_ms + minute.nominal_ms)
+        if t is None:
+            continue
+        bars = await store.bars(symbol, minute, t, t + minute.nominal_ms)
+        if bars:
+            market.continue_from(symbol, bars[-1].close)
+            resumed[symbol] = bars[-1].close
+    return resumed
+
+
 async def run_synthetic(ingestor: Ingestor, market: SyntheticMarket, rate_per_s: float, start_ms: int) -> None:
     """Feed synthetic trades from ``market`` at ``rate_per_s`` (total) until cancelled.
     Trades carry the wall-clock time of their window, so live bars fill as they would
-    from an exchange feed."""
+    from an exchange feed. Prices continue from the last stored ones (:func:`resume_prices`)."""
+    try:
+        resumed = await resume_prices(ingestor.store, market, now_ms())
+        if resumed:
+            log.info("synthetic source continues from the stored prices: %s",
+                     ", ".join(f"{s} {p:g}" for s, p in resumed.items()))
+    except TvfluxError as exc:  # the store is down: start from the seed's levels
+        log.warning("synthetic source: cannot read the last prices (%s); starting from the seed's", exc.message)
     last_ms = start_ms
     while True:
         await asyncio.sleep(TICK_MS / 1000)
