@@ -14,6 +14,7 @@
 
   const TV_PROBE_URL = "/charting_library/charting_library.standalone.js";
   const RESOLUTIONS = ["1", "5", "15", "30", "60", "240", "1D", "1W", "1M"];
+  const RESOLUTION_ALIASES = { D: "1D", W: "1W", M: "1M", "1H": "60", "4H": "240" };
 
   const $ = (id) => document.getElementById(id);
   const feed = new TvfluxDatafeed({ baseUrl: "" });
@@ -103,13 +104,24 @@
     el.hidden = false;
   }
 
+  // Problems with the link itself (?symbol=, ?resolution=): their own notice, which the
+  // chart's loading messages never overwrite; dismissed by its button.
+  function linkNotice(text) {
+    const el = $("link-notice");
+    el.hidden = !text;
+    el.querySelector(".text").textContent = text || "";
+    hook.linkNotice = text || null;
+  }
+  $("link-notice").querySelector("button").addEventListener("click", () => linkNotice(null));
+
   // ---- choose a renderer ---------------------------------------------------
 
+  // The server says whether the licensed library is installed: probing its file would
+  // log a red 404 in the console on every load of a page without it.
   async function chartingLibraryAvailable() {
     try {
-      let r = await fetch(TV_PROBE_URL, { method: "HEAD", cache: "no-store" });
-      if (r.status === 405) r = await fetch(TV_PROBE_URL, { cache: "no-store" });
-      return r.ok;
+      const body = await feed.fetchJson("/api/frontend");
+      return Boolean(body && body.chartingLibrary);
     } catch (_) {
       return false;
     }
@@ -196,8 +208,20 @@
     const symbols = await listSymbols();
     const names = symbols.map((s) => s.symbol);
     const pick = (cands, allowed, fallback) => cands.find((c) => c && allowed.includes(c)) || fallback;
-    const symbol = pick([params.get("symbol"), remembered("tvflux.symbol")], names, names[0] || "BTCUSD");
-    const resolution = pick([params.get("resolution"), remembered("tvflux.resolution")], RESOLUTIONS, "1");
+    const asked = { symbol: params.get("symbol"), resolution: params.get("resolution") };
+    const askedRes = asked.resolution && (RESOLUTION_ALIASES[asked.resolution.toUpperCase()] || asked.resolution);
+    const symbol = pick([asked.symbol, remembered("tvflux.symbol")], names, names[0] || "BTCUSD");
+    const resolution = pick([askedRes, remembered("tvflux.resolution")], RESOLUTIONS, "1");
+    // A link naming something this server doesn't have: say so, and show what is shown.
+    const problems = [];
+    if (asked.symbol !== null && asked.symbol !== symbol) {
+      problems.push(`Unknown symbol "${asked.symbol}" in the link (this server has ${names.join(", ") || "no symbols"}); showing ${symbol}.`);
+    }
+    if (asked.resolution !== null && askedRes !== resolution) {
+      problems.push(`Unsupported resolution "${asked.resolution}" in the link (use one of ${RESOLUTIONS.join(", ")}); showing ${resolution}.`);
+    }
+    linkNotice(problems.join(" "));
+    if (problems.length) reflectInUrl(symbol, resolution);
     if (await chartingLibraryAvailable()) {
       try {
         await startChartingLibrary(symbol, resolution);

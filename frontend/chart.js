@@ -445,10 +445,26 @@
     }
     markResolution();
 
-    // Date range: inputs are calendar days in UTC, the end day inclusive.
+    // Date range: inputs are calendar days in UTC, the end day inclusive. While following
+    // the live edge they show the days the chart shows (they follow scrolling and zoom),
+    // so "Go" on them reproduces the view; a range the user loaded keeps its own days.
     const today = new Date();
-    $("range-to").value = isoDate(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate()) / 1000);
-    $("range-from").value = isoDate(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate() - 7) / 1000);
+    const todayS = Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate()) / 1000;
+    $("range-to").value = isoDate(todayS);
+    $("range-from").value = isoDate(todayS);
+    function syncDateFields() {
+      if (state.mode !== "live" || !state.bars.length) return;
+      const active = document.activeElement;
+      if (active && (active.id === "range-from" || active.id === "range-to")) return; // the user is typing
+      const r = chart.timeScale().getVisibleRange();
+      if (!r) return;
+      const first = Math.max(Number(r.from), state.bars[0].time);
+      const last = Math.min(Number(r.to), state.bars[state.bars.length - 1].time);
+      $("range-from").value = isoDate(first - (first % 86400));
+      $("range-to").value = isoDate(Math.max(first, last) - (Math.max(first, last) % 86400));
+    }
+    chart.timeScale().subscribeVisibleTimeRangeChange(syncDateFields);
+    hook.syncDateFields = syncDateFields;
     $("range-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
       const from = Date.parse(`${$("range-from").value}T00:00:00Z`) / 1000;

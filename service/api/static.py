@@ -40,8 +40,16 @@ async def lightweight_charts() -> File:
     return _file(LIGHTWEIGHT_CHARTS, "text/javascript")
 
 
+@get("/api/frontend", include_in_schema=False, sync_to_thread=False)
+def frontend_info() -> dict[str, bool]:
+    """What the chart page can use: ``chartingLibrary`` when the licensed TradingView
+    library is installed. The page asks here instead of probing the library's file, whose
+    404 would be a console error on every load of a page without it."""
+    return {"chartingLibrary": (FRONTEND_DIR / "charting_library" / "charting_library.standalone.js").is_file()}
+
+
 def static_routes() -> list[object]:
-    routes: list[object] = [index_page, admin_page, lightweight_charts]
+    routes: list[object] = [index_page, admin_page, lightweight_charts, frontend_info]
     routes.append(create_static_files_router(path="/static", directories=[FRONTEND_DIR], include_in_schema=False))
     routes.append(create_static_files_router(path="/charting_library", directories=[FRONTEND_DIR / "charting_library"],
                                              include_in_schema=False))

@@ -28,9 +28,6 @@ import pytest
 from tests.conftest import ServerProcess
 from tests.frontend.helpers import CHROMIUM_ARGS, SEED_MINUTE_HOURS, bars, find_chromium, seed_trades, seed_window, wait_until
 
-# The page probes for the licensed Charting Library; without it the probe's 404 is
-# expected, and Chromium logs every non-2xx resource as a console error.
-PROBE_404 = re.compile(r"/charting_library/")
 
 SEED_SYMBOLS = {"BTCUSD": 60_000.0, "ETHUSD": 3_000.0}  # the synthetic source's levels
 
@@ -75,7 +72,7 @@ class ConsoleLog:
     """Console errors and page exceptions of one test's pages."""
 
     errors: list[str] = field(default_factory=list)
-    allowed: list[re.Pattern[str]] = field(default_factory=lambda: [PROBE_404])
+    allowed: list[re.Pattern[str]] = field(default_factory=list)
 
     def allow(self, pattern: str) -> None:
         self.allowed.append(re.compile(pattern))

@@ -347,6 +347,7 @@ window.TradingView = { widget: function (opts) {
 
 def test_uses_the_charting_library_when_installed(page, fe_server, seeded):
     page.route("**/charting_library/charting_library.standalone.js", lambda route: route.fulfill(status=200, content_type="text/javascript", body=FAKE_LIBRARY))
+    page.route("**/api/frontend", lambda route: route.fulfill(json={"chartingLibrary": True}))  # as if installed
     page.goto(fe_server.base_url + "/?symbol=ETHUSD&resolution=15")
     page.wait_for_function("() => window.__fakeWidget && window.__fakeWidget.bars && window.__tvflux.ready")
     opts = page.evaluate("() => { const o = __fakeWidget.opts; return {library_path: o.library_path, symbol: o.symbol, interval: o.interval, timezone: o.timezone, theme: o.theme, autosize: o.autosize, feed: o.datafeed instanceof TvfluxDatafeed, container: o.container && o.container.id} }")
@@ -358,3 +359,48 @@ def test_uses_the_charting_library_when_installed(page, fe_server, seeded):
     page.wait_for_function("() => document.getElementById('status').dataset.state === 'open'")
     page.click("#theme-toggle")
     assert page.evaluate("__fakeWidget.themes") == ["dark"]
+
+
+def test_a_plain_load_logs_no_console_error_and_requests_nothing_that_fails(page, fe_server, seeded, console):
+    failed = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    open_chart(page, fe_server)
+    page.wait_for_timeout(500)
+    assert failed == []  # no probe of the Charting Library's file: the server says it is absent
+    assert console.errors == []
+    assert hook(page, "__tvflux.mode") == "lightweight"
+
+
+def test_a_bad_symbol_or_resolution_in_the_link_is_reported_not_ignored(page, fe_server, seeded):
+    open_chart(page, fe_server, "?symbol=NOPE&resolution=7")
+    notice = page.locator("#link-notice")
+    assert notice.is_visible()
+    text = notice.inner_text()
+    assert 'Unknown symbol "NOPE"' in text and "showing BTCUSD" in text, text
+    assert 'Unsupported resolution "7"' in text and "showing 1" in text, text
+    # the address bar says what is on screen, and the chart's own messages don't hide the notice
+    assert "symbol=BTCUSD" in page.url and "resolution=1" in page.url and "NOPE" not in page.url
+    page.wait_for_timeout(500)
+    assert notice.is_visible()
+    page.click("#link-notice .dismiss")
+    assert not notice.is_visible()
+
+    open_chart(page, fe_server, "?symbol=ETHUSD&resolution=D")  # a good link (an alias): no notice
+    assert not page.locator("#link-notice").is_visible()
+    assert hook(page, "document.querySelector('#resolutions [aria-pressed=true]').dataset.resolution") == "1D"
+
+
+def test_date_fields_show_the_days_the_chart_shows(page, fe_server, seeded):
+    def day(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d")
+
+    open_chart(page, fe_server, "?symbol=BTCUSD&resolution=1")
+    visible = page.evaluate("() => { const r = __tvflux.chart.timeScale().getVisibleRange(); return [Number(r.from), Number(r.to)]; }")
+    last_bar = hook(page, "__tvflux.bars()[__tvflux.bars().length - 1].time")
+    page.wait_for_function("v => document.getElementById('range-to').value === v", arg=day(min(visible[1], last_bar)))
+    assert page.input_value("#range-from") == day(visible[0])
+    assert page.input_value("#range-to") == day(time.time()) or page.input_value("#range-to") == day(last_bar)
+    # daily bars over weeks: the fields follow
+    page.click("#resolutions [data-resolution='1D']")
+    page.wait_for_function("() => __tvflux.ready && __tvflux.barsCount() > 10")
+    page.wait_for_function("() => document.getElementById('range-from').value < new Date(Date.now() - 20 * 86400e3).toISOString().slice(0, 10)")
