@@ -52,9 +52,22 @@ def udf_config() -> dict[str, Any]:
     }
 
 
+EXCHANGE = "tvflux"
+
+
+def _udf_symbol(symbol: str | None) -> str | None:
+    """A symbol as UDF clients send it: the ticker (``BTCUSD``) or the ``full_name`` this
+    server hands out (``tvflux:BTCUSD``). Other prefixes are not stripped: ``:`` is a
+    legal character of a symbol."""
+    prefix = EXCHANGE + ":"
+    if symbol and symbol.startswith(prefix) and len(symbol) > len(prefix):
+        return symbol[len(prefix):]
+    return symbol
+
+
 @get("/udf/symbols", sync_to_thread=False)
 def udf_symbols(services: Services, symbol: str | None = None) -> dict[str, Any]:
-    name = (symbol or "").split(":")[-1]
+    name = _udf_symbol(symbol) or ""
     services.symbols.require(name)
     info = _symbol_info(name)
     return {
@@ -72,9 +85,11 @@ def udf_symbols(services: Services, symbol: str | None = None) -> dict[str, Any]
 @get("/udf/search", sync_to_thread=False)
 def udf_search(services: Services, text: str | None = _QUERY, limit: str | None = None) -> list[dict[str, Any]]:
     try:
-        max_items = max(1, min(100, int(limit))) if limit else 30
+        max_items = int(limit) if limit else 30
     except ValueError:
         raise InvalidMessage(f"'limit' must be an integer, got {limit!r}") from None
+    if not 1 <= max_items <= 100:
+        raise InvalidMessage(f"'limit' must be between 1 and 100, got {max_items}", details={"limit": max_items})
     needle = (text or "").upper()
     out = []
     for symbol in services.symbols:
@@ -91,7 +106,7 @@ async def udf_history(
     from_s: str | None = _FROM, to_s: str | None = _TO, countback: str | None = None,
 ) -> dict[str, Any]:
     services.require_ready()
-    req = services.history.parse(symbol, resolution, from_s, to_s, countback, now_ms=now_ms())
+    req = services.history.parse(_udf_symbol(symbol), resolution, from_s, to_s, countback, now_ms=now_ms())
     result = await services.history.query(req)
     if result.noData:
         body: dict[str, Any] = {"s": "no_data"}

@@ -158,3 +158,21 @@ def test_health_and_metrics(module_server):
 def test_openapi_schema_is_served(module_server):
     status, schema = module_server.get("/schema/openapi.json")
     assert status == 200 and "/api/bars" in schema["paths"] and "/api/trades" in schema["paths"]
+
+
+def test_udf_accepts_the_full_name_it_hands_out_and_bounds_search_limit(module_server):
+    s = module_server
+    s.post_trades([{"symbol": "TESTB", "price": 5.0, "size": 1, "time": now_ms() - 120_000}])
+    status, info = s.get("/udf/symbols?symbol=tvflux:TESTB")
+    assert status == 200 and info["full_name"] == "tvflux:TESTB"
+    q = "resolution=1&countback=3"
+    status, plain = s.get(f"/udf/history?symbol=TESTB&{q}")
+    status2, full = s.get(f"/udf/history?symbol={info['full_name']}&{q}")
+    assert status == status2 == 200 and full == plain and plain["s"] == "ok"
+    assert s.get(f"/udf/history?symbol=other:TESTB&{q}")[0] == 404  # only this server's exchange prefix
+
+    assert s.get("/udf/search?query=TEST&limit=100")[0] == 200
+    assert len(s.get("/udf/search?query=TEST&limit=1")[1]) == 1
+    for bad in ("0", "101", "-5", "x"):
+        status, body = s.get(f"/udf/search?query=TEST&limit={bad}")
+        assert status == 400 and body["error"]["code"] == "invalid_message", (bad, body)
