@@ -148,3 +148,73 @@ def test_readiness_numbers_in_the_docs_match_the_code():
     for tier, ms in limits.items():
         assert f"`{tier}` {spoken(ms)}" in text, (tier, spoken(ms))
     assert f"max({DEFAULT_WRITER_LAG_S:.0f} s, 3 × TVFLUX_FLUSH_INTERVAL_MS)" in read("monitoring.md")
+
+
+# --- README and setup commands run as written after `make run` ------------------------------
+
+# What the README lists as requirements (plus the shell's own): everything else must be a
+# program of the virtualenv `make run` creates, named by its path.
+SYSTEM_PROGRAMS = {"make", "curl", "cp", "docker", "python3", "cd", "npm", "bash"}
+
+
+def shell_commands(text: str) -> list[str]:
+    """The command lines of a document's ```sh blocks: no comments, no continuation
+    lines, no lines typed into a program (JSON), no bare variable assignments."""
+    out, in_block, continued = [], False, False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_block = line.strip() == "```sh"
+            continued = False
+            continue
+        if not in_block:
+            continue
+        stripped = line.strip()
+        was_continued, continued = continued, stripped.endswith("\\")
+        if was_continued or not stripped or stripped.startswith(("#", "{")):
+            continue
+        out.append(stripped)
+    return out
+
+
+def program_of(command: str) -> str | None:
+    words = command.lstrip("(").split()
+    while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+        if "$(" in words[0]:  # `price=$(…)`: the program is inside the substitution
+            return program_of(words[0].split("$(", 1)[1] + " " + " ".join(words[1:]))
+        words = words[1:]
+    return words[0] if words else None
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/setup.md"])
+def test_every_command_in_the_docs_runs_as_written_after_make_run(doc):
+    commands = shell_commands((ROOT / doc).read_text())
+    assert commands
+    wrong = []
+    for command in commands:
+        program = program_of(command)
+        if program is None or program in SYSTEM_PROGRAMS:
+            continue
+        if not program.startswith(".venv/bin/"):
+            wrong.append(f"{program!r} (needs the virtualenv: .venv/bin/{program}): {command}")
+        elif not (ROOT / program).exists():
+            wrong.append(f"{program} is not installed by `make run`: {command}")
+    assert not wrong, "\n".join(wrong)
+    if doc == "README.md":
+        assert commands[:2] == ["make run    # sets up .venv and the npm packages, then serves http://127.0.0.1:8000",
+                                "make test   # sets up the same, then runs the whole test suite"]
+
+
+def test_setup_doc_shows_data_dir_as_the_global_option_it_is():
+    from service.ops.cli import build_parser
+
+    text = (ROOT / "docs/setup.md").read_text()
+    assert "serve --host --port --data-dir" not in text
+    assert build_parser().parse_args(["--data-dir", "/x", "serve"]).data_dir == "/x"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--data-dir", "/x"])
+
+
+def test_readme_try_it_trades_at_the_markets_price_not_a_made_up_one():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("Try it", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    assert '"price":\'$price\'' in block and "61000.5" not in block
