@@ -34,10 +34,12 @@ from service.ops.backup import MANIFEST, remove_tree, snapshot, tar_chunks
 from service.runtime.clock import now_ms
 from service.core.errors import BadRequest, Overloaded, TvfluxError, Unauthorized
 from service.core.models import TierStatus
+from service.storage.base import Health
 from service.core.readiness import (Thresholds, Verdict, WriterState,
                                assess, scheduler_period_ms)
 
 log = logging.getLogger(__name__)
+HEALTH_TIMEOUT_S = 3.0  # /health/ready answers within about this, even with a hung store
 BACKUP_TMP_PREFIX = ".backup-"
 STALE_BACKUP_TMP_S = 86_400  # an abandoned transfer's snapshot is removed after a day
 _snapshot_lock = asyncio.Lock()  # one snapshot at a time: each is a full copy on disk
@@ -48,7 +50,10 @@ _snapshot_lock = asyncio.Lock()  # one snapshot at a time: each is a full copy o
 
 async def readiness(services: Services) -> tuple[Verdict, list[TierStatus]]:
     """Everything ``/health/ready`` and ``/metrics`` judge, read once."""
-    health = await services.store.health()
+    try:  # a hung store must not hang the probe
+        health = await asyncio.wait_for(services.store.health(), HEALTH_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        health = Health(False, f"the store did not answer a health check within {HEALTH_TIMEOUT_S:g}s")
     tiers: list[TierStatus] = []
     store_ok, store_error = health.ok, health.error
     if health.ok:

@@ -24,7 +24,7 @@ import msgspec
 from service.core.bars import PartialBar, fold, merge_into
 from service.core.errors import InvalidRange, StoreUnavailable, UnknownSymbol
 from service.core.instruments import REQUEST_SECONDS_BOUNDS, LabeledHistograms
-from service.core.models import Bar, BarsResponse, round_volume
+from service.core.models import Bar, BarsResponse, TradeColumns, round_volume
 from service.core.resolution import Resolution, parse_resolution
 from service.storage.base import Store
 from service.runtime.writer import TradeWriter
@@ -91,10 +91,7 @@ class History:
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> Snapshot:
         """Bars with start in ``[from_ms, to_ms)``, including trades not yet stored."""
-        async with self.writer.visibility.read():
-            stored = await self._bounded(self.store.bars(symbol, resolution, from_ms, to_ms))
-            pending = self.writer.pending_for(symbol)
-            seq = self.writer.visible_seq
+        stored, pending, seq = await self._bounded(self._stored_bars(symbol, resolution, from_ms, to_ms))
         partials: list[PartialBar] = []
         lo_ns, hi_ns = from_ms * NS_PER_MS, to_ms * NS_PER_MS
         for batch in pending:
@@ -104,7 +101,21 @@ class History:
         partials.sort(key=lambda p: p.start_ms)
         return Snapshot(_rounded(merge_into(stored, partials)), seq)
 
+    async def _stored_bars(self, symbol: str, resolution: Resolution, from_ms: int,
+                           to_ms: int) -> tuple[list[Bar], list[TradeColumns], int]:
+        async with self.writer.visibility.read():
+            stored = await self.store.bars(symbol, resolution, from_ms, to_ms)
+            return stored, self.writer.pending_for(symbol), self.writer.visible_seq
+
+    async def _stored_previous(self, symbol: str, resolution: Resolution,
+                               before_ms: int) -> tuple[int | None, list[TradeColumns]]:
+        async with self.writer.visibility.read():
+            stored = await self.store.previous_bar_time(symbol, resolution, before_ms)
+            return stored, self.writer.pending_for(symbol)
+
     async def _bounded(self, query: Awaitable[T]) -> T:
+        """``query`` (the visibility lock included: a flush hung on the store holds it) within
+        ``timeout_s``, else :class:`StoreUnavailable`."""
         if self.timeout_s is None:
             return await query
         try:
@@ -115,9 +126,7 @@ class History:
 
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
         """Start of the latest bar before ``before_ms``, counting trades not yet stored."""
-        async with self.writer.visibility.read():
-            stored = await self._bounded(self.store.previous_bar_time(symbol, resolution, before_ms))
-            pending = self.writer.pending_for(symbol)
+        stored, pending = await self._bounded(self._stored_previous(symbol, resolution, before_ms))
         limit_ns = before_ms * NS_PER_MS
         latest = max((int(b.ts_ns[b.ts_ns < limit_ns].max()) for b in pending if (b.ts_ns < limit_ns).any()),
                      default=None)

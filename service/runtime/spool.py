@@ -109,7 +109,18 @@ class Spool:
                             good_size)
                 os.truncate(path, good_size)
             self._segments.append(_Segment(path, int(name[:-4]), last, good_size))
-        return self._segments[-1].last_seq if self._segments else 0
+        last = self._segments[-1].last_seq if self._segments else 0
+        # Hold the segment to append to from the start: an append then needs no new file
+        # descriptor until a segment fills, so ingest keeps working when the process runs
+        # out of descriptors (new connections are what fails then).
+        try:
+            if self._segments and self._segments[-1].size < self.segment_bytes:
+                self._fd = os.open(self._segments[-1].path, os.O_WRONLY | os.O_APPEND)
+            else:
+                self._rotate(last + 1)
+        except OSError as exc:
+            log.warning("spool: cannot open a segment for writing yet (%s); the first append retries", exc)
+        return last
 
     def _scan(self, path: str, start: int = 0):  # type: ignore[no-untyped-def]
         """(seq, payload, end offset) of every intact record from ``start``."""
@@ -281,15 +292,19 @@ class Spool:
 
     def release(self, committed_seq: int) -> None:
         """Delete segments whose records are all in the store. The segment being written is
-        kept unless it has grown past 1 MiB (then it is closed and the next append starts a
-        new one), so a quiet spool neither churns files nor keeps old records forever."""
+        kept unless it has grown past 1 MiB (then the next segment is opened first, so the
+        spool always holds a segment to append to), so a quiet spool neither churns files
+        nor keeps old records forever."""
         keep = []
-        for segment in self._segments:
+        for segment in self._segments:  # a rotation below appends the new segment: visited too
             writing = self._fd is not None and segment is self._segments[-1]
             if segment.last_seq <= committed_seq and (not writing or segment.size >= 1024 * 1024):
                 if writing:
-                    os.close(self._fd)  # type: ignore[arg-type]
-                    self._fd = None
+                    try:
+                        self._rotate(segment.last_seq + 1)
+                    except OSError:  # no descriptor or no room: keep appending here, retried next time
+                        keep.append(segment)
+                        continue
                 os.remove(segment.path)
             else:
                 keep.append(segment)

@@ -230,6 +230,11 @@ class TradeWriter:
                 self.last_error = failed = exc.message
                 log.warning("writer: %s; retrying", exc.message)
                 await asyncio.sleep(self.retry_base_s * 10)
+            except Exception as exc:  # never let the writer die: what it holds is acknowledged
+                self.failures += 1
+                self.last_error = failed = f"unexpected error: {exc!r}"
+                log.exception("writer: unexpected error; retrying")
+                await asyncio.sleep(self.retry_base_s * 10)
             else:
                 if self.last_error is not None and self.last_error == failed:
                     self.last_error = None
