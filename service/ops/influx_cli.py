@@ -52,11 +52,12 @@ def _when(ms: int | None) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-async def _setup(settings: Settings, out: TextIO) -> int:
+async def _setup(settings: Settings, out: TextIO, every_ms: int | None = None) -> int:
     client = InfluxDBClientAsync(url=settings.influx_url, token=str(settings.influx_token), org=settings.influx_org)
     try:
         admin = Admin(client.api_client, url=settings.influx_url, org=settings.influx_org)
-        report = await admin.setup(settings.plan, names_from(settings), settings.influx_raw_retention_s)
+        report = await admin.setup(settings.plan, names_from(settings), settings.influx_raw_retention_s,
+                                   every_ms=every_ms)
     finally:
         await client.close()
     for name, action in report.buckets.items():
@@ -101,7 +102,11 @@ async def _status(settings: Settings, out: TextIO, runs: int) -> int:
 
 
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
-    return _run(_setup(settings, sys.stdout))
+    every_ms = None if args.task_every_s is None else int(round(args.task_every_s * 1000))
+    if every_ms is not None and every_ms < 1000:
+        print("tvflux influx: --task-every-s must be at least 1 (InfluxDB schedules in whole seconds)", file=sys.stderr)
+        return 2
+    return _run(_setup(settings, sys.stdout, every_ms))
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -146,6 +151,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # noqa: SLF001
     actions = influx.add_subparsers(dest="influx_action", required=True, metavar="ACTION")
     setup = actions.add_parser(
         "setup", help="create the buckets (raw, bars, status) and create or update the downsampling tasks"
+    )
+    setup.add_argument(
+        "--task-every-s", type=float, default=None, metavar="S",
+        help="run every task each S seconds instead of the plan's schedule (tests, demos: a fast backfill)",
     )
     setup.set_defaults(func=_needs_url(cmd_setup))
     status = actions.add_parser("status", help="per tier: watermark, lag, last runs and their errors")

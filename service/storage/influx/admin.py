@@ -198,7 +198,7 @@ class Admin:
 
     @_guard
     async def ensure_tasks(
-        self, plan: Plan, names: Names, *, scheduled: bool = True
+        self, plan: Plan, names: Names, *, scheduled: bool = True, every_ms: int | None = None
     ) -> tuple[dict[str, str], dict[str, str]]:
         """Create or update one task per tier. Returns (name -> action, tier -> task id)."""
         org_id = await self.org_id()
@@ -206,7 +206,7 @@ class Admin:
         ids: dict[str, str] = {}
         for tier in plan.tiers:
             name = names.task_name(tier)
-            flux = render_task(plan, tier, names, scheduled=scheduled)
+            flux = render_task(plan, tier, names, scheduled=scheduled, every_ms=every_ms)
             task = await self.find_task(name)
             try:
                 if task is None:
@@ -235,9 +235,10 @@ class Admin:
         return out
 
     @_guard
-    async def setup(self, plan: Plan, names: Names, raw_retention_s: int, *, scheduled: bool = True) -> SetupReport:
+    async def setup(self, plan: Plan, names: Names, raw_retention_s: int, *, scheduled: bool = True,
+                    every_ms: int | None = None) -> SetupReport:
         buckets = await self.ensure_buckets(bucket_specs(names, raw_retention_s))
-        tasks, ids = await self.ensure_tasks(plan, names, scheduled=scheduled)
+        tasks, ids = await self.ensure_tasks(plan, names, scheduled=scheduled, every_ms=every_ms)
         return SetupReport(org_id=await self.org_id(), buckets=buckets, tasks=tasks, task_ids=ids)
 
     @_guard

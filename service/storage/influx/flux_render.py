@@ -304,10 +304,13 @@ union(
 MANUAL_CRON = "0 0 1 1 *"
 
 
-def render_task(plan: Plan, tier: Tier, names: Names = Names(), *, scheduled: bool = True) -> str:
+def render_task(plan: Plan, tier: Tier, names: Names = Names(), *, scheduled: bool = True,
+                every_ms: int | None = None) -> str:
     """The Flux task that maintains ``tier``. ``scheduled=False`` renders it for manual
     runs only (yearly cron), so no scheduled run moves the watermark behind a caller's
-    back — what tests with a fixed clock need."""
+    back — what tests with a fixed clock need. ``every_ms`` runs every tier that often
+    instead of :func:`task_every_ms` (no offset): for tests and demos that want the
+    scheduler to backfill in seconds."""
     raw = tier.source == RAW
     aggregates = RAW_AGGREGATES if raw else TIER_AGGREGATES
     passes = []
@@ -335,7 +338,11 @@ def render_task(plan: Plan, tier: Tier, names: Names = Names(), *, scheduled: bo
             "edgeNs = if sourceWmMs < 0 then -1 else minInt(a: sourceWmMs * msNs, b: nowNs - graceNs)"
         )
         source_text = f'tier {tier.source} (measurement "{measurement(tier.source)}")'
-    if scheduled:
+    if scheduled and every_ms is not None:
+        option = (
+            f"option task = {{name: {flux_string(names.task_name(tier))}, every: {flux_duration(every_ms)}}}"
+        )
+    elif scheduled:
         option = (
             f"option task = {{name: {flux_string(names.task_name(tier))}, "
             f"every: {flux_duration(task_every_ms(tier))}, offset: {flux_duration(task_offset_ms(plan, tier))}}}"

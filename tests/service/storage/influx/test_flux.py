@@ -57,6 +57,7 @@ def test_every_file_in_flux_dir_passes_the_flux_checker(flux_checker) -> None:
 def test_tasks_and_queries_pass_the_flux_checker(flux_checker, plan: Plan, names: fr.Names) -> None:
     scripts = {f"task {t.name}": fr.render_task(plan, t, names) for t in plan.tiers}
     scripts.update({f"manual task {t.name}": fr.render_task(plan, t, names, scheduled=False) for t in plan.tiers})
+    scripts.update({f"1s task {t.name}": fr.render_task(plan, t, names, every_ms=1_000) for t in plan.tiers})
     scripts.update({f"query {k}": v for k, v in fq.all_queries(plan, names).items()})
     result = flux_checker(scripts)
     assert result.ok, result.output
@@ -108,6 +109,9 @@ def test_task_shape(tier: Tier) -> None:
     assert f"option task = {{name: \"tvflux-bars-{tier.name}\", every: {every}, offset: " in text
     manual = fr.render_task(plan, tier, scheduled=False)
     assert f'cron: "{fr.MANUAL_CRON}"' in manual and "every:" not in manual.split("option task")[1].split("\n")[0]
+    fast = fr.render_task(plan, tier, every_ms=1_000)  # the test-only schedule of `setup --task-every-s`
+    assert f'option task = {{name: "tvflux-bars-{tier.name}", every: 1s}}' in fast
+    assert fast.split("option task")[1].split("\n", 1)[1] == text.split("option task")[1].split("\n", 1)[1]
 
 
 def test_the_watermark_is_written_only_downstream_of_the_bar_writes() -> None:
