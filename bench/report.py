@@ -12,22 +12,13 @@ from typing import Any
 
 from bench.figures import COLORS, RES_LABEL, STRATEGY_LABEL, STRATEGY_ORDER, TARGETS
 from bench.narrative import document
+from bench.plotting import pyplot
 
 # --- charts --------------------------------------------------------------------------------
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9})
-    return plt
-
-
 def chart_history(history: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     ranges = list(history["ranges"])
     fig, axes = plt.subplots(1, len(ranges), figsize=(3.1 * len(ranges), 3.6), sharey=True)
     if len(ranges) == 1:
@@ -56,7 +47,7 @@ def chart_history(history: dict[str, Any], path: Path) -> None:
 
 
 def chart_chart_requests(history: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     import numpy as np
 
     resolutions = history["resolutions"]
@@ -82,7 +73,7 @@ def chart_chart_requests(history: dict[str, Any], path: Path) -> None:
 
 
 def chart_ingest(ingest: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     sweep = ingest["sweep"]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     targets = [r["ingest"]["target_per_s"] / 1000 for r in sweep]
@@ -121,7 +112,7 @@ def chart_ingest(ingest: dict[str, Any], path: Path) -> None:
 
 
 def chart_fanout(fanout: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     sweep = fanout["sweep"]
     subs = [r["subscribers"]["subscriptions"] for r in sweep]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -169,5 +160,10 @@ def render_report(results: dict[str, Any], doc_path: Path, img_dir: Path, *, qui
     if results.get("fanout"):
         chart_fanout(results["fanout"], img_dir / "perf-fanout.png")
         charts["fanout"] = f"{rel}/perf-fanout.png"
+    if (results.get("influx") or {}).get("history"):
+        from bench.influx import chart
+
+        chart(results["influx"], img_dir / "perf-influx.png")
+        charts["influx"] = f"{rel}/perf-influx.png"
     doc_path.write_text(document(results, charts, quick=quick))
     return doc_path
