@@ -27,7 +27,8 @@ NOTES = Path(__file__).with_name("optimisations.md")
 
 def document(results: dict[str, Any], charts: dict[str, str], *, quick: bool = False) -> str:
     parts = [_title(results, quick), _summary(results), _machine(results), _method(results), _dataset(results),
-             _history(results, charts), _ingest(results, charts), _fanout(results, charts), _live_history(results),
+             _history(results, charts), _influx(results, charts), _ingest(results, charts), _fanout(results, charts),
+             _live_history(results),
              _soak(results), _optimisations(), _recommendations(results), _reproduce()]
     return "\n\n".join(p.strip() for p in parts if p and p.strip()) + "\n"
 
@@ -391,6 +392,14 @@ def _fanout_meaning(fan: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _influx(results: dict[str, Any], charts: dict[str, str]) -> str:
+    if not (results.get("influx") or {}).get("history"):
+        return ""
+    from bench.influx import section
+
+    return section(results["influx"], results, charts)
+
+
 def _live_history(results: dict[str, Any]) -> str:
     lh = results.get("live_history")
     if not lh:
@@ -449,7 +458,6 @@ def _optimisations() -> str:
 
 def _recommendations(results: dict[str, Any]) -> str:
     d = results.get("dataset") or {}
-    ing = (results.get("ingest") or {}).get("headline")
     bytes_per_trade = d["db_bytes"] / d["trades_written"] if d else None
     trades_per_year = d.get("trades_written")
     per_symbol_year = {"1m": 525_600, "5m": 105_120, "15m": 35_040, "1h": 8_760, "4h": 2_190, "1d": 365}
@@ -475,28 +483,13 @@ def _recommendations(results: dict[str, Any]) -> str:
                  "0.15M rows per symbol per year. Charts older than the `1m` retention then start at 5-minute bars, "
                  "which is what TradingView asks for when zoomed that far out anyway.")
     lines.append("### InfluxDB 2 sizing")
-    if ing:
-        peak = ing["ingest"]["achieved_per_s"]
-        lines.append(f"* **Writes**: each trade is one point with two fields (price, size) plus tags, so the "
-                     f"{peak:,} trades/s of the ingest target are {2 * peak:,} field writes/s. InfluxData's hardware "
-                     "sizing guidelines (InfluxDB v1 OSS, the last published for a single node) warn that a single "
-                     "node may not support more than 750,000 field writes/s, 100 moderate queries/s or 10M series: "
-                     "the target fits one node but with little headroom, while the POC's everyday rates (thousands "
-                     "of trades/s) are far below it. Plan a dedicated node on SSD for sustained rates near the "
-                     "target, and keep the service's batching (one write per flush) — it is what makes such rates "
-                     "possible at all.")
-    lines.append("* **Series cardinality is tiny** (symbols × measurements: 3 symbols × 7 measurements here), far "
-                 "below the 10M guideline, so memory goes to the write cache and query working sets rather than the "
-                 "series index.")
-    lines.append("* **Downsampling tasks** run every minute for `1m` and less often for the higher tiers, each over "
-                 "its window plus the lookback; their cost is the raw points of one window (≈ trades/s × 60 s for "
-                 "`1m`), so at 300k trades/s the `1m` task reads ~18M points a minute — leave CPU headroom beyond "
-                 "ingest for the tasks and alert on `tvflux_downsampling_lag_ms`.")
-    lines.append("* **Retention policies** as above: a bucket for raw trades with a 30–90-day retention, the `1m` "
-                 "measurement in a bucket with 1–2 years, the other tiers in a bucket without expiry.")
-    lines.append("* These InfluxDB figures are *estimates*, not measurements: no InfluxDB 2 server can run on the "
-                 "benchmark machine (see `docs/influxdb.md`). Re-run `tvflux-loadgen` against an InfluxDB-backed "
-                 "`tvflux serve` (`TVFLUX_STORE=influx`) before sizing hardware.")
+    if (results.get("influx") or {}).get("history"):
+        from bench.influx import sizing_lines
+
+        lines.extend(sizing_lines(results["influx"]))
+    else:
+        lines.append("* Not measured in this report: `python -m bench.influx` (the `influx` step of `make bench`) needs "
+                     "an `influxd` binary (`TVFLUX_INFLUXD` or `PATH`; see `docs/influxdb.md`).")
     lines.append("### The service itself")
     fan = results.get("fanout") or {}
     knee = fanout_knee(fan) if fan.get("sweep") else None

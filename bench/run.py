@@ -13,6 +13,10 @@ others' last results):
 * ``fanout``    — loadgen: the 5,000-subscriber target run, then a subscriber sweep;
 * ``live_history`` — chart-history requests against the 50M dataset while ingesting and
                   pushing;
+* ``influx``    — ``python -m bench.influx``: the same questions asked of a real InfluxDB 2
+                  (ingest through the service, the tasks' backfill, history from tiers vs
+                  per-second bars vs raw trades in Flux, disk, RSS); skipped, with the reason
+                  printed, when no ``influxd`` binary is available;
 * ``report``    — ``docs/performance.md`` and the charts in ``docs/img/``.
 
 ``--quick`` uses a 1M-trade month and seconds-long runs, and writes everything (report
@@ -37,7 +41,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = False  # set by main(): shorter pauses between runs
-STEPS = ("machine", "dataset", "backfill", "history", "ingest", "fanout", "live_history", "report")
+STEPS = ("machine", "dataset", "backfill", "history", "ingest", "fanout", "live_history", "influx", "report")
 
 
 class Profile:
@@ -67,6 +71,13 @@ class Profile:
         self.fanout_rate = 50_000
         self.push_interval_ms = 250
         self.live_history_s = 2.0 if quick else 30.0
+        # InfluxDB: loading and backfilling the 50M-trade year takes far longer than the ~15
+        # minutes this step may take on this 2-core machine (the tasks' backfill is ~585
+        # manual runs, each ≥ 1 s, plus the data); a 5M-trade year fits (docs/performance.md).
+        self.influx_trades = 200_000 if quick else 5_000_000
+        self.influx_days = 30.0 if quick else 365.0
+        self.influx_rates = (10_000,) if quick else (25_000, 50_000, 100_000)
+        self.influx_ingest_s = 3.0 if quick else 15.0
 
 
 # --- steps --------------------------------------------------------------------------------
@@ -246,6 +257,18 @@ def step_live_history(p: Profile) -> dict[str, Any]:
     return {"idle": idle, "loaded": loaded}
 
 
+def step_influx(p: Profile) -> dict[str, Any] | None:
+    from bench import influx
+
+    if influx.influxd_binary() is None:
+        print("influx: skipped — no influxd binary (set TVFLUX_INFLUXD or put influxd on PATH; docs/influxdb.md "
+              "says how to get one); the report keeps the last bench/results/influx.json, if any", file=sys.stderr)
+        return None
+    return influx.run(p.influx_trades, p.influx_days, data_dir=p.data_dir / "influx",
+                      ingest_rates=p.influx_rates, ingest_s=p.influx_ingest_s, warmup_s=p.warmup_s if p.quick else 3.0,
+                      reps=p.history_reps if p.quick else 10, budget_s=p.history_budget_s if p.quick else 1.5)
+
+
 def step_report(p: Profile) -> dict[str, Any]:
     from bench.report import render_report
 
@@ -299,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         print(f"== {step} ==", file=sys.stderr, flush=True)
         result = globals()[f"step_{step}"](p)
-        if step != "report":
+        if step != "report" and result is not None:
             result["_step_seconds"] = round(time.perf_counter() - t0, 1)
             save(p, step, result)
         print(f"== {step} done in {time.perf_counter() - t0:.1f} s ==", file=sys.stderr, flush=True)
