@@ -22,27 +22,9 @@ from service.api.static import static_routes
 from service.api.streams import STREAM_ROUTES
 from service.core.settings import Settings, load_settings
 from service.storage.base import Store
+from service.storage.factory import build_store
 
 log = logging.getLogger(__name__)
-
-
-def build_store(settings: Settings) -> Store:
-    store: Store
-    if settings.store == "influx":
-        from service.storage.influx.store import InfluxStore  # only imported when used
-
-        store = InfluxStore(settings, settings.plan)
-    else:
-        from service.storage.embedded.store import EmbeddedStore
-
-        store = EmbeddedStore(os.path.join(settings.data_dir, "tvflux.duckdb"), settings.plan,
-                              memory_limit=settings.duckdb_memory_limit)
-    if settings.fault_store_down_file:
-        from service.storage.faults import FaultInjectingStore
-
-        log.warning("fault injection on: store writes fail while %s exists", settings.fault_store_down_file)
-        store = FaultInjectingStore(store, settings.fault_store_down_file)
-    return store
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Litestar:

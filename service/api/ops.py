@@ -30,9 +30,9 @@ from litestar.response import Stream
 
 from service.api.auth import admin_guard
 from service.api.services import Services
-from service.ops.backup import MANIFEST, remove_tree, snapshot, tar_chunks
+from service.ops.backup import MANIFEST, remove_tree, tar_chunks
 from service.runtime.clock import now_ms
-from service.core.errors import BadRequest, Overloaded, TvfluxError, Unauthorized
+from service.core.errors import Overloaded, TvfluxError, Unauthorized
 from service.core.models import TierStatus
 from service.storage.base import Health
 from service.core.readiness import (Thresholds, Verdict, WriterState,
@@ -78,7 +78,7 @@ async def readiness(services: Services) -> tuple[Verdict, list[TierStatus]]:
     verdict = assess(
         running=services.ready, store_ok=store_ok, store_error=store_error, writer=state, tiers=tiers,
         downsampler_error=services.downsampler.last_error, plan=settings.plan,
-        period_ms=scheduler_period_ms(services.store.kind, settings.downsample_interval_ms), thresholds=thresholds,
+        period_ms=scheduler_period_ms(services.store.downsampling_in_database, settings.downsample_interval_ms), thresholds=thresholds,
     )
     return verdict, tiers
 
@@ -128,9 +128,6 @@ async def admin_backup(request: Request) -> Stream:
     when the service is running."""
     services = request.app.state.services
     settings = services.settings
-    if services.store.kind != "duckdb":
-        raise BadRequest("the InfluxDB store is backed up with `influx backup`: see scripts/influx-backup.sh "
-                         "and docs/backup.md")
     if not settings.admin_token and not _is_loopback(request.client.host if request.client else None):
         raise Unauthorized("backups from other machines need TVFLUX_ADMIN_TOKEN set on the server")
     if _snapshot_lock.locked():
@@ -146,7 +143,7 @@ async def admin_backup(request: Request) -> Stream:
         store = services.store
         started = time.perf_counter()
         try:
-            manifest = await store._run(lambda cursor: snapshot(cursor, tmp, os.path.abspath(store.path)))
+            manifest = await store.snapshot(tmp)  # NotSupported (501) from a store backed up otherwise
         except BaseException:
             await anyio.to_thread.run_sync(remove_tree, tmp)
             raise

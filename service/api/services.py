@@ -143,10 +143,10 @@ class Services:
         self._tasks: list[asyncio.Task[None]] = []
         starter = None
         try:
-            if self.store.kind == "duckdb":
+            if not self.store.retry_start:
                 await self._start_store()  # a local file: fail fast and loud
                 self._start_background()
-            else:
+            else:  # a remote store may come up later: retried while unready
                 starter = asyncio.create_task(self._start_store_when_reachable(), name="store-starter")
             yield
         finally:

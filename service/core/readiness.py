@@ -72,9 +72,10 @@ def max_tier_lags_ms(plan: Plan, period_ms: int, slack_ms: int) -> dict[str, int
     return out
 
 
-def scheduler_period_ms(store_kind: str, downsample_interval_ms: int) -> int | None:
-    """How often runs happen, or ``None`` when nothing runs them on its own."""
-    if store_kind == "influx":
+def scheduler_period_ms(in_database: bool, downsample_interval_ms: int) -> int | None:
+    """How often runs happen, or ``None`` when nothing runs them on its own.
+    ``in_database``: the store runs the plan on its own schedule (``Store.downsampling_in_database``)."""
+    if in_database:
         return max(downsample_interval_ms, INFLUX_TASK_PERIOD_MS)
     return downsample_interval_ms if downsample_interval_ms > 0 else None
 

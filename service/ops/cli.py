@@ -116,12 +116,13 @@ def _has(module: str) -> bool:
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
-    from service.storage.embedded.store import EmbeddedStore
+    from service.storage.factory import build_store, store_file
 
-    if settings.store != "duckdb":
+    # Generated history goes straight into the store file, in bulk: only a local store has one.
+    if store_file(settings) is None:
         raise ConfigError(["generate writes into the embedded store; unset TVFLUX_STORE or use duckdb"])
     symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip()) if args.symbols else settings.symbols
-    store = EmbeddedStore(os.path.join(settings.data_dir, "tvflux.duckdb"), settings.plan)
+    store = build_store(settings)
     return asyncio.run(_generate(store, symbols, args.days, args.trades, args.seed, args.end_ms))
 
 
@@ -151,7 +152,7 @@ async def _generate(store: Store, symbols: tuple[str, ...], days: float, trades:
 
 
 def cmd_downsample(args: argparse.Namespace, settings: Settings) -> int:
-    from service.api.app import build_store
+    from service.storage.factory import build_store
 
     return asyncio.run(_downsample(build_store(settings)))
 

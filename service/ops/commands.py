@@ -72,8 +72,11 @@ def _service_url(settings: Any, url: str | None) -> str:
     return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
 
 
-def _require_duckdb(settings: Any, what: str) -> None:
-    if settings.store != "duckdb":
+def _require_store_file(settings: Any, what: str) -> None:
+    """File-level operations need a store kept in one local file (the embedded store)."""
+    from service.storage.factory import store_file
+
+    if store_file(settings) is None:
         raise ConfigError([f"'{what}' works on the embedded store; for InfluxDB see docs/backup.md "
                            "(scripts/influx-backup.sh, scripts/influx-restore.sh)"])
 
@@ -92,7 +95,7 @@ def _err(message: str) -> None:
 
 
 def cmd_backup(args: argparse.Namespace, settings: Any) -> int:
-    _require_duckdb(settings, "backup")
+    _require_store_file(settings, "backup")
     path = bk.db_path(settings.data_dir)
     target = os.path.abspath(args.dir)
     bk.require_empty(target)  # before a running service builds a full-size snapshot for nothing
@@ -151,7 +154,7 @@ def _backup_online(url: str, target: str, settings: Any, expected_source: str | 
 
 
 def cmd_restore(args: argparse.Namespace, settings: Any) -> int:
-    _require_duckdb(settings, "restore")
+    _require_store_file(settings, "restore")
     path = bk.db_path(settings.data_dir)
     if os.path.exists(path) and not args.force:
         _err(f"{path} exists; restoring replaces it (it is kept, renamed *.pre-restore-<time>): pass --force")
@@ -169,16 +172,17 @@ def cmd_restore(args: argparse.Namespace, settings: Any) -> int:
 
 
 def cmd_import(args: argparse.Namespace, settings: Any) -> int:
-    from service.api.app import build_store
     from service.core.models import SYMBOL_PATTERN
+    from service.storage.factory import build_store, store_file
 
     if args.symbol is not None:
         import re
 
         if not re.match(SYMBOL_PATTERN, args.symbol):
             raise ConfigError([f"--symbol {args.symbol!r} is not a valid symbol"])
-    if settings.store == "duckdb":
-        holder = bk.lock_holder(bk.db_path(settings.data_dir))
+    path = store_file(settings)
+    if path is not None:
+        holder = bk.lock_holder(path)
         if holder is not None:
             _err("the store is open in another process (is tvflux serving on this data dir?). Stop it, import, "
                  f"then start it again: imports write in bulk, which the service's file lock does not allow.\n  {holder}")
@@ -257,13 +261,16 @@ def cmd_export(args: argparse.Namespace, settings: Any) -> int:
     to_ms = parse_time_arg(args.to, "to") if args.to else int(time.time()) * 1000
     if args.format == "parquet" and not args.out:
         raise ConfigError(["--format parquet needs --out FILE"])
-    online = bool(args.url) or (settings.store == "duckdb" and bk.lock_holder(bk.db_path(settings.data_dir)))
+    from service.storage.factory import store_file
+
+    path = store_file(settings)
+    online = bool(args.url) or (path is not None and bk.lock_holder(path) is not None)
     return asyncio.run(_export(settings, args, resolution, from_ms, to_ms, online))
 
 
 async def _export(settings: Any, args: argparse.Namespace, resolution: Any, from_ms: int, to_ms: int,
                   online: bool) -> int:
-    from service.api.app import build_store
+    from service.storage.factory import build_store
     from service.ops.exporter import CsvBars, HttpSource, LocalSource, ParquetBars, export
     from service.runtime.history import History, SymbolSet
     from service.runtime.writer import TradeWriter

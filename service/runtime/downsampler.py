@@ -1,4 +1,5 @@
-"""Runs the downsampling plan on a schedule (embedded store) or on request (both stores).
+"""Runs the downsampling plan every ``interval_ms`` and on request. A store that runs the
+plan on its own schedule (``Store.downsampling_in_database``) is only asked for runs now.
 
 Each run brings every tier to the live edge; the store serialises runs, so a manual run
 during a scheduled one simply waits for it. Windows rebuilt because of late trades make
@@ -12,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from service.core.errors import RunTimeout, TvfluxError
+from service.core.errors import TvfluxError
 from service.runtime.hub import Hub
 from service.runtime.runlog import RunLog
 from service.storage.base import RunReport, Store
@@ -35,13 +36,9 @@ class Downsampler:
 
     async def run_once(self) -> RunReport:
         started = time.perf_counter()
-        if self.store.kind == "duckdb":  # work in a thread: the store rolls back at the deadline
-            report = await self.store.run_downsampling(self.clock_ms(), timeout_s=self.timeout_s)  # type: ignore[call-arg]
-        else:  # remote work over HTTP: cancelling the wait abandons it
-            try:
-                report = await asyncio.wait_for(self.store.run_downsampling(self.clock_ms()), self.timeout_s)
-            except asyncio.TimeoutError:
-                raise RunTimeout(f"downsampling run took longer than {self.timeout_s}s; retried next time") from None
+        # The store keeps the deadline: DuckDB rolls the window in progress back, InfluxDB
+        # abandons the wait; either raises RunTimeout and the next run retries.
+        report = await self.store.run_downsampling(self.clock_ms(), timeout_s=self.timeout_s)
         self.runs += 1
         self.last_run_duration_s = time.perf_counter() - started
         self.last_error = None

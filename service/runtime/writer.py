@@ -175,9 +175,8 @@ class TradeWriter:
         return waiting
 
     async def _store_committed_seq(self) -> int:
-        committed = getattr(self.store, "committed_spool_seq", None)
-        if committed is not None:
-            return int(await committed())
+        if self.store.commits_spool_seq:
+            return int(await self.store.committed_spool_seq())
         try:  # stores that cannot commit it atomically: a marker file (replays are idempotent there)
             with open(self._marker_path()) as f:
                 return int(f.read().strip() or 0)
@@ -189,8 +188,8 @@ class TradeWriter:
         return os.path.join(self.spool.directory, "committed")
 
     async def _append(self, batches: list[TradeColumns], max_seq: int) -> None:
-        if self.spool is not None and hasattr(self.store, "committed_spool_seq"):
-            await self.store.append(batches, spool_seq=max_seq)  # type: ignore[call-arg]
+        if self.spool is not None and self.store.commits_spool_seq:
+            await self.store.append(batches, spool_seq=max_seq)
             return
         await self.store.append(batches)
         if self.spool is not None:

@@ -11,17 +11,26 @@ watermark per tier, and answers history by composing tiers exactly:
 
 so history is complete up to the last stored trade whatever the downsampling lag.
 Watermarks never decrease and a tier's watermark never passes its source's.
+
+Nothing outside a store asks more of it than this protocol: differences between the
+backends are declared here as capabilities (``retry_start``, ``downsampling_in_database``,
+``commits_spool_seq``) or as a method a store may decline (:meth:`Store.snapshot`), never
+found out by testing ``kind``. The one place that knows which class backs which setting
+is :mod:`service.storage.factory`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
 from service.core.models import Bar, TierRun, TierStatus, TradeColumns
 from service.core.resolution import Resolution
+
+if TYPE_CHECKING:  # ops builds on storage, never the reverse at import time
+    from service.ops.backup import Manifest
 
 
 class ChangedWindow(msgspec.Struct, frozen=True):
@@ -45,6 +54,24 @@ class Health(msgspec.Struct, frozen=True):
 
 class Store(Protocol):
     kind: str
+    """A display label ("duckdb", "influx") for logs, ``/metrics`` and ``/api/downsampling``.
+    Nothing branches on it: use the capabilities below."""
+
+    retry_start: bool
+    """``True``: the store is reached over the network and may be down when the service
+    starts, so :meth:`start` is retried with backoff while the service stays unready.
+    ``False``: a local file; if it cannot be opened, starting fails at once, loudly."""
+
+    downsampling_in_database: bool
+    """``True``: the database runs the downsampling plan on its own schedule (InfluxDB
+    tasks); :meth:`run_downsampling` only asks for runs now. ``False``: only the service's
+    downsampler runs it, so with no interval nothing does."""
+
+    commits_spool_seq: bool
+    """``True``: :meth:`append` commits ``spool_seq`` in the same transaction as the trades
+    and :meth:`committed_spool_seq` reads it back, so a replay stores nothing twice.
+    ``False``: the store ignores it; the writer keeps its own marker file (a replay may
+    write a batch again, which must be harmless there: equal points overwrite themselves)."""
 
     async def start(self) -> None:
         """Open connections and create what is missing (tables, buckets). Raises
@@ -54,9 +81,14 @@ class Store(Protocol):
 
     async def health(self) -> Health: ...
 
-    async def append(self, batches: Sequence[TradeColumns]) -> None:
+    async def append(self, batches: Sequence[TradeColumns], *, spool_seq: int | None = None) -> None:
         """Store trades: one write for the whole call. Trades older than the first tier's
-        watermark mark their windows dirty so the next run rebuilds them."""
+        watermark mark their windows dirty so the next run rebuilds them. ``spool_seq``:
+        the newest spool record in ``batches`` (see ``commits_spool_seq``)."""
+
+    async def committed_spool_seq(self) -> int:
+        """The newest spool record committed with an append (0: none, or the store does not
+        keep it, see ``commits_spool_seq``)."""
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
         """Bars of ``resolution`` whose start is in ``[from_ms, to_ms)``, ascending.
@@ -72,11 +104,27 @@ class Store(Protocol):
         """Largest stored ``ts_ns`` of ``symbol`` in ``[from_ns, to_ns)``; used to keep
         timestamps unique when a late trade lands in an old millisecond."""
 
-    async def known_ids(self, symbol: str, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` are already stored for ``symbol``."""
+    async def known_ids(self, symbol: str, ids: Sequence[str], from_ns: int | None = None,
+                        to_ns: int | None = None) -> set[str]:
+        """Which of ``ids`` are already stored for ``symbol``. ``from_ns``/``to_ns`` (both or
+        neither) narrow the search to ``[from_ns, to_ns)``, where a retry of the same
+        trades would be (their own timestamps); without them all time is searched."""
+
+    async def recent_ids(self, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` ``(symbol, id)`` of the newest stored trades that carry an id,
+        newest first, to warm the duplicate filter at start. A store may return fewer
+        (none): :meth:`known_ids` still answers for the rest, only more slowly."""
 
     async def downsampling_status(self, now_ms: int) -> list[TierStatus]: ...
 
-    async def run_downsampling(self, now_ms: int, *, max_windows: int | None = None) -> RunReport:
+    async def run_downsampling(self, now_ms: int, *, max_windows: int | None = None,
+                               timeout_s: float | None = None) -> RunReport:
         """Run every tier in plan order until each is at the live edge (or ``max_windows``
-        runs were made). Idempotent; concurrent calls are serialised."""
+        runs were made). Idempotent; concurrent calls are serialised. Past ``timeout_s``
+        the run is abandoned with :class:`~service.core.errors.RunTimeout`: what was
+        committed stays, the rest is retried from its watermark next time."""
+
+    async def snapshot(self, directory: str) -> Manifest:
+        """Write a consistent snapshot of the whole store into ``directory`` (see
+        :mod:`service.ops.backup`) while the store keeps serving. A store backed up by
+        other means raises :class:`~service.core.errors.NotSupported` saying which."""

@@ -7,31 +7,76 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from service.core.errors import StoreUnavailable
-from service.core.models import TradeColumns
-from service.storage.base import Health
+from service.core.models import Bar, TierStatus, TradeColumns
+from service.core.resolution import Resolution
+from service.storage.base import Health, RunReport, Store
+
+if TYPE_CHECKING:
+    from service.ops.backup import Manifest
 
 
 class FaultInjectingStore:
-    def __init__(self, inner: Any, trigger_path: str) -> None:
+    """Forwards the whole :class:`~service.storage.base.Store` contract to ``inner``, method
+    by method (so a contract change that is not forwarded fails loudly, not silently)."""
+
+    def __init__(self, inner: Store, trigger_path: str) -> None:
         self._inner = inner
         self.trigger_path = trigger_path
         self.kind = inner.kind
+        self.retry_start = inner.retry_start
+        self.downsampling_in_database = inner.downsampling_in_database
+        self.commits_spool_seq = inner.commits_spool_seq
 
     def _down(self) -> bool:
         return os.path.exists(self.trigger_path)
 
-    async def append(self, batches: Sequence[TradeColumns], **kwargs: Any) -> None:
-        if self._down():
-            raise StoreUnavailable(f"injected outage ({self.trigger_path} exists)")
-        await self._inner.append(batches, **kwargs)
+    async def start(self) -> None:
+        await self._inner.start()
+
+    async def close(self) -> None:
+        await self._inner.close()
 
     async def health(self) -> Health:
         if self._down():
             return Health(False, "injected outage")
         return await self._inner.health()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    async def append(self, batches: Sequence[TradeColumns], *, spool_seq: int | None = None) -> None:
+        if self._down():
+            raise StoreUnavailable(f"injected outage ({self.trigger_path} exists)")
+        await self._inner.append(batches, spool_seq=spool_seq)
+
+    async def committed_spool_seq(self) -> int:
+        return await self._inner.committed_spool_seq()
+
+    async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
+        return await self._inner.bars(symbol, resolution, from_ms, to_ms)
+
+    async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
+        return await self._inner.previous_bar_time(symbol, resolution, before_ms)
+
+    async def symbols(self) -> list[str]:
+        return await self._inner.symbols()
+
+    async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
+        return await self._inner.last_ts_ns(symbol, from_ns, to_ns)
+
+    async def known_ids(self, symbol: str, ids: Sequence[str], from_ns: int | None = None,
+                        to_ns: int | None = None) -> set[str]:
+        return await self._inner.known_ids(symbol, ids, from_ns, to_ns)
+
+    async def recent_ids(self, limit: int) -> list[tuple[str, str]]:
+        return await self._inner.recent_ids(limit)
+
+    async def downsampling_status(self, now_ms: int) -> list[TierStatus]:
+        return await self._inner.downsampling_status(now_ms)
+
+    async def run_downsampling(self, now_ms: int, *, max_windows: int | None = None,
+                               timeout_s: float | None = None) -> RunReport:
+        return await self._inner.run_downsampling(now_ms, max_windows=max_windows, timeout_s=timeout_s)
+
+    async def snapshot(self, directory: str) -> Manifest:
+        return await self._inner.snapshot(directory)

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 import duckdb
@@ -31,8 +31,13 @@ from service.core.errors import RunTimeout, StoreUnavailable
 from service.core.models import Bar, TierRun, TierStatus, TradeColumns
 from service.core.plan import RAW, Plan, Tier, Window
 from service.core.resolution import Resolution
+from service.core.schedule import DirtyWindow, closed_part, dirty_dependents, late_window, watermark_after
+from service.core.segments import Segment, history_segments
 from service.storage.base import ChangedWindow, Health, RunReport
 from service.storage.embedded.sql import NS_PER_MS, bars_table, bucket_sql, tier_select_sql, trades_arrow
+
+if TYPE_CHECKING:
+    from service.ops.backup import Manifest
 
 T = TypeVar("T")
 
@@ -55,6 +60,9 @@ CREATE TABLE IF NOT EXISTS {table} (symbol VARCHAR NOT NULL, time_ms BIGINT NOT 
 
 class EmbeddedStore:
     kind = "duckdb"
+    retry_start = False  # a local file: if it cannot be opened, say so at once
+    downsampling_in_database = False  # the service's downsampler runs the plan as SQL
+    commits_spool_seq = True  # in the append's own transaction
 
     def __init__(self, path: str, plan: Plan, *, memory_limit: str = "1GB", threads: int = 2) -> None:
         self.path = path
@@ -167,11 +175,9 @@ class EmbeddedStore:
             wm = self._watermarks[first.name]
             if wm is not None:
                 for b in batches:
-                    late = b.ts_ns[b.ts_ns < wm * NS_PER_MS]
-                    if late.size:
-                        lo = first.floor(int(late.min()) // NS_PER_MS)
-                        hi = first.floor(int(late.max()) // NS_PER_MS) + first.size_ms
-                        dirty.append((first.name, b.symbol, lo, hi))
+                    late = late_window(first, b.ts_ns, wm)
+                    if late is not None:
+                        dirty.append((first.name, b.symbol, late.start_ms, late.end_ms))
             cursor.execute("BEGIN")
             try:
                 if spool_seq is not None:
@@ -257,13 +263,13 @@ class EmbeddedStore:
         if window is None:
             return None
         started = time.perf_counter()
-        new_wm = window.end_ms
-        if wm is not None and not self._source_has_rows(cursor, tier, wm, window.end_ms):
-            # Nothing new in this chunk: jump the watermark over the gap to the next source
-            # data instead of walking an empty stretch (e.g. a lone old trade) chunk by chunk.
-            nxt = self._next_source_ms(cursor, tier, window.end_ms)
-            edge = self.plan.edge_ms(tier, source_watermark_ms=source_wm, now_ms=now_ms)
-            new_wm = max(window.end_ms, edge if nxt is None else min(edge, tier.floor(nxt)))
+        # A first run starts at the earliest source row, so only later ones may find a gap.
+        has_rows = wm is None or self._source_has_rows(cursor, tier, wm, window.end_ms)
+        new_wm = watermark_after(
+            self.plan, tier, window, source_has_rows=has_rows,
+            next_source_ms=None if has_rows else self._next_source_ms(cursor, tier, window.end_ms),
+            source_watermark_ms=source_wm, now_ms=now_ms,
+        )
         try:
             rows = self._rebuild(cursor, tier, window, symbol=None, new_watermark_ms=new_wm, now_ms=now_ms,
                                  started=started)
@@ -347,23 +353,21 @@ class EmbeddedStore:
             ).fetchall()
             wm = self._watermarks[tier.name]
             for symbol, lo, hi in rows:
-                # Only the part below the watermark is closed; the rest is the next window's.
-                lo, hi = tier.floor(lo), min(tier.floor(hi - 1) + tier.size_ms, wm if wm is not None else lo)
+                closed = closed_part(tier, lo, hi, wm)
+                handed_on = dirty_dependents(self.plan, tier, closed, self._watermarks)
 
-                def forward(c: duckdb.DuckDBPyConnection, symbol: str = symbol, lo: int = lo, hi: int = hi) -> None:
+                def forward(c: duckdb.DuckDBPyConnection, symbol: str = symbol,
+                            handed_on: list[DirtyWindow] = handed_on) -> None:
                     c.execute("DELETE FROM dirty WHERE tier = ? AND symbol = ?", [tier.name, symbol])
-                    for dep in self.plan.dependents(tier.name):
-                        dep_wm = self._watermarks[dep.name]
-                        if dep_wm is not None and lo < dep_wm and hi > lo:
-                            c.execute("INSERT INTO dirty VALUES (?, ?, ?, ?)",
-                                      [dep.name, symbol, dep.floor(lo), min(dep_wm, dep.floor(hi - 1) + dep.size_ms)])
+                    for d in handed_on:
+                        c.execute("INSERT INTO dirty VALUES (?, ?, ?, ?)", [d.tier, symbol, d.start_ms, d.end_ms])
 
-                if hi <= lo:
+                if closed.end_ms <= closed.start_ms:
                     forward(cursor)
                     continue
-                self._rebuild(cursor, tier, Window(lo, hi), symbol=symbol, new_watermark_ms=None, now_ms=now_ms,
+                self._rebuild(cursor, tier, closed, symbol=symbol, new_watermark_ms=None, now_ms=now_ms,
                               started=time.perf_counter(), extra=forward)
-                changed.append(ChangedWindow(symbol, lo, hi))
+                changed.append(ChangedWindow(symbol, closed.start_ms, closed.end_ms))
         return changed
 
     async def downsampling_status(self, now_ms: int) -> list[TierStatus]:
@@ -386,40 +390,12 @@ class EmbeddedStore:
     # --- reads ------------------------------------------------------------------------
 
     def _segments(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[str]:
-        """SELECTs of (k_ns, open, high, low, close, volume) covering ``[from_ms, to_ms)``:
-        serving tier, then each lower tier past the one above's watermark, then raw. A
-        span that late trades made dirty is read from raw trades until a run rebuilds it."""
-        tier = self.plan.serving_tier(resolution)
-        dirty = self._dirty_span.get(symbol)
-        if tier is None or dirty is None or dirty[1] <= from_ms or dirty[0] >= to_ms:
-            return self._clean_segments(tier, from_ms, to_ms)
-        # Widen to the serving tier's grid so the tier pieces around it stay whole bars.
-        lo, hi = max(from_ms, tier.floor(dirty[0])), min(to_ms, tier.floor(dirty[1] - 1) + tier.size_ms)
-        return (self._clean_segments(tier, from_ms, lo) + [self._raw_segment(lo, hi)]
-                + self._clean_segments(tier, hi, to_ms))
-
-    def _clean_segments(self, tier: Tier | None, from_ms: int, to_ms: int) -> list[str]:
-        segments = []
-        lo = from_ms
-        for t in self.plan.chain(tier) if tier is not None else []:
-            wm = self._watermarks[t.name]
-            if wm is None:
-                continue
-            hi = min(to_ms, wm)
-            if hi > lo:
-                segments.append(
-                    f"SELECT time_ms * {NS_PER_MS} AS k, open, high, low, close, volume FROM {bars_table(t)} "
-                    f"WHERE symbol = $symbol AND time_ms >= {lo} AND time_ms < {hi}"
-                )
-            lo = max(lo, wm)
-        if to_ms > lo:
-            segments.append(self._raw_segment(lo, to_ms))
-        return segments
-
-    @staticmethod
-    def _raw_segment(from_ms: int, to_ms: int) -> str:
-        return ("SELECT ts_ns AS k, price AS open, price AS high, price AS low, price AS close, size AS volume "
-                f"FROM trades WHERE symbol = $symbol AND ts_ns >= {from_ms * NS_PER_MS} AND ts_ns < {to_ms * NS_PER_MS}")
+        """SELECTs of (k_ns, open, high, low, close, volume) covering ``[from_ms, to_ms)``, as
+        :func:`~service.core.segments.history_segments` composes them (with this symbol's
+        dirty span read from raw trades until a run rebuilds it)."""
+        segments = history_segments(self.plan, resolution, from_ms, to_ms, self._watermarks,
+                                    self._dirty_span.get(symbol))
+        return [_segment_sql(s) for s in segments]
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
         segments = self._segments(symbol, resolution, from_ms, to_ms)
@@ -473,9 +449,27 @@ class EmbeddedStore:
             "SELECT symbol, id FROM trades WHERE id IS NOT NULL ORDER BY ts_ns DESC LIMIT ?", [limit]).fetchall())
         return [(r[0], r[1]) for r in rows]
 
+    async def snapshot(self, directory: str) -> Manifest:
+        """EXPORT DATABASE on its own cursor: one statement, so one consistent transaction,
+        while ingest and downsampling go on (see :mod:`service.ops.backup`)."""
+        from service.ops.backup import snapshot  # ops builds on storage; imported when used
+
+        source = os.path.abspath(self.path)
+        return await self._run(lambda c: snapshot(c, directory, source))
+
     async def trade_count(self) -> int:
         (n,) = await self._run(lambda c: c.execute("SELECT count(*) FROM trades").fetchall()[0])
         return int(n)
+
+
+def _segment_sql(segment: Segment) -> str:
+    lo, hi = segment.start_ms, segment.stop_ms
+    if segment.tier is not None:
+        return (f"SELECT time_ms * {NS_PER_MS} AS k, open, high, low, close, volume FROM {bars_table(segment.tier)} "
+                f"WHERE symbol = $symbol AND time_ms >= {lo} AND time_ms < {hi}")
+    # raw trades as one-trade bars: the outer GROUP BY folds them exactly like stored bars
+    return ("SELECT ts_ns AS k, price AS open, price AS high, price AS low, price AS close, size AS volume "
+            f"FROM trades WHERE symbol = $symbol AND ts_ns >= {lo * NS_PER_MS} AND ts_ns < {hi * NS_PER_MS}")
 
 
 def _rollback(cursor: duckdb.DuckDBPyConnection) -> None:

@@ -35,10 +35,10 @@ def test_limits_follow_the_chain_of_each_tier():
     assert max_tier_lags_ms(coarse, period_ms=0, slack_ms=10)["1h"] == 61 * MIN + 10
 
 
-@pytest.mark.parametrize("kind, interval_ms, period", [("duckdb", 2000, 2000), ("duckdb", 0, None),
-                                                        ("influx", 0, 60_000), ("influx", 120_000, 120_000)])
-def test_scheduler_period(kind, interval_ms, period):
-    assert scheduler_period_ms(kind, interval_ms) == period
+@pytest.mark.parametrize("in_database, interval_ms, period", [(False, 2000, 2000), (False, 0, None),  # DuckDB
+                                                               (True, 0, 60_000), (True, 120_000, 120_000)])  # Influx
+def test_scheduler_period(in_database, interval_ms, period):
+    assert scheduler_period_ms(in_database, interval_ms) == period
 
 
 def test_all_well_is_ready():
