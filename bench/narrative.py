@@ -395,7 +395,7 @@ def _fanout_meaning(fan: dict[str, Any]) -> str:
 def _influx(results: dict[str, Any], charts: dict[str, str]) -> str:
     if not (results.get("influx") or {}).get("history"):
         return ""
-    from bench.influx import section
+    from bench.influx_report import section
 
     return section(results["influx"], results, charts)
 
@@ -484,7 +484,7 @@ def _recommendations(results: dict[str, Any]) -> str:
                  "which is what TradingView asks for when zoomed that far out anyway.")
     lines.append("### InfluxDB 2 sizing")
     if (results.get("influx") or {}).get("history"):
-        from bench.influx import sizing_lines
+        from bench.influx_report import sizing_lines
 
         lines.extend(sizing_lines(results["influx"]))
     else:

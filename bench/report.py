@@ -161,7 +161,7 @@ def render_report(results: dict[str, Any], doc_path: Path, img_dir: Path, *, qui
         chart_fanout(results["fanout"], img_dir / "perf-fanout.png")
         charts["fanout"] = f"{rel}/perf-fanout.png"
     if (results.get("influx") or {}).get("history"):
-        from bench.influx import chart
+        from bench.influx_report import chart
 
         chart(results["influx"], img_dir / "perf-influx.png")
         charts["influx"] = f"{rel}/perf-influx.png"
