@@ -35,6 +35,7 @@ from service.runtime.clock import now_ms
 from service.core.errors import Overloaded, TvfluxError, Unauthorized
 from service.core.models import TierStatus
 from service.storage.base import Health
+from service.storage.factory import store_file
 from service.core.readiness import (Thresholds, Verdict, WriterState,
                                assess, scheduler_period_ms)
 
@@ -88,8 +89,9 @@ def _disk_full(services: Services) -> str | None:
     of space (the spool re-checks the free space, so this clears once space is back)."""
     reason = services.spool.disk_full()
     error = services.writer.last_error or ""
-    if reason is None and services.store.kind == "duckdb" and "No space left on device" in error:
-        reason = (f"disk full at {os.path.abspath(services.settings.data_dir)}: the store cannot write "
+    local_file = store_file(services.settings)  # a remote store's disk is not ours to report
+    if reason is None and local_file is not None and "No space left on device" in error:
+        reason = (f"disk full at {os.path.dirname(local_file)}: the store cannot write "
                   "(acknowledged trades wait in memory and the spool)")
     return reason
 
