@@ -42,7 +42,7 @@ class _ErrorBody(msgspec.Struct):
 
 class _Error(msgspec.Struct, tag_field="type", tag="error"):
     error: _ErrorBody
-    id: str | None = None
+    seq: int | None = None  # the frame it answers, as in acks
 
 
 _reply = msgspec.json.Decoder(_Ack | _Error)

@@ -12,7 +12,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from service.core.errors import InvalidMessage, TvfluxError, Unauthorized, error_payload
+from service.core.errors import InvalidMessage, PayloadTooLarge, TvfluxError, Unauthorized, error_payload
 from service.core.models import ErrorBody, ErrorMessage
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,10 @@ def _unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {TvfluxError: _tvflux_error, HTTPException: _http_error, Exception: _unexpected}
 
 
-def ws_error(exc: TvfluxError | msgspec.DecodeError | msgspec.ValidationError, sub_id: str | None = None) -> ErrorMessage:
-    """The WebSocket form of an error: a message on the open connection."""
+def ws_error(exc: TvfluxError | msgspec.DecodeError | msgspec.ValidationError, sub_id: str | None = None,
+             *, seq: int | None = None) -> ErrorMessage:
+    """The WebSocket form of an error: a message on the open connection (``sub_id``: the
+    ``/ws`` subscription it concerns; ``seq``: the ``/ws/ingest`` frame it answers)."""
     if isinstance(exc, msgspec.ValidationError):
         exc = InvalidMessage(f"invalid message: {exc}")
     elif not isinstance(exc, TvfluxError):
@@ -65,4 +67,14 @@ def ws_error(exc: TvfluxError | msgspec.DecodeError | msgspec.ValidationError, s
     retry_after_s = _retry_after_s(exc)
     if retry_after_s is not None:  # the WebSocket form of Retry-After
         details = {**(details or {}), "retryAfterS": retry_after_s}
-    return ErrorMessage(ErrorBody(exc.code, exc.message, details), id=sub_id)
+    return ErrorMessage(ErrorBody(exc.code, exc.message, details), id=sub_id, seq=seq)
+
+
+def frame_too_large(size_bytes: int | None, limit_bytes: int) -> bytes:
+    """The error message a client gets before the server closes with 1009 (message too
+    big): which limit its frame broke, so it can split the batch."""
+    size = "a frame" if size_bytes is None else f"a frame of {size_bytes} bytes"
+    exc = PayloadTooLarge(f"{size} is over the limit of {limit_bytes} bytes per WebSocket message "
+                          "(TVFLUX_MAX_FRAME_BYTES); closing with 1009. Send smaller batches.",
+                          details={"maxFrameBytes": limit_bytes})
+    return msgspec.json.encode(ws_error(exc))

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 from typing import Any
 
-import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
@@ -19,16 +18,25 @@ from service.api.metrics import render_metrics
 from service.api.ops import OPS_ROUTES, readiness, ready_body
 from service.api.services import Services
 from service.runtime.clock import now_ms
-from service.core.errors import InvalidMessage, InvalidTrade, TvfluxError
+from service.core.errors import InvalidMessage, MissingParameter, TvfluxError
 from service.core.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, TradesAccepted, TradesDecoder
 from service.core.resolution import DAY_COUNTS, MINUTE_COUNTS, SECOND_COUNTS, SUPPORTED
 
 _trades_decoder = TradesDecoder("json")
+_trades_msgpack = TradesDecoder("msgpack")
 
 # Parameters arrive as strings; `from` is a Python keyword, hence the aliases.
 _FROM = Parameter(query="from", required=False)
 _TO = Parameter(query="to", required=False)
 _QUERY = Parameter(query="query", required=False)  # `query` itself is reserved by Litestar
+
+
+def required_params(**params: str | None) -> None:
+    """A missing parameter is the client's omission (400 ``missing_parameter``), not an
+    unknown symbol or a bad range."""
+    for name, value in params.items():
+        if not value:
+            raise MissingParameter(f"missing query parameter '{name}'", details={"parameter": name})
 
 
 def _symbol_info(symbol: str) -> SymbolInfo:
@@ -105,6 +113,7 @@ async def udf_history(
     services: Services, symbol: str | None = None, resolution: str | None = None,
     from_s: str | None = _FROM, to_s: str | None = _TO, countback: str | None = None,
 ) -> dict[str, Any]:
+    required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
     req = services.history.parse(_udf_symbol(symbol), resolution, from_s, to_s, countback, now_ms=now_ms())
     result = await services.history.query(req)
@@ -138,6 +147,7 @@ async def api_bars(
     services: Services, symbol: str | None = None, resolution: str | None = None,
     from_s: str | None = _FROM, to_s: str | None = _TO, countback: str | None = None,
 ) -> Response:
+    required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
     req = services.history.parse(symbol, resolution, from_s, to_s, countback, now_ms=now_ms())
     return Response(await services.history.query(req))
@@ -151,14 +161,20 @@ def api_symbols(services: Services) -> SymbolsResponse:
 @post("/api/trades", status_code=200, guards=[ingest_guard])
 async def api_trades(request: Request, services: Services) -> TradesAccepted:
     services.require_ready()
-    body = await request.body()
-    try:
-        trades = _trades_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidTrade(f"invalid trade: {exc}; nothing from this batch was accepted") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidMessage(f"body must be a JSON array of trades: {exc}") from None
+    trades = _trades_decoder.decode_batch(await request.body())
     return await services.ingestor.accept(trades, now_ms())
+
+
+@post("/api/admin/trades", status_code=200, guards=[admin_guard])
+async def api_admin_trades(request: Request, services: Services) -> TradesAccepted:
+    """Bulk history (``tvflux import`` while the service holds the store): the rules of
+    ``POST /api/trades`` without the live horizon (``TVFLUX_MAX_PAST_MS``), new symbols
+    welcome. JSON, or msgpack with ``Content-Type: application/msgpack``."""
+    services.require_ready()
+    msgpack = "msgpack" in request.headers.get("content-type", "")
+    trades = (_trades_msgpack if msgpack else _trades_decoder).decode_batch(await request.body())
+    services.symbols.add(sorted({t.symbol for t in trades}))
+    return await services.ingestor.accept(trades, now_ms(), history=True)
 
 
 @get("/api/downsampling")
@@ -235,6 +251,6 @@ async def metrics(services: Services) -> bytes:
 
 ROUTES = [
     udf_config, udf_symbols, udf_search, udf_history, udf_time,
-    api_bars, api_symbols, api_trades, api_downsampling, api_downsampling_run, api_stats,
+    api_bars, api_symbols, api_trades, api_admin_trades, api_downsampling, api_downsampling_run, api_stats,
     health_live, health_ready, metrics, *OPS_ROUTES,
 ]

@@ -64,6 +64,7 @@ class Services:
         self.ingestor = Ingestor(
             self.store, self.writer, self.hub, self.symbols,
             max_batch_trades=settings.max_batch_trades, max_future_ms=settings.max_future_ms,
+            max_past_ms=settings.max_past_ms,
             on_accepted=self.ingest_rate.add,
         )
         self.downsampler = Downsampler(

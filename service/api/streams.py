@@ -23,6 +23,7 @@ from litestar.response.sse import ServerSentEventMessage
 
 from service.api.auth import check_ingest
 from service.api.errors import ws_error
+from service.api.http import required_params
 from service.api.services import Services
 from service.runtime.clock import now_ms
 from service.core.errors import InvalidMessage, TvfluxError
@@ -140,19 +141,20 @@ async def ws_ingest(socket: WebSocket, services: Services) -> None:
         try:
             services.require_ready()
             if event.get("bytes") is not None:
-                trades = _trades_msgpack.decode(event["bytes"])
+                trades = _trades_msgpack.decode_batch(event["bytes"])
             else:
-                trades = _trades_json.decode(event.get("text") or "")
+                trades = _trades_json.decode_batch(event.get("text") or "")
             result = await services.ingestor.accept(trades, now_ms())
             reply = IngestAck(seq, result.accepted, result.duplicates)
-        except (TvfluxError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            reply = ws_error(exc, str(seq))
+        except TvfluxError as exc:  # the same codes as POST /api/trades
+            reply = ws_error(exc, seq=seq)
         await socket.send_text(_encode(reply).decode())
 
 
 @get("/api/stream")
 async def sse_stream(request: Request, services: Services, symbol: str | None = None,
                      resolution: str | None = None) -> ServerSentEvent:
+    required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
     services.symbols.require(symbol or "")
     res = parse_resolution(resolution or "")

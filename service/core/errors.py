@@ -8,6 +8,7 @@
     │   ├── InvalidRange
     │   ├── InvalidTrade
     │   ├── InvalidMessage           (malformed JSON / unknown WebSocket op)
+    │   ├── MissingParameter         (a required query parameter is absent)
     │   └── PayloadTooLarge          (413)
     ├── NotFound                     (404)
     │   └── UnknownSymbol
@@ -75,6 +76,10 @@ class InvalidTrade(BadRequest):
 
 class InvalidMessage(BadRequest):
     code = "invalid_message"
+
+
+class MissingParameter(BadRequest):
+    code = "missing_parameter"
 
 
 class PayloadTooLarge(BadRequest):

@@ -22,6 +22,8 @@ from typing import Annotated
 import msgspec
 import numpy as np
 
+from service.core.errors import InvalidMessage, InvalidTrade
+
 # Symbols are also InfluxDB tag values and DuckDB literals; keep them boring.
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,31}$"
 Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN)]
@@ -61,8 +63,11 @@ class TradesDecoder:
 
     def __init__(self, protocol: str = "json") -> None:  # "json" or "msgpack"
         codec = msgspec.json if protocol == "json" else msgspec.msgpack
+        self._format = "JSON" if protocol == "json" else "msgpack"
         self._fast = codec.Decoder(list[_TradeWire])
         self._strict = codec.Decoder(list[Trade])
+        self._items = codec.Decoder(list[msgspec.Raw])  # to list every bad trade of a batch
+        self._one = codec.Decoder(Trade)
         self._symbol_ok = re.compile(SYMBOL_PATTERN).search  # msgspec's pattern semantics
 
     def decode(self, data: bytes | str) -> list[Trade]:
@@ -73,6 +78,34 @@ class TradesDecoder:
         if all(self._symbol_ok(s) for s in set(map(_symbol_of, trades))):
             return trades  # type: ignore[return-value]  # Trade's fields, Trade's checks
         return self._strict.decode(data)
+
+    def decode_batch(self, data: bytes | str) -> list[Trade]:
+        """:meth:`decode` for a client's batch, with the errors a client gets: malformed
+        JSON/msgpack or not an array is :class:`InvalidMessage`; a well-formed batch with
+        bad trades is :class:`InvalidTrade` listing **every** trade's problem
+        (``{"index", "reason"}``), found by decoding the trades one by one only after the
+        fast path refused the batch."""
+        try:
+            return self.decode(data)
+        except msgspec.ValidationError:
+            pass
+        except msgspec.DecodeError as exc:
+            raise InvalidMessage(f"the batch must be a {self._format} array of trades: {exc}") from None
+        try:
+            items = self._items.decode(data)
+        except msgspec.ValidationError as exc:
+            raise InvalidTrade(f"the batch must be an array of trades: {exc}; nothing from this batch was accepted",
+                               details=[{"index": None, "reason": str(exc)}]) from None
+        except msgspec.DecodeError as exc:  # malformed past a first schema problem
+            raise InvalidMessage(f"the batch must be a {self._format} array of trades: {exc}") from None
+        problems = []
+        for i, item in enumerate(items):
+            try:
+                self._one.decode(item)
+            except msgspec.ValidationError as exc:
+                problems.append({"index": i, "reason": str(exc)})
+        raise InvalidTrade(f"{len(problems)} invalid trade(s); nothing from this batch was accepted",
+                           details=problems)
 
 
 _symbol_of = attrgetter("symbol")
@@ -234,8 +267,12 @@ class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class ErrorMessage(msgspec.Struct, frozen=True, tag_field="type", tag="error", omit_defaults=True):
+    """``id``: the subscription (``/ws``); ``seq``: the frame's number on ``/ws/ingest``,
+    the same integer its ``ack`` would have carried."""
+
     error: ErrorBody
     id: str | None = None
+    seq: int | None = None
 
 
 class Pong(msgspec.Struct, frozen=True, tag_field="type", tag="pong"):

@@ -57,6 +57,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_batch_trades: Annotated[int, Meta(ge=1)] = 10_000
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 4 * 1024 * 1024
     max_future_ms: Annotated[int, Meta(ge=0)] = 60_000  # a trade may be at most this far ahead of the clock
+    # live ingest refuses trades older than this (epoch seconds sent as ms land in 1970);
+    # 0 = no limit. Bulk history (tvflux import, POST /api/admin/trades) accepts any date.
+    max_past_ms: Annotated[int, Meta(ge=0)] = 7 * 86_400_000
     max_frame_bytes: Annotated[int, Meta(ge=1024)] = 4 * 1024 * 1024
 
     # trade writer

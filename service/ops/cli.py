@@ -36,6 +36,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.wsproto import FrameLimitProtocol
 
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not (settings.ingest_token and settings.admin_token):
         log.warning("!!! binding %s WITHOUT %s: anyone who can reach this port can post trades or run admin "
@@ -49,7 +50,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, loop="uvloop", ws="websockets", http="httptools"
+        app, host=settings.host, port=settings.port, loop="uvloop", ws=FrameLimitProtocol, http="httptools"
         if _has("httptools") else "h11", log_config=None, ws_max_size=settings.max_frame_bytes,
         lifespan="on", timeout_graceful_shutdown=10, access_log=False,
         # Bar frames are ~150 bytes: per-message deflate would cost CPU per frame per client

@@ -29,9 +29,19 @@ from service.core.timestamps import TimestampAllocator
 from service.runtime.writer import TradeWriter
 
 NS_PER_MS = 1_000_000
-_MAX_LISTED_PROBLEMS = 20
 _id_of, _symbol_of = attrgetter("id"), attrgetter("symbol")
 _price_of, _size_of, _time_of = attrgetter("price"), attrgetter("size"), attrgetter("time")
+
+
+def implausible_past(time_ms: int, now_ms: int, max_past_ms: int, latest_ms: int) -> str:
+    """Why a live trade's ``time`` is refused as too old, saying so when it is epoch
+    seconds (the commonest mistake: the value ×1000 would be a time of today)."""
+    reason = (f"time {time_ms} is more than {max_past_ms} ms in the past (TVFLUX_MAX_PAST_MS); "
+              "live ingest takes recent trades, history goes in with `tvflux import` or POST /api/admin/trades")
+    if now_ms - max_past_ms <= time_ms * 1000 <= latest_ms:
+        reason = (f"time {time_ms} looks like epoch seconds; `time` is epoch milliseconds "
+                  f"({time_ms * 1000}): {reason}")
+    return reason
 
 
 class Ingestor:
@@ -44,6 +54,7 @@ class Ingestor:
         *,
         max_batch_trades: int,
         max_future_ms: int,
+        max_past_ms: int = 0,
         id_cache_size: int = 200_000,
         on_accepted: Callable[[int], None] | None = None,
     ) -> None:
@@ -53,6 +64,7 @@ class Ingestor:
         self.symbols = symbols
         self.max_batch_trades = max_batch_trades
         self.max_future_ms = max_future_ms
+        self.max_past_ms = max_past_ms  # 0: any past time (live ingest sets a horizon)
         self.id_cache_size = id_cache_size
         self._ids: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._ids_evicted = False  # every id accepted since start is in ``_ids`` until one is dropped
@@ -79,14 +91,17 @@ class Ingestor:
 
     # --- the untrusted path: clients --------------------------------------------------
 
-    async def accept(self, trades: list[Trade], now_ms: int) -> TradesAccepted:
+    async def accept(self, trades: list[Trade], now_ms: int, *, history: bool = False) -> TradesAccepted:
+        """``history``: a bulk load of past trades (``tvflux import`` through the service):
+        no horizon on how old a trade may be."""
         if len(trades) > self.max_batch_trades:
             self.rejected += len(trades)
             raise PayloadTooLarge(
                 f"{len(trades)} trades in one batch; at most {self.max_batch_trades}",
                 details={"maxBatchTrades": self.max_batch_trades},
             )
-        columns = self._plain_columns(trades, now_ms)
+        earliest_ms = None if history or not self.max_past_ms else now_ms - self.max_past_ms
+        columns = self._plain_columns(trades, now_ms, earliest_ms)
         if columns is not None:  # the common case, vectorised: valid, no ids
             async with self._lock:
                 batches = []
@@ -95,7 +110,7 @@ class Ingestor:
                     batches.append(TradeColumns(symbol, await self._allocate(symbol, ts_ms), price, size))
                 self._commit(batches)
             return TradesAccepted(accepted=len(trades), duplicates=0)
-        self._validate(trades, now_ms)
+        self._validate(trades, now_ms, earliest_ms)
         async with self._lock:
             groups: dict[str, list[Trade]] = {}
             for t in trades:
@@ -118,7 +133,7 @@ class Ingestor:
         return TradesAccepted(accepted=accepted, duplicates=duplicates)
 
     def _plain_columns(
-        self, trades: list[Trade], now_ms: int
+        self, trades: list[Trade], now_ms: int, earliest_ms: int | None = None
     ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] | None:
         """``(symbol, time_ms, price, size)`` per symbol (first-seen order, trades in
         arrival order) when every trade is valid and none has an id; ``None`` otherwise,
@@ -135,6 +150,8 @@ class Ingestor:
         ts_ms = np.fromiter(map(_time_of, trades), dtype=np.int64, count=n)
         if not (np.isfinite(price).all() and np.isfinite(size).all()) or int(ts_ms.max()) > now_ms + self.max_future_ms:
             return None
+        if earliest_ms is not None and int(ts_ms.min()) < earliest_ms:
+            return None
         if len(distinct) == 1:
             return [(symbols[0], ts_ms, price, size)]
         index = {s: i for i, s in enumerate(distinct)}
@@ -145,7 +162,9 @@ class Ingestor:
             out.append((symbol, ts_ms[mask], price[mask], size[mask]))
         return out
 
-    def _validate(self, trades: list[Trade], now_ms: int) -> None:
+    def _validate(self, trades: list[Trade], now_ms: int, earliest_ms: int | None = None) -> None:
+        """Every problem of the batch, one ``{"index", "reason"}`` each (a batch is at most
+        ``max_batch_trades``, so the list is bounded)."""
         problems = []
         latest_ms = now_ms + self.max_future_ms
         for i, t in enumerate(trades):
@@ -156,17 +175,16 @@ class Ingestor:
                 reason = "price and size must be finite"
             elif t.time > latest_ms:
                 reason = f"time {t.time} is more than {self.max_future_ms} ms in the future"
+                if earliest_ms is not None and earliest_ms <= t.time // 1000 <= latest_ms:
+                    reason += " (it looks like epoch microseconds: send milliseconds)"
+            elif earliest_ms is not None and t.time < earliest_ms:
+                reason = implausible_past(t.time, now_ms, self.max_past_ms, latest_ms)
             if reason is not None:
                 problems.append({"index": i, "reason": reason})
-                if len(problems) >= _MAX_LISTED_PROBLEMS:
-                    break
         if problems:
             self.rejected += len(trades)
-            raise InvalidTrade(
-                f"{len(problems)}{'+' if len(problems) >= _MAX_LISTED_PROBLEMS else ''} invalid trade(s); "
-                "nothing from this batch was accepted",
-                details=problems,
-            )
+            raise InvalidTrade(f"{len(problems)} invalid trade(s); nothing from this batch was accepted",
+                               details=problems)
 
     async def _drop_duplicates(self, symbol: str, group: list[Trade]) -> list[Trade]:
         with_ids = [t for t in group if t.id is not None]

@@ -100,7 +100,7 @@ def test_ws_ingest_survives_junk(fuzz_server, frames):
             reply = json.loads(ws.recv(timeout=10))
             assert reply["type"] in {"ack", "error"}
             if reply["type"] == "error":
-                assert reply["id"] == str(i) and reply["error"]["code"]
+                assert reply["seq"] == i and reply["error"]["code"]
             else:
                 assert reply["seq"] == i
 

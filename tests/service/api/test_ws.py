@@ -124,13 +124,13 @@ def test_ws_ingest_json_and_msgpack_with_acks(module_server):
         assert json.loads(ws.recv(timeout=5)) == {"type": "ack", "seq": 2, "accepted": 1, "duplicates": 1}
         ws.send("[{]")
         err = json.loads(ws.recv(timeout=5))
-        assert err["type"] == "error" and err["id"] == "3" and err["error"]["code"] == "invalid_message"
+        assert err["type"] == "error" and err["seq"] == 3 and err["error"]["code"] == "invalid_message"
         ws.send(json.dumps([{"symbol": "TESTA", "price": -1, "size": 1, "time": t}]))
         err = json.loads(ws.recv(timeout=5))
-        assert err["error"]["code"] == "invalid_message" and err["id"] == "4"
+        assert err["error"]["code"] == "invalid_trade" and err["seq"] == 4
         ws.send(json.dumps([{"symbol": "TESTA", "price": 1, "size": 1, "time": t}] * 1001))
         err = json.loads(ws.recv(timeout=5))
-        assert err["error"]["code"] == "payload_too_large" and err["id"] == "5"
+        assert err["error"]["code"] == "payload_too_large" and err["seq"] == 5
 
 
 def test_sse_stream_pushes_the_same_bar_messages(module_server):
