@@ -361,7 +361,9 @@ async def _dataset_phase(influxd: Influxd, sampler: Sampler, spec: Any, symbol: 
 
 
 def run(trades: int, days: float, *, data_dir: Path, ingest_rates: Sequence[int], ingest_s: float, warmup_s: float,
-        reps: int, budget_s: float, symbol: str = "BTCUSD", skip_ingest: bool = False) -> dict[str, Any]:
+        reps: int, budget_s: float, symbol: str = "BTCUSD", skip_ingest: bool = False,
+        ingest_only: bool = False) -> dict[str, Any]:
+    """The whole benchmark; ``ingest_only`` runs the ingest sweep alone."""
     from bench.data import DatasetSpec
     from bench.history import RANGES
 
@@ -390,11 +392,14 @@ def run(trades: int, days: float, *, data_dir: Path, ingest_rates: Sequence[int]
                       f"backlog {r['backlog_at_end']}, drain {r['drain_s']} s", file=sys.stderr)
                 results["ingest"].append(r)
                 time.sleep(2)
-        results.update(asyncio.run(_dataset_phase(influxd, sampler, spec, symbol, ranges, reps, budget_s)))
-        results["influxd_rss_end_mb"] = sampler.rss_mb()
+        if not ingest_only:
+            results.update(asyncio.run(_dataset_phase(influxd, sampler, spec, symbol, ranges, reps, budget_s)))
+            results["influxd_rss_end_mb"] = sampler.rss_mb()
     finally:
         results["resources"] = sampler.stop()
         influxd.stop()
+    if ingest_only:
+        return results
     results["disk_after_restart"] = influxd.disk_bytes()  # WAL flushed into TSM on shutdown
     results["disk_compacted"] = compacted_disk(influxd)
     return results
@@ -443,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ingest-s", type=float, default=20.0)
     p.add_argument("--warmup-s", type=float, default=3.0)
     p.add_argument("--skip-ingest", action="store_true")
+    p.add_argument("--ingest-only", action="store_true",
+                   help="run the ingest sweep alone and merge its runs into the --json file's (same rate: replaced)")
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--budget-s", type=float, default=2.0, help="time budget per history cell and strategy")
     p.add_argument("--data-dir", default=str(ROOT / "bench" / "data" / "influx"))
@@ -457,15 +464,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     results = run(args.trades, args.days, data_dir=Path(args.data_dir), ingest_rates=rates, ingest_s=args.ingest_s,
                   warmup_s=args.warmup_s, reps=args.reps, budget_s=args.budget_s, symbol=args.symbol,
-                  skip_ingest=args.skip_ingest)
-    results["_step_seconds"] = round(time.perf_counter() - started, 1)
+                  skip_ingest=args.skip_ingest, ingest_only=args.ingest_only)
+    if args.ingest_only:
+        previous = json.loads(Path(args.json).read_text()) if Path(args.json).exists() else {}
+        kept = [r for r in previous.get("ingest", []) if r["target_per_s"] not in rates]
+        previous["ingest"] = sorted(kept + results["ingest"], key=lambda r: r["target_per_s"])
+        previous.setdefault("ingest_runs_measured_at", []).append(results["measured_at"])
+        results = previous
+    else:
+        results["_step_seconds"] = round(time.perf_counter() - started, 1)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(args.json + ".tmp")
     tmp.write_text(json.dumps(results, indent=1, default=str))
     tmp.replace(args.json)
-    print("\n".join(summary_lines(results)))
+    if "load" in results:
+        print("\n".join(summary_lines(results)))
     print(f"results: {args.json}", file=sys.stderr)
-    return 1 if results["history"]["mismatches"] else 0
+    return 1 if (results.get("history") or {}).get("mismatches") else 0
 
 
 if __name__ == "__main__":

@@ -48,9 +48,9 @@ def section(r: dict[str, Any], results: dict[str, Any], charts: dict[str, str]) 
              "about 15 minutes here. The backfill is bounded by task runs more than by trades: "
              f"{spec['days']:g} days are "
              f"{runs} manual runs of the tasks (one chunk each), every one of them at least about a second of "
-             "scheduling, querying and writing inside InfluxDB. At the rates measured below, 50M trades would take "
-             f"≈ {50e6 / load['trades_per_s'] / 60:,.0f} min just to load, plus the same {runs} runs each reading "
-             f"{50e6 / max(trades, 1):,.0f}× the trades")
+             "scheduling, querying and writing inside InfluxDB. At the rates measured below, 50M trades would "
+             f"load in ≈ {50e6 / (load.get('append_trades_per_s') or load['trades_per_s']) / 60:,.0f} min, but the "
+             f"same {runs} runs would each read {50e6 / max(trades, 1):,.0f}× the trades")
     out.append(
         f"Measured on {r['measured_at'][:10]} by `python -m bench.influx` (step `influx` of `make bench`) against a "
         f"real InfluxDB {r['influxd'].get('version') or '2.x'} (`influxd` on 127.0.0.1, its data on the same disk, "

@@ -76,7 +76,7 @@ class Profile:
         # manual runs, each ≥ 1 s, plus the data); a 5M-trade year fits (docs/performance.md).
         self.influx_trades = 200_000 if quick else 5_000_000
         self.influx_days = 30.0 if quick else 365.0
-        self.influx_rates = (10_000,) if quick else (25_000, 50_000, 100_000)
+        self.influx_rates = (10_000,) if quick else (25_000, 50_000, 100_000, 200_000, 300_000)
         self.influx_ingest_s = 3.0 if quick else 15.0
 
 
