@@ -111,18 +111,20 @@ class TradesDecoder:
 _symbol_of = attrgetter("symbol")
 
 
-VOLUME_DIGITS = 12
+VOLUME_DIGITS = 15
 
 
 def round_volume(volume: float) -> float:
-    """A bar's volume as every output shows it: rounded to 12 significant digits.
+    """A bar's volume as every output shows it: rounded to 15 significant digits.
 
     A volume is a float64 sum of decimal sizes, so it carries binary noise in its last
-    digits (``0.030400999999999997``, ``4795.9545020000005``), more the more trades it
-    sums. 12 significant digits drop that noise for sums of up to ~10⁸ trades while the
-    relative change stays below 5e-13 (sizes are never zeroed, however small). Applied
-    at the edges only (history answers, live bars), never to stored data, so re-summing
-    stored bars stays as exact as float64 allows."""
+    one or two digits (``0.030400999999999997``, ``4795.9545020000005``). float64 holds
+    15.9 significant decimal digits, so rounding to 15 drops that noise while keeping
+    every digit a real volume has (a 100,000-unit volume with 8 decimals has 14): the
+    relative change stays below 5e-15. Sums of millions of trades can carry noise past
+    the 15th digit; that is float64's limit, not hidden here. Applied at the edges only
+    (history answers, live bars), never to stored data, so re-summing stored bars stays
+    as exact as float64 allows."""
     return float(f"{volume:.{VOLUME_DIGITS}g}")
 
 

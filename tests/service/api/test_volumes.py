@@ -1,5 +1,5 @@
 """Volumes carry no float noise in any output: ``/api/bars``, ``/udf/history``, ``/ws``,
-``/api/stream`` and ``tvflux export`` show a bar's sum of sizes rounded to 12 significant
+``/api/stream`` and ``tvflux export`` show a bar's sum of sizes rounded to 15 significant
 digits (see ``service.core.models.round_volume``); the stores keep the full float sums."""
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def test_round_volume_drops_summation_noise_only():
     assert round_volume(0.1 + 0.2) == 0.3
     assert repr(round_volume(0.030400999999999997)) == "0.030401"
     assert repr(round_volume(4795.9545020000005)) == "4795.954502"
-    assert round_volume(123456.12345678) == 123456.123457  # 12 significant digits
+    assert round_volume(123456.12345678) == 123456.12345678  # real digits are kept (14 here)
+    assert round_volume(1.0000000000000002) == 1.0
     assert round_volume(1e-12) == 1e-12 and round_volume(0.0) == 0.0
 
 
