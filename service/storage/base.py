@@ -47,6 +47,15 @@ class RunReport(msgspec.Struct, frozen=True):
     changed: list[ChangedWindow]
 
 
+class Deletion(msgspec.Struct, frozen=True):
+    """What :meth:`Store.delete_trades` removed: ``deleted`` trades, and ``changed``, the
+    span of closed history (first-tier bars) they were in, which the next downsampling run
+    rebuilds in every tier (empty when they were all past the first tier's watermark)."""
+
+    deleted: int
+    changed: list[ChangedWindow]
+
+
 class Health(msgspec.Struct, frozen=True):
     ok: bool
     error: str | None = None
@@ -85,6 +94,15 @@ class Store(Protocol):
         """Store trades: one write for the whole call. Trades older than the first tier's
         watermark mark their windows dirty so the next run rebuilds them. ``spool_seq``:
         the newest spool record in ``batches`` (see ``commits_spool_seq``)."""
+
+    async def delete_trades(self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None,
+                            to_ns: int | None = None) -> Deletion:
+        """Trade corrections: remove the trades of ``symbol`` whose ``id`` is in ``ids``,
+        or whose ``ts_ns`` is in ``[from_ns, to_ns)`` (both given: the ids within the
+        range). The windows they were in are marked dirty, so the next
+        :meth:`run_downsampling` rebuilds every tier exactly from what is left — bars left
+        with no trades disappear — and history is exact at once (read from raw trades
+        until then), as for late trades."""
 
     async def committed_spool_seq(self) -> int:
         """The newest spool record committed with an append (0: none, or the store does not

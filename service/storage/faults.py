@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from service.core.errors import StoreUnavailable
 from service.core.models import Bar, TierStatus, TradeColumns
 from service.core.resolution import Resolution
-from service.storage.base import Health, RunReport, Store
+from service.storage.base import Deletion, Health, RunReport, Store
 
 if TYPE_CHECKING:
     from service.ops.backup import Manifest
@@ -51,6 +51,12 @@ class FaultInjectingStore:
 
     async def committed_spool_seq(self) -> int:
         return await self._inner.committed_spool_seq()
+
+    async def delete_trades(self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None,
+                            to_ns: int | None = None) -> Deletion:
+        if self._down():
+            raise StoreUnavailable(f"injected outage ({self.trigger_path} exists)")
+        return await self._inner.delete_trades(symbol, ids=ids, from_ns=from_ns, to_ns=to_ns)
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
         return await self._inner.bars(symbol, resolution, from_ms, to_ms)

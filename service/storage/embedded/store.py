@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 import duckdb
+import numpy as np
 
 from service.core.errors import RunTimeout, StoreUnavailable
 from service.core.models import Bar, TierRun, TierStatus, TradeColumns
@@ -33,7 +34,7 @@ from service.core.plan import RAW, Plan, Tier, Window
 from service.core.resolution import Resolution
 from service.core.schedule import DirtyWindow, closed_part, dirty_dependents, late_window, watermark_after
 from service.core.segments import Segment, history_segments
-from service.storage.base import ChangedWindow, Health, RunReport
+from service.storage.base import ChangedWindow, Deletion, Health, RunReport
 from service.storage.embedded.sql import NS_PER_MS, bars_table, bucket_sql, tier_select_sql, trades_arrow
 
 if TYPE_CHECKING:
@@ -200,6 +201,44 @@ class EmbeddedStore:
             for _, symbol, lo, hi in dirty:
                 old = self._dirty_span.get(symbol)
                 self._dirty_span[symbol] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+
+    async def delete_trades(self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None,
+                            to_ns: int | None = None) -> Deletion:
+        """One transaction: DELETE … RETURNING the deleted times, and dirty rows for the
+        first-tier bars they were in (below its watermark; above it the regular run
+        rebuilds them anyway), exactly like an append of late trades."""
+        return await self._run(lambda c: self._delete(c, symbol, ids, from_ns, to_ns))
+
+    def _delete(self, cursor: duckdb.DuckDBPyConnection, symbol: str, ids: Sequence[str] | None,
+                from_ns: int | None, to_ns: int | None) -> Deletion:
+        where, params = "symbol = ?", [symbol]
+        if ids is not None:
+            where += " AND id IN (SELECT unnest(?))"
+            params.append(list(ids))
+        if from_ns is not None and to_ns is not None:
+            where += " AND ts_ns >= ? AND ts_ns < ?"
+            params += [from_ns, to_ns]
+        first = self.plan.tiers[0]
+        with self._write_lock:
+            cursor.execute("BEGIN")
+            try:
+                rows = cursor.execute(f"DELETE FROM trades WHERE {where} RETURNING ts_ns", params).fetchall()
+                wm = self._watermarks[first.name]
+                late = None
+                if rows and wm is not None:
+                    late = late_window(first, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), wm)
+                if late is not None:
+                    cursor.execute("INSERT INTO dirty VALUES (?, ?, ?, ?)", [first.name, symbol, late.start_ms, late.end_ms])
+                cursor.execute("COMMIT")
+            except BaseException:
+                _rollback(cursor)
+                raise
+            if late is None:
+                return Deletion(len(rows), [])
+            old = self._dirty_span.get(symbol)
+            self._dirty_span[symbol] = ((late.start_ms, late.end_ms) if old is None
+                                        else (min(old[0], late.start_ms), max(old[1], late.end_ms)))
+        return Deletion(len(rows), [ChangedWindow(symbol, late.start_ms, late.end_ms)])
 
     # --- downsampling -----------------------------------------------------------------
 

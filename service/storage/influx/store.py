@@ -42,7 +42,7 @@ from service.core.schedule import late_window
 from service.core.settings import Settings
 from service.storage.influx import flux_queries as fq
 from service.storage.influx import flux_render as fr
-from service.storage.base import ChangedWindow, Health, RunReport
+from service.storage.base import ChangedWindow, Deletion, Health, RunReport
 from service.storage.influx.admin import Admin, RunInfo, bucket_specs, describe_api_error
 from service.core.segments import Segment
 from service.storage.influx.compose import BarRows, CsvReader, QueryFailed, compose, plan_segments, roll_up
@@ -257,6 +257,13 @@ class InfluxStore:
             # bounded: if no run ever consumes them, the oldest are forgotten (resets only)
             self._pending_changes = (self._pending_changes + stamped)[-10_000:]
             self._status_at = -1e9  # history must see the new markers (dirty spans) at once
+
+    async def delete_trades(self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None,
+                            to_ns: int | None = None) -> Deletion:
+        """InfluxDB's delete API, then a dirty marker: see :mod:`service.storage.influx.corrections`."""
+        from service.storage.influx.corrections import delete_trades
+
+        return await delete_trades(self, symbol, ids=ids, from_ns=from_ns, to_ns=to_ns)
 
     async def committed_spool_seq(self) -> int:
         return 0  # not kept here: the writer keeps its own marker (commits_spool_seq is False)

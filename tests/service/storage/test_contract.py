@@ -246,3 +246,68 @@ async def test_data_and_watermarks_survive_a_restart(kit):
             assert run.fromMs >= tier.floor(watermarks[run.tier] - plan.lookback_ms)
     finally:
         await dispose(second)
+
+
+def _with_ids(batches):
+    return [TradeColumns(b.symbol, b.ts_ns, b.price, b.size, [f"{b.symbol}-{k}-{i}" for i in range(len(b))])
+            for k, b in enumerate(batches)]
+
+
+def _without(batches, symbol, keep_mask_of):
+    out = []
+    for b in batches:
+        keep = keep_mask_of(b) if b.symbol == symbol else np.ones(len(b), dtype=bool)
+        out.append(TradeColumns(b.symbol, b.ts_ns[keep], b.price[keep], b.size[keep],
+                                None if b.ids is None else [i for i, k in zip(b.ids, keep) if k]))
+    return out
+
+
+@pytest.mark.timeout(400)  # on InfluxDB: three full history sweeps over three days
+async def test_deleted_trades_leave_every_tier_equal_to_the_reference(store):
+    """Trade corrections: after deleting by range (a whole UTC day, so its 1d bar and every
+    lower bar of it must disappear, and a few hours) and by id, history is exact at once,
+    and after a run every tier holds exactly the bars of the trades left."""
+    trades = _with_ids(synthetic(days=3, rate=0.2))
+    await store.append(trades)
+    await store.run_downsampling(NOW_MS)
+    day_lo, day_hi = NOW_MS - 2 * DAY_MS, NOW_MS - DAY_MS
+    hours_lo, hours_hi = NOW_MS - DAY_MS + 5 * 3_600_000 + 17_000, NOW_MS - DAY_MS + 8 * 3_600_000 + 3_000
+    btc = [b for b in trades if b.symbol == "BTCUSD"]
+    some_ids = [btc[-1].ids[i] for i in (0, 7, len(btc[-1]) // 2)]
+    total = 0
+    for lo, hi in ((day_lo, day_hi), (hours_lo, hours_hi)):
+        deletion = await store.delete_trades("BTCUSD", from_ns=lo * NS, to_ns=hi * NS)
+        want = sum(int(((b.ts_ns >= lo * NS) & (b.ts_ns < hi * NS)).sum()) for b in btc)
+        assert deletion.deleted == want > 0
+        assert any(c.symbol == "BTCUSD" and c.start_ms < hi and lo < c.end_ms for c in deletion.changed)
+        total += deletion.deleted
+    deletion = await store.delete_trades("BTCUSD", ids=some_ids + ["no-such-id"])
+    assert deletion.deleted == 3
+
+    def kept(b):
+        t = b.ts_ns
+        gone = ((t >= day_lo * NS) & (t < day_hi * NS)) | ((t >= hours_lo * NS) & (t < hours_hi * NS))
+        return ~gone & np.array([i not in some_ids for i in b.ids])
+
+    left = _without(trades, "BTCUSD", kept)
+    await check_all_resolutions(store, left, from_ms=NOW_MS - 3 * DAY_MS)  # exact before any run
+    await store.run_downsampling(NOW_MS)
+    assert all(s.dirtyWindows == 0 for s in await store.downsampling_status(NOW_MS))
+    await check_all_resolutions(store, left, from_ms=NOW_MS - 3 * DAY_MS)
+    for text in ("1", "1D"):  # the other symbol is untouched
+        res = parse_resolution(text)
+        got = await store.bars("ETHUSD", res, NOW_MS - 3 * DAY_MS, NOW_MS)
+        assert_same_bars(got, reference_bars(as_dicts(trades, "ETHUSD"), res))
+    days = await store.bars("BTCUSD", parse_resolution("1D"), NOW_MS - 3 * DAY_MS, NOW_MS)
+    assert [b.time for b in days] == [NOW_MS - 3 * DAY_MS, NOW_MS - DAY_MS]  # the emptied day is gone
+    assert await store.known_ids("BTCUSD", some_ids) == set()
+
+
+async def test_a_delete_of_nothing_changes_nothing(store):
+    trades = synthetic(days=1)
+    await store.append(trades)
+    await store.run_downsampling(NOW_MS)
+    assert (await store.delete_trades("BTCUSD", from_ns=(NOW_MS + DAY_MS) * NS, to_ns=(NOW_MS + 2 * DAY_MS) * NS)
+            ).deleted == 0
+    assert (await store.delete_trades("BTCUSD", ids=["nope"])).deleted == 0
+    await check_all_resolutions(store, trades, from_ms=NOW_MS - DAY_MS)
