@@ -210,8 +210,35 @@
   // ---- polling ---------------------------------------------------------------
 
   let timer = null;
+  function renderAudit(body) {
+    const rows = (body.entries || []).map((e) => {
+      const what = e.ids ? `ids ${e.ids.join(", ")}` : `range ${isoTime(e.fromMs)} – ${isoTime(e.toMs)}`;
+      const who = e.actor ? `${e.who} (${e.actor})` : e.who;
+      const tr = document.createElement("tr");
+      for (const text of [isoTime(e.time), who, e.symbol, what, intFmt.format(e.deleted)]) {
+        const td = document.createElement("td");
+        td.textContent = text;  // text only: audit fields come from clients
+        tr.appendChild(td);
+      }
+      return tr;
+    });
+    const tbody = $("audit-rows");
+    if (rows.length) tbody.replaceChildren(...rows);
+  }
+
+  async function pollAudit() {
+    const token = adminToken();
+    try {
+      renderAudit(await getJson("/api/admin/audit?limit=50", token ? { headers: { Authorization: `Bearer ${token}` } } : undefined));
+    } catch (err) {
+      $("audit-note").textContent = `The audit log needs the admin token (${err.message}).`;
+    }
+  }
+
   async function poll() {
     clearTimeout(timer);
+    const needsToken = hook.lastStats && hook.lastStats.adminTokenRequired;
+    if (hook.polls % 5 === 0 && hook.lastStats && (!needsToken || adminToken())) pollAudit();
     const [tiers, stats] = await Promise.allSettled([getJson("/api/downsampling"), getJson("/api/stats")]);
     const problems = [];
     if (tiers.status === "fulfilled") {

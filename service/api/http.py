@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 from typing import Any
 
-from litestar import Request, Response, get, post
+import anyio.to_thread
+import msgspec
+from litestar import Request, Response, delete, get, post
 from litestar.params import Parameter
 
 from service.api.auth import admin_guard, ingest_guard
@@ -18,7 +20,7 @@ from service.api.metrics import render_metrics
 from service.api.ops import OPS_ROUTES, readiness, ready_body
 from service.api.services import Services
 from service.runtime.clock import now_ms
-from service.core.errors import InvalidMessage, MissingParameter, TvfluxError
+from service.core.errors import InvalidMessage, InvalidRange, MissingParameter, TvfluxError
 from service.core.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, TradesAccepted, TradesDecoder
 from service.core.resolution import DAY_COUNTS, MINUTE_COUNTS, SECOND_COUNTS, SUPPORTED
 
@@ -177,6 +179,61 @@ async def api_admin_trades(request: Request, services: Services) -> TradesAccept
     return await services.ingestor.accept(trades, now_ms(), history=True)
 
 
+_IDS = Parameter(query="id", required=False)
+
+
+def _ms(text: str | None, name: str) -> int | None:
+    if text in (None, ""):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidRange(f"'{name}' must be epoch milliseconds, got {text!r}", details={name: text}) from None
+    if value < 0:
+        raise InvalidRange(f"'{name}' must be epoch milliseconds >= 0", details={name: value})
+    return value
+
+
+@delete("/api/trades", status_code=200, guards=[admin_guard])
+async def api_delete_trades(
+    request: Request, services: Services, symbol: str | None = None, from_ms: str | None = _FROM,
+    to_ms: str | None = _TO, ids: list[str] | None = _IDS,
+) -> dict[str, int]:
+    """Trade corrections: ``?symbol=S&from=MS&to=MS`` (epoch **ms**, ``to`` exclusive) or
+    ``&id=…`` repeated (both: those ids within the range). Admin."""
+    required_params(symbol=symbol)
+    assert symbol is not None
+    services.symbols.require(symbol)
+    lo, hi = _ms(from_ms, "from"), _ms(to_ms, "to")
+    if (lo is None) != (hi is None):
+        raise InvalidRange("give both 'from' and 'to' (epoch ms), or neither with 'id'")
+    if lo is not None and hi is not None and lo >= hi:
+        raise InvalidRange("'from' must be before 'to'", details={"from": lo, "to": hi})
+    if lo is None and not ids:
+        raise MissingParameter("give 'from' and 'to' (epoch ms), or one or more 'id'", details={"parameter": "id"})
+    for trade_id in ids or ():
+        if not 1 <= len(trade_id) <= 64:
+            raise InvalidMessage(f"a trade id has 1-64 characters, got {len(trade_id)}")
+    address = request.client.host if request.client else "unknown"
+    who = f"{'admin token' if services.settings.admin_token else 'no admin token set'} from {address}"
+    deleted = await services.delete_trades(symbol, ids=sorted(set(ids)) if ids else None, from_ms=lo, to_ms=hi,
+                                           who=who, actor=request.headers.get("x-tvflux-actor"))
+    return {"deleted": deleted}
+
+
+@get("/api/admin/audit", guards=[admin_guard])
+async def api_admin_audit(services: Services, limit: str | None = None) -> dict[str, Any]:
+    """The audit log of corrections, newest first (``limit``, default 100, at most 1000)."""
+    try:
+        count = int(limit) if limit else 100
+    except ValueError:
+        raise InvalidMessage(f"'limit' must be an integer, got {limit!r}") from None
+    if not 1 <= count <= 1000:
+        raise InvalidMessage("'limit' must be between 1 and 1000", details={"limit": count})
+    entries = await anyio.to_thread.run_sync(services.audit.recent, count)
+    return {"entries": [msgspec.to_builtins(e) for e in entries]}
+
+
 @get("/api/downsampling")
 async def api_downsampling(services: Services) -> DownsamplingResponse:
     services.require_ready()
@@ -225,6 +282,7 @@ async def api_stats(services: Services) -> dict[str, Any]:
                    "lastError": services.writer.last_error},
         "downsampler": {"runs": services.downsampler.runs, "lastError": services.downsampler.last_error},
         "uptimeS": round(now_ms() / 1000 - services.started_at, 1),
+        "adminTokenRequired": bool(services.settings.admin_token),  # /admin asks for it before admin reads
     }
 
 
@@ -251,6 +309,6 @@ async def metrics(services: Services) -> bytes:
 
 ROUTES = [
     udf_config, udf_symbols, udf_search, udf_history, udf_time,
-    api_bars, api_symbols, api_trades, api_admin_trades, api_downsampling, api_downsampling_run, api_stats,
+    api_bars, api_symbols, api_trades, api_admin_trades, api_delete_trades, api_admin_audit, api_downsampling, api_downsampling_run, api_stats,
     health_live, health_ready, metrics, *OPS_ROUTES,
 ]

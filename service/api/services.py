@@ -17,12 +17,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio.to_thread
 from litestar.connection import ASGIConnection
 
 from service.core.errors import Overloaded, StoreUnavailable
 from service.core.settings import Settings
 from service.core.synthetic import SyntheticMarket
 from service.runtime.clock import now_ms
+from service.runtime.audit import AuditEntry, AuditLog
 from service.runtime.downsampler import Downsampler
 from service.runtime.history import History, SymbolSet
 from service.runtime.hub import Hub
@@ -72,6 +74,7 @@ class Services:
             timeout_s=settings.downsample_timeout_s,
         )
         self.connections = ConnectionLimiter(settings.max_connections_per_client)
+        self.audit = AuditLog(os.path.join(settings.data_dir, "audit.jsonl"))
         self.market = SyntheticMarket(settings.symbols, seed=settings.synthetic_seed)
         self._synthetic_start_ms = now_ms()
         self.started_at = time.time()
@@ -174,6 +177,37 @@ class Services:
                     await task
             self.spool.close()
             await self.store.close()
+
+    async def delete_trades(self, symbol: str, *, ids: list[str] | None, from_ms: int | None, to_ms: int | None,
+                            who: str, actor: str | None = None) -> int:
+        """A trade correction, end to end: what was accepted reaches the store first (so
+        nothing deleted comes back from the writer), the store deletes and marks the
+        windows dirty (the next run rebuilds every tier), duplicates of the ids are
+        forgotten, live series of the symbol are rebuilt and their subscribers reset, and
+        the correction is recorded in the audit log before the answer."""
+        self.require_ready()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.writer.flush()), timeout=10)
+        from_ns = None if from_ms is None else from_ms * 1_000_000
+        to_ns = None if to_ms is None else to_ms * 1_000_000
+        for batch in self.writer.pending_for(symbol):
+            hit = batch.ids is not None and ids is not None and bool(set(ids) & set(batch.ids))
+            if from_ns is not None and to_ns is not None:
+                hit = hit or bool(((batch.ts_ns >= from_ns) & (batch.ts_ns < to_ns)).any())
+            if hit:
+                raise StoreUnavailable("trades of this correction still wait for the store; retry shortly")
+        deletion = await self.store.delete_trades(symbol, ids=ids, from_ns=from_ns, to_ns=to_ns)
+        if ids:
+            self.ingestor.forget(symbol, ids)
+        for hook in getattr(self.downsampler, "on_changed", ()):  # caches of closed history
+            hook(symbol)
+        await self.hub.rebuild_symbol(symbol)
+        entry = AuditEntry(time=now_ms(), who=who, action="delete_trades", symbol=symbol, deleted=deletion.deleted,
+                           ids=ids, fromMs=from_ms, toMs=to_ms, actor=actor)
+        await anyio.to_thread.run_sync(self.audit.append, entry)
+        log.warning("correction: %d trades of %s deleted by %s (%s)", deletion.deleted, symbol, who,
+                    f"{len(ids)} ids" if ids else f"[{from_ms}, {to_ms})")
+        return deletion.deleted
 
     async def _tick_forever(self) -> None:
         interval_s = max(self.settings.push_interval_ms, 20) / 1000

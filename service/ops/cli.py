@@ -61,10 +61,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     _tune_gc()
     print(f"tvflux serving on http://{settings.host}:{settings.port}/ (store: {settings.store}, "
           f"data: {os.path.abspath(settings.data_dir)})", file=sys.stderr, flush=True)
+    from service.ops.discovery import remove_service_file, url_for, write_service_file
+
+    # commands on this data dir find the service here, whatever port it listens on
+    write_service_file(settings.data_dir, url_for(settings.host, sock.getsockname()[1]), settings.store)
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        remove_service_file(settings.data_dir)
     return 0 if server.started else 1
 
 

@@ -62,14 +62,29 @@ def register(subparsers: Any) -> None:
     exp.set_defaults(func=cmd_export)
 
 
+    trades = subparsers.add_parser("trades", help="trade corrections")
+    trades_sub = trades.add_subparsers(dest="trades_command", required=True)
+    delete = trades_sub.add_parser(
+        "delete", help="delete trades of a symbol by id or time range (through the running service, if any)")
+    delete.add_argument("--symbol", required=True)
+    delete.add_argument("--id", action="append", metavar="ID", help="a trade id (repeat for more)")
+    delete.add_argument("--from", dest="from_", type=int, metavar="MS", help="epoch ms, inclusive")
+    delete.add_argument("--to", type=int, metavar="MS", help="epoch ms, exclusive")
+    delete.add_argument("--url", help="the running service (default: the one serving this data dir)")
+    delete.set_defaults(func=cmd_trades_delete)
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 
 def _service_url(settings: Any, url: str | None) -> str:
+    """``--url``, else the service that holds this data dir (its ``service.json``), else
+    ``TVFLUX_HOST:TVFLUX_PORT``."""
+    from service.ops.discovery import running_service_url, url_for
+
     if url:
         return url.rstrip("/")
-    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
-    return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+    return running_service_url(settings.data_dir) or url_for(settings.host, settings.port)
 
 
 def _require_store_file(settings: Any, what: str) -> None:
@@ -311,6 +326,78 @@ async def _export(settings: Any, args: argparse.Namespace, resolution: Any, from
           f"{_utc(to_ms)} UTC"
           f"{' to ' + args.out if args.out else ''}", file=sys.stderr)
     return EXIT_OK
+
+
+# --- trades delete ------------------------------------------------------------------------------
+
+
+def cmd_trades_delete(args: argparse.Namespace, settings: Any) -> int:
+    """Through the service that holds the data dir (it rebuilds live bars, resets charts and
+    keeps the audit log), else on the store directly (recorded in the same audit log)."""
+    import getpass
+    import socket
+    import urllib.parse
+
+    from service.ops.discovery import running_service_url
+    from service.storage.factory import store_file
+
+    if (args.from_ is None) != (args.to is None) or (not args.id and args.from_ is None):
+        raise ConfigError(["give --from MS and --to MS, or one or more --id ID (or both)"])
+    actor = f"tvflux trades delete ({getpass.getuser()}@{socket.gethostname()})"
+    path = store_file(settings)
+    url = args.url or running_service_url(settings.data_dir)
+    if url is None and path is not None and bk.lock_holder(path) is not None:
+        url = _service_url(settings, None)  # held by a service that wrote no service.json
+    if url is not None:
+        query: list[tuple[str, str]] = [("symbol", args.symbol)]
+        if args.from_ is not None:
+            query += [("from", str(args.from_)), ("to", str(args.to))]
+        query += [("id", i) for i in args.id or ()]
+        request = urllib.request.Request(f"{url.rstrip('/')}/api/trades?{urllib.parse.urlencode(query)}",
+                                         method="DELETE", headers={"X-Tvflux-Actor": actor})
+        if settings.admin_token:
+            request.add_header("Authorization", f"Bearer {settings.admin_token}")
+        try:
+            with urllib.request.urlopen(request, timeout=120) as resp:
+                deleted = int(json_loads(resp.read())["deleted"])
+        except urllib.error.HTTPError as exc:
+            from service.ops.exporter import http_error
+
+            raise StoreUnavailable(f"the service at {url} refused the correction: {http_error(exc).message}") from None
+        except (urllib.error.URLError, ConnectionError) as exc:
+            raise StoreUnavailable(f"no tvflux answers at {url} ({exc}); pass --url") from None
+        print(f"deleted {deleted} trades of {args.symbol} through the service at {url}", file=sys.stderr)
+        return EXIT_OK
+    return asyncio.run(_delete_locally(settings, args, actor))
+
+
+async def _delete_locally(settings: Any, args: argparse.Namespace, actor: str) -> int:
+    from service.runtime.audit import AuditEntry, AuditLog
+    from service.runtime.clock import now_ms
+    from service.storage.factory import build_store
+
+    store = build_store(settings)
+    await store.start()
+    try:
+        deletion = await store.delete_trades(
+            args.symbol, ids=sorted(set(args.id)) if args.id else None,
+            from_ns=None if args.from_ is None else args.from_ * 1_000_000,
+            to_ns=None if args.to is None else args.to * 1_000_000)
+    finally:
+        await store.close()
+    AuditLog(os.path.join(settings.data_dir, "audit.jsonl")).append(AuditEntry(
+        time=now_ms(), who="tvflux CLI, store opened directly", action="delete_trades", symbol=args.symbol,
+        deleted=deletion.deleted, ids=sorted(set(args.id)) if args.id else None, fromMs=args.from_, toMs=args.to,
+        actor=actor))
+    print(f"deleted {deletion.deleted} trades of {args.symbol} from the store; the tiers are rebuilt by the next "
+          "downsampling run (`tvflux downsample`, or the service when it starts)", file=sys.stderr)
+    return EXIT_OK
+
+
+def json_loads(data: bytes) -> Any:
+    import json
+
+    return json.loads(data)
 
 
 # --- standalone entry point ----------------------------------------------------------------------

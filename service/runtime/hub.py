@@ -279,6 +279,27 @@ class Hub:
                 for sub in list(series.subs):
                     sub.client.offer_bar(sub, closed, True)
 
+    async def rebuild_symbol(self, symbol: str) -> None:
+        """Stored trades of ``symbol`` were deleted (a correction): rebuild each live series
+        of it from history (trades arriving meanwhile are buffered and applied after, as at
+        subscribe time), then send every subscriber a ``reset`` and the corrected bar."""
+        for key in list(self._by_symbol.get(symbol, ())):
+            series = self._series.get(key)
+            if series is None or series.live is None:
+                continue  # still initialising: it reads the corrected history anyway
+            series.buffer = []
+            try:
+                await self._initialise(key, series)
+            except BaseException:
+                buffered, series.buffer = series.buffer or [], None  # keep the old bar, and what came
+                for _, batch in buffered:
+                    series.live.apply(fold(key[1], batch.ts_ns, batch.price, batch.size))
+                raise
+            for sub in list(series.subs):
+                sub.client.offer_reset(sub)
+                if series.live is not None and series.live.current is not None:
+                    sub.client.offer_bar(sub, series.live.current.to_bar(), False)
+
     def reset_symbol(self, symbol: str) -> None:
         """Closed history of ``symbol`` changed: every subscriber refetches."""
         for key in self._by_symbol.get(symbol, ()):

@@ -212,6 +212,12 @@ class Ingestor:
             fresh.append(t)
         return fresh
 
+    def forget(self, symbol: str, ids: list[str]) -> None:
+        """Deleted trades (a correction): their ids are no longer "seen", so posting them
+        again stores them again."""
+        for trade_id in ids:
+            self._ids.pop((symbol, trade_id), None)
+
     def _remember(self, key: tuple[str, str]) -> None:
         self._ids[key] = None
         self._ids.move_to_end(key)

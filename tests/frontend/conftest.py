@@ -163,7 +163,7 @@ def seeded(fe_server: Any, http: httpx.Client) -> Seed:
     """Posts ~40 days of sparse and 12 h of dense history for two symbols, once."""
     window = seed_window(int(time.time() * 1000))
     for symbol, level in SEED_SYMBOLS.items():
-        fe_server.post_trades(seed_trades(symbol, level, window))
+        fe_server.post_trades(seed_trades(symbol, level, window), history=True)  # weeks old: bulk history
     # History reads the writer's pending trades too, so this should be immediate; poll
     # anyway so a slow flush can't turn into a flaky assertion later.
     want = SEED_MINUTE_HOURS * 60 - 1

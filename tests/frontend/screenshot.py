@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         window = seed_window(int(time.time() * 1000))
         with httpx.Client(base_url=base, timeout=30) as http:
             for symbol, level in LEVELS.items():
-                http.post("/api/trades", json=seed_trades(symbol, level, window)).raise_for_status()
+                http.post("/api/admin/trades", json=seed_trades(symbol, level, window)).raise_for_status()
 
     from playwright.sync_api import sync_playwright
 

@@ -1,0 +1,62 @@
+"""The audit log of corrections: who changed stored data, what, when.
+
+Append-only JSON lines in ``TVFLUX_DATA_DIR/audit.jsonl``, one record per correction,
+flushed and fsync'd before the correction is answered, so an acknowledged correction is
+always on record. Read back newest first for ``GET /api/admin/audit`` and ``/admin``.
+Small by nature (corrections are rare), so it is read whole; it is never rewritten.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import msgspec
+
+
+class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    time: int  # epoch ms when the correction was made
+    who: str  # the credential used ("admin token", or "no admin token set") and the client address
+    action: str  # "delete_trades"
+    symbol: str
+    deleted: int
+    ids: list[str] | None = None
+    fromMs: int | None = None  # the deleted range [fromMs, toMs), epoch ms
+    toMs: int | None = None
+    actor: str | None = None  # what the client said it is (X-Tvflux-Actor, e.g. "tvflux trades delete")
+
+
+_decode = msgspec.json.Decoder(AuditEntry)
+
+
+class AuditLog:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def append(self, entry: AuditEntry) -> None:
+        """Blocking (write + fsync): call it from a worker thread."""
+        line = msgspec.json.encode(entry) + b"\n"
+        with self._lock:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            with open(self.path, "ab") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def recent(self, limit: int) -> list[AuditEntry]:
+        """Newest first; a line that cannot be read (a torn last write) is skipped."""
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in reversed(lines):
+            try:
+                out.append(_decode.decode(line))
+            except msgspec.DecodeError:
+                continue
+            if len(out) >= limit:
+                break
+        return out
