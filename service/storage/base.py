@@ -113,7 +113,13 @@ class Store(Protocol):
         ``from_ms`` must be aligned to the resolution."""
 
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
-        """Start of the latest bar of ``resolution`` that starts before ``before_ms``."""
+        """Start of the latest bar of ``resolution`` that starts before ``before_ms``. Bounded:
+        never a scan of the raw trades from the epoch."""
+
+    async def bars_before(self, symbol: str, resolution: Resolution, to_ms: int, count: int) -> list[Bar]:
+        """The newest ``count`` bars of ``resolution`` starting before ``to_ms``, ascending
+        (``countback``): fewer only when no older data exist. Bounded work, not a loop
+        widening its window per empty stretch."""
 
     async def symbols(self) -> list[str]:
         """Symbols that have stored trades."""

@@ -64,6 +64,9 @@ class FaultInjectingStore:
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
         return await self._inner.previous_bar_time(symbol, resolution, before_ms)
 
+    async def bars_before(self, symbol: str, resolution: Resolution, to_ms: int, count: int) -> list[Bar]:
+        return await self._inner.bars_before(symbol, resolution, to_ms, count)
+
     async def symbols(self) -> list[str]:
         return await self._inner.symbols()
 

@@ -437,6 +437,11 @@ class EmbeddedStore:
         return [_segment_sql(s) for s in segments]
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
+        return await self._run(lambda c: self._read_bars(c, symbol, resolution, from_ms, to_ms))
+
+    def _read_bars(self, cursor: duckdb.DuckDBPyConnection, symbol: str, resolution: Resolution, from_ms: int,
+                   to_ms: int, last: int | None = None) -> list[Bar]:
+        """Bars in ``[from_ms, to_ms)``, ascending; only the newest ``last`` when given."""
         segments = self._segments(symbol, resolution, from_ms, to_ms)
         if not segments:
             return []
@@ -445,16 +450,63 @@ class EmbeddedStore:
             f"SELECT {bucket} AS b, arg_min(open, k), max(high), min(low), arg_max(close, k), fsum(volume) "
             f"FROM ({' UNION ALL '.join(segments)}) GROUP BY b ORDER BY b"
         )
-        rows = await self._run(lambda c: c.execute(sql, {"symbol": symbol}).fetchall())
+        if last is not None:
+            sql += f" DESC LIMIT {int(last)}"
+        rows = cursor.execute(sql, {"symbol": symbol}).fetchall()
+        if last is not None:
+            rows.reverse()
         return [Bar(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
-    async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
-        segments = self._segments(symbol, resolution, 0, before_ms)
-        if not segments:
+    async def bars_before(self, symbol: str, resolution: Resolution, to_ms: int, count: int) -> list[Bar]:
+        """The newest ``count`` bars starting before ``to_ms``: at most three statements,
+        each bounded, in one worker-thread hop (see :meth:`_countback`)."""
+        return await self._run(lambda c: self._countback(c, symbol, resolution, to_ms, count))
+
+    def _countback(self, cursor: duckdb.DuckDBPyConnection, symbol: str, resolution: Resolution, to_ms: int,
+                   count: int) -> list[Bar]:
+        """1. the window of exactly ``count`` buckets before ``to_ms`` (dense data: done);
+        2. else the start of the ``k``-th newest row of the serving tier before that window,
+        where ``k`` = missing bars × the most tier rows one bucket can hold, so the range
+        from there holds at least the missing bars (an ORDER BY … LIMIT on one small
+        table, never the raw trades); 3. the composed bars of that range, newest ``count``.
+        When the tier holds fewer than ``k`` rows, the range starts at the beginning."""
+        if to_ms <= 0 or count <= 0:
+            return []
+        lo = resolution.bucket_start_ms(max(0, to_ms - count * resolution.nominal_ms))
+        bars = self._read_bars(cursor, symbol, resolution, lo, to_ms)
+        if len(bars) >= count or lo <= 0:
+            return bars[-count:]
+        start = self._nth_row_before(cursor, symbol, resolution, lo, count - len(bars))
+        return self._read_bars(cursor, symbol, resolution, 0 if start is None else resolution.bucket_start_ms(start),
+                               to_ms, last=count)
+
+    def _nth_row_before(self, cursor: duckdb.DuckDBPyConnection, symbol: str, resolution: Resolution, before_ms: int,
+                        missing: int) -> int | None:
+        """Start of the row of the serving tier (the first tier for second resolutions) such
+        that ``[it, before_ms)`` spans at least ``missing`` buckets of ``resolution``, or
+        ``None`` when the tier holds too few rows (then only the beginning is safe)."""
+        tier = self.plan.serving_tier(resolution)
+        if tier is None:
+            tier = self.plan.tiers[0]
+            size = resolution.size_ms
+            if size is None or tier.size_ms % size:
+                return None
+            per_bucket = 1  # every non-empty tier bar holds at least one bucket
+        else:
+            per_bucket = -(-resolution.nominal_ms // tier.size_ms)  # tier rows one bucket may hold
+        wm = self._watermarks.get(tier.name)
+        if wm is None:
             return None
-        sql = f"SELECT max(k) FROM ({' UNION ALL '.join(segments)})"
-        (k,) = await self._run(lambda c: c.execute(sql, {"symbol": symbol}).fetchall()[0])
-        return None if k is None else resolution.bucket_start_ms(int(k) // NS_PER_MS)
+        row = _first(cursor.execute(
+            f"SELECT time_ms FROM {bars_table(tier)} WHERE symbol = ? AND time_ms < ? "
+            f"ORDER BY time_ms DESC LIMIT 1 OFFSET ?", [symbol, min(before_ms, wm), missing * per_bucket - 1]))
+        return None if row is None else int(row[0])
+
+    async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
+        """The newest bar before ``before_ms``: the countback of one, so bounded the same way
+        (never a scan of the raw trades from the epoch)."""
+        bars = await self.bars_before(symbol, resolution, before_ms, 1)
+        return bars[-1].time if bars else None
 
     async def symbols(self) -> list[str]:
         tables = [bars_table(t) for t in self.plan.tiers]

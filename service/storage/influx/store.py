@@ -43,6 +43,7 @@ from service.core.settings import Settings
 from service.storage.influx import flux_queries as fq
 from service.storage.influx import flux_render as fr
 from service.storage.base import ChangedWindow, Deletion, Health, RunReport
+from service.storage.countback import bars_before_by_jumps
 from service.storage.influx.admin import Admin, RunInfo, bucket_specs, describe_api_error
 from service.core.segments import Segment
 from service.storage.influx.compose import BarRows, CsvReader, QueryFailed, compose, plan_segments, roll_up
@@ -358,6 +359,10 @@ class InfluxStore:
         # bit-identical to the bars the tasks will store (see roll_up), whatever the lag
         rows = roll_up(parts, sizes, [t.size_ms for t in chain])
         return compose([rows], resolution, from_ms, to_ms)
+
+    async def bars_before(self, symbol: str, resolution: Resolution, to_ms: int, count: int) -> list[Bar]:
+        # previous_bar_time is one last() per series, answered from InfluxDB's index: gaps cost one lookup
+        return await bars_before_by_jumps(self, symbol, resolution, to_ms, count)
 
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
         if before_ms <= 0:

@@ -1,0 +1,32 @@
+"""``bars_before`` for a store whose :meth:`~service.storage.base.Store.previous_bar_time`
+is an indexed lookup (InfluxDB answers ``last()`` per series from its index): read the
+window of exactly ``count`` buckets, and when it falls short jump straight to the older
+data that :meth:`previous_bar_time` finds, so an empty gap costs one lookup, not a
+doubling per gap length. The embedded store answers in at most three bounded statements
+of its own instead (:meth:`EmbeddedStore._countback`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from service.core.models import Bar
+from service.core.resolution import Resolution
+
+if TYPE_CHECKING:
+    from service.storage.base import Store
+
+
+async def bars_before_by_jumps(store: Store, symbol: str, resolution: Resolution, to_ms: int,
+                               count: int) -> list[Bar]:
+    if to_ms <= 0 or count <= 0:
+        return []
+    span = count
+    while True:
+        from_ms = resolution.bucket_start_ms(max(0, to_ms - span * resolution.nominal_ms))
+        bars = await store.bars(symbol, resolution, from_ms, to_ms)
+        if len(bars) >= count or from_ms == 0:
+            return bars[-count:]
+        older = await store.previous_bar_time(symbol, resolution, from_ms)
+        if older is None:
+            return bars
+        span = max(span * 2, (to_ms - older) // resolution.nominal_ms + count - len(bars))
