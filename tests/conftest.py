@@ -114,8 +114,13 @@ class ServerProcess:
     def post(self, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
         return self.request("POST", path, body, raw)
 
-    def post_trades(self, trades: list[dict[str, Any]], history: bool = False) -> dict[str, Any]:
-        """``history``: past trades beyond the live horizon go to ``/api/admin/trades``."""
+    def post_trades(self, trades: list[dict[str, Any]], history: bool | None = None) -> dict[str, Any]:
+        """``history``: to ``/api/admin/trades`` (bulk history, no live horizon); by default
+        when a trade is older than the default horizon of live ingest (7 days) allows."""
+        if history is None:
+            horizon_ms = time.time() * 1000 - 6.5 * 86_400_000
+            history = any(isinstance(t, dict) and isinstance(t.get("time"), int) and t["time"] < horizon_ms
+                          for t in trades)
         status, body = self.post("/api/admin/trades" if history else "/api/trades", trades)
         assert status == 200, (status, body)
         return body

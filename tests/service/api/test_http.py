@@ -111,7 +111,7 @@ def test_ids_make_posts_idempotent(module_server):
 
 def test_unknown_route_and_method(module_server):
     assert_error(module_server.get("/api/nothing"), 404, "not_found")
-    assert_error(module_server.request("DELETE", "/api/trades"), 405, "method_not_allowed")
+    assert_error(module_server.request("PUT", "/api/trades"), 405, "method_not_allowed")
 
 
 def test_countback_paging_no_data_and_next_time(module_server):
