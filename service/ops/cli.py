@@ -13,7 +13,9 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from service.core.errors import ConfigError, TvfluxError
 from service.core.settings import Settings, load_settings
@@ -120,37 +122,95 @@ def _has(module: str) -> bool:
 
 # --- generate -----------------------------------------------------------------------------
 
+# Through a running service, generated trades travel as HTTP batches (~0.3M trades/s on a
+# quiet machine, while the service also serves); beyond this many, stopping the service and
+# writing the file in bulk (~2M trades/s) is the reasonable way, and generate says so.
+GENERATE_VIA_SERVICE_MAX = 5_000_000
+
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from service.ops import remote
     from service.storage.factory import build_store, store_file
 
     # Generated history goes straight into the store file, in bulk: only a local store has one.
     if store_file(settings) is None:
         raise ConfigError(["generate writes into the embedded store; unset TVFLUX_STORE or use duckdb"])
     symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip()) if args.symbols else settings.symbols
-    store = build_store(settings)
-    return asyncio.run(_generate(store, symbols, args.days, args.trades, args.seed, args.end_ms))
+    url = remote.serving_url(settings)
+    if url is None:
+        return asyncio.run(_generate(build_store(settings), symbols, args, None))
+    if args.trades > GENERATE_VIA_SERVICE_MAX:
+        found = _service_pid(settings)
+        again = " ".join(["tvflux", *sys.argv[1:]]) if sys.argv[1:] else "tvflux generate"
+        print(f"tvflux: the service at {url}{f' (pid {found})' if found else ''} holds the store of "
+              f"{os.path.abspath(settings.data_dir)}. {args.trades:,} trades are too many to send through it "
+              f"(at most {GENERATE_VIA_SERVICE_MAX:,}; bulk writes to the file are several times faster). "
+              f"Either stop the service{f' (kill {found})' if found else ''}, run\n  {again}\nand start it again; "
+              f"or write fewer through the running service: --trades {GENERATE_VIA_SERVICE_MAX}", file=sys.stderr)
+        return 2
+    print(f"generate: the store is open in the running service; sending the trades to {url}", file=sys.stderr)
+    sink = remote.ServiceSink(url, settings.admin_token, batch_trades=settings.max_batch_trades)
+    code = asyncio.run(_generate(sink, symbols, args, url))
+    if code == 0:
+        remote.run_downsampling(url, settings.admin_token)
+    return code
 
 
-async def _generate(store: Store, symbols: tuple[str, ...], days: float, trades: int, seed: int,
-                    end_ms: int | None) -> int:
-    await store.start()
+def _service_pid(settings: Settings) -> int | None:
+    from service.ops.discovery import read_service_file
+
+    found = read_service_file(settings.data_dir)
+    return None if found is None else int(found["pid"])
+
+
+async def _earliest_stored_ms(store: Store, symbol: str, from_ms: int, to_ms: int) -> int | None:
+    """The time of the first stored trade of ``symbol`` in ``[from_ms, to_ms)`` (ms)."""
+    if await store.last_ts_ns(symbol, from_ms * 1_000_000, to_ms * 1_000_000) is None:
+        return None
+    lo, hi = from_ms, to_ms  # invariant: none in [from_ms, lo), some in [from_ms, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if await store.last_ts_ns(symbol, from_ms * 1_000_000, mid * 1_000_000) is None:
+            lo = mid
+        else:
+            hi = mid
+    return hi - 1
+
+
+async def _generate(store: Any, symbols: tuple[str, ...], args: argparse.Namespace, url: str | None) -> int:
+    from service.ops.remote import earliest_bar_ms
+
+    days, trades, seed, end_ms = args.days, args.trades, args.seed, args.end_ms
+    if url is None:
+        await store.start()
     try:
         end = end_ms if end_ms is not None else now_ms()
         span_ms = int(days * DAY_MS)
         start = end - span_ms
-        existing = await store.last_ts_ns(symbols[0], start * 1_000_000, end * 1_000_000)
-        if existing is not None:
-            print(f"the store already has {symbols[0]} trades in that range; refusing to write them twice "
-                  "(use a fresh TVFLUX_DATA_DIR)", file=sys.stderr)
-            return 2
+        # Trades already stored in the span (e.g. the 6 h of synthetic history the service's
+        # first start writes): generated history goes before them, never on top.
+        firsts = [earliest_bar_ms(url, s, start, end) if url else await _earliest_stored_ms(store, s, start, end)
+                  for s in symbols]
+        earliest = min((f for f in firsts if f is not None), default=None)
+        if earliest is not None:
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(earliest / 1000))
+            if end_ms is not None:
+                print(f"tvflux: the store already has trades of {','.join(symbols)} from {since} UTC on, inside "
+                      f"that span; refusing to write over them. To write the {days:g} days before them, pass "
+                      f"--end-ms {earliest}; or use a fresh TVFLUX_DATA_DIR", file=sys.stderr)
+                return 2
+            end, start = earliest, earliest - span_ms
+            print(f"generate: the store already has trades from {since} UTC on; writing the {days:g} days "
+                  f"before them (--end-ms {end})", file=sys.stderr)
         progress = Progress("generate", trades, "trades")
         written = await backfill_synthetic(store, SyntheticMarket(symbols, seed=seed), trades / (span_ms / 1000),
                                            span_ms, end, on_written=progress.update)
         progress.finish(written)
-        print(f"wrote {written:,} trades for {','.join(symbols)} over {days:g} days", file=sys.stderr)
+        print(f"wrote {written:,} trades for {','.join(symbols)} over {days:g} days"
+              f"{' through the service' if url else ''}", file=sys.stderr)
     finally:
-        await store.close()
+        if url is None:
+            await store.close()
     return 0
 
 
@@ -158,8 +218,13 @@ async def _generate(store: Store, symbols: tuple[str, ...], days: float, trades:
 
 
 def cmd_downsample(args: argparse.Namespace, settings: Settings) -> int:
+    from service.ops import remote
     from service.storage.factory import build_store
 
+    url = remote.serving_url(settings)
+    if url is not None:  # the service holds the store file: it runs the plan
+        remote.run_downsampling(url, settings.admin_token)
+        return 0
     return asyncio.run(_downsample(build_store(settings)))
 
 
@@ -185,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="overrides TVFLUX_PORT")
     serve.set_defaults(func=cmd_serve)
 
-    gen = sub.add_parser("generate", help="write a synthetic dataset straight into the embedded store")
+    gen = sub.add_parser("generate", help="write a synthetic dataset into the embedded store (before any trades "
+                         "it holds; through the running service for up to 5M trades)")
     gen.add_argument("--symbols", help="comma-separated (default: TVFLUX_SYMBOLS)")
     gen.add_argument("--days", type=float, default=365.0, help="span ending now (default 365)")
     gen.add_argument("--trades", type=int, default=50_000_000, help="total trades (default 50M)")
@@ -193,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--end-ms", type=int, help="end of the span in epoch ms (default: now)")
     gen.set_defaults(func=cmd_generate)
 
-    down = sub.add_parser("downsample", help="run the downsampling plan up to the live edge")
+    down = sub.add_parser("downsample", help="run the downsampling plan up to the live edge (by the running "
+                          "service, if one holds the store)")
     down.set_defaults(func=cmd_downsample)
 
     influx_cli.register(sub)

@@ -5,9 +5,10 @@
 
 DuckDB allows one process to open the store file for writing, and ``tvflux serve`` keeps
 it open. So ``backup`` and ``export`` look at the file's lock: free → they read the file
-themselves; held → they ask the running service over HTTP (``--url``, default
-``http://TVFLUX_HOST:TVFLUX_PORT``). ``restore`` and ``import`` write the file and refuse
-while it is held: stop the service, run them, start it again.
+themselves; held → they ask the running service over HTTP (``--url``, default: the
+service's ``service.json``). ``import`` sends the trades through the running service
+(:mod:`service.ops.remote`); ``restore`` replaces the file and refuses while it is held:
+stop the service, restore, start it again.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def register(subparsers: Any) -> None:
                          help="replace an existing store (it is kept, renamed *.pre-restore-<time>)")
     restore.set_defaults(func=cmd_restore)
 
-    imp = subparsers.add_parser("import", help="load Binance aggTrades CSV/zip files into the store (service stopped)")
+    imp = subparsers.add_parser("import", help="load Binance aggTrades CSV/zip files into the store (through the "
+                                "running service, if one holds it)")
     imp.add_argument("files", nargs="+", metavar="FILE", help="e.g. BTCUSDT-aggTrades-2024-01.zip")
     imp.add_argument("--symbol", help="symbol for every file (default: from each file name)")
     imp.add_argument("--no-downsample", action="store_true", help="skip the downsampling run at the end")
@@ -195,22 +197,25 @@ def cmd_import(args: argparse.Namespace, settings: Any) -> int:
 
         if not re.match(SYMBOL_PATTERN, args.symbol):
             raise ConfigError([f"--symbol {args.symbol!r} is not a valid symbol"])
-    path = store_file(settings)
-    if path is not None:
-        holder = bk.lock_holder(path)
-        if holder is not None:
-            _err("the store is open in another process (is tvflux serving on this data dir?). Stop it, import, "
-                 f"then start it again: imports write in bulk, which the service's file lock does not allow.\n  {holder}")
-            return EXIT_FAILED
+    from service.ops.remote import ServiceSink, serving_url
+
+    url = serving_url(settings) if store_file(settings) is not None else None
+    if url is not None:
+        # The service holds the store file: the trades go through it (POST /api/admin/trades).
+        print(f"import: the store is open in the running service; sending the trades to {url}", file=sys.stderr)
+        sink = ServiceSink(url, settings.admin_token, batch_trades=settings.max_batch_trades)
+        return asyncio.run(_import(sink, settings, args, url))
     return asyncio.run(_import(build_store(settings), settings, args))
 
 
-async def _import(store: Any, settings: Any, args: argparse.Namespace) -> int:
+async def _import(store: Any, settings: Any, args: argparse.Namespace, url: str | None = None) -> int:
     from service.ops import binance_csv as bcsv
+    from service.ops.remote import run_downsampling
     from service.runtime.clock import now_ms
     from service.ops.importer import FileSummary, Importer, check_published_checksum, sources
 
-    await store.start()
+    if url is None:
+        await store.start()
     failed = 0
     try:
         block = args.block_bytes or bcsv.DEFAULT_BLOCK_BYTES
@@ -245,9 +250,13 @@ async def _import(store: Any, settings: Any, args: argparse.Namespace) -> int:
         print(f"total: {accepted:,} trades stored, {sum(s.already_stored for s in summaries):,} already stored, "
               f"{sum(s.rejects.total for s in summaries):,} rejected; {failed} file(s) failed", file=sys.stderr)
         if accepted and not args.no_downsample:
-            await run_to_edge(store)
+            if url is None:
+                await run_to_edge(store)
+            else:
+                run_downsampling(url, settings.admin_token)
     finally:
-        await store.close()
+        if url is None:
+            await store.close()
     return EXIT_FAILED if failed else EXIT_OK
 
 
