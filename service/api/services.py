@@ -30,6 +30,7 @@ from service.runtime.history import History, SymbolSet
 from service.runtime.hub import Hub
 from service.runtime.ingest import Ingestor
 from service.runtime.sources import RateMeter, backfill_synthetic, run_synthetic
+from service.runtime.hotwindow import HotWindow
 from service.runtime.spool import Spool
 from service.runtime.writer import TradeWriter
 from service.storage.base import Store
@@ -59,8 +60,9 @@ class Services:
             max_pending_rows=settings.writer_max_pending_rows,
         )
         self.symbols = SymbolSet(settings.symbols)
+        hot = HotWindow(settings.plan, max_bars=settings.hot_window_bars) if settings.hot_window_bars else None
         self.history = History(self.store, self.writer, self.symbols, max_bars=settings.max_bars,
-                               timeout_s=settings.history_timeout_s)
+                               timeout_s=settings.history_timeout_s, hot=hot)
         self.hub = Hub(self._live_history, now_ms)
         self.ingest_rate = RateMeter()
         self.ingestor = Ingestor(
@@ -73,6 +75,8 @@ class Services:
             self.store, self.hub, interval_ms=settings.downsample_interval_ms, clock_ms=now_ms,
             timeout_s=settings.downsample_timeout_s,
         )
+        if hot is not None:
+            self.downsampler.on_changed.append(hot.invalidate)
         self.connections = ConnectionLimiter(settings.max_connections_per_client)
         self.audit = AuditLog(os.path.join(settings.data_dir, "audit.jsonl"))
         self.market = SyntheticMarket(settings.symbols, seed=settings.synthetic_seed)

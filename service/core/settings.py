@@ -90,6 +90,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_bars: Annotated[int, Meta(ge=1)] = 10_000
     # a store query taking longer answers 503 (Retry-After)
     history_timeout_s: Annotated[float, Meta(ge=0.1)] = 10.0
+    # newest bars kept in memory per (symbol, tier) a chart asked for (service/runtime/hotwindow.py);
+    # 0 = none, every history request reads the store
+    hot_window_bars: Annotated[int, Meta(ge=0)] = 2_500
 
     # downsampling
     tiers: Names = DEFAULT_TIERS

@@ -26,6 +26,7 @@ class Downsampler:
                  timeout_s: float = 120.0) -> None:
         self.store = store
         self.hub = hub
+        self.on_changed: list[Callable[[str], None]] = []  # symbols whose closed history a run rebuilt
         self.interval_s = interval_ms / 1000
         self.clock_ms = clock_ms
         self.timeout_s = timeout_s
@@ -44,6 +45,8 @@ class Downsampler:
         self.last_error = None
         self.runlog.record(report.ran, self.clock_ms())
         for window in report.changed:
+            for hook in self.on_changed:
+                hook(window.symbol)
             self.hub.reset_symbol(window.symbol)
         if len(report.ran) > 10:
             log.info("downsampling caught up %d windows in %.1fs", len(report.ran), self.last_run_duration_s)

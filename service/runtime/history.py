@@ -5,7 +5,12 @@ read under the writer's visibility lock so each accepted trade counts exactly on
 live bar the hub pushes is built from the same trades, so history and ``/ws`` agree.
 
 Paging bounds the work: a request may span at most ``max_bars`` buckets; ``countback``
-asks for the last N bars before ``to`` and wins over ``from``.
+asks for the last N bars before ``to`` and wins over ``from``: one bounded store read
+(:meth:`Store.bars_before`), never a loop widening its window.
+
+The newest bars of every (symbol, tier) charts ask for are answered from memory by the
+:class:`~service.runtime.hotwindow.HotWindow` (kept current by the writer, equal to the
+store's answer); everything else from the store.
 
 A slow or hung store does not hang the caller: each store query gets ``timeout_s``, then
 :class:`~service.core.errors.StoreUnavailable` (503 with Retry-After). The wait is given up,
@@ -27,11 +32,16 @@ from service.core.instruments import REQUEST_SECONDS_BOUNDS, LabeledHistograms
 from service.core.models import Bar, BarsResponse, TradeColumns, round_volume
 from service.core.resolution import Resolution, parse_resolution
 from service.storage.base import Store
+from service.runtime.hotwindow import HotWindow
 from service.runtime.writer import TradeWriter
 
 NS_PER_MS = 1_000_000
 T = TypeVar("T")
 MAX_TIME_S = 253_402_300_799  # 9999-12-31
+# finer than the generic request bounds below 5 ms, where answers from memory land, so a
+# benchmark can read a sub-millisecond median off /metrics
+HISTORY_SECONDS_BOUNDS = (0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004,
+                          *(b for b in REQUEST_SECONDS_BOUNDS if b >= 0.005))
 
 
 class HistoryRequest(msgspec.Struct, frozen=True):
@@ -49,13 +59,16 @@ class Snapshot(msgspec.Struct, frozen=True):
 
 class History:
     def __init__(self, store: Store, writer: TradeWriter, symbols: "SymbolSet", *, max_bars: int,
-                 timeout_s: float | None = None) -> None:
+                 timeout_s: float | None = None, hot: HotWindow | None = None) -> None:
         self.store = store
         self.timeout_s = timeout_s
         self.writer = writer
         self.symbols = symbols
         self.max_bars = max_bars
-        self.latency_s = LabeledHistograms(REQUEST_SECONDS_BOUNDS)  # per resolution, read by /metrics
+        self.latency_s = LabeledHistograms(HISTORY_SECONDS_BOUNDS)  # per resolution, read by /metrics
+        self.hot = hot  # the newest bars in memory (see service.runtime.hotwindow); None: always the store
+        if hot is not None:
+            writer.on_stored.append(hot.stored)
 
     def parse(
         self, symbol: str | None, resolution: str | None, from_s: str | None, to_s: str | None,
@@ -91,21 +104,54 @@ class History:
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> Snapshot:
         """Bars with start in ``[from_ms, to_ms)``, including trades not yet stored."""
-        stored, pending, seq = await self._bounded(self._stored_bars(symbol, resolution, from_ms, to_ms))
-        partials: list[PartialBar] = []
+        return await self._snapshot(symbol, resolution, from_ms, to_ms, None)
+
+    async def bars_before(self, symbol: str, resolution: Resolution, to_ms: int, count: int) -> Snapshot:
+        """The newest ``count`` bars starting before ``to_ms`` (``countback``), including
+        trades not yet stored: one bounded store read (or the hot window), never a loop."""
+        return await self._snapshot(symbol, resolution, 0, to_ms, count)
+
+    async def _snapshot(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int,
+                        count: int | None) -> Snapshot:
+        stored, partials, pending, seq = await self._bounded(
+            self._stored_bars(symbol, resolution, from_ms, to_ms, count))
+        if count is not None:
+            # pending trades older than the oldest of ``count`` stored bars cannot be among
+            # the newest ``count`` of the union (every stored bar is newer)
+            from_ms = stored[0].time if len(stored) >= count else 0
         lo_ns, hi_ns = from_ms * NS_PER_MS, to_ms * NS_PER_MS
         for batch in pending:
             keep = (batch.ts_ns >= lo_ns) & (batch.ts_ns < hi_ns)
             if keep.any():
                 partials.extend(fold(resolution, batch.ts_ns[keep], batch.price[keep], batch.size[keep]))
         partials.sort(key=lambda p: p.start_ms)
-        return Snapshot(_rounded(merge_into(stored, partials)), seq)
+        bars = merge_into(stored, partials)
+        if count is not None and len(bars) > count:
+            bars = bars[-count:]
+        return Snapshot(_rounded(bars), seq)
 
-    async def _stored_bars(self, symbol: str, resolution: Resolution, from_ms: int,
-                           to_ms: int) -> tuple[list[Bar], list[TradeColumns], int]:
+    async def _stored_bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int,
+                           count: int | None) -> tuple[list[Bar], list[PartialBar], list[TradeColumns], int]:
+        """Stored bars (from the hot window when it can say, else the store) and partial
+        bars of stored trades the former lack, with the writer's pending trades, all read
+        under the visibility lock so each trade counts exactly once."""
         async with self.writer.visibility.read():
-            stored = await self.store.bars(symbol, resolution, from_ms, to_ms)
-            return stored, self.writer.pending_for(symbol), self.writer.visible_seq
+            hot = self.hot
+            answer = None
+            if hot is not None:
+                hot.check_seq(self.writer.committed_seq)
+                answer = hot.answer(symbol, resolution, from_ms, to_ms, count)
+                tier = hot.tier_for(resolution)
+                if answer is None and tier is not None and not hot.loaded(symbol, tier):
+                    await hot.load(self.store, symbol, tier)
+                    answer = hot.answer(symbol, resolution, from_ms, to_ms, count)
+            if answer is not None:
+                stored, partials = answer
+            elif count is None:
+                stored, partials = await self.store.bars(symbol, resolution, from_ms, to_ms), []
+            else:
+                stored, partials = await self.store.bars_before(symbol, resolution, to_ms, count), []
+            return stored, partials, self.writer.pending_for(symbol), self.writer.visible_seq
 
     async def _stored_previous(self, symbol: str, resolution: Resolution,
                                before_ms: int) -> tuple[int | None, list[TradeColumns]]:
@@ -147,31 +193,12 @@ class History:
         if request.countback is None:
             bars = (await self.bars(request.symbol, res, request.from_ms, request.to_ms)).bars
         else:
-            bars = await self._countback(request)
+            bars = (await self.bars_before(request.symbol, res, request.to_ms, request.countback)).bars
         if bars:
             return BarsResponse(bars=bars, noData=False, nextTime=None)
         before = request.from_ms if request.countback is None else request.to_ms
         next_time = await self.previous_bar_time(request.symbol, res, before)
         return BarsResponse(bars=[], noData=True, nextTime=next_time)
-
-    async def _countback(self, request: HistoryRequest) -> list[Bar]:
-        """The last ``countback`` bars before ``to``: widen the window until enough bars
-        or no older data exist."""
-        res, want = request.resolution, request.countback or 0
-        to_ms = request.to_ms
-        span = want
-        bars: list[Bar] = []
-        while True:
-            from_ms = res.bucket_start_ms(max(0, to_ms - span * res.nominal_ms))
-            bars = (await self.bars(request.symbol, res, from_ms, to_ms)).bars
-            if len(bars) >= want or from_ms == 0:
-                return bars[-want:]
-            older = await self.previous_bar_time(request.symbol, res, from_ms)
-            if older is None:
-                return bars
-            # Jump straight to the older data instead of doubling through an empty gap.
-            span = max(span * 2, (to_ms - older) // res.nominal_ms + want - len(bars))
-
 
 class SymbolSet:
     """Known symbols: the configured ones plus any found in the store."""

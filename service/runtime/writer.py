@@ -28,7 +28,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio.to_thread
 import numpy as np
@@ -104,6 +104,9 @@ class TradeWriter:
         self.retry_base_s = retry_base_s
         self.retry_cap_s = retry_cap_s
         self.visibility = ReadWriteLock()
+        # called with each appended batch list and the new committed_seq, inside the
+        # visibility lock (the hot window of history keeps itself current from it)
+        self.on_stored: list[Callable[[list[TradeColumns], int], None]] = []
         self._pending: deque[tuple[int, list[TradeColumns]]] = deque()
         self.pending_rows = 0
         self.last_seq = 0  # sequence number of the newest accepted submission
@@ -278,6 +281,8 @@ class TradeWriter:
                             self._pending.popleft()
                         self.pending_rows -= rows
                     self.committed_seq = max_seq
+                    for hook in self.on_stored:
+                        hook(batches, max_seq)
                 break
             except TvfluxError as exc:
                 attempt += 1

@@ -477,8 +477,13 @@ class EmbeddedStore:
         if len(bars) >= count or lo <= 0:
             return bars[-count:]
         start = self._nth_row_before(cursor, symbol, resolution, lo, count - len(bars))
-        return self._read_bars(cursor, symbol, resolution, 0 if start is None else resolution.bucket_start_ms(start),
+        bars = self._read_bars(cursor, symbol, resolution, 0 if start is None else resolution.bucket_start_ms(start),
                                to_ms, last=count)
+        if len(bars) < count and start is not None:
+            # tier rows of a dirty window whose trades were deleted counted, but no longer hold
+            # a bar (until the next run rebuilds them): only the beginning is safe then
+            bars = self._read_bars(cursor, symbol, resolution, 0, to_ms, last=count)
+        return bars
 
     def _nth_row_before(self, cursor: duckdb.DuckDBPyConnection, symbol: str, resolution: Resolution, before_ms: int,
                         missing: int) -> int | None:

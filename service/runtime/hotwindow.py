@@ -1,0 +1,299 @@
+"""The hot window: the newest bars of every (symbol, tier) that charts ask for, in memory,
+equal to what the store would answer.
+
+Per symbol it keeps, for each tier a chart has asked for, a ring of that tier's newest
+bars (at most ``max_bars``) holding exactly the stored trades before a cut ``cut_ms``,
+plus a *tail*: the stored trades from ``cut_ms`` on, pre-aggregated into one partial bar
+per second (so the tail is a handful of objects however fast trades arrive). A request
+``[from, to)`` (or ``countback`` before ``to``) at the live edge is then answered from
+memory: ring bars re-aggregated to the requested resolution, merged with the tail's
+seconds before ``to`` (``to`` is whole epoch seconds on the wire, so a tail second is
+either wholly in or wholly out) — and :class:`~service.runtime.history.History` merges
+the writer's pending trades on top, as it does for store answers.
+
+Kept current without reading the store:
+
+* the writer calls :meth:`HotWindow.stored` with every batch it appended, under its
+  visibility lock, so no reader sees the store ahead of the window. Trades at or after
+  the cut go into the tail; the cut then advances to ``keep_ms`` before the newest trade
+  and the tail seconds it passes are folded into every ring of the symbol;
+* a trade before the cut (late: its bar may be inside a ring), a downsampling run that
+  rebuilt closed windows (:meth:`changed`), a deleted trade, or a store write the window
+  did not see (the writer's committed sequence moved without it) drops the symbol's
+  state (or all of it); the next request reloads it from the store: one bounded
+  ``bars_before`` per tier, under the visibility lock.
+
+Downsampling runs need no update: history composes tiers exactly whatever the watermarks
+(:mod:`service.storage.base`), so a run changes no answer — except the late-data
+recomputations, which arrive as ``changed`` windows.
+
+What it does not serve (the store answers): second resolutions (no tier), requests whose
+range starts before a ring's first bar, and ``to`` before the cut (scroll-back pages).
+
+Memory: ``max_bars`` bars per (symbol, tier) asked for (~220 bytes each as Python
+objects; 2,500 bars × 6 tiers ≈ 3.3 MB per symbol), plus ``keep_ms / 1000`` tail seconds
+per symbol.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Sequence
+
+from service.core.bars import PartialBar, fold
+from service.core.models import Bar, TradeColumns
+from service.core.plan import Plan, Tier
+from service.core.resolution import DAY_MS, MINUTE_MS, SECOND_MS, Resolution, Unit, parse_resolution
+from service.storage.base import Store
+
+NS_PER_MS = 1_000_000
+FAR_FUTURE_MS = 7_258_118_400_000  # 2200-01-01: past any trade, and still int64 nanoseconds (InfluxDB)
+FAR_FUTURE_NS = FAR_FUTURE_MS * NS_PER_MS
+_SECOND = parse_resolution("1S")
+log = logging.getLogger(__name__)
+
+
+def tier_resolution(tier: Tier) -> Resolution:
+    """The resolution whose bars are exactly ``tier``'s."""
+    if tier.size_ms % DAY_MS == 0:
+        return Resolution(Unit.DAY, tier.size_ms // DAY_MS)
+    if tier.size_ms % MINUTE_MS == 0:
+        return Resolution(Unit.MINUTE, tier.size_ms // MINUTE_MS)
+    return Resolution(Unit.SECOND, tier.size_ms // SECOND_MS)
+
+
+class _Ring:
+    """Bars of one tier, ascending; every bar starting at or after ``lo_ms`` is here
+    (``lo_ms == 0``: the whole history)."""
+
+    __slots__ = ("bars", "lo_ms", "res", "times")
+
+    def __init__(self, res: Resolution, bars: list[Bar], lo_ms: int) -> None:
+        self.res = res
+        self.bars = bars
+        self.times = [b.time for b in bars]
+        self.lo_ms = lo_ms
+
+    def add(self, p: PartialBar, max_bars: int) -> None:
+        """Fold a partial bar of trades all later than the ring's (a tail second)."""
+        start = self.res.bucket_start_ms(p.start_ms)
+        if self.bars and self.times[-1] == start:
+            b = self.bars[-1]
+            self.bars[-1] = Bar(start, b.open, max(b.high, p.high), min(b.low, p.low), p.close, b.volume + p.volume)
+        else:
+            self.bars.append(Bar(start, p.open, p.high, p.low, p.close, p.volume))
+            self.times.append(start)
+            if len(self.bars) > max_bars + max_bars // 4:  # trim in steps, not per bar
+                drop = len(self.bars) - max_bars
+                del self.bars[:drop], self.times[:drop]
+                self.lo_ms = self.times[0]
+
+
+class _SymbolState:
+    __slots__ = ("cut_ms", "rings", "tail")
+
+    def __init__(self, cut_ms: int) -> None:
+        self.cut_ms = cut_ms  # rings hold exactly the stored trades with ts < cut_ms
+        self.rings: dict[str, _Ring] = {}
+        self.tail: dict[int, PartialBar] = {}  # second start → stored trades ≥ cut_ms in it
+
+
+class HotWindow:
+    def __init__(self, plan: Plan, *, max_bars: int, keep_ms: int = 10_000) -> None:
+        self.plan = plan
+        self.max_bars = max_bars
+        self.keep_ms = keep_ms // 1000 * 1000
+        self._symbols: dict[str, _SymbolState] = {}
+        self.seen_seq: int | None = None  # the writer's committed sequence the window has seen
+        self.hits = 0
+        self.misses = 0
+        self.loads = 0
+        self.invalidations = 0
+
+    # --- what it serves -------------------------------------------------------------
+
+    def tier_for(self, resolution: Resolution) -> Tier | None:
+        return self.plan.serving_tier(resolution)
+
+    def loaded(self, symbol: str, tier: Tier) -> bool:
+        state = self._symbols.get(symbol)
+        return state is not None and tier.name in state.rings
+
+    def answer(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int,
+               countback: int | None) -> tuple[list[Bar], list[PartialBar]] | None:
+        """Stored bars of ``resolution`` (unrounded) and partial bars of stored trades not
+        yet in them, together exactly the store's answer; ``None`` when the window cannot
+        say (the caller asks the store). ``countback``: the newest ``countback`` bars
+        before ``to_ms`` (``from_ms`` ignored), possibly more, never fewer unless that is
+        all there is."""
+        tier = self.tier_for(resolution)
+        state = self._symbols.get(symbol)
+        ring = None if tier is None or state is None else state.rings.get(tier.name)
+        if ring is None or state is None or to_ms < state.cut_ms:
+            self.misses += 1
+            return None
+        tail: list[PartialBar] = []
+        to_ns = to_ms * NS_PER_MS
+        for start, p in state.tail.items():
+            if start + 1000 <= to_ms or (p.last_ns is not None and p.last_ns < to_ns):
+                tail.append(p)
+            elif start < to_ms:  # a second straddling an unaligned ``to``
+                self.misses += 1
+                return None
+        # first bucket of ``resolution`` wholly inside the ring
+        lo = resolution.bucket_start_ms(ring.lo_ms)
+        if lo < ring.lo_ms:
+            lo = resolution.next_start_ms(lo)
+        if countback is None:
+            if from_ms < lo:
+                self.misses += 1
+                return None
+            bars = _regroup(ring, resolution, bisect.bisect_left(ring.times, from_ms))
+        else:
+            bars = _last_buckets(ring, resolution, countback, lo)
+            if bars is None:
+                self.misses += 1
+                return None
+            from_ms = bars[0].time if len(bars) >= countback else 0
+        partials = []
+        for p in tail:
+            if p.start_ms >= from_ms:
+                q = p.copy()
+                q.start_ms = resolution.bucket_start_ms(p.start_ms)
+                partials.append(q)
+        self.hits += 1
+        return bars, partials
+
+    # --- keeping it current ---------------------------------------------------------
+
+    async def load(self, store: Store, symbol: str, tier: Tier) -> None:
+        """Read ``tier``'s newest bars of ``symbol`` from the store. Call under the writer's
+        visibility lock (read side), so no append lands between the reads."""
+        res = tier_resolution(tier)
+        state = self._symbols.get(symbol)
+        if state is None:
+            bars = await store.bars_before(symbol, res, FAR_FUTURE_MS, self.max_bars)
+            last_ns = None if not bars else await store.last_ts_ns(symbol, bars[-1].time * NS_PER_MS,
+                                                                    FAR_FUTURE_NS)
+            if last_ns is not None:
+                cut = last_ns // NS_PER_MS + 1
+            else:  # no raw trade behind the newest bar (none at all, or removed)
+                cut = res.next_start_ms(bars[-1].time) if bars else 0
+            state = self._symbols.setdefault(symbol, _SymbolState(cut))
+        else:
+            bars = await store.bars_before(symbol, res, state.cut_ms, self.max_bars)
+        state.rings[tier.name] = _Ring(res, bars, bars[0].time if len(bars) >= self.max_bars else 0)
+        self.loads += 1
+
+    def stored(self, batches: Sequence[TradeColumns], committed_seq: int) -> None:
+        """The writer appended ``batches`` (its submissions up to ``committed_seq``). Never
+        raises into the writer: on any surprise the window is dropped and reloads."""
+        try:
+            self._stored(batches)
+        except Exception:  # noqa: BLE001 - a cache must not break the writer
+            log.exception("hot window: dropped after an error while adding stored trades")
+            self._symbols.clear()
+        self.seen_seq = committed_seq
+
+    def _stored(self, batches: Sequence[TradeColumns]) -> None:
+        for batch in batches:
+            state = self._symbols.get(batch.symbol)
+            if state is None or not len(batch):
+                continue
+            ts = batch.ts_ns
+            if int(ts.min()) < state.cut_ms * NS_PER_MS:
+                self.invalidate(batch.symbol)  # late: a ring bar may change
+                continue
+            for p in fold(_SECOND, ts, batch.price, batch.size):
+                have = state.tail.get(p.start_ms)
+                if have is None:
+                    state.tail[p.start_ms] = p
+                else:
+                    have.merge(p)
+            self._advance(state, int(ts.max()) // NS_PER_MS // 1000 * 1000 - self.keep_ms)
+
+    def _advance(self, state: _SymbolState, cut_ms: int) -> None:
+        if cut_ms <= state.cut_ms:
+            return
+        done = sorted(s for s in state.tail if s + 1000 <= cut_ms)
+        for start in done:
+            p = state.tail.pop(start)
+            for ring in state.rings.values():
+                ring.add(p, self.max_bars)
+        state.cut_ms = cut_ms
+
+    def check_seq(self, committed_seq: int) -> None:
+        """Drop everything if the store took writes the window did not see."""
+        if self.seen_seq != committed_seq:
+            if self._symbols:
+                self.invalidations += 1
+            self._symbols.clear()
+            self.seen_seq = committed_seq
+
+    def invalidate(self, symbol: str) -> None:
+        if self._symbols.pop(symbol, None) is not None:
+            self.invalidations += 1
+
+    def clear(self) -> None:
+        if self._symbols:
+            self.invalidations += 1
+        self._symbols.clear()
+
+    def size(self) -> int:
+        """Bars held, all rings together (for /metrics and the memory bound)."""
+        return sum(len(r.bars) for s in self._symbols.values() for r in s.rings.values())
+
+
+def _regroup(ring: _Ring, resolution: Resolution, first: int) -> list[Bar]:
+    """Ring bars from index ``first`` on, aggregated to ``resolution``."""
+    bars = ring.bars
+    if resolution == ring.res:
+        return bars[first:]
+    out: list[Bar] = []
+    cur: list[float] | None = None
+    cur_start = -1
+    for b in bars[first:]:
+        start = resolution.bucket_start_ms(b.time)
+        if start != cur_start:
+            if cur is not None:
+                out.append(Bar(cur_start, cur[0], cur[1], cur[2], cur[3], cur[4]))
+            cur, cur_start = [b.open, b.high, b.low, b.close, b.volume], start
+        else:
+            assert cur is not None
+            if b.high > cur[1]:
+                cur[1] = b.high
+            if b.low < cur[2]:
+                cur[2] = b.low
+            cur[3] = b.close
+            cur[4] += b.volume
+    if cur is not None:
+        out.append(Bar(cur_start, cur[0], cur[1], cur[2], cur[3], cur[4]))
+    return out
+
+
+def _last_buckets(ring: _Ring, resolution: Resolution, count: int, lo: int) -> list[Bar] | None:
+    """The newest ``count`` buckets of ``resolution`` from the ring (all of them when the
+    ring is the whole history), or ``None`` when the ring holds too few."""
+    times = ring.times
+    if resolution == ring.res:
+        first = max(0, len(times) - count)
+    else:
+        # walk back over bucket starts until ``count`` buckets are found
+        seen = 0
+        first = len(times)
+        last_start = None
+        while first > 0:
+            start = resolution.bucket_start_ms(times[first - 1])
+            if start != last_start:
+                if seen == count:
+                    break
+                seen += 1
+                last_start = start
+            first -= 1
+    bars = _regroup(ring, resolution, first)
+    bars = [b for b in bars if b.time >= lo] if ring.lo_ms else bars
+    if len(bars) < count and ring.lo_ms:
+        return None
+    return bars
+
