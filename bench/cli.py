@@ -2,6 +2,8 @@
 
 * ``tvflux-bench history``  — history latency: pre-downsampled tiers vs per-second bars
   aggregated at request time (DuckDB and Redis) vs raw trades;
+* ``tvflux-bench chart``    — the requests charts really send, server and client time, and
+  the peers (DuckDB sorted raw trades, ClickHouse via chDB) on the same trades;
 * ``tvflux-bench backfill`` — generation and backfill throughput on the benchmark dataset;
 * ``tvflux-bench all``      — everything, report included (same as ``python -m bench.run``).
 
@@ -29,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="history latency: tiers vs per-second bars vs raw trades")
     bench_history.add_arguments(history)
     history.set_defaults(func=bench_history.cmd_history)
+
+    from bench import chart as bench_chart
+
+    chart = sub.add_parser("chart", help="the requests charts send (hot window, scroll-back, ranges) and the peers")
+    bench_chart.add_arguments(chart)
+    chart.set_defaults(func=lambda args, settings: bench_chart.main_args(args))
 
     backfill = sub.add_parser("backfill", help="time generation (when building) and backfill of the dataset")
     backfill.add_argument("--bench-dir", default="bench/data")

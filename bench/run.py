@@ -9,6 +9,9 @@ others' last results):
                   when missing: that build is the generation benchmark);
 * ``backfill``  — all tiers rebuilt from the raw trades of a copy of the dataset;
 * ``history``   — ``tvflux-bench history``: tiers vs per-second (DuckDB, Redis) vs raw;
+* ``chart``     — ``tvflux-bench chart``: chart open / scroll-back / long ranges over HTTP with
+                  trades arriving (server time from ``/metrics``, client time), and the peers
+                  (DuckDB on sorted raw trades, ClickHouse via chDB raw and 1-minute view);
 * ``ingest``    — loadgen: the sustained-ingest target run, then a rate sweep;
 * ``fanout``    — loadgen: the 5,000-subscriber target run, then a subscriber sweep;
 * ``live_history`` — chart-history requests against the 50M dataset while ingesting and
@@ -41,7 +44,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = False  # set by main(): shorter pauses between runs
-STEPS = ("machine", "dataset", "backfill", "history", "ingest", "fanout", "live_history", "influx", "report")
+STEPS = ("machine", "dataset", "backfill", "history", "chart", "ingest", "fanout", "live_history", "influx",
+         "report")
 
 
 class Profile:
@@ -152,6 +156,17 @@ def step_history(p: Profile) -> dict[str, Any]:
     ranges = {k: v for k, v in RANGES.items() if v <= spec.days}
     return asyncio.run(run_history_bench(str(p.data_dir), spec, reps=p.history_reps, budget_s=p.history_budget_s,
                                          slow_reps=p.slow_reps, ranges=ranges))
+
+
+def step_chart(p: Profile) -> dict[str, Any]:
+    """The requests charts really send (chart open with countback at the live edge, scroll-back
+    pages, long ranges) with server and client time, and the peers (DuckDB sorted raw, chDB
+    raw and its 1-minute materialized view) on the same trades: ``bench/chart.py``."""
+    from bench.chart import run_chart_bench
+
+    return asyncio.run(run_chart_bench(str(p.data_dir), spec_for(p), str(p.scratch_dir / "chart"),
+                                       reps=10 if p.quick else 40, peer_reps=3 if p.quick else 10,
+                                       peer_budget_s=1.0 if p.quick else 5.0))
 
 
 def _load(cfg: Any) -> dict[str, Any]:

@@ -1,0 +1,439 @@
+"""``tvflux-bench chart``: the requests charts really send, against a running server with
+trades arriving, and the same questions asked of the peers a user might pick instead.
+
+tvflux cells (``GET /api/bars`` over one keep-alive connection, a server on a copy of the
+dataset, its synthetic source publishing ``rate`` trades/s so the live edge moves):
+
+* ``open``   — a chart opening: ``countback=300``, ``to`` = now, every tier resolution and
+               1W/1M (the hot window's case);
+* ``scroll`` — a scroll-back page: ``countback=300``, ``to`` = 7 days before the
+               dataset's end (the store's case);
+* ``range``  — long ranges: 1 year of 1D, 3 months of 60 (``from``/``to``).
+
+Each cell reports client time (request to last byte) and server time: the delta of the
+``tvflux_history_request_seconds`` histogram in ``/metrics`` over the cell, its median
+interpolated inside the bucket (bounds 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 4, 5 ms …).
+
+Peers answer the chart opening at the dataset's end (they have no live edge), bar for
+bar checked against tvflux's answer to the same request:
+
+* ``duckdb_sorted`` — DuckDB on the raw trades in a table sorted by (symbol, time), one
+  ``GROUP BY … ORDER BY … DESC LIMIT 300`` query;
+* ``chdb_raw``      — ClickHouse (chDB, in process) aggregating raw trades in a MergeTree
+  ordered by (symbol, ts_ns);
+* ``chdb_mv_1m``    — ClickHouse's own incremental 1-minute ``AggregatingMergeTree``
+  materialized view (its native equivalent of a tier), states merged at query time.
+
+Peers are a benchmark extra (``pip install -e '.[bench]'``), never a runtime dependency;
+a peer that is not installed is skipped with the reason in the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from typing import Any
+
+from bench.data import DB_NAME, DatasetSpec, ensure_dataset
+from bench.history import compare
+from service.core.models import Bar
+from service.core.resolution import Resolution, Unit, parse_resolution
+
+NS_PER_MS = 1_000_000
+DAY_MS = 86_400_000
+OPEN_RES = ("1", "5", "15", "60", "240", "1D", "1W", "1M")
+COUNT = 300
+PEERS = ("duckdb_sorted", "chdb_raw", "chdb_mv_1m")
+
+
+# --- server time from /metrics ---------------------------------------------------------------
+
+
+def parse_histogram(text: str, resolution: str) -> tuple[list[float], list[float]]:
+    """Cumulative bucket counts of ``tvflux_history_request_seconds`` for one resolution."""
+    bounds, counts = [], []
+    prefix = 'tvflux_history_request_seconds_bucket{'
+    for line in text.splitlines():
+        if line.startswith(prefix) and f'resolution="{resolution}"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            bounds.append(float("inf") if le == "+Inf" else float(le))
+            counts.append(float(line.rsplit(" ", 1)[1]))
+    return bounds, counts
+
+
+def histogram_quantile(bounds: list[float], before: list[float], after: list[float], q: float) -> float | None:
+    """The ``q`` quantile (ms) of the observations between two scrapes, linear inside a bucket."""
+    if not bounds:
+        return None
+    if not before:
+        before = [0.0] * len(bounds)
+    delta = [a - b for a, b in zip(after, before)]
+    total = delta[-1]
+    if total <= 0:
+        return None
+    rank = q * total
+    prev_bound, prev_count = 0.0, 0.0
+    for bound, count in zip(bounds, delta):
+        if count >= rank:
+            if bound == float("inf"):
+                return prev_bound * 1000
+            inside = count - prev_count
+            frac = (rank - prev_count) / inside if inside else 1.0
+            return (prev_bound + (bound - prev_bound) * frac) * 1000
+        prev_bound, prev_count = bound, count
+    return None
+
+
+# --- tvflux over HTTP --------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, data_dir: str, rate: int) -> None:
+        from loadgen.server import SpawnedServer
+
+        self.server = SpawnedServer({"TVFLUX_SYNTHETIC_RATE": str(rate), "TVFLUX_MAX_BARS": "1000000"},
+                                    data_dir=data_dir, log_path=os.path.join(data_dir, "bench-chart-server.log"))
+        self.conn: Any = None
+
+    async def start(self) -> None:
+        from loadgen.httpclient import HttpConnection
+
+        await asyncio.to_thread(self.server.start)
+        self.conn = HttpConnection("127.0.0.1", self.server.port, timeout_s=600)
+
+    async def stop(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+        await asyncio.to_thread(self.server.stop)
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        return await self.conn.request("GET", path)
+
+    async def bars(self, path: str) -> list[Bar]:
+        import msgspec
+
+        from service.core.models import BarsResponse
+
+        status, body = await self.get(path)
+        if status != 200:
+            raise RuntimeError(f"{path} answered {status}: {body[:300]!r}")
+        return msgspec.json.decode(body, type=BarsResponse).bars
+
+
+async def time_http_cell(server: Server, res: str, make_path: Any, reps: int) -> dict[str, Any]:
+    _, text = await server.get("/metrics")
+    before = parse_histogram(text.decode(), res)[1]
+    samples = []
+    bars: list[Bar] = []
+    for _ in range(reps):
+        path = make_path()
+        t0 = time.perf_counter()
+        bars = await server.bars(path)
+        samples.append((time.perf_counter() - t0) * 1000)
+    _, text = await server.get("/metrics")
+    bounds, after = parse_histogram(text.decode(), res)
+    samples.sort()
+    return {"n": reps, "bars": len(bars), "client_p50": round(statistics.median(samples), 3),
+            "client_p95": round(samples[int(0.95 * (len(samples) - 1))], 3),
+            "server_p50": _r(histogram_quantile(bounds, before, after, 0.5)),
+            "server_p95": _r(histogram_quantile(bounds, before, after, 0.95))}
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+# --- peers ---------------------------------------------------------------------------------------
+
+
+def _bucket_ms_sql(res: Resolution, ms: str, *, clickhouse: bool) -> str:
+    """SQL for the bucket start (epoch ms) of the epoch-ms expression ``ms``."""
+    if res.unit is Unit.MONTH:
+        if clickhouse:
+            return f"toUnixTimestamp(toStartOfMonth(toDateTime(intDiv({ms}, 1000), 'UTC'))) * 1000"
+        return f"epoch_ms(date_trunc('month', epoch_ms({ms})))"
+    size = res.size_ms
+    offset = res.bucket_start_ms(0) % size  # Mondays for weeks
+    if clickhouse:
+        return f"(intDiv({ms} - {offset}, {size}) * {size} + {offset})"
+    return f"(({ms} - {offset}) // {size} * {size} + {offset})"
+
+
+class DuckSorted:
+    """Raw trades in their own DuckDB file, sorted by (symbol, ts_ns)."""
+
+    def __init__(self, src_db: str, path: str) -> None:
+        import duckdb
+
+        self.path = path
+        built = None
+        if not os.path.exists(path):
+            t0 = time.perf_counter()
+            con = duckdb.connect(path)
+            con.execute(f"ATTACH '{src_db}' AS src (READ_ONLY)")
+            con.execute("CREATE TABLE trades AS SELECT symbol, ts_ns, price, size FROM src.trades ORDER BY symbol, ts_ns")
+            con.execute("DETACH src")
+            con.execute("CHECKPOINT")
+            con.close()
+            built = round(time.perf_counter() - t0, 1)
+        self.built_s = built
+        self.con = duckdb.connect(path, read_only=True)
+
+    def countback(self, symbol: str, res: Resolution, to_ms: int, count: int) -> list[Bar]:
+        b = _bucket_ms_sql(res, f"ts_ns // {NS_PER_MS}", clickhouse=False)
+        rows = self.con.execute(
+            f"SELECT {b} AS t, arg_min(price, ts_ns), max(price), min(price), arg_max(price, ts_ns), sum(size) "
+            f"FROM trades WHERE symbol = ? AND ts_ns < ? GROUP BY t ORDER BY t DESC LIMIT {count}",
+            [symbol, to_ms * NS_PER_MS]).fetchall()
+        return [Bar(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in reversed(rows)]
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class ChdbPeer:
+    """chDB (ClickHouse in process): raw trades in a MergeTree and a 1-minute
+    AggregatingMergeTree materialized view filled as the trades are inserted."""
+
+    def __init__(self, src_db: str, directory: str) -> None:
+        import chdb.session  # noqa: F401  (the bench extra)
+        import duckdb
+
+        self.directory = directory
+        fresh = not os.path.exists(os.path.join(directory, "loaded"))
+        if fresh:
+            shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+        from chdb import session
+
+        self.sess = session.Session(os.path.join(directory, "db"))
+        self.built_s = None
+        if fresh:
+            t0 = time.perf_counter()
+            parquet = os.path.join(directory, "trades.parquet")
+            con = duckdb.connect(src_db, read_only=True)
+            con.execute(f"COPY (SELECT symbol, ts_ns, price, size FROM trades) TO '{parquet}' (FORMAT parquet)")
+            con.close()
+            q = self.sess.query
+            q("CREATE DATABASE IF NOT EXISTS b")
+            q("CREATE TABLE b.trades (symbol LowCardinality(String), ts_ns Int64, price Float64, size Float64) "
+              "ENGINE = MergeTree ORDER BY (symbol, ts_ns)")
+            q("CREATE TABLE b.bars_1m (symbol LowCardinality(String), t Int64, o AggregateFunction(argMin, Float64, Int64), "
+              "h SimpleAggregateFunction(max, Float64), l SimpleAggregateFunction(min, Float64), "
+              "c AggregateFunction(argMax, Float64, Int64), v SimpleAggregateFunction(sum, Float64)) "
+              "ENGINE = AggregatingMergeTree ORDER BY (symbol, t)")
+            q("CREATE MATERIALIZED VIEW b.mv_1m TO b.bars_1m AS SELECT symbol, intDiv(ts_ns, 60000000000) * 60000 AS t, "
+              "argMinState(price, ts_ns) AS o, max(price) AS h, min(price) AS l, argMaxState(price, ts_ns) AS c, "
+              "sum(size) AS v FROM b.trades GROUP BY symbol, t")
+            q(f"INSERT INTO b.trades SELECT * FROM file('{parquet}', Parquet)")
+            q("OPTIMIZE TABLE b.bars_1m FINAL")
+            os.remove(parquet)
+            open(os.path.join(directory, "loaded"), "w").close()
+            self.built_s = round(time.perf_counter() - t0, 1)
+
+    def _rows(self, sql: str) -> list[Bar]:
+        out = self.sess.query(sql, "CSV").bytes().decode()
+        bars = []
+        for line in out.splitlines():
+            t, o, h, lo, c, v = line.split(",")
+            bars.append(Bar(int(t), float(o), float(h), float(lo), float(c), float(v)))
+        return bars[::-1]
+
+    def raw(self, symbol: str, res: Resolution, to_ms: int, count: int) -> list[Bar]:
+        b = _bucket_ms_sql(res, "intDiv(ts_ns, 1000000)", clickhouse=True)
+        return self._rows(
+            f"SELECT {b} AS bt, argMin(price, ts_ns), max(price), min(price), argMax(price, ts_ns), sum(size) "
+            f"FROM b.trades WHERE symbol = '{symbol}' AND ts_ns < {to_ms * NS_PER_MS} "
+            f"GROUP BY bt ORDER BY bt DESC LIMIT {count}")
+
+    def mv_1m(self, symbol: str, res: Resolution, to_ms: int, count: int) -> list[Bar]:
+        b = _bucket_ms_sql(res, "t", clickhouse=True)
+        # merge the 1-minute states per minute, then roll the minutes up to the resolution
+        return self._rows(
+            f"SELECT {b} AS bt, argMin(o1, t), max(h1), min(l1), argMax(c1, t), sum(v1) FROM ("
+            f"SELECT t, argMinMerge(o) AS o1, max(h) AS h1, min(l) AS l1, argMaxMerge(c) AS c1, sum(v) AS v1 "
+            f"FROM b.bars_1m WHERE symbol = '{symbol}' AND t < {to_ms} GROUP BY t) "
+            f"GROUP BY bt ORDER BY bt DESC LIMIT {count}")
+
+    def close(self) -> None:
+        self.sess.close()
+
+
+def time_sync(fn: Any, reps: int, budget_s: float) -> tuple[list[float], Any]:
+    samples: list[float] = []
+    answer = None
+    spent = 0.0
+    while len(samples) < reps and (spent < budget_s or len(samples) < 3):
+        t0 = time.perf_counter()
+        answer = fn()
+        took = time.perf_counter() - t0
+        samples.append(took * 1000)
+        spent += took
+    return samples, answer
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+async def run_chart_bench(data_dir: str, spec: DatasetSpec, scratch_dir: str, *, symbol: str = "BTCUSD",
+                          reps: int = 40, rate: int = 2_000, peers: tuple[str, ...] = PEERS,
+                          peer_reps: int = 10, peer_budget_s: float = 5.0, log: bool = True) -> dict[str, Any]:
+    dataset = ensure_dataset(data_dir, spec, log=log)
+    src_db = os.path.join(data_dir, DB_NAME)
+    end_ms = spec.end_ms
+    results: dict[str, Any] = {"dataset": dataset, "symbol": symbol, "rate": rate, "count": COUNT, "cells": [],
+                               "peers": [], "peer_status": {}, "mismatches": []}
+    started = time.perf_counter()
+    # 1. tvflux over HTTP on a copy (the server writes the arriving trades into it)
+    shutil.rmtree(scratch_dir, ignore_errors=True)
+    os.makedirs(scratch_dir)
+    if log:
+        print(f"copying the dataset to {scratch_dir} …", file=sys.stderr)
+    shutil.copy(src_db, os.path.join(scratch_dir, DB_NAME))
+    server = Server(scratch_dir, rate)
+    await server.start()
+    reference: dict[str, list[Bar]] = {}
+    try:
+        await asyncio.sleep(3.0)  # trades arriving, a few flushes and a downsampling run
+        cells: list[tuple[str, str, Any]] = []
+        for res in OPEN_RES:
+            cells.append(("open", res, lambda res=res: f"/api/bars?symbol={symbol}&resolution={res}"
+                                                      f"&countback={COUNT}&to={int(time.time())}"))
+        for res in OPEN_RES:
+            to_s = (end_ms - 7 * DAY_MS) // 1000
+            cells.append(("scroll", res, lambda res=res, to_s=to_s: f"/api/bars?symbol={symbol}&resolution={res}"
+                                                                    f"&countback={COUNT}&to={to_s}"))
+        for res, days in (("1D", 365), ("60", 90)):
+            lo, hi = (end_ms - days * DAY_MS) // 1000, end_ms // 1000
+            cells.append((f"range {days}d", res, lambda res=res, lo=lo, hi=hi:
+                          f"/api/bars?symbol={symbol}&resolution={res}&from={lo}&to={hi}"))
+        for kind, res, make in cells:
+            await server.bars(make())  # warm-up (loads the hot window for ``open``)
+            entry = {"kind": kind, "resolution": res, **await time_http_cell(server, res, make, reps)}
+            results["cells"].append(entry)
+            if log:
+                print(f"  {kind:12} {res:>3}: server p50 {entry['server_p50']} ms, client p50 {entry['client_p50']} ms "
+                      f"({entry['bars']} bars)", file=sys.stderr)
+        for res in OPEN_RES:  # the peers' question, for the bar-for-bar check
+            reference[res] = await server.bars(f"/api/bars?symbol={symbol}&resolution={res}&countback={COUNT}"
+                                               f"&to={end_ms // 1000}")
+        _, metrics = await server.get("/metrics")
+        results["server_metrics_tail"] = [ln for ln in metrics.decode().splitlines()
+                                          if ln.startswith(("process_resident", "tvflux_hot"))]
+    finally:
+        await server.stop()
+    # 2. peers at the dataset's end
+    peer_objs: dict[str, Any] = {}
+    try:
+        if "duckdb_sorted" in peers:
+            if log:
+                print("peer duckdb_sorted: building the sorted trades table (once) …", file=sys.stderr)
+            d = DuckSorted(src_db, os.path.join(data_dir, "peer_sorted.duckdb"))
+            peer_objs["duckdb_sorted"] = d.countback
+            results["peer_status"]["duckdb_sorted"] = {"built_s": d.built_s}
+        if {"chdb_raw", "chdb_mv_1m"} & set(peers):
+            try:
+                if log:
+                    print("peer chdb: loading the trades and the 1-minute view (once) …", file=sys.stderr)
+                c = ChdbPeer(src_db, os.path.join(data_dir, "peer_chdb"))
+                if "chdb_raw" in peers:
+                    peer_objs["chdb_raw"] = c.raw
+                if "chdb_mv_1m" in peers:
+                    peer_objs["chdb_mv_1m"] = c.mv_1m
+                results["peer_status"]["chdb"] = {"built_s": c.built_s}
+            except ImportError as exc:
+                results["peer_status"]["chdb"] = {"skipped": f"chdb not installed: {exc}"}
+        for res in OPEN_RES:
+            r = parse_resolution(res)
+            for name, fn in peer_objs.items():
+                samples, answer = time_sync(lambda fn=fn, r=r: fn(symbol, r, end_ms, COUNT), peer_reps, peer_budget_s)
+                samples.sort()
+                diff = compare(reference[res], answer)
+                if diff:
+                    results["mismatches"].append({"peer": name, "resolution": res, "diff": diff})
+                entry = {"peer": name, "resolution": res, "n": len(samples), "bars": len(answer),
+                         "p50": round(statistics.median(samples), 3), "p95": round(samples[int(0.95 * (len(samples) - 1))], 3),
+                         "same_bars": diff is None}
+                results["peers"].append(entry)
+                if log:
+                    print(f"  peer {name:14} {res:>3}: p50 {entry['p50']} ms ({entry['bars']} bars, "
+                          f"{'identical' if diff is None else diff})", file=sys.stderr)
+    finally:
+        for name in ("duckdb_sorted",):
+            fn = peer_objs.get(name)
+            if fn is not None:
+                fn.__self__.close()
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def render(results: dict[str, Any]) -> str:
+    """Markdown tables of one run."""
+    from loadgen.stats import fmt_num, table
+
+    out = []
+    kinds = {"open": "chart open: countback 300, to = now (hot window)",
+             "scroll": "scroll-back page: countback 300, to = 7 days before the data's end (store)"}
+    rows = []
+    for e in results["cells"]:
+        rows.append([kinds.get(e["kind"], e["kind"]), e["resolution"], fmt_num(e["bars"]),
+                     fmt_num(e["server_p50"], digits=2), fmt_num(e["server_p95"], digits=2),
+                     fmt_num(e["client_p50"], digits=2), fmt_num(e["client_p95"], digits=2)])
+    out.append(table(rows, ["request", "res", "bars", "server p50 ms", "server p95 ms", "client p50 ms",
+                            "client p95 ms"]))
+    out.append("")
+    if results["peers"]:
+        by = {(e["peer"], e["resolution"]): e for e in results["peers"]}
+        names = list(dict.fromkeys(e["peer"] for e in results["peers"]))
+        prow = []
+        for res in OPEN_RES:
+            row = [res, fmt_num(by.get((names[0], res), {}).get("bars"))]
+            for n in names:
+                e = by.get((n, res))
+                row.append("-" if e is None else f"{fmt_num(e['p50'], digits=2)} / {fmt_num(e['p95'], digits=2)}"
+                           + ("" if e["same_bars"] else " (differs)"))
+            prow.append(row)
+        out.append(table(prow, ["res", "bars", *[f"{n} p50 / p95 ms" for n in names]]))
+    if results["mismatches"]:
+        out.append("MISMATCHES: " + json.dumps(results["mismatches"][:10]))
+    return "\n".join(out)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bench-dir", default="bench/data")
+    p.add_argument("--scratch-dir", default="bench/data/scratch-chart")
+    p.add_argument("--trades", type=int, default=50_000_000)
+    p.add_argument("--days", type=float, default=365.0)
+    p.add_argument("--symbol", default="BTCUSD")
+    p.add_argument("--reps", type=int, default=40)
+    p.add_argument("--rate", type=int, default=2_000, help="synthetic trades/s arriving during the run")
+    p.add_argument("--peers", default=",".join(PEERS))
+    p.add_argument("--json", metavar="PATH")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.chart", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    return main_args(p.parse_args(argv))
+
+
+def main_args(args: argparse.Namespace) -> int:
+    spec = DatasetSpec(trades=args.trades, days=args.days)
+    peers = tuple(x for x in args.peers.split(",") if x)
+    results = asyncio.run(run_chart_bench(args.bench_dir, spec, args.scratch_dir, symbol=args.symbol,
+                                          reps=args.reps, rate=args.rate, peers=peers))
+    print(render(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 1 if results["mismatches"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
