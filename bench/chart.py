@@ -94,10 +94,10 @@ def histogram_quantile(bounds: list[float], before: list[float], after: list[flo
 
 
 class Server:
-    def __init__(self, data_dir: str, rate: int) -> None:
+    def __init__(self, data_dir: str, rate: int, env: dict[str, str] | None = None) -> None:
         from loadgen.server import SpawnedServer
 
-        self.server = SpawnedServer({"TVFLUX_SYNTHETIC_RATE": str(rate), "TVFLUX_MAX_BARS": "1000000"},
+        self.server = SpawnedServer({"TVFLUX_SYNTHETIC_RATE": str(rate), "TVFLUX_MAX_BARS": "1000000", **(env or {})},
                                     data_dir=data_dir, log_path=os.path.join(data_dir, "bench-chart-server.log"))
         self.conn: Any = None
 
@@ -290,6 +290,7 @@ async def run_chart_bench(data_dir: str, spec: DatasetSpec, scratch_dir: str, *,
     results: dict[str, Any] = {"dataset": dataset, "symbol": symbol, "rate": rate, "count": COUNT, "cells": [],
                                "peers": [], "peer_status": {}, "mismatches": []}
     started = time.perf_counter()
+    results["loadavg_start"] = list(os.getloadavg())
     # 1. tvflux over HTTP on a copy (the server writes the arriving trades into it)
     shutil.rmtree(scratch_dir, ignore_errors=True)
     os.makedirs(scratch_dir)
@@ -326,6 +327,23 @@ async def run_chart_bench(data_dir: str, spec: DatasetSpec, scratch_dir: str, *,
         _, metrics = await server.get("/metrics")
         results["server_metrics_tail"] = [ln for ln in metrics.decode().splitlines()
                                           if ln.startswith(("process_resident", "tvflux_hot"))]
+    finally:
+        await server.stop()
+    # 1b. the same chart opens with the hot window off: what the store path costs now
+    server = Server(scratch_dir, rate, {"TVFLUX_HOT_WINDOW_BARS": "0"})
+    await server.start()
+    try:
+        await asyncio.sleep(3.0)
+        for res in OPEN_RES:
+            def make(res: str = res) -> str:
+                return f"/api/bars?symbol={symbol}&resolution={res}&countback={COUNT}&to={int(time.time())}"
+
+            await server.bars(make())
+            entry = {"kind": "open_store", "resolution": res, **await time_http_cell(server, res, make, reps)}
+            results["cells"].append(entry)
+            if log:
+                print(f"  open (store) {res:>3}: server p50 {entry['server_p50']} ms, client p50 "
+                      f"{entry['client_p50']} ms ({entry['bars']} bars)", file=sys.stderr)
     finally:
         await server.stop()
     # 2. peers at the dataset's end
@@ -370,7 +388,69 @@ async def run_chart_bench(data_dir: str, spec: DatasetSpec, scratch_dir: str, *,
             if fn is not None:
                 fn.__self__.close()
     results["seconds"] = round(time.perf_counter() - started, 1)
+    results["loadavg_end"] = list(os.getloadavg())
     return results
+
+
+def _worst(cells: list[dict[str, Any]], kind: str, key: str) -> tuple[float | None, str | None]:
+    got = [(e[key], e["resolution"]) for e in cells if e["kind"] == kind and e.get(key) is not None]
+    return max(got) if got else (None, None)
+
+
+def render_section(results: dict[str, Any]) -> str:
+    """The "requests charts really send" section of docs/performance.md."""
+    from loadgen.stats import fmt_num
+
+    cells = results["cells"]
+    out = ["## The requests charts really send: chart open, scroll-back, long ranges, and the peers"]
+    load = results.get("load_note") or (
+        f"load average {', '.join(f'{x:.2f}' for x in results.get('loadavg_start', []))} at the start and "
+        f"{', '.join(f'{x:.2f}' for x in results.get('loadavg_end', []))} at the end")
+    out.append(
+        f"`tvflux-bench chart` (`bench/chart.py`): `GET /api/bars` for {results['symbol']} over one keep-alive "
+        f"connection against `tvflux serve` on a copy of the dataset while its synthetic source publishes "
+        f"{results['rate']:,} trades/s (the live edge moves, the writer flushes, the downsampler runs). *Server* "
+        "time is the median of `tvflux_history_request_seconds` between two `/metrics` scrapes around each cell "
+        "(interpolated inside buckets of 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 4, 5 ms …); *client* time is "
+        f"request to last byte. Conditions: {load}. Run time {results.get('seconds', '?')} s.")
+    worst_open, res_open = _worst(cells, "open", "server_p50")
+    worst_open_c, res_open_c = _worst(cells, "open", "client_p50")
+    worst_scroll, res_scroll = _worst(cells, "scroll", "server_p50")
+    worst_range, res_range = _worst([e for e in cells if e["kind"].startswith("range")], "range 365d", "server_p50")
+    worst_range90, _ = _worst(cells, "range 90d", "server_p50")
+    rows = [
+        ["chart open (countback 300, to = now), every tier resolution and 1W/1M: server p50 ≤ 1 ms",
+         f"worst {fmt_num(worst_open, digits=2)} ms ({res_open})",
+         "**met**" if worst_open is not None and worst_open <= 1 else "**missed**"],
+        ["… end to end over HTTP keep-alive ≤ 2 ms", f"worst {fmt_num(worst_open_c, digits=2)} ms ({res_open_c})",
+         "**met**" if worst_open_c is not None and worst_open_c <= 2 else "**missed**"],
+        ["scroll-back pages (countback 300, to in the past): server p50 ≤ 3 ms",
+         f"worst {fmt_num(worst_scroll, digits=2)} ms ({res_scroll})",
+         "**met**" if worst_scroll is not None and worst_scroll <= 3 else "**missed**"],
+        ["long ranges (1 year of 1D, 3 months of 60): server p50 ≤ 3 ms",
+         f"{fmt_num(worst_range, digits=2)} / {fmt_num(worst_range90, digits=2)} ms",
+         "**met**" if worst_range is not None and worst_range90 is not None and max(worst_range, worst_range90) <= 3
+         else "**missed**"],
+    ]
+    from loadgen.stats import table
+
+    out.append(table(rows, ["goal", "measured", "verdict"]))
+    out.append(render(results))
+    peers = results.get("peers") or []
+    if peers:
+        hot = {e["resolution"]: e for e in cells if e["kind"] == "open"}
+        closest = min(peers, key=lambda e: e["p50"] / max(hot[e["resolution"]]["client_p50"], 1e-9))
+        ratio = closest["p50"] / hot[closest["resolution"]]["client_p50"]
+        out.append(
+            "Peers answer the chart opening at the dataset's end (they have no live edge) in process — no HTTP, no "
+            "JSON — and every answer was compared bar for bar with tvflux's answer to the same request "
+            f"(mismatches: {len(results['mismatches'])}). Against tvflux's *client* time for the chart open (HTTP "
+            f"and JSON included), the closest peer is {closest['peer']} at {closest['resolution']}: "
+            f"{fmt_num(closest['p50'], digits=2)} ms, {ratio:.1f}× tvflux's "
+            f"{fmt_num(hot[closest['resolution']]['client_p50'], digits=2)} ms. "
+            "Peer build times (once, cached under `bench/data/`): "
+            + ", ".join(f"{k} {v}" for k, v in (results.get("peer_status") or {}).items()) + ".")
+    return "\n\n".join(out)
 
 
 def render(results: dict[str, Any]) -> str:
@@ -379,6 +459,7 @@ def render(results: dict[str, Any]) -> str:
 
     out = []
     kinds = {"open": "chart open: countback 300, to = now (hot window)",
+             "open_store": "the same, hot window off (TVFLUX_HOT_WINDOW_BARS=0: the store)",
              "scroll": "scroll-back page: countback 300, to = 7 days before the data's end (store)"}
     rows = []
     for e in results["cells"]:

@@ -27,7 +27,7 @@ NOTES = Path(__file__).with_name("optimisations.md")
 
 def document(results: dict[str, Any], charts: dict[str, str], *, quick: bool = False) -> str:
     parts = [_title(results, quick), _summary(results), _machine(results), _method(results), _dataset(results),
-             _history(results, charts), _influx(results, charts), _ingest(results, charts), _fanout(results, charts),
+             _history(results, charts), _chart_requests(results), _influx(results, charts), _ingest(results, charts), _fanout(results, charts),
              _live_history(results),
              _soak(results), _optimisations(), _recommendations(results), _reproduce()]
     return "\n\n".join(p.strip() for p in parts if p and p.strip()) + "\n"
@@ -242,6 +242,15 @@ def _history(results: dict[str, Any], charts: dict[str, str]) -> str:
     out.extend(history_tables(hist))
     out.append(_history_meaning(hist))
     return "\n\n".join(out)
+
+
+def _chart_requests(results: dict[str, Any]) -> str:
+    """``bench/chart.py``: chart open at the live edge (hot window), scroll-back, long ranges, peers."""
+    if not results.get("chart"):
+        return ""
+    from bench.chart import render_section
+
+    return render_section(results["chart"])
 
 
 def _history_meaning(hist: dict[str, Any]) -> str:

@@ -100,6 +100,17 @@ class _Snapshot:
         for resolution, hist in s.history.latency_s.items():
             history.add_metric([resolution], hist.cumulative(), hist.sum)
         yield history
+        hot = s.history.hot
+        if hot is not None:
+            for name, doc, value in (
+                ("hits", "History requests answered from the hot window", hot.hits),
+                ("misses", "History requests the hot window could not answer (the store did)", hot.misses),
+                ("loads", "(symbol, tier) rings read from the store into the hot window", hot.loads),
+                ("invalidations", "Symbols dropped from the hot window (late trades, rebuilt windows, deletes)",
+                 hot.invalidations),
+            ):
+                yield CounterMetricFamily(f"tvflux_hot_window_{name}", doc, value=value)
+            yield GaugeMetricFamily("tvflux_hot_window_bars", "Bars held in the hot window", value=hot.size())
         # downsampling
         yield CounterMetricFamily("tvflux_downsampler_runs", "Downsampling runs made by the service",
                                   value=s.downsampler.runs)

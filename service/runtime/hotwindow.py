@@ -91,10 +91,13 @@ class _Ring:
 
 
 class _SymbolState:
-    __slots__ = ("cut_ms", "rings", "tail")
+    __slots__ = ("cut_ms", "loaded_ns", "rings", "tail")
 
-    def __init__(self, cut_ms: int) -> None:
+    def __init__(self, cut_ms: int, loaded_ns: int) -> None:
         self.cut_ms = cut_ms  # rings hold exactly the stored trades with ts < cut_ms
+        # the newest stored trade when loaded: the tail's seconds from the store do not know
+        # their trades' order, so a trade before this one must reload
+        self.loaded_ns = loaded_ns
         self.rings: dict[str, _Ring] = {}
         self.tail: dict[int, PartialBar] = {}  # second start → stored trades ≥ cut_ms in it
 
@@ -169,22 +172,44 @@ class HotWindow:
 
     async def load(self, store: Store, symbol: str, tier: Tier) -> None:
         """Read ``tier``'s newest bars of ``symbol`` from the store. Call under the writer's
-        visibility lock (read side), so no append lands between the reads."""
-        res = tier_resolution(tier)
+        visibility lock (read side), so no append lands between the reads.
+
+        The cut is never before a tier watermark: a store answers whole tier rows, so a
+        row straddling the cut would count its trades after the cut twice (ring and tail).
+        When the watermarks have passed the symbol's cut since, its rings reload together."""
+        statuses = await store.downsampling_status(0)
+        wm = max((t.watermark or 0 for t in statuses), default=0)
         state = self._symbols.get(symbol)
+        names = [tier.name]
+        if state is not None and wm > state.cut_ms:
+            names = [*state.rings, tier.name]
+            del self._symbols[symbol]
+            state = None
         if state is None:
-            bars = await store.bars_before(symbol, res, FAR_FUTURE_MS, self.max_bars)
-            last_ns = None if not bars else await store.last_ts_ns(symbol, bars[-1].time * NS_PER_MS,
-                                                                    FAR_FUTURE_NS)
-            if last_ns is not None:
-                cut = last_ns // NS_PER_MS + 1
-            else:  # no raw trade behind the newest bar (none at all, or removed)
-                cut = res.next_start_ms(bars[-1].time) if bars else 0
-            state = self._symbols.setdefault(symbol, _SymbolState(cut))
-        else:
+            state = await self._new_state(store, symbol, tier_resolution(tier), wm)
+            self._symbols[symbol] = state
+        for name in dict.fromkeys(names):
+            res = tier_resolution(self.plan.tier(name))
             bars = await store.bars_before(symbol, res, state.cut_ms, self.max_bars)
-        state.rings[tier.name] = _Ring(res, bars, bars[0].time if len(bars) >= self.max_bars else 0)
-        self.loads += 1
+            state.rings[name] = _Ring(res, bars, bars[0].time if len(bars) >= self.max_bars else 0)
+            self.loads += 1
+
+    async def _new_state(self, store: Store, symbol: str, res: Resolution, wm: int) -> _SymbolState:
+        newest = await store.bars_before(symbol, res, FAR_FUTURE_MS, 1)
+        last_ns = None if not newest else await store.last_ts_ns(symbol, newest[-1].time * NS_PER_MS, FAR_FUTURE_NS)
+        if last_ns is None:  # no raw trade behind the newest bar (none at all, or removed)
+            return _SymbolState(max(wm, res.next_start_ms(newest[-1].time) if newest else 0), -1)
+        # cut at the newest trade's second (unless a watermark is later): the trades from
+        # there become the tail (1-second bars, from raw trades since no tier reaches
+        # there), so a trade arriving later in the same second is not taken for a late one
+        state = _SymbolState(max(wm, last_ns // NS_PER_MS // 1000 * 1000), last_ns)
+        if last_ns >= state.cut_ms * NS_PER_MS:
+            for b in await store.bars(symbol, _SECOND, state.cut_ms, FAR_FUTURE_MS):
+                # bounds of its trades' times, enough to order it against any later trade
+                # (older ones reload the symbol, see ``loaded_ns``)
+                state.tail[b.time] = PartialBar(b.time, b.open, b.high, b.low, b.close, b.volume, 1,
+                                                b.time * NS_PER_MS, min(last_ns, (b.time + 1000) * NS_PER_MS - 1))
+        return state
 
     def stored(self, batches: Sequence[TradeColumns], committed_seq: int) -> None:
         """The writer appended ``batches`` (its submissions up to ``committed_seq``). Never
@@ -202,8 +227,8 @@ class HotWindow:
             if state is None or not len(batch):
                 continue
             ts = batch.ts_ns
-            if int(ts.min()) < state.cut_ms * NS_PER_MS:
-                self.invalidate(batch.symbol)  # late: a ring bar may change
+            if int(ts.min()) < state.cut_ms * NS_PER_MS or int(ts.min()) <= state.loaded_ns:
+                self.invalidate(batch.symbol)  # late: a ring bar (or a loaded tail second) may change
                 continue
             for p in fold(_SECOND, ts, batch.price, batch.size):
                 have = state.tail.get(p.start_ms)
