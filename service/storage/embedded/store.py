@@ -476,36 +476,48 @@ class EmbeddedStore:
         bars = self._read_bars(cursor, symbol, resolution, lo, to_ms)
         if len(bars) >= count or lo <= 0:
             return bars[-count:]
-        start = self._nth_row_before(cursor, symbol, resolution, lo, count - len(bars))
+        start, kind = self._nth_row_before(cursor, symbol, resolution, lo, count - len(bars))
+        if kind == "none":
+            return bars  # the window already holds everything there is
         bars = self._read_bars(cursor, symbol, resolution, 0 if start is None else resolution.bucket_start_ms(start),
                                to_ms, last=count)
-        if len(bars) < count and start is not None:
+        if len(bars) < count and kind == "enough":
             # tier rows of a dirty window whose trades were deleted counted, but no longer hold
             # a bar (until the next run rebuilds them): only the beginning is safe then
             bars = self._read_bars(cursor, symbol, resolution, 0, to_ms, last=count)
         return bars
 
     def _nth_row_before(self, cursor: duckdb.DuckDBPyConnection, symbol: str, resolution: Resolution, before_ms: int,
-                        missing: int) -> int | None:
-        """Start of the row of the serving tier (the first tier for second resolutions) such
-        that ``[it, before_ms)`` spans at least ``missing`` buckets of ``resolution``, or
-        ``None`` when the tier holds too few rows (then only the beginning is safe)."""
+                        missing: int) -> tuple[int | None, str]:
+        """Where to read from so that ``[start, before_ms)`` spans at least ``missing``
+        buckets of ``resolution``, found with one ORDER BY … LIMIT on the serving tier (the
+        first tier for second resolutions): ``(row, "enough")``; ``(oldest, "all")`` when
+        less exists and that is all of it; ``(None, "none")`` when nothing precedes
+        ``before_ms``; ``(None, "unknown")`` when only the beginning is safe."""
         tier = self.plan.serving_tier(resolution)
         if tier is None:
             tier = self.plan.tiers[0]
             size = resolution.size_ms
             if size is None or tier.size_ms % size:
-                return None
+                return None, "unknown"
             per_bucket = 1  # every non-empty tier bar holds at least one bucket
         else:
             per_bucket = -(-resolution.nominal_ms // tier.size_ms)  # tier rows one bucket may hold
         wm = self._watermarks.get(tier.name)
         if wm is None:
-            return None
-        row = _first(cursor.execute(
-            f"SELECT time_ms FROM {bars_table(tier)} WHERE symbol = ? AND time_ms < ? "
-            f"ORDER BY time_ms DESC LIMIT 1 OFFSET ?", [symbol, min(before_ms, wm), missing * per_bucket - 1]))
-        return None if row is None else int(row[0])
+            return None, "unknown"
+        k = missing * per_bucket
+        n, oldest = cursor.execute(
+            f"SELECT count(*), min(time_ms) FROM (SELECT time_ms FROM {bars_table(tier)} WHERE symbol = ? "
+            f"AND time_ms < ? ORDER BY time_ms DESC LIMIT {int(k)})", [symbol, min(before_ms, wm)]).fetchall()[0]
+        if n >= k:
+            return int(oldest), "enough"
+        # Fewer rows: they are all the data before ``before_ms`` only if the tier alone
+        # composes it there (no finer tier or raw segment, no dirty span read from raw).
+        dirty = self._dirty_span.get(symbol)
+        if before_ms <= wm and (dirty is None or dirty[0] >= before_ms):
+            return (int(oldest), "all") if n else (None, "none")
+        return None, "unknown"
 
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
         """The newest bar before ``before_ms``: the countback of one, so bounded the same way
