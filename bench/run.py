@@ -75,9 +75,10 @@ class Profile:
         self.fanout_rate = 50_000
         self.push_interval_ms = 250
         self.live_history_s = 2.0 if quick else 30.0
-        # InfluxDB: loading and backfilling the 50M-trade year takes far longer than the ~15
-        # minutes this step may take on this 2-core machine (the tasks' backfill is ~585
-        # manual runs, each ≥ 1 s, plus the data); a 5M-trade year fits (docs/performance.md).
+        # InfluxDB: the tasks' backfill of a year is ~585 manual runs of a few seconds each on
+        # this 2-core machine whatever the trade count, so even a 5M-trade year takes ~30 min
+        # (the whole step ~40); 50M would add ~4 min of loading and heavier runs
+        # (docs/performance.md). A full year is kept so that the 1-year ranges are measured.
         self.influx_trades = 200_000 if quick else 5_000_000
         self.influx_days = 30.0 if quick else 365.0
         self.influx_rates = (10_000,) if quick else (25_000, 50_000, 100_000, 200_000, 300_000)
