@@ -534,6 +534,7 @@ make bench                                  # everything: ~15–20 min, builds b
 .venv/bin/python -m bench.run --quick       # smoke test: ~1.5 min, writes bench/data/quick/results/
 .venv/bin/python -m bench.run --only history,report
 .venv/bin/tvflux-bench history --help       # the history benchmark alone (also: python -m bench)
+.venv/bin/tvflux-bench chart                # chart open / scroll-back / ranges with trades arriving, and the peers (pip install -e '.[bench]' for chdb)
 .venv/bin/tvflux-loadgen --spawn --rate 300000 --duration 60 --subscribers 18 --frame-trades 10000
 .venv/bin/tvflux-loadgen --spawn --rate 50000 --subscribers 5000 --push-interval-ms 250 --duration 60
 ```
