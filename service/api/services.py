@@ -60,7 +60,11 @@ class Services:
             max_pending_rows=settings.writer_max_pending_rows,
         )
         self.symbols = SymbolSet(settings.symbols)
-        hot = HotWindow(settings.plan, max_bars=settings.hot_window_bars) if settings.hot_window_bars else None
+        # Not where the database downsamples on its own schedule (InfluxDB tasks): the window's
+        # cut must stay at or after every tier watermark, which only the service's own
+        # downsampler can promise (service/runtime/hotwindow.py).
+        hot = (HotWindow(settings.plan, max_bars=settings.hot_window_bars)
+               if settings.hot_window_bars and not store.downsampling_in_database else None)
         self.history = History(self.store, self.writer, self.symbols, max_bars=settings.max_bars,
                                timeout_s=settings.history_timeout_s, hot=hot)
         self.hub = Hub(self._live_history, now_ms)

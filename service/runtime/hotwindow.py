@@ -30,6 +30,10 @@ recomputations, which arrive as ``changed`` windows.
 What it does not serve (the store answers): second resolutions (no tier), requests whose
 range starts before a ring's first bar, and ``to`` before the cut (scroll-back pages).
 
+Not used with a store that downsamples on its own schedule (``downsampling_in_database``,
+InfluxDB's tasks): a store answers whole tier rows, so a load must see every watermark at
+or before the cut, which the service can check (and retry) only for runs it makes itself.
+
 Memory: ``max_bars`` bars per (symbol, tier) asked for (~220 bytes each as Python
 objects; 2,500 bars × 6 tiers ≈ 3.3 MB per symbol), plus ``keep_ms / 1000`` tail seconds
 per symbol.
@@ -193,6 +197,12 @@ class HotWindow:
             bars = await store.bars_before(symbol, res, state.cut_ms, self.max_bars)
             state.rings[name] = _Ring(res, bars, bars[0].time if len(bars) >= self.max_bars else 0)
             self.loads += 1
+        # A downsampling run may have committed meanwhile (it does not wait for the
+        # visibility lock): if a watermark passed the cut, a read above may hold whole tier
+        # rows across it. Watermarks only grow, so checking after the reads is enough.
+        statuses = await store.downsampling_status(0)
+        if max((t.watermark or 0 for t in statuses), default=0) > state.cut_ms:
+            self._symbols.pop(symbol, None)
 
     async def _new_state(self, store: Store, symbol: str, res: Resolution, wm: int) -> _SymbolState:
         newest = await store.bars_before(symbol, res, FAR_FUTURE_MS, 1)
