@@ -486,5 +486,6 @@ def test_cli_setup_and_status(threaded_fake, capsys) -> None:
     assert "tier   1m from trades watermark 2023-11-13 00:00:00 UTC" in out
     assert "tier   5m from 1m     watermark -" in out
     bad = settings_for(threaded_fake.url, influx_token=Secret("nope"))
-    assert parser.parse_args(["influx", "setup"]).func(args, bad) == 2
+    args = parser.parse_args(["influx", "setup"])  # the setup command's own arguments (--task-every-s)
+    assert args.func(args, bad) == 2
     assert "rejected the token" in capsys.readouterr().err
