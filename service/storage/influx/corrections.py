@@ -21,21 +21,42 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from influxdb_client.rest import ApiException
 
 from service.core.errors import StoreUnavailable
+from service.core.plan import Plan
 from service.core.schedule import late_window
 from service.storage.base import ChangedWindow, Deletion
 from service.storage.influx.admin import describe_api_error
-from service.storage.influx.flux_render import TRADES, flux_string, measurement
+from service.storage.influx.flux_render import TRADES, Names, flux_string, measurement
 from service.storage.influx.retry import NETWORK_ERRORS
 
-if TYPE_CHECKING:
-    from service.storage.influx.store import InfluxStore
+
+class StoreInternals(Protocol):
+    """What a correction needs of :class:`~service.storage.influx.store.InfluxStore`: this
+    module is its ``delete_trades`` split out (the store module stays readable), and the
+    Protocol keeps the dependency one-way (store → corrections), with the types checked."""
+
+    _plan: Plan
+    _names: Names
+    _url: str
+    _org: str
+    _client: Any
+    _pending_changes: list[tuple[int, ChangedWindow]]
+
+    def _api(self) -> Any: ...
+
+    def _rows(self, flux: str, columns: tuple[str, ...]) -> AsyncIterator[tuple[str, ...]]: ...
+
+    def _marker_lines(self, changes: list[ChangedWindow]) -> tuple[bytes, list[tuple[int, ChangedWindow]]]: ...
+
+    async def _write(self, bucket: str, body: bytes, *, gzipped: bool) -> None: ...
+
+    def _status_stale(self) -> None: ...
 
 NS_PER_MS = 1_000_000
 _FAR_FUTURE_NS = 2**62
@@ -62,7 +83,7 @@ def _rfc3339(ns: int) -> str:
     return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:09d}Z"
 
 
-async def delete_trades(store: InfluxStore, symbol: str, *, ids: Sequence[str] | None, from_ns: int | None,
+async def delete_trades(store: StoreInternals, symbol: str, *, ids: Sequence[str] | None, from_ns: int | None,
                         to_ns: int | None) -> Deletion:
     store._api()
     lo, hi = (0, _FAR_FUTURE_NS) if from_ns is None or to_ns is None else (from_ns, to_ns)
@@ -85,7 +106,7 @@ async def delete_trades(store: InfluxStore, symbol: str, *, ids: Sequence[str] |
     body, stamped = store._marker_lines([change])
     await store._write(store._names.status_bucket, body, gzipped=False)
     store._pending_changes = (store._pending_changes + stamped)[-10_000:]
-    store._status_at = -1e9  # history sees the dirty span at once
+    store._status_stale()  # history sees the dirty span at once
     # 3. the raw points; 4. the bars that held them, in every tier
     deletes: list[tuple[str, int, int, str]] = []
     trades = f'_measurement="{TRADES}" AND symbol="{symbol}"'
@@ -100,7 +121,7 @@ async def delete_trades(store: InfluxStore, symbol: str, *, ids: Sequence[str] |
             deletes.append((store._names.bars_bucket, int(starts[0]) * NS_PER_MS, int(starts[-1]) * NS_PER_MS, bars))
         else:
             deletes += [(store._names.bars_bucket, int(s) * NS_PER_MS, int(s) * NS_PER_MS, bars) for s in starts]
-    api = store._client.delete_api()  # type: ignore[union-attr]
+    api = store._client.delete_api()
     limit = asyncio.Semaphore(_CONCURRENCY)
 
     async def one(bucket: str, start_ns: int, stop_ns: int, predicate: str) -> None:
