@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
 import msgspec
 from litestar import Request, Response, delete, get, post
-from litestar.params import Parameter
+from litestar.params import FromQuery, QueryParameter
 
 from service.api.auth import admin_guard, ingest_guard
 from service.api.metrics import render_metrics
 from service.api.ops import OPS_ROUTES, readiness, ready_body
-from service.api.services import Services
+from service.api.services import Services, ServicesDep
 from service.runtime.clock import now_ms
 from service.core.errors import InvalidMessage, InvalidRange, MissingParameter, TvfluxError
 from service.core.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, TradesAccepted, TradesDecoder
@@ -28,9 +28,10 @@ _trades_decoder = TradesDecoder("json")
 _trades_msgpack = TradesDecoder("msgpack")
 
 # Parameters arrive as strings; `from` is a Python keyword, hence the aliases.
-_FROM = Parameter(query="from", required=False)
-_TO = Parameter(query="to", required=False)
-_QUERY = Parameter(query="query", required=False)  # `query` itself is reserved by Litestar
+Query = FromQuery[str | None]
+From = Annotated[str | None, QueryParameter(name="from")]
+To = Annotated[str | None, QueryParameter(name="to")]
+QueryText = Annotated[str | None, QueryParameter(name="query")]  # `query` itself is reserved by Litestar
 
 
 def required_params(**params: str | None) -> None:
@@ -76,7 +77,7 @@ def _udf_symbol(symbol: str | None) -> str | None:
 
 
 @get("/udf/symbols", sync_to_thread=False)
-def udf_symbols(services: Services, symbol: str | None = None) -> dict[str, Any]:
+def udf_symbols(services: ServicesDep, symbol: Query = None) -> dict[str, Any]:
     name = _udf_symbol(symbol) or ""
     services.symbols.require(name)
     info = _symbol_info(name)
@@ -93,7 +94,7 @@ def udf_symbols(services: Services, symbol: str | None = None) -> dict[str, Any]
 
 
 @get("/udf/search", sync_to_thread=False)
-def udf_search(services: Services, text: str | None = _QUERY, limit: str | None = None) -> list[dict[str, Any]]:
+def udf_search(services: ServicesDep, text: QueryText = None, limit: Query = None) -> list[dict[str, Any]]:
     try:
         max_items = int(limit) if limit else 30
     except ValueError:
@@ -112,8 +113,8 @@ def udf_search(services: Services, text: str | None = _QUERY, limit: str | None 
 
 @get("/udf/history")
 async def udf_history(
-    services: Services, symbol: str | None = None, resolution: str | None = None,
-    from_s: str | None = _FROM, to_s: str | None = _TO, countback: str | None = None,
+    services: ServicesDep, symbol: Query = None, resolution: Query = None,
+    from_s: From = None, to_s: To = None, countback: Query = None,
 ) -> dict[str, Any]:
     required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
@@ -146,8 +147,8 @@ def udf_time() -> str:
 
 @get("/api/bars")
 async def api_bars(
-    services: Services, symbol: str | None = None, resolution: str | None = None,
-    from_s: str | None = _FROM, to_s: str | None = _TO, countback: str | None = None,
+    services: ServicesDep, symbol: Query = None, resolution: Query = None,
+    from_s: From = None, to_s: To = None, countback: Query = None,
 ) -> Response:
     required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
@@ -156,19 +157,19 @@ async def api_bars(
 
 
 @get("/api/symbols", sync_to_thread=False)
-def api_symbols(services: Services) -> SymbolsResponse:
+def api_symbols(services: ServicesDep) -> SymbolsResponse:
     return SymbolsResponse([_symbol_info(s) for s in services.symbols])
 
 
 @post("/api/trades", status_code=200, guards=[ingest_guard])
-async def api_trades(request: Request, services: Services) -> TradesAccepted:
+async def api_trades(request: Request, services: ServicesDep) -> TradesAccepted:
     services.require_ready()
     trades = _trades_decoder.decode_batch(await request.body())
     return await services.ingestor.accept(trades, now_ms())
 
 
 @post("/api/admin/trades", status_code=200, guards=[admin_guard])
-async def api_admin_trades(request: Request, services: Services) -> TradesAccepted:
+async def api_admin_trades(request: Request, services: ServicesDep) -> TradesAccepted:
     """Bulk history (``tvflux import`` while the service holds the store): the rules of
     ``POST /api/trades`` without the live horizon (``TVFLUX_MAX_PAST_MS``), new symbols
     welcome. JSON, or msgpack with ``Content-Type: application/msgpack``."""
@@ -179,7 +180,7 @@ async def api_admin_trades(request: Request, services: Services) -> TradesAccept
     return await services.ingestor.accept(trades, now_ms(), history=True)
 
 
-_IDS = Parameter(query="id", required=False)
+Ids = Annotated[list[str] | None, QueryParameter(name="id")]
 
 
 def _ms(text: str | None, name: str) -> int | None:
@@ -196,8 +197,8 @@ def _ms(text: str | None, name: str) -> int | None:
 
 @delete("/api/trades", status_code=200, guards=[admin_guard])
 async def api_delete_trades(
-    request: Request, services: Services, symbol: str | None = None, from_ms: str | None = _FROM,
-    to_ms: str | None = _TO, ids: list[str] | None = _IDS,
+    request: Request, services: ServicesDep, symbol: Query = None, from_ms: From = None,
+    to_ms: To = None, ids: Ids = None,
 ) -> dict[str, int]:
     """Trade corrections: ``?symbol=S&from=MS&to=MS`` (epoch **ms**, ``to`` exclusive) or
     ``&id=…`` repeated (both: those ids within the range). Admin."""
@@ -222,7 +223,7 @@ async def api_delete_trades(
 
 
 @get("/api/admin/audit", guards=[admin_guard])
-async def api_admin_audit(services: Services, limit: str | None = None) -> dict[str, Any]:
+async def api_admin_audit(services: ServicesDep, limit: Query = None) -> dict[str, Any]:
     """The audit log of corrections, newest first (``limit``, default 100, at most 1000)."""
     try:
         count = int(limit) if limit else 100
@@ -235,14 +236,14 @@ async def api_admin_audit(services: Services, limit: str | None = None) -> dict[
 
 
 @get("/api/downsampling")
-async def api_downsampling(services: Services) -> DownsamplingResponse:
+async def api_downsampling(services: ServicesDep) -> DownsamplingResponse:
     services.require_ready()
     tiers = await services.store.downsampling_status(now_ms())
     return DownsamplingResponse(services.downsampler.runlog.annotate(tiers, now_ms()))
 
 
 @post("/api/downsampling/run", status_code=200, guards=[admin_guard])
-async def api_downsampling_run(services: Services) -> DownsamplingResponse:
+async def api_downsampling_run(services: ServicesDep) -> DownsamplingResponse:
     services.require_ready()
     # "Run now" should include what was just posted: flush the writer first (bounded, so a
     # store outage doesn't hang the request; the run then works on what is stored).
@@ -267,7 +268,7 @@ async def _store_trades(services: Services) -> int | None:
 
 
 @get("/api/stats")
-async def api_stats(services: Services) -> dict[str, Any]:
+async def api_stats(services: ServicesDep) -> dict[str, Any]:
     health = await services.store.health()
     return {
         "ingestRatePerS": services.ingest_rate.per_second(),
@@ -295,14 +296,14 @@ def health_live() -> dict[str, Any]:
 
 
 @get("/health/ready")
-async def health_ready(services: Services) -> Response:
+async def health_ready(services: ServicesDep) -> Response:
     # store reachable, writer and spool lag, downsampling lag per tier: service/core/readiness.py
     verdict, _ = await readiness(services)
     return Response(ready_body(services, verdict), status_code=200 if verdict.ready else 503)
 
 
 @get("/metrics", media_type="text/plain; version=0.0.4")
-async def metrics(services: Services) -> bytes:
+async def metrics(services: ServicesDep) -> bytes:
     verdict, tiers = await readiness(services)
     return render_metrics(services, tiers, verdict)
 

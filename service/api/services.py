@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio.to_thread
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 
 from service.core.errors import Overloaded, StoreUnavailable
 from service.core.settings import Settings
@@ -242,3 +243,8 @@ class ConnectionLimiter:
             self._open[address] = left
         else:
             self._open.pop(address, None)
+
+
+# How handlers ask for the services: an explicit named dependency (``create_app``
+# provides "services"), which Litestar 3 requires and 2.x warns about when inferred.
+ServicesDep = NamedDependency[Services]

@@ -23,8 +23,8 @@ from litestar.response.sse import ServerSentEventMessage
 
 from service.api.auth import check_ingest
 from service.api.errors import ws_error
-from service.api.http import required_params
-from service.api.services import Services
+from service.api.http import Query, required_params
+from service.api.services import Services, ServicesDep
 from service.runtime.clock import now_ms
 from service.core.errors import InvalidMessage, TvfluxError
 from service.runtime.hub import Client, Hub
@@ -69,7 +69,7 @@ async def _send_loop(socket: WebSocket, client: Client, push_interval_s: float, 
 
 
 @websocket("/ws")
-async def ws_bars(socket: WebSocket, services: Services) -> None:
+async def ws_bars(socket: WebSocket, services: ServicesDep) -> None:
     settings = services.settings
     hub = services.hub
     await socket.accept()
@@ -123,7 +123,7 @@ async def ws_bars(socket: WebSocket, services: Services) -> None:
 
 
 @websocket("/ws/ingest")
-async def ws_ingest(socket: WebSocket, services: Services) -> None:
+async def ws_ingest(socket: WebSocket, services: ServicesDep) -> None:
     """Each frame is a JSON array (text) or a msgpack array (binary) of trades; each gets
     an ``ack`` (or an ``error``) carrying the frame's sequence number on this connection."""
     await socket.accept()
@@ -152,8 +152,8 @@ async def ws_ingest(socket: WebSocket, services: Services) -> None:
 
 
 @get("/api/stream")
-async def sse_stream(request: Request, services: Services, symbol: str | None = None,
-                     resolution: str | None = None) -> ServerSentEvent:
+async def sse_stream(request: Request, services: ServicesDep, symbol: Query = None,
+                     resolution: Query = None) -> ServerSentEvent:
     required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
     services.symbols.require(symbol or "")
