@@ -34,15 +34,16 @@ floorNs = (t) => if t >= 0 then t / sizeNs * sizeNs else -((-t + sizeNs - 1) / s
 ceilNs = (t) => -floorNs(t: -t)
 minInt = (a, b) => if a < b then a else b
 
-// Largest / latest value of a status series, -1 when there is none. findColumn runs the
-// query at once. The bare max()/last() right after filter() is pushed down to storage.
-statusMax = (measurement, field, tierName) => {
+// Latest value of a status series, -1 when there is none. findColumn runs the query at
+// once. The bare last() right after filter() is pushed down to storage, which reads only
+// the newest block: the cost does not grow with the number of runs (max() would read every
+// point ever written). Watermarks and cursors only move forward - a run writes a watermark
+// past the one it read - so the latest is the largest.
+statusLatest = (measurement, field, tierName) => {
     values = from(bucket: statusBucket)
         |> range(start: farPast, stop: farFuture)
         |> filter(fn: (r) => r._measurement == measurement and r.tier == tierName and r._field == field)
-        |> max()
-        |> group()
-        |> max()
+        |> last()
         |> findColumn(fn: (key) => true, column: "_value")
 
     return if length(arr: values) > 0 then values[0] else -1
@@ -77,8 +78,8 @@ earliestSourceNs = () => {
 wallMs = int(v: system.time()) / msNs
 nowNs = int(v: now())
 leaseFree = statusLast(measurement: "tvflux_lease", field: "until_ms", tierName: tier, start: time(v: (wallMs - leaseMs) * msNs)) < wallMs
-wmMs = statusMax(measurement: "tvflux_watermark", field: "watermark_ms", tierName: tier)
-sourceWmMs = statusMax(measurement: "tvflux_watermark", field: "watermark_ms", tierName: "1m")
+wmMs = statusLatest(measurement: "tvflux_watermark", field: "watermark_ms", tierName: tier)
+sourceWmMs = statusLatest(measurement: "tvflux_watermark", field: "watermark_ms", tierName: "1m")
 edgeNs = if sourceWmMs < 0 then -1 else minInt(a: sourceWmMs * msNs, b: nowNs - graceNs)
 limitNs = if edgeNs < 0 then -1 else floorNs(t: edgeNs)
 
@@ -93,15 +94,17 @@ hasNormal = leaseFree and limitNs >= 0 and (if wmMs >= 0 then limitNs > wmMs * m
 // the service and InfluxDB is involved. The part of the span below the watermark is
 // rebuilt here, one chunk per run (the rest is re-queued just after the cursor); the part
 // above it is the normal window's job anyway.
-cursorNs = statusMax(measurement: "tvflux_dirty_cursor", field: "marker_ns", tierName: tier)
+cursorNs = statusLatest(measurement: "tvflux_dirty_cursor", field: "marker_ns", tierName: tier)
 markers = (stop) => from(bucket: statusBucket)
     |> range(start: time(v: cursorNs + 1), stop: stop)
     |> filter(fn: (r) => r._measurement == "tvflux_dirty" and r.tier == tier)
-newest = if leaseFree then markers(stop: farFuture) |> filter(fn: (r) => r._field == "start_ms") |> keep(columns: ["_time"]) |> group() |> sort(columns: ["_time"], desc: true) |> limit(n: 1) |> findColumn(fn: (key) => true, column: "_time") else []
+// last() / min() / max() straight after the filters are pushed down (the group() that
+// follows only merges their one row per series): storage does the work, not Flux
+newest = if leaseFree then markers(stop: farFuture) |> filter(fn: (r) => r._field == "start_ms") |> last() |> keep(columns: ["_time"]) |> group() |> sort(columns: ["_time"], desc: true) |> limit(n: 1) |> findColumn(fn: (key) => true, column: "_time") else []
 hasMarkers = length(arr: newest) > 0
 newCursorNs = if hasMarkers then int(v: newest[0]) else cursorNs
-dirtyFrom = if hasMarkers then markers(stop: time(v: newCursorNs + 1)) |> filter(fn: (r) => r._field == "start_ms") |> group() |> min() |> findColumn(fn: (key) => true, column: "_value") else []
-dirtyTo = if hasMarkers then markers(stop: time(v: newCursorNs + 1)) |> filter(fn: (r) => r._field == "end_ms") |> group() |> max() |> findColumn(fn: (key) => true, column: "_value") else []
+dirtyFrom = if hasMarkers then markers(stop: time(v: newCursorNs + 1)) |> filter(fn: (r) => r._field == "start_ms") |> min() |> group() |> min() |> findColumn(fn: (key) => true, column: "_value") else []
+dirtyTo = if hasMarkers then markers(stop: time(v: newCursorNs + 1)) |> filter(fn: (r) => r._field == "end_ms") |> max() |> group() |> max() |> findColumn(fn: (key) => true, column: "_value") else []
 hasSpan = length(arr: dirtyFrom) > 0 and length(arr: dirtyTo) > 0
 dirtyStartNs = if hasSpan then floorNs(t: dirtyFrom[0] * msNs) else 0
 dirtyLimitNs = if hasSpan then minInt(a: ceilNs(t: dirtyTo[0] * msNs), b: wmMs * msNs) else 0

@@ -9,6 +9,7 @@ second resolutions, which no tier can serve).
 
 from __future__ import annotations
 
+import calendar
 import csv
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -19,7 +20,8 @@ from service.core.plan import Plan
 from service.core.resolution import Resolution
 from service.core.segments import Segment, history_segments
 
-__all__ = ["BarRows", "CsvReader", "QueryFailed", "Segment", "compose", "history_span", "plan_segments", "roll_up"]
+__all__ = ["BarRows", "CsvReader", "QueryFailed", "Segment", "compose", "history_span", "plan_segments",
+           "rfc3339_ms", "roll_up"]
 
 
 def history_span(resolution: Resolution, from_ms: int, to_ms: int) -> tuple[int, int]:
@@ -69,6 +71,27 @@ class BarRows:
 
 
 _FIELD_INDEX = {"open": 0, "high": 1, "low": 2, "close": 3, "volume": 4}
+
+_DAY_MS: dict[str, int] = {}
+
+
+def rfc3339_ms(text: str) -> int:
+    """Epoch ms (floored) of a UTC time as InfluxDB writes ``_time`` in CSV:
+    ``2024-12-31T19:00:00Z`` or with up to nine fraction digits. The bar queries return
+    ``_time`` as it is rather than converting it in a Flux ``map()``, which costs Flux far
+    more per row than this costs Python."""
+    day = text[:10]
+    base = _DAY_MS.get(day)
+    if base is None:
+        if len(_DAY_MS) > 100_000:
+            _DAY_MS.clear()
+        base = _DAY_MS[day] = calendar.timegm((int(text[:4]), int(text[5:7]), int(text[8:10]), 0, 0, 0)) * 1000
+    if len(text) < 20 or text[10] != "T" or text[-1] != "Z":
+        raise ValueError(f"not an RFC 3339 UTC time: {text!r}")
+    ms = base + int(text[11:13]) * 3_600_000 + int(text[14:16]) * 60_000 + int(text[17:19]) * 1000
+    if text[19] == ".":
+        ms += int((text[20:-1] + "00")[:3])
+    return ms
 
 
 def compose(

@@ -46,7 +46,15 @@ from service.storage.base import ChangedWindow, Deletion, Health, RunReport
 from service.storage.countback import bars_before_by_jumps
 from service.storage.influx.admin import Admin, RunInfo, bucket_specs, describe_api_error
 from service.core.segments import Segment
-from service.storage.influx.compose import BarRows, CsvReader, QueryFailed, compose, plan_segments, roll_up
+from service.storage.influx.compose import (
+    BarRows,
+    CsvReader,
+    QueryFailed,
+    compose,
+    plan_segments,
+    rfc3339_ms,
+    roll_up,
+)
 from service.storage.influx.retry import NETWORK_ERRORS as _NETWORK_ERRORS
 from service.storage.influx.retry import RetryPolicy, backoff_s, brief, is_retryable, retry_after_s
 from service.storage.influx.lineproto import encode_trades, series_prefix, split_lines, unique_ns
@@ -57,7 +65,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WATERMARK_TTL_S = 1.0
-_DIALECT = Dialect(header=True, delimiter=",", annotations=[], comment_prefix="#", date_time_format="RFC3339")
+# RFC3339Nano: the bar queries return _time as it is (see flux_queries), at full precision
+_DIALECT = Dialect(header=True, delimiter=",", annotations=[], comment_prefix="#", date_time_format="RFC3339Nano")
 
 
 class InfluxStore:
@@ -101,9 +110,11 @@ class InfluxStore:
         self._admin: Admin | None = None
         self._task_ids: dict[str, str] = {}
         self._status: dict[tuple[str, str, str], tuple[int, int]] = {}  # (m, tier, f) -> (t_ns, v)
-        self._markers: list[tuple[str, int]] = []  # (tier, marker time ns) of recent markers
-        self._marker_spans: dict[tuple[str, int], tuple[int, int]] = {}  # same key -> (start_ms, end_ms)
-        self._status_at = -1e9
+        # tier -> {"count", "start_ms" (least), "end_ms" (greatest)} of its unconsumed markers
+        self._dirty: dict[str, dict[str, int]] = {}
+        self._status_at = -1e9  # negative: never read, or markers written since (see _status_stale)
+        self._status_gen = 0  # bumped by _status_stale: a read that overlapped it is not fresh
+        self._status_refresh: asyncio.Task[None] | None = None
         self._run_lock = asyncio.Lock()
         self._marker_ns = 0
         self._appends = 0  # append() calls so far; a tier that found no data waits for one
@@ -158,6 +169,10 @@ class InfluxStore:
             raise
 
     async def close(self) -> None:
+        refresh, self._status_refresh = self._status_refresh, None
+        if refresh is not None and not refresh.done():
+            refresh.cancel()
+            await asyncio.gather(refresh, return_exceptions=True)
         client, self._client = self._client, None
         if client is not None:
             await client.close()
@@ -257,7 +272,7 @@ class InfluxStore:
             await self._write(self._names.status_bucket, body, gzipped=False)
             # bounded: if no run ever consumes them, the oldest are forgotten (resets only)
             self._pending_changes = (self._pending_changes + stamped)[-10_000:]
-            self._status_at = -1e9  # history must see the new markers (dirty spans) at once
+            self._status_stale()  # history must see the new markers (dirty spans) at once
 
     async def delete_trades(self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None,
                             to_ns: int | None = None) -> Deletion:
@@ -344,12 +359,12 @@ class InfluxStore:
             assert segment.every_ms is not None
             flux = fq.raw_bars_query(self._names, symbol, segment.start_ms, segment.stop_ms, segment.every_ms)
         rows = BarRows()
-        async for t, f, v in self._rows(flux, ("t", "f", "v")):
-            rows.add(int(t), f, float(v))
+        async for t, f, v in self._rows(flux, fq.BAR_COLUMN_NAMES):
+            rows.add(rfc3339_ms(t), f, float(v))
         return rows.sorted()
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
-        await self._read_status()
+        await self._status_for_history()
         tier = self._plan.serving_tier(resolution)
         chain = self._plan.chain(tier) if tier is not None else []
         segments = plan_segments(self._plan, resolution, from_ms, to_ms, self._watermarks(),
@@ -408,30 +423,57 @@ class InfluxStore:
 
     # --- downsampling -------------------------------------------------------------
 
+    def _status_stale(self) -> None:
+        """The cached status misses something history must see at once (dirty markers
+        just written): the next request re-reads it before answering."""
+        self._status_at = -1e9
+        self._status_gen += 1
+
+    async def _status_for_history(self) -> None:
+        """History answers from the cached status and refreshes it in the background once
+        it is ``WATERMARK_TTL_S`` old, so no request waits for that read — a stale watermark
+        is safe (it only ever lags: more is read from the tier below, still exact). Only a
+        status never read, or made stale by markers this store wrote, is read first."""
+        if self._status_at < 0:
+            await self._read_status(force=True)
+        elif time.monotonic() - self._status_at >= WATERMARK_TTL_S and (
+            self._status_refresh is None or self._status_refresh.done()
+        ):
+            self._status_refresh = asyncio.create_task(self._refresh_status())
+
+    async def _refresh_status(self) -> None:
+        try:
+            await self._read_status(force=True)
+        except StoreUnavailable as exc:  # the next request tries again; history stays exact
+            log.warning("could not refresh the downsampling status: %s", exc.message)
+
     async def _read_status(self, *, force: bool = False) -> None:
-        if not force and time.monotonic() - self._status_at < WATERMARK_TTL_S:
+        if not force and 0 <= time.monotonic() - self._status_at < WATERMARK_TTL_S:
             return
+        gen = self._status_gen
+        # bounded: latest point per series and an aggregate of the unconsumed markers per
+        # tier, however many runs and markers the status bucket holds (see status_query)
         status: dict[tuple[str, str, str], tuple[int, int]] = {}
-        spans: dict[tuple[str, int], dict[str, int]] = {}
-        async for m, tier, f, t, v in self._rows(fq.status_query(self._names), ("m", "tier", "f", "t", "v")):
+        dirty: dict[str, dict[str, int]] = {}
+        tiers = [t.name for t in self._plan.tiers]
+        async for m, tier, f, t, v in self._rows(fq.status_query(self._names, tiers), ("m", "tier", "f", "t", "v")):
             if m == fr.DIRTY:
-                spans.setdefault((tier, int(t)), {})[f] = int(v)
+                dirty.setdefault(tier, {})[f] = int(v)
             else:
                 status[(m, tier, f)] = (int(t), int(v))
-        self._status, self._status_at = status, time.monotonic()
-        self._markers = sorted(spans)
-        self._marker_spans = {k: (v["start_ms"], v["end_ms"]) for k, v in spans.items() if len(v) == 2}
+        self._status, self._dirty = status, dirty
+        # markers written while this read ran may be missing from it: not fresh then
+        self._status_at = time.monotonic() if gen == self._status_gen else -1e9
 
     def _dirty_span(self, tiers: list[str]) -> tuple[int, int] | None:
         """Envelope of the dirty markers (any symbol: markers carry none) that a tier of
         ``tiers`` has not consumed yet: late trades not yet in every tier serving a
         request, so that span is read from raw trades meanwhile (exact, only slower)."""
         lo = hi = None
-        for (tier, t_ns), (start, end) in self._marker_spans.items():
-            if tier not in tiers:
-                continue
-            cursor = self._value(fr.DIRTY_CURSOR, tier, "marker_ns")
-            if cursor is not None and t_ns <= cursor:
+        for tier in tiers:
+            span = self._dirty.get(tier, {})
+            start, end = span.get("start_ms"), span.get("end_ms")
+            if not span.get("count") or start is None or end is None:
                 continue
             lo = start if lo is None else min(lo, start)
             hi = end if hi is None else max(hi, end)
@@ -445,8 +487,7 @@ class InfluxStore:
         return {t.name: self._value(fr.WATERMARK, t.name, "watermark_ms") for t in self._plan.tiers}
 
     def _pending_markers(self, tier: str) -> int:
-        cursor = self._value(fr.DIRTY_CURSOR, tier, "marker_ns")
-        return sum(1 for name, t_ns in self._markers if name == tier and (cursor is None or t_ns > cursor))
+        return self._dirty.get(tier, {}).get("count", 0)
 
     async def downsampling_status(self, now_ms: int) -> list[TierStatus]:
         await self._read_status(force=True)

@@ -254,7 +254,7 @@ class FakeInflux:
         rng = re.search(r"range\(start: time\(v: (-?\d+)\), stop: time\(v: (-?\d+)\)\)", flux)
         symbol_m = re.search(r"r\.symbol == " + _STR, flux)
         symbol = unflux(symbol_m.group(1)) if symbol_m else None
-        if flux.startswith("maxes = "):
+        if flux.startswith("statusBucket = "):
             return self._status_answer(flux)
         if "schema.tagValues" in flux:
             buckets = [unflux(b) for b in re.findall(r"schema\.tagValues\(bucket: " + _STR, flux)]
@@ -284,8 +284,9 @@ class FakeInflux:
         rows = defaultdict(list)
         for _, f, v, t in self._series(bucket, measurement, symbol):
             if lo <= t < hi and f in ("open", "high", "low", "close", "volume"):
-                rows[f].append([t // 1_000_000, f, float(v)])
-        return [(["t", "f", "v"], sorted(r)) for _, r in sorted(rows.items())]
+                rows[f].append([t, f, float(v)])
+        return [(["_time", "_field", "_value"], [[_rfc3339(t), f, v] for t, f, v in sorted(r)])
+                for _, r in sorted(rows.items())]
 
     def _aggregate(self, bucket: str, symbol: str | None, lo: int, hi: int, every_ns: int):
         trades: dict[int, dict[str, Any]] = defaultdict(dict)
@@ -303,28 +304,45 @@ class FakeInflux:
                 bar[1], bar[2], bar[3], bar[4] = max(bar[1], p), min(bar[2], p), p, bar[4] + s
         tables = []
         for i, name in enumerate(("open", "high", "low", "close", "volume")):
-            tables.append((["t", "f", "v"], [[w // 1_000_000, name, bar[i]] for w, bar in sorted(windows.items())]))
+            tables.append((["_time", "_field", "_value"], [[_rfc3339(w), name, bar[i]] for w, bar in sorted(windows.items())]))
         return tables
 
     def _status_answer(self, flux: str):
-        bucket = unflux(re.search(r"from\(bucket: " + _STR, flux).group(1))
+        """status_query: the latest point of each status series, and per tier the count,
+        least start and greatest end of the markers after its cursor."""
+        bucket = unflux(re.search(r"statusBucket = " + _STR, flux).group(1))
         best: dict[tuple, list] = {}
-        markers = []
+        markers: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
         for m, tags, fields, t in self.points.get(bucket, []):
             for f, v in fields.items():
                 key = (m, tags.get("tier"), f)
-                if m in ("tvflux_watermark", "tvflux_dirty_cursor"):
-                    if key not in best or v > best[key][4]:
-                        best[key] = [m, tags.get("tier"), f, t, v]
-                elif m in ("tvflux_run", "tvflux_lease"):
+                if m in ("tvflux_watermark", "tvflux_dirty_cursor", "tvflux_run", "tvflux_lease"):
                     if key not in best or t >= best[key][3]:
                         best[key] = [m, tags.get("tier"), f, t, v]
-                elif m == "tvflux_dirty" and f == "start_ms":
-                    markers.append([m, tags.get("tier"), f, t, v])
-        return [(["m", "tier", "f", "t", "v"], list(best.values()) + markers)]
+                elif m == "tvflux_dirty":
+                    markers[tags.get("tier")].append((t, f, v))
+        rows = list(best.values())
+        for tier, found in markers.items():
+            cursor = best.get(("tvflux_dirty_cursor", tier, "marker_ns"), [0, 0, 0, 0, -1])[4]
+            starts = [v for t, f, v in found if f == "start_ms" and t > cursor]
+            ends = [v for t, f, v in found if f == "end_ms" and t > cursor]
+            if starts:
+                rows += [["tvflux_dirty", tier, "count", 0, len(starts)], ["tvflux_dirty", tier, "start_ms", 0, min(starts)]]
+            if ends:
+                rows.append(["tvflux_dirty", tier, "end_ms", 0, max(ends)])
+        return [(["m", "tier", "f", "t", "v"], rows)]
 
     def status_point(self, measurement: str, tier: str, field: str, value: int, t_ns: int) -> None:
         self.points.setdefault("tvflux_status", []).append((measurement, {"tier": tier}, {field: value}, t_ns))
+
+
+def _rfc3339(t_ns: int) -> str:
+    """``_time`` as InfluxDB writes it with the RFC3339Nano dialect."""
+    import datetime as dt
+
+    whole, frac = divmod(t_ns, 1_000_000_000)
+    text = dt.datetime.fromtimestamp(whole, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (f".{frac:09d}".rstrip("0") if frac else "") + "Z"
 
 
 def _duration_ns(text: str) -> int:

@@ -36,7 +36,7 @@ from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
 from service.ops.influx_cli import names_from as store_names
 from service.storage.influx.admin import Admin, bucket_specs
-from service.storage.influx.compose import BarRows
+from service.storage.influx.compose import BarRows, rfc3339_ms
 from service.storage.influx.store import InfluxStore
 from tests.reference import reference_bars
 from tests.service.storage.test_contract import as_dicts, assert_same_bars, synthetic
@@ -98,8 +98,8 @@ async def status_points(store: InfluxStore, measurement: str, field: str) -> dic
 
 async def tier_rows(store: InfluxStore, tier: str, symbol: str, start_ms: int, stop_ms: int):
     rows = BarRows()
-    async for t, f, v in store._rows(fq.tier_bars_query(store._names, tier, symbol, start_ms, stop_ms), ("t", "f", "v")):
-        rows.add(int(t), f, float(v))
+    async for t, f, v in store._rows(fq.tier_bars_query(store._names, tier, symbol, start_ms, stop_ms), fq.BAR_COLUMN_NAMES):
+        rows.add(rfc3339_ms(t), f, float(v))
     return rows.sorted()
 
 
