@@ -217,6 +217,7 @@ async def load_dataset(store: Any, influxd: Influxd, spec: Any, symbol: str, log
 def per_second_query(symbol: str, start_ms: int, stop_ms: int, every_ms: int) -> str:
     """The users' approach: per-second bars aggregated to ``every_ms`` by Flux at request
     time, each field with its own pushed-down ``aggregateWindow``."""
+    from service.storage.influx.flux_queries import BAR_COLUMNS
     from service.storage.influx.flux_render import flux_duration, flux_time_ns
 
     parts = [f'        agg(field: "{f}", fn: {fn}),' for f, fn in
@@ -226,7 +227,7 @@ def per_second_query(symbol: str, start_ms: int, stop_ms: int, every_ms: int) ->
         f"    |> range(start: {flux_time_ns(start_ms * NS_PER_MS)}, stop: {flux_time_ns(stop_ms * NS_PER_MS)})\n"
         f'    |> filter(fn: (r) => r._measurement == "bars_1s" and r.symbol == "{symbol}" and r._field == field)\n'
         f'    |> aggregateWindow(every: {flux_duration(every_ms)}, fn: fn, timeSrc: "_start", createEmpty: false)\n'
-        "    |> map(fn: (r) => ({t: int(v: r._time) / 1000000, f: r._field, v: float(v: r._value)}))\n"
+        f"    |> {BAR_COLUMNS}\n"  # as the store's bar queries: keep(), not a per-row map()
         "\nunion(\n    tables: [\n" + "\n".join(parts) + "\n    ],\n)\n"
     )
 
@@ -236,11 +237,12 @@ class Strategies:
         self.store = store
 
     async def _bars(self, flux: str, res: Any, lo: int, hi: int) -> list[Any]:
-        from service.storage.influx.compose import BarRows, compose
+        from service.storage.influx.compose import BarRows, compose, rfc3339_ms
+        from service.storage.influx.flux_queries import BAR_COLUMN_NAMES
 
         rows = BarRows()
-        async for t, f, v in self.store._rows(flux, ("t", "f", "v")):
-            rows.add(int(t), f, float(v))
+        async for t, f, v in self.store._rows(flux, BAR_COLUMN_NAMES):
+            rows.add(rfc3339_ms(t), f, float(v))
         return compose([rows.sorted()], res, lo, hi)
 
     async def tiers(self, symbol: str, res: Any, lo: int, hi: int) -> list[Any]:
@@ -433,7 +435,15 @@ async def _history_again(influxd: Influxd, spec: Any, symbol: str, ranges: dict[
     store = InfluxStore(settings, settings.plan, schedule_tasks=False)
     await store.start()
     try:
-        return await history(store, spec, symbol, ranges, reps, budget_s)
+        # the status read behind InfluxStore.bars when its cache is stale, timed on its own
+        status_ms = []
+        for _ in range(5):
+            began = time.perf_counter()
+            await store._read_status(force=True)
+            status_ms.append(round((time.perf_counter() - began) * 1000, 1))
+        out = await history(store, spec, symbol, ranges, reps, budget_s)
+        out["status_read_ms"] = status_ms
+        return out
     finally:
         await store.close()
 
@@ -461,7 +471,12 @@ def history_only(data_dir: Path, previous: dict[str, Any], reps: int, budget_s: 
     out = dict(previous)
     if "history_fresh" not in out:
         out["history_fresh"] = previous["history"]
+    if "status_read_ms" in hist:
+        if "status_read_ms" in out and "status_read_ms_before" not in out:
+            out["status_read_ms_before"] = out["status_read_ms"]  # as first measured, for the report
+        out["status_read_ms"] = hist.pop("status_read_ms")
     out["history"] = hist
+    out["load_avg_history"] = list(os.getloadavg())
     out["history_measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out["resources_history_rerun"] = res
     return out
