@@ -11,6 +11,7 @@ import logging
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
 
 from service.core.errors import InvalidMessage, PayloadTooLarge, TvfluxError, Unauthorized, error_payload
 from service.core.models import ErrorBody, ErrorMessage
@@ -52,7 +53,7 @@ def _unexpected(request: Request, exc: Exception) -> Response:
     return Response(error_payload("internal", "internal error"), status_code=500)
 
 
-EXCEPTION_HANDLERS = {TvfluxError: _tvflux_error, HTTPException: _http_error, Exception: _unexpected}
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {TvfluxError: _tvflux_error, HTTPException: _http_error, Exception: _unexpected}
 
 
 def ws_error(exc: TvfluxError | msgspec.DecodeError | msgspec.ValidationError, sub_id: str | None = None,

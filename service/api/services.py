@@ -22,6 +22,8 @@ from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 
 from service.core.errors import Overloaded, StoreUnavailable
+from service.core.models import Bar
+from service.core.resolution import Resolution
 from service.core.settings import Settings
 from service.core.synthetic import SyntheticMarket
 from service.runtime.clock import now_ms
@@ -90,7 +92,8 @@ class Services:
         self.store_error: str | None = None
         self.ready = False
 
-    async def _live_history(self, symbol, resolution, from_ms, to_ms):  # type: ignore[no-untyped-def]
+    async def _live_history(self, symbol: str, resolution: Resolution, from_ms: int,
+                            to_ms: int) -> tuple[list[Bar], int]:
         snapshot = await self.history.bars(symbol, resolution, from_ms, to_ms)
         return snapshot.bars, snapshot.seq
 

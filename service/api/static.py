@@ -13,6 +13,7 @@ from litestar import Router, get
 from litestar.exceptions import NotFoundException
 from litestar.response import File
 from litestar.static_files import create_static_files_router
+from litestar.types import ControllerRouterHandler
 
 FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
 LIGHTWEIGHT_CHARTS = "node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js"
@@ -48,8 +49,8 @@ def frontend_info() -> dict[str, bool]:
     return {"chartingLibrary": (FRONTEND_DIR / "charting_library" / "charting_library.standalone.js").is_file()}
 
 
-def static_routes() -> list[object]:
-    routes: list[object] = [index_page, admin_page, lightweight_charts, frontend_info]
+def static_routes() -> list[ControllerRouterHandler]:
+    routes: list[ControllerRouterHandler] = [index_page, admin_page, lightweight_charts, frontend_info]
     routes.append(create_static_files_router(path="/static", directories=[FRONTEND_DIR], include_in_schema=False))
     routes.append(create_static_files_router(path="/charting_library", directories=[FRONTEND_DIR / "charting_library"],
                                              include_in_schema=False))

@@ -28,7 +28,8 @@ from service.api.services import Services, ServicesDep
 from service.runtime.clock import now_ms
 from service.core.errors import InvalidMessage, TvfluxError
 from service.runtime.hub import Client, Hub
-from service.core.models import ClientMessage, IngestAck, Ping, Pong, Subscribe, TradesDecoder, Unsubscribe
+from service.core.models import (ClientMessage, ErrorMessage, IngestAck, Ping, Pong, Subscribe, TradesDecoder,
+                                 Unsubscribe)
 from service.core.resolution import parse_resolution
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ async def ws_bars(socket: WebSocket, services: ServicesDep) -> None:
             event = receive.result()
             if event["type"] == "websocket.disconnect":
                 break
-            data = event.get("text") if event.get("text") is not None else event.get("bytes")
+            data = _payload(event)
             sub_id = None
             try:
                 msg = _client_decoder.decode(data or b"")
@@ -140,12 +141,13 @@ async def ws_ingest(socket: WebSocket, services: ServicesDep) -> None:
         seq += 1
         try:
             services.require_ready()
-            if event.get("bytes") is not None:
-                trades = _trades_msgpack.decode_batch(event["bytes"])
+            payload = _payload(event)
+            if isinstance(payload, bytes):
+                trades = _trades_msgpack.decode_batch(payload)
             else:
-                trades = _trades_json.decode_batch(event.get("text") or "")
+                trades = _trades_json.decode_batch(payload)
             result = await services.ingestor.accept(trades, now_ms())
-            reply = IngestAck(seq, result.accepted, result.duplicates)
+            reply: IngestAck | ErrorMessage = IngestAck(seq, result.accepted, result.duplicates)
         except TvfluxError as exc:  # the same codes as POST /api/trades
             reply = ws_error(exc, seq=seq)
         await socket.send_text(_encode(reply).decode())
@@ -156,7 +158,8 @@ async def sse_stream(request: Request, services: ServicesDep, symbol: Query = No
                      resolution: Query = None) -> ServerSentEvent:
     required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
-    services.symbols.require(symbol or "")
+    symbol = symbol or ""
+    services.symbols.require(symbol)
     res = parse_resolution(resolution or "")
     address = _address(request)
     services.connections.acquire(address)
@@ -169,6 +172,12 @@ async def sse_stream(request: Request, services: ServicesDep, symbol: Query = No
         services.connections.release(address)
         raise
     return ServerSentEvent(_sse_events(services, client, address))
+
+
+def _payload(event: Any) -> str | bytes:
+    """A ``websocket.receive`` event's frame: ASGI gives its text or its bytes."""
+    text = event.get("text")
+    return text if text is not None else (event.get("bytes") or b"")
 
 
 def _address(conn: ASGIConnection[Any, Any, Any, Any]) -> str:

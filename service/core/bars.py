@@ -81,6 +81,7 @@ def bucket_starts_ms(resolution: Resolution, ts_ms: np.ndarray) -> np.ndarray:
         edges_arr = np.asarray(edges, dtype=np.int64)
         return edges_arr[np.searchsorted(edges_arr, ts_ms, side="right") - 1]
     size = resolution.size_ms
+    assert size is not None  # only calendar months have no fixed size, handled above
     offset = resolution.bucket_start_ms(0) % size  # Monday offset for weeks, else 0
     return (ts_ms - offset) // size * size + offset
 

@@ -115,9 +115,9 @@ def assess(
     for status in tiers:
         limit = limits.get(status.tier)
         ok = limit is None or status.lagMs is None or status.lagMs <= limit
-        if not ok:
+        if not ok and limit is not None and status.lagMs is not None:
             reasons.append(f"downsampling: tier {status.tier} is {status.lagMs / 1000:.0f}s behind "
-                           f"(limit {limit / 1000:.0f}s)")  # type: ignore[operator]
+                           f"(limit {limit / 1000:.0f}s)")
         if status.error:
             reasons.append(f"downsampling: tier {status.tier}: {status.error}")
         lags.append(TierLag(status.tier, status.lagMs, limit, ok))

@@ -54,7 +54,7 @@ def dirty_dependents(plan: Plan, tier: Tier, rebuilt: Window,
     """What rebuilding ``rebuilt`` in ``tier`` makes dirty in the tiers built from it: their
     bars over the same span, below their own watermarks (a tier that never ran, or whose
     watermark is not past the span, will build those bars in a regular run anyway)."""
-    out = []
+    out: list[DirtyWindow] = []
     if rebuilt.end_ms <= rebuilt.start_ms:
         return out
     for dep in plan.dependents(tier.name):

@@ -34,7 +34,7 @@ import os
 import re
 import shutil
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import IO
 
 import duckdb
@@ -154,7 +154,7 @@ def snapshot_file(path: str, directory: str) -> Manifest:
 def _tables(directory: str) -> list[TableEntry]:
     """Tables and their row counts, from load.sql and the Parquet footers (which is what
     restore compares the loaded tables with)."""
-    out = []
+    out: list[TableEntry] = []
     load = os.path.join(directory, "load.sql")
     if not os.path.exists(load):
         return out
@@ -249,7 +249,7 @@ def lock_holder(path: str) -> str | None:
 # --- tar transport (POST /api/admin/backup) -----------------------------------------------
 
 
-def tar_chunks(directory: str, names: list[str]) -> Iterator[bytes]:
+def tar_chunks(directory: str, names: list[str]) -> Generator[bytes, None, None]:
     """A tar archive of ``names`` (files in ``directory``), produced piece by piece so a
     large backup streams in bounded memory."""
     for name in names:

@@ -17,6 +17,7 @@ importer runs at the end (unless told not to).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -73,7 +74,7 @@ def sources(path: str) -> Iterator[Source]:
         if not members:
             raise bcsv.ImportFormatError(f"{os.path.basename(path)} holds no .csv file")
         for info in members:
-            yield Source(info.filename, info.file_size, lambda info=info: archive.open(info))
+            yield Source(info.filename, info.file_size, functools.partial(archive.open, info))
     else:
         yield Source(os.path.basename(path), os.path.getsize(path), lambda: open(path, "rb"))
 
@@ -158,7 +159,8 @@ class Importer:
         summary.microsecond_rows += chunk.microsecond_rows
         if len(chunk) == 0:
             return
-        ts_ms, ids = chunk.ts_ms, [str(i) for i in chunk.agg_ids.tolist()]
+        ts_ms = chunk.ts_ms
+        ids: list[str | None] = [str(i) for i in chunk.agg_ids.tolist()]
         # The file's span of valid trades, stored now or before (a re-import stores none).
         first, last = int(ts_ms.min()), int(ts_ms.max())
         summary.first_ms = first if summary.first_ms is None else min(summary.first_ms, first)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -131,7 +131,7 @@ class _Series:
 
 
 # (symbol, resolution, from_ms, to_ms) -> (bars, writer seq of the snapshot)
-HistoryFn = Callable[[str, Resolution, int, int], "asyncio.Future[tuple[list[Bar], int]]"]
+HistoryFn = Callable[[str, Resolution, int, int], Awaitable[tuple[list[Bar], int]]]
 
 
 class Hub:

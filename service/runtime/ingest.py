@@ -104,11 +104,11 @@ class Ingestor:
         columns = self._plain_columns(trades, now_ms, earliest_ms)
         if columns is not None:  # the common case, vectorised: valid, no ids
             async with self._lock:
-                batches = []
+                fast_batches = []
                 for symbol, ts_ms, price, size in columns:
                     await self._start_symbol(symbol)
-                    batches.append(TradeColumns(symbol, await self._allocate(symbol, ts_ms), price, size))
-                self._commit(batches)
+                    fast_batches.append(TradeColumns(symbol, await self._allocate(symbol, ts_ms), price, size))
+                self._commit(fast_batches)
             return TradesAccepted(accepted=len(trades), duplicates=0)
         self._validate(trades, now_ms, earliest_ms)
         async with self._lock:
@@ -190,7 +190,7 @@ class Ingestor:
         with_ids = [t for t in group if t.id is not None]
         if not with_ids:
             return group
-        unknown = {t.id for t in with_ids if (symbol, t.id) not in self._ids}
+        unknown = {t.id for t in with_ids if t.id is not None and (symbol, t.id) not in self._ids}
         stored: set[str] = set()
         await self._start_symbol(symbol)
         # A stored duplicate has the same time as its retry. Trades newer than anything the

@@ -29,6 +29,7 @@ def bucket_sql(resolution: Resolution, k_ms: str) -> str:
     if resolution.unit is Unit.MONTH:
         return f"epoch_ms(date_trunc('month', epoch_ms({k_ms})))"
     size = resolution.size_ms
+    assert size is not None  # only calendar months have no fixed size, handled above
     offset = resolution.bucket_start_ms(0) % size
     if offset:
         return f"(({k_ms} - {offset}) // {size} * {size} + {offset})"

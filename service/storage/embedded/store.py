@@ -211,7 +211,8 @@ class EmbeddedStore:
 
     def _delete(self, cursor: duckdb.DuckDBPyConnection, symbol: str, ids: Sequence[str] | None,
                 from_ns: int | None, to_ns: int | None) -> Deletion:
-        where, params = "symbol = ?", [symbol]
+        where = "symbol = ?"
+        params: list[object] = [symbol]
         if ids is not None:
             where += " AND id IN (SELECT unnest(?))"
             params.append(list(ids))

@@ -230,14 +230,16 @@ def _encode_numeric(
         split = [_fixed_point(col[lo:hi]) for col in columns]
         fast = np.logical_and.reduce([ok for _, _, ok in split])
         ts = ts_ns[lo:hi]
-        if bool(fast.all()):
+        all_fast = bool(fast.all())
+        rows: slice | np.ndarray
+        if all_fast:
             rows = slice(None)
         else:
             rows = fast
             slow = np.flatnonzero(~fast)
             extra = None if strings is None else (strings[0], strings[1][lo:hi][slow])
             out.append(_encode_rows_slow(prefix, names, [c[lo:hi][slow] for c in columns], ts[slow], extra))
-        layout = _Layout(int(np.count_nonzero(fast)) if rows is fast else hi - lo)
+        layout = _Layout(hi - lo if all_fast else int(np.count_nonzero(fast)))
         for i, ((m, d, _), name) in enumerate(zip(split, names)):
             layout.const((prefix + b" " if i == 0 else b",") + name + b"=")
             layout.fixed(m[rows], d[rows])
