@@ -10,9 +10,10 @@ Grafana dashboard and alert rules only use names a test finds in a live ``/metri
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from service.api.services import Services
 from service.core.instruments import Histogram
@@ -39,7 +40,7 @@ class _Snapshot:
         self.tiers = tiers
         self.verdict = verdict
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterator[Metric]:
         s = self.services
         yield CounterMetricFamily("tvflux_trades_ingested", "Trades accepted", value=s.ingestor.accepted)
         yield CounterMetricFamily("tvflux_trades_rejected", "Trades refused as invalid", value=s.ingestor.rejected)
@@ -66,7 +67,7 @@ class _Snapshot:
         yield duration
         yield from self._more()
 
-    def _more(self):  # type: ignore[no-untyped-def]
+    def _more(self) -> Iterator[Metric]:
         s = self.services
         writer = s.writer
         info = GaugeMetricFamily("tvflux_build_info", "Version and store kind", labels=["version", "store"])
@@ -121,9 +122,9 @@ class _Snapshot:
                                     value=s.downsampler.last_run_duration_s)
         limit = GaugeMetricFamily("tvflux_downsampling_lag_limit_ms", "Lag past which /health/ready fails",
                                   labels=["tier"])
-        for t in self.verdict.tiers if self.verdict is not None else []:
-            if t.maxLagMs is not None:
-                limit.add_metric([t.tier], t.maxLagMs)
+        for lag in self.verdict.tiers if self.verdict is not None else []:
+            if lag.maxLagMs is not None:
+                limit.add_metric([lag.tier], lag.maxLagMs)
         yield limit
         dirty = GaugeMetricFamily("tvflux_downsampling_dirty_windows", "Windows late trades made dirty, not yet rebuilt",
                                   labels=["tier"])

@@ -84,7 +84,9 @@ class Resolution(msgspec.Struct, frozen=True):
         last = self.bucket_start_ms(to_ms - 1)
         if self.unit is Unit.MONTH:
             return (_month_index(last) - _month_index(first)) // self.count + 1
-        return (last - first) // self.size_ms + 1  # type: ignore[operator]
+        size = self.size_ms
+        assert size is not None  # only calendar months lack a fixed size, handled above
+        return (last - first) // size + 1
 
     def is_multiple_of(self, size_ms: int) -> bool:
         """Whether buckets of ``size_ms`` (aligned to the epoch) tile every bucket exactly."""
@@ -93,7 +95,9 @@ class Resolution(msgspec.Struct, frozen=True):
         if self.unit is Unit.WEEK:
             # Weeks start on a day boundary four days past the epoch.
             return DAY_MS % size_ms == 0
-        return self.size_ms % size_ms == 0  # type: ignore[operator]
+        own = self.size_ms
+        assert own is not None  # only calendar months lack a fixed size, handled above
+        return own % size_ms == 0
 
 
 SECOND_COUNTS = (1, 5, 15, 30)

@@ -26,7 +26,7 @@ whole file. Memory is bounded by the block size (a chunk of rows at a time).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import msgspec
@@ -159,7 +159,7 @@ def read_chunks(stream: IO[bytes], layout: Layout, *, max_time_ms: int,
         yield parse_batch(None, max_time_ms=max_time_ms, malformed=malformed)
 
 
-def parse_batch(batch: pa.RecordBatch | None, *, max_time_ms: int, malformed: list[str] = ()) -> Chunk:  # type: ignore[assignment]
+def parse_batch(batch: pa.RecordBatch | None, *, max_time_ms: int, malformed: Sequence[str] = ()) -> Chunk:
     """Validate and convert one block of text columns (``agg_trade_id``, ``price``,
     ``quantity``, ``transact_time``)."""
     rejects = Rejects()

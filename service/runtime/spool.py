@@ -34,6 +34,7 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -122,7 +123,7 @@ class Spool:
             log.warning("spool: cannot open a segment for writing yet (%s); the first append retries", exc)
         return last
 
-    def _scan(self, path: str, start: int = 0):  # type: ignore[no-untyped-def]
+    def _scan(self, path: str, start: int = 0) -> Iterator[tuple[int, bytes, int]]:
         """(seq, payload, end offset) of every intact record from ``start``."""
         with open(path, "rb") as f:
             f.seek(start)
@@ -162,7 +163,7 @@ class Spool:
             segment = self._segments[-1]
             self._write_record(segment, record)
             if self.fsync_interval_s == 0:
-                os.fsync(self._fd)  # type: ignore[arg-type]
+                os.fsync(self._open_fd())
         except OSError as exc:
             self.write_failures += 1
             if self._fd is not None:
@@ -175,12 +176,17 @@ class Spool:
         else:
             self._dirty = True
 
+    def _open_fd(self) -> int:
+        """The segment being written; callers run only after :meth:`_rotate` opened one."""
+        assert self._fd is not None
+        return self._fd
+
     def _write_record(self, segment: _Segment, record: bytes) -> None:
         """The whole record or an OSError (``os.write`` may write less than asked: on a
         nearly full disk it does, and the rest then fails with ENOSPC)."""
         view = memoryview(record)
         while view:
-            written = os.write(self._fd, view)  # type: ignore[arg-type]
+            written = os.write(self._open_fd(), view)
             if written <= 0:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), segment.path)
             view = view[written:]
@@ -188,12 +194,12 @@ class Spool:
     def _cut_back(self, segment: _Segment) -> None:
         """Drop whatever part of the failed record reached the segment."""
         try:
-            os.ftruncate(self._fd, segment.size)  # type: ignore[arg-type]
+            os.ftruncate(self._open_fd(), segment.size)
         except OSError as exc:
             log.error("spool: cannot cut the failed write off %s (%s); closing it: the torn tail is cut at the "
                       "next start and new records go to a new segment", segment.path, exc)
             try:
-                os.close(self._fd)  # type: ignore[arg-type]
+                os.close(self._open_fd())
             except OSError:
                 pass
             self._fd = None

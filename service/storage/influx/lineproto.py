@@ -29,6 +29,7 @@ no spelling of it round-trips everywhere), empty names, and non-finite floats.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -308,7 +309,8 @@ def encode_trades(
     plain = np.ones(ts.shape[0], dtype=bool)
     plain[with_id] = False
     head = _encode_numeric(prefix, names, (price[plain], size[plain]), ts[plain])
-    quoted = [escape_string_field(ids[i]) for i in with_id]  # type: ignore[index, arg-type]
+    present = cast("list[str]", ids)  # the entries at ``with_id`` are the ones that are not None
+    quoted = [escape_string_field(present[i]) for i in with_id]
     # one join + split turns the Python strings into a NUL-padded bytes column at C speed
     column = np.array("\n".join(quoted).encode().split(b"\n"), dtype=np.bytes_)
     picked = np.asarray(with_id)
