@@ -46,11 +46,11 @@ def measure(n_trades: int, repeat: int) -> dict[str, float]:
     from loadgen.frames import FrameEncoder, TradePool
     from service.api import streams
     from service.core.bars import fold
+    from service.core.models import TradeColumns
+    from service.core.resolution import parse_resolution
     from service.runtime.history import SymbolSet
     from service.runtime.hub import Hub
     from service.runtime.ingest import Ingestor
-    from service.core.models import TradeColumns
-    from service.core.resolution import parse_resolution
     from service.storage.embedded.store import trades_arrow
 
     now = int(time.time() * 1000)
@@ -60,8 +60,8 @@ def measure(n_trades: int, repeat: int) -> dict[str, float]:
     frames = {fmt: FrameEncoder(SYMBOLS, fmt).encode(blocks) for fmt in ("msgpack", "json")}
     n = per * len(SYMBOLS)
     out: dict[str, float] = {}
-    decode_msgpack = getattr(streams, "_trades_msgpack").decode
-    decode_json = getattr(streams, "_trades_json").decode
+    decode_msgpack = streams._trades_msgpack.decode
+    decode_json = streams._trades_json.decode
     out["decode_msgpack"] = best_cpu_us(lambda: decode_msgpack(frames["msgpack"]), n, repeat)
     out["decode_json"] = best_cpu_us(lambda: decode_json(frames["json"]), n, repeat)
     trades = decode_msgpack(frames["msgpack"])

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     s_split, chunks = best_of(args.repeat, lambda: split_lines(payload, 5_000))
     print(f"{'split into 5,000-line requests':<34} {n / s_split / 1e6:6.2f} M lines/s   ({len(chunks)} requests)")
     for level in (1, 5):
-        s_gz, gz = best_of(args.repeat, lambda: gzip.compress(chunks[0], compresslevel=level))
+        s_gz, gz = best_of(args.repeat, lambda level=level: gzip.compress(chunks[0], compresslevel=level))
         print(
             f"{f'gzip one request (level {level})':<34} {len(chunks[0]) / s_gz / 1e6:6.1f} MB/s   "
             f"ratio {len(chunks[0]) / len(gz):.1f}x"

@@ -83,7 +83,7 @@ class Prober:
                                                    "time": int(time.time() * 1000)}]))
                     try:
                         await asyncio.wait_for(stop.wait(), self.interval_s)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 await asyncio.sleep(0.5)  # the last pushes
             finally:

@@ -99,7 +99,7 @@ class HistoryLoad:
                 t0 = time.perf_counter()
                 try:
                     status, body = await conn.request("GET", path)
-                except (HttpError, OSError, asyncio.TimeoutError):
+                except (TimeoutError, HttpError, OSError):
                     self.errors += 1
                     continue
                 elapsed = (time.perf_counter() - t0) * 1000

@@ -132,7 +132,7 @@ class SubscriberPool:
         self._tasks = [asyncio.create_task(self._run(group, gate), name=f"sub-{i}") for i, group in enumerate(self.groups)]
         try:
             await asyncio.wait_for(self._all_ready.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def _mark_ready(self) -> None:
@@ -171,7 +171,7 @@ class SubscriberPool:
                     ws = await connect(self.base_ws + "/ws", compression="deflate" if self.deflate else None,
                                        max_size=None, proxy=None, ping_interval=None, open_timeout=60,
                                        max_queue=None)
-                except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidStatus) as exc:
+                except (TimeoutError, OSError, InvalidHandshake, InvalidStatus) as exc:
                     stats.connect_failures += 1
                     stats.errors[f"connect: {type(exc).__name__}"] += 1
                     return

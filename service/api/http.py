@@ -19,10 +19,10 @@ from service.api.auth import admin_guard, ingest_guard
 from service.api.metrics import render_metrics
 from service.api.ops import OPS_ROUTES, readiness, ready_body
 from service.api.services import Services, ServicesDep
-from service.runtime.clock import now_ms
 from service.core.errors import InvalidMessage, InvalidRange, MissingParameter, TvfluxError
 from service.core.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, TradesAccepted, TradesDecoder
 from service.core.resolution import DAY_COUNTS, MINUTE_COUNTS, SECOND_COUNTS, SUPPORTED
+from service.runtime.clock import now_ms
 
 _trades_decoder = TradesDecoder("json")
 _trades_msgpack = TradesDecoder("msgpack")

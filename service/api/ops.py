@@ -30,14 +30,13 @@ from litestar.response import Stream
 
 from service.api.auth import admin_guard
 from service.api.services import Services
-from service.ops.backup import MANIFEST, remove_tree, tar_chunks
-from service.runtime.clock import now_ms
 from service.core.errors import Overloaded, TvfluxError, Unauthorized
 from service.core.models import TierStatus
+from service.core.readiness import Thresholds, Verdict, WriterState, assess, scheduler_period_ms
+from service.ops.backup import MANIFEST, remove_tree, tar_chunks
+from service.runtime.clock import now_ms
 from service.storage.base import Health
 from service.storage.factory import store_file
-from service.core.readiness import (Thresholds, Verdict, WriterState,
-                               assess, scheduler_period_ms)
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 3.0  # /health/ready answers within about this, even with a hung store
@@ -53,7 +52,7 @@ async def readiness(services: Services) -> tuple[Verdict, list[TierStatus]]:
     """Everything ``/health/ready`` and ``/metrics`` judge, read once."""
     try:  # a hung store must not hang the probe
         health = await asyncio.wait_for(services.store.health(), HEALTH_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         health = Health(False, f"the store did not answer a health check within {HEALTH_TIMEOUT_S:g}s")
     tiers: list[TierStatus] = []
     store_ok, store_error = health.ok, health.error
@@ -138,9 +137,9 @@ async def admin_backup(request: Request) -> Stream:
         # Include what was accepted up to now (bounded: a store outage must not hang us).
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(services.writer.flush()), timeout=10)
-        data_dir = os.path.abspath(settings.data_dir)
+        data_dir = os.path.abspath(settings.data_dir)  # noqa: ASYNC240 - string work, no disk access
         await anyio.to_thread.run_sync(_sweep_stale, data_dir)
-        stamp = dt.datetime.now(tz=dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = dt.datetime.now(tz=dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         tmp = os.path.join(data_dir, f"{BACKUP_TMP_PREFIX}{stamp}-{secrets.token_hex(4)}")
         store = services.store
         started = time.perf_counter()

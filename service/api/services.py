@@ -26,14 +26,14 @@ from service.core.models import Bar
 from service.core.resolution import Resolution
 from service.core.settings import Settings
 from service.core.synthetic import SyntheticMarket
-from service.runtime.clock import now_ms
 from service.runtime.audit import AuditEntry, AuditLog
+from service.runtime.clock import now_ms
 from service.runtime.downsampler import Downsampler
 from service.runtime.history import History, SymbolSet
+from service.runtime.hotwindow import HotWindow
 from service.runtime.hub import Hub
 from service.runtime.ingest import Ingestor
 from service.runtime.sources import RateMeter, backfill_synthetic, run_synthetic
-from service.runtime.hotwindow import HotWindow
 from service.runtime.spool import Spool
 from service.runtime.writer import TradeWriter
 from service.storage.base import Store
@@ -180,7 +180,7 @@ class Services:
             if tasks:
                 try:
                     await asyncio.wait_for(asyncio.shield(self.writer.drain()), timeout=30)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     log.error("shutdown: the store did not take %d trades in time; they stay in the spool and are "
                               "replayed at the next start", self.writer.pending_rows + self.writer.spilled_rows)
             for task in tasks:

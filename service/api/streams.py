@@ -25,12 +25,20 @@ from service.api.auth import check_ingest
 from service.api.errors import ws_error
 from service.api.http import Query, required_params
 from service.api.services import Services, ServicesDep
-from service.runtime.clock import now_ms
 from service.core.errors import InvalidMessage, TvfluxError
-from service.runtime.hub import Client, Hub
-from service.core.models import (ClientMessage, ErrorMessage, IngestAck, Ping, Pong, Subscribe, TradesDecoder,
-                                 Unsubscribe)
+from service.core.models import (
+    ClientMessage,
+    ErrorMessage,
+    IngestAck,
+    Ping,
+    Pong,
+    Subscribe,
+    TradesDecoder,
+    Unsubscribe,
+)
 from service.core.resolution import parse_resolution
+from service.runtime.clock import now_ms
+from service.runtime.hub import Client, Hub
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +205,7 @@ async def _sse_events(services: Services, client: Client, address: str) -> Async
         while client.cut_reason is None:
             try:
                 await asyncio.wait_for(client.wake.wait(), 15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 yield ServerSentEventMessage(comment="keep-alive")  # proxies close idle streams
                 continue
             client.wake.clear()

@@ -76,7 +76,7 @@ class TradesDecoder:
         except msgspec.DecodeError:
             return self._strict.decode(data)
         if all(self._symbol_ok(s) for s in set(map(_symbol_of, trades))):
-            return trades  # type: ignore[return-value]  # Trade's fields, Trade's checks
+            return trades  # the lenient decoder's Trade has Trade's fields and checks
         return self._strict.decode(data)
 
     def decode_batch(self, data: bytes | str) -> list[Trade]:

@@ -239,7 +239,7 @@ def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
     if not problems:
         try:
             settings = Settings(**values)
-            settings.plan  # validate tiers, lookback and grace together
+            _ = settings.plan  # validate tiers, lookback and grace together
         except ConfigError as exc:
             problems.extend(f"{env_name('tiers')}: {p}" for p in exc.problems)
     if problems:

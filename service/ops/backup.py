@@ -34,7 +34,7 @@ import os
 import re
 import shutil
 import tarfile
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from typing import IO
 
 import duckdb
@@ -101,7 +101,7 @@ def snapshot(cursor: duckdb.DuckDBPyConnection, directory: str, source: str) -> 
              for n in names]
     manifest = Manifest(
         format=FORMAT,
-        created_utc=dt.datetime.now(tz=dt.timezone.utc).isoformat(timespec="seconds"),
+        created_utc=dt.datetime.now(tz=dt.UTC).isoformat(timespec="seconds"),
         source=source,
         duckdb_version=duckdb.__version__,
         tvflux_version=_tvflux_version(),

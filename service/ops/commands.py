@@ -101,7 +101,7 @@ def _require_store_file(settings: Any, what: str) -> None:
 def _utc(ms: int | None) -> str:
     if ms is None:
         return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _err(message: str) -> None:
@@ -176,7 +176,7 @@ def cmd_restore(args: argparse.Namespace, settings: Any) -> int:
     if os.path.exists(path) and not args.force:
         _err(f"{path} exists; restoring replaces it (it is kept, renamed *.pre-restore-<time>): pass --force")
         return EXIT_USAGE
-    result = bk.restore(args.dir, settings.data_dir, now=dt.datetime.now(tz=dt.timezone.utc))
+    result = bk.restore(args.dir, settings.data_dir, now=dt.datetime.now(tz=dt.UTC))
     print(f"restored {args.dir} into {path}", file=sys.stderr)
     for table, rows in sorted(result.tables.items()):
         print(f"  {table:<14} {rows:>14,} rows", file=sys.stderr)
@@ -210,9 +210,9 @@ def cmd_import(args: argparse.Namespace, settings: Any) -> int:
 
 async def _import(store: Any, settings: Any, args: argparse.Namespace, url: str | None = None) -> int:
     from service.ops import binance_csv as bcsv
+    from service.ops.importer import FileSummary, Importer, check_published_checksum, sources
     from service.ops.remote import run_downsampling
     from service.runtime.clock import now_ms
-    from service.ops.importer import FileSummary, Importer, check_published_checksum, sources
 
     if url is None:
         await store.start()
@@ -277,8 +277,8 @@ def _print_summary(s: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace, settings: Any) -> int:
-    from service.ops.exporter import parse_time_arg
     from service.core.resolution import parse_resolution
+    from service.ops.exporter import parse_time_arg
 
     resolution = parse_resolution(args.resolution)
     from_ms = parse_time_arg(args.from_, "from")
@@ -294,10 +294,10 @@ def cmd_export(args: argparse.Namespace, settings: Any) -> int:
 
 async def _export(settings: Any, args: argparse.Namespace, resolution: Any, from_ms: int, to_ms: int,
                   online: bool) -> int:
-    from service.storage.factory import build_store
     from service.ops.exporter import CsvBars, HttpSource, LocalSource, ParquetBars, export
     from service.runtime.history import History, SymbolSet
     from service.runtime.writer import TradeWriter
+    from service.storage.factory import build_store
 
     store = None
     if online:

@@ -49,7 +49,7 @@ def parse_time_arg(text: str, name: str) -> int:
             raise InvalidRange(f"--{name} {text!r} is neither epoch seconds nor an ISO date like 2024-01-31 "
                                "or 2024-01-31T12:00:00Z") from None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+            parsed = parsed.replace(tzinfo=dt.UTC)
         seconds = int(parsed.timestamp())  # whole seconds, like /api/bars' from/to
     if seconds < 0:
         raise InvalidRange(f"--{name} must not be before 1970")

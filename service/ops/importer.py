@@ -29,9 +29,9 @@ from typing import IO, Any
 import msgspec
 import numpy as np
 
-from service.ops import binance_csv as bcsv
 from service.core.models import TradeColumns
 from service.core.timestamps import TimestampAllocator
+from service.ops import binance_csv as bcsv
 
 NS_PER_MS = 1_000_000
 HEAD_BYTES = 64 * 1024  # enough lines to recognise the layout

@@ -18,8 +18,8 @@ from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from service.core.errors import StoreUnavailable
 from service.core.plan import Plan, default_plan
 from service.core.settings import Settings
-from service.storage.influx.flux_render import Names, render_all
 from service.storage.influx.admin import Admin
+from service.storage.influx.flux_render import Names, render_all
 
 GENERATED_GLOB = "task_*.flux"
 
@@ -49,7 +49,7 @@ def write_flux_dir(directory: Path, plan: Plan | None = None, names: Names = Nam
 def _when(ms: int | None) -> str:
     if ms is None:
         return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 async def _setup(settings: Settings, out: TextIO, every_ms: int | None = None) -> int:
@@ -73,7 +73,7 @@ async def _status(settings: Settings, out: TextIO, runs: int) -> int:
     store = InfluxStore(settings, settings.plan, auto_setup=False)
     await store.start()
     try:
-        now_ms = int(dt.datetime.now(tz=dt.timezone.utc).timestamp() * 1000)
+        now_ms = int(dt.datetime.now(tz=dt.UTC).timestamp() * 1000)
         tiers = await store.downsampling_status(now_ms)
         runs_by_tier = await store.task_runs(limit=runs)
         for status in tiers:

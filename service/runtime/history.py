@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import TypeVar
 
 import msgspec
@@ -31,9 +31,9 @@ from service.core.errors import InvalidRange, StoreUnavailable, UnknownSymbol
 from service.core.instruments import REQUEST_SECONDS_BOUNDS, LabeledHistograms
 from service.core.models import Bar, BarsResponse, TradeColumns, round_volume
 from service.core.resolution import Resolution, parse_resolution
-from service.storage.base import Store
 from service.runtime.hotwindow import HotWindow
 from service.runtime.writer import TradeWriter
+from service.storage.base import Store
 
 NS_PER_MS = 1_000_000
 T = TypeVar("T")
@@ -58,7 +58,7 @@ class Snapshot(msgspec.Struct, frozen=True):
 
 
 class History:
-    def __init__(self, store: Store, writer: TradeWriter, symbols: "SymbolSet", *, max_bars: int,
+    def __init__(self, store: Store, writer: TradeWriter, symbols: SymbolSet, *, max_bars: int,
                  timeout_s: float | None = None, hot: HotWindow | None = None) -> None:
         self.store = store
         self.timeout_s = timeout_s
@@ -166,7 +166,7 @@ class History:
             return await query
         try:
             return await asyncio.wait_for(query, self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise StoreUnavailable(f"the store did not answer a history query within {self.timeout_s:g}s "
                                    "(slow or not answering); retry later") from None
 
@@ -213,7 +213,7 @@ class SymbolSet:
     def __contains__(self, symbol: str) -> bool:
         return symbol in self._symbols
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter(self._symbols)
 
     def require(self, symbol: str) -> None:

@@ -152,6 +152,7 @@ class HotWindow:
         lo = resolution.bucket_start_ms(ring.lo_ms)
         if lo < ring.lo_ms:
             lo = resolution.next_start_ms(lo)
+        bars: list[Bar] | None
         if countback is None:
             if from_ms < lo:
                 self.misses += 1

@@ -21,12 +21,12 @@ from operator import attrgetter
 import numpy as np
 
 from service.core.errors import InvalidTrade, PayloadTooLarge
+from service.core.models import Trade, TradeColumns, TradesAccepted
+from service.core.timestamps import TimestampAllocator
 from service.runtime.history import SymbolSet
 from service.runtime.hub import Hub
-from service.core.models import Trade, TradeColumns, TradesAccepted
-from service.storage.base import Store
-from service.core.timestamps import TimestampAllocator
 from service.runtime.writer import TradeWriter
+from service.storage.base import Store
 
 NS_PER_MS = 1_000_000
 _id_of, _symbol_of = attrgetter("id"), attrgetter("symbol")

@@ -7,14 +7,14 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from service.runtime.clock import now_ms
 from service.core.errors import Overloaded, TvfluxError
-from service.core.resolution import parse_resolution
-from service.runtime.ingest import Ingestor
 from service.core.models import TradeColumns
-from service.storage.base import Store
+from service.core.resolution import parse_resolution
 from service.core.synthetic import SyntheticMarket
 from service.core.timestamps import TimestampAllocator
+from service.runtime.clock import now_ms
+from service.runtime.ingest import Ingestor
+from service.storage.base import Store
 
 log = logging.getLogger(__name__)
 TICK_MS = 50  # generate every 50 ms: small enough for smooth live bars

@@ -180,7 +180,12 @@ class TradeWriter:
     async def _store_committed_seq(self) -> int:
         if self.store.commits_spool_seq:
             return int(await self.store.committed_spool_seq())
-        try:  # stores that cannot commit it atomically: a marker file (replays are idempotent there)
+        # Stores that cannot commit it atomically: a marker file (replays are idempotent there),
+        # read and written in a worker thread: a busy disk must not stall the event loop.
+        return await asyncio.to_thread(self._read_marker)
+
+    def _read_marker(self) -> int:
+        try:
             with open(self._marker_path()) as f:
                 return int(f.read().strip() or 0)
         except FileNotFoundError:
@@ -196,13 +201,16 @@ class TradeWriter:
             return
         await self.store.append(batches)
         if self.spool is not None:
-            tmp = self._marker_path() + ".tmp"
-            try:
-                with open(tmp, "w") as f:
-                    f.write(str(max_seq))
-                os.replace(tmp, self._marker_path())
-            except OSError as exc:  # retried: appending the same batch again is idempotent there
-                raise SpoolUnavailable(f"cannot record the stored spool position in {tmp}: {exc}") from exc
+            await asyncio.to_thread(self._write_marker, max_seq)
+
+    def _write_marker(self, max_seq: int) -> None:
+        tmp = self._marker_path() + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                f.write(str(max_seq))
+            os.replace(tmp, self._marker_path())
+        except OSError as exc:  # retried: appending the same batch again is idempotent there
+            raise SpoolUnavailable(f"cannot record the stored spool position in {tmp}: {exc}") from exc
 
     def pending_for(self, symbol: str) -> list[TradeColumns]:
         """Trades of ``symbol`` not yet in the store (call under ``visibility.read()``)."""

@@ -12,7 +12,6 @@ import errno
 import json
 import os
 import resource
-import shutil
 import signal
 import socket
 import time
@@ -24,8 +23,19 @@ from websockets.sync.client import connect
 
 from service.runtime.spool import _HEADER, _MAGIC, encode_batches
 from tests.conftest import ServerProcess
-from tests.faults.harness import (Ingest, Row, Subscriber, call, drain_and_stop, is_error_root, loss, record,
-                                  start_raw, stored_ids, wait_until)
+from tests.faults.harness import (
+    Ingest,
+    Row,
+    Subscriber,
+    call,
+    drain_and_stop,
+    is_error_root,
+    loss,
+    record,
+    start_raw,
+    stored_ids,
+    wait_until,
+)
 
 QUIET = {"TVFLUX_SYNTHETIC_RATE": "0", "TVFLUX_FLUSH_INTERVAL_MS": "100", "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "500",
          "TVFLUX_GRACE_MS": "1000", "TVFLUX_LOG_LEVEL": "INFO"}
@@ -273,8 +283,9 @@ def test_torn_spool_tail(tmp_path, servers):
     segments = sorted((tmp_path / "spool").glob("*.seg"), key=lambda p: int(p.stem))
     tail = max(segments, key=lambda p: p.stat().st_size)
     # ...in the middle of writing one more record (never acknowledged): its first half is on disk
-    from service.core.models import TradeColumns
     import numpy as np
+
+    from service.core.models import TradeColumns
     batch = TradeColumns("BTCUSD", np.arange(100, dtype=np.int64) + time.time_ns(), np.full(100, 1.0),
                          np.full(100, 1.0), [f"torn-{k}" for k in range(100)])
     payload = encode_batches([batch])
@@ -439,7 +450,6 @@ def test_hung_influx(influx_server, tmp_path, servers):
     assert ingest.bare_500s() == 0 and not ingest.bad, ingest.bad[:3]
     drain_and_stop(server, timeout_s=60)
     server.start(timeout_s=60)
-    got: set[str] = set()
     # count what InfluxDB holds through the service's own history: every trade has size 1
     volume = heal(server, "BTCUSD", int(time.time()))
     acked = len(ingest.acked)

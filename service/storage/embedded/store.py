@@ -563,7 +563,7 @@ class EmbeddedStore:
         while ingest and downsampling go on (see :mod:`service.ops.backup`)."""
         from service.ops.backup import snapshot  # ops builds on storage; imported when used
 
-        source = os.path.abspath(self.path)
+        source = os.path.abspath(self.path)  # noqa: ASYNC240 - string work, no disk access
         return await self._run(lambda c: snapshot(c, directory, source))
 
     async def trade_count(self) -> int:

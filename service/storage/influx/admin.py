@@ -89,7 +89,7 @@ def _ms(value: Any) -> int | None:
         return None
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
+            value = value.replace(tzinfo=dt.UTC)
         return int(value.timestamp() * 1000)
     return None
 
@@ -262,7 +262,7 @@ class Admin:
         a run for that instant is already queued (InfluxDB refuses a second one)."""
         when = None
         if scheduled_for_s is not None:
-            when = dt.datetime.fromtimestamp(scheduled_for_s, tz=dt.timezone.utc)
+            when = dt.datetime.fromtimestamp(scheduled_for_s, tz=dt.UTC)
         try:
             run = await self._tasks.post_tasks_id_runs_async(task_id, run_manually=RunManually(scheduled_for=when))
         except ApiException as exc:

@@ -13,7 +13,6 @@ import calendar
 import csv
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-
 from service.core.errors import StoreUnavailable
 from service.core.models import Bar
 from service.core.plan import Plan

@@ -80,7 +80,7 @@ def trade_times_query(bucket: str, symbol: str, ids: Sequence[str] | None, from_
 
 def _rfc3339(ns: int) -> str:
     seconds, rest = divmod(ns, 1_000_000_000)
-    return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:09d}Z"
+    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:09d}Z"
 
 
 async def delete_trades(store: StoreInternals, symbol: str, *, ids: Sequence[str] | None, from_ns: int | None,

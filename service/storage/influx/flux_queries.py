@@ -32,7 +32,6 @@ from service.storage.influx.flux_render import (
     measurement,
 )
 
-
 # the columns of the bar queries' answers (see the module docstring)
 BAR_COLUMNS = 'keep(columns: ["_time", "_field", "_value"])'
 BAR_COLUMN_NAMES = ("_time", "_field", "_value")

@@ -39,13 +39,13 @@ from service.core.models import Bar, TierRun, TierStatus, TradeColumns
 from service.core.plan import RAW, Plan
 from service.core.resolution import Resolution
 from service.core.schedule import late_window
+from service.core.segments import Segment
 from service.core.settings import Settings
-from service.storage.influx import flux_queries as fq
-from service.storage.influx import flux_render as fr
 from service.storage.base import ChangedWindow, Deletion, Health, RunReport
 from service.storage.countback import bars_before_by_jumps
+from service.storage.influx import flux_queries as fq
+from service.storage.influx import flux_render as fr
 from service.storage.influx.admin import Admin, RunInfo, bucket_specs, describe_api_error
-from service.core.segments import Segment
 from service.storage.influx.compose import (
     BarRows,
     CsvReader,
@@ -55,9 +55,9 @@ from service.storage.influx.compose import (
     rfc3339_ms,
     roll_up,
 )
+from service.storage.influx.lineproto import encode_trades, series_prefix, split_lines, unique_ns
 from service.storage.influx.retry import NETWORK_ERRORS as _NETWORK_ERRORS
 from service.storage.influx.retry import RetryPolicy, backoff_s, brief, is_retryable, retry_after_s
-from service.storage.influx.lineproto import encode_trades, series_prefix, split_lines, unique_ns
 
 if TYPE_CHECKING:
     from service.ops.backup import Manifest
@@ -538,7 +538,7 @@ class InfluxStore:
             return await self._run_downsampling(now_ms, max_windows)
         try:
             return await asyncio.wait_for(self._run_downsampling(now_ms, max_windows), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RunTimeout(f"downsampling run took longer than {timeout_s}s; retried next time") from None
 
     async def _run_downsampling(self, now_ms: int, max_windows: int | None) -> RunReport:

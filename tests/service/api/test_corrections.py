@@ -98,5 +98,5 @@ def test_cli_trades_delete_opens_the_store_when_no_service_runs(quiet_server):
         entry = json.loads(f.read().splitlines()[-1])
     assert entry["deleted"] == 2 and entry["symbol"] == "LTCUSD" and "store opened directly" in entry["who"]
     s.start()
-    _, bars = s.get(f"/api/bars?symbol=LTCUSD&resolution=1D&countback=1")
+    _, bars = s.get("/api/bars?symbol=LTCUSD&resolution=1D&countback=1")
     assert bars["bars"][0]["volume"] == 2

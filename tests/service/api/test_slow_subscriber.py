@@ -25,7 +25,7 @@ def test_stalled_reader_is_cut_off_and_others_stay_fast(server_factory):
     n = 0
     for symbol in ("BTCUSD", "ETHUSD", "LTCUSD"):
         for res in SUPPORTED:
-            for copy in range(4):
+            for _copy in range(4):
                 slow.send(json.dumps({"op": "subscribe", "id": f"s{n}", "symbol": symbol, "resolution": res}))
                 n += 1
     # ...and the slow client never reads again.

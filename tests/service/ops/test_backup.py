@@ -15,9 +15,9 @@ import time
 import numpy as np
 import pytest
 
-from service.ops import backup as bk
 from service.core.models import TradeColumns
 from service.core.plan import default_plan
+from service.ops import backup as bk
 from service.storage.embedded.store import EmbeddedStore
 
 DAY_MS = 86_400_000

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from service.core.errors import InvalidRange
-from service.ops.exporter import PageTooLarge, export, pages, parse_time_arg
 from service.core.models import Bar
 from service.core.resolution import parse_resolution
+from service.ops.exporter import PageTooLarge, export, pages, parse_time_arg
 from tests.reference import reference_bars
 
 HOUR_MS = 3_600_000
@@ -116,7 +116,7 @@ def test_export_online_and_offline_equals_api_bars(server_factory, tmp_path):
     assert rows == api  # exactly, floats included
 
     out_file = tmp_path / "eth.parquet"
-    parquet = ops([*args[:-4], "--from", dt.datetime.fromtimestamp(frm, tz=dt.timezone.utc).isoformat(), "--to", str(to), "--resolution", "60", "--format", "parquet",
+    parquet = ops([*args[:-4], "--from", dt.datetime.fromtimestamp(frm, tz=dt.UTC).isoformat(), "--to", str(to), "--resolution", "60", "--format", "parquet",
                    "--out", str(out_file)], server.data_dir, TVFLUX_PORT=str(server.port))
     assert parquet.returncode == 0, parquet.stderr
     table = pq.read_table(out_file)

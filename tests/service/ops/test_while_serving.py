@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from service.core.plan import default_plan
+from service.core.resolution import parse_resolution
 from service.storage.embedded.store import EmbeddedStore
 from tests.reference import reference_bars
-from service.core.resolution import parse_resolution
 from tests.service.ops.test_importer import T0_MS, csv_lines, make_trades
 
 TVFLUX = str(Path(sys.executable).parent / "tvflux")

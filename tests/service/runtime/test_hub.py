@@ -3,9 +3,9 @@ the clients that produced them."""
 
 from __future__ import annotations
 
-from service.runtime.hub import Client, Hub, Subscription
 from service.core.models import Bar
 from service.core.resolution import parse_resolution
+from service.runtime.hub import Client, Hub, Subscription
 
 
 def bar(t: int, close: float = 1.0) -> Bar:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from service.core.errors import InvalidTrade, PayloadTooLarge
+from service.core.models import Trade
+from service.core.plan import default_plan
 from service.runtime.history import SymbolSet
 from service.runtime.hub import Hub
 from service.runtime.ingest import Ingestor
-from service.core.models import Trade
-from service.core.plan import default_plan
-from service.storage.embedded.store import EmbeddedStore
 from service.runtime.writer import TradeWriter
+from service.storage.embedded.store import EmbeddedStore
 
 NOW = 1_700_000_000_000
 

@@ -10,8 +10,8 @@ import pytest
 from service.core.errors import Overloaded, StoreUnavailable
 from service.core.models import TradeColumns
 from service.core.plan import default_plan
-from service.storage.embedded.store import EmbeddedStore
 from service.runtime.writer import TradeWriter
+from service.storage.embedded.store import EmbeddedStore
 
 
 class Flaky:

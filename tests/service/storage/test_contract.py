@@ -7,7 +7,6 @@ through ``TVFLUX_INFLUXD`` or ``PATH``); without one its cases are skipped with 
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import numpy as np
@@ -17,9 +16,9 @@ from service.core.models import TradeColumns
 from service.core.plan import default_plan
 from service.core.resolution import DAY_MS, SUPPORTED, parse_resolution
 from service.core.settings import load_settings
-from service.storage.embedded.store import EmbeddedStore
 from service.core.synthetic import SyntheticMarket
 from service.core.timestamps import TimestampAllocator
+from service.storage.embedded.store import EmbeddedStore
 from tests.reference import reference_bars
 
 NOW_MS = 1_700_006_400_000  # a fixed "now" (2023-11-15 00:00 UTC): stores take time as an argument

@@ -341,7 +341,7 @@ def _rfc3339(t_ns: int) -> str:
     import datetime as dt
 
     whole, frac = divmod(t_ns, 1_000_000_000)
-    text = dt.datetime.fromtimestamp(whole, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    text = dt.datetime.fromtimestamp(whole, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return text + (f".{frac:09d}".rstrip("0") if frac else "") + "Z"
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from service.core.plan import RAW, Plan, Tier, build_plan, default_plan
 from service.core.resolution import DAY_MS, HOUR_MS, MINUTE_MS
+from service.ops.influx_cli import write_flux_dir
 from service.storage.influx import flux_queries as fq
 from service.storage.influx import flux_render as fr
-from service.ops.influx_cli import write_flux_dir
 
 ROOT = Path(__file__).resolve().parents[4]
 FLUX_DIR = ROOT / "flux"

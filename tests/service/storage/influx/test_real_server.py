@@ -15,26 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
 from service.core.models import TradeColumns
 from service.core.plan import Plan, default_plan
 from service.core.resolution import DAY_MS, MINUTE_MS, SUPPORTED, parse_resolution
 from service.core.settings import load_settings
+from service.ops.influx_cli import names_from as store_names
 from service.storage.influx import flux_queries as fq
 from service.storage.influx import flux_render as fr
-from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
-
-from service.ops.influx_cli import names_from as store_names
 from service.storage.influx.admin import Admin, bucket_specs
 from service.storage.influx.compose import BarRows, rfc3339_ms
 from service.storage.influx.store import InfluxStore

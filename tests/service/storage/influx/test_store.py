@@ -17,10 +17,10 @@ from service.core.plan import build_plan, default_plan
 from service.core.resolution import DAY_MS, HOUR_MS, MINUTE_MS, SUPPORTED, parse_resolution
 from service.core.settings import Secret, Settings
 from service.storage.influx import flux_render as fr
-from service.storage.influx.store import InfluxStore
 from service.storage.influx.compose import BarRows, CsvReader, QueryFailed, Segment, compose, plan_segments
-from service.storage.influx.retry import RetryPolicy, backoff_s, is_retryable
 from service.storage.influx.lineproto import encode_bars
+from service.storage.influx.retry import RetryPolicy, backoff_s, is_retryable
+from service.storage.influx.store import InfluxStore
 from tests.reference import reference_bars
 from tests.service.storage.influx.fake_influx import ORG, TOKEN, FakeInflux, csv_tables
 
@@ -236,7 +236,7 @@ def test_backoff_is_capped_exponential_with_full_jitter() -> None:
 def test_retry_classification() -> None:
     from influxdb_client.rest import ApiException
 
-    assert is_retryable(ConnectionResetError()) and is_retryable(asyncio.TimeoutError())
+    assert is_retryable(ConnectionResetError()) and is_retryable(TimeoutError())
     assert is_retryable(ApiException(status=503)) and is_retryable(ApiException(status=429))
     assert not is_retryable(ApiException(status=400)) and not is_retryable(ApiException(status=401))
     assert not is_retryable(ValueError())
