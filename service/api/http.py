@@ -256,13 +256,11 @@ async def api_downsampling_run(services: ServicesDep) -> DownsamplingResponse:
 
 
 async def _store_trades(services: Services) -> int | None:
-    """Trades in the store, where it counts them cheaply (the embedded store's
-    ``trade_count``); ``None`` elsewhere (counting an InfluxDB bucket is a full scan)."""
-    count = getattr(services.store, "trade_count", None)
-    if count is None or not services.ready:
+    """Trades in the store, where it counts them cheaply (``Store.trade_count``)."""
+    if not services.ready:
         return None
     try:
-        return int(await count())
+        return await services.store.trade_count()
     except TvfluxError:
         return None
 

@@ -139,6 +139,10 @@ class Store(Protocol):
         newest first, to warm the duplicate filter at start. A store may return fewer
         (none): :meth:`known_ids` still answers for the rest, only more slowly."""
 
+    async def trade_count(self) -> int | None:
+        """How many trades the store holds, where that is cheap to answer (for ``/admin``);
+        ``None`` where it would mean scanning everything (an InfluxDB bucket)."""
+
     async def downsampling_status(self, now_ms: int) -> list[TierStatus]: ...
 
     async def run_downsampling(self, now_ms: int, *, max_windows: int | None = None,

@@ -80,6 +80,9 @@ class FaultInjectingStore:
     async def recent_ids(self, limit: int) -> list[tuple[str, str]]:
         return await self._inner.recent_ids(limit)
 
+    async def trade_count(self) -> int | None:
+        return await self._inner.trade_count()
+
     async def downsampling_status(self, now_ms: int) -> list[TierStatus]:
         return await self._inner.downsampling_status(now_ms)
 

@@ -417,6 +417,10 @@ class InfluxStore:
         bucket at start; :meth:`known_ids` answers duplicates by their own time span."""
         return []
 
+    async def trade_count(self) -> int | None:
+        """None: counting a bucket's points is a scan of all of them."""
+        return None
+
     async def snapshot(self, directory: str) -> Manifest:
         raise NotSupported("the InfluxDB store is backed up with `influx backup`: see scripts/influx-backup.sh "
                            "and docs/backup.md")
