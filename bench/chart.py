@@ -480,7 +480,7 @@ def _meaning(results: dict[str, Any]) -> str:
              "only when that falls short (quiet stretches, the start of the data) one ORDER BY … LIMIT on the "
              "serving tier to find where the 300th bar starts, then one read from there. 1W and 1M pages "
              f"({span('scroll', 'server_p50', ('1W', '1M'))}) ask for 300 weeks or months of a one-year dataset: "
-             "all three statements run and the last reads the whole daily tier; that is above the 3 ms goal here.",
+             "the window, then one tier lookup that finds nothing older, so no third read.",
              f"* **Long ranges**: a year of 1D ({span('range 365d', 'server_p50', ('1D',))}) meets the goal; three "
              f"months of 60 ({span('range 90d', 'server_p50', ('60',))}) is 2,160 bars, and building and encoding "
              "them dominates — the goal of 3 ms is missed there (the store read itself is one table range).",
