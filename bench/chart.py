@@ -58,7 +58,7 @@ PEERS = ("duckdb_sorted", "chdb_raw", "chdb_mv_1m")
 def parse_histogram(text: str, resolution: str) -> tuple[list[float], list[float]]:
     """Cumulative bucket counts of ``tvflux_history_request_seconds`` for one resolution."""
     bounds, counts = [], []
-    prefix = 'tvflux_history_request_seconds_bucket{'
+    prefix = "tvflux_history_request_seconds_bucket{"
     for line in text.splitlines():
         if line.startswith(prefix) and f'resolution="{resolution}"' in line:
             le = line.split('le="', 1)[1].split('"', 1)[0]
@@ -97,8 +97,11 @@ class Server:
     def __init__(self, data_dir: str, rate: int, env: dict[str, str] | None = None) -> None:
         from loadgen.server import SpawnedServer
 
-        self.server = SpawnedServer({"TVFLUX_SYNTHETIC_RATE": str(rate), "TVFLUX_MAX_BARS": "1000000", **(env or {})},
-                                    data_dir=data_dir, log_path=os.path.join(data_dir, "bench-chart-server.log"))
+        self.server = SpawnedServer(
+            {"TVFLUX_SYNTHETIC_RATE": str(rate), "TVFLUX_MAX_BARS": "1000000", **(env or {})},
+            data_dir=data_dir,
+            log_path=os.path.join(data_dir, "bench-chart-server.log"),
+        )
         self.conn: Any = None
 
     async def start(self) -> None:
@@ -139,10 +142,14 @@ async def time_http_cell(server: Server, res: str, make_path: Any, reps: int) ->
     _, text = await server.get("/metrics")
     bounds, after = parse_histogram(text.decode(), res)
     samples.sort()
-    return {"n": reps, "bars": len(bars), "client_p50": round(statistics.median(samples), 3),
-            "client_p95": round(samples[int(0.95 * (len(samples) - 1))], 3),
-            "server_p50": _r(histogram_quantile(bounds, before, after, 0.5)),
-            "server_p95": _r(histogram_quantile(bounds, before, after, 0.95))}
+    return {
+        "n": reps,
+        "bars": len(bars),
+        "client_p50": round(statistics.median(samples), 3),
+        "client_p95": round(samples[int(0.95 * (len(samples) - 1))], 3),
+        "server_p50": _r(histogram_quantile(bounds, before, after, 0.5)),
+        "server_p95": _r(histogram_quantile(bounds, before, after, 0.95)),
+    }
 
 
 def _r(x: float | None) -> float | None:
@@ -177,7 +184,9 @@ class DuckSorted:
             t0 = time.perf_counter()
             con = duckdb.connect(path)
             con.execute(f"ATTACH '{src_db}' AS src (READ_ONLY)")
-            con.execute("CREATE TABLE trades AS SELECT symbol, ts_ns, price, size FROM src.trades ORDER BY symbol, ts_ns")
+            con.execute(
+                "CREATE TABLE trades AS SELECT symbol, ts_ns, price, size FROM src.trades ORDER BY symbol, ts_ns"
+            )
             con.execute("DETACH src")
             con.execute("CHECKPOINT")
             con.close()
@@ -190,7 +199,8 @@ class DuckSorted:
         rows = self.con.execute(
             f"SELECT {b} AS t, arg_min(price, ts_ns), max(price), min(price), arg_max(price, ts_ns), sum(size) "
             f"FROM trades WHERE symbol = ? AND ts_ns < ? GROUP BY t ORDER BY t DESC LIMIT {count}",
-            [symbol, to_ms * NS_PER_MS]).fetchall()
+            [symbol, to_ms * NS_PER_MS],
+        ).fetchall()
         return [Bar(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in reversed(rows)]
 
     def close(self) -> None:
@@ -222,15 +232,21 @@ class ChdbPeer:
             con.close()
             q = self.sess.query
             q("CREATE DATABASE IF NOT EXISTS b")
-            q("CREATE TABLE b.trades (symbol LowCardinality(String), ts_ns Int64, price Float64, size Float64) "
-              "ENGINE = MergeTree ORDER BY (symbol, ts_ns)")
-            q("CREATE TABLE b.bars_1m (symbol LowCardinality(String), t Int64, o AggregateFunction(argMin, Float64, Int64), "
-              "h SimpleAggregateFunction(max, Float64), l SimpleAggregateFunction(min, Float64), "
-              "c AggregateFunction(argMax, Float64, Int64), v SimpleAggregateFunction(sum, Float64)) "
-              "ENGINE = AggregatingMergeTree ORDER BY (symbol, t)")
-            q("CREATE MATERIALIZED VIEW b.mv_1m TO b.bars_1m AS SELECT symbol, intDiv(ts_ns, 60000000000) * 60000 AS t, "
-              "argMinState(price, ts_ns) AS o, max(price) AS h, min(price) AS l, argMaxState(price, ts_ns) AS c, "
-              "sum(size) AS v FROM b.trades GROUP BY symbol, t")
+            q(
+                "CREATE TABLE b.trades (symbol LowCardinality(String), ts_ns Int64, price Float64, size Float64) "
+                "ENGINE = MergeTree ORDER BY (symbol, ts_ns)"
+            )
+            q(
+                "CREATE TABLE b.bars_1m (symbol LowCardinality(String), t Int64, o AggregateFunction(argMin, Float64, Int64), "
+                "h SimpleAggregateFunction(max, Float64), l SimpleAggregateFunction(min, Float64), "
+                "c AggregateFunction(argMax, Float64, Int64), v SimpleAggregateFunction(sum, Float64)) "
+                "ENGINE = AggregatingMergeTree ORDER BY (symbol, t)"
+            )
+            q(
+                "CREATE MATERIALIZED VIEW b.mv_1m TO b.bars_1m AS SELECT symbol, intDiv(ts_ns, 60000000000) * 60000 AS t, "
+                "argMinState(price, ts_ns) AS o, max(price) AS h, min(price) AS l, argMaxState(price, ts_ns) AS c, "
+                "sum(size) AS v FROM b.trades GROUP BY symbol, t"
+            )
             q(f"INSERT INTO b.trades SELECT * FROM file('{parquet}', Parquet)")
             q("OPTIMIZE TABLE b.bars_1m FINAL")
             os.remove(parquet)
@@ -250,7 +266,8 @@ class ChdbPeer:
         return self._rows(
             f"SELECT {b} AS bt, argMin(price, ts_ns), max(price), min(price), argMax(price, ts_ns), sum(size) "
             f"FROM b.trades WHERE symbol = '{symbol}' AND ts_ns < {to_ms * NS_PER_MS} "
-            f"GROUP BY bt ORDER BY bt DESC LIMIT {count}")
+            f"GROUP BY bt ORDER BY bt DESC LIMIT {count}"
+        )
 
     def mv_1m(self, symbol: str, res: Resolution, to_ms: int, count: int) -> list[Bar]:
         b = _bucket_ms_sql(res, "t", clickhouse=True)
@@ -259,7 +276,8 @@ class ChdbPeer:
             f"SELECT {b} AS bt, argMin(o1, t), max(h1), min(l1), argMax(c1, t), sum(v1) FROM ("
             f"SELECT t, argMinMerge(o) AS o1, max(h) AS h1, min(l) AS l1, argMaxMerge(c) AS c1, sum(v) AS v1 "
             f"FROM b.bars_1m WHERE symbol = '{symbol}' AND t < {to_ms} GROUP BY t) "
-            f"GROUP BY bt ORDER BY bt DESC LIMIT {count}")
+            f"GROUP BY bt ORDER BY bt DESC LIMIT {count}"
+        )
 
     def close(self) -> None:
         self.sess.close()
@@ -281,14 +299,32 @@ def time_sync(fn: Any, reps: int, budget_s: float) -> tuple[list[float], Any]:
 # --- the run -------------------------------------------------------------------------------------
 
 
-async def run_chart_bench(data_dir: str, spec: DatasetSpec, scratch_dir: str, *, symbol: str = "BTCUSD",
-                          reps: int = 40, rate: int = 2_000, peers: tuple[str, ...] = PEERS,
-                          peer_reps: int = 10, peer_budget_s: float = 5.0, log: bool = True) -> dict[str, Any]:
+async def run_chart_bench(
+    data_dir: str,
+    spec: DatasetSpec,
+    scratch_dir: str,
+    *,
+    symbol: str = "BTCUSD",
+    reps: int = 40,
+    rate: int = 2_000,
+    peers: tuple[str, ...] = PEERS,
+    peer_reps: int = 10,
+    peer_budget_s: float = 5.0,
+    log: bool = True,
+) -> dict[str, Any]:
     dataset = ensure_dataset(data_dir, spec, log=log)
     src_db = os.path.join(data_dir, DB_NAME)
     end_ms = spec.end_ms
-    results: dict[str, Any] = {"dataset": dataset, "symbol": symbol, "rate": rate, "count": COUNT, "cells": [],
-                               "peers": [], "peer_status": {}, "mismatches": []}
+    results: dict[str, Any] = {
+        "dataset": dataset,
+        "symbol": symbol,
+        "rate": rate,
+        "count": COUNT,
+        "cells": [],
+        "peers": [],
+        "peer_status": {},
+        "mismatches": [],
+    }
     started = time.perf_counter()
     results["loadavg_start"] = list(os.getloadavg())
     # 1. tvflux over HTTP on a copy (the server writes the arriving trades into it)
@@ -304,29 +340,53 @@ async def run_chart_bench(data_dir: str, spec: DatasetSpec, scratch_dir: str, *,
         await asyncio.sleep(3.0)  # trades arriving, a few flushes and a downsampling run
         cells: list[tuple[str, str, Any]] = []
         for res in OPEN_RES:
-            cells.append(("open", res, lambda res=res: f"/api/bars?symbol={symbol}&resolution={res}"
-                                                      f"&countback={COUNT}&to={int(time.time())}"))
+            cells.append(
+                (
+                    "open",
+                    res,
+                    lambda res=res: (
+                        f"/api/bars?symbol={symbol}&resolution={res}&countback={COUNT}&to={int(time.time())}"
+                    ),
+                )
+            )
         for res in OPEN_RES:
             to_s = (end_ms - 7 * DAY_MS) // 1000
-            cells.append(("scroll", res, lambda res=res, to_s=to_s: f"/api/bars?symbol={symbol}&resolution={res}"
-                                                                    f"&countback={COUNT}&to={to_s}"))
+            cells.append(
+                (
+                    "scroll",
+                    res,
+                    lambda res=res, to_s=to_s: (
+                        f"/api/bars?symbol={symbol}&resolution={res}&countback={COUNT}&to={to_s}"
+                    ),
+                )
+            )
         for res, days in (("1D", 365), ("60", 90)):
             lo, hi = (end_ms - days * DAY_MS) // 1000, end_ms // 1000
-            cells.append((f"range {days}d", res, lambda res=res, lo=lo, hi=hi:
-                          f"/api/bars?symbol={symbol}&resolution={res}&from={lo}&to={hi}"))
+            cells.append(
+                (
+                    f"range {days}d",
+                    res,
+                    lambda res=res, lo=lo, hi=hi: f"/api/bars?symbol={symbol}&resolution={res}&from={lo}&to={hi}",
+                )
+            )
         for kind, res, make in cells:
             await server.bars(make())  # warm-up (loads the hot window for ``open``)
             entry = {"kind": kind, "resolution": res, **await time_http_cell(server, res, make, reps)}
             results["cells"].append(entry)
             if log:
-                print(f"  {kind:12} {res:>3}: server p50 {entry['server_p50']} ms, client p50 {entry['client_p50']} ms "
-                      f"({entry['bars']} bars)", file=sys.stderr)
+                print(
+                    f"  {kind:12} {res:>3}: server p50 {entry['server_p50']} ms, client p50 {entry['client_p50']} ms "
+                    f"({entry['bars']} bars)",
+                    file=sys.stderr,
+                )
         for res in OPEN_RES:  # the peers' question, for the bar-for-bar check
-            reference[res] = await server.bars(f"/api/bars?symbol={symbol}&resolution={res}&countback={COUNT}"
-                                               f"&to={end_ms // 1000}")
+            reference[res] = await server.bars(
+                f"/api/bars?symbol={symbol}&resolution={res}&countback={COUNT}&to={end_ms // 1000}"
+            )
         _, metrics = await server.get("/metrics")
-        results["server_metrics_tail"] = [ln for ln in metrics.decode().splitlines()
-                                          if ln.startswith(("process_resident", "tvflux_hot"))]
+        results["server_metrics_tail"] = [
+            ln for ln in metrics.decode().splitlines() if ln.startswith(("process_resident", "tvflux_hot"))
+        ]
     finally:
         await server.stop()
     # 1b. the same chart opens with the hot window off: what the store path costs now
@@ -335,6 +395,7 @@ async def run_chart_bench(data_dir: str, spec: DatasetSpec, scratch_dir: str, *,
     try:
         await asyncio.sleep(3.0)
         for res in OPEN_RES:
+
             def make(res: str = res) -> str:
                 return f"/api/bars?symbol={symbol}&resolution={res}&countback={COUNT}&to={int(time.time())}"
 
@@ -342,8 +403,11 @@ async def run_chart_bench(data_dir: str, spec: DatasetSpec, scratch_dir: str, *,
             entry = {"kind": "open_store", "resolution": res, **await time_http_cell(server, res, make, reps)}
             results["cells"].append(entry)
             if log:
-                print(f"  open (store) {res:>3}: server p50 {entry['server_p50']} ms, client p50 "
-                      f"{entry['client_p50']} ms ({entry['bars']} bars)", file=sys.stderr)
+                print(
+                    f"  open (store) {res:>3}: server p50 {entry['server_p50']} ms, client p50 "
+                    f"{entry['client_p50']} ms ({entry['bars']} bars)",
+                    file=sys.stderr,
+                )
     finally:
         await server.stop()
     # 2. peers at the dataset's end
@@ -375,13 +439,22 @@ async def run_chart_bench(data_dir: str, spec: DatasetSpec, scratch_dir: str, *,
                 diff = compare(reference[res], answer)
                 if diff:
                     results["mismatches"].append({"peer": name, "resolution": res, "diff": diff})
-                entry = {"peer": name, "resolution": res, "n": len(samples), "bars": len(answer),
-                         "p50": round(statistics.median(samples), 3), "p95": round(samples[int(0.95 * (len(samples) - 1))], 3),
-                         "same_bars": diff is None}
+                entry = {
+                    "peer": name,
+                    "resolution": res,
+                    "n": len(samples),
+                    "bars": len(answer),
+                    "p50": round(statistics.median(samples), 3),
+                    "p95": round(samples[int(0.95 * (len(samples) - 1))], 3),
+                    "same_bars": diff is None,
+                }
                 results["peers"].append(entry)
                 if log:
-                    print(f"  peer {name:14} {res:>3}: p50 {entry['p50']} ms ({entry['bars']} bars, "
-                          f"{'identical' if diff is None else diff})", file=sys.stderr)
+                    print(
+                        f"  peer {name:14} {res:>3}: p50 {entry['p50']} ms ({entry['bars']} bars, "
+                        f"{'identical' if diff is None else diff})",
+                        file=sys.stderr,
+                    )
     finally:
         for name in ("duckdb_sorted",):
             fn = peer_objs.get(name)
@@ -405,32 +478,44 @@ def render_section(results: dict[str, Any]) -> str:
     out = ["## The requests charts really send: chart open, scroll-back, long ranges, and the peers"]
     load = results.get("load_note") or (
         f"load average {', '.join(f'{x:.2f}' for x in results.get('loadavg_start', []))} at the start and "
-        f"{', '.join(f'{x:.2f}' for x in results.get('loadavg_end', []))} at the end")
+        f"{', '.join(f'{x:.2f}' for x in results.get('loadavg_end', []))} at the end"
+    )
     out.append(
         f"`tvflux-bench chart` (`bench/chart.py`): `GET /api/bars` for {results['symbol']} over one keep-alive "
         f"connection against `tvflux serve` on a copy of the dataset while its synthetic source publishes "
         f"{results['rate']:,} trades/s (the live edge moves, the writer flushes, the downsampler runs). *Server* "
         "time is the median of `tvflux_history_request_seconds` between two `/metrics` scrapes around each cell "
         "(interpolated inside buckets of 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 4, 5 ms …); *client* time is "
-        f"request to last byte. Conditions: {load}. Run time {results.get('seconds', '?')} s.")
+        f"request to last byte. Conditions: {load}. Run time {results.get('seconds', '?')} s."
+    )
     worst_open, res_open = _worst(cells, "open", "server_p50")
     worst_open_c, res_open_c = _worst(cells, "open", "client_p50")
     worst_scroll, res_scroll = _worst(cells, "scroll", "server_p50")
     worst_range, res_range = _worst([e for e in cells if e["kind"].startswith("range")], "range 365d", "server_p50")
     worst_range90, _ = _worst(cells, "range 90d", "server_p50")
     rows = [
-        ["chart open (countback 300, to = now), every tier resolution and 1W/1M: server p50 ≤ 1 ms",
-         f"worst {fmt_num(worst_open, digits=2)} ms ({res_open})",
-         "**met**" if worst_open is not None and worst_open <= 1 else "**missed**"],
-        ["… end to end over HTTP keep-alive ≤ 2 ms", f"worst {fmt_num(worst_open_c, digits=2)} ms ({res_open_c})",
-         "**met**" if worst_open_c is not None and worst_open_c <= 2 else "**missed**"],
-        ["scroll-back pages (countback 300, to in the past): server p50 ≤ 3 ms",
-         f"worst {fmt_num(worst_scroll, digits=2)} ms ({res_scroll})",
-         "**met**" if worst_scroll is not None and worst_scroll <= 3 else "**missed**"],
-        ["long ranges (1 year of 1D, 3 months of 60): server p50 ≤ 3 ms",
-         f"{fmt_num(worst_range, digits=2)} / {fmt_num(worst_range90, digits=2)} ms",
-         "**met**" if worst_range is not None and worst_range90 is not None and max(worst_range, worst_range90) <= 3
-         else "**missed**"],
+        [
+            "chart open (countback 300, to = now), every tier resolution and 1W/1M: server p50 ≤ 1 ms",
+            f"worst {fmt_num(worst_open, digits=2)} ms ({res_open})",
+            "**met**" if worst_open is not None and worst_open <= 1 else "**missed**",
+        ],
+        [
+            "… end to end over HTTP keep-alive ≤ 2 ms",
+            f"worst {fmt_num(worst_open_c, digits=2)} ms ({res_open_c})",
+            "**met**" if worst_open_c is not None and worst_open_c <= 2 else "**missed**",
+        ],
+        [
+            "scroll-back pages (countback 300, to in the past): server p50 ≤ 3 ms",
+            f"worst {fmt_num(worst_scroll, digits=2)} ms ({res_scroll})",
+            "**met**" if worst_scroll is not None and worst_scroll <= 3 else "**missed**",
+        ],
+        [
+            "long ranges (1 year of 1D, 3 months of 60): server p50 ≤ 3 ms",
+            f"{fmt_num(worst_range, digits=2)} / {fmt_num(worst_range90, digits=2)} ms",
+            "**met**"
+            if worst_range is not None and worst_range90 is not None and max(worst_range, worst_range90) <= 3
+            else "**missed**",
+        ],
     ]
     from loadgen.stats import markdown_table
 
@@ -449,8 +534,12 @@ def render_section(results: dict[str, Any]) -> str:
             f"{fmt_num(closest['p50'], digits=2)} ms, {ratio:.1f}× tvflux's "
             f"{fmt_num(hot[closest['resolution']]['client_p50'], digits=2)} ms. "
             "Peers are built once and cached under `bench/data/` (build time, when built in this run: "
-            + ", ".join(f"{k} {v.get('built_s') or v.get('skipped') or 'cached'}"
-                        for k, v in (results.get("peer_status") or {}).items()) + ").")
+            + ", ".join(
+                f"{k} {v.get('built_s') or v.get('skipped') or 'cached'}"
+                for k, v in (results.get("peer_status") or {}).items()
+            )
+            + ")."
+        )
     out.append(_meaning(results))
     return "\n\n".join(out)
 
@@ -467,27 +556,29 @@ def _meaning(results: dict[str, Any]) -> str:
     tiers = ("1", "5", "15", "60", "240", "1D")
     p50s = [e["p50"] for e in results.get("peers") or []]
     peer_span = f"{fmt_num(min(p50s), digits=0)}–{fmt_num(max(p50s), digits=0)} ms" if p50s else "-"
-    lines = ["### What the numbers mean",
-             f"* **A chart opening is answered from memory**: {span('open', 'server_p50')} server time at every "
-             f"tier resolution and 1W/1M ({span('open', 'client_p50')} end to end), against "
-             f"{span('open_store', 'server_p50')} for the same requests with the window off. The window holds the "
-             "newest 2,500 bars of each (symbol, tier) asked for, kept current by the writer's flushes "
-             "(`service/runtime/hotwindow.py`); `tvflux_hot_window_*` in `/metrics` count its hits, misses, loads "
-             "and invalidations. The server's side of the chart open is under 1 ms; what the client sees on top "
-             "is the HTTP and JSON cost of 300 bars plus this shared machine's scheduling.",
-             f"* **Scroll-back pages come from the store in one bounded read** ({span('scroll', 'server_p50', tiers)} "
-             "for the tier resolutions): `countback` is `Store.bars_before` — the window of exactly 300 buckets, and "
-             "only when that falls short (quiet stretches, the start of the data) one ORDER BY … LIMIT on the "
-             "serving tier to find where the 300th bar starts, then one read from there. 1W and 1M pages "
-             f"({span('scroll', 'server_p50', ('1W', '1M'))}) ask for 300 weeks or months of a one-year dataset: "
-             "the window, then one tier lookup that finds nothing older, so no third read.",
-             f"* **Long ranges**: a year of 1D ({span('range 365d', 'server_p50', ('1D',))}) meets the goal; three "
-             f"months of 60 ({span('range 90d', 'server_p50', ('60',))}) is 2,160 bars, and building and encoding "
-             "them dominates — the goal of 3 ms is missed there (the store read itself is one table range).",
-             "* **The peers** answer the same chart opening from raw trades or from ClickHouse's 1-minute view "
-             f"in {peer_span} on this data; the 1-minute materialized view is the closest, because it is ClickHouse's "
-             "form of a tier — but a chart open still merges the aggregate states of every minute of the range "
-             "(300 days of minutes for 1D). No peer comes within an order of magnitude of the hot window."]
+    lines = [
+        "### What the numbers mean",
+        f"* **A chart opening is answered from memory**: {span('open', 'server_p50')} server time at every "
+        f"tier resolution and 1W/1M ({span('open', 'client_p50')} end to end), against "
+        f"{span('open_store', 'server_p50')} for the same requests with the window off. The window holds the "
+        "newest 2,500 bars of each (symbol, tier) asked for, kept current by the writer's flushes "
+        "(`service/runtime/hotwindow.py`); `tvflux_hot_window_*` in `/metrics` count its hits, misses, loads "
+        "and invalidations. The server's side of the chart open is under 1 ms; what the client sees on top "
+        "is the HTTP and JSON cost of 300 bars plus this shared machine's scheduling.",
+        f"* **Scroll-back pages come from the store in one bounded read** ({span('scroll', 'server_p50', tiers)} "
+        "for the tier resolutions): `countback` is `Store.bars_before` — the window of exactly 300 buckets, and "
+        "only when that falls short (quiet stretches, the start of the data) one ORDER BY … LIMIT on the "
+        "serving tier to find where the 300th bar starts, then one read from there. 1W and 1M pages "
+        f"({span('scroll', 'server_p50', ('1W', '1M'))}) ask for 300 weeks or months of a one-year dataset: "
+        "the window, then one tier lookup that finds nothing older, so no third read.",
+        f"* **Long ranges**: a year of 1D ({span('range 365d', 'server_p50', ('1D',))}) meets the goal; three "
+        f"months of 60 ({span('range 90d', 'server_p50', ('60',))}) is 2,160 bars, and building and encoding "
+        "them dominates — the goal of 3 ms is missed there (the store read itself is one table range).",
+        "* **The peers** answer the same chart opening from raw trades or from ClickHouse's 1-minute view "
+        f"in {peer_span} on this data; the 1-minute materialized view is the closest, because it is ClickHouse's "
+        "form of a tier — but a chart open still merges the aggregate states of every minute of the range "
+        "(300 days of minutes for 1D). No peer comes within an order of magnitude of the hot window.",
+    ]
     return "\n".join(lines)
 
 
@@ -499,16 +590,31 @@ def render(results: dict[str, Any], *, md: bool = False) -> str:
         table = markdown_table  # noqa: F811
 
     out = []
-    kinds = {"open": "chart open: countback 300, to = now (hot window)",
-             "open_store": "the same, hot window off (TVFLUX_HOT_WINDOW_BARS=0: the store)",
-             "scroll": "scroll-back page: countback 300, to = 7 days before the data's end (store)"}
+    kinds = {
+        "open": "chart open: countback 300, to = now (hot window)",
+        "open_store": "the same, hot window off (TVFLUX_HOT_WINDOW_BARS=0: the store)",
+        "scroll": "scroll-back page: countback 300, to = 7 days before the data's end (store)",
+    }
     rows = []
     for e in results["cells"]:
-        rows.append([kinds.get(e["kind"], e["kind"]), e["resolution"], fmt_num(e["bars"]),
-                     fmt_num(e["server_p50"], digits=2), fmt_num(e["server_p95"], digits=2),
-                     fmt_num(e["client_p50"], digits=2), fmt_num(e["client_p95"], digits=2)])
-    out.append(table(rows, ["request", "res", "bars", "server p50 ms", "server p95 ms", "client p50 ms",
-                            "client p95 ms"], **({"align": "llrrrrr"} if md else {})))
+        rows.append(
+            [
+                kinds.get(e["kind"], e["kind"]),
+                e["resolution"],
+                fmt_num(e["bars"]),
+                fmt_num(e["server_p50"], digits=2),
+                fmt_num(e["server_p95"], digits=2),
+                fmt_num(e["client_p50"], digits=2),
+                fmt_num(e["client_p95"], digits=2),
+            ]
+        )
+    out.append(
+        table(
+            rows,
+            ["request", "res", "bars", "server p50 ms", "server p95 ms", "client p50 ms", "client p95 ms"],
+            **({"align": "llrrrrr"} if md else {}),
+        )
+    )
     out.append("")
     if results["peers"]:
         by = {(e["peer"], e["resolution"]): e for e in results["peers"]}
@@ -518,8 +624,12 @@ def render(results: dict[str, Any], *, md: bool = False) -> str:
             row = [res, fmt_num(by.get((names[0], res), {}).get("bars"))]
             for n in names:
                 e = by.get((n, res))
-                row.append("-" if e is None else f"{fmt_num(e['p50'], digits=2)} / {fmt_num(e['p95'], digits=2)}"
-                           + ("" if e["same_bars"] else " (differs)"))
+                row.append(
+                    "-"
+                    if e is None
+                    else f"{fmt_num(e['p50'], digits=2)} / {fmt_num(e['p95'], digits=2)}"
+                    + ("" if e["same_bars"] else " (differs)")
+                )
             prow.append(row)
         out.append(table(prow, ["res", "bars", *[f"{n} p50 / p95 ms" for n in names]]))
     if results["mismatches"]:
@@ -548,8 +658,11 @@ def main(argv: list[str] | None = None) -> int:
 def main_args(args: argparse.Namespace) -> int:
     spec = DatasetSpec(trades=args.trades, days=args.days)
     peers = tuple(x for x in args.peers.split(",") if x)
-    results = asyncio.run(run_chart_bench(args.bench_dir, spec, args.scratch_dir, symbol=args.symbol,
-                                          reps=args.reps, rate=args.rate, peers=peers))
+    results = asyncio.run(
+        run_chart_bench(
+            args.bench_dir, spec, args.scratch_dir, symbol=args.symbol, reps=args.reps, rate=args.rate, peers=peers
+        )
+    )
     print(render(results))
     if args.json:
         with open(args.json, "w") as f:

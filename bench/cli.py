@@ -58,8 +58,10 @@ def cmd_backfill(args: argparse.Namespace, settings: Any) -> int:
     meta = ensure_dataset(args.bench_dir, spec)
     result = {"dataset": meta, "backfill": rebackfill(args.bench_dir, os.path.join(args.bench_dir, "backfill"))}
     b = result["backfill"]
-    print(f"backfill: {b['trades']:,} trades through every tier in {b['seconds']} s "
-          f"({b['trades_per_s']:,} trades/s), peak RSS {b['peak_rss_mb']} MB")
+    print(
+        f"backfill: {b['trades']:,} trades through every tier in {b['seconds']} s "
+        f"({b['trades_per_s']:,} trades/s), peak RSS {b['peak_rss_mb']} MB"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -54,8 +54,9 @@ class TimedRun:
     log_tail: str
 
 
-def run_timed(argv: list[str], env: dict[str, str], log_path: str, *, poll_s: float = 0.1,
-              echo: bool = True) -> TimedRun:
+def run_timed(
+    argv: list[str], env: dict[str, str], log_path: str, *, poll_s: float = 0.1, echo: bool = True
+) -> TimedRun:
     """Run ``argv``, sampling the child's RSS (and its children's) until it exits."""
     started = time.perf_counter()
     with open(log_path, "ab") as log:
@@ -125,9 +126,24 @@ def ensure_dataset(data_dir: str, spec: DatasetSpec, *, log: bool = True) -> dic
     env = cli_env(data_dir)
     if log:
         print(f"generating {spec.trades:,} trades over {spec.days:g} days into {db} …", file=sys.stderr)
-    gen = run_timed(tvflux_argv("generate", "--symbols", ",".join(spec.symbols), "--days", str(spec.days),
-                                "--trades", str(spec.trades), "--seed", str(spec.seed), "--end-ms", str(spec.end_ms)),
-                    env, os.path.join(data_dir, "generate.log"), echo=log)
+    gen = run_timed(
+        tvflux_argv(
+            "generate",
+            "--symbols",
+            ",".join(spec.symbols),
+            "--days",
+            str(spec.days),
+            "--trades",
+            str(spec.trades),
+            "--seed",
+            str(spec.seed),
+            "--end-ms",
+            str(spec.end_ms),
+        ),
+        env,
+        os.path.join(data_dir, "generate.log"),
+        echo=log,
+    )
     if gen.returncode != 0:
         raise RuntimeError(f"tvflux generate failed ({gen.returncode}):\n{gen.log_tail}")
     written = _trade_count(db)
@@ -137,12 +153,22 @@ def ensure_dataset(data_dir: str, spec: DatasetSpec, *, log: bool = True) -> dic
     if down.returncode != 0:
         raise RuntimeError(f"tvflux downsample failed ({down.returncode}):\n{down.log_tail}")
     meta = {
-        "spec": spec.describe(), "complete": True, "trades_written": written,
+        "spec": spec.describe(),
+        "complete": True,
+        "trades_written": written,
         "db_bytes": os.path.getsize(db),
-        "generate": {"seconds": round(gen.seconds, 2), "trades_per_s": round(written / gen.seconds),
-                     "peak_rss_mb": gen.peak_rss_mb, "cpu_s": gen.cpu_s},
-        "backfill": {"seconds": round(down.seconds, 2), "trades_per_s": round(written / down.seconds),
-                     "peak_rss_mb": down.peak_rss_mb, "cpu_s": down.cpu_s},
+        "generate": {
+            "seconds": round(gen.seconds, 2),
+            "trades_per_s": round(written / gen.seconds),
+            "peak_rss_mb": gen.peak_rss_mb,
+            "cpu_s": gen.cpu_s,
+        },
+        "backfill": {
+            "seconds": round(down.seconds, 2),
+            "trades_per_s": round(written / down.seconds),
+            "peak_rss_mb": down.peak_rss_mb,
+            "cpu_s": down.cpu_s,
+        },
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_meta(data_dir, meta)
@@ -175,12 +201,18 @@ def rebackfill(data_dir: str, scratch_dir: str, *, log: bool = True) -> dict[str
     shutil.copyfile(src, dst)
     con = duckdb.connect(dst)
     try:
-        tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'bars_%'").fetchall()]
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'bars_%'"
+            ).fetchall()
+        ]
         for table in tables:
             con.execute(f"DROP TABLE {table}")  # bars_1s too: the copy holds what tvflux needs only
-        con.execute("UPDATE tier_state SET watermark_ms = NULL, last_run_ms = NULL, last_duration_ms = NULL, "
-                    "rows = 0, error = NULL")
+        con.execute(
+            "UPDATE tier_state SET watermark_ms = NULL, last_run_ms = NULL, last_duration_ms = NULL, "
+            "rows = 0, error = NULL"
+        )
         con.execute("DELETE FROM dirty")
         (n,) = con.execute("SELECT count(*) FROM trades").fetchall()[0]
         con.execute("CHECKPOINT")
@@ -188,8 +220,9 @@ def rebackfill(data_dir: str, scratch_dir: str, *, log: bool = True) -> dict[str
         con.close()
     if log:
         print(f"backfill: downsampling {n:,} trades through every tier (fresh tiers) …", file=sys.stderr)
-    run = run_timed(tvflux_argv("downsample"), cli_env(scratch_dir), os.path.join(scratch_dir, "downsample.log"),
-                    echo=log)
+    run = run_timed(
+        tvflux_argv("downsample"), cli_env(scratch_dir), os.path.join(scratch_dir, "downsample.log"), echo=log
+    )
     if run.returncode != 0:
         raise RuntimeError(f"tvflux downsample failed ({run.returncode}):\n{run.log_tail}")
     con = duckdb.connect(dst, read_only=True)
@@ -197,5 +230,11 @@ def rebackfill(data_dir: str, scratch_dir: str, *, log: bool = True) -> dict[str
         rows = dict(con.execute("SELECT tier, rows FROM tier_state").fetchall())
     finally:
         con.close()
-    return {"trades": int(n), "seconds": round(run.seconds, 2), "trades_per_s": round(n / run.seconds),
-            "peak_rss_mb": run.peak_rss_mb, "cpu_s": run.cpu_s, "tier_rows": rows}
+    return {
+        "trades": int(n),
+        "seconds": round(run.seconds, 2),
+        "trades_per_s": round(n / run.seconds),
+        "peak_rss_mb": run.peak_rss_mb,
+        "cpu_s": run.cpu_s,
+        "tier_rows": rows,
+    }

@@ -78,56 +78,110 @@ def evaluate(results: dict[str, Any]) -> list[list[str]]:
     if ingest:
         ing = ingest["ingest"]
         lost = ing["trades_sent"] - ing["trades_acked"] - ing["duplicates"]
-        ok = (ing["achieved_per_s"] >= TARGETS["ingest_per_s"] * 0.99 and ingest["measure_s"] >= TARGETS["ingest_s"] * 0.99
-              and lost == 0 and not ing["server_pending_after"])
-        rows.append([f"ingest ≥ {TARGETS['ingest_per_s']:,}/s for {TARGETS['ingest_s']} s, zero loss",
-                     f"{ing['achieved_per_s']:,}/s for {ingest['measure_s']:.0f} s; lost {lost:,}", verdict(ok)])
+        ok = (
+            ing["achieved_per_s"] >= TARGETS["ingest_per_s"] * 0.99
+            and ingest["measure_s"] >= TARGETS["ingest_s"] * 0.99
+            and lost == 0
+            and not ing["server_pending_after"]
+        )
+        rows.append(
+            [
+                f"ingest ≥ {TARGETS['ingest_per_s']:,}/s for {TARGETS['ingest_s']} s, zero loss",
+                f"{ing['achieved_per_s']:,}/s for {ingest['measure_s']:.0f} s; lost {lost:,}",
+                verdict(ok),
+            ]
+        )
     fan = results.get("fanout", {}).get("headline")
     if fan:
         push = fan["config"]["push_interval_ms"] or 0
         p99 = fan["latency_ms"]["p99"]
         subs = fan["subscribers"]
-        ok = (subs["subscriptions"] >= TARGETS["fanout_subs"] and p99 is not None
-              and p99 <= push + TARGETS["fanout_slack_ms"] and subs["starved"] == 0 and subs["cut_off"] == 0
-              and subs["connect_failures"] == 0 and fan["ingest"]["achieved_per_s"] >= 0.97 * fan["config"]["rate"])
-        rows.append([f"fan-out {TARGETS['fanout_subs']:,} subs @ {push} ms, 50k trades/s: p99 ≤ {push + 25} ms, "
-                     "none starved",
-                     f"{subs['subscriptions']:,} subs, ingest {fan['ingest']['achieved_per_s']:,}/s, p99 {ms(p99)} ms, "
-                     f"starved {subs['starved']}, cut {subs['cut_off']}", verdict(ok)])
+        ok = (
+            subs["subscriptions"] >= TARGETS["fanout_subs"]
+            and p99 is not None
+            and p99 <= push + TARGETS["fanout_slack_ms"]
+            and subs["starved"] == 0
+            and subs["cut_off"] == 0
+            and subs["connect_failures"] == 0
+            and fan["ingest"]["achieved_per_s"] >= 0.97 * fan["config"]["rate"]
+        )
+        rows.append(
+            [
+                f"fan-out {TARGETS['fanout_subs']:,} subs @ {push} ms, 50k trades/s: p99 ≤ {push + 25} ms, "
+                "none starved",
+                f"{subs['subscriptions']:,} subs, ingest {fan['ingest']['achieved_per_s']:,}/s, p99 {ms(p99)} ms, "
+                f"starved {subs['starved']}, cut {subs['cut_off']}",
+                verdict(ok),
+            ]
+        )
     hist = results.get("history")
     if hist:
         worst = max((e["p50"] for e in hist["chart"] if e["strategy"] == "tiers"), default=None)
-        rows.append([f"history p50 ≤ {TARGETS['chart_p50_ms']:g} ms for 300 bars, every resolution (store)",
-                     f"worst p50 {ms(worst)} ms", verdict(None if worst is None else worst <= TARGETS["chart_p50_ms"])])
+        rows.append(
+            [
+                f"history p50 ≤ {TARGETS['chart_p50_ms']:g} ms for 300 bars, every resolution (store)",
+                f"worst p50 {ms(worst)} ms",
+                verdict(None if worst is None else worst <= TARGETS["chart_p50_ms"]),
+            ]
+        )
         worst_http = max((e["p50"] for e in hist["chart"] if e["strategy"] == "http"), default=None)
         if worst_http is not None:
-            rows.append(["… the same through HTTP `/api/bars` (end to end)", f"worst p50 {ms(worst_http)} ms",
-                         verdict(worst_http <= TARGETS["chart_p50_ms"])])
+            rows.append(
+                [
+                    "… the same through HTTP `/api/bars` (end to end)",
+                    f"worst p50 {ms(worst_http)} ms",
+                    verdict(worst_http <= TARGETS["chart_p50_ms"]),
+                ]
+            )
         big = max(hist["ranges"].values())
         label = next(k for k, v in hist["ranges"].items() if v == big)
         e = cell(hist, "cells", "duckdb_1s", "1D", label)
         if e is not None:
-            rows.append([f"tiers ≥ {TARGETS['ratio_1d_1y']:.0f}× faster than per-second for 1d over {label} (DuckDB)",
-                         ratio(e["ratio_to_tiers"]), verdict(e["ratio_to_tiers"] >= TARGETS["ratio_1d_1y"])])
+            rows.append(
+                [
+                    f"tiers ≥ {TARGETS['ratio_1d_1y']:.0f}× faster than per-second for 1d over {label} (DuckDB)",
+                    ratio(e["ratio_to_tiers"]),
+                    verdict(e["ratio_to_tiers"] >= TARGETS["ratio_1d_1y"]),
+                ]
+            )
         e = cell(hist, "cells", "redis_1s", "1D", label)
         if e is not None:
-            rows.append(["… against per-second bars in Redis", ratio(e["ratio_to_tiers"]),
-                         verdict(e["ratio_to_tiers"] >= TARGETS["ratio_1d_1y"])])
+            rows.append(
+                [
+                    "… against per-second bars in Redis",
+                    ratio(e["ratio_to_tiers"]),
+                    verdict(e["ratio_to_tiers"] >= TARGETS["ratio_1d_1y"]),
+                ]
+            )
     backfill = results.get("backfill")
     if backfill:
-        rows.append([f"backfill {backfill['trades']:,} trades through all tiers ≤ {TARGETS['backfill_s']:.0f} s",
-                     f"{backfill['seconds']} s ({backfill['trades_per_s']:,} trades/s)",
-                     verdict(backfill["seconds"] <= TARGETS["backfill_s"])])
+        rows.append(
+            [
+                f"backfill {backfill['trades']:,} trades through all tiers ≤ {TARGETS['backfill_s']:.0f} s",
+                f"{backfill['seconds']} s ({backfill['trades_per_s']:,} trades/s)",
+                verdict(backfill["seconds"] <= TARGETS["backfill_s"]),
+            ]
+        )
     dataset = results.get("dataset")
     if dataset:
         g = dataset["generate"]
-        rows.append([f"generate {dataset['trades_written']:,} trades ≤ {TARGETS['generate_s']:.0f} s",
-                     f"{g['seconds']} s ({g['trades_per_s']:,} trades/s)", verdict(g["seconds"] <= TARGETS["generate_s"])])
+        rows.append(
+            [
+                f"generate {dataset['trades_written']:,} trades ≤ {TARGETS['generate_s']:.0f} s",
+                f"{g['seconds']} s ({g['trades_per_s']:,} trades/s)",
+                verdict(g["seconds"] <= TARGETS["generate_s"]),
+            ]
+        )
     peaks = rss_peaks(results)
     if peaks:
         worst = max(peaks.values())
-        rows.append([f"RSS ≤ {TARGETS['rss_mb']:.0f} MB throughout",
-                     f"max {worst:,.0f} MB ({max(peaks, key=peaks.get)})", verdict(worst <= TARGETS["rss_mb"])])
+        rows.append(
+            [
+                f"RSS ≤ {TARGETS['rss_mb']:.0f} MB throughout",
+                f"max {worst:,.0f} MB ({max(peaks, key=peaks.get)})",
+                verdict(worst <= TARGETS["rss_mb"]),
+            ]
+        )
     return rows
 
 
@@ -160,27 +214,76 @@ def runs(step: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
 
 def load_row(name: str, r: dict[str, Any]) -> list[str]:
     ing, res = r["ingest"], r["resources"]
-    return [name, n(ing["target_per_s"]), n(ing["achieved_per_s"]), n(ing["trades_acked"]),
-            n(ing["trades_sent"] - ing["trades_acked"] - ing["duplicates"]), ms(ing["ack_rtt_ms"]["p50"]),
-            ms(ing["ack_rtt_ms"]["p99"]), n(res["server_cpu_avg_pct"]), n(res["server_rss_peak_mb"]),
-            n(res["loadgen_cpu_avg_pct"]), n(res["others_cpu_avg_pct"])]
+    return [
+        name,
+        n(ing["target_per_s"]),
+        n(ing["achieved_per_s"]),
+        n(ing["trades_acked"]),
+        n(ing["trades_sent"] - ing["trades_acked"] - ing["duplicates"]),
+        ms(ing["ack_rtt_ms"]["p50"]),
+        ms(ing["ack_rtt_ms"]["p99"]),
+        n(res["server_cpu_avg_pct"]),
+        n(res["server_rss_peak_mb"]),
+        n(res["loadgen_cpu_avg_pct"]),
+        n(res["others_cpu_avg_pct"]),
+    ]
 
 
-LOAD_HEAD = ["run", "target/s", "achieved/s", "acked", "lost", "ack p50 ms", "ack p99 ms", "server CPU %",
-              "server RSS MB", "loadgen CPU %", "others CPU %"]
+LOAD_HEAD = [
+    "run",
+    "target/s",
+    "achieved/s",
+    "acked",
+    "lost",
+    "ack p50 ms",
+    "ack p99 ms",
+    "server CPU %",
+    "server RSS MB",
+    "loadgen CPU %",
+    "others CPU %",
+]
 
 
 def fan_row(name: str, r: dict[str, Any]) -> list[str]:
     lat, subs, res = r["latency_ms"], r["subscribers"], r["resources"]
-    return [name, n(subs["subscriptions"]), n(subs["connections"]), n(r["ingest"]["achieved_per_s"]),
-            n(subs["frames_per_s"]), ms(lat["p50"]), ms(lat["p95"]), ms(lat["p99"]), ms(lat["max"]),
-            ms(subs["max_gap_ms"]["max"]), f"{subs['starved']}/{subs['cut_off']}", n(r["markers"]["missed"]),
-            n(res["server_cpu_avg_pct"]), n(res["server_rss_peak_mb"]), n(res["loadgen_cpu_avg_pct"]),
-            n(res["others_cpu_avg_pct"])]
+    return [
+        name,
+        n(subs["subscriptions"]),
+        n(subs["connections"]),
+        n(r["ingest"]["achieved_per_s"]),
+        n(subs["frames_per_s"]),
+        ms(lat["p50"]),
+        ms(lat["p95"]),
+        ms(lat["p99"]),
+        ms(lat["max"]),
+        ms(subs["max_gap_ms"]["max"]),
+        f"{subs['starved']}/{subs['cut_off']}",
+        n(r["markers"]["missed"]),
+        n(res["server_cpu_avg_pct"]),
+        n(res["server_rss_peak_mb"]),
+        n(res["loadgen_cpu_avg_pct"]),
+        n(res["others_cpu_avg_pct"]),
+    ]
 
 
-FAN_HEAD = ["run", "subs", "conns", "ingest/s", "frames/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "worst gap ms",
-             "starved/cut", "missed", "server CPU %", "server RSS MB", "loadgen CPU %", "others CPU %"]
+FAN_HEAD = [
+    "run",
+    "subs",
+    "conns",
+    "ingest/s",
+    "frames/s",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+    "worst gap ms",
+    "starved/cut",
+    "missed",
+    "server CPU %",
+    "server RSS MB",
+    "loadgen CPU %",
+    "others CPU %",
+]
 
 
 def history_tables(hist: dict[str, Any]) -> list[str]:
@@ -194,8 +297,11 @@ def history_tables(hist: dict[str, Any]) -> list[str]:
         row = [RES_LABEL.get(r, r), n(base["bars"]) if base else "–"]
         for s in strategies:
             e = cell(hist, "chart", s, r, "300 bars")
-            row.append("–" if e is None else f"{ms(e['p50'])} / {ms(e['p95'])}" +
-                       ("" if s == "tiers" else f" ({ratio(e['ratio_to_tiers'])})"))
+            row.append(
+                "–"
+                if e is None
+                else f"{ms(e['p50'])} / {ms(e['p95'])}" + ("" if s == "tiers" else f" ({ratio(e['ratio_to_tiers'])})")
+            )
         rows.append(row)
     out.append("#### A chart opening: the last 300 bars (p50 / p95 ms, ratio of p50 to tiers)\n")
     out.append(markdown_table(rows, head))
@@ -209,8 +315,11 @@ def history_tables(hist: dict[str, Any]) -> list[str]:
                 if e is None:
                     row.append("–")
                     continue
-                row.append(f"{ms(e['p50'])} / {ms(e['p95'])}" + ("" if s == "tiers" else f" ({ratio(e['ratio_to_tiers'])})")
-                           + (f" n={e['n']}" if e["n"] < 5 else ""))
+                row.append(
+                    f"{ms(e['p50'])} / {ms(e['p95'])}"
+                    + ("" if s == "tiers" else f" ({ratio(e['ratio_to_tiers'])})")
+                    + (f" n={e['n']}" if e["n"] < 5 else "")
+                )
             rows.append(row)
         out.append(f"\n#### Range: {rng} (p50 / p95 ms, ratio of p50 to tiers; n shown when < 5 samples)\n")
         out.append(markdown_table(rows, head))

@@ -60,7 +60,9 @@ def ensure_bars_1s(db_path: str, *, log: bool = True) -> dict[str, Any]:
 
     con = duckdb.connect(db_path)
     try:
-        exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'bars_1s'").fetchall()[0]
+        exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'bars_1s'").fetchall()[
+            0
+        ]
         if exists and exists[0]:
             (rows,) = con.execute("SELECT count(*) FROM bars_1s").fetchall()[0]
             return {"rows": int(rows), "built_seconds": None}
@@ -70,7 +72,8 @@ def ensure_bars_1s(db_path: str, *, log: bool = True) -> dict[str, Any]:
         con.execute(
             "CREATE TABLE bars_1s AS SELECT symbol, ts_ns // 1000000000 * 1000 AS time_ms, "
             "arg_min(price, ts_ns) AS open, max(price) AS high, min(price) AS low, arg_max(price, ts_ns) AS close, "
-            "sum(size) AS volume, count(*) AS trades FROM trades GROUP BY ALL ORDER BY time_ms, symbol")
+            "sum(size) AS volume, count(*) AS trades FROM trades GROUP BY ALL ORDER BY time_ms, symbol"
+        )
         con.execute("CHECKPOINT")
         (rows,) = con.execute("SELECT count(*) FROM bars_1s").fetchall()[0]
         return {"rows": int(rows), "built_seconds": round(time.perf_counter() - t0, 2)}
@@ -114,16 +117,20 @@ class DirectStrategies:
 
     async def duckdb_1s(self, symbol: str, res: Resolution, lo: int, hi: int) -> list[Bar]:
         size = res.size_ms
-        sql = (f"SELECT {_bucket(size, 'time_ms')} AS b, arg_min(open, time_ms), max(high), min(low), "
-               "arg_max(close, time_ms), sum(volume) FROM bars_1s WHERE symbol = ? AND time_ms >= ? AND time_ms < ? "
-               "GROUP BY b ORDER BY b")
+        sql = (
+            f"SELECT {_bucket(size, 'time_ms')} AS b, arg_min(open, time_ms), max(high), min(low), "
+            "arg_max(close, time_ms), sum(volume) FROM bars_1s WHERE symbol = ? AND time_ms >= ? AND time_ms < ? "
+            "GROUP BY b ORDER BY b"
+        )
         return await self._sql(sql, [symbol, lo, hi])
 
     async def raw(self, symbol: str, res: Resolution, lo: int, hi: int) -> list[Bar]:
         size = res.size_ms
-        sql = (f"SELECT {_bucket(size, f'ts_ns // {NS_PER_MS}')} AS b, arg_min(price, ts_ns), max(price), "
-               "min(price), arg_max(price, ts_ns), sum(size) FROM trades WHERE symbol = ? AND ts_ns >= ? AND ts_ns < ? "
-               "GROUP BY b ORDER BY b")
+        sql = (
+            f"SELECT {_bucket(size, f'ts_ns // {NS_PER_MS}')} AS b, arg_min(price, ts_ns), max(price), "
+            "min(price), arg_max(price, ts_ns), sum(size) FROM trades WHERE symbol = ? AND ts_ns >= ? AND ts_ns < ? "
+            "GROUP BY b ORDER BY b"
+        )
         return await self._sql(sql, [symbol, lo * NS_PER_MS, hi * NS_PER_MS])
 
 
@@ -152,9 +159,11 @@ class RedisStrategy:
                     print(f"loading per-second bars of {symbol} into redis-server …", file=sys.stderr)
 
                 def chunks(symbol: str = symbol) -> Any:
-                    reader = con.sql("SELECT time_ms // 1000, open, high, low, close, volume, trades "
-                                     "FROM bars_1s WHERE symbol = $symbol ORDER BY time_ms",
-                                     params={"symbol": symbol}).to_arrow_reader(1_000_000)
+                    reader = con.sql(
+                        "SELECT time_ms // 1000, open, high, low, close, volume, trades "
+                        "FROM bars_1s WHERE symbol = $symbol ORDER BY time_ms",
+                        params={"symbol": symbol},
+                    ).to_arrow_reader(1_000_000)
                     for batch in reader:
                         arr = np.empty(batch.num_rows, dtype=BAR_DTYPE)
                         for i, name in enumerate(BAR_DTYPE.names):
@@ -165,8 +174,12 @@ class RedisStrategy:
         finally:
             con.close()
         self.client = self.server.client()
-        self.load = {"bars_loaded": total, "load_seconds": round(time.perf_counter() - t0, 1),
-                     "redis_used_memory_mb": self.server.info_memory_mb(), "symbols": list(self.symbols)}
+        self.load = {
+            "bars_loaded": total,
+            "load_seconds": round(time.perf_counter() - t0, 1),
+            "redis_used_memory_mb": self.server.info_memory_mb(),
+            "symbols": list(self.symbols),
+        }
 
     def stop(self) -> None:
         if self.client is not None:
@@ -185,9 +198,11 @@ class HttpStrategy:
     def __init__(self, data_dir: str) -> None:
         from loadgen.server import SpawnedServer
 
-        self.server = SpawnedServer({"TVFLUX_SYNTHETIC_RATE": "0", "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "0",
-                                     "TVFLUX_MAX_BARS": "1000000"}, data_dir=data_dir,
-                                    log_path=os.path.join(data_dir, "bench-http-server.log"))
+        self.server = SpawnedServer(
+            {"TVFLUX_SYNTHETIC_RATE": "0", "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "0", "TVFLUX_MAX_BARS": "1000000"},
+            data_dir=data_dir,
+            log_path=os.path.join(data_dir, "bench-http-server.log"),
+        )
         self.conn: Any = None
 
     async def start(self) -> None:
@@ -207,7 +222,8 @@ class HttpStrategy:
         from service.core.models import BarsResponse
 
         status, body = await self.conn.request(
-            "GET", f"/api/bars?symbol={symbol}&resolution={res.text}&from={lo // 1000}&to={hi // 1000}")
+            "GET", f"/api/bars?symbol={symbol}&resolution={res.text}&from={lo // 1000}&to={hi // 1000}"
+        )
         if status != 200:
             raise RuntimeError(f"/api/bars answered {status}: {body[:300]!r}")
         return msgspec.json.decode(body, type=BarsResponse).bars
@@ -216,9 +232,12 @@ class HttpStrategy:
 # --- timing -------------------------------------------------------------------------------
 
 
-async def time_cells(fns: dict[str, Callable[[], Awaitable[list[Bar]]]], reps: dict[str, int],
-                     budget_s: float, min_reps: dict[str, int] | None = None
-                     ) -> dict[str, tuple[list[float], list[Bar]]]:
+async def time_cells(
+    fns: dict[str, Callable[[], Awaitable[list[Bar]]]],
+    reps: dict[str, int],
+    budget_s: float,
+    min_reps: dict[str, int] | None = None,
+) -> dict[str, tuple[list[float], list[Bar]]]:
     """Latencies (ms) and first answer of each strategy for one cell. Each runs once
     untimed (kept as a sample when it took ≥ 1 s), then the strategies take turns, one
     run each per round, until each has ``reps`` samples or spent ``budget_s`` (but at
@@ -234,8 +253,11 @@ async def time_cells(fns: dict[str, Callable[[], Awaitable[list[Bar]]]], reps: d
         samples[name] = [first * 1000] if first >= 1.0 else []
         spent[name] = first if first >= 1.0 else 0.0
     while True:
-        active = [n for n in fns if len(samples[n]) < reps[n]
-                  and (spent[n] < budget_s or len(samples[n]) < max(1, min_reps.get(n, 1)))]
+        active = [
+            n
+            for n in fns
+            if len(samples[n]) < reps[n] and (spent[n] < budget_s or len(samples[n]) < max(1, min_reps.get(n, 1)))
+        ]
         if not active:
             break
         for name in active:
@@ -288,16 +310,34 @@ async def run_history_bench(
     cells = [(r, name, days) for name, days in ranges.items() for r in resolutions]
     chart_reps = max(reps, 30) if reps >= 10 else reps  # chart requests are cheap: more samples
     chart_cells = [(r, f"{BARS_PER_CHART} bars") for r in resolutions]
-    results: dict[str, Any] = {"dataset": dataset, "bars_1s": bars_1s, "symbol": symbol, "end_ms": end,
-                               "strategies": list(strategies), "resolutions": list(resolutions),
-                               "ranges": dict(ranges), "reps": reps, "budget_s": budget_s,
-                               "cells": [], "chart": [], "mismatches": []}
+    results: dict[str, Any] = {
+        "dataset": dataset,
+        "bars_1s": bars_1s,
+        "symbol": symbol,
+        "end_ms": end,
+        "strategies": list(strategies),
+        "resolutions": list(resolutions),
+        "ranges": dict(ranges),
+        "reps": reps,
+        "budget_s": budget_s,
+        "cells": [],
+        "chart": [],
+        "mismatches": [],
+    }
     refs: dict[tuple[str, str], list[Bar]] = {}
 
-    def record(kind: str, strategy: str, res_text: str, label: str, samples: list[float], bars: list[Bar],
-               lo: int) -> None:
-        entry = {"strategy": strategy, "resolution": res_text, "range": label, "from_ms": lo, "to_ms": end,
-                 "bars": len(bars), **summarize(samples)}
+    def record(
+        kind: str, strategy: str, res_text: str, label: str, samples: list[float], bars: list[Bar], lo: int
+    ) -> None:
+        entry = {
+            "strategy": strategy,
+            "resolution": res_text,
+            "range": label,
+            "from_ms": lo,
+            "to_ms": end,
+            "bars": len(bars),
+            **summarize(samples),
+        }
         results[kind].append(entry)
         ref = refs.get((kind, res_text + label))
         if strategy == "tiers":
@@ -305,11 +345,15 @@ async def run_history_bench(
         elif ref is not None:
             diff = compare(ref, bars)
             if diff:
-                results["mismatches"].append({"strategy": strategy, "resolution": res_text, "range": label,
-                                              "diff": diff})
+                results["mismatches"].append(
+                    {"strategy": strategy, "resolution": res_text, "range": label, "diff": diff}
+                )
         if log:
-            print(f"  {kind:5} {strategy:10} {RES_LABEL.get(res_text, res_text):>4} {label:>9}: "
-                  f"p50 {fmt_num(entry['p50'], 'ms', 2)} (n={entry['n']}, {len(bars):,} bars)", file=sys.stderr)
+            print(
+                f"  {kind:5} {strategy:10} {RES_LABEL.get(res_text, res_text):>4} {label:>9}: "
+                f"p50 {fmt_num(entry['p50'], 'ms', 2)} (n={entry['n']}, {len(bars):,} bars)",
+                file=sys.stderr,
+            )
 
     async def bench(fns: dict[str, Callable[[str, Resolution, int, int], Awaitable[list[Bar]]]]) -> None:
         def bound(fn: Any, res: Resolution, lo: int) -> Callable[[], Awaitable[list[Bar]]]:
@@ -320,15 +364,17 @@ async def run_history_bench(
             lo = res.bucket_start_ms(end - days * DAY_MS)
             slow = {name for name in fns if days >= 90 and name in ("duckdb_1s", "redis_1s", "raw")}
             n = {name: slow_reps if name in slow else reps for name in fns}
-            timed = await time_cells({name: bound(fn, res, lo) for name, fn in fns.items()}, n, budget_s,
-                                     {name: slow_reps for name in slow})
+            timed = await time_cells(
+                {name: bound(fn, res, lo) for name, fn in fns.items()}, n, budget_s, {name: slow_reps for name in slow}
+            )
             for strategy, (samples, bars) in timed.items():
                 record("cells", strategy, res_text, label, samples, bars, lo)
         for res_text, label in chart_cells:
             res = parse_resolution(res_text)
             lo = end - BARS_PER_CHART * res.size_ms
-            timed = await time_cells({name: bound(fn, res, lo) for name, fn in fns.items()},
-                                     {name: chart_reps for name in fns}, budget_s)
+            timed = await time_cells(
+                {name: bound(fn, res, lo) for name, fn in fns.items()}, {name: chart_reps for name in fns}, budget_s
+            )
             for strategy, (samples, bars) in timed.items():
                 record("chart", strategy, res_text, label, samples, bars, lo)
 
@@ -397,8 +443,11 @@ def render(results: dict[str, Any]) -> str:
                     continue
                 cell = f"{fmt_num(e['p50'], digits=2)}/{fmt_num(e['p95'], digits=2)}"
                 if s != "tiers" and e.get("ratio_to_tiers"):
-                    cell += f" ({e['ratio_to_tiers']:,.0f}x)" if e["ratio_to_tiers"] >= 10 else \
-                        f" ({e['ratio_to_tiers']:.1f}x)"
+                    cell += (
+                        f" ({e['ratio_to_tiers']:,.0f}x)"
+                        if e["ratio_to_tiers"] >= 10
+                        else f" ({e['ratio_to_tiers']:.1f}x)"
+                    )
                 row.append(cell)
             rows.append(row)
         out.append(f"{title}: p50/p95 ms (ratio of p50 to tiers)")
@@ -434,9 +483,19 @@ def cmd_history(args: argparse.Namespace, settings: Any) -> int:
         print(f"unknown strategies: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
     ranges = {k: v for k, v in RANGES.items() if v <= spec.days}
-    results = asyncio.run(run_history_bench(args.bench_dir, spec, symbol=args.symbol, strategies=strategies,
-                                            ranges=ranges, reps=args.reps, budget_s=args.budget_s,
-                                            slow_reps=args.slow_reps, plan=settings.plan))
+    results = asyncio.run(
+        run_history_bench(
+            args.bench_dir,
+            spec,
+            symbol=args.symbol,
+            strategies=strategies,
+            ranges=ranges,
+            reps=args.reps,
+            budget_s=args.budget_s,
+            slow_reps=args.slow_reps,
+            plan=settings.plan,
+        )
+    )
     print(render(results))
     if args.json:
         with open(args.json, "w") as f:

@@ -56,8 +56,11 @@ DAY_MS = 86_400_000
 PER_SECOND_BUCKET = "persecond"
 
 STRATEGIES = ("tiers", "influx_1s", "raw")
-LABEL = {"tiers": "tvflux tiers (InfluxDB)", "influx_1s": "per-second bars, Flux at request time",
-         "raw": "raw trades, Flux at request time"}
+LABEL = {
+    "tiers": "tvflux tiers (InfluxDB)",
+    "influx_1s": "per-second bars, Flux at request time",
+    "raw": "raw trades, Flux at request time",
+}
 
 
 # --- 1. ingest through the service ---------------------------------------------------------------
@@ -71,20 +74,29 @@ def _writer_stats(url: str) -> dict[str, Any] | None:
         return None
 
 
-def ingest_run(influxd: Influxd, sampler: Sampler, rate: int, duration_s: float, warmup_s: float,
-               scratch: Path) -> dict[str, Any]:
+def ingest_run(
+    influxd: Influxd, sampler: Sampler, rate: int, duration_s: float, warmup_s: float, scratch: Path
+) -> dict[str, Any]:
     """One load run at ``rate`` against a fresh ``tvflux serve`` on InfluxDB (own buckets)."""
     from loadgen.guard import DEFAULT_SYMBOLS
     from loadgen.runner import LoadConfig, run_load
     from loadgen.server import SpawnedServer
 
-    names = {"TVFLUX_INFLUX_BUCKET": f"ingest_{rate}", "TVFLUX_INFLUX_BARS_BUCKET": f"ingest_{rate}_bars",
-             "TVFLUX_INFLUX_STATUS_BUCKET": f"ingest_{rate}_status"}
+    names = {
+        "TVFLUX_INFLUX_BUCKET": f"ingest_{rate}",
+        "TVFLUX_INFLUX_BARS_BUCKET": f"ingest_{rate}_bars",
+        "TVFLUX_INFLUX_STATUS_BUCKET": f"ingest_{rate}_status",
+    }
     data_dir = scratch / f"ingest-{rate}"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
-    env = {**influxd.env(names), "TVFLUX_SYNTHETIC_RATE": "0", "TVFLUX_MAX_BATCH_TRADES": "10000",
-           "TVFLUX_SYMBOLS": ",".join(DEFAULT_SYMBOLS), "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "2000"}
+    env = {
+        **influxd.env(names),
+        "TVFLUX_SYNTHETIC_RATE": "0",
+        "TVFLUX_MAX_BATCH_TRADES": "10000",
+        "TVFLUX_SYMBOLS": ",".join(DEFAULT_SYMBOLS),
+        "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "2000",
+    }
     server = SpawnedServer(env, data_dir=str(data_dir)).start()
     samples: list[dict[str, Any]] = []
     stop = threading.Event()
@@ -94,17 +106,35 @@ def ingest_run(influxd: Influxd, sampler: Sampler, rate: int, duration_s: float,
         while not stop.wait(1.0):
             w = _writer_stats(server.base_url)
             if w is not None:
-                samples.append({"t": round(time.perf_counter() - t0, 2), "stored": w.get("storedRows", 0),
-                                "pending": w.get("pendingRows", 0), "spilled": w.get("spilledRows", 0)})
+                samples.append(
+                    {
+                        "t": round(time.perf_counter() - t0, 2),
+                        "stored": w.get("storedRows", 0),
+                        "pending": w.get("pendingRows", 0),
+                        "spilled": w.get("spilledRows", 0),
+                    }
+                )
 
     watcher = threading.Thread(target=watch, daemon=True)
     sampler.enter(f"ingest {rate}")
     try:
         watcher.start()
         t_begin = time.perf_counter()
-        cfg = LoadConfig(url=server.base_url, pid=server.pid, rate=rate, duration_s=duration_s, warmup_s=warmup_s,
-                         transport="ws", fmt="msgpack", connections=2, frame_trades=10_000, window=4,
-                         subscribers=0, progress=True, drain_timeout_s=5.0)
+        cfg = LoadConfig(
+            url=server.base_url,
+            pid=server.pid,
+            rate=rate,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            transport="ws",
+            fmt="msgpack",
+            connections=2,
+            frame_trades=10_000,
+            window=4,
+            subscribers=0,
+            progress=True,
+            drain_timeout_s=5.0,
+        )
         report = asyncio.run(run_load(cfg))
         publish_end = time.perf_counter() - t_begin
         # how long the writer needs to put the backlog into InfluxDB (bounded)
@@ -131,17 +161,26 @@ def ingest_run(influxd: Influxd, sampler: Sampler, rate: int, duration_s: float,
     shutil.rmtree(data_dir, ignore_errors=True)
     return {
         "server_warnings": warnings,
-        "target_per_s": rate, "measure_s": m, "acked_per_s": ing["achieved_per_s"],
-        "stored_per_s": stored_per_s, "trades_acked": ing["trades_acked"], "trades_sent": ing["trades_sent"],
-        "trades_refused": ing["trades_refused"], "stored_in_influxdb": stored_in_influx,
-        "lost": ing["trades_acked"] - stored_in_influx, "backlog_at_end": backlog_end,
-        "drain_s": round(max(0.0, drained_at - publish_end), 1), "wall_s": round(drained_at, 1),
-        "ack_rtt_ms": ing["ack_rtt_ms"], "influxd_cpu_pct": None,
+        "target_per_s": rate,
+        "measure_s": m,
+        "acked_per_s": ing["achieved_per_s"],
+        "stored_per_s": stored_per_s,
+        "trades_acked": ing["trades_acked"],
+        "trades_sent": ing["trades_sent"],
+        "trades_refused": ing["trades_refused"],
+        "stored_in_influxdb": stored_in_influx,
+        "lost": ing["trades_acked"] - stored_in_influx,
+        "backlog_at_end": backlog_end,
+        "drain_s": round(max(0.0, drained_at - publish_end), 1),
+        "wall_s": round(drained_at, 1),
+        "ack_rtt_ms": ing["ack_rtt_ms"],
+        "influxd_cpu_pct": None,
         "server_cpu_pct": report["resources"].get("server_cpu_avg_pct"),
         "server_rss_mb": report["resources"].get("server_rss_peak_mb"),
         "machine_cpu_pct": report["resources"].get("machine_cpu_avg_pct"),
         "others_cpu_pct": report["resources"].get("others_cpu_avg_pct"),
-        "notes": report.get("notes", []), "writer_samples": samples,
+        "notes": report.get("notes", []),
+        "writer_samples": samples,
     }
 
 
@@ -153,8 +192,14 @@ def _per_second(ts_ns: np.ndarray, price: np.ndarray, size: np.ndarray) -> tuple
     sec = ts_ns // 1_000_000_000
     starts = np.flatnonzero(np.r_[True, sec[1:] != sec[:-1]])
     ends = np.r_[starts[1:], sec.size] - 1
-    return (sec[starts] * 1000, price[starts], np.maximum.reduceat(price, starts),
-            np.minimum.reduceat(price, starts), price[ends], np.add.reduceat(size, starts))
+    return (
+        sec[starts] * 1000,
+        price[starts],
+        np.maximum.reduceat(price, starts),
+        np.minimum.reduceat(price, starts),
+        price[ends],
+        np.add.reduceat(size, starts),
+    )
 
 
 async def load_dataset(store: Any, influxd: Influxd, spec: Any, symbol: str, log: bool = True) -> dict[str, Any]:
@@ -202,13 +247,21 @@ async def load_dataset(store: Any, influxd: Influxd, spec: Any, symbol: str, log
             if log and time.perf_counter() - last_log > 10:
                 last_log = time.perf_counter()
                 el = last_log - started
-                print(f"  loaded {written:,} trades ({written / el:,.0f}/s overall), {bars_1s:,} per-second bars",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  loaded {written:,} trades ({written / el:,.0f}/s overall), {bars_1s:,} per-second bars",
+                    file=sys.stderr,
+                    flush=True,
+                )
     total = time.perf_counter() - started
-    return {"trades": written, "per_second_bars": bars_1s, "seconds": round(total, 1),
-            "trades_per_s": round(written / total), "append_seconds": round(write_s, 1),
-            "append_trades_per_s": round(written / write_s) if write_s else None,
-            "per_second_write_seconds": round(write_1s_s, 1)}
+    return {
+        "trades": written,
+        "per_second_bars": bars_1s,
+        "seconds": round(total, 1),
+        "trades_per_s": round(written / total),
+        "append_seconds": round(write_s, 1),
+        "append_trades_per_s": round(written / write_s) if write_s else None,
+        "per_second_write_seconds": round(write_1s_s, 1),
+    }
 
 
 # --- 3. history ----------------------------------------------------------------------------------
@@ -220,8 +273,10 @@ def per_second_query(symbol: str, start_ms: int, stop_ms: int, every_ms: int) ->
     from service.storage.influx.flux_queries import BAR_COLUMNS
     from service.storage.influx.flux_render import flux_duration, flux_time_ns
 
-    parts = [f'        agg(field: "{f}", fn: {fn}),' for f, fn in
-             (("open", "first"), ("high", "max"), ("low", "min"), ("close", "last"), ("volume", "sum"))]
+    parts = [
+        f'        agg(field: "{f}", fn: {fn}),'
+        for f, fn in (("open", "first"), ("high", "max"), ("low", "min"), ("close", "last"), ("volume", "sum"))
+    ]
     return (
         f'agg = (field, fn) => from(bucket: "{PER_SECOND_BUCKET}")\n'
         f"    |> range(start: {flux_time_ns(start_ms * NS_PER_MS)}, stop: {flux_time_ns(stop_ms * NS_PER_MS)})\n"
@@ -257,8 +312,9 @@ class Strategies:
         return await self._bars(fq.raw_bars_query(self.store._names, symbol, lo, hi, res.size_ms), res, lo, hi)
 
 
-async def history(store: Any, spec: Any, symbol: str, ranges: dict[str, int], reps: int, budget_s: float,
-                  log: bool = True) -> dict[str, Any]:
+async def history(
+    store: Any, spec: Any, symbol: str, ranges: dict[str, int], reps: int, budget_s: float, log: bool = True
+) -> dict[str, Any]:
     from bench.history import (
         BARS_PER_CHART,
         RES_LABEL,
@@ -272,26 +328,45 @@ async def history(store: Any, spec: Any, symbol: str, ranges: dict[str, int], re
     s = Strategies(store)
     fns = {name: getattr(s, name) for name in STRATEGIES}
     end = spec.end_ms
-    out: dict[str, Any] = {"symbol": symbol, "end_ms": end, "ranges": dict(ranges), "resolutions": list(RESOLUTIONS),
-                           "strategies": list(STRATEGIES), "cells": [], "chart": [], "mismatches": []}
+    out: dict[str, Any] = {
+        "symbol": symbol,
+        "end_ms": end,
+        "ranges": dict(ranges),
+        "resolutions": list(RESOLUTIONS),
+        "strategies": list(STRATEGIES),
+        "cells": [],
+        "chart": [],
+        "mismatches": [],
+    }
     started = time.perf_counter()
 
     async def cell(kind: str, res_text: str, label: str, lo: int) -> None:
         res = parse_resolution(res_text)
-        timed = await time_cells({n: (lambda fn=fn: fn(symbol, res, lo, end)) for n, fn in fns.items()},
-                                 {n: reps for n in fns}, budget_s)
+        timed = await time_cells(
+            {n: (lambda fn=fn: fn(symbol, res, lo, end)) for n, fn in fns.items()}, {n: reps for n in fns}, budget_s
+        )
         ref = timed["tiers"][1]
         for name, (samples, bars) in timed.items():
-            entry = {"strategy": name, "resolution": res_text, "range": label, "from_ms": lo, "to_ms": end,
-                     "bars": len(bars), **summarize(samples)}
+            entry = {
+                "strategy": name,
+                "resolution": res_text,
+                "range": label,
+                "from_ms": lo,
+                "to_ms": end,
+                "bars": len(bars),
+                **summarize(samples),
+            }
             out[kind].append(entry)
             if name != "tiers":
                 diff = compare(ref, bars)
                 if diff:
                     out["mismatches"].append({"strategy": name, "resolution": res_text, "range": label, "diff": diff})
             if log:
-                print(f"  {kind:5} {name:10} {RES_LABEL.get(res_text, res_text):>4} {label:>9}: "
-                      f"p50 {fmt_num(entry['p50'], 'ms', 2)} (n={entry['n']}, {len(bars):,} bars)", file=sys.stderr)
+                print(
+                    f"  {kind:5} {name:10} {RES_LABEL.get(res_text, res_text):>4} {label:>9}: "
+                    f"p50 {fmt_num(entry['p50'], 'ms', 2)} (n={entry['n']}, {len(bars):,} bars)",
+                    file=sys.stderr,
+                )
 
     for res_text in RESOLUTIONS:
         res = parse_resolution(res_text)
@@ -312,8 +387,9 @@ async def history(store: Any, spec: Any, symbol: str, ranges: dict[str, int], re
 # --- the whole benchmark -------------------------------------------------------------------------
 
 
-async def _dataset_phase(influxd: Influxd, sampler: Sampler, spec: Any, symbol: str, ranges: dict[str, int],
-                         reps: int, budget_s: float) -> dict[str, Any]:
+async def _dataset_phase(
+    influxd: Influxd, sampler: Sampler, spec: Any, symbol: str, ranges: dict[str, int], reps: int, budget_s: float
+) -> dict[str, Any]:
     from service.core.settings import load_settings
     from service.storage.influx.store import InfluxStore
 
@@ -346,25 +422,54 @@ async def _dataset_phase(influxd: Influxd, sampler: Sampler, spec: Any, symbol: 
             e["run_ms_max"] = ms[-1]
         status = {t.tier: t.watermark for t in await store.downsampling_status(spec.end_ms + 10 * 60_000)}
         tier_points = {t: influxd.count_points(settings.influx_bars_bucket, f"bars_{t}", "close") for t in runs}
-        backfill = {"seconds": round(backfill_s, 1), "trades_per_s": round(load["trades"] / backfill_s),
-                    "runs": runs, "tier_rows": tier_points, "watermarks": status}
+        backfill = {
+            "seconds": round(backfill_s, 1),
+            "trades_per_s": round(load["trades"] / backfill_s),
+            "runs": runs,
+            "tier_rows": tier_points,
+            "watermarks": status,
+        }
         print(f"  backfill {backfill_s:.1f} s: {runs}", file=sys.stderr)
         print("history: tiers vs per-second bars vs raw trades, all in InfluxDB …", file=sys.stderr)
         sampler.enter("history")
         hist = await history(store, spec, symbol, ranges, reps, budget_s)
         sampler.enter("idle")
-        ids = {name: influxd.bucket_id(name) for name in (settings.influx_bucket, settings.influx_bars_bucket,
-                                                          settings.influx_status_bucket, PER_SECOND_BUCKET)}
+        ids = {
+            name: influxd.bucket_id(name)
+            for name in (
+                settings.influx_bucket,
+                settings.influx_bars_bucket,
+                settings.influx_status_bucket,
+                PER_SECOND_BUCKET,
+            )
+        }
         disk = influxd.disk_bytes()
-        return {"load": load, "backfill": backfill, "history": hist, "bucket_ids": ids,
-                "disk_after_load": disk_loaded, "disk": disk}
+        return {
+            "load": load,
+            "backfill": backfill,
+            "history": hist,
+            "bucket_ids": ids,
+            "disk_after_load": disk_loaded,
+            "disk": disk,
+        }
     finally:
         await store.close()
 
 
-def run(trades: int, days: float, *, data_dir: Path, ingest_rates: Sequence[int], ingest_s: float, warmup_s: float,
-        reps: int, budget_s: float, symbol: str = "BTCUSD", skip_ingest: bool = False,
-        ingest_only: bool = False) -> dict[str, Any]:
+def run(
+    trades: int,
+    days: float,
+    *,
+    data_dir: Path,
+    ingest_rates: Sequence[int],
+    ingest_s: float,
+    warmup_s: float,
+    reps: int,
+    budget_s: float,
+    symbol: str = "BTCUSD",
+    skip_ingest: bool = False,
+    ingest_only: bool = False,
+) -> dict[str, Any]:
     """The whole benchmark; ``ingest_only`` runs the ingest sweep alone."""
     from bench.data import DatasetSpec
     from bench.history import RANGES
@@ -377,9 +482,12 @@ def run(trades: int, days: float, *, data_dir: Path, ingest_rates: Sequence[int]
     shutil.rmtree(data_dir, ignore_errors=True)
     influxd = Influxd(binary, data_dir / "influxd").start()
     sampler = Sampler(influxd.pid or 0).start()
-    results: dict[str, Any] = {"influxd": {"binary": binary, "version": influxd_version(binary)},
-                               "spec": spec.describe(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                               "load_average_at_start": list(os.getloadavg())}
+    results: dict[str, Any] = {
+        "influxd": {"binary": binary, "version": influxd_version(binary)},
+        "spec": spec.describe(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_at_start": list(os.getloadavg()),
+    }
     try:
         if not skip_ingest:
             results["ingest"] = []
@@ -390,8 +498,11 @@ def run(trades: int, days: float, *, data_dir: Path, ingest_rates: Sequence[int]
                 if sampler.seconds.get(phase):
                     r["influxd_cpu_pct"] = round(100 * sampler.cpu[phase] / sampler.seconds[phase])
                 r["influxd_rss_peak_mb"] = sampler.peaks.get(phase)
-                print(f"  acked {r['acked_per_s']:,}/s, stored {r['stored_per_s']}/s, lost {r['lost']}, "
-                      f"backlog {r['backlog_at_end']}, drain {r['drain_s']} s", file=sys.stderr)
+                print(
+                    f"  acked {r['acked_per_s']:,}/s, stored {r['stored_per_s']}/s, lost {r['lost']}, "
+                    f"backlog {r['backlog_at_end']}, drain {r['drain_s']} s",
+                    file=sys.stderr,
+                )
                 results["ingest"].append(r)
                 time.sleep(2)
         if not ingest_only:
@@ -426,8 +537,9 @@ def compacted_disk(influxd: Influxd, timeout_s: float = 90.0) -> dict[str, int]:
     return influxd.disk_bytes()
 
 
-async def _history_again(influxd: Influxd, spec: Any, symbol: str, ranges: dict[str, int], reps: int,
-                         budget_s: float) -> dict[str, Any]:
+async def _history_again(
+    influxd: Influxd, spec: Any, symbol: str, ranges: dict[str, int], reps: int, budget_s: float
+) -> dict[str, Any]:
     from service.core.settings import load_settings
     from service.storage.influx.store import InfluxStore
 
@@ -489,8 +601,10 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
     """A few lines for a terminal."""
     out = [f"InfluxDB {r['influxd'].get('version')}: {r['load']['trades']:,} trades over {r['spec']['days']:g} days"]
     for i in r.get("ingest", []):
-        out.append(f"ingest {i['target_per_s']:>9,}/s: acked {i['acked_per_s']:>9,}/s stored {i['stored_per_s'] or 0:>9,}/s "
-                   f"lost {i['lost']} backlog {i['backlog_at_end']} drain {i['drain_s']} s")
+        out.append(
+            f"ingest {i['target_per_s']:>9,}/s: acked {i['acked_per_s']:>9,}/s stored {i['stored_per_s'] or 0:>9,}/s "
+            f"lost {i['lost']} backlog {i['backlog_at_end']} drain {i['drain_s']} s"
+        )
     b = r["backfill"]
     out.append(f"backfill: {b['seconds']} s ({b['trades_per_s']:,} trades/s), runs {b['runs']}")
     return out
@@ -501,16 +615,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trades", type=int, default=50_000_000)
     p.add_argument("--days", type=float, default=365.0)
     p.add_argument("--symbol", default="BTCUSD")
-    p.add_argument("--ingest-rates", default="25000,50000,100000,200000,300000",
-                   help="comma-separated target rates for the ingest sweep")
+    p.add_argument(
+        "--ingest-rates",
+        default="25000,50000,100000,200000,300000",
+        help="comma-separated target rates for the ingest sweep",
+    )
     p.add_argument("--ingest-s", type=float, default=20.0)
     p.add_argument("--warmup-s", type=float, default=3.0)
     p.add_argument("--skip-ingest", action="store_true")
-    p.add_argument("--history-only", action="store_true",
-                   help="time the history requests again on the data a full run left in --data-dir (compacted "
-                        "first) and replace them in the --json file")
-    p.add_argument("--ingest-only", action="store_true",
-                   help="run the ingest sweep alone and merge its runs into the --json file's (same rate: replaced)")
+    p.add_argument(
+        "--history-only",
+        action="store_true",
+        help="time the history requests again on the data a full run left in --data-dir (compacted "
+        "first) and replace them in the --json file",
+    )
+    p.add_argument(
+        "--ingest-only",
+        action="store_true",
+        help="run the ingest sweep alone and merge its runs into the --json file's (same rate: replaced)",
+    )
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--budget-s", type=float, default=2.0, help="time budget per history cell and strategy")
     p.add_argument("--data-dir", default=str(ROOT / "bench" / "data" / "influx"))
@@ -518,8 +641,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.chdir(ROOT)
     if influxd_binary() is None:
-        print("bench.influx skipped: no influxd binary (set TVFLUX_INFLUXD or put influxd on PATH; "
-              "docs/influxdb.md says how to get one)", file=sys.stderr)
+        print(
+            "bench.influx skipped: no influxd binary (set TVFLUX_INFLUXD or put influxd on PATH; "
+            "docs/influxdb.md says how to get one)",
+            file=sys.stderr,
+        )
         return 0
     rates = [int(x) for x in args.ingest_rates.split(",") if x.strip()]
     if args.history_only:
@@ -530,9 +656,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"results: {args.json}", file=sys.stderr)
         return 1 if results["history"]["mismatches"] else 0
     started = time.perf_counter()
-    results = run(args.trades, args.days, data_dir=Path(args.data_dir), ingest_rates=rates, ingest_s=args.ingest_s,
-                  warmup_s=args.warmup_s, reps=args.reps, budget_s=args.budget_s, symbol=args.symbol,
-                  skip_ingest=args.skip_ingest, ingest_only=args.ingest_only)
+    results = run(
+        args.trades,
+        args.days,
+        data_dir=Path(args.data_dir),
+        ingest_rates=rates,
+        ingest_s=args.ingest_s,
+        warmup_s=args.warmup_s,
+        reps=args.reps,
+        budget_s=args.budget_s,
+        symbol=args.symbol,
+        skip_ingest=args.skip_ingest,
+        ingest_only=args.ingest_only,
+    )
     if args.ingest_only:
         previous = json.loads(Path(args.json).read_text()) if Path(args.json).exists() else {}
         kept = [r for r in previous.get("ingest", []) if r["target_per_s"] not in rates]

@@ -31,7 +31,9 @@ def influxd_binary() -> str | None:
 
 def influxd_version(binary: str) -> str | None:
     try:
-        out = subprocess.run([binary, "version"], check=False, capture_output=True, text=True, timeout=20).stdout.strip()
+        out = subprocess.run(
+            [binary, "version"], check=False, capture_output=True, text=True, timeout=20
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     # "InfluxDB v2.9.1 (git: …) build_date: …"
@@ -58,9 +60,21 @@ class Influxd:
 
     def start(self, timeout_s: float = 60.0) -> Influxd:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [self.binary, "--bolt-path", str(self.data_dir / "influxd.bolt"),
-                "--engine-path", str(self.data_dir / "engine"), "--sqlite-path", str(self.data_dir / "influxd.sqlite"),
-                "--http-bind-address", f"127.0.0.1:{self.port}", "--reporting-disabled", "--log-level", "warn", *self.extra_args]
+        args = [
+            self.binary,
+            "--bolt-path",
+            str(self.data_dir / "influxd.bolt"),
+            "--engine-path",
+            str(self.data_dir / "engine"),
+            "--sqlite-path",
+            str(self.data_dir / "influxd.sqlite"),
+            "--http-bind-address",
+            f"127.0.0.1:{self.port}",
+            "--reporting-disabled",
+            "--log-level",
+            "warn",
+            *self.extra_args,
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUXD_")}
         with open(self.data_dir / "influxd.log", "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)
@@ -78,8 +92,11 @@ class Influxd:
             raise RuntimeError(f"influxd did not answer in {timeout_s}s")
         status, body = self.call("GET", "/api/v2/setup")
         if body.get("allowed", True):
-            status, body = self.call("POST", "/api/v2/setup", {"username": "bench", "password": "bench-password",
-                                                               "org": ORG, "bucket": "onboarding", "token": TOKEN})
+            status, body = self.call(
+                "POST",
+                "/api/v2/setup",
+                {"username": "bench", "password": "bench-password", "org": ORG, "bucket": "onboarding", "token": TOKEN},
+            )
             if status != 201:
                 raise RuntimeError(f"influxd onboarding failed: {status} {body}")
         self.org_id = self.call("GET", f"/api/v2/orgs?org={ORG}")[1]["orgs"][0]["id"]
@@ -101,11 +118,23 @@ class Influxd:
         return self.proc.pid if self.proc is not None else None
 
     def env(self, names: dict[str, str] | None = None) -> dict[str, str]:
-        return {"TVFLUX_STORE": "influx", "TVFLUX_INFLUX_URL": self.url, "TVFLUX_INFLUX_TOKEN": TOKEN,
-                "TVFLUX_INFLUX_ORG": ORG, **(names or {})}
+        return {
+            "TVFLUX_STORE": "influx",
+            "TVFLUX_INFLUX_URL": self.url,
+            "TVFLUX_INFLUX_TOKEN": TOKEN,
+            "TVFLUX_INFLUX_ORG": ORG,
+            **(names or {}),
+        }
 
-    def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
-             headers: dict[str, str] | None = None, timeout_s: float = 600) -> tuple[int, Any]:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float = 600,
+    ) -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         h = {"Authorization": f"Token {TOKEN}", "Content-Type": "application/json", **(headers or {})}
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=h)
@@ -136,8 +165,9 @@ class Influxd:
         import csv
         import io
 
-        status, text = self.call("POST", f"/api/v2/query?org={ORG}", {"query": flux, "type": "flux"},
-                                 headers={"Accept": "application/csv"})
+        status, text = self.call(
+            "POST", f"/api/v2/query?org={ORG}", {"query": flux, "type": "flux"}, headers={"Accept": "application/csv"}
+        )
         if status != 200:
             raise RuntimeError(f"query failed: {status} {text}\n{flux}")
         rows, header = [], None
@@ -152,17 +182,21 @@ class Influxd:
         return rows
 
     def count_points(self, bucket: str, measurement: str, field: str) -> int:
-        flux = (f'from(bucket: "{bucket}") |> range(start: 0, stop: 2100-01-01T00:00:00Z)'
-                f' |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}")'
-                ' |> count() |> group() |> sum()')
+        flux = (
+            f'from(bucket: "{bucket}") |> range(start: 0, stop: 2100-01-01T00:00:00Z)'
+            f' |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}")'
+            " |> count() |> group() |> sum()"
+        )
         rows = self.flux_csv(flux)
         return int(rows[0]["_value"]) if rows else 0
 
     def disk_bytes(self) -> dict[str, int]:
         """Bytes under the engine directory: total, and per bucket id (TSM data + WAL)."""
         engine = self.data_dir / "engine"
-        out: dict[str, int] = {"total": _du(engine), "bolt+sqlite": _du(self.data_dir / "influxd.bolt")
-                               + _du(self.data_dir / "influxd.sqlite")}
+        out: dict[str, int] = {
+            "total": _du(engine),
+            "bolt+sqlite": _du(self.data_dir / "influxd.bolt") + _du(self.data_dir / "influxd.sqlite"),
+        }
         for sub in ("data", "wal"):
             base = engine / sub
             if base.is_dir():
@@ -233,5 +267,9 @@ class Sampler:
         self._close_phase()
         self._stop.set()
         self._thread.join(5)
-        return {"peak_rss_mb": self.peaks, "cpu_s": self.cpu, "seconds": self.seconds,
-                "cpu_pct": {p: round(100 * self.cpu[p] / self.seconds[p]) for p in self.cpu if self.seconds.get(p)}}
+        return {
+            "peak_rss_mb": self.peaks,
+            "cpu_s": self.cpu,
+            "seconds": self.seconds,
+            "cpu_pct": {p: round(100 * self.cpu[p] / self.seconds[p]) for p in self.cpu if self.seconds.get(p)},
+        }

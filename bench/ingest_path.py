@@ -87,8 +87,14 @@ def measure(n_trades: int, repeat: int) -> dict[str, float]:
         def publish(self, batches: list[TradeColumns], seq: int) -> None:
             pass
 
-    ingestor = Ingestor(Store(), Writer(), NoHub(), SymbolSet(SYMBOLS), max_batch_trades=10**6,  # type: ignore[arg-type]
-                        max_future_ms=60_000)
+    ingestor = Ingestor(
+        Store(),
+        Writer(),
+        NoHub(),
+        SymbolSet(SYMBOLS),
+        max_batch_trades=10**6,  # type: ignore[arg-type]
+        max_future_ms=60_000,
+    )
     loop = asyncio.new_event_loop()
     try:
         out["accept"] = best_cpu_us(lambda: loop.run_until_complete(ingestor.accept(trades, now)), n, repeat)
@@ -99,7 +105,8 @@ def measure(n_trades: int, repeat: int) -> dict[str, float]:
     batches = [TradeColumns(symbol, ts_ns, price, size) for symbol, price, size, _ in blocks]
     resolutions = [parse_resolution(r) for r in RESOLUTIONS]
     out["fold_6_resolutions"] = best_cpu_us(
-        lambda: [fold(r, b.ts_ns, b.price, b.size) for b in batches for r in resolutions], n, repeat)
+        lambda: [fold(r, b.ts_ns, b.price, b.size) for b in batches for r in resolutions], n, repeat
+    )
     out["arrow"] = best_cpu_us(lambda: trades_arrow(batches), n, repeat)
     _ = Hub  # the hub's own cost is fold + one offer per subscriber; measured end to end by the loadgen
     out["total"] = round(out["decode_msgpack"] + out["accept"] + out["fold_6_resolutions"] + out["arrow"], 3)

@@ -26,20 +26,39 @@ NOTES = Path(__file__).with_name("optimisations.md")
 
 
 def document(results: dict[str, Any], charts: dict[str, str], *, quick: bool = False) -> str:
-    parts = [_title(results, quick), _summary(results), _machine(results), _method(results), _dataset(results),
-             _history(results, charts), _chart_requests(results), _influx(results, charts), _ingest(results, charts), _fanout(results, charts),
-             _live_history(results),
-             _soak(results), _optimisations(), _recommendations(results), _reproduce()]
+    parts = [
+        _title(results, quick),
+        _summary(results),
+        _machine(results),
+        _method(results),
+        _dataset(results),
+        _history(results, charts),
+        _chart_requests(results),
+        _influx(results, charts),
+        _ingest(results, charts),
+        _fanout(results, charts),
+        _live_history(results),
+        _soak(results),
+        _optimisations(),
+        _recommendations(results),
+        _reproduce(),
+    ]
     return "\n\n".join(p.strip() for p in parts if p and p.strip()) + "\n"
 
 
 def _title(results: dict[str, Any], quick: bool) -> str:
     m = results.get("machine", {})
-    warn = ("\n\n> **Quick mode**: a 1M-trade month and seconds-long runs — a smoke test of the pipeline, not "
-            "the real figures (those are in `docs/performance.md`).\n") if quick else ""
+    warn = (
+        (
+            "\n\n> **Quick mode**: a 1M-trade month and seconds-long runs — a smoke test of the pipeline, not "
+            "the real figures (those are in `docs/performance.md`).\n"
+        )
+        if quick
+        else ""
+    )
     return f"""# tvflux performance
 
-Measured on {m.get('measured_at', '?')[:10]} by `make bench` (`python -m bench.run`), which regenerates
+Measured on {m.get("measured_at", "?")[:10]} by `make bench` (`python -m bench.run`), which regenerates
 every number, table and chart here from `bench/results/*.json`. Nothing in this document is
 typed by hand except the prose and the optimisation log.{warn}"""
 
@@ -58,25 +77,33 @@ def _summary(results: dict[str, Any]) -> str:
         m1 = cell(hist, "cells", "tiers", "1", label)
         m1d = cell(hist, "cells", "duckdb_1s", "1", label)
         if t and d:
-            verdict_text = ("**Yes — pre-downsampling wins, and by more the coarser the bars and the longer the "
-                            "range.**" if (d["ratio_to_tiers"] or 0) >= 10 else
-                            "**Pre-downsampling wins, but only modestly at this dataset size.**")
-            sentence = (f"{verdict_text} "
-                        f"Daily bars over {label} of {hist['symbol']} come from tvflux's `1d` tier in "
-                        f"{ms(t['p50'])} ms (median); aggregating that range's per-second bars at request time takes "
-                        f"{ms(d['p50'])} ms in the same DuckDB ({ratio(d['ratio_to_tiers'])})")
+            verdict_text = (
+                "**Yes — pre-downsampling wins, and by more the coarser the bars and the longer the range.**"
+                if (d["ratio_to_tiers"] or 0) >= 10
+                else "**Pre-downsampling wins, but only modestly at this dataset size.**"
+            )
+            sentence = (
+                f"{verdict_text} "
+                f"Daily bars over {label} of {hist['symbol']} come from tvflux's `1d` tier in "
+                f"{ms(t['p50'])} ms (median); aggregating that range's per-second bars at request time takes "
+                f"{ms(d['p50'])} ms in the same DuckDB ({ratio(d['ratio_to_tiers'])})"
+            )
             if r:
-                sentence += f" and {ms(r['p50'])} ms from Redis with the aggregation in the application " \
-                            f"({ratio(r['ratio_to_tiers'])})"
+                sentence += (
+                    f" and {ms(r['p50'])} ms from Redis with the aggregation in the application "
+                    f"({ratio(r['ratio_to_tiers'])})"
+                )
             if w:
                 sentence += f"; from raw trades, {ms(w['p50'])} ms ({ratio(w['ratio_to_tiers'])})"
             sentence += "."
             if m1 and m1d:
-                sentence += (f" The advantage shrinks where the answer itself is large: {label} of 1-minute bars "
-                             f"({n(m1['bars'])} bars) takes {ms(m1['p50'])} ms from the `1m` tier against "
-                             f"{ms(m1d['p50'])} ms from per-second bars ({ratio(m1d['ratio_to_tiers'])}) — building "
-                             "that many bars dominates, whichever way they are computed; charts page such "
-                             "ranges anyway (`countback`).")
+                sentence += (
+                    f" The advantage shrinks where the answer itself is large: {label} of 1-minute bars "
+                    f"({n(m1['bars'])} bars) takes {ms(m1['p50'])} ms from the `1m` tier against "
+                    f"{ms(m1d['p50'])} ms from per-second bars ({ratio(m1d['ratio_to_tiers'])}) — building "
+                    "that many bars dominates, whichever way they are computed; charts page such "
+                    "ranges anyway (`countback`)."
+                )
             out.append(sentence)
     fan = results.get("fanout")
     if fan and fan.get("headline"):
@@ -84,21 +111,41 @@ def _summary(results: dict[str, Any]) -> str:
         h = fan["headline"]
         mux = fan.get("multiplexed")
         ing = results.get("ingest") or {}
-        best = max((r["ingest"]["achieved_per_s"] for r in ing.get("sweep", [])
-                    if r["ingest"]["trades_sent"] == r["ingest"]["trades_acked"]), default=None)
+        best = max(
+            (
+                r["ingest"]["achieved_per_s"]
+                for r in ing.get("sweep", [])
+                if r["ingest"]["trades_sent"] == r["ingest"]["trades_acked"]
+            ),
+            default=None,
+        )
         sent = ""
         if ing.get("headline"):
-            sent = (f"**Live ingest meets its target with room to spare**: "
-                    f"{n(ing['headline']['ingest']['achieved_per_s'])} trades/s for a minute without loss"
-                    + (f", and {n(best)} trades/s for {ing['sweep'][-1]['measure_s']:.0f} s in the sweep. " if best else ". "))
-        sent += (f"**Fan-out is the limit of one Python process**: the push-latency target holds up to "
-                 f"{knee:,} one-connection subscribers" if knee else "**Fan-out is the limit of one Python process**")
+            sent = (
+                f"**Live ingest meets its target with room to spare**: "
+                f"{n(ing['headline']['ingest']['achieved_per_s'])} trades/s for a minute without loss"
+                + (
+                    f", and {n(best)} trades/s for {ing['sweep'][-1]['measure_s']:.0f} s in the sweep. "
+                    if best
+                    else ". "
+                )
+            )
+        sent += (
+            f"**Fan-out is the limit of one Python process**: the push-latency target holds up to "
+            f"{knee:,} one-connection subscribers"
+            if knee
+            else "**Fan-out is the limit of one Python process**"
+        )
         if mux:
-            sent += (f" (and {mux['subscribers']['subscriptions']:,} subscriptions multiplexed "
-                     f"{mux['config']['subs_per_conn']} per connection, p99 {ms(mux['latency_ms']['p99'])} ms)")
-        sent += (f"; at {h['subscribers']['subscriptions']:,} connections p99 is {ms(h['latency_ms']['p99'])} ms "
-                 f"(target {(h['config']['push_interval_ms'] or 0) + TARGETS['fanout_slack_ms']} ms) — see the "
-                 "fan-out section for why and the recommendations for what to do about it.")
+            sent += (
+                f" (and {mux['subscribers']['subscriptions']:,} subscriptions multiplexed "
+                f"{mux['config']['subs_per_conn']} per connection, p99 {ms(mux['latency_ms']['p99'])} ms)"
+            )
+        sent += (
+            f"; at {h['subscribers']['subscriptions']:,} connections p99 is {ms(h['latency_ms']['p99'])} ms "
+            f"(target {(h['config']['push_interval_ms'] or 0) + TARGETS['fanout_slack_ms']} ms) — see the "
+            "fan-out section for why and the recommendations for what to do about it."
+        )
         out.append(sent)
     out.append(markdown_table(rows, ["target (2-core machine)", "measured", "verdict"], align="lll"))
     others = _interference(results)
@@ -117,9 +164,11 @@ def _interference(results: dict[str, Any]) -> str:
                 busy.append(f"{step} {key}: {run['resources']['others_cpu_avg_pct']:.0f}%")
     if not busy:
         return ""
-    return ("**The machine was shared** with other work while measuring (average CPU of other processes, "
-            "in % of one core: " + ", ".join(busy) + "). Those runs are pessimistic; the per-run tables show "
-            "the interference next to every figure.")
+    return (
+        "**The machine was shared** with other work while measuring (average CPU of other processes, "
+        "in % of one core: " + ", ".join(busy) + "). Those runs are pessimistic; the per-run tables show "
+        "the interference next to every figure."
+    )
 
 
 def _machine(results: dict[str, Any]) -> str:
@@ -137,10 +186,15 @@ def _machine(results: dict[str, Any]) -> str:
         ["tvflux commit", f"{m.get('git_commit')}{' + uncommitted changes' if m.get('working_tree_dirty') else ''}"],
         ["load average at start", " / ".join(f"{x:.2f}" for x in m.get("load_average_at_start", []))],
     ]
-    return "## The machine\n\n" + markdown_table(rows, ["", ""], align="ll") + (
-        "\n\nThe load generator, the server, DuckDB's threads and Redis all share these cores: every "
-        "figure below is for *everything on one small box*. CPU is reported in % of one core "
-        "(200 % = both cores).")
+    return (
+        "## The machine\n\n"
+        + markdown_table(rows, ["", ""], align="ll")
+        + (
+            "\n\nThe load generator, the server, DuckDB's threads and Redis all share these cores: every "
+            "figure below is for *everything on one small box*. CPU is reported in % of one core "
+            "(200 % = both cores)."
+        )
+    )
 
 
 def _method(results: dict[str, Any]) -> str:
@@ -190,41 +244,63 @@ _METHOD = """## Method
   sampled every second for the server, the generator and the whole machine."""
 
 
-
 def _dataset(results: dict[str, Any]) -> str:
     d, b = results.get("dataset"), results.get("backfill")
     if not d:
         return ""
     spec = d["spec"]
     rows = [
-        ["dataset", f"{d['trades_written']:,} trades, {spec['days']:g} days, {', '.join(spec['symbols'])}, "
-                    f"seed {spec['seed']}"],
-        ["DuckDB file", f"{d['db_bytes'] / 2**20:,.0f} MB with the tiers ({d['db_bytes'] / d['trades_written']:.1f} "
-                        "bytes per trade)"],
-        ["generation (`tvflux generate`)", f"{d['generate']['seconds']} s — {d['generate']['trades_per_s']:,} trades/s, "
-                                           f"peak RSS {d['generate']['peak_rss_mb']:,.0f} MB"],
-        ["backfill at build (`tvflux downsample`)", f"{d['backfill']['seconds']} s — {d['backfill']['trades_per_s']:,} "
-                                                    f"trades/s, peak RSS {d['backfill']['peak_rss_mb']:,.0f} MB"],
+        [
+            "dataset",
+            f"{d['trades_written']:,} trades, {spec['days']:g} days, {', '.join(spec['symbols'])}, seed {spec['seed']}",
+        ],
+        [
+            "DuckDB file",
+            f"{d['db_bytes'] / 2**20:,.0f} MB with the tiers ({d['db_bytes'] / d['trades_written']:.1f} "
+            "bytes per trade)",
+        ],
+        [
+            "generation (`tvflux generate`)",
+            f"{d['generate']['seconds']} s — {d['generate']['trades_per_s']:,} trades/s, "
+            f"peak RSS {d['generate']['peak_rss_mb']:,.0f} MB",
+        ],
+        [
+            "backfill at build (`tvflux downsample`)",
+            f"{d['backfill']['seconds']} s — {d['backfill']['trades_per_s']:,} "
+            f"trades/s, peak RSS {d['backfill']['peak_rss_mb']:,.0f} MB",
+        ],
     ]
     if b:
-        rows.append(["backfill re-measured (fresh tiers on a copy)", f"{b['seconds']} s — {b['trades_per_s']:,} trades/s, "
-                                                                     f"peak RSS {b['peak_rss_mb']:,.0f} MB, "
-                                                                     f"CPU {b['cpu_s']} s"])
+        rows.append(
+            [
+                "backfill re-measured (fresh tiers on a copy)",
+                f"{b['seconds']} s — {b['trades_per_s']:,} trades/s, "
+                f"peak RSS {b['peak_rss_mb']:,.0f} MB, "
+                f"CPU {b['cpu_s']} s",
+            ]
+        )
         rows.append(["tier rows", ", ".join(f"{k} {v:,}" for k, v in b["tier_rows"].items())])
     h = results.get("history") or {}
     if h.get("bars_1s"):
         rows.append(["per-second bars (`bars_1s`, all symbols)", f"{h['bars_1s']['rows']:,} rows"])
     if h.get("redis"):
         r = h["redis"]
-        rows.append(["Redis (per-second bars of " + ", ".join(r["symbols"]) + ")",
-                     f"{r['bars_loaded']:,} bars loaded in {r['load_seconds']} s, used_memory "
-                     f"{r['redis_used_memory_mb']:,.0f} MB"])
+        rows.append(
+            [
+                "Redis (per-second bars of " + ", ".join(r["symbols"]) + ")",
+                f"{r['bars_loaded']:,} bars loaded in {r['load_seconds']} s, used_memory "
+                f"{r['redis_used_memory_mb']:,.0f} MB",
+            ]
+        )
     built = d.get("built_at", "?")
-    return ("## Dataset, generation and backfill\n\n" + markdown_table(rows, ["", ""], align="ll") +
-            f"\n\nGeneration and the first backfill were timed when the dataset was built ({built}); the "
-            "backfill is re-timed on every run on a copy whose tiers are emptied. Backfill rate is the raw "
-            "trades divided by the time to build every tier from them (DuckDB aggregates the 1m tier from "
-            "the trades, one day per window, and each higher tier from the one below).")
+    return (
+        "## Dataset, generation and backfill\n\n"
+        + markdown_table(rows, ["", ""], align="ll")
+        + f"\n\nGeneration and the first backfill were timed when the dataset was built ({built}); the "
+        "backfill is re-timed on every run on a copy whose tiers are emptied. Backfill rate is the raw "
+        "trades divided by the time to build every tier from them (DuckDB aggregates the 1m tier from "
+        "the trades, one day per window, and each higher tier from the one below)."
+    )
 
 
 def _history(results: dict[str, Any], charts: dict[str, str]) -> str:
@@ -236,9 +312,11 @@ def _history(results: dict[str, Any], charts: dict[str, str]) -> str:
         out.append(f"![history latency by resolution and range]({charts['history']})")
     if "history300" in charts:
         out.append(f"![the last 300 bars]({charts['history300']})")
-    out.append(f"Requests for {hist['symbol']}, ending at the dataset's end. Total bench time "
-               f"{hist.get('seconds', '?')} s. Mismatching answers between strategies: "
-               f"{len(hist['mismatches'])}." + (f" ({hist['mismatches'][:3]})" if hist["mismatches"] else ""))
+    out.append(
+        f"Requests for {hist['symbol']}, ending at the dataset's end. Total bench time "
+        f"{hist.get('seconds', '?')} s. Mismatching answers between strategies: "
+        f"{len(hist['mismatches'])}." + (f" ({hist['mismatches'][:3]})" if hist["mismatches"] else "")
+    )
     out.extend(history_tables(hist))
     out.append(_history_meaning(hist))
     return "\n\n".join(out)
@@ -260,40 +338,50 @@ def _history_meaning(hist: dict[str, Any]) -> str:
     tiers_chart = [e["p50"] for e in hist["chart"] if e["strategy"] == "tiers"]
     http_chart = [e["p50"] for e in hist["chart"] if e["strategy"] == "http"]
     if tiers_chart:
-        lines.append(f"* **A chart opening costs about the same at every resolution with tiers** "
-                     f"({ms(min(tiers_chart))}–{ms(max(tiers_chart))} ms in the store"
-                     + (f", {ms(min(http_chart))}–{ms(max(http_chart))} ms end to end over HTTP" if http_chart else "")
-                     + "): 300 rows of one table, whatever the bar size. At request time the cost grows with the "
-                       "span covered instead — 300 daily bars are 300 days of per-second bars.")
+        lines.append(
+            f"* **A chart opening costs about the same at every resolution with tiers** "
+            f"({ms(min(tiers_chart))}–{ms(max(tiers_chart))} ms in the store"
+            + (f", {ms(min(http_chart))}–{ms(max(http_chart))} ms end to end over HTTP" if http_chart else "")
+            + "): 300 rows of one table, whatever the bar size. At request time the cost grows with the "
+            "span covered instead — 300 daily bars are 300 days of per-second bars."
+        )
     d1 = cell(hist, "cells", "duckdb_1s", "1D", label)
     m1 = cell(hist, "cells", "duckdb_1s", "1", label)
     if d1 and m1:
-        lines.append(f"* **Per-second aggregation costs roughly the same for every resolution over a given range** "
-                     f"({ms(m1['p50'])} ms for 1m and {ms(d1['p50'])} ms for 1d over {label} in DuckDB): the work "
-                     "is reading the range's per-second rows. Tiers read one row per answered bar, so the ratio "
-                     "grows with the bar size.")
+        lines.append(
+            f"* **Per-second aggregation costs roughly the same for every resolution over a given range** "
+            f"({ms(m1['p50'])} ms for 1m and {ms(d1['p50'])} ms for 1d over {label} in DuckDB): the work "
+            "is reading the range's per-second rows. Tiers read one row per answered bar, so the ratio "
+            "grows with the bar size."
+        )
     r1 = cell(hist, "cells", "redis_1s", "1D", label)
     if r1 and d1:
-        lines.append(f"* **Redis is slower than DuckDB for the same per-second data** ({ms(r1['p50'])} vs "
-                     f"{ms(d1['p50'])} ms for 1d over {label}): every per-second bar crosses the socket and is "
-                     "parsed and aggregated by the client, where DuckDB scans compressed columns in place with "
-                     "two threads. It is the realistic shape of a NoSQL solution that stores fine bars and "
-                     "aggregates in the app.")
+        lines.append(
+            f"* **Redis is slower than DuckDB for the same per-second data** ({ms(r1['p50'])} vs "
+            f"{ms(d1['p50'])} ms for 1d over {label}): every per-second bar crosses the socket and is "
+            "parsed and aggregated by the client, where DuckDB scans compressed columns in place with "
+            "two threads. It is the realistic shape of a NoSQL solution that stores fine bars and "
+            "aggregates in the app."
+        )
     w = cell(hist, "cells", "raw", "1D", label)
     if w and d1:
         per_bar = None
         if hist.get("bars_1s") and hist["bars_1s"].get("rows"):
             per_bar = hist["dataset"]["trades_written"] / hist["bars_1s"]["rows"]
-        lines.append(f"* **Raw trades** ({ms(w['p50'])} ms for 1d bars over {label}) are about as costly as per-second "
-                     "bars here, because this dataset is sparse: "
-                     + (f"{per_bar:.2f} trades per non-empty second on average, " if per_bar else "")
-                     + "so a per-second bar saves little over the trades it summarises. On a busy market (hundreds "
-                       "of trades a second) raw aggregation grows with the trade count while per-second bars do "
-                       "not — and tiers do not either.")
-    lines.append("* **Large answers are dominated by building them**: for a year of 1-minute bars every strategy "
-                 "spends most of its time materialising half a million bars (and HTTP adds encoding them as "
-                 "~40 MB of JSON). Pre-downsampling only helps where it reduces the rows read; paging (`countback`, "
-                 "`max_bars`) is what bounds these requests in the product.")
+        lines.append(
+            f"* **Raw trades** ({ms(w['p50'])} ms for 1d bars over {label}) are about as costly as per-second "
+            "bars here, because this dataset is sparse: "
+            + (f"{per_bar:.2f} trades per non-empty second on average, " if per_bar else "")
+            + "so a per-second bar saves little over the trades it summarises. On a busy market (hundreds "
+            "of trades a second) raw aggregation grows with the trade count while per-second bars do "
+            "not — and tiers do not either."
+        )
+    lines.append(
+        "* **Large answers are dominated by building them**: for a year of 1-minute bars every strategy "
+        "spends most of its time materialising half a million bars (and HTTP adds encoding them as "
+        "~40 MB of JSON). Pre-downsampling only helps where it reduces the rows read; paging (`countback`, "
+        "`max_bars`) is what bounds these requests in the product."
+    )
     return "\n".join(lines)
 
 
@@ -313,12 +401,15 @@ def _ingest(results: dict[str, Any], charts: dict[str, str]) -> str:
     out.append(markdown_table(rows, LOAD_HEAD))
     h = ing["headline"]
     lat = h["latency_ms"]
-    out.append(f"The target run publishes {h['config']['rate']:,.0f} trades/s over {h['config']['connections']} "
-               f"connections in {h['config']['frame_trades']:,}-trade msgpack frames for {h['measure_s']:.0f} s, "
-               f"with one subscriber per symbol × tier so every live bar series is being built and pushed: "
-               f"trade → pushed bar latency p50 {ms(lat['p50'])} ms, p99 {ms(lat['p99'])} ms. Server stored "
-               f"{n(h['ingest']['server_stored_total'])} trades in total; notes: "
-               + ("; ".join(h["notes"]) if h["notes"] else "none") + ".")
+    out.append(
+        f"The target run publishes {h['config']['rate']:,.0f} trades/s over {h['config']['connections']} "
+        f"connections in {h['config']['frame_trades']:,}-trade msgpack frames for {h['measure_s']:.0f} s, "
+        f"with one subscriber per symbol × tier so every live bar series is being built and pushed: "
+        f"trade → pushed bar latency p50 {ms(lat['p50'])} ms, p99 {ms(lat['p99'])} ms. Server stored "
+        f"{n(h['ingest']['server_stored_total'])} trades in total; notes: "
+        + ("; ".join(h["notes"]) if h["notes"] else "none")
+        + "."
+    )
     return "\n\n".join(out)
 
 
@@ -339,14 +430,17 @@ def _fanout(results: dict[str, Any], charts: dict[str, str]) -> str:
     h = fan["headline"]
     push = h["config"]["push_interval_ms"]
     out.append(_fanout_meaning(fan))
-    out.append(f"Push interval {push} ms: updates per subscription are coalesced and sent at most every "
-               f"{push} ms, so a trade waits on average half an interval for the next push — the floor of the "
-               f"latency distribution is the marker's processing time, its ceiling the interval plus queueing. "
-               f"The target allows p99 ≤ interval + {TARGETS['fanout_slack_ms']} ms. *Worst gap* is the longest "
-               "silence any subscription saw while measuring; *starved/cut* counts subscriptions that got nothing "
-               "and connections the server cut off as too slow; *missed* counts marker observations that were "
-               "never reflected (a marker reaching the server after its bar closed). Notes on the target run: "
-               + ("; ".join(h["notes"]) if h["notes"] else "none") + ".")
+    out.append(
+        f"Push interval {push} ms: updates per subscription are coalesced and sent at most every "
+        f"{push} ms, so a trade waits on average half an interval for the next push — the floor of the "
+        f"latency distribution is the marker's processing time, its ceiling the interval plus queueing. "
+        f"The target allows p99 ≤ interval + {TARGETS['fanout_slack_ms']} ms. *Worst gap* is the longest "
+        "silence any subscription saw while measuring; *starved/cut* counts subscriptions that got nothing "
+        "and connections the server cut off as too slow; *missed* counts marker observations that were "
+        "never reflected (a marker reaching the server after its bar closed). Notes on the target run: "
+        + ("; ".join(h["notes"]) if h["notes"] else "none")
+        + "."
+    )
     return "\n\n".join(out)
 
 
@@ -357,10 +451,14 @@ def _us_per_frame(run: dict[str, Any]) -> float | None:
 
 def fanout_knee(fan: dict[str, Any]) -> int | None:
     """Most subscribers (one per connection) for which the target latency held."""
-    ok = [r["subscribers"]["subscriptions"] for r in fan["sweep"]
-          if r["latency_ms"]["p99"] is not None
-          and r["latency_ms"]["p99"] <= (r["config"]["push_interval_ms"] or 0) + TARGETS["fanout_slack_ms"]
-          and not r["subscribers"]["starved"] and not r["subscribers"]["cut_off"]]
+    ok = [
+        r["subscribers"]["subscriptions"]
+        for r in fan["sweep"]
+        if r["latency_ms"]["p99"] is not None
+        and r["latency_ms"]["p99"] <= (r["config"]["push_interval_ms"] or 0) + TARGETS["fanout_slack_ms"]
+        and not r["subscribers"]["starved"]
+        and not r["subscribers"]["cut_off"]
+    ]
     return max(ok) if ok else None
 
 
@@ -370,34 +468,42 @@ def _fanout_meaning(fan: dict[str, Any]) -> str:
     lines = ["### What the numbers mean"]
     knee = fanout_knee(fan)
     if knee:
-        lines.append(f"* **The latency target holds up to {knee:,} subscribers on their own connections** on this "
-                     f"machine (p99 ≤ {push + TARGETS['fanout_slack_ms']} ms). Beyond that the server's event loop "
-                     "is saturated (CPU ≈ 100 % of one core — Python runs the loop on one core; DuckDB's threads use "
-                     "the other), pushes queue, and the tail grows: p99 "
-                     f"{ms(h['latency_ms']['p99'])} ms at {h['subscribers']['subscriptions']:,}. Nobody was starved or "
-                     "cut off, and no marker was lost — the service degrades by pushing late, not by dropping.")
+        lines.append(
+            f"* **The latency target holds up to {knee:,} subscribers on their own connections** on this "
+            f"machine (p99 ≤ {push + TARGETS['fanout_slack_ms']} ms). Beyond that the server's event loop "
+            "is saturated (CPU ≈ 100 % of one core — Python runs the loop on one core; DuckDB's threads use "
+            "the other), pushes queue, and the tail grows: p99 "
+            f"{ms(h['latency_ms']['p99'])} ms at {h['subscribers']['subscriptions']:,}. Nobody was starved or "
+            "cut off, and no marker was lost — the service degrades by pushing late, not by dropping."
+        )
     one = _us_per_frame(h)
     mux = fan.get("multiplexed")
     if one and mux and _us_per_frame(mux):
-        lines.append(f"* **The cost is per connection wake-up, not per message**: one subscription per connection costs "
-                     f"{one:.0f} µs of server CPU per pushed bar; {mux['config']['subs_per_conn']} subscriptions per "
-                     f"connection cost {_us_per_frame(mux):.0f} µs per bar, so "
-                     f"{mux['subscribers']['subscriptions']:,} subscriptions on {mux['subscribers']['connections']} "
-                     f"connections got {n(mux['subscribers']['frames_per_s'])} bars/s with p99 "
-                     f"{ms(mux['latency_ms']['p99'])} ms. A wake-up is an asyncio task switch, a timer, the send "
-                     "deadline, Litestar's and uvicorn's WebSocket layers and a `send()` system call; the bars "
-                     "themselves are cheap.")
+        lines.append(
+            f"* **The cost is per connection wake-up, not per message**: one subscription per connection costs "
+            f"{one:.0f} µs of server CPU per pushed bar; {mux['config']['subs_per_conn']} subscriptions per "
+            f"connection cost {_us_per_frame(mux):.0f} µs per bar, so "
+            f"{mux['subscribers']['subscriptions']:,} subscriptions on {mux['subscribers']['connections']} "
+            f"connections got {n(mux['subscribers']['frames_per_s'])} bars/s with p99 "
+            f"{ms(mux['latency_ms']['p99'])} ms. A wake-up is an asyncio task switch, a timer, the send "
+            "deadline, Litestar's and uvicorn's WebSocket layers and a `send()` system call; the bars "
+            "themselves are cheap."
+        )
     b = fan.get("batched")
     if b:
-        lines.append(f"* **Bursty publishers hurt**: the same {b['subscribers']['subscriptions']:,} subscribers fed by "
-                     f"{b['config']['frame_trades']:,}-trade frames ({b['config']['rate'] / b['config']['frame_trades']:.0f}"
-                     f" frames/s) saw p99 {ms(b['latency_ms']['p99'])} ms: every frame dirties every subscription at "
-                     "once, so all connections wake together and their push cycles synchronise into bursts the loop "
-                     "works through one by one. A steady trickle of small frames spreads the wake-ups.")
-    lines.append(f"* **The generator was not the bottleneck**: it used {n(h['resources']['loadgen_cpu_avg_pct'])} % of "
-                 f"a core to receive {n(h['subscribers']['frames_per_s'])} bars/s while the server's loop ran at "
-                 f"{n(h['resources']['server_cpu_avg_pct'])} % — together they filled the machine's two cores, so "
-                 "the figures are for server and clients on one small box.")
+        lines.append(
+            f"* **Bursty publishers hurt**: the same {b['subscribers']['subscriptions']:,} subscribers fed by "
+            f"{b['config']['frame_trades']:,}-trade frames ({b['config']['rate'] / b['config']['frame_trades']:.0f}"
+            f" frames/s) saw p99 {ms(b['latency_ms']['p99'])} ms: every frame dirties every subscription at "
+            "once, so all connections wake together and their push cycles synchronise into bursts the loop "
+            "works through one by one. A steady trickle of small frames spreads the wake-ups."
+        )
+    lines.append(
+        f"* **The generator was not the bottleneck**: it used {n(h['resources']['loadgen_cpu_avg_pct'])} % of "
+        f"a core to receive {n(h['subscribers']['frames_per_s'])} bars/s while the server's loop ran at "
+        f"{n(h['resources']['server_cpu_avg_pct'])} % — together they filled the machine's two cores, so "
+        "the figures are for server and clients on one small box."
+    )
     return "\n".join(lines)
 
 
@@ -418,19 +524,28 @@ def _live_history(results: dict[str, Any]) -> str:
     for res in idle["by_resolution"]:
         a, b = idle["by_resolution"][res], loaded["by_resolution"].get(res, {})
         rows.append([RES_LABEL.get(res, res), ms(a.get("p50")), ms(a.get("p99")), ms(b.get("p50")), ms(b.get("p99"))])
-    rows.append(["all", ms(idle["latency_ms"]["p50"]), ms(idle["latency_ms"]["p99"]), ms(loaded["latency_ms"]["p50"]),
-                 ms(loaded["latency_ms"]["p99"])])
+    rows.append(
+        [
+            "all",
+            ms(idle["latency_ms"]["p50"]),
+            ms(idle["latency_ms"]["p99"]),
+            ms(loaded["latency_ms"]["p50"]),
+            ms(loaded["latency_ms"]["p99"]),
+        ]
+    )
     L = lh["loaded"]
-    return ("## History under live load\n\n"
-            f"`GET /api/bars?countback=300` at {L['config']['history_rate']:g} requests/s (all six resolutions, "
-            "all symbols, ending at the dataset's end) against a server on a copy of the "
-            f"{(results.get('dataset') or {}).get('trades_written', 0):,}-trade dataset, "
-            f"first alone, then while the same server ingests {L['ingest']['achieved_per_s']:,} trades/s and pushes "
-            f"to {L['subscribers']['subscriptions']:,} subscribers (their p99 {ms(L['latency_ms']['p99'])} ms).\n\n"
-            + markdown_table(rows, ["resolution", "idle p50 ms", "idle p99 ms", "loaded p50 ms", "loaded p99 ms"])
-            + f"\n\nRequests answered: {idle['requests']:,} idle, {loaded['requests']:,} loaded "
-              f"({loaded['errors']} errors). Server CPU while loaded: {n(L['resources']['server_cpu_avg_pct'])} % "
-              f"of a core, RSS peak {n(L['resources']['server_rss_peak_mb'])} MB.")
+    return (
+        "## History under live load\n\n"
+        f"`GET /api/bars?countback=300` at {L['config']['history_rate']:g} requests/s (all six resolutions, "
+        "all symbols, ending at the dataset's end) against a server on a copy of the "
+        f"{(results.get('dataset') or {}).get('trades_written', 0):,}-trade dataset, "
+        f"first alone, then while the same server ingests {L['ingest']['achieved_per_s']:,} trades/s and pushes "
+        f"to {L['subscribers']['subscriptions']:,} subscribers (their p99 {ms(L['latency_ms']['p99'])} ms).\n\n"
+        + markdown_table(rows, ["resolution", "idle p50 ms", "idle p99 ms", "loaded p50 ms", "loaded p99 ms"])
+        + f"\n\nRequests answered: {idle['requests']:,} idle, {loaded['requests']:,} loaded "
+        f"({loaded['errors']} errors). Server CPU while loaded: {n(L['resources']['server_cpu_avg_pct'])} % "
+        f"of a core, RSS peak {n(L['resources']['server_rss_peak_mb'])} MB."
+    )
 
 
 def _soak(results: dict[str, Any]) -> str:
@@ -440,23 +555,32 @@ def _soak(results: dict[str, Any]) -> str:
     d, cfg, problems = soak["drift"], soak["settings"], soak.get("problems") or {}
     issues = {k: v for k, v in problems.items() if v not in (0, None, [], {})}
     verdict = "**met**" if d["drift_pct"] < 5 and not issues else "**missed**"
-    return ("## Soak: memory over a long run\n\n"
-            f"`python -m bench.soak` (run on its own: it takes {cfg['duration']:.0f} s, so `make bench` reuses its "
-            f"last result): {soak.get('achieved_trades_per_s') or 0:,.0f} trades/s ingested while pushing to "
-            f"{cfg['subscribers']:,} subscribers for {d['duration_s']:.0f} s. Server RSS "
-            f"{d['rss_after_warmup_mb']:.0f} MB in the minute after a {cfg['warmup']:.0f} s warm-up, "
-            f"{d['rss_last_minute_mb']:.0f} MB in the last minute (peak {d['rss_peak_mb']:.0f} MB): "
-            f"drift **{d['drift_pct']:+.1f} %** against the goal of < 5 % — {verdict}. "
-            + ("No errors, unacknowledged trades, cut-off or starved subscribers." if not issues
-               else f"Problems: {issues}.")
-            + ("\n\nWhere the growth comes from, measured on its own: appending at the same rate into the "
-               "embedded store alone (no server) grows RSS by the same ~15 MB a minute, in step with "
-               "DuckDB's own `duckdb_memory()` accounting — its buffer pool caching the ever-growing trades "
-               "table. It is bounded by `TVFLUX_DUCKDB_MEMORY_LIMIT` (1 GB by default), so RSS approaches "
-               "about that plus the service's own ~250 MB and stays there; lower the limit to bound it "
-               "tighter. The service's own structures were the other part of the drift in the first soak: "
-               "the unique-timestamp allocator remembered ten minutes of milliseconds (~40 MB per busy "
-               "symbol) and now keeps one minute." if d["drift_pct"] >= 5 else ""))
+    return (
+        "## Soak: memory over a long run\n\n"
+        f"`python -m bench.soak` (run on its own: it takes {cfg['duration']:.0f} s, so `make bench` reuses its "
+        f"last result): {soak.get('achieved_trades_per_s') or 0:,.0f} trades/s ingested while pushing to "
+        f"{cfg['subscribers']:,} subscribers for {d['duration_s']:.0f} s. Server RSS "
+        f"{d['rss_after_warmup_mb']:.0f} MB in the minute after a {cfg['warmup']:.0f} s warm-up, "
+        f"{d['rss_last_minute_mb']:.0f} MB in the last minute (peak {d['rss_peak_mb']:.0f} MB): "
+        f"drift **{d['drift_pct']:+.1f} %** against the goal of < 5 % — {verdict}. "
+        + (
+            "No errors, unacknowledged trades, cut-off or starved subscribers."
+            if not issues
+            else f"Problems: {issues}."
+        )
+        + (
+            "\n\nWhere the growth comes from, measured on its own: appending at the same rate into the "
+            "embedded store alone (no server) grows RSS by the same ~15 MB a minute, in step with "
+            "DuckDB's own `duckdb_memory()` accounting — its buffer pool caching the ever-growing trades "
+            "table. It is bounded by `TVFLUX_DUCKDB_MEMORY_LIMIT` (1 GB by default), so RSS approaches "
+            "about that plus the service's own ~250 MB and stays there; lower the limit to bound it "
+            "tighter. The service's own structures were the other part of the drift in the first soak: "
+            "the unique-timestamp allocator remembered ten minutes of milliseconds (~40 MB per busy "
+            "symbol) and now keeps one minute."
+            if d["drift_pct"] >= 5
+            else ""
+        )
+    )
 
 
 def _optimisations() -> str:
@@ -471,58 +595,86 @@ def _recommendations(results: dict[str, Any]) -> str:
     trades_per_year = d.get("trades_written")
     per_symbol_year = {"1m": 525_600, "5m": 105_120, "15m": 35_040, "1h": 8_760, "4h": 2_190, "1d": 365}
     lines = ["## Recommendations for production", "### Tiers"]
-    lines.append("* **Keep the six tiers `1m 5m 15m 1h 4h 1d`.** Every TradingView resolution from 1 minute up is "
-                 "served from a tier that divides it (30 from 15m, 120/180/360/480/720 from 1h or 4h, 3D/1W/1M from "
-                 "1d), so no chart request reads more than a few hundred rows plus the live tail. The tiers cost "
-                 f"little: one year is {sum(per_symbol_year.values()):,} bars per symbol in all six together, against "
-                 "31.5 million seconds.")
-    lines.append("* **Seconds resolutions (`1S`…`30S`) are built from raw trades** and cost in proportion to the trades "
-                 "in range: keep them paged (`countback`) and short. If they matter, add a `1s` tier fed by raw "
-                 "trades (the plan builds `1m` from it); its size is at most one row per second per symbol.")
-    lines.append("* **Do not add tiers between the existing ones** for speed: a request served from a tier that is "
-                 "2–4× finer than the resolution reads 2–4× more rows of an already small answer, which the tables "
-                 "above show costs well under a millisecond.")
+    lines.append(
+        "* **Keep the six tiers `1m 5m 15m 1h 4h 1d`.** Every TradingView resolution from 1 minute up is "
+        "served from a tier that divides it (30 from 15m, 120/180/360/480/720 from 1h or 4h, 3D/1W/1M from "
+        "1d), so no chart request reads more than a few hundred rows plus the live tail. The tiers cost "
+        f"little: one year is {sum(per_symbol_year.values()):,} bars per symbol in all six together, against "
+        "31.5 million seconds."
+    )
+    lines.append(
+        "* **Seconds resolutions (`1S`…`30S`) are built from raw trades** and cost in proportion to the trades "
+        "in range: keep them paged (`countback`) and short. If they matter, add a `1s` tier fed by raw "
+        "trades (the plan builds `1m` from it); its size is at most one row per second per symbol."
+    )
+    lines.append(
+        "* **Do not add tiers between the existing ones** for speed: a request served from a tier that is "
+        "2–4× finer than the resolution reads 2–4× more rows of an already small answer, which the tables "
+        "above show costs well under a millisecond."
+    )
     lines.append("### Retention")
     if bytes_per_trade:
-        lines.append(f"* **Raw trades** are the bulk of the storage ({bytes_per_trade:.1f} bytes per trade in DuckDB "
-                     f"with the tiers included; {trades_per_year:,} trades a year here). Keep them for as long as "
-                     "seconds resolutions, late-trade recomputation (the lookback and dirty windows) and audits need "
-                     "— typically 30–90 days — and rebuild tiers from an archive if ever needed.")
-    lines.append("* **`1m` for 1–2 years** (0.5M rows per symbol per year), **`5m`…`1d` forever**: together they are "
-                 "0.15M rows per symbol per year. Charts older than the `1m` retention then start at 5-minute bars, "
-                 "which is what TradingView asks for when zoomed that far out anyway.")
+        lines.append(
+            f"* **Raw trades** are the bulk of the storage ({bytes_per_trade:.1f} bytes per trade in DuckDB "
+            f"with the tiers included; {trades_per_year:,} trades a year here). Keep them for as long as "
+            "seconds resolutions, late-trade recomputation (the lookback and dirty windows) and audits need "
+            "— typically 30–90 days — and rebuild tiers from an archive if ever needed."
+        )
+    lines.append(
+        "* **`1m` for 1–2 years** (0.5M rows per symbol per year), **`5m`…`1d` forever**: together they are "
+        "0.15M rows per symbol per year. Charts older than the `1m` retention then start at 5-minute bars, "
+        "which is what TradingView asks for when zoomed that far out anyway."
+    )
     lines.append("### InfluxDB 2 sizing")
     if (results.get("influx") or {}).get("history"):
         from bench.influx_report import sizing_lines
 
         lines.extend(sizing_lines(results["influx"]))
     else:
-        lines.append("* Not measured in this report: `python -m bench.influx` (the `influx` step of `make bench`) needs "
-                     "an `influxd` binary (`TVFLUX_INFLUXD` or `PATH`; see `docs/influxdb.md`).")
+        lines.append(
+            "* Not measured in this report: `python -m bench.influx` (the `influx` step of `make bench`) needs "
+            "an `influxd` binary (`TVFLUX_INFLUXD` or `PATH`; see `docs/influxdb.md`)."
+        )
     lines.append("### The service itself")
     fan = results.get("fanout") or {}
     knee = fanout_knee(fan) if fan.get("sweep") else None
     best = max((r["ingest"]["achieved_per_s"] for r in (results.get("ingest") or {}).get("sweep", [])), default=None)
-    lines.append("* **Ingest needs no scaling** at the POC's rates"
-                 + (f": one process sustained {best:,} trades/s in the sweep (its event loop on one core, DuckDB's "
-                    "appends on the other)" if best else "")
-                 + ". Keep ingest on one process (the writer, the unique timestamps and the live bars assume it).")
-    lines.append("* **Plan fan-out per core**: one tvflux process handles about "
-                 + (f"{knee:,}" if knee else "a few thousand")
-                 + " browser connections at a 250 ms push interval on a core like this one. Beyond that, run "
-                   "fan-out replicas (each subscribes to the same live stream, or ingests a copy of it) behind a "
-                   "load balancer, one per core; subscribers are independent, so they spread freely.")
-    lines.append("* **Multiplex subscriptions**: one WebSocket per browser page carrying all its charts' subscriptions "
-                 "costs a fraction of one connection per chart (see the multiplexed run) — `frontend/datafeed.js` "
-                 "already shares one socket per page; other clients should do the same.")
-    lines.append("* **Push interval**: `TVFLUX_PUSH_INTERVAL_MS` sets both the latency floor (a trade waits on average "
-                 "half an interval) and the push cost, which is proportional to connections ÷ interval and "
-                 "independent of the trade rate thanks to coalescing: 500 ms halves the cost; 100 ms multiplies it "
-                 "by 2.5.")
-    lines.append("* **Publish steadily**: feeds that arrive in large bursts synchronise every subscriber's push; prefer "
-                 "frames every 50–200 ms to one big frame a second.")
-    lines.append("* **Keep the GC tuning** (`tvflux serve` sets it): with thousands of connections CPython's default "
-                 "thresholds spent a third of the loop in full collections (see the optimisation log).")
+    lines.append(
+        "* **Ingest needs no scaling** at the POC's rates"
+        + (
+            f": one process sustained {best:,} trades/s in the sweep (its event loop on one core, DuckDB's "
+            "appends on the other)"
+            if best
+            else ""
+        )
+        + ". Keep ingest on one process (the writer, the unique timestamps and the live bars assume it)."
+    )
+    lines.append(
+        "* **Plan fan-out per core**: one tvflux process handles about "
+        + (f"{knee:,}" if knee else "a few thousand")
+        + " browser connections at a 250 ms push interval on a core like this one. Beyond that, run "
+        "fan-out replicas (each subscribes to the same live stream, or ingests a copy of it) behind a "
+        "load balancer, one per core; subscribers are independent, so they spread freely."
+    )
+    lines.append(
+        "* **Multiplex subscriptions**: one WebSocket per browser page carrying all its charts' subscriptions "
+        "costs a fraction of one connection per chart (see the multiplexed run) — `frontend/datafeed.js` "
+        "already shares one socket per page; other clients should do the same."
+    )
+    lines.append(
+        "* **Push interval**: `TVFLUX_PUSH_INTERVAL_MS` sets both the latency floor (a trade waits on average "
+        "half an interval) and the push cost, which is proportional to connections ÷ interval and "
+        "independent of the trade rate thanks to coalescing: 500 ms halves the cost; 100 ms multiplies it "
+        "by 2.5."
+    )
+    lines.append(
+        "* **Publish steadily**: feeds that arrive in large bursts synchronise every subscriber's push; prefer "
+        "frames every 50–200 ms to one big frame a second."
+    )
+    lines.append(
+        "* **Keep the GC tuning** (`tvflux serve` sets it): with thousands of connections CPython's default "
+        "thresholds spent a third of the loop in full collections (see the optimisation log)."
+    )
     return "\n".join(lines)
 
 

@@ -51,8 +51,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _http(base: str, method: str, path: str, body: bytes | None = None, ctype: str = "application/json",
-          timeout: float = 300) -> Any:
+def _http(
+    base: str, method: str, path: str, body: bytes | None = None, ctype: str = "application/json", timeout: float = 300
+) -> Any:
     req = urllib.request.Request(base + path, data=body, method=method, headers={"Content-Type": ctype})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read() or b"null")
@@ -69,8 +70,10 @@ class Prober:
         self._seq = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with websockets.connect(self.ws + "/ws", max_size=None) as sub, \
-                websockets.connect(self.ws + "/ws/ingest", max_size=None) as ingest:
+        async with (
+            websockets.connect(self.ws + "/ws", max_size=None) as sub,
+            websockets.connect(self.ws + "/ws/ingest", max_size=None) as ingest,
+        ):
             await sub.send(json.dumps({"op": "subscribe", "id": "p", "symbol": PROBE, "resolution": "1"}))
             reader = asyncio.create_task(self._read(sub))
             acker = asyncio.create_task(self._drain(ingest))
@@ -79,8 +82,9 @@ class Prober:
                     self._seq += 1
                     price = round(1000 + self._seq * 0.01, 2)
                     self._sent[price] = (self.phase, time.perf_counter())
-                    await ingest.send(json.dumps([{"symbol": PROBE, "price": price, "size": 1.0,
-                                                   "time": int(time.time() * 1000)}]))
+                    await ingest.send(
+                        json.dumps([{"symbol": PROBE, "price": price, "size": 1.0, "time": int(time.time() * 1000)}])
+                    )
                     try:
                         await asyncio.wait_for(stop.wait(), self.interval_s)
                     except TimeoutError:
@@ -107,28 +111,54 @@ class Prober:
 
 def _stats(values: list[float]) -> dict[str, float]:
     a = np.asarray(values)
-    return {"n": len(values), "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
-            "max": float(a.max())}
+    return {
+        "n": len(values),
+        "p50": float(np.percentile(a, 50)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+    }
 
 
 async def _measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     data_dir = tempfile.mkdtemp(prefix="tvflux-push-")
     port = _free_port()
     base, ws = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TVFLUX_")},
-           "TVFLUX_DATA_DIR": data_dir, "TVFLUX_PORT": str(port), "TVFLUX_LOG_LEVEL": "WARNING",
-           "TVFLUX_SYNTHETIC_BACKFILL_S": str(args.backfill_s)}
-    server = subprocess.Popen([TVFLUX, "serve"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=open(os.path.join(data_dir, "server.log"), "wb"))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TVFLUX_")},
+        "TVFLUX_DATA_DIR": data_dir,
+        "TVFLUX_PORT": str(port),
+        "TVFLUX_LOG_LEVEL": "WARNING",
+        "TVFLUX_SYNTHETIC_BACKFILL_S": str(args.backfill_s),
+    }
+    server = subprocess.Popen(
+        [TVFLUX, "serve"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.path.join(data_dir, "server.log"), "wb"),
+    )
     spy = None
     try:
         if args.py_spy:
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.pid),
-                                    "-o", args.py_spy, "-r", "200", "--nonblocking"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "-p",
+                    str(server.pid),
+                    "-o",
+                    args.py_spy,
+                    "-r",
+                    "200",
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         started = time.perf_counter()
-        probe_trade = msgspec.json.encode([{"symbol": PROBE, "price": 1000.0, "size": 1.0,
-                                            "time": int(time.time() * 1000)}])
+        probe_trade = msgspec.json.encode(
+            [{"symbol": PROBE, "price": 1000.0, "size": 1.0, "time": int(time.time() * 1000)}]
+        )
         while True:  # the first moment the service takes a trade
             if server.poll() is not None:
                 raise SystemExit(f"tvflux serve exited: see {data_dir}/server.log")
@@ -184,16 +214,20 @@ def _bulk_history(base: str, trades: int) -> None:
     price = 50_000 + np.cumsum(rng.normal(0, 5, trades))
     enc = msgspec.msgpack.Encoder()
     for lo in range(0, trades, 10_000):
-        batch = [{"symbol": "BTCUSD", "price": float(p), "size": 0.1, "time": int(t)}
-                 for t, p in zip(times[lo:lo + 10_000], price[lo:lo + 10_000])]
+        batch = [
+            {"symbol": "BTCUSD", "price": float(p), "size": 0.1, "time": int(t)}
+            for t, p in zip(times[lo : lo + 10_000], price[lo : lo + 10_000])
+        ]
         _http(base, "POST", "/api/admin/trades", enc.encode(batch), "application/msgpack")
 
 
 def _history_loop(base: str, stop: threading.Event) -> None:
     now = int(time.time())
-    queries = [f"/api/bars?symbol=BTCUSD&resolution=1S&countback=10000&to={now}",
-               f"/api/bars?symbol=BTCUSD&resolution=1&countback=10000&to={now}",
-               f"/api/bars?symbol=BTCUSD&resolution=1&from={now - 6 * 86_400}&to={now}"]
+    queries = [
+        f"/api/bars?symbol=BTCUSD&resolution=1S&countback=10000&to={now}",
+        f"/api/bars?symbol=BTCUSD&resolution=1&countback=10000&to={now}",
+        f"/api/bars?symbol=BTCUSD&resolution=1&from={now - 6 * 86_400}&to={now}",
+    ]
     i = 0
     while not stop.is_set():
         try:

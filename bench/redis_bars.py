@@ -30,8 +30,17 @@ import numpy as np
 
 from service.core.models import Bar
 
-BAR_DTYPE = np.dtype([("t", "<i8"), ("open", "<f8"), ("high", "<f8"), ("low", "<f8"), ("close", "<f8"),
-                      ("volume", "<f8"), ("trades", "<i8")])
+BAR_DTYPE = np.dtype(
+    [
+        ("t", "<i8"),
+        ("open", "<f8"),
+        ("high", "<f8"),
+        ("low", "<f8"),
+        ("close", "<f8"),
+        ("volume", "<f8"),
+        ("trades", "<i8"),
+    ]
+)
 PAGE = 100_000
 
 
@@ -53,9 +62,25 @@ class RedisServer:
         import redis
 
         self._tmp = tempfile.TemporaryDirectory(prefix="tvflux-redis-")
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self._tmp.name,
-                "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no",
-                "--logfile", f"{self._tmp.name}/redis.log"]
+        argv = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self._tmp.name,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+            "--logfile",
+            f"{self._tmp.name}/redis.log",
+        ]
         if self.maxmemory_mb:
             argv += ["--maxmemory", f"{self.maxmemory_mb}mb"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -124,8 +149,9 @@ def zadd_resp(redis_key: str, bars: np.ndarray) -> bytes:
         raise ValueError("scores must have the same number of digits")
     powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
     digits = ((secs[:, None] // powers[None, :]) % 10 + 48).astype(np.uint8)
-    rec = np.dtype([("h1", f"V{len(b'$%d' % width) + 2}"), ("score", f"V{width}"), ("h2", "V7"),
-                    ("member", "V56"), ("crlf", "V2")])
+    rec = np.dtype(
+        [("h1", f"V{len(b'$%d' % width) + 2}"), ("score", f"V{width}"), ("h2", "V7"), ("member", "V56"), ("crlf", "V2")]
+    )
     out = np.zeros(n, dtype=rec)
     out["h1"] = np.void(b"$%d\r\n" % width)
     out["score"] = digits.view(f"V{width}").reshape(n)
@@ -147,7 +173,7 @@ def load_bars(port: int, symbol: str, chunks: Iterator[np.ndarray], *, batch: in
     try:
         for chunk in chunks:
             for i in range(0, len(chunk), batch):
-                sock.sendall(zadd_resp(redis_key, chunk[i:i + batch]))
+                sock.sendall(zadd_resp(redis_key, chunk[i : i + batch]))
                 pending += 1
                 while pending > 8:  # keep a few commands in flight, read the rest
                     buf, got = _read_replies(sock, buf, pending - 8)
@@ -211,13 +237,20 @@ def aggregate(pages: Iterator[np.ndarray], size_ms: int) -> list[Bar]:
         lows = np.minimum.reduceat(arr["low"], heads)
         vols = np.add.reduceat(arr["volume"], heads)
         opens, closes = arr["open"][heads], arr["close"][tails]
-        rows = list(zip(starts[heads].tolist(), opens.tolist(), highs.tolist(), lows.tolist(), closes.tolist(),
-                        vols.tolist()))
+        rows = list(
+            zip(starts[heads].tolist(), opens.tolist(), highs.tolist(), lows.tolist(), closes.tolist(), vols.tolist())
+        )
         if carry is not None:
             if rows[0][0] == carry[0]:
                 first = rows[0]
-                rows[0] = (carry[0], carry[1], max(carry[2], first[2]), min(carry[3], first[3]), first[4],
-                           carry[5] + first[5])
+                rows[0] = (
+                    carry[0],
+                    carry[1],
+                    max(carry[2], first[2]),
+                    min(carry[3], first[3]),
+                    first[4],
+                    carry[5] + first[5],
+                )
             else:
                 bars.append(Bar(carry[0] * 1000, *carry[1:]))
         carry = list(rows[-1])

@@ -32,15 +32,23 @@ def chart_history(history: dict[str, Any], path: Path) -> None:
                 e = next((c for c in cells if c["strategy"] == s and c["resolution"] == r and c["range"] == rng), None)
                 ys.append(e["p50"] if e else None)
             if any(y is not None for y in ys):
-                ax.plot([RES_LABEL.get(r, r) for r in resolutions], [y if y is not None else float("nan") for y in ys],
-                        marker="o", ms=3, color=COLORS[s], label=STRATEGY_LABEL[s])
+                ax.plot(
+                    [RES_LABEL.get(r, r) for r in resolutions],
+                    [y if y is not None else float("nan") for y in ys],
+                    marker="o",
+                    ms=3,
+                    color=COLORS[s],
+                    label=STRATEGY_LABEL[s],
+                )
         ax.set_yscale("log")
         ax.set_title(rng)
         ax.set_xlabel("resolution")
     axes[0].set_ylabel("p50 latency (ms, log)")
     axes[-1].legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"History request latency by resolution and range ({history['symbol']}, "
-                 f"{history['dataset']['trades_written']:,} trades)")
+    fig.suptitle(
+        f"History request latency by resolution and range ({history['symbol']}, "
+        f"{history['dataset']['trades_written']:,} trades)"
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -84,8 +92,14 @@ def chart_ingest(ingest: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("k trades/s")
     ax.set_title("Ingest over /ws/ingest (msgpack, 10k-trade frames)")
     axc = ax.twinx()
-    axc.plot(targets, [r["resources"]["server_cpu_avg_pct"] or 0 for r in sweep], marker="s", color="#d95f02",
-             lw=0.8, label="server CPU %")
+    axc.plot(
+        targets,
+        [r["resources"]["server_cpu_avg_pct"] or 0 for r in sweep],
+        marker="s",
+        color="#d95f02",
+        lw=0.8,
+        label="server CPU %",
+    )
     axc.set_ylabel("server CPU (% of one core)")
     axc.grid(False)
     ax.legend(loc="upper left", fontsize=7)
@@ -93,17 +107,27 @@ def chart_ingest(ingest: dict[str, Any], path: Path) -> None:
     samples = ingest["headline"]["samples"]
     ts = [s["t"] for s in samples if s.get("phase") == "measure"]
     t0 = ts[0] if ts else 0
-    ax2.plot([t - t0 for t in ts], [s["ingest_per_s"] / 1000 for s in samples if s.get("phase") == "measure"],
-             color=COLORS["tiers"], label="ingest k/s")
+    ax2.plot(
+        [t - t0 for t in ts],
+        [s["ingest_per_s"] / 1000 for s in samples if s.get("phase") == "measure"],
+        color=COLORS["tiers"],
+        label="ingest k/s",
+    )
     ax2.set_xlabel("seconds")
     ax2.set_ylabel("k trades/s")
     ax3 = ax2.twinx()
-    ax3.plot([t - t0 for t in ts], [s.get("server_rss_mb") or 0 for s in samples if s.get("phase") == "measure"],
-             color="#7570b3", lw=0.8, label="server RSS MB")
+    ax3.plot(
+        [t - t0 for t in ts],
+        [s.get("server_rss_mb") or 0 for s in samples if s.get("phase") == "measure"],
+        color="#7570b3",
+        lw=0.8,
+        label="server RSS MB",
+    )
     ax3.set_ylabel("RSS (MB)")
     ax3.grid(False)
-    ax2.set_title(f"Target run: {ingest['headline']['ingest']['target_per_s']:,.0f}/s for "
-                  f"{ingest['headline']['measure_s']:.0f} s")
+    ax2.set_title(
+        f"Target run: {ingest['headline']['ingest']['target_per_s']:,.0f}/s for {ingest['headline']['measure_s']:.0f} s"
+    )
     ax2.legend(loc="lower left", fontsize=7)
     ax3.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
@@ -117,23 +141,41 @@ def chart_fanout(fanout: dict[str, Any], path: Path) -> None:
     subs = [r["subscribers"]["subscriptions"] for r in sweep]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, style in (("p50", "-"), ("p99", "--"), ("max", ":")):
-        ax.plot(subs, [r["latency_ms"][key] for r in sweep], marker="o", ls=style, color=COLORS["tiers"],
-                label=f"{key}")
+        ax.plot(
+            subs, [r["latency_ms"][key] for r in sweep], marker="o", ls=style, color=COLORS["tiers"], label=f"{key}"
+        )
     push = sweep[0]["config"]["push_interval_ms"] if sweep else TARGETS["push_ms"]
     ax.axhline((push or 0) + TARGETS["fanout_slack_ms"], color="k", lw=0.8, ls="--", label="target p99")
     ax.set_xlabel("subscribers (one connection each)")
     ax.set_ylabel("trade → pushed bar (ms)")
     ax.set_title(f"Fan-out latency, push every {push} ms")
     ax.legend(fontsize=7)
-    ax2.plot(subs, [r["subscribers"]["frames_per_s"] / 1000 for r in sweep], marker="o", color="#7570b3",
-             label="frames/s received (k)")
+    ax2.plot(
+        subs,
+        [r["subscribers"]["frames_per_s"] / 1000 for r in sweep],
+        marker="o",
+        color="#7570b3",
+        label="frames/s received (k)",
+    )
     ax2.set_xlabel("subscribers")
     ax2.set_ylabel("k frames/s")
     axc = ax2.twinx()
-    axc.plot(subs, [r["resources"]["server_cpu_avg_pct"] or 0 for r in sweep], marker="s", color="#d95f02",
-             lw=0.8, label="server CPU %")
-    axc.plot(subs, [r["resources"]["loadgen_cpu_avg_pct"] or 0 for r in sweep], marker="^", color="#666",
-             lw=0.8, label="loadgen CPU %")
+    axc.plot(
+        subs,
+        [r["resources"]["server_cpu_avg_pct"] or 0 for r in sweep],
+        marker="s",
+        color="#d95f02",
+        lw=0.8,
+        label="server CPU %",
+    )
+    axc.plot(
+        subs,
+        [r["resources"]["loadgen_cpu_avg_pct"] or 0 for r in sweep],
+        marker="^",
+        color="#666",
+        lw=0.8,
+        label="loadgen CPU %",
+    )
     axc.set_ylabel("CPU (% of one core)")
     axc.grid(False)
     ax2.set_title("Push throughput and CPU")

@@ -44,8 +44,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = False  # set by main(): shorter pauses between runs
-STEPS = ("machine", "dataset", "backfill", "history", "chart", "ingest", "fanout", "live_history", "influx",
-         "report")
+STEPS = ("machine", "dataset", "backfill", "history", "chart", "ingest", "fanout", "live_history", "influx", "report")
 
 
 class Profile:
@@ -68,8 +67,9 @@ class Profile:
         self.sweep_s = 1.5 if quick else 15.0
         self.warmup_s = 0.5 if quick else 5.0
         self.ingest_target = 300_000
-        self.ingest_sweep = (20_000, 50_000) if quick else (100_000, 200_000, 300_000, 400_000, 600_000, 800_000,
-                                                             1_000_000)
+        self.ingest_sweep = (
+            (20_000, 50_000) if quick else (100_000, 200_000, 300_000, 400_000, 600_000, 800_000, 1_000_000)
+        )
         self.fanout_subs = 200 if quick else 5_000
         self.fanout_sweep = (50, 100) if quick else (500, 1_000, 2_000, 3_000, 4_000, 5_000)
         self.fanout_rate = 50_000
@@ -108,10 +108,21 @@ def step_machine(p: Profile) -> dict[str, Any]:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "service", "loadgen"], cwd=ROOT,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "service", "loadgen"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     redis_version = None
@@ -119,12 +130,31 @@ def step_machine(p: Profile) -> dict[str, Any]:
         out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
         redis_version = out.split("v=")[1].split()[0] if "v=" in out else out.strip()
     return {
-        "cpu_model": cpu_model, "cores": psutil.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "os": platform.platform(),
-        "python": platform.python_version(), "git_commit": commit, "working_tree_dirty": dirty,
-        "packages": {m: version(m) for m in ("duckdb", "numpy", "pyarrow", "msgspec", "litestar", "uvicorn",
-                                              "uvloop", "websockets", "redis", "hiredis")},
-        "redis_server": redis_version, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu_model": cpu_model,
+        "cores": psutil.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "git_commit": commit,
+        "working_tree_dirty": dirty,
+        "packages": {
+            m: version(m)
+            for m in (
+                "duckdb",
+                "numpy",
+                "pyarrow",
+                "msgspec",
+                "litestar",
+                "uvicorn",
+                "uvloop",
+                "websockets",
+                "redis",
+                "hiredis",
+            )
+        },
+        "redis_server": redis_version,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_average_at_start": list(os.getloadavg()),
     }
 
@@ -155,8 +185,16 @@ def step_history(p: Profile) -> dict[str, Any]:
 
     spec = spec_for(p)
     ranges = {k: v for k, v in RANGES.items() if v <= spec.days}
-    return asyncio.run(run_history_bench(str(p.data_dir), spec, reps=p.history_reps, budget_s=p.history_budget_s,
-                                         slow_reps=p.slow_reps, ranges=ranges))
+    return asyncio.run(
+        run_history_bench(
+            str(p.data_dir),
+            spec,
+            reps=p.history_reps,
+            budget_s=p.history_budget_s,
+            slow_reps=p.slow_reps,
+            ranges=ranges,
+        )
+    )
 
 
 def step_chart(p: Profile) -> dict[str, Any]:
@@ -165,9 +203,16 @@ def step_chart(p: Profile) -> dict[str, Any]:
     raw and its 1-minute materialized view) on the same trades: ``bench/chart.py``."""
     from bench.chart import run_chart_bench
 
-    return asyncio.run(run_chart_bench(str(p.data_dir), spec_for(p), str(p.scratch_dir / "chart"),
-                                       reps=10 if p.quick else 40, peer_reps=3 if p.quick else 10,
-                                       peer_budget_s=1.0 if p.quick else 5.0))
+    return asyncio.run(
+        run_chart_bench(
+            str(p.data_dir),
+            spec_for(p),
+            str(p.scratch_dir / "chart"),
+            reps=10 if p.quick else 40,
+            peer_reps=3 if p.quick else 10,
+            peer_budget_s=1.0 if p.quick else 5.0,
+        )
+    )
 
 
 def _load(cfg: Any) -> dict[str, Any]:
@@ -194,10 +239,17 @@ def _pause(seconds: float = 2.0) -> None:
 def step_ingest(p: Profile) -> dict[str, Any]:
     from loadgen.runner import LoadConfig
 
-    base = dict(spawn=True, transport="ws", fmt="msgpack", connections=2, frame_trades=10_000, window=4,
-                warmup_s=p.warmup_s, progress=True)
-    print(f"ingest: {p.ingest_target:,} trades/s for {p.load_s:g} s, a subscriber per symbol × tier",
-          file=sys.stderr)
+    base = dict(
+        spawn=True,
+        transport="ws",
+        fmt="msgpack",
+        connections=2,
+        frame_trades=10_000,
+        window=4,
+        warmup_s=p.warmup_s,
+        progress=True,
+    )
+    print(f"ingest: {p.ingest_target:,} trades/s for {p.load_s:g} s, a subscriber per symbol × tier", file=sys.stderr)
     headline = _load(LoadConfig(rate=p.ingest_target, duration_s=p.load_s, subscribers=18, **base))
     sweep = []
     for target in p.ingest_sweep:
@@ -207,22 +259,48 @@ def step_ingest(p: Profile) -> dict[str, Any]:
     _pause()
     alt_rate = p.ingest_sweep[1] if p.quick else 500_000
     print(f"ingest over HTTP (POST /api/trades, JSON): {alt_rate:,} trades/s target", file=sys.stderr)
-    http = _trim(_load(LoadConfig(spawn=True, rate=alt_rate, duration_s=p.sweep_s, transport="http",
-                                  connections=4, frame_trades=5_000, warmup_s=p.warmup_s)))
+    http = _trim(
+        _load(
+            LoadConfig(
+                spawn=True,
+                rate=alt_rate,
+                duration_s=p.sweep_s,
+                transport="http",
+                connections=4,
+                frame_trades=5_000,
+                warmup_s=p.warmup_s,
+            )
+        )
+    )
     _pause()
     print(f"ingest over /ws/ingest with JSON frames: {alt_rate:,} trades/s target", file=sys.stderr)
-    json_frames = _trim(_load(LoadConfig(rate=alt_rate, duration_s=p.sweep_s, fmt="json",
-                                         **{k: v for k, v in base.items() if k != "fmt"})))
+    json_frames = _trim(
+        _load(
+            LoadConfig(rate=alt_rate, duration_s=p.sweep_s, fmt="json", **{k: v for k, v in base.items() if k != "fmt"})
+        )
+    )
     return {"headline": _trim(headline), "sweep": sweep, "http": http, "json_frames": json_frames}
 
 
 def step_fanout(p: Profile) -> dict[str, Any]:
     from loadgen.runner import LoadConfig
 
-    base = dict(spawn=True, rate=p.fanout_rate, connections=1, frame_trades=2_000, window=4,
-                push_interval_ms=p.push_interval_ms, warmup_s=p.warmup_s, progress=True, connect_concurrency=200)
-    print(f"fan-out: {p.fanout_subs:,} subscribers (one per connection), push every {p.push_interval_ms} ms, "
-          f"ingest {p.fanout_rate:,}/s, {p.load_s:g} s", file=sys.stderr)
+    base = dict(
+        spawn=True,
+        rate=p.fanout_rate,
+        connections=1,
+        frame_trades=2_000,
+        window=4,
+        push_interval_ms=p.push_interval_ms,
+        warmup_s=p.warmup_s,
+        progress=True,
+        connect_concurrency=200,
+    )
+    print(
+        f"fan-out: {p.fanout_subs:,} subscribers (one per connection), push every {p.push_interval_ms} ms, "
+        f"ingest {p.fanout_rate:,}/s, {p.load_s:g} s",
+        file=sys.stderr,
+    )
     headline = _load(LoadConfig(subscribers=p.fanout_subs, duration_s=p.load_s, **base))
     sweep = []
     for n in p.fanout_sweep:
@@ -232,13 +310,19 @@ def step_fanout(p: Profile) -> dict[str, Any]:
     _pause()
     multiplexed_n = p.fanout_subs * 2
     print(f"fan-out multiplexed: {multiplexed_n:,} subscriptions, 100 per connection", file=sys.stderr)
-    multiplexed = _trim(_load(LoadConfig(subscribers=multiplexed_n, subs_per_conn=100, duration_s=p.sweep_s,
-                                         **base)))
+    multiplexed = _trim(_load(LoadConfig(subscribers=multiplexed_n, subs_per_conn=100, duration_s=p.sweep_s, **base)))
     _pause()
-    print(f"fan-out, batched publisher: {p.fanout_subs:,} subscribers, 10,000-trade frames, markers at 5 Hz",
-          file=sys.stderr)
-    batched = _trim(_load(LoadConfig(subscribers=p.fanout_subs, duration_s=p.sweep_s,
-                                     **{**base, "frame_trades": 10_000, "marker_hz": 5.0})))
+    print(
+        f"fan-out, batched publisher: {p.fanout_subs:,} subscribers, 10,000-trade frames, markers at 5 Hz",
+        file=sys.stderr,
+    )
+    batched = _trim(
+        _load(
+            LoadConfig(
+                subscribers=p.fanout_subs, duration_s=p.sweep_s, **{**base, "frame_trades": 10_000, "marker_hz": 5.0}
+            )
+        )
+    )
     return {"headline": _trim(headline), "sweep": sweep, "multiplexed": multiplexed, "batched": batched}
 
 
@@ -255,19 +339,33 @@ def step_live_history(p: Profile) -> dict[str, Any]:
     scratch.mkdir(parents=True)
     shutil.copyfile(p.data_dir / DB_NAME, scratch / DB_NAME)
     subs = 200 if p.quick else 1_000
-    common = dict(spawn=True, data_dir=str(scratch), connections=1, frame_trades=2_000, window=4,
-                  push_interval_ms=p.push_interval_ms, warmup_s=p.warmup_s, progress=True,
-                  history_to_ms=spec.end_ms, history_countback=300, history_connections=2,
-                  server_env={"TVFLUX_DOWNSAMPLE_INTERVAL_MS": "2000"},
-                  # the dataset's symbols, in a scratch copy of it: the loadgen may write there
-                  symbols=("BTCUSD", "ETHUSD", "LTCUSD"), allow_real_symbols=True)
+    common = dict(
+        spawn=True,
+        data_dir=str(scratch),
+        connections=1,
+        frame_trades=2_000,
+        window=4,
+        push_interval_ms=p.push_interval_ms,
+        warmup_s=p.warmup_s,
+        progress=True,
+        history_to_ms=spec.end_ms,
+        history_countback=300,
+        history_connections=2,
+        server_env={"TVFLUX_DOWNSAMPLE_INTERVAL_MS": "2000"},
+        # the dataset's symbols, in a scratch copy of it: the loadgen may write there
+        symbols=("BTCUSD", "ETHUSD", "LTCUSD"),
+        allow_real_symbols=True,
+    )
     try:
         print("history with no other load (same server setup)", file=sys.stderr)
         idle = _trim(_load(LoadConfig(rate=0, subscribers=0, history_rate=50, duration_s=p.live_history_s, **common)))
         _pause()
         print(f"history under load: ingest {p.fanout_rate:,}/s, {subs:,} subscribers, 50 requests/s", file=sys.stderr)
-        loaded = _trim(_load(LoadConfig(rate=p.fanout_rate, subscribers=subs, history_rate=50,
-                                        duration_s=p.live_history_s, **common)))
+        loaded = _trim(
+            _load(
+                LoadConfig(rate=p.fanout_rate, subscribers=subs, history_rate=50, duration_s=p.live_history_s, **common)
+            )
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return {"idle": idle, "loaded": loaded}
@@ -277,12 +375,22 @@ def step_influx(p: Profile) -> dict[str, Any] | None:
     from bench import influx
 
     if influx.influxd_binary() is None:
-        print("influx: skipped — no influxd binary (set TVFLUX_INFLUXD or put influxd on PATH; docs/influxdb.md "
-              "says how to get one); the report keeps the last bench/results/influx.json, if any", file=sys.stderr)
+        print(
+            "influx: skipped — no influxd binary (set TVFLUX_INFLUXD or put influxd on PATH; docs/influxdb.md "
+            "says how to get one); the report keeps the last bench/results/influx.json, if any",
+            file=sys.stderr,
+        )
         return None
-    return influx.run(p.influx_trades, p.influx_days, data_dir=p.data_dir / "influx",
-                      ingest_rates=p.influx_rates, ingest_s=p.influx_ingest_s, warmup_s=p.warmup_s if p.quick else 3.0,
-                      reps=p.history_reps if p.quick else 10, budget_s=p.history_budget_s if p.quick else 1.5)
+    return influx.run(
+        p.influx_trades,
+        p.influx_days,
+        data_dir=p.data_dir / "influx",
+        ingest_rates=p.influx_rates,
+        ingest_s=p.influx_ingest_s,
+        warmup_s=p.warmup_s if p.quick else 3.0,
+        reps=p.history_reps if p.quick else 10,
+        budget_s=p.history_budget_s if p.quick else 1.5,
+    )
 
 
 def step_report(p: Profile) -> dict[str, Any]:

@@ -32,8 +32,13 @@ def drift(samples: list[dict], warmup_s: float) -> dict:
     if not early or not late:
         return {"error": "run too short for a drift figure (needs warm-up + 2 minutes)"}
     base, last = statistics.median(early), statistics.median(late)
-    return {"rss_after_warmup_mb": base, "rss_last_minute_mb": last, "rss_peak_mb": max(v for _, v in rss),
-            "drift_pct": round(100 * (last - base) / base, 2), "duration_s": end_t}
+    return {
+        "rss_after_warmup_mb": base,
+        "rss_last_minute_mb": last,
+        "rss_peak_mb": max(v for _, v in rss),
+        "drift_pct": round(100 * (last - base) / base, 2),
+        "duration_s": end_t,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,8 +51,21 @@ def main(argv: list[str] | None = None) -> int:
     loadgen = str(Path(sys.executable).parent / "tvflux-loadgen")
     with tempfile.TemporaryDirectory(prefix="tvflux-soak-") as tmp:
         report_path = Path(tmp) / "report.json"
-        cmd = [loadgen, "--spawn", "--rate", str(args.rate), "--subscribers", str(args.subscribers),
-               "--duration", str(args.duration), "--warmup", "5", "--quiet", "--json", str(report_path)]
+        cmd = [
+            loadgen,
+            "--spawn",
+            "--rate",
+            str(args.rate),
+            "--subscribers",
+            str(args.subscribers),
+            "--duration",
+            str(args.duration),
+            "--warmup",
+            "5",
+            "--quiet",
+            "--json",
+            str(report_path),
+        ]
         done = subprocess.run(cmd, timeout=args.duration + 600)
         if not report_path.exists():
             print(f"the load generator failed (exit {done.returncode})", file=sys.stderr)
@@ -55,14 +73,22 @@ def main(argv: list[str] | None = None) -> int:
         report = json.loads(report_path.read_text())
     ingest, subs = report.get("ingest", {}), report.get("subscribers", {})
     problems = {
-        "ingest_errors": ingest.get("errors"), "trades_unacked": ingest.get("trades_unacked"),
-        "trades_refused": ingest.get("trades_refused"), "ingest_disconnects": ingest.get("disconnects"),
-        "subscriber_errors": subs.get("errors"), "subscribers_cut_off": subs.get("cut_off"),
-        "subscribers_starved": subs.get("starved"), "connect_failures": subs.get("connect_failures"),
+        "ingest_errors": ingest.get("errors"),
+        "trades_unacked": ingest.get("trades_unacked"),
+        "trades_refused": ingest.get("trades_refused"),
+        "ingest_disconnects": ingest.get("disconnects"),
+        "subscriber_errors": subs.get("errors"),
+        "subscribers_cut_off": subs.get("cut_off"),
+        "subscribers_starved": subs.get("starved"),
+        "connect_failures": subs.get("connect_failures"),
     }
-    result = {"settings": vars(args), "drift": drift(report.get("samples", []), args.warmup),
-              "problems": problems, "achieved_trades_per_s": ingest.get("achieved_per_s"),
-              "summary": {k: v for k, v in report.items() if k != "samples"}}
+    result = {
+        "settings": vars(args),
+        "drift": drift(report.get("samples", []), args.warmup),
+        "problems": problems,
+        "achieved_trades_per_s": ingest.get("achieved_per_s"),
+        "summary": {k: v for k, v in report.items() if k != "samples"},
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "soak.json").write_text(json.dumps(result, indent=2, default=str))
     d = result["drift"]

@@ -49,8 +49,16 @@ class _MsgpackLayout:
         head = b"\x84" + _fixstr("symbol") + _fixstr(symbol) + _fixstr("price") + b"\xcb"
         mid = _fixstr("size") + b"\xcb"
         tail = _fixstr("time") + b"\xcf"
-        self.dtype = np.dtype([("head", f"V{len(head)}"), ("price", ">f8"), ("mid", f"V{len(mid)}"),
-                               ("size", ">f8"), ("tail", f"V{len(tail)}"), ("time", ">u8")])
+        self.dtype = np.dtype(
+            [
+                ("head", f"V{len(head)}"),
+                ("price", ">f8"),
+                ("mid", f"V{len(mid)}"),
+                ("size", ">f8"),
+                ("tail", f"V{len(tail)}"),
+                ("time", ">u8"),
+            ]
+        )
         template = np.zeros(1, dtype=self.dtype)
         template["head"] = np.void(head)
         template["mid"] = np.void(mid)
@@ -81,7 +89,7 @@ def fixed_width_decimal(values: np.ndarray, int_digits: int, decimals: int) -> n
     powers = 10 ** np.arange(total - 1, -1, -1, dtype=np.int64)
     digits = (scaled[:, None] // powers[None, :]) % 10
     leading = np.cumsum(digits != 0, axis=1) == 0
-    leading[:, int_digits - 1:] = False  # keep "0" before the point and every decimal
+    leading[:, int_digits - 1 :] = False  # keep "0" before the point and every decimal
     chars = np.where(leading, 32, digits + 48).astype(np.uint8)
     if decimals == 0:
         return chars
@@ -163,4 +171,4 @@ class TradePool:
         if pos + n > self.size:
             pos = 0
         self._pos[symbol] = pos + n
-        return self._prices[symbol][pos:pos + n], self._sizes[symbol][pos:pos + n]
+        return self._prices[symbol][pos : pos + n], self._sizes[symbol][pos : pos + n]

@@ -30,8 +30,14 @@ def is_own(symbol: str) -> bool:
     return symbol.startswith(OWN_PREFIX)
 
 
-def check_target(base_url: str, symbols: Sequence[str], *, writes: bool, allow_real_symbols: bool,
-                 get_json: Callable[[str, str], Any]) -> None:
+def check_target(
+    base_url: str,
+    symbols: Sequence[str],
+    *,
+    writes: bool,
+    allow_real_symbols: bool,
+    get_json: Callable[[str, str], Any],
+) -> None:
     """Raise :class:`RefusedRun` when a run against ``base_url`` must not start."""
     if not writes:
         return  # subscribers and history requests only read
@@ -47,10 +53,12 @@ def check_target(base_url: str, symbols: Sequence[str], *, writes: bool, allow_r
             f"markers (priced at the epoch ms, ≈1.8e12) would be stored in them for good, and every bar from 1m to "
             f"1M would show that high. The server holds {', '.join(held) or 'no other symbols'}. Use --spawn (a "
             f"scratch server), or the load generator's own symbols ({OWN_PREFIX}…, the default), or pass "
-            f"--allow-real-symbols if this server's data is disposable.")
+            f"--allow-real-symbols if this server's data is disposable."
+        )
     missing = [s for s in symbols if s not in known]
     if missing:
         raise RefusedRun(
             f"{base_url} does not accept {', '.join(missing)}: start it with TVFLUX_SYMBOLS listing them next to its "
             f"own (e.g. TVFLUX_SYMBOLS={','.join([*[s for s in known if not is_own(s)], *missing])}), "
-            f"or use --spawn")
+            f"or use --spawn"
+        )

@@ -25,10 +25,12 @@ class HttpConnection:
 
     async def _connect(self) -> None:
         self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), self.timeout_s)
+            asyncio.open_connection(self.host, self.port), self.timeout_s
+        )
 
-    async def request(self, method: str, path: str, body: bytes | None = None,
-                      content_type: str = "application/json") -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
         """Send one request, return ``(status, body)``. Retries once on a stale connection."""
         for attempt in (0, 1):
             if self._writer is None:

@@ -68,8 +68,7 @@ class MarkerCursor:
         self.buckets = book.buckets[resolution]
         self.pos = len(book)  # markers sent before the subscription do not count
 
-    def observe(self, bar_time: int, high: float, now: float, window: tuple[float, float],
-                samples: array) -> int:
+    def observe(self, bar_time: int, high: float, now: float, window: tuple[float, float], samples: array) -> int:
         """Resolve the markers this bar reflects; latencies (ms) of markers sent inside
         ``window`` (perf_counter bounds) go to ``samples``. Returns how many were missed."""
         book = self.book

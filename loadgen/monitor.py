@@ -43,9 +43,14 @@ class ProcessMonitor:
                 self.rss_peak_bytes = max(self.rss_peak_bytes, server_rss)
             except psutil.Error:
                 self.server = None
-        row = {"t": round(t, 2), "server_cpu": server_cpu, "server_rss_mb": None if server_rss is None else
-               round(server_rss / 2**20, 1), "loadgen_cpu": round(mine, 1), "machine_cpu": round(machine, 1),
-               "others_cpu": round(max(0.0, machine - mine - (server_cpu or 0.0)), 1)}
+        row = {
+            "t": round(t, 2),
+            "server_cpu": server_cpu,
+            "server_rss_mb": None if server_rss is None else round(server_rss / 2**20, 1),
+            "loadgen_cpu": round(mine, 1),
+            "machine_cpu": round(machine, 1),
+            "others_cpu": round(max(0.0, machine - mine - (server_cpu or 0.0)), 1),
+        }
         if extra:
             row.update(extra)
         self.samples.append(row)
@@ -67,11 +72,15 @@ class ProcessMonitor:
         rss = [r["server_rss_mb"] for r in rows if r.get("server_rss_mb") is not None]
         return {
             "cpus": self.cpus,
-            "server_cpu_avg_pct": server_avg, "server_cpu_max_pct": server_max,
+            "server_cpu_avg_pct": server_avg,
+            "server_cpu_max_pct": server_max,
             "server_rss_peak_mb": round(self.rss_peak_bytes / 2**20, 1) if self.rss_peak_bytes else None,
             "server_rss_end_mb": rss[-1] if rss else None,
-            "loadgen_cpu_avg_pct": me_avg, "loadgen_cpu_max_pct": me_max,
-            "machine_cpu_avg_pct": machine_avg, "others_cpu_avg_pct": others_avg, "others_cpu_max_pct": others_max,
+            "loadgen_cpu_avg_pct": me_avg,
+            "loadgen_cpu_max_pct": me_max,
+            "machine_cpu_avg_pct": machine_avg,
+            "others_cpu_avg_pct": others_avg,
+            "others_cpu_max_pct": others_max,
         }
 
 

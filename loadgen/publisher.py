@@ -173,9 +173,16 @@ class Publisher:
     # --- WebSocket ------------------------------------------------------------------
 
     async def _open(self) -> ClientConnection:
-        return await connect(self.base_ws + "/ws/ingest", compression=None, max_size=None, proxy=None,
-                             additional_headers=self.headers, ping_interval=None, open_timeout=30,
-                             write_limit=1 << 20)
+        return await connect(
+            self.base_ws + "/ws/ingest",
+            compression=None,
+            max_size=None,
+            proxy=None,
+            additional_headers=self.headers,
+            ping_interval=None,
+            open_timeout=30,
+            write_limit=1 << 20,
+        )
 
     async def _ws_bulk(self, pacer: Pacer) -> None:
         await self._ws_loop(lambda: self.bulk_frame() + (None,), pacer)

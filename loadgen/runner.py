@@ -124,8 +124,11 @@ class HistoryLoad:
         for samples in self.latency_ms.values():
             every.extend(samples)
         return {
-            "requests": len(every) + self.errors, "errors": self.errors, "empty": self.empty,
-            "requests_per_s": round(rate(len(every), seconds), 1), "countback": self.cfg.history_countback,
+            "requests": len(every) + self.errors,
+            "errors": self.errors,
+            "empty": self.empty,
+            "requests_per_s": round(rate(len(every), seconds), 1),
+            "countback": self.cfg.history_countback,
             "latency_ms": summarize(every),
             "by_resolution": {r: summarize(s) for r, s in self.latency_ms.items()},
         }
@@ -134,12 +137,15 @@ class HistoryLoad:
 async def run_load(cfg: LoadConfig) -> dict[str, Any]:
     server = None
     if cfg.spawn:
-        env = {"TVFLUX_SYNTHETIC_RATE": "0", "TVFLUX_MAX_BATCH_TRADES": str(max(10_000, cfg.frame_trades)),
-               "TVFLUX_MAX_SUBSCRIPTIONS_PER_CONNECTION": str(max(200, cfg.subs_per_conn)),
-               # every connection comes from 127.0.0.1: lift the per-address limit above the run's needs
-               "TVFLUX_MAX_CONNECTIONS_PER_CLIENT": str(cfg.subscribers + cfg.connections + 64),
-               # the server is created for the run: it accepts the run's symbols (loadgen.guard)
-               "TVFLUX_SYMBOLS": ",".join(cfg.symbols)}
+        env = {
+            "TVFLUX_SYNTHETIC_RATE": "0",
+            "TVFLUX_MAX_BATCH_TRADES": str(max(10_000, cfg.frame_trades)),
+            "TVFLUX_MAX_SUBSCRIPTIONS_PER_CONNECTION": str(max(200, cfg.subs_per_conn)),
+            # every connection comes from 127.0.0.1: lift the per-address limit above the run's needs
+            "TVFLUX_MAX_CONNECTIONS_PER_CLIENT": str(cfg.subscribers + cfg.connections + 64),
+            # the server is created for the run: it accepts the run's symbols (loadgen.guard)
+            "TVFLUX_SYMBOLS": ",".join(cfg.symbols),
+        }
         if cfg.push_interval_ms is not None:
             env["TVFLUX_PUSH_INTERVAL_MS"] = str(cfg.push_interval_ms)
         env.update(cfg.server_env)
@@ -151,8 +157,14 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
     try:
         if server is None or cfg.data_dir is not None:  # not a scratch server: it may hold real data
             writes = cfg.rate > 0 or (cfg.subscribers > 0 and cfg.marker_hz > 0)
-            await asyncio.to_thread(check_target, base_url, cfg.symbols, writes=writes,
-                                    allow_real_symbols=cfg.allow_real_symbols, get_json=get_json)
+            await asyncio.to_thread(
+                check_target,
+                base_url,
+                cfg.symbols,
+                writes=writes,
+                allow_real_symbols=cfg.allow_real_symbols,
+                get_json=get_json,
+            )
         return await _run(cfg, base_url, pid, server)
     finally:
         if server is not None:
@@ -176,18 +188,35 @@ async def _run(cfg: LoadConfig, base_url: str, pid: int | None, server: SpawnedS
     resolutions = [parse_resolution(r) for r in cfg.resolutions]
     books = {s: MarkerBook(s, resolutions) for s in cfg.symbols}
 
-    pool = SubscriberPool(base_ws, spread(cfg.symbols, cfg.resolutions, cfg.subscribers),
-                          subs_per_conn=cfg.subs_per_conn, books=books,
-                          connect_concurrency=cfg.connect_concurrency, deflate=cfg.deflate)
+    pool = SubscriberPool(
+        base_ws,
+        spread(cfg.symbols, cfg.resolutions, cfg.subscribers),
+        subs_per_conn=cfg.subs_per_conn,
+        books=books,
+        connect_concurrency=cfg.connect_concurrency,
+        deflate=cfg.deflate,
+    )
     t_setup = time.perf_counter()
     if cfg.subscribers:
         _log(cfg, f"connecting {cfg.subscribers:,} subscriptions over {len(pool.groups):,} connections …")
     await pool.start()
     connect_s = time.perf_counter() - t_setup
 
-    publisher = Publisher(base_ws, host, port, cfg.symbols, rate=cfg.rate, connections=cfg.connections,
-                          frame_trades=cfg.frame_trades, window=cfg.window, fmt=cfg.fmt, transport=cfg.transport,
-                          marker_hz=cfg.marker_hz if cfg.subscribers else 0.0, marker_books=books, token=cfg.token)
+    publisher = Publisher(
+        base_ws,
+        host,
+        port,
+        cfg.symbols,
+        rate=cfg.rate,
+        connections=cfg.connections,
+        frame_trades=cfg.frame_trades,
+        window=cfg.window,
+        fmt=cfg.fmt,
+        transport=cfg.transport,
+        marker_hz=cfg.marker_hz if cfg.subscribers else 0.0,
+        marker_books=books,
+        token=cfg.token,
+    )
     history = HistoryLoad(host, port, cfg) if cfg.history_rate > 0 else None
     pstats, sstats = publisher.stats, pool.stats
     t0 = time.perf_counter()
@@ -205,17 +234,23 @@ async def _run(cfg: LoadConfig, base_url: str, pid: int | None, server: SpawnedS
                 continue
             d_acked = pstats.trades_acked - last[1]
             d_frames = sstats.frames - last[2]
-            lat_slice = sstats.latency_ms[last[3]:]
+            lat_slice = sstats.latency_ms[last[3] :]
             last[:] = [now, pstats.trades_acked, sstats.frames, len(sstats.latency_ms)]
-            extra = {"phase": label, "ingest_per_s": round(rate(d_acked, dt)), "frames_per_s": round(rate(d_frames, dt))}
+            extra = {
+                "phase": label,
+                "ingest_per_s": round(rate(d_acked, dt)),
+                "frames_per_s": round(rate(d_frames, dt)),
+            }
             row = monitor.sample(now - t0, extra)
             if cfg.progress:
                 p99 = summarize(lat_slice)["p99"] if len(lat_slice) else None
-                line = (f"[{now - t0:5.1f}s {label:>7}] ingest {fmt_num(extra['ingest_per_s'])}/s "
-                        f"(acked {fmt_num(pstats.trades_acked)}) | subs {sstats.connections_open:,} conns, "
-                        f"frames {fmt_num(extra['frames_per_s'])}/s, lat p99 {fmt_num(p99, 'ms', 1)} | "
-                        f"server cpu {fmt_num(row['server_cpu'], '%')} rss {fmt_num(row['server_rss_mb'], 'MB')} "
-                        f"| loadgen cpu {fmt_num(row['loadgen_cpu'], '%')}")
+                line = (
+                    f"[{now - t0:5.1f}s {label:>7}] ingest {fmt_num(extra['ingest_per_s'])}/s "
+                    f"(acked {fmt_num(pstats.trades_acked)}) | subs {sstats.connections_open:,} conns, "
+                    f"frames {fmt_num(extra['frames_per_s'])}/s, lat p99 {fmt_num(p99, 'ms', 1)} | "
+                    f"server cpu {fmt_num(row['server_cpu'], '%')} rss {fmt_num(row['server_rss_mb'], 'MB')} "
+                    f"| loadgen cpu {fmt_num(row['loadgen_cpu'], '%')}"
+                )
                 print(line, file=sys.stderr, flush=True)
 
     last: list[Any] = [t0, 0, 0, 0]
@@ -223,7 +258,12 @@ async def _run(cfg: LoadConfig, base_url: str, pid: int | None, server: SpawnedS
     t_start = time.perf_counter()
     pool.begin_window(t_start)
     pstats.rtt_window = (t_start, float("inf"))
-    sent0, acked0, refused0, frames0 = pstats.trades_sent, pstats.trades_acked, pstats.trades_refused, sstats.window_frames
+    sent0, acked0, refused0, frames0 = (
+        pstats.trades_sent,
+        pstats.trades_acked,
+        pstats.trades_refused,
+        sstats.window_frames,
+    )
     if history is not None:
         history.start()
     await tick("measure", t_start + cfg.duration_s, last)
@@ -316,8 +356,11 @@ def _report(cfg: LoadConfig, v: dict[str, Any]) -> dict[str, Any]:
             "errors": dict(sstats.errors),
         },
         "latency_ms": summarize(sstats.latency_ms),
-        "markers": {"sent": sum(len(b) for b in v["books"].values()), "missed": sstats.markers_missed,
-                    "hz_per_symbol": cfg.marker_hz if cfg.subscribers else 0},
+        "markers": {
+            "sent": sum(len(b) for b in v["books"].values()),
+            "missed": sstats.markers_missed,
+            "hz_per_symbol": cfg.marker_hz if cfg.subscribers else 0,
+        },
         "history": v["history"].report(seconds) if v["history"] is not None else None,
         "resources": machine,
         "server_stats": after or None,
@@ -332,24 +375,34 @@ def _notes(cfg: LoadConfig, r: dict[str, Any]) -> list[str]:
     res = r["resources"]
     ing = r["ingest"]
     if res.get("loadgen_cpu_avg_pct") is not None and res["loadgen_cpu_avg_pct"] >= 85:
-        notes.append(f"the generator itself was near its limit (its CPU averaged {res['loadgen_cpu_avg_pct']}% of a "
-                     "core): figures are a lower bound of what the server can do")
+        notes.append(
+            f"the generator itself was near its limit (its CPU averaged {res['loadgen_cpu_avg_pct']}% of a "
+            "core): figures are a lower bound of what the server can do"
+        )
     if res.get("others_cpu_avg_pct") is not None and res["others_cpu_avg_pct"] >= 20:
-        notes.append(f"the machine was shared: other processes used {res['others_cpu_avg_pct']}% CPU on average "
-                     f"(max {res['others_cpu_max_pct']}%)")
+        notes.append(
+            f"the machine was shared: other processes used {res['others_cpu_avg_pct']}% CPU on average "
+            f"(max {res['others_cpu_max_pct']}%)"
+        )
     if cfg.rate > 0 and ing["achieved_per_s"] < 0.97 * cfg.rate:
         notes.append(f"ingest fell short of the target: {ing['achieved_per_s']:,}/s of {cfg.rate:,.0f}/s")
     lost = ing["trades_sent"] - ing["trades_acked"] - ing["duplicates"]
     if lost:
-        notes.append(f"{lost:,} trades sent were not accepted (refused {ing['trades_refused']:,}, "
-                     f"unacknowledged {ing['trades_unacked']:,})")
+        notes.append(
+            f"{lost:,} trades sent were not accepted (refused {ing['trades_refused']:,}, "
+            f"unacknowledged {ing['trades_unacked']:,})"
+        )
     if ing["server_accepted"] is not None and ing["server_accepted"] != ing["trades_acked"]:
-        notes.append(f"the server counted {ing['server_accepted']:,} accepted trades during the run, the generator "
-                     f"{ing['trades_acked']:,} (another client or the synthetic source was publishing)")
+        notes.append(
+            f"the server counted {ing['server_accepted']:,} accepted trades during the run, the generator "
+            f"{ing['trades_acked']:,} (another client or the synthetic source was publishing)"
+        )
     if ing["server_pending_after"]:
-        notes.append(f"the server still had {ing['server_pending_after']:,} trades waiting for the store "
-                     f"{cfg.drain_timeout_s:g} s after publishing stopped (writer error: "
-                     f"{(r['server_stats'] or {}).get('writer', {}).get('lastError')})")
+        notes.append(
+            f"the server still had {ing['server_pending_after']:,} trades waiting for the store "
+            f"{cfg.drain_timeout_s:g} s after publishing stopped (writer error: "
+            f"{(r['server_stats'] or {}).get('writer', {}).get('lastError')})"
+        )
     subs = r["subscribers"]
     if subs["subscriptions"]:
         if subs["cut_off"]:
@@ -357,6 +410,8 @@ def _notes(cfg: LoadConfig, r: dict[str, Any]) -> list[str]:
         if subs["starved"]:
             notes.append(f"{subs['starved']} subscriptions received nothing while measuring")
         if r["markers"]["missed"]:
-            notes.append(f"{r['markers']['missed']:,} marker observations were missed (a marker reached the server "
-                         "after its bar had closed, or a push was lost)")
+            notes.append(
+                f"{r['markers']['missed']:,} marker observations were missed (a marker reached the server "
+                "after its bar had closed, or a push was lost)"
+            )
     return notes

@@ -24,8 +24,14 @@ def free_port() -> int:
 
 
 class SpawnedServer:
-    def __init__(self, env: dict[str, str] | None = None, *, data_dir: str | None = None, port: int | None = None,
-                 log_path: str | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        data_dir: str | None = None,
+        port: int | None = None,
+        log_path: str | None = None,
+    ) -> None:
         self.port = port or free_port()
         self._tmp = None
         if data_dir is None:
@@ -33,8 +39,14 @@ class SpawnedServer:
             data_dir = self._tmp.name
         self.data_dir = data_dir
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TVFLUX_")}
-        self.env.update({"TVFLUX_HOST": "127.0.0.1", "TVFLUX_PORT": str(self.port), "TVFLUX_DATA_DIR": data_dir,
-                         "TVFLUX_LOG_LEVEL": "WARNING"})
+        self.env.update(
+            {
+                "TVFLUX_HOST": "127.0.0.1",
+                "TVFLUX_PORT": str(self.port),
+                "TVFLUX_DATA_DIR": data_dir,
+                "TVFLUX_LOG_LEVEL": "WARNING",
+            }
+        )
         self.env.update(env or {})
         self.log_path = log_path or os.path.join(data_dir, f"server-{self.port}.log")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -49,8 +61,9 @@ class SpawnedServer:
 
     def start(self, timeout_s: float = 120.0) -> SpawnedServer:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "service.ops.cli", "serve"], env=self.env,
-                                     stdout=log, stderr=log)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.ops.cli", "serve"], env=self.env, stdout=log, stderr=log
+        )
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

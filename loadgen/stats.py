@@ -86,9 +86,11 @@ def fmt_num(value: float | int | None, unit: str = "", digits: int = 0) -> str:
 def fmt_latency(summary: dict[str, Any], unit: str = "ms") -> str:
     if not summary.get("n"):
         return "no samples"
-    return (f"p50 {fmt_num(summary['p50'], digits=1)}  p95 {fmt_num(summary['p95'], digits=1)}  "
-            f"p99 {fmt_num(summary['p99'], digits=1)}  max {fmt_num(summary['max'], digits=1)} {unit}  "
-            f"(n={summary['n']:,})")
+    return (
+        f"p50 {fmt_num(summary['p50'], digits=1)}  p95 {fmt_num(summary['p95'], digits=1)}  "
+        f"p99 {fmt_num(summary['p99'], digits=1)}  max {fmt_num(summary['max'], digits=1)} {unit}  "
+        f"(n={summary['n']:,})"
+    )
 
 
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str] | None = None, *, align: str | None = None) -> str:
@@ -115,8 +117,7 @@ def table(rows: Iterable[Sequence[Any]], headers: Sequence[str] | None = None, *
 def markdown_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], *, align: str | None = None) -> str:
     """The same rows as a GitHub-flavoured Markdown table."""
     align = align or ("l" + "r" * (len(headers) - 1))
-    out = ["| " + " | ".join(headers) + " |",
-           "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"]
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"]
     for row in rows:
         out.append("| " + " | ".join("-" if c is None else str(c) for c in row) + " |")
     return "\n".join(out)

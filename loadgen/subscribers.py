@@ -116,7 +116,7 @@ class SubscriberPool:
         for i, (symbol, res_text) in enumerate(pairs):
             res = parse_resolution(res_text)
             self.subs.append(Sub(f"s{i}", symbol, res, self.books.get(symbol)))
-        self.groups = [self.subs[i:i + self.subs_per_conn] for i in range(0, len(self.subs), self.subs_per_conn)]
+        self.groups = [self.subs[i : i + self.subs_per_conn] for i in range(0, len(self.subs), self.subs_per_conn)]
         self.stats.connections_wanted = len(self.groups)
         self.stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -129,7 +129,9 @@ class SubscriberPool:
         if not self.groups:
             return
         gate = asyncio.Semaphore(self.connect_concurrency)
-        self._tasks = [asyncio.create_task(self._run(group, gate), name=f"sub-{i}") for i, group in enumerate(self.groups)]
+        self._tasks = [
+            asyncio.create_task(self._run(group, gate), name=f"sub-{i}") for i, group in enumerate(self.groups)
+        ]
         try:
             await asyncio.wait_for(self._all_ready.wait(), timeout_s)
         except TimeoutError:
@@ -168,17 +170,26 @@ class SubscriberPool:
         try:
             async with gate:
                 try:
-                    ws = await connect(self.base_ws + "/ws", compression="deflate" if self.deflate else None,
-                                       max_size=None, proxy=None, ping_interval=None, open_timeout=60,
-                                       max_queue=None)
+                    ws = await connect(
+                        self.base_ws + "/ws",
+                        compression="deflate" if self.deflate else None,
+                        max_size=None,
+                        proxy=None,
+                        ping_interval=None,
+                        open_timeout=60,
+                        max_queue=None,
+                    )
                 except (TimeoutError, OSError, InvalidHandshake, InvalidStatus) as exc:
                     stats.connect_failures += 1
                     stats.errors[f"connect: {type(exc).__name__}"] += 1
                     return
                 stats.connections_open += 1
                 for sub in group:
-                    await ws.send(_encode({"op": "subscribe", "id": sub.id, "symbol": sub.symbol,
-                                           "resolution": sub.resolution.text}).decode())
+                    await ws.send(
+                        _encode(
+                            {"op": "subscribe", "id": sub.id, "symbol": sub.symbol, "resolution": sub.resolution.text}
+                        ).decode()
+                    )
             self._mark_ready()
             marked = True
             await self._read(ws, by_id)

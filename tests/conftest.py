@@ -95,8 +95,9 @@ class ServerProcess:
 
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 payload = resp.read()
@@ -119,8 +120,9 @@ class ServerProcess:
         when a trade is older than the default horizon of live ingest (7 days) allows."""
         if history is None:
             horizon_ms = time.time() * 1000 - 6.5 * 86_400_000
-            history = any(isinstance(t, dict) and isinstance(t.get("time"), int) and t["time"] < horizon_ms
-                          for t in trades)
+            history = any(
+                isinstance(t, dict) and isinstance(t.get("time"), int) and t["time"] < horizon_ms for t in trades
+            )
         status, body = self.post("/api/admin/trades" if history else "/api/trades", trades)
         assert status == 200, (status, body)
         return body
@@ -136,8 +138,9 @@ def server_factory() -> Iterator[Any]:
             tmp = tempfile.TemporaryDirectory(prefix="tvflux-test-")
             dirs.append(tmp)
             data_dir = tmp.name
-        server = ServerProcess(data_dir, {k.upper() if k.startswith("TVFLUX_") else "TVFLUX_" + k.upper(): str(v)
-                                          for k, v in env.items()})
+        server = ServerProcess(
+            data_dir, {k.upper() if k.startswith("TVFLUX_") else "TVFLUX_" + k.upper(): str(v) for k, v in env.items()}
+        )
         servers.append(server)
         return server.start() if start else server
 
@@ -167,10 +170,18 @@ def quiet_server(server_factory: Any) -> ServerProcess:
 def module_server() -> Iterator[ServerProcess]:
     """One quiet server (no synthetic trades) shared by a test module."""
     with tempfile.TemporaryDirectory(prefix="tvflux-module-") as data_dir:
-        server = ServerProcess(data_dir, {"TVFLUX_SYNTHETIC_RATE": "0", "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "500",
-                                          "TVFLUX_GRACE_MS": "1000", "TVFLUX_MAX_BATCH_TRADES": "1000",
-                                          "TVFLUX_MAX_BODY_BYTES": "200000", "TVFLUX_MAX_BARS": "5000",
-                                          "TVFLUX_SYMBOLS": "BTCUSD,ETHUSD,LTCUSD,TESTA,TESTB,TESTC"})
+        server = ServerProcess(
+            data_dir,
+            {
+                "TVFLUX_SYNTHETIC_RATE": "0",
+                "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "500",
+                "TVFLUX_GRACE_MS": "1000",
+                "TVFLUX_MAX_BATCH_TRADES": "1000",
+                "TVFLUX_MAX_BODY_BYTES": "200000",
+                "TVFLUX_MAX_BARS": "5000",
+                "TVFLUX_SYMBOLS": "BTCUSD,ETHUSD,LTCUSD,TESTA,TESTB,TESTC",
+            },
+        )
         server.start()
         yield server
         server.stop(signal.SIGKILL)
@@ -184,8 +195,10 @@ def influx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     binary = influxd_binary()
     if binary is None:
-        pytest.skip("InfluxDB tests skipped: no influxd binary (set TVFLUX_INFLUXD or put influxd on PATH; "
-                    "docs/influxdb.md says how to build one)")
+        pytest.skip(
+            "InfluxDB tests skipped: no influxd binary (set TVFLUX_INFLUXD or put influxd on PATH; "
+            "docs/influxdb.md says how to build one)"
+        )
     server = InfluxServer(binary, tmp_path_factory.mktemp("influxd")).start()
     yield server
     server.stop(signal.SIGKILL)

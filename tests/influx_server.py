@@ -51,18 +51,27 @@ class InfluxServer:
     @property
     def env(self) -> dict[str, str]:
         """The ``TVFLUX_*`` settings that point a tvflux at this server."""
-        return {"TVFLUX_STORE": "influx", "TVFLUX_INFLUX_URL": self.url, "TVFLUX_INFLUX_TOKEN": self.token,
-                "TVFLUX_INFLUX_ORG": self.org}
+        return {
+            "TVFLUX_STORE": "influx",
+            "TVFLUX_INFLUX_URL": self.url,
+            "TVFLUX_INFLUX_TOKEN": self.token,
+            "TVFLUX_INFLUX_ORG": self.org,
+        }
 
     def start(self, timeout_s: float = 60.0) -> InfluxServer:
         args = [
             self.binary,
-            "--bolt-path", str(self.data_dir / "influxd.bolt"),
-            "--engine-path", str(self.data_dir / "engine"),
-            "--sqlite-path", str(self.data_dir / "influxd.sqlite"),
-            "--http-bind-address", f"127.0.0.1:{self.port}",
+            "--bolt-path",
+            str(self.data_dir / "influxd.bolt"),
+            "--engine-path",
+            str(self.data_dir / "engine"),
+            "--sqlite-path",
+            str(self.data_dir / "influxd.sqlite"),
+            "--http-bind-address",
+            f"127.0.0.1:{self.port}",
             "--reporting-disabled",
-            "--log-level", "warn",
+            "--log-level",
+            "warn",
         ]
         log = open(self.log_path, "ab")
         # A clean environment: an operator's INFLUXD_* variables must not reach the test server.
@@ -89,9 +98,17 @@ class InfluxServer:
         status, body = self._call("GET", "/api/v2/setup")
         if status == 200 and body.get("allowed") is False:
             return  # a restart on the same data: already onboarded
-        status, body = self._call("POST", "/api/v2/setup", {
-            "username": _USER, "password": _PASSWORD, "org": ORG, "bucket": "onboarding", "token": TOKEN,
-        })
+        status, body = self._call(
+            "POST",
+            "/api/v2/setup",
+            {
+                "username": _USER,
+                "password": _PASSWORD,
+                "org": ORG,
+                "bucket": "onboarding",
+                "token": TOKEN,
+            },
+        )
         if status != 201:
             raise RuntimeError(f"influxd onboarding failed: HTTP {status} {body}")
 
@@ -118,8 +135,9 @@ class InfluxServer:
 
     def _call(self, method: str, path: str, body: object = None) -> tuple[int, dict]:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return resp.status, json.loads(resp.read() or b"{}")

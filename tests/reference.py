@@ -24,7 +24,14 @@ def reference_bars(trades: list[dict], resolution: Resolution) -> list[dict]:
     df["bucket"] = (bucket - pd.Timestamp("1970-01-01")) // pd.Timedelta(milliseconds=1)
     df = df.sort_values(["bucket", "time", "seq"])
     g = df.groupby("bucket", sort=True)
-    out = pd.DataFrame({"open": g["price"].first(), "high": g["price"].max(), "low": g["price"].min(),
-                        "close": g["price"].last(), "volume": g["size"].sum()})
+    out = pd.DataFrame(
+        {
+            "open": g["price"].first(),
+            "high": g["price"].max(),
+            "low": g["price"].min(),
+            "close": g["price"].last(),
+            "volume": g["size"].sum(),
+        }
+    )
     out["time"] = out.index.astype("int64")
     return out[["time", "open", "high", "low", "close", "volume"]].to_dict("records")

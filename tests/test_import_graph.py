@@ -67,7 +67,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -92,8 +92,13 @@ def test_imports_have_no_cycles():
 
 
 def test_the_service_never_imports_bench_or_loadgen():
-    bad = sorted(f"{name} -> {target}" for name, targets in _graph().items() if name.startswith("service")
-                 for target in targets if target.split(".")[0] in ("bench", "loadgen"))
+    bad = sorted(
+        f"{name} -> {target}"
+        for name, targets in _graph().items()
+        if name.startswith("service")
+        for target in targets
+        if target.split(".")[0] in ("bench", "loadgen")
+    )
     assert bad == []
 
 

@@ -18,9 +18,17 @@ from service.core.models import ErrorBody, ErrorMessage
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
-               429: "overloaded", 503: "unavailable"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "overloaded",
+    503: "unavailable",
+}
 
 
 def _tvflux_error(_: Request, exc: TvfluxError) -> Response:
@@ -53,11 +61,19 @@ def _unexpected(request: Request, exc: Exception) -> Response:
     return Response(error_payload("internal", "internal error"), status_code=500)
 
 
-EXCEPTION_HANDLERS: ExceptionHandlersMap = {TvfluxError: _tvflux_error, HTTPException: _http_error, Exception: _unexpected}
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    TvfluxError: _tvflux_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
 
 
-def ws_error(exc: TvfluxError | msgspec.DecodeError | msgspec.ValidationError, sub_id: str | None = None,
-             *, seq: int | None = None) -> ErrorMessage:
+def ws_error(
+    exc: TvfluxError | msgspec.DecodeError | msgspec.ValidationError,
+    sub_id: str | None = None,
+    *,
+    seq: int | None = None,
+) -> ErrorMessage:
     """The WebSocket form of an error: a message on the open connection (``sub_id``: the
     ``/ws`` subscription it concerns; ``seq``: the ``/ws/ingest`` frame it answers)."""
     if isinstance(exc, msgspec.ValidationError):
@@ -75,7 +91,9 @@ def frame_too_large(size_bytes: int | None, limit_bytes: int) -> bytes:
     """The error message a client gets before the server closes with 1009 (message too
     big): which limit its frame broke, so it can split the batch."""
     size = "a frame" if size_bytes is None else f"a frame of {size_bytes} bytes"
-    exc = PayloadTooLarge(f"{size} is over the limit of {limit_bytes} bytes per WebSocket message "
-                          "(TVFLUX_MAX_FRAME_BYTES); closing with 1009. Send smaller batches.",
-                          details={"maxFrameBytes": limit_bytes})
+    exc = PayloadTooLarge(
+        f"{size} is over the limit of {limit_bytes} bytes per WebSocket message "
+        "(TVFLUX_MAX_FRAME_BYTES); closing with 1009. Send smaller batches.",
+        details={"maxFrameBytes": limit_bytes},
+    )
     return msgspec.json.encode(ws_error(exc))

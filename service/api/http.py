@@ -58,7 +58,10 @@ def udf_config() -> dict[str, Any]:
         "supports_search": True,
         "supports_timescale_marks": False,
         "supports_time": True,
-        "exchanges": [{"value": "", "name": "All", "desc": ""}, {"value": "tvflux", "name": "tvflux", "desc": "tvflux"}],
+        "exchanges": [
+            {"value": "", "name": "All", "desc": ""},
+            {"value": "tvflux", "name": "tvflux", "desc": "tvflux"},
+        ],
         "symbols_types": [{"name": "crypto", "value": "crypto"}],
     }
 
@@ -72,7 +75,7 @@ def _udf_symbol(symbol: str | None) -> str | None:
     legal character of a symbol."""
     prefix = EXCHANGE + ":"
     if symbol and symbol.startswith(prefix) and len(symbol) > len(prefix):
-        return symbol[len(prefix):]
+        return symbol[len(prefix) :]
     return symbol
 
 
@@ -82,14 +85,30 @@ def udf_symbols(services: ServicesDep, symbol: Query = None) -> dict[str, Any]:
     services.symbols.require(name)
     info = _symbol_info(name)
     return {
-        "name": name, "ticker": name, "full_name": f"{info.exchange}:{name}", "description": info.description,
-        "type": info.type, "session": "24x7", "timezone": "Etc/UTC", "exchange": info.exchange,
-        "listed_exchange": info.exchange, "format": "price", "minmov": 1, "pricescale": info.pricescale,
-        "has_intraday": True, "has_seconds": True, "seconds_multipliers": [str(n) for n in SECOND_COUNTS],
-        "intraday_multipliers": [str(n) for n in MINUTE_COUNTS], "has_daily": True,
-        "daily_multipliers": [str(n) for n in DAY_COUNTS], "has_weekly_and_monthly": True,
-        "weekly_multipliers": ["1"], "monthly_multipliers": ["1"],
-        "supported_resolutions": list(SUPPORTED), "volume_precision": 6, "data_status": "streaming",
+        "name": name,
+        "ticker": name,
+        "full_name": f"{info.exchange}:{name}",
+        "description": info.description,
+        "type": info.type,
+        "session": "24x7",
+        "timezone": "Etc/UTC",
+        "exchange": info.exchange,
+        "listed_exchange": info.exchange,
+        "format": "price",
+        "minmov": 1,
+        "pricescale": info.pricescale,
+        "has_intraday": True,
+        "has_seconds": True,
+        "seconds_multipliers": [str(n) for n in SECOND_COUNTS],
+        "intraday_multipliers": [str(n) for n in MINUTE_COUNTS],
+        "has_daily": True,
+        "daily_multipliers": [str(n) for n in DAY_COUNTS],
+        "has_weekly_and_monthly": True,
+        "weekly_multipliers": ["1"],
+        "monthly_multipliers": ["1"],
+        "supported_resolutions": list(SUPPORTED),
+        "volume_precision": 6,
+        "data_status": "streaming",
     }
 
 
@@ -106,15 +125,27 @@ def udf_search(services: ServicesDep, text: QueryText = None, limit: Query = Non
     for symbol in services.symbols:
         if needle in symbol.upper():
             info = _symbol_info(symbol)
-            out.append({"symbol": symbol, "full_name": f"{info.exchange}:{symbol}", "description": info.description,
-                        "exchange": info.exchange, "ticker": symbol, "type": info.type})
+            out.append(
+                {
+                    "symbol": symbol,
+                    "full_name": f"{info.exchange}:{symbol}",
+                    "description": info.description,
+                    "exchange": info.exchange,
+                    "ticker": symbol,
+                    "type": info.type,
+                }
+            )
     return out[:max_items]
 
 
 @get("/udf/history")
 async def udf_history(
-    services: ServicesDep, symbol: Query = None, resolution: Query = None,
-    from_s: From = None, to_s: To = None, countback: Query = None,
+    services: ServicesDep,
+    symbol: Query = None,
+    resolution: Query = None,
+    from_s: From = None,
+    to_s: To = None,
+    countback: Query = None,
 ) -> dict[str, Any]:
     required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
@@ -147,8 +178,12 @@ def udf_time() -> str:
 
 @get("/api/bars")
 async def api_bars(
-    services: ServicesDep, symbol: Query = None, resolution: Query = None,
-    from_s: From = None, to_s: To = None, countback: Query = None,
+    services: ServicesDep,
+    symbol: Query = None,
+    resolution: Query = None,
+    from_s: From = None,
+    to_s: To = None,
+    countback: Query = None,
 ) -> Response:
     required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
@@ -197,8 +232,12 @@ def _ms(text: str | None, name: str) -> int | None:
 
 @delete("/api/trades", status_code=200, guards=[admin_guard])
 async def api_delete_trades(
-    request: Request, services: ServicesDep, symbol: Query = None, from_ms: From = None,
-    to_ms: To = None, ids: Ids = None,
+    request: Request,
+    services: ServicesDep,
+    symbol: Query = None,
+    from_ms: From = None,
+    to_ms: To = None,
+    ids: Ids = None,
 ) -> dict[str, int]:
     """Trade corrections: ``?symbol=S&from=MS&to=MS`` (epoch **ms**, ``to`` exclusive) or
     ``&id=…`` repeated (both: those ids within the range). Admin."""
@@ -217,8 +256,14 @@ async def api_delete_trades(
             raise InvalidMessage(f"a trade id has 1-64 characters, got {len(trade_id)}")
     address = request.client.host if request.client else "unknown"
     who = f"{'admin token' if services.settings.admin_token else 'no admin token set'} from {address}"
-    deleted = await services.delete_trades(symbol, ids=sorted(set(ids)) if ids else None, from_ms=lo, to_ms=hi,
-                                           who=who, actor=request.headers.get("x-tvflux-actor"))
+    deleted = await services.delete_trades(
+        symbol,
+        ids=sorted(set(ids)) if ids else None,
+        from_ms=lo,
+        to_ms=hi,
+        who=who,
+        actor=request.headers.get("x-tvflux-actor"),
+    )
     return {"deleted": deleted}
 
 
@@ -276,9 +321,13 @@ async def api_stats(services: ServicesDep) -> dict[str, Any]:
         "wsClients": len(services.hub.clients),
         "subscriptions": services.hub.subscription_count,
         "store": {"kind": services.store.kind, "healthy": health.ok, "error": health.error},
-        "writer": {"pendingRows": services.writer.pending_rows, "storedRows": services.writer.stored_rows,
-                   "spilledRows": services.writer.spilled_rows, "spoolBytes": services.spool.size_bytes,
-                   "lastError": services.writer.last_error},
+        "writer": {
+            "pendingRows": services.writer.pending_rows,
+            "storedRows": services.writer.stored_rows,
+            "spilledRows": services.writer.spilled_rows,
+            "spoolBytes": services.spool.size_bytes,
+            "lastError": services.writer.last_error,
+        },
         "downsampler": {"runs": services.downsampler.runs, "lastError": services.downsampler.last_error},
         "uptimeS": round(now_ms() / 1000 - services.started_at, 1),
         "adminTokenRequired": bool(services.settings.admin_token),  # /admin asks for it before admin reads
@@ -307,7 +356,22 @@ async def metrics(services: ServicesDep) -> bytes:
 
 
 ROUTES = [
-    udf_config, udf_symbols, udf_search, udf_history, udf_time,
-    api_bars, api_symbols, api_trades, api_admin_trades, api_delete_trades, api_admin_audit, api_downsampling, api_downsampling_run, api_stats,
-    health_live, health_ready, metrics, *OPS_ROUTES,
+    udf_config,
+    udf_symbols,
+    udf_search,
+    udf_history,
+    udf_time,
+    api_bars,
+    api_symbols,
+    api_trades,
+    api_admin_trades,
+    api_delete_trades,
+    api_admin_audit,
+    api_downsampling,
+    api_downsampling_run,
+    api_stats,
+    health_live,
+    health_ready,
+    metrics,
+    *OPS_ROUTES,
 ]

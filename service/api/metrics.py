@@ -44,20 +44,24 @@ class _Snapshot:
         s = self.services
         yield CounterMetricFamily("tvflux_trades_ingested", "Trades accepted", value=s.ingestor.accepted)
         yield CounterMetricFamily("tvflux_trades_rejected", "Trades refused as invalid", value=s.ingestor.rejected)
-        yield CounterMetricFamily("tvflux_trades_duplicate", "Trades dropped as duplicate ids",
-                                  value=s.ingestor.duplicates)
+        yield CounterMetricFamily(
+            "tvflux_trades_duplicate", "Trades dropped as duplicate ids", value=s.ingestor.duplicates
+        )
         yield CounterMetricFamily("tvflux_trades_stored", "Trades appended to the store", value=s.writer.stored_rows)
-        yield CounterMetricFamily("tvflux_store_write_failures", "Failed store appends (retried)",
-                                  value=s.writer.failures)
-        yield GaugeMetricFamily("tvflux_writer_pending_rows", "Trades waiting for the store",
-                                value=s.writer.pending_rows)
+        yield CounterMetricFamily(
+            "tvflux_store_write_failures", "Failed store appends (retried)", value=s.writer.failures
+        )
+        yield GaugeMetricFamily(
+            "tvflux_writer_pending_rows", "Trades waiting for the store", value=s.writer.pending_rows
+        )
         yield GaugeMetricFamily("tvflux_ws_clients", "Open WebSocket/SSE clients", value=len(s.hub.clients))
         yield GaugeMetricFamily("tvflux_subscriptions", "Live bar subscriptions", value=s.hub.subscription_count)
         yield CounterMetricFamily("tvflux_frames_sent", "Bar/reset frames sent to clients", value=s.hub.frames_sent)
         yield CounterMetricFamily("tvflux_clients_cut", "Clients cut off for being too slow", value=s.hub.clients_cut)
         lag = GaugeMetricFamily("tvflux_downsampling_lag_ms", "Now minus the tier watermark", labels=["tier"])
-        duration = GaugeMetricFamily("tvflux_downsampling_last_run_ms", "Duration of the last tier run",
-                                     labels=["tier"])
+        duration = GaugeMetricFamily(
+            "tvflux_downsampling_last_run_ms", "Duration of the last tier run", labels=["tier"]
+        )
         for t in self.tiers:
             if t.lagMs is not None:
                 lag.add_metric([t.tier], t.lagMs)
@@ -75,29 +79,45 @@ class _Snapshot:
         yield info
         if self.verdict is not None:
             yield GaugeMetricFamily("tvflux_ready", "1 when /health/ready answers 200", value=int(self.verdict.ready))
-            yield GaugeMetricFamily("tvflux_store_up", "1 when the store answered its health check",
-                                    value=int(self.verdict.storeOk))
+            yield GaugeMetricFamily(
+                "tvflux_store_up", "1 when the store answered its health check", value=int(self.verdict.storeOk)
+            )
         # ingest and writer
         yield _histogram("tvflux_ingest_batch_rows", "Trades per accepted ingest batch", writer.batch_rows)
-        yield _histogram("tvflux_store_write_seconds", "Duration of successful store appends (one per flush)",
-                         writer.append_seconds)
-        yield GaugeMetricFamily("tvflux_writer_oldest_pending_age_seconds",
-                                "How long the oldest accepted trade not yet in the store has waited",
-                                value=writer.lag.oldest_age_s(time.monotonic()))
-        yield GaugeMetricFamily("tvflux_writer_spilled_rows", "Trades waiting for the store in the spool only",
-                                value=writer.spilled_rows)
-        yield GaugeMetricFamily("tvflux_spool_bytes", "Size of the on-disk spool of accepted trades",
-                                value=s.spool.size_bytes)
-        yield GaugeMetricFamily("tvflux_spool_max_bytes", "Spool size past which ingest answers 429",
-                                value=s.settings.spool_max_bytes)
+        yield _histogram(
+            "tvflux_store_write_seconds", "Duration of successful store appends (one per flush)", writer.append_seconds
+        )
+        yield GaugeMetricFamily(
+            "tvflux_writer_oldest_pending_age_seconds",
+            "How long the oldest accepted trade not yet in the store has waited",
+            value=writer.lag.oldest_age_s(time.monotonic()),
+        )
+        yield GaugeMetricFamily(
+            "tvflux_writer_spilled_rows", "Trades waiting for the store in the spool only", value=writer.spilled_rows
+        )
+        yield GaugeMetricFamily(
+            "tvflux_spool_bytes", "Size of the on-disk spool of accepted trades", value=s.spool.size_bytes
+        )
+        yield GaugeMetricFamily(
+            "tvflux_spool_max_bytes", "Spool size past which ingest answers 429", value=s.settings.spool_max_bytes
+        )
         # live push
-        yield CounterMetricFamily("tvflux_updates_coalesced", "Open-bar updates replaced by a newer one before sending",
-                                  value=s.hub.updates_coalesced)
-        yield CounterMetricFamily("tvflux_updates_dropped", "Bar updates never sent (stale, or to a cut-off client)",
-                                  value=s.hub.updates_dropped)
+        yield CounterMetricFamily(
+            "tvflux_updates_coalesced",
+            "Open-bar updates replaced by a newer one before sending",
+            value=s.hub.updates_coalesced,
+        )
+        yield CounterMetricFamily(
+            "tvflux_updates_dropped",
+            "Bar updates never sent (stale, or to a cut-off client)",
+            value=s.hub.updates_dropped,
+        )
         # history
-        history = HistogramMetricFamily("tvflux_history_request_seconds",
-                                        "Duration of history requests (/api/bars, /udf/history)", labels=["resolution"])
+        history = HistogramMetricFamily(
+            "tvflux_history_request_seconds",
+            "Duration of history requests (/api/bars, /udf/history)",
+            labels=["resolution"],
+        )
         for resolution, hist in s.history.latency_s.items():
             history.add_metric([resolution], hist.cumulative(), hist.sum)
         yield history
@@ -107,31 +127,45 @@ class _Snapshot:
                 ("hits", "History requests answered from the hot window", hot.hits),
                 ("misses", "History requests the hot window could not answer (the store did)", hot.misses),
                 ("loads", "(symbol, tier) rings read from the store into the hot window", hot.loads),
-                ("invalidations", "Symbols dropped from the hot window (late trades, rebuilt windows, deletes)",
-                 hot.invalidations),
+                (
+                    "invalidations",
+                    "Symbols dropped from the hot window (late trades, rebuilt windows, deletes)",
+                    hot.invalidations,
+                ),
             ):
                 yield CounterMetricFamily(f"tvflux_hot_window_{name}", doc, value=value)
             yield GaugeMetricFamily("tvflux_hot_window_bars", "Bars held in the hot window", value=hot.size())
         # downsampling
-        yield CounterMetricFamily("tvflux_downsampler_runs", "Downsampling runs made by the service",
-                                  value=s.downsampler.runs)
-        yield GaugeMetricFamily("tvflux_downsampler_failing", "1 when the last downsampling run failed",
-                                value=int(bool(s.downsampler.last_error)))
+        yield CounterMetricFamily(
+            "tvflux_downsampler_runs", "Downsampling runs made by the service", value=s.downsampler.runs
+        )
+        yield GaugeMetricFamily(
+            "tvflux_downsampler_failing",
+            "1 when the last downsampling run failed",
+            value=int(bool(s.downsampler.last_error)),
+        )
         if s.downsampler.last_run_duration_s is not None:
-            yield GaugeMetricFamily("tvflux_downsampler_last_run_seconds", "Duration of the last run over all tiers",
-                                    value=s.downsampler.last_run_duration_s)
-        limit = GaugeMetricFamily("tvflux_downsampling_lag_limit_ms", "Lag past which /health/ready fails",
-                                  labels=["tier"])
+            yield GaugeMetricFamily(
+                "tvflux_downsampler_last_run_seconds",
+                "Duration of the last run over all tiers",
+                value=s.downsampler.last_run_duration_s,
+            )
+        limit = GaugeMetricFamily(
+            "tvflux_downsampling_lag_limit_ms", "Lag past which /health/ready fails", labels=["tier"]
+        )
         for lag in self.verdict.tiers if self.verdict is not None else []:
             if lag.maxLagMs is not None:
                 limit.add_metric([lag.tier], lag.maxLagMs)
         yield limit
-        dirty = GaugeMetricFamily("tvflux_downsampling_dirty_windows", "Windows late trades made dirty, not yet rebuilt",
-                                  labels=["tier"])
-        failing = GaugeMetricFamily("tvflux_downsampling_tier_failing", "1 when the tier reports an error",
-                                    labels=["tier"])
-        bars = CounterMetricFamily("tvflux_downsampling_bars_written", "Bars written by the tier's runs",
-                                   labels=["tier"])
+        dirty = GaugeMetricFamily(
+            "tvflux_downsampling_dirty_windows", "Windows late trades made dirty, not yet rebuilt", labels=["tier"]
+        )
+        failing = GaugeMetricFamily(
+            "tvflux_downsampling_tier_failing", "1 when the tier reports an error", labels=["tier"]
+        )
+        bars = CounterMetricFamily(
+            "tvflux_downsampling_bars_written", "Bars written by the tier's runs", labels=["tier"]
+        )
         for t in self.tiers:
             dirty.add_metric([t.tier], t.dirtyWindows)
             failing.add_metric([t.tier], int(bool(t.error)))

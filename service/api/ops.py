@@ -73,12 +73,19 @@ async def readiness(services: Services) -> tuple[Verdict, list[TierStatus]]:
         spilled_rows=spilled,
         disk_full=_disk_full(services),
     )
-    thresholds = Thresholds(writer_lag_s=settings.ready_writer_lag_s,
-                            downsampling_slack_s=settings.ready_downsampling_slack_s)
+    thresholds = Thresholds(
+        writer_lag_s=settings.ready_writer_lag_s, downsampling_slack_s=settings.ready_downsampling_slack_s
+    )
     verdict = assess(
-        running=services.ready, store_ok=store_ok, store_error=store_error, writer=state, tiers=tiers,
-        downsampler_error=services.downsampler.last_error, plan=settings.plan,
-        period_ms=scheduler_period_ms(services.store.downsampling_in_database, settings.downsample_interval_ms), thresholds=thresholds,
+        running=services.ready,
+        store_ok=store_ok,
+        store_error=store_error,
+        writer=state,
+        tiers=tiers,
+        downsampler_error=services.downsampler.last_error,
+        plan=settings.plan,
+        period_ms=scheduler_period_ms(services.store.downsampling_in_database, settings.downsample_interval_ms),
+        thresholds=thresholds,
     )
     return verdict, tiers
 
@@ -90,8 +97,10 @@ def _disk_full(services: Services) -> str | None:
     error = services.writer.last_error or ""
     local_file = store_file(services.settings)  # a remote store's disk is not ours to report
     if reason is None and local_file is not None and "No space left on device" in error:
-        reason = (f"disk full at {os.path.dirname(local_file)}: the store cannot write "
-                  "(acknowledged trades wait in memory and the spool)")
+        reason = (
+            f"disk full at {os.path.dirname(local_file)}: the store cannot write "
+            "(acknowledged trades wait in memory and the spool)"
+        )
     return reason
 
 
@@ -148,14 +157,20 @@ async def admin_backup(request: Request) -> Stream:
         except BaseException:
             await anyio.to_thread.run_sync(remove_tree, tmp)
             raise
-        log.info("backup snapshot: %d files, %d bytes in %.1fs", len(manifest.files), manifest.total_bytes,
-                 time.perf_counter() - started)
+        log.info(
+            "backup snapshot: %d files, %d bytes in %.1fs",
+            len(manifest.files),
+            manifest.total_bytes,
+            time.perf_counter() - started,
+        )
     names = [MANIFEST] + [f.name for f in manifest.files]
     return Stream(
         _stream_and_remove(tmp, names),
         media_type="application/x-tar",
-        headers={"Content-Disposition": f'attachment; filename="tvflux-backup-{stamp}.tar"',
-                 "X-Tvflux-Backup-Bytes": str(manifest.total_bytes)},
+        headers={
+            "Content-Disposition": f'attachment; filename="tvflux-backup-{stamp}.tar"',
+            "X-Tvflux-Backup-Bytes": str(manifest.total_bytes),
+        },
     )
 
 

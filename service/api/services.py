@@ -53,8 +53,11 @@ class Services:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.spool = Spool(os.path.join(settings.data_dir, "spool"), max_bytes=settings.spool_max_bytes,
-                           fsync_interval_ms=settings.spool_fsync_interval_ms)
+        self.spool = Spool(
+            os.path.join(settings.data_dir, "spool"),
+            max_bytes=settings.spool_max_bytes,
+            fsync_interval_ms=settings.spool_fsync_interval_ms,
+        )
         self.writer = TradeWriter(
             self.store,
             spool=self.spool,
@@ -66,20 +69,36 @@ class Services:
         # Not where the database downsamples on its own schedule (InfluxDB tasks): the window's
         # cut must stay at or after every tier watermark, which only the service's own
         # downsampler can promise (service/runtime/hotwindow.py).
-        hot = (HotWindow(settings.plan, max_bars=settings.hot_window_bars)
-               if settings.hot_window_bars and not store.downsampling_in_database else None)
-        self.history = History(self.store, self.writer, self.symbols, max_bars=settings.max_bars,
-                               timeout_s=settings.history_timeout_s, hot=hot)
+        hot = (
+            HotWindow(settings.plan, max_bars=settings.hot_window_bars)
+            if settings.hot_window_bars and not store.downsampling_in_database
+            else None
+        )
+        self.history = History(
+            self.store,
+            self.writer,
+            self.symbols,
+            max_bars=settings.max_bars,
+            timeout_s=settings.history_timeout_s,
+            hot=hot,
+        )
         self.hub = Hub(self._live_history, now_ms)
         self.ingest_rate = RateMeter()
         self.ingestor = Ingestor(
-            self.store, self.writer, self.hub, self.symbols,
-            max_batch_trades=settings.max_batch_trades, max_future_ms=settings.max_future_ms,
+            self.store,
+            self.writer,
+            self.hub,
+            self.symbols,
+            max_batch_trades=settings.max_batch_trades,
+            max_future_ms=settings.max_future_ms,
             max_past_ms=settings.max_past_ms,
             on_accepted=self.ingest_rate.add,
         )
         self.downsampler = Downsampler(
-            self.store, self.hub, interval_ms=settings.downsample_interval_ms, clock_ms=now_ms,
+            self.store,
+            self.hub,
+            interval_ms=settings.downsample_interval_ms,
+            clock_ms=now_ms,
             timeout_s=settings.downsample_timeout_s,
         )
         if hot is not None:
@@ -92,8 +111,9 @@ class Services:
         self.store_error: str | None = None
         self.ready = False
 
-    async def _live_history(self, symbol: str, resolution: Resolution, from_ms: int,
-                            to_ms: int) -> tuple[list[Bar], int]:
+    async def _live_history(
+        self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int
+    ) -> tuple[list[Bar], int]:
         snapshot = await self.history.bars(symbol, resolution, from_ms, to_ms)
         return snapshot.bars, snapshot.seq
 
@@ -118,10 +138,18 @@ class Services:
         if settings.synthetic_rate <= 0 or settings.synthetic_backfill_s <= 0 or await self.store.symbols():
             return
         self._synthetic_start_ms = now_ms()
-        written = await backfill_synthetic(self.store, self.market, settings.synthetic_rate,
-                                           settings.synthetic_backfill_s * 1000, self._synthetic_start_ms)
-        log.info("empty store: wrote %d synthetic trades of history (%d h) so the chart has something to show",
-                 written, settings.synthetic_backfill_s // 3600)
+        written = await backfill_synthetic(
+            self.store,
+            self.market,
+            settings.synthetic_rate,
+            settings.synthetic_backfill_s * 1000,
+            self._synthetic_start_ms,
+        )
+        log.info(
+            "empty store: wrote %d synthetic trades of history (%d h) so the chart has something to show",
+            written,
+            settings.synthetic_backfill_s // 3600,
+        )
 
     async def _start_store_when_reachable(self) -> None:
         """A remote store may be down at start: retry with capped backoff, staying
@@ -146,13 +174,19 @@ class Services:
         if settings.downsample_interval_ms > 0:
             self._tasks.append(asyncio.create_task(self.downsampler.run_forever(), name="downsampler"))
         if settings.synthetic_rate > 0:
-            self._tasks.append(asyncio.create_task(
-                run_synthetic(self.ingestor, self.market, settings.synthetic_rate, self._synthetic_start_ms),
-                name="synthetic",
-            ))
+            self._tasks.append(
+                asyncio.create_task(
+                    run_synthetic(self.ingestor, self.market, settings.synthetic_rate, self._synthetic_start_ms),
+                    name="synthetic",
+                )
+            )
         self.ready = True
-        log.info("tvflux ready: store=%s symbols=%s synthetic=%s trades/s", self.store.kind,
-                 ",".join(self.symbols), settings.synthetic_rate)
+        log.info(
+            "tvflux ready: store=%s symbols=%s synthetic=%s trades/s",
+            self.store.kind,
+            ",".join(self.symbols),
+            settings.synthetic_rate,
+        )
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -181,8 +215,11 @@ class Services:
                 try:
                     await asyncio.wait_for(asyncio.shield(self.writer.drain()), timeout=30)
                 except TimeoutError:
-                    log.error("shutdown: the store did not take %d trades in time; they stay in the spool and are "
-                              "replayed at the next start", self.writer.pending_rows + self.writer.spilled_rows)
+                    log.error(
+                        "shutdown: the store did not take %d trades in time; they stay in the spool and are "
+                        "replayed at the next start",
+                        self.writer.pending_rows + self.writer.spilled_rows,
+                    )
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -190,8 +227,16 @@ class Services:
             self.spool.close()
             await self.store.close()
 
-    async def delete_trades(self, symbol: str, *, ids: list[str] | None, from_ms: int | None, to_ms: int | None,
-                            who: str, actor: str | None = None) -> int:
+    async def delete_trades(
+        self,
+        symbol: str,
+        *,
+        ids: list[str] | None,
+        from_ms: int | None,
+        to_ms: int | None,
+        who: str,
+        actor: str | None = None,
+    ) -> int:
         """A trade correction, end to end: what was accepted reaches the store first (so
         nothing deleted comes back from the writer), the store deletes and marks the
         windows dirty (the next run rebuilds every tier), duplicates of the ids are
@@ -214,11 +259,25 @@ class Services:
         for hook in getattr(self.downsampler, "on_changed", ()):  # caches of closed history
             hook(symbol)
         await self.hub.rebuild_symbol(symbol)
-        entry = AuditEntry(time=now_ms(), who=who, action="delete_trades", symbol=symbol, deleted=deletion.deleted,
-                           ids=ids, fromMs=from_ms, toMs=to_ms, actor=actor)
+        entry = AuditEntry(
+            time=now_ms(),
+            who=who,
+            action="delete_trades",
+            symbol=symbol,
+            deleted=deletion.deleted,
+            ids=ids,
+            fromMs=from_ms,
+            toMs=to_ms,
+            actor=actor,
+        )
         await anyio.to_thread.run_sync(self.audit.append, entry)
-        log.warning("correction: %d trades of %s deleted by %s (%s)", deletion.deleted, symbol, who,
-                    f"{len(ids)} ids" if ids else f"[{from_ms}, {to_ms})")
+        log.warning(
+            "correction: %d trades of %s deleted by %s (%s)",
+            deletion.deleted,
+            symbol,
+            who,
+            f"{len(ids)} ids" if ids else f"[{from_ms}, {to_ms})",
+        )
         return deletion.deleted
 
     async def _tick_forever(self) -> None:

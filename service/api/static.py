@@ -52,8 +52,11 @@ def frontend_info() -> dict[str, bool]:
 def static_routes() -> list[ControllerRouterHandler]:
     routes: list[ControllerRouterHandler] = [index_page, admin_page, lightweight_charts, frontend_info]
     routes.append(create_static_files_router(path="/static", directories=[FRONTEND_DIR], include_in_schema=False))
-    routes.append(create_static_files_router(path="/charting_library", directories=[FRONTEND_DIR / "charting_library"],
-                                             include_in_schema=False))
+    routes.append(
+        create_static_files_router(
+            path="/charting_library", directories=[FRONTEND_DIR / "charting_library"], include_in_schema=False
+        )
+    )
     return routes
 
 

@@ -51,8 +51,9 @@ _trades_msgpack = TradesDecoder("msgpack")
 _encode = msgspec.json.Encoder().encode
 
 
-async def _send_loop(socket: WebSocket, client: Client, push_interval_s: float, send_timeout_s: float,
-                     counter: Hub) -> None:
+async def _send_loop(
+    socket: WebSocket, client: Client, push_interval_s: float, send_timeout_s: float, counter: Hub
+) -> None:
     """The connection's only writer. Sleeping ``push_interval_s`` after each send is what
     coalesces updates: whatever changed meanwhile goes out as one latest bar."""
     loop = asyncio.get_running_loop()
@@ -71,7 +72,9 @@ async def _send_loop(socket: WebSocket, client: Client, push_interval_s: float, 
         counter.frames_sent += len(frames)
         if client.cut_reason is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(socket.close(code=CLOSE_TOO_SLOW, reason="too slow: " + client.cut_reason[:80]), 1)
+                await asyncio.wait_for(
+                    socket.close(code=CLOSE_TOO_SLOW, reason="too slow: " + client.cut_reason[:80]), 1
+                )
             return
         if push_interval_s > 0:
             await asyncio.sleep(push_interval_s)
@@ -91,7 +94,8 @@ async def ws_bars(socket: WebSocket, services: ServicesDep) -> None:
     client = Client(settings.client_queue_max, name=address)
     hub.register(client)
     sender = asyncio.create_task(
-        _send_loop(socket, client, settings.push_interval_ms / 1000, settings.send_timeout_s, hub))
+        _send_loop(socket, client, settings.push_interval_ms / 1000, settings.send_timeout_s, hub)
+    )
     try:
         while True:
             # Wait for the client's next message *or* the sender's end (a cut-off client
@@ -115,7 +119,8 @@ async def ws_bars(socket: WebSocket, services: ServicesDep) -> None:
                     resolution = parse_resolution(msg.resolution)
                     if msg.id not in client.subs and len(client.subs) >= settings.max_subscriptions_per_connection:
                         raise InvalidMessage(
-                            f"at most {settings.max_subscriptions_per_connection} subscriptions per connection")
+                            f"at most {settings.max_subscriptions_per_connection} subscriptions per connection"
+                        )
                     await hub.subscribe(client, msg.id, msg.symbol, resolution)
                 elif isinstance(msg, Unsubscribe):
                     hub.unsubscribe(client, msg.id)
@@ -162,8 +167,9 @@ async def ws_ingest(socket: WebSocket, services: ServicesDep) -> None:
 
 
 @get("/api/stream")
-async def sse_stream(request: Request, services: ServicesDep, symbol: Query = None,
-                     resolution: Query = None) -> ServerSentEvent:
+async def sse_stream(
+    request: Request, services: ServicesDep, symbol: Query = None, resolution: Query = None
+) -> ServerSentEvent:
     required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
     symbol = symbol or ""

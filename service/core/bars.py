@@ -57,8 +57,15 @@ class PartialBar:
 
     def copy(self) -> PartialBar:
         return PartialBar(
-            self.start_ms, self.open, self.high, self.low, self.close, self.volume,
-            self.count, self.first_ns, self.last_ns,
+            self.start_ms,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.volume,
+            self.count,
+            self.first_ns,
+            self.last_ns,
         )
 
     def to_bar(self) -> Bar:
@@ -104,8 +111,15 @@ def fold(resolution: Resolution, ts_ns: np.ndarray, price: np.ndarray, size: np.
     counts = np.diff(np.r_[heads, n])
     return [
         PartialBar(
-            int(s_starts[h]), float(s_price[h]), float(hi), float(lo), float(s_price[t]),
-            float(v), int(c), int(s_ts[h]), int(s_ts[t]),
+            int(s_starts[h]),
+            float(s_price[h]),
+            float(hi),
+            float(lo),
+            float(s_price[t]),
+            float(v),
+            int(c),
+            int(s_ts[h]),
+            int(s_ts[t]),
         )
         for h, t, hi, lo, v, c in zip(heads, tails, highs, lows, volumes, counts)
     ]
@@ -115,8 +129,15 @@ def _one_bucket(start_ms: int, ts_ns: np.ndarray, price: np.ndarray, size: np.nd
     first = int(ts_ns.argmin())
     last = int(ts_ns.argmax())
     return PartialBar(
-        start_ms, float(price[first]), float(price.max()), float(price.min()), float(price[last]),
-        float(size.sum()), int(ts_ns.shape[0]), int(ts_ns[first]), int(ts_ns[last]),
+        start_ms,
+        float(price[first]),
+        float(price.max()),
+        float(price.min()),
+        float(price[last]),
+        float(size.sum()),
+        int(ts_ns.shape[0]),
+        int(ts_ns[first]),
+        int(ts_ns[last]),
     )
 
 

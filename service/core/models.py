@@ -94,8 +94,10 @@ class TradesDecoder:
         try:
             items = self._items.decode(data)
         except msgspec.ValidationError as exc:
-            raise InvalidTrade(f"the batch must be an array of trades: {exc}; nothing from this batch was accepted",
-                               details=[{"index": None, "reason": str(exc)}]) from None
+            raise InvalidTrade(
+                f"the batch must be an array of trades: {exc}; nothing from this batch was accepted",
+                details=[{"index": None, "reason": str(exc)}],
+            ) from None
         except msgspec.DecodeError as exc:  # malformed past a first schema problem
             raise InvalidMessage(f"the batch must be a {self._format} array of trades: {exc}") from None
         problems = []
@@ -104,8 +106,7 @@ class TradesDecoder:
                 self._one.decode(item)
             except msgspec.ValidationError as exc:
                 problems.append({"index": i, "reason": str(exc)})
-        raise InvalidTrade(f"{len(problems)} invalid trade(s); nothing from this batch was accepted",
-                           details=problems)
+        raise InvalidTrade(f"{len(problems)} invalid trade(s); nothing from this batch was accepted", details=problems)
 
 
 _symbol_of = attrgetter("symbol")

@@ -105,19 +105,23 @@ def assess(
         reasons.append(f"writer: {writer.spilled_rows} trades wait in the spool for the store")
     max_age_s = max(thresholds.writer_lag_s, 3 * writer.flush_interval_s)
     if writer.pending_rows and writer.oldest_pending_age_s > max_age_s:
-        reasons.append(f"writer: the oldest of {writer.pending_rows} trades has waited "
-                       f"{writer.oldest_pending_age_s:.0f}s for the store (limit {max_age_s:.0f}s)")
+        reasons.append(
+            f"writer: the oldest of {writer.pending_rows} trades has waited "
+            f"{writer.oldest_pending_age_s:.0f}s for the store (limit {max_age_s:.0f}s)"
+        )
     if downsampler_error:
         reasons.append(f"downsampling: {downsampler_error}")
-    limits = (max_tier_lags_ms(plan, period_ms, int(thresholds.downsampling_slack_s * 1000))
-              if period_ms is not None else {})
+    limits = (
+        max_tier_lags_ms(plan, period_ms, int(thresholds.downsampling_slack_s * 1000)) if period_ms is not None else {}
+    )
     lags = []
     for status in tiers:
         limit = limits.get(status.tier)
         ok = limit is None or status.lagMs is None or status.lagMs <= limit
         if not ok and limit is not None and status.lagMs is not None:
-            reasons.append(f"downsampling: tier {status.tier} is {status.lagMs / 1000:.0f}s behind "
-                           f"(limit {limit / 1000:.0f}s)")
+            reasons.append(
+                f"downsampling: tier {status.tier} is {status.lagMs / 1000:.0f}s behind (limit {limit / 1000:.0f}s)"
+            )
         if status.error:
             reasons.append(f"downsampling: tier {status.tier}: {status.error}")
         lags.append(TierLag(status.tier, status.lagMs, limit, ok))

@@ -49,8 +49,9 @@ def closed_part(tier: Tier, start_ms: int, end_ms: int, watermark_ms: int | None
     return Window(start, end)
 
 
-def dirty_dependents(plan: Plan, tier: Tier, rebuilt: Window,
-                     watermarks: Mapping[str, int | None]) -> list[DirtyWindow]:
+def dirty_dependents(
+    plan: Plan, tier: Tier, rebuilt: Window, watermarks: Mapping[str, int | None]
+) -> list[DirtyWindow]:
     """What rebuilding ``rebuilt`` in ``tier`` makes dirty in the tiers built from it: their
     bars over the same span, below their own watermarks (a tier that never ran, or whose
     watermark is not past the span, will build those bars in a regular run anyway)."""
@@ -60,13 +61,24 @@ def dirty_dependents(plan: Plan, tier: Tier, rebuilt: Window,
     for dep in plan.dependents(tier.name):
         dep_wm = watermarks.get(dep.name)
         if dep_wm is not None and rebuilt.start_ms < dep_wm:
-            out.append(DirtyWindow(dep.name, dep.floor(rebuilt.start_ms),
-                                   min(dep_wm, dep.floor(rebuilt.end_ms - 1) + dep.size_ms)))
+            out.append(
+                DirtyWindow(
+                    dep.name, dep.floor(rebuilt.start_ms), min(dep_wm, dep.floor(rebuilt.end_ms - 1) + dep.size_ms)
+                )
+            )
     return out
 
 
-def watermark_after(plan: Plan, tier: Tier, window: Window, *, source_has_rows: bool,
-                    next_source_ms: int | None, source_watermark_ms: int | None, now_ms: int) -> int:
+def watermark_after(
+    plan: Plan,
+    tier: Tier,
+    window: Window,
+    *,
+    source_has_rows: bool,
+    next_source_ms: int | None,
+    source_watermark_ms: int | None,
+    now_ms: int,
+) -> int:
     """The watermark a run of ``window`` leaves behind. Normally ``window.end_ms``; when the
     window held no source rows, it jumps over the gap to the bar of the next source row
     (``next_source_ms``, at or after ``window.end_ms``), never past the tier's edge, instead

@@ -55,8 +55,11 @@ def history_segments(
     lo = max(from_ms, tier.floor(dirty_span[0]))
     hi = min(to_ms, tier.floor(dirty_span[1] - 1) + tier.size_ms)
     raw_every_ms = plan.chain(tier)[-1].size_ms
-    return (_clean(plan, tier, from_ms, lo, watermarks) + [Segment(lo, hi, None, raw_every_ms)]
-            + _clean(plan, tier, hi, to_ms, watermarks))
+    return (
+        _clean(plan, tier, from_ms, lo, watermarks)
+        + [Segment(lo, hi, None, raw_every_ms)]
+        + _clean(plan, tier, hi, to_ms, watermarks)
+    )
 
 
 def _clean(plan: Plan, tier: Tier, from_ms: int, to_ms: int, watermarks: Mapping[str, int | None]) -> list[Segment]:

@@ -28,8 +28,12 @@ class Secret(str):
 
 # Field types shared by several settings (see _parser below for how each is read).
 Names = Annotated[tuple[str, ...], Meta(min_length=1)]  # TVFLUX_X=a,b,c; when set, at least one
-Size = Annotated[str, Meta(pattern=r"^[1-9][0-9]*(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
-                           description="a size such as 512MB or 2GB")]
+Size = Annotated[
+    str,
+    Meta(
+        pattern=r"^[1-9][0-9]*(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", description="a size such as 512MB or 2GB"
+    ),
+]
 LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], Meta(extra={"upper": True})]  # any case
 
 
@@ -202,7 +206,8 @@ def _parser(hint: Any) -> Callable[[str], Any]:
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    name: _parser(hint) for name, hint in get_type_hints(Settings, include_extras=True).items()
+    name: _parser(hint)
+    for name, hint in get_type_hints(Settings, include_extras=True).items()
     if name in Settings.__struct_fields__
 }
 

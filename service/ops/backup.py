@@ -97,8 +97,10 @@ def snapshot(cursor: duckdb.DuckDBPyConnection, directory: str, source: str) -> 
     cursor.execute(f"EXPORT DATABASE '{target}' (FORMAT parquet, COMPRESSION zstd)")
     _name_files_after_tables(directory)
     names = sorted(n for n in os.listdir(directory) if n != MANIFEST)
-    files = [FileEntry(n, os.path.getsize(os.path.join(directory, n)), sha256_file(os.path.join(directory, n)))
-             for n in names]
+    files = [
+        FileEntry(n, os.path.getsize(os.path.join(directory, n)), sha256_file(os.path.join(directory, n)))
+        for n in names
+    ]
     manifest = Manifest(
         format=FORMAT,
         created_utc=dt.datetime.now(tz=dt.UTC).isoformat(timespec="seconds"),
@@ -267,9 +269,13 @@ def tar_chunks(directory: str, names: list[str]) -> Generator[bytes, None, None]
     yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)  # end of archive
 
 
-def extract_tar(stream: IO[bytes], directory: str, *,
-                on_manifest: Callable[[Manifest], None] | None = None,
-                on_bytes: Callable[[int], None] | None = None) -> None:
+def extract_tar(
+    stream: IO[bytes],
+    directory: str,
+    *,
+    on_manifest: Callable[[Manifest], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> None:
     """Unpack a backup tar from ``stream`` into ``directory``: plain files with plain
     names only (no paths, links or devices). ``on_manifest`` sees the manifest (the
     first member) before anything else is written and may raise to stop."""

@@ -38,8 +38,16 @@ import pyarrow.csv as pacsv
 from service.core.errors import BadRequest
 from service.core.models import SYMBOL_PATTERN
 
-COLUMNS = ("agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time",
-           "is_buyer_maker", "is_best_match")
+COLUMNS = (
+    "agg_trade_id",
+    "price",
+    "quantity",
+    "first_trade_id",
+    "last_trade_id",
+    "transact_time",
+    "is_buyer_maker",
+    "is_best_match",
+)
 USED = ("agg_trade_id", "price", "quantity", "transact_time")
 MIN_TIME_MS = 1_230_940_800_000  # 2009-01-03, the first bitcoin block: nothing real is older
 US_THRESHOLD = 10**14  # transact_time at or above this is in microseconds
@@ -51,7 +59,13 @@ _POSITIVE_NUMBER = r"^(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$"
 _FILE_NAME = re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-aggTrades-\d{4}-\d{2}(?:-\d{2})?\.(?:csv|zip)$", re.IGNORECASE)
 
 MALFORMED, BAD_ID, BAD_TIME, BAD_PRICE, BAD_QUANTITY, DUPLICATE_ID = (
-    "malformed row", "bad id", "bad time", "bad price", "bad quantity", "duplicate id")
+    "malformed row",
+    "bad id",
+    "bad time",
+    "bad price",
+    "bad quantity",
+    "duplicate id",
+)
 
 
 class ImportFormatError(BadRequest, ValueError):
@@ -124,18 +138,21 @@ def sniff(head: bytes) -> Layout:
     if has_header and tuple(f.decode(errors="replace") for f in first) not in (COLUMNS[:7], COLUMNS):
         raise ImportFormatError(f"unknown header {lines[0][:200]!r}; expected {','.join(COLUMNS)}")
     # The field count of the data lines that parse (one bad line must not decide it).
-    counts = [len(line.split(b",")) for line in lines[1 if has_header else 0:][:20]]
+    counts = [len(line.split(b",")) for line in lines[1 if has_header else 0 :][:20]]
     usable = [n for n in counts if n in (7, 8)]
     if has_header:
         return Layout(True, len(first))
     if not usable:
-        raise ImportFormatError(f"the first lines have {sorted(set(counts))} fields; aggTrades rows have 7 or 8 "
-                                "(is this an aggTrades file?)")
+        raise ImportFormatError(
+            f"the first lines have {sorted(set(counts))} fields; aggTrades rows have 7 or 8 "
+            "(is this an aggTrades file?)"
+        )
     return Layout(False, max(set(usable), key=usable.count))
 
 
-def read_chunks(stream: IO[bytes], layout: Layout, *, max_time_ms: int,
-                block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Chunk]:
+def read_chunks(
+    stream: IO[bytes], layout: Layout, *, max_time_ms: int, block_bytes: int = DEFAULT_BLOCK_BYTES
+) -> Iterator[Chunk]:
     """Parse ``stream`` (positioned at the start of the file) block by block."""
     malformed: list[str] = []
 
@@ -146,11 +163,16 @@ def read_chunks(stream: IO[bytes], layout: Layout, *, max_time_ms: int,
     names = list(COLUMNS[: layout.columns])
     reader = pacsv.open_csv(
         stream,
-        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1 if layout.has_header else 0,
-                                       block_size=block_bytes),
+        read_options=pacsv.ReadOptions(
+            column_names=names, skip_rows=1 if layout.has_header else 0, block_size=block_bytes
+        ),
         parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-        convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, include_columns=list(USED),
-                                             strings_can_be_null=False, quoted_strings_can_be_null=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            include_columns=list(USED),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
     )
     for batch in reader:
         bad, malformed[:] = list(malformed), []
@@ -183,15 +205,20 @@ def parse_batch(batch: pa.RecordBatch | None, *, max_time_ms: int, malformed: Se
 
     # First failing reason wins.
     remaining = np.ones(batch.num_rows, dtype=bool)
-    for reason, ok, text in ((BAD_ID, id_ok, ids_text), (BAD_TIME, time_ok, time_text),
-                             (BAD_PRICE, price_ok, price_text), (BAD_QUANTITY, qty_ok, qty_text)):
+    for reason, ok, text in (
+        (BAD_ID, id_ok, ids_text),
+        (BAD_TIME, time_ok, time_text),
+        (BAD_PRICE, price_ok, price_text),
+        (BAD_QUANTITY, qty_ok, qty_text),
+    ):
         failing = remaining & ~ok
         if failing.any():
             rejects.add(reason, int(failing.sum()), _examples(text, failing))
         remaining &= ok
     keep = np.flatnonzero(remaining)
-    return Chunk(ids[keep], ts_ms[keep], price[keep], qty[keep], rejects, batch.num_rows + len(malformed),
-                 int(micro[keep].sum()))
+    return Chunk(
+        ids[keep], ts_ms[keep], price[keep], qty[keep], rejects, batch.num_rows + len(malformed), int(micro[keep].sum())
+    )
 
 
 def _mask(matches: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -221,8 +248,15 @@ def drop_duplicate_ids(chunk: Chunk) -> Chunk:
     rejects.merge(chunk.rejects)
     rejects.add(DUPLICATE_ID, int(duplicate.sum()), [str(i) for i in chunk.agg_ids[duplicate][:MAX_EXAMPLES]])
     keep = np.sort(first)
-    return Chunk(chunk.agg_ids[keep], chunk.ts_ms[keep], chunk.price[keep], chunk.quantity[keep], rejects,
-                 chunk.rows_read, chunk.microsecond_rows)
+    return Chunk(
+        chunk.agg_ids[keep],
+        chunk.ts_ms[keep],
+        chunk.price[keep],
+        chunk.quantity[keep],
+        rejects,
+        chunk.rows_read,
+        chunk.microsecond_rows,
+    )
 
 
 def split_last_millisecond(chunk: Chunk) -> tuple[Chunk, Chunk | None]:
@@ -236,8 +270,15 @@ def split_last_millisecond(chunk: Chunk) -> tuple[Chunk, Chunk | None]:
         return chunk, None
     head = ~tail
     empty = Rejects()
-    keep = Chunk(chunk.agg_ids[head], chunk.ts_ms[head], chunk.price[head], chunk.quantity[head], chunk.rejects,
-                 chunk.rows_read, chunk.microsecond_rows)
+    keep = Chunk(
+        chunk.agg_ids[head],
+        chunk.ts_ms[head],
+        chunk.price[head],
+        chunk.quantity[head],
+        chunk.rejects,
+        chunk.rows_read,
+        chunk.microsecond_rows,
+    )
     carry = Chunk(chunk.agg_ids[tail], chunk.ts_ms[tail], chunk.price[tail], chunk.quantity[tail], empty, 0, 0)
     return keep, carry
 
@@ -246,7 +287,12 @@ def concat(first: Chunk | None, second: Chunk) -> Chunk:
     """``first`` (a carried tail) followed by ``second``."""
     if first is None:
         return second
-    return Chunk(np.concatenate([first.agg_ids, second.agg_ids]), np.concatenate([first.ts_ms, second.ts_ms]),
-                 np.concatenate([first.price, second.price]), np.concatenate([first.quantity, second.quantity]),
-                 second.rejects, second.rows_read, second.microsecond_rows)
-
+    return Chunk(
+        np.concatenate([first.agg_ids, second.agg_ids]),
+        np.concatenate([first.ts_ms, second.ts_ms]),
+        np.concatenate([first.price, second.price]),
+        np.concatenate([first.quantity, second.quantity]),
+        second.rejects,
+        second.rows_read,
+        second.microsecond_rows,
+    )

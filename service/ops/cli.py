@@ -41,10 +41,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from service.api.wsproto import FrameLimitProtocol
 
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not (settings.ingest_token and settings.admin_token):
-        log.warning("!!! binding %s WITHOUT %s: anyone who can reach this port can post trades or run admin "
-                    "actions; set TVFLUX_INGEST_TOKEN and TVFLUX_ADMIN_TOKEN", settings.host,
-                    " and ".join(n for n, v in (("TVFLUX_INGEST_TOKEN", settings.ingest_token),
-                                                ("TVFLUX_ADMIN_TOKEN", settings.admin_token)) if not v))
+        log.warning(
+            "!!! binding %s WITHOUT %s: anyone who can reach this port can post trades or run admin "
+            "actions; set TVFLUX_INGEST_TOKEN and TVFLUX_ADMIN_TOKEN",
+            settings.host,
+            " and ".join(
+                n
+                for n, v in (
+                    ("TVFLUX_INGEST_TOKEN", settings.ingest_token),
+                    ("TVFLUX_ADMIN_TOKEN", settings.admin_token),
+                )
+                if not v
+            ),
+        )
     # Bind first: on a busy port, fail at once, not after the store, the spool replay and
     # the synthetic backfill (uvicorn binds only after the app's startup).
     sock = _listen_socket(settings.host, settings.port)
@@ -52,17 +61,29 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, loop="uvloop", ws=FrameLimitProtocol, http="httptools"
-        if _has("httptools") else "h11", log_config=None, ws_max_size=settings.max_frame_bytes,
-        lifespan="on", timeout_graceful_shutdown=10, access_log=False,
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        ws=FrameLimitProtocol,
+        http="httptools" if _has("httptools") else "h11",
+        log_config=None,
+        ws_max_size=settings.max_frame_bytes,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        access_log=False,
         # Bar frames are ~150 bytes: per-message deflate would cost CPU per frame per client
         # (the fan-out hot path) and hide a stalled reader for a minute behind compression.
         ws_per_message_deflate=False,
     )
     server = uvicorn.Server(config)
     _tune_gc()
-    print(f"tvflux serving on http://{settings.host}:{settings.port}/ (store: {settings.store}, "
-          f"data: {os.path.abspath(settings.data_dir)})", file=sys.stderr, flush=True)
+    print(
+        f"tvflux serving on http://{settings.host}:{settings.port}/ (store: {settings.store}, "
+        f"data: {os.path.abspath(settings.data_dir)})",
+        file=sys.stderr,
+        flush=True,
+    )
     from service.ops.discovery import remove_service_file, url_for, write_service_file
 
     # commands on this data dir find the service here, whatever port it listens on
@@ -89,8 +110,14 @@ def _listen_socket(host: str, port: int) -> socket.socket | None:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        why = ("the port is already in use (another tvflux serve?); stop it, or pick another port with "
-               "TVFLUX_PORT or --port") if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        why = (
+            (
+                "the port is already in use (another tvflux serve?); stop it, or pick another port with "
+                "TVFLUX_PORT or --port"
+            )
+            if exc.errno == errno.EADDRINUSE
+            else exc.strerror or str(exc)
+        )
         print(f"tvflux: cannot listen on {host}:{port}: {why}", file=sys.stderr)
         return None
     sock.set_inheritable(True)
@@ -142,11 +169,14 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     if args.trades > GENERATE_VIA_SERVICE_MAX:
         found = _service_pid(settings)
         again = " ".join(["tvflux", *sys.argv[1:]]) if sys.argv[1:] else "tvflux generate"
-        print(f"tvflux: the service at {url}{f' (pid {found})' if found else ''} holds the store of "
-              f"{os.path.abspath(settings.data_dir)}. {args.trades:,} trades are too many to send through it "
-              f"(at most {GENERATE_VIA_SERVICE_MAX:,}; bulk writes to the file are several times faster). "
-              f"Either stop the service{f' (kill {found})' if found else ''}, run\n  {again}\nand start it again; "
-              f"or write fewer through the running service: --trades {GENERATE_VIA_SERVICE_MAX}", file=sys.stderr)
+        print(
+            f"tvflux: the service at {url}{f' (pid {found})' if found else ''} holds the store of "
+            f"{os.path.abspath(settings.data_dir)}. {args.trades:,} trades are too many to send through it "
+            f"(at most {GENERATE_VIA_SERVICE_MAX:,}; bulk writes to the file are several times faster). "
+            f"Either stop the service{f' (kill {found})' if found else ''}, run\n  {again}\nand start it again; "
+            f"or write fewer through the running service: --trades {GENERATE_VIA_SERVICE_MAX}",
+            file=sys.stderr,
+        )
         return 2
     print(f"generate: the store is open in the running service; sending the trades to {url}", file=sys.stderr)
     sink = remote.ServiceSink(url, settings.admin_token, batch_trades=settings.max_batch_trades)
@@ -189,25 +219,42 @@ async def _generate(store: Any, symbols: tuple[str, ...], args: argparse.Namespa
         start = end - span_ms
         # Trades already stored in the span (e.g. the 6 h of synthetic history the service's
         # first start writes): generated history goes before them, never on top.
-        firsts = [earliest_bar_ms(url, s, start, end) if url else await _earliest_stored_ms(store, s, start, end)
-                  for s in symbols]
+        firsts = [
+            earliest_bar_ms(url, s, start, end) if url else await _earliest_stored_ms(store, s, start, end)
+            for s in symbols
+        ]
         earliest = min((f for f in firsts if f is not None), default=None)
         if earliest is not None:
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(earliest / 1000))
             if end_ms is not None:
-                print(f"tvflux: the store already has trades of {','.join(symbols)} from {since} UTC on, inside "
-                      f"that span; refusing to write over them. To write the {days:g} days before them, pass "
-                      f"--end-ms {earliest}; or use a fresh TVFLUX_DATA_DIR", file=sys.stderr)
+                print(
+                    f"tvflux: the store already has trades of {','.join(symbols)} from {since} UTC on, inside "
+                    f"that span; refusing to write over them. To write the {days:g} days before them, pass "
+                    f"--end-ms {earliest}; or use a fresh TVFLUX_DATA_DIR",
+                    file=sys.stderr,
+                )
                 return 2
             end, start = earliest, earliest - span_ms
-            print(f"generate: the store already has trades from {since} UTC on; writing the {days:g} days "
-                  f"before them (--end-ms {end})", file=sys.stderr)
+            print(
+                f"generate: the store already has trades from {since} UTC on; writing the {days:g} days "
+                f"before them (--end-ms {end})",
+                file=sys.stderr,
+            )
         progress = Progress("generate", trades, "trades")
-        written = await backfill_synthetic(store, SyntheticMarket(symbols, seed=seed), trades / (span_ms / 1000),
-                                           span_ms, end, on_written=progress.update)
+        written = await backfill_synthetic(
+            store,
+            SyntheticMarket(symbols, seed=seed),
+            trades / (span_ms / 1000),
+            span_ms,
+            end,
+            on_written=progress.update,
+        )
         progress.finish(written)
-        print(f"wrote {written:,} trades for {','.join(symbols)} over {days:g} days"
-              f"{' through the service' if url else ''}", file=sys.stderr)
+        print(
+            f"wrote {written:,} trades for {','.join(symbols)} over {days:g} days"
+            f"{' through the service' if url else ''}",
+            file=sys.stderr,
+        )
     finally:
         if url is None:
             await store.close()
@@ -250,8 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="overrides TVFLUX_PORT")
     serve.set_defaults(func=cmd_serve)
 
-    gen = sub.add_parser("generate", help="write a synthetic dataset into the embedded store (before any trades "
-                         "it holds; through the running service for up to 5M trades)")
+    gen = sub.add_parser(
+        "generate",
+        help="write a synthetic dataset into the embedded store (before any trades "
+        "it holds; through the running service for up to 5M trades)",
+    )
     gen.add_argument("--symbols", help="comma-separated (default: TVFLUX_SYMBOLS)")
     gen.add_argument("--days", type=float, default=365.0, help="span ending now (default 365)")
     gen.add_argument("--trades", type=int, default=50_000_000, help="total trades (default 50M)")
@@ -259,8 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--end-ms", type=int, help="end of the span in epoch ms (default: now)")
     gen.set_defaults(func=cmd_generate)
 
-    down = sub.add_parser("downsample", help="run the downsampling plan up to the live edge (by the running "
-                          "service, if one holds the store)")
+    down = sub.add_parser(
+        "downsample",
+        help="run the downsampling plan up to the live edge (by the running service, if one holds the store)",
+    )
     down.set_defaults(func=cmd_downsample)
 
     influx_cli.register(sub)

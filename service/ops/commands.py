@@ -40,12 +40,15 @@ def register(subparsers: Any) -> None:
 
     restore = subparsers.add_parser("restore", help="replace the embedded store with a backup (service stopped)")
     restore.add_argument("dir", help="a directory written by 'tvflux backup'")
-    restore.add_argument("--force", action="store_true",
-                         help="replace an existing store (it is kept, renamed *.pre-restore-<time>)")
+    restore.add_argument(
+        "--force", action="store_true", help="replace an existing store (it is kept, renamed *.pre-restore-<time>)"
+    )
     restore.set_defaults(func=cmd_restore)
 
-    imp = subparsers.add_parser("import", help="load Binance aggTrades CSV/zip files into the store (through the "
-                                "running service, if one holds it)")
+    imp = subparsers.add_parser(
+        "import",
+        help="load Binance aggTrades CSV/zip files into the store (through the running service, if one holds it)",
+    )
     imp.add_argument("files", nargs="+", metavar="FILE", help="e.g. BTCUSDT-aggTrades-2024-01.zip")
     imp.add_argument("--symbol", help="symbol for every file (default: from each file name)")
     imp.add_argument("--no-downsample", action="store_true", help="skip the downsampling run at the end")
@@ -55,19 +58,20 @@ def register(subparsers: Any) -> None:
     exp = subparsers.add_parser("export", help="bars of one symbol and resolution as CSV or Parquet")
     exp.add_argument("--symbol", required=True)
     exp.add_argument("--resolution", required=True, help="TradingView resolution: 1S, 1, 60, 1D, 1W, 1M, …")
-    exp.add_argument("--from", dest="from_", required=True, metavar="FROM",
-                     help="epoch seconds or ISO date/time (UTC), inclusive")
+    exp.add_argument(
+        "--from", dest="from_", required=True, metavar="FROM", help="epoch seconds or ISO date/time (UTC), inclusive"
+    )
     exp.add_argument("--to", help="epoch seconds or ISO date/time (UTC), exclusive (default: now)")
     exp.add_argument("--format", choices=("csv", "parquet"), default="csv")
     exp.add_argument("--out", help="output file (default for csv: standard output)")
     exp.add_argument("--url", help="read from this running service instead of the store file")
     exp.set_defaults(func=cmd_export)
 
-
     trades = subparsers.add_parser("trades", help="trade corrections")
     trades_sub = trades.add_subparsers(dest="trades_command", required=True)
     delete = trades_sub.add_parser(
-        "delete", help="delete trades of a symbol by id or time range (through the running service, if any)")
+        "delete", help="delete trades of a symbol by id or time range (through the running service, if any)"
+    )
     delete.add_argument("--symbol", required=True)
     delete.add_argument("--id", action="append", metavar="ID", help="a trade id (repeat for more)")
     delete.add_argument("--from", dest="from_", type=int, metavar="MS", help="epoch ms, inclusive")
@@ -94,8 +98,12 @@ def _require_store_file(settings: Any, what: str) -> None:
     from service.storage.factory import store_file
 
     if store_file(settings) is None:
-        raise ConfigError([f"'{what}' works on the embedded store; for InfluxDB see docs/backup.md "
-                           "(scripts/influx-backup.sh, scripts/influx-restore.sh)"])
+        raise ConfigError(
+            [
+                f"'{what}' works on the embedded store; for InfluxDB see docs/backup.md "
+                "(scripts/influx-backup.sh, scripts/influx-restore.sh)"
+            ]
+        )
 
 
 def _utc(ms: int | None) -> str:
@@ -132,9 +140,11 @@ def cmd_backup(args: argparse.Namespace, settings: Any) -> int:
             bk.remove_tree(target)
         raise
     tables = ", ".join(f"{t.name} {t.rows:,}" for t in manifest.tables)
-    print(f"backup of {manifest.source} written to {target}: {len(manifest.files)} files, "
-          f"{manifest.total_bytes:,} bytes, verified, in {time.perf_counter() - started:.1f}s\n  rows: {tables}",
-          file=sys.stderr)
+    print(
+        f"backup of {manifest.source} written to {target}: {len(manifest.files)} files, "
+        f"{manifest.total_bytes:,} bytes, verified, in {time.perf_counter() - started:.1f}s\n  rows: {tables}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -146,8 +156,10 @@ def _backup_online(url: str, target: str, settings: Any, expected_source: str | 
 
     def on_manifest(manifest: bk.Manifest) -> None:
         if expected_source is not None and os.path.realpath(manifest.source) != os.path.realpath(expected_source):
-            raise bk.BackupError(f"the service at {url} serves {manifest.source}, not {expected_source}; "
-                                 "pass --url of the service that holds it")
+            raise bk.BackupError(
+                f"the service at {url} serves {manifest.source}, not {expected_source}; "
+                "pass --url of the service that holds it"
+            )
         progress.append(Progress("backup", manifest.total_bytes, "bytes"))
         progress.append(0)
 
@@ -247,8 +259,11 @@ async def _import(store: Any, settings: Any, args: argparse.Namespace, url: str 
                 _print_summary(summary)
         failed = sum(1 for s in summaries if s.error)
         accepted = sum(s.accepted for s in summaries)
-        print(f"total: {accepted:,} trades stored, {sum(s.already_stored for s in summaries):,} already stored, "
-              f"{sum(s.rejects.total for s in summaries):,} rejected; {failed} file(s) failed", file=sys.stderr)
+        print(
+            f"total: {accepted:,} trades stored, {sum(s.already_stored for s in summaries):,} already stored, "
+            f"{sum(s.rejects.total for s in summaries):,} rejected; {failed} file(s) failed",
+            file=sys.stderr,
+        )
         if accepted and not args.no_downsample:
             if url is None:
                 await run_to_edge(store)
@@ -264,10 +279,16 @@ def _print_summary(s: Any) -> None:
     if s.error:
         print(f"{s.name}: FAILED: {s.error}", file=sys.stderr)
         return
-    span = ("no valid trades" if s.first_ms is None or s.last_ms is None
-            else f"trades from {_utc(s.first_ms)} to {_utc(s.last_ms)} UTC, timestamps in {s.time_unit}")
-    print(f"{s.name}: {s.symbol}, {s.rows_read:,} rows: {s.accepted:,} stored, {s.already_stored:,} already stored, "
-          f"{s.rejects.total:,} rejected; {span}", file=sys.stderr)
+    span = (
+        "no valid trades"
+        if s.first_ms is None or s.last_ms is None
+        else f"trades from {_utc(s.first_ms)} to {_utc(s.last_ms)} UTC, timestamps in {s.time_unit}"
+    )
+    print(
+        f"{s.name}: {s.symbol}, {s.rows_read:,} rows: {s.accepted:,} stored, {s.already_stored:,} already stored, "
+        f"{s.rejects.total:,} rejected; {span}",
+        file=sys.stderr,
+    )
     for reason, count in sorted(s.rejects.counts.items(), key=lambda kv: -kv[1]):
         examples = ", ".join(s.rejects.examples.get(reason, []))
         print(f"  rejected, {reason}: {count:,} (e.g. {examples})", file=sys.stderr)
@@ -292,8 +313,9 @@ def cmd_export(args: argparse.Namespace, settings: Any) -> int:
     return asyncio.run(_export(settings, args, resolution, from_ms, to_ms, online))
 
 
-async def _export(settings: Any, args: argparse.Namespace, resolution: Any, from_ms: int, to_ms: int,
-                  online: bool) -> int:
+async def _export(
+    settings: Any, args: argparse.Namespace, resolution: Any, from_ms: int, to_ms: int, online: bool
+) -> int:
     from service.ops.exporter import CsvBars, HttpSource, LocalSource, ParquetBars, export
     from service.runtime.history import History, SymbolSet
     from service.runtime.writer import TradeWriter
@@ -322,8 +344,15 @@ async def _export(settings: Any, args: argparse.Namespace, resolution: Any, from
         start = resolution.bucket_start_ms(from_ms)
         day_ms = 86_400_000
         progress = Progress("export", (to_ms - start) / day_ms, "days of range")
-        written = await export(source, sink, args.symbol, resolution, from_ms, to_ms,
-                               on_page=lambda hi, n: progress.update((min(hi, to_ms) - start) / day_ms))
+        written = await export(
+            source,
+            sink,
+            args.symbol,
+            resolution,
+            from_ms,
+            to_ms,
+            on_page=lambda hi, n: progress.update((min(hi, to_ms) - start) / day_ms),
+        )
         sink.close()
         progress.finish((to_ms - start) / day_ms)
     finally:
@@ -331,9 +360,12 @@ async def _export(settings: Any, args: argparse.Namespace, resolution: Any, from
             out_file.close()
         if store is not None:
             await store.close()
-    print(f"exported {written:,} bars of {args.symbol} at resolution {resolution.text} from {_utc(from_ms)} to "
-          f"{_utc(to_ms)} UTC"
-          f"{' to ' + args.out if args.out else ''}", file=sys.stderr)
+    print(
+        f"exported {written:,} bars of {args.symbol} at resolution {resolution.text} from {_utc(from_ms)} to "
+        f"{_utc(to_ms)} UTC"
+        f"{' to ' + args.out if args.out else ''}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -362,8 +394,11 @@ def cmd_trades_delete(args: argparse.Namespace, settings: Any) -> int:
         if args.from_ is not None:
             query += [("from", str(args.from_)), ("to", str(args.to))]
         query += [("id", i) for i in args.id or ()]
-        request = urllib.request.Request(f"{url.rstrip('/')}/api/trades?{urllib.parse.urlencode(query)}",
-                                         method="DELETE", headers={"X-Tvflux-Actor": actor})
+        request = urllib.request.Request(
+            f"{url.rstrip('/')}/api/trades?{urllib.parse.urlencode(query)}",
+            method="DELETE",
+            headers={"X-Tvflux-Actor": actor},
+        )
         if settings.admin_token:
             request.add_header("Authorization", f"Bearer {settings.admin_token}")
         try:
@@ -389,17 +424,31 @@ async def _delete_locally(settings: Any, args: argparse.Namespace, actor: str) -
     await store.start()
     try:
         deletion = await store.delete_trades(
-            args.symbol, ids=sorted(set(args.id)) if args.id else None,
+            args.symbol,
+            ids=sorted(set(args.id)) if args.id else None,
             from_ns=None if args.from_ is None else args.from_ * 1_000_000,
-            to_ns=None if args.to is None else args.to * 1_000_000)
+            to_ns=None if args.to is None else args.to * 1_000_000,
+        )
     finally:
         await store.close()
-    AuditLog(os.path.join(settings.data_dir, "audit.jsonl")).append(AuditEntry(
-        time=now_ms(), who="tvflux CLI, store opened directly", action="delete_trades", symbol=args.symbol,
-        deleted=deletion.deleted, ids=sorted(set(args.id)) if args.id else None, fromMs=args.from_, toMs=args.to,
-        actor=actor))
-    print(f"deleted {deletion.deleted} trades of {args.symbol} from the store; the tiers are rebuilt by the next "
-          "downsampling run (`tvflux downsample`, or the service when it starts)", file=sys.stderr)
+    AuditLog(os.path.join(settings.data_dir, "audit.jsonl")).append(
+        AuditEntry(
+            time=now_ms(),
+            who="tvflux CLI, store opened directly",
+            action="delete_trades",
+            symbol=args.symbol,
+            deleted=deletion.deleted,
+            ids=sorted(set(args.id)) if args.id else None,
+            fromMs=args.from_,
+            toMs=args.to,
+            actor=actor,
+        )
+    )
+    print(
+        f"deleted {deletion.deleted} trades of {args.symbol} from the store; the tiers are rebuilt by the next "
+        "downsampling run (`tvflux downsample`, or the service when it starts)",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 

@@ -64,8 +64,10 @@ class Progress:
         rate = done / elapsed if elapsed > 0 else 0.0
         width = 30
         filled = int(width * min(pct, 100) / 100)
-        line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {pct:5.1f}% "
-                f"{_amount(done)}/{_amount(self.total)} {self.unit} {_amount(rate)} {self.unit}/s {elapsed:6.1f}s")
+        line = (
+            f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {pct:5.1f}% "
+            f"{_amount(done)}/{_amount(self.total)} {self.unit} {_amount(rate)} {self.unit}/s {elapsed:6.1f}s"
+        )
         sys.stderr.write(("\r" + line) if self._tty else (line + "\n"))
         sys.stderr.flush()
 

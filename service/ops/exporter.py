@@ -46,8 +46,9 @@ def parse_time_arg(text: str, name: str) -> int:
         try:
             parsed = dt.datetime.fromisoformat(value)
         except ValueError:
-            raise InvalidRange(f"--{name} {text!r} is neither epoch seconds nor an ISO date like 2024-01-31 "
-                               "or 2024-01-31T12:00:00Z") from None
+            raise InvalidRange(
+                f"--{name} {text!r} is neither epoch seconds nor an ISO date like 2024-01-31 or 2024-01-31T12:00:00Z"
+            ) from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.UTC)
         seconds = int(parsed.timestamp())  # whole seconds, like /api/bars' from/to
@@ -94,8 +95,9 @@ class LocalSource:
 class HttpSource:
     """A running service's ``GET /api/bars``."""
 
-    def __init__(self, base_url: str, *, token: str = "", page_buckets: int = HTTP_PAGE_BUCKETS,
-                 timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, base_url: str, *, token: str = "", page_buckets: int = HTTP_PAGE_BUCKETS, timeout_s: float = 60.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.page_buckets = page_buckets
@@ -103,8 +105,9 @@ class HttpSource:
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
         # Page bounds are bucket starts or --from/--to: whole seconds, as /api/bars takes them.
-        query = urllib.parse.urlencode({"symbol": symbol, "resolution": resolution.text,
-                                        "from": from_ms // 1000, "to": to_ms // 1000})
+        query = urllib.parse.urlencode(
+            {"symbol": symbol, "resolution": resolution.text, "from": from_ms // 1000, "to": to_ms // 1000}
+        )
         body = self._get(f"/api/bars?{query}")
         return [Bar(**b) for b in body["bars"]]
 
@@ -132,8 +135,9 @@ class PageTooLarge(BadRequest):
     code = "page_too_large"
 
     def __init__(self, max_buckets: int) -> None:
-        super().__init__(f"the service answers at most {max_buckets} bars per request",
-                         details={"maxBars": max_buckets})
+        super().__init__(
+            f"the service answers at most {max_buckets} bars per request", details={"maxBars": max_buckets}
+        )
         self.max_buckets = max_buckets
 
 
@@ -156,8 +160,9 @@ class CsvBars:
 
     def write(self, bars: list[Bar]) -> None:
         # repr(): the shortest text that reads back to the same float
-        self._writer.writerows((b.time, repr(b.open), repr(b.high), repr(b.low), repr(b.close), repr(b.volume))
-                               for b in bars)
+        self._writer.writerows(
+            (b.time, repr(b.open), repr(b.high), repr(b.low), repr(b.close), repr(b.volume)) for b in bars
+        )
 
     def close(self) -> None:
         pass
@@ -182,8 +187,9 @@ class BarSink(Protocol):
     def close(self) -> None: ...
 
 
-async def export(source: BarSource, sink: BarSink, symbol: str, resolution: Resolution, from_ms: int,
-                 to_ms: int, on_page: Any = None) -> int:
+async def export(
+    source: BarSource, sink: BarSink, symbol: str, resolution: Resolution, from_ms: int, to_ms: int, on_page: Any = None
+) -> int:
     """Write every bar with start in ``[from_ms, to_ms)``; returns how many."""
     if to_ms <= from_ms:
         raise InvalidRange("--to must be after --from")

@@ -127,12 +127,15 @@ class Importer:
         self.block_bytes = block_bytes
         self._clock = TimestampAllocator()
 
-    async def import_source(self, source: Source, symbol: str | None,
-                            on_bytes: Callable[[int], None] | None = None) -> FileSummary:
+    async def import_source(
+        self, source: Source, symbol: str | None, on_bytes: Callable[[int], None] | None = None
+    ) -> FileSummary:
         symbol = symbol or bcsv.symbol_from_name(source.name)
         summary = FileSummary(source.name, symbol)
         if symbol is None:
-            summary.error = "cannot tell the symbol from the file name (like BTCUSDT-aggTrades-2024-01.csv); use --symbol"
+            summary.error = (
+                "cannot tell the symbol from the file name (like BTCUSDT-aggTrades-2024-01.csv); use --symbol"
+            )
             return summary
         try:
             with closing(source.open()) as f:

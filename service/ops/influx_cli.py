@@ -56,8 +56,9 @@ async def _setup(settings: Settings, out: TextIO, every_ms: int | None = None) -
     client = InfluxDBClientAsync(url=settings.influx_url, token=str(settings.influx_token), org=settings.influx_org)
     try:
         admin = Admin(client.api_client, url=settings.influx_url, org=settings.influx_org)
-        report = await admin.setup(settings.plan, names_from(settings), settings.influx_raw_retention_s,
-                                   every_ms=every_ms)
+        report = await admin.setup(
+            settings.plan, names_from(settings), settings.influx_raw_retention_s, every_ms=every_ms
+        )
     finally:
         await client.close()
     for name, action in report.buckets.items():
@@ -153,7 +154,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # noqa: SLF001
         "setup", help="create the buckets (raw, bars, status) and create or update the downsampling tasks"
     )
     setup.add_argument(
-        "--task-every-s", type=float, default=None, metavar="S",
+        "--task-every-s",
+        type=float,
+        default=None,
+        metavar="S",
         help="run every task each S seconds instead of the plan's schedule (tests, demos: a fast backfill)",
     )
     setup.set_defaults(func=_needs_url(cmd_setup))
@@ -163,6 +167,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # noqa: SLF001
     render = actions.add_parser("render", help="regenerate the Flux task files in flux/ from the plan")
     render.add_argument("--dir", default="flux", help="output directory (default: flux)")
     render.add_argument(
-        "--from-settings", action="store_true", help="render this deployment's plan and bucket names instead of the defaults"
+        "--from-settings",
+        action="store_true",
+        help="render this deployment's plan and bucket names instead of the defaults",
     )
     render.set_defaults(func=cmd_render)

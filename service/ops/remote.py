@@ -36,8 +36,9 @@ class ServiceError(TvfluxError):
     pass
 
 
-def _admin_request(url: str, method: str, token: str | None, data: bytes | None = None,
-                   content_type: str | None = None) -> urllib.request.Request:
+def _admin_request(
+    url: str, method: str, token: str | None, data: bytes | None = None, content_type: str | None = None
+) -> urllib.request.Request:
     request = urllib.request.Request(url, data=data, method=method)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -46,8 +47,16 @@ def _admin_request(url: str, method: str, token: str | None, data: bytes | None 
     return request
 
 
-def call(base_url: str, method: str, path: str, token: str | None, *, data: bytes | None = None,
-         content_type: str | None = None, timeout_s: float = 600) -> Any:
+def call(
+    base_url: str,
+    method: str,
+    path: str,
+    token: str | None,
+    *,
+    data: bytes | None = None,
+    content_type: str | None = None,
+    timeout_s: float = 600,
+) -> Any:
     """One request to the service (JSON answer), retrying 429/503 as ``Retry-After`` says.
     Errors are :class:`ServiceError` with the service's own message, or what to do when
     nothing answers."""
@@ -63,12 +72,15 @@ def call(base_url: str, method: str, path: str, token: str | None, *, data: byte
                 time.sleep(min(10.0, float(exc.headers.get("Retry-After") or 1)))
                 continue
             error = http_error(exc)
-            hint = (" (set TVFLUX_ADMIN_TOKEN to the service's admin token)" if exc.code in (401, 403) else "")
-            raise ServiceError(f"the service at {base_url} refused {method} {path}: {error.message}{hint}",
-                               details=error.details) from None
+            hint = " (set TVFLUX_ADMIN_TOKEN to the service's admin token)" if exc.code in (401, 403) else ""
+            raise ServiceError(
+                f"the service at {base_url} refused {method} {path}: {error.message}{hint}", details=error.details
+            ) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            raise ServiceError(f"no tvflux answers at {base_url} ({getattr(exc, 'reason', exc)}); is the service "
-                               "still running? Start it, or stop it and run this command again") from None
+            raise ServiceError(
+                f"no tvflux answers at {base_url} ({getattr(exc, 'reason', exc)}); is the service "
+                "still running? Start it, or stop it and run this command again"
+            ) from None
     raise AssertionError("unreachable")
 
 
@@ -89,8 +101,9 @@ class ServiceSink:
     async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
         return None
 
-    async def known_ids(self, symbol: str, ids: Sequence[str], from_ns: int | None = None,
-                        to_ns: int | None = None) -> set[str]:
+    async def known_ids(
+        self, symbol: str, ids: Sequence[str], from_ns: int | None = None, to_ns: int | None = None
+    ) -> set[str]:
         return set()
 
     async def append(self, batches: Sequence[TradeColumns], *, spool_seq: int | None = None) -> None:
@@ -107,15 +120,25 @@ class ServiceSink:
         for lo in range(0, n, self.batch_trades):
             hi = min(n, lo + self.batch_trades)
             if ids is None:
-                trades = [{"symbol": columns.symbol, "price": price[i], "size": size[i], "time": time_ms[i]}
-                          for i in range(lo, hi)]
+                trades = [
+                    {"symbol": columns.symbol, "price": price[i], "size": size[i], "time": time_ms[i]}
+                    for i in range(lo, hi)
+                ]
             else:
-                trades = [{"symbol": columns.symbol, "price": price[i], "size": size[i], "time": time_ms[i],
-                           "id": ids[i]} if ids[i] is not None else
-                          {"symbol": columns.symbol, "price": price[i], "size": size[i], "time": time_ms[i]}
-                          for i in range(lo, hi)]
-            answer = call(self.base_url, "POST", "/api/admin/trades", self.token, data=self._encoder.encode(trades),
-                          content_type="application/msgpack")
+                trades = [
+                    {"symbol": columns.symbol, "price": price[i], "size": size[i], "time": time_ms[i], "id": ids[i]}
+                    if ids[i] is not None
+                    else {"symbol": columns.symbol, "price": price[i], "size": size[i], "time": time_ms[i]}
+                    for i in range(lo, hi)
+                ]
+            answer = call(
+                self.base_url,
+                "POST",
+                "/api/admin/trades",
+                self.token,
+                data=self._encoder.encode(trades),
+                content_type="application/msgpack",
+            )
             accepted += int(answer.get("accepted", 0))
             duplicates += int(answer.get("duplicates", 0))
         self.accepted += accepted
@@ -142,8 +165,10 @@ def run_downsampling(base_url: str, token: str | None) -> int:
         wm = tier.get("watermark")
         wm_text = "-" if wm is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(wm / 1000))
         print(f"{tier['tier']:>4} watermark {wm_text} UTC  rows {tier.get('rows', 0):,}", file=sys.stderr)
-    print(f"downsampling: {len(ran)} windows run in {time.perf_counter() - started:.1f}s (by the service)",
-          file=sys.stderr)
+    print(
+        f"downsampling: {len(ran)} windows run in {time.perf_counter() - started:.1f}s (by the service)",
+        file=sys.stderr,
+    )
     return len(ran)
 
 
@@ -154,8 +179,12 @@ def earliest_bar_ms(base_url: str, symbol: str, from_ms: int, to_ms: int) -> int
     lo, hi = from_ms, to_ms
     for resolution, width_ms in (("1D", 86_400_000), ("1", 60_000), ("1S", 1000)):
         try:
-            answer = call(base_url, "GET", f"/api/bars?symbol={symbol}&resolution={resolution}&from={lo // 1000}"
-                                            f"&to={-(-hi // 1000)}", None)
+            answer = call(
+                base_url,
+                "GET",
+                f"/api/bars?symbol={symbol}&resolution={resolution}&from={lo // 1000}&to={-(-hi // 1000)}",
+                None,
+            )
         except ServiceError as exc:
             if "unknown_symbol" in exc.message:
                 return None

@@ -25,8 +25,13 @@ _STEP_WARN_NS = 1_000_000_000  # a wall-clock step above this is logged
 
 
 class SteadyClock:
-    def __init__(self, wall_ns: Callable[[], int] = time.time_ns, mono_ns: Callable[[], int] = time.monotonic_ns,
-                 *, max_slew: float = 0.001) -> None:
+    def __init__(
+        self,
+        wall_ns: Callable[[], int] = time.time_ns,
+        mono_ns: Callable[[], int] = time.monotonic_ns,
+        *,
+        max_slew: float = 0.001,
+    ) -> None:
         self._wall_ns = wall_ns
         self._mono_ns = mono_ns
         self.max_slew = max_slew
@@ -43,12 +48,17 @@ class SteadyClock:
             gap = (wall - mono) - self._offset  # how far the wall clock is from ours
             allowed = int(elapsed * self.max_slew)
             self._offset += max(-allowed, min(allowed, gap))
-            if abs(gap) > _STEP_WARN_NS and (self._warned_offset is None
-                                              or abs((wall - mono) - self._warned_offset) > _STEP_WARN_NS):
+            if abs(gap) > _STEP_WARN_NS and (
+                self._warned_offset is None or abs((wall - mono) - self._warned_offset) > _STEP_WARN_NS
+            ):
                 self._warned_offset = wall - mono
-                log.warning("the wall clock stepped %+.1fs away from the service's clock; the service keeps its "
-                            "steady time and slews towards the wall clock by at most %.1f ms/s (a restart adopts "
-                            "it at once)", gap / 1e9, self.max_slew * 1000)
+                log.warning(
+                    "the wall clock stepped %+.1fs away from the service's clock; the service keeps its "
+                    "steady time and slews towards the wall clock by at most %.1f ms/s (a restart adopts "
+                    "it at once)",
+                    gap / 1e9,
+                    self.max_slew * 1000,
+                )
             elif abs(gap) <= _STEP_WARN_NS:
                 self._warned_offset = None
             return self._last_mono + self._offset

@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class Downsampler:
-    def __init__(self, store: Store, hub: Hub, *, interval_ms: int, clock_ms: Callable[[], int],
-                 timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, store: Store, hub: Hub, *, interval_ms: int, clock_ms: Callable[[], int], timeout_s: float = 120.0
+    ) -> None:
         self.store = store
         self.hub = hub
         self.on_changed: list[Callable[[str], None]] = []  # symbols whose closed history a run rebuilt

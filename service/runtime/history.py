@@ -40,8 +40,19 @@ T = TypeVar("T")
 MAX_TIME_S = 253_402_300_799  # 9999-12-31
 # finer than the generic request bounds below 5 ms, where answers from memory land, so a
 # benchmark can read a sub-millisecond median off /metrics
-HISTORY_SECONDS_BOUNDS = (0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004,
-                          *(b for b in REQUEST_SECONDS_BOUNDS if b >= 0.005))
+HISTORY_SECONDS_BOUNDS = (
+    0.0001,
+    0.0002,
+    0.0003,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.004,
+    *(b for b in REQUEST_SECONDS_BOUNDS if b >= 0.005),
+)
 
 
 class HistoryRequest(msgspec.Struct, frozen=True):
@@ -58,8 +69,16 @@ class Snapshot(msgspec.Struct, frozen=True):
 
 
 class History:
-    def __init__(self, store: Store, writer: TradeWriter, symbols: SymbolSet, *, max_bars: int,
-                 timeout_s: float | None = None, hot: HotWindow | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        writer: TradeWriter,
+        symbols: SymbolSet,
+        *,
+        max_bars: int,
+        timeout_s: float | None = None,
+        hot: HotWindow | None = None,
+    ) -> None:
         self.store = store
         self.timeout_s = timeout_s
         self.writer = writer
@@ -71,8 +90,14 @@ class History:
             writer.on_stored.append(hot.stored)
 
     def parse(
-        self, symbol: str | None, resolution: str | None, from_s: str | None, to_s: str | None,
-        countback: str | None, *, now_ms: int,
+        self,
+        symbol: str | None,
+        resolution: str | None,
+        from_s: str | None,
+        to_s: str | None,
+        countback: str | None,
+        *,
+        now_ms: int,
     ) -> HistoryRequest:
         """Validate query parameters (strings as they came) into a request."""
         if not symbol:
@@ -96,7 +121,8 @@ class History:
             if res.bucket_count(from_ms, to_ms) > self.max_bars:
                 raise InvalidRange(
                     f"the range spans more than {self.max_bars} bars of {res.text}; page with 'countback' or a "
-                    "smaller range", details={"maxBars": self.max_bars},
+                    "smaller range",
+                    details={"maxBars": self.max_bars},
                 )
         else:
             from_ms = 0
@@ -111,10 +137,12 @@ class History:
         trades not yet stored: one bounded store read (or the hot window), never a loop."""
         return await self._snapshot(symbol, resolution, 0, to_ms, count)
 
-    async def _snapshot(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int,
-                        count: int | None) -> Snapshot:
+    async def _snapshot(
+        self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int, count: int | None
+    ) -> Snapshot:
         stored, partials, pending, seq = await self._bounded(
-            self._stored_bars(symbol, resolution, from_ms, to_ms, count))
+            self._stored_bars(symbol, resolution, from_ms, to_ms, count)
+        )
         if count is not None:
             # pending trades older than the oldest of ``count`` stored bars cannot be among
             # the newest ``count`` of the union (every stored bar is newer)
@@ -130,8 +158,9 @@ class History:
             bars = bars[-count:]
         return Snapshot(_rounded(bars), seq)
 
-    async def _stored_bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int,
-                           count: int | None) -> tuple[list[Bar], list[PartialBar], list[TradeColumns], int]:
+    async def _stored_bars(
+        self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int, count: int | None
+    ) -> tuple[list[Bar], list[PartialBar], list[TradeColumns], int]:
         """Stored bars (from the hot window when it can say, else the store) and partial
         bars of stored trades the former lack, with the writer's pending trades, all read
         under the visibility lock so each trade counts exactly once."""
@@ -153,8 +182,9 @@ class History:
                 stored, partials = await self.store.bars_before(symbol, resolution, to_ms, count), []
             return stored, partials, self.writer.pending_for(symbol), self.writer.visible_seq
 
-    async def _stored_previous(self, symbol: str, resolution: Resolution,
-                               before_ms: int) -> tuple[int | None, list[TradeColumns]]:
+    async def _stored_previous(
+        self, symbol: str, resolution: Resolution, before_ms: int
+    ) -> tuple[int | None, list[TradeColumns]]:
         async with self.writer.visibility.read():
             stored = await self.store.previous_bar_time(symbol, resolution, before_ms)
             return stored, self.writer.pending_for(symbol)
@@ -167,15 +197,18 @@ class History:
         try:
             return await asyncio.wait_for(query, self.timeout_s)
         except TimeoutError:
-            raise StoreUnavailable(f"the store did not answer a history query within {self.timeout_s:g}s "
-                                   "(slow or not answering); retry later") from None
+            raise StoreUnavailable(
+                f"the store did not answer a history query within {self.timeout_s:g}s "
+                "(slow or not answering); retry later"
+            ) from None
 
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
         """Start of the latest bar before ``before_ms``, counting trades not yet stored."""
         stored, pending = await self._bounded(self._stored_previous(symbol, resolution, before_ms))
         limit_ns = before_ms * NS_PER_MS
-        latest = max((int(b.ts_ns[b.ts_ns < limit_ns].max()) for b in pending if (b.ts_ns < limit_ns).any()),
-                     default=None)
+        latest = max(
+            (int(b.ts_ns[b.ts_ns < limit_ns].max()) for b in pending if (b.ts_ns < limit_ns).any()), default=None
+        )
         if latest is None:
             return stored
         pending_bar = resolution.bucket_start_ms(latest // NS_PER_MS)
@@ -199,6 +232,7 @@ class History:
         before = request.from_ms if request.countback is None else request.to_ms
         next_time = await self.previous_bar_time(request.symbol, res, before)
         return BarsResponse(bars=[], noData=True, nextTime=next_time)
+
 
 class SymbolSet:
     """Known symbols: the configured ones plus any found in the store."""

@@ -127,8 +127,9 @@ class HotWindow:
         state = self._symbols.get(symbol)
         return state is not None and tier.name in state.rings
 
-    def answer(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int,
-               countback: int | None) -> tuple[list[Bar], list[PartialBar]] | None:
+    def answer(
+        self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int, countback: int | None
+    ) -> tuple[list[Bar], list[PartialBar]] | None:
         """Stored bars of ``resolution`` (unrounded) and partial bars of stored trades not
         yet in them, together exactly the store's answer; ``None`` when the window cannot
         say (the caller asks the store). ``countback``: the newest ``countback`` bars
@@ -218,8 +219,17 @@ class HotWindow:
             for b in await store.bars(symbol, _SECOND, state.cut_ms, FAR_FUTURE_MS):
                 # bounds of its trades' times, enough to order it against any later trade
                 # (older ones reload the symbol, see ``loaded_ns``)
-                state.tail[b.time] = PartialBar(b.time, b.open, b.high, b.low, b.close, b.volume, 1,
-                                                b.time * NS_PER_MS, min(last_ns, (b.time + 1000) * NS_PER_MS - 1))
+                state.tail[b.time] = PartialBar(
+                    b.time,
+                    b.open,
+                    b.high,
+                    b.low,
+                    b.close,
+                    b.volume,
+                    1,
+                    b.time * NS_PER_MS,
+                    min(last_ns, (b.time + 1000) * NS_PER_MS - 1),
+                )
         return state
 
     def stored(self, batches: Sequence[TradeColumns], committed_seq: int) -> None:
@@ -332,4 +342,3 @@ def _last_buckets(ring: _Ring, resolution: Resolution, count: int, lo: int) -> l
     if len(bars) < count and ring.lo_ms:
         return None
     return bars
-

@@ -36,11 +36,12 @@ _price_of, _size_of, _time_of = attrgetter("price"), attrgetter("size"), attrget
 def implausible_past(time_ms: int, now_ms: int, max_past_ms: int, latest_ms: int) -> str:
     """Why a live trade's ``time`` is refused as too old, saying so when it is epoch
     seconds (the commonest mistake: the value ×1000 would be a time of today)."""
-    reason = (f"time {time_ms} is more than {max_past_ms} ms in the past (TVFLUX_MAX_PAST_MS); "
-              "live ingest takes recent trades, history goes in with `tvflux import` or POST /api/admin/trades")
+    reason = (
+        f"time {time_ms} is more than {max_past_ms} ms in the past (TVFLUX_MAX_PAST_MS); "
+        "live ingest takes recent trades, history goes in with `tvflux import` or POST /api/admin/trades"
+    )
     if now_ms - max_past_ms <= time_ms * 1000 <= latest_ms:
-        reason = (f"time {time_ms} looks like epoch seconds; `time` is epoch milliseconds "
-                  f"({time_ms * 1000}): {reason}")
+        reason = f"time {time_ms} looks like epoch seconds; `time` is epoch milliseconds ({time_ms * 1000}): {reason}"
     return reason
 
 
@@ -183,8 +184,9 @@ class Ingestor:
                 problems.append({"index": i, "reason": reason})
         if problems:
             self.rejected += len(trades)
-            raise InvalidTrade(f"{len(problems)} invalid trade(s); nothing from this batch was accepted",
-                               details=problems)
+            raise InvalidTrade(
+                f"{len(problems)} invalid trade(s); nothing from this batch was accepted", details=problems
+            )
 
     async def _drop_duplicates(self, symbol: str, group: list[Trade]) -> list[Trade]:
         with_ids = [t for t in group if t.id is not None]
@@ -197,8 +199,9 @@ class Ingestor:
         # store held at start were all accepted by this process, so their ids are in ``_ids``
         # unless it dropped some: then no store lookup is needed (one query less per batch,
         # and ingest keeps acknowledging into the spool while the store is down).
-        if unknown and (self._ids_evicted or min(t.time for t in with_ids if t.id in unknown)
-                        <= self._stored_until_ms[symbol]):
+        if unknown and (
+            self._ids_evicted or min(t.time for t in with_ids if t.id in unknown) <= self._stored_until_ms[symbol]
+        ):
             lo_ms = min(t.time for t in with_ids)
             hi_ms = max(t.time for t in with_ids) + 1
             stored = await self.store.known_ids(symbol, sorted(unknown), lo_ms * NS_PER_MS, hi_ms * NS_PER_MS)
@@ -246,8 +249,10 @@ class Ingestor:
             # per batch (bench.push_latency). A span holding nothing stored or pending is
             # seeded empty in one lookup.
             lo, hi = min(missing) * NS_PER_MS, (max(missing) + 1) * NS_PER_MS
-            if (await self.store.last_ts_ns(symbol, lo, hi) is None
-                    and self.writer.pending_last_ts_ns(symbol, lo, hi) is None):
+            if (
+                await self.store.last_ts_ns(symbol, lo, hi) is None
+                and self.writer.pending_last_ts_ns(symbol, lo, hi) is None
+            ):
                 for ms in missing:
                     self._clock.seed(symbol, ms, None)
                 return self._clock.allocate(symbol, ts_ms)
@@ -268,8 +273,9 @@ class Ingestor:
             for b in batches:
                 if len(b):
                     await self._start_symbol(b.symbol)
-                    out.append(TradeColumns(b.symbol, await self._allocate(b.symbol, b.ts_ns // NS_PER_MS),
-                                            b.price, b.size))
+                    out.append(
+                        TradeColumns(b.symbol, await self._allocate(b.symbol, b.ts_ns // NS_PER_MS), b.price, b.size)
+                    )
             if out:
                 self._commit(out)
         return sum(len(b) for b in out)

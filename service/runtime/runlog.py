@@ -42,7 +42,9 @@ class RunLog:
 
     def record(self, ran: Iterable[TierRun], now_ms: int) -> None:
         for run in ran:
-            self._tier(run.tier).append(RunRecord(now_ms, run.fromMs, run.toMs, run.rows, round(run.durationMs, 3), None))
+            self._tier(run.tier).append(
+                RunRecord(now_ms, run.fromMs, run.toMs, run.rows, round(run.durationMs, 3), None)
+            )
             if run.fromMs is not None:
                 self._origin[run.tier] = min(self._origin.get(run.tier, run.fromMs), run.fromMs)
             if run.toMs is not None:
@@ -95,11 +97,17 @@ class RunLog:
             if t1 - t0 >= MIN_RATE_SPAN_MS and w1 > w0:
                 rate = (w1 - w0) / (t1 - t0)  # ms of data per ms of wall time
         finish = None if rate is None else now_ms + round(status.lagMs / rate)
-        return Backfill(progress=round(max(0.0, min(1.0, progress)), 4), fromMs=origin, toMs=edge,
-                        rangePerS=None if rate is None else round(rate * 1000), expectedFinish=finish)
+        return Backfill(
+            progress=round(max(0.0, min(1.0, progress)), 4),
+            fromMs=origin,
+            toMs=edge,
+            rangePerS=None if rate is None else round(rate * 1000),
+            expectedFinish=finish,
+        )
 
     def annotate(self, tiers: list[TierStatus], now_ms: int) -> list[TierStatus]:
         """``tiers`` with their recent runs and, when behind, their backfill progress."""
         self.observe(tiers, now_ms)
-        return [msgspec.structs.replace(t, recentRuns=self.runs(t.tier), backfill=self.backfill(t, now_ms))
-                for t in tiers]
+        return [
+            msgspec.structs.replace(t, recentRuns=self.runs(t.tier), backfill=self.backfill(t, now_ms)) for t in tiers
+        ]

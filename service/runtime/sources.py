@@ -21,8 +21,15 @@ TICK_MS = 50  # generate every 50 ms: small enough for smooth live bars
 APPEND_ROWS = 1_000_000  # backfill: rows per store append (one transaction each)
 
 
-async def backfill_synthetic(store: Store, market: SyntheticMarket, rate_per_s: float, span_ms: int,
-                             end_ms: int, *, on_written: Callable[[int], None] | None = None) -> int:
+async def backfill_synthetic(
+    store: Store,
+    market: SyntheticMarket,
+    rate_per_s: float,
+    span_ms: int,
+    end_ms: int,
+    *,
+    on_written: Callable[[int], None] | None = None,
+) -> int:
     """Write ``span_ms`` of synthetic history ending at ``end_ms`` straight into the
     store: at the service's first start, so a first ``make run`` shows a chart with
     history at once (the same market the live feed continues, so prices join up), and
@@ -76,8 +83,10 @@ async def run_synthetic(ingestor: Ingestor, market: SyntheticMarket, rate_per_s:
     try:
         resumed = await resume_prices(ingestor.store, market, now_ms())
         if resumed:
-            log.info("synthetic source continues from the stored prices: %s",
-                     ", ".join(f"{s} {p:g}" for s, p in resumed.items()))
+            log.info(
+                "synthetic source continues from the stored prices: %s",
+                ", ".join(f"{s} {p:g}" for s, p in resumed.items()),
+            )
     except TvfluxError as exc:  # the store is down: start from the seed's levels
         log.warning("synthetic source: cannot read the last prices (%s); starting from the seed's", exc.message)
     last_ms = start_ms

@@ -52,14 +52,31 @@ _decode = msgspec.msgpack.Decoder(list[tuple[str, bytes, bytes, bytes, list[str 
 
 
 def encode_batches(batches: list[TradeColumns]) -> bytes:
-    return _encode([(b.symbol, b.ts_ns.astype("<i8").tobytes(), b.price.astype("<f8").tobytes(),
-                     b.size.astype("<f8").tobytes(), b.ids) for b in batches])
+    return _encode(
+        [
+            (
+                b.symbol,
+                b.ts_ns.astype("<i8").tobytes(),
+                b.price.astype("<f8").tobytes(),
+                b.size.astype("<f8").tobytes(),
+                b.ids,
+            )
+            for b in batches
+        ]
+    )
 
 
 def decode_batches(payload: bytes) -> list[TradeColumns]:
-    return [TradeColumns(symbol, np.frombuffer(ts, "<i8").astype(np.int64), np.frombuffer(p, "<f8").astype(np.float64),
-                         np.frombuffer(s, "<f8").astype(np.float64), ids)
-            for symbol, ts, p, s, ids in _decode(payload)]
+    return [
+        TradeColumns(
+            symbol,
+            np.frombuffer(ts, "<i8").astype(np.int64),
+            np.frombuffer(p, "<f8").astype(np.float64),
+            np.frombuffer(s, "<f8").astype(np.float64),
+            ids,
+        )
+        for symbol, ts, p, s, ids in _decode(payload)
+    ]
 
 
 @dataclass
@@ -71,8 +88,9 @@ class _Segment:
 
 
 class Spool:
-    def __init__(self, directory: str, *, max_bytes: int, fsync_interval_ms: int = 200,
-                 segment_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self, directory: str, *, max_bytes: int, fsync_interval_ms: int = 200, segment_bytes: int = 64 * 1024 * 1024
+    ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.fsync_interval_s = fsync_interval_ms / 1000
@@ -104,10 +122,15 @@ class Spool:
             size = os.path.getsize(path)
             if good_size < size:
                 self.torn_bytes_cut += size - good_size
-                log.warning("spool: cut %d bytes of a torn record at the end of %s after record %d (a crash or "
-                            "power loss mid-write; that batch was never acknowledged). The %d bytes of whole "
-                            "records before it are intact and will be stored.", size - good_size, path, last,
-                            good_size)
+                log.warning(
+                    "spool: cut %d bytes of a torn record at the end of %s after record %d (a crash or "
+                    "power loss mid-write; that batch was never acknowledged). The %d bytes of whole "
+                    "records before it are intact and will be stored.",
+                    size - good_size,
+                    path,
+                    last,
+                    good_size,
+                )
                 os.truncate(path, good_size)
             self._segments.append(_Segment(path, int(name[:-4]), last, good_size))
         last = self._segments[-1].last_seq if self._segments else 0
@@ -155,8 +178,9 @@ class Spool:
         payload = encode_batches(batches)
         record = _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload), seq) + payload
         if self.size_bytes + len(record) > self.max_bytes:
-            raise Overloaded(f"the spool is full ({self.size_bytes} bytes waiting for the store); retry later",
-                             retry_after_s=5.0)
+            raise Overloaded(
+                f"the spool is full ({self.size_bytes} bytes waiting for the store); retry later", retry_after_s=5.0
+            )
         try:
             if self._fd is None or self._segments[-1].size >= self.segment_bytes:
                 self._rotate(seq)
@@ -196,8 +220,12 @@ class Spool:
         try:
             os.ftruncate(self._open_fd(), segment.size)
         except OSError as exc:
-            log.error("spool: cannot cut the failed write off %s (%s); closing it: the torn tail is cut at the "
-                      "next start and new records go to a new segment", segment.path, exc)
+            log.error(
+                "spool: cannot cut the failed write off %s (%s); closing it: the torn tail is cut at the "
+                "next start and new records go to a new segment",
+                segment.path,
+                exc,
+            )
             try:
                 os.close(self._open_fd())
             except OSError:
@@ -208,11 +236,16 @@ class Spool:
         """The typed, retryable error for a write the disk refused."""
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             self._disk_full_need = record_bytes
-            return DiskFull(f"disk full at {self.directory}: the spool cannot keep this batch ({record_bytes} "
-                            "bytes), so it was not accepted; retry once space is freed",
-                            path=self.directory, details={"path": self.directory, "recordBytes": record_bytes})
-        return SpoolUnavailable(f"cannot write the spool at {self.directory}: {exc.strerror or exc}; the batch "
-                                "was not accepted, retry later")
+            return DiskFull(
+                f"disk full at {self.directory}: the spool cannot keep this batch ({record_bytes} "
+                "bytes), so it was not accepted; retry once space is freed",
+                path=self.directory,
+                details={"path": self.directory, "recordBytes": record_bytes},
+            )
+        return SpoolUnavailable(
+            f"cannot write the spool at {self.directory}: {exc.strerror or exc}; the batch "
+            "was not accepted, retry later"
+        )
 
     def disk_full(self) -> str | None:
         """A plain-words reason while the last append was refused for want of space and the
@@ -228,8 +261,10 @@ class Spool:
         if free >= need + 1024 * 1024:  # room again: the next append will very likely fit
             self._disk_full_need = 0
             return None
-        return (f"disk full at {self.directory}: {free} bytes free; ingest answers 507 until space is freed "
-                "(acknowledged trades are safe)")
+        return (
+            f"disk full at {self.directory}: {free} bytes free; ingest answers 507 until space is freed "
+            "(acknowledged trades are safe)"
+        )
 
     def _rotate(self, first_seq: int) -> None:
         path = os.path.join(self.directory, f"{first_seq:020d}.seg")

@@ -149,8 +149,9 @@ class TradeWriter:
         if self.spool is not None and (self.spilling or self.pending_rows + rows > self.max_pending_rows):
             if not self.spilling:
                 self.spilling, self._spill_start = True, seq
-                log.warning("writer: %d trades wait for the store; spilling new batches to the spool only",
-                            self.pending_rows)
+                log.warning(
+                    "writer: %d trades wait for the store; spilling new batches to the spool only", self.pending_rows
+                )
             self.spilled_rows += rows
             self._wake.set()
             return seq
@@ -173,8 +174,7 @@ class TradeWriter:
             self.spilling, self._spill_start = True, self.committed_seq + 1
             self.spilled_rows = waiting
             self._idle.clear()
-            log.info("spool: %d trades acknowledged before the last stop are not in the store yet; replaying",
-                     waiting)
+            log.info("spool: %d trades acknowledged before the last stop are not in the store yet; replaying", waiting)
         return waiting
 
     async def _store_committed_seq(self) -> int:
@@ -298,8 +298,13 @@ class TradeWriter:
                 self.last_error = exc.message
                 delay = min(self.retry_cap_s, self.retry_base_s * 2 ** min(attempt, 20)) * random.uniform(0.5, 1.0)
                 if attempt == 1 or attempt % 10 == 0:
-                    log.warning("store append failed (attempt %d, %d trades kept pending): %s; retrying in %.2fs",
-                                attempt, rows, exc.message, delay)
+                    log.warning(
+                        "store append failed (attempt %d, %d trades kept pending): %s; retrying in %.2fs",
+                        attempt,
+                        rows,
+                        exc.message,
+                        delay,
+                    )
                 await asyncio.sleep(delay)
         self.last_error = None
         self.stored_rows += rows
@@ -330,11 +335,13 @@ def _coalesce(batches: list[TradeColumns]) -> list[TradeColumns]:
         ids = None
         if any(p.ids is not None for p in parts):
             ids = [i for p in parts for i in (p.ids if p.ids is not None else [None] * len(p))]
-        out.append(TradeColumns(
-            symbol,
-            np.concatenate([p.ts_ns for p in parts]),
-            np.concatenate([p.price for p in parts]),
-            np.concatenate([p.size for p in parts]),
-            ids,
-        ))
+        out.append(
+            TradeColumns(
+                symbol,
+                np.concatenate([p.ts_ns for p in parts]),
+                np.concatenate([p.price for p in parts]),
+                np.concatenate([p.size for p in parts]),
+                ids,
+            )
+        )
     return out

@@ -95,8 +95,9 @@ class Store(Protocol):
         watermark mark their windows dirty so the next run rebuilds them. ``spool_seq``:
         the newest spool record in ``batches`` (see ``commits_spool_seq``)."""
 
-    async def delete_trades(self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None,
-                            to_ns: int | None = None) -> Deletion:
+    async def delete_trades(
+        self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None, to_ns: int | None = None
+    ) -> Deletion:
         """Trade corrections: remove the trades of ``symbol`` whose ``id`` is in ``ids``,
         or whose ``ts_ns`` is in ``[from_ns, to_ns)`` (both given: the ids within the
         range). The windows they were in are marked dirty, so the next
@@ -128,8 +129,9 @@ class Store(Protocol):
         """Largest stored ``ts_ns`` of ``symbol`` in ``[from_ns, to_ns)``; used to keep
         timestamps unique when a late trade lands in an old millisecond."""
 
-    async def known_ids(self, symbol: str, ids: Sequence[str], from_ns: int | None = None,
-                        to_ns: int | None = None) -> set[str]:
+    async def known_ids(
+        self, symbol: str, ids: Sequence[str], from_ns: int | None = None, to_ns: int | None = None
+    ) -> set[str]:
         """Which of ``ids`` are already stored for ``symbol``. ``from_ns``/``to_ns`` (both or
         neither) narrow the search to ``[from_ns, to_ns)``, where a retry of the same
         trades would be (their own timestamps); without them all time is searched."""
@@ -145,8 +147,9 @@ class Store(Protocol):
 
     async def downsampling_status(self, now_ms: int) -> list[TierStatus]: ...
 
-    async def run_downsampling(self, now_ms: int, *, max_windows: int | None = None,
-                               timeout_s: float | None = None) -> RunReport:
+    async def run_downsampling(
+        self, now_ms: int, *, max_windows: int | None = None, timeout_s: float | None = None
+    ) -> RunReport:
         """Run every tier in plan order until each is at the live edge (or ``max_windows``
         runs were made). Idempotent; concurrent calls are serialised. Past ``timeout_s``
         the run is abandoned with :class:`~service.core.errors.RunTimeout`: what was

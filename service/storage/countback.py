@@ -16,8 +16,7 @@ if TYPE_CHECKING:
     from service.storage.base import Store
 
 
-async def bars_before_by_jumps(store: Store, symbol: str, resolution: Resolution, to_ms: int,
-                               count: int) -> list[Bar]:
+async def bars_before_by_jumps(store: Store, symbol: str, resolution: Resolution, to_ms: int, count: int) -> list[Bar]:
     if to_ms <= 0 or count <= 0:
         return []
     span = count

@@ -52,8 +52,9 @@ class FaultInjectingStore:
     async def committed_spool_seq(self) -> int:
         return await self._inner.committed_spool_seq()
 
-    async def delete_trades(self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None,
-                            to_ns: int | None = None) -> Deletion:
+    async def delete_trades(
+        self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None, to_ns: int | None = None
+    ) -> Deletion:
         if self._down():
             raise StoreUnavailable(f"injected outage ({self.trigger_path} exists)")
         return await self._inner.delete_trades(symbol, ids=ids, from_ns=from_ns, to_ns=to_ns)
@@ -73,8 +74,9 @@ class FaultInjectingStore:
     async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
         return await self._inner.last_ts_ns(symbol, from_ns, to_ns)
 
-    async def known_ids(self, symbol: str, ids: Sequence[str], from_ns: int | None = None,
-                        to_ns: int | None = None) -> set[str]:
+    async def known_ids(
+        self, symbol: str, ids: Sequence[str], from_ns: int | None = None, to_ns: int | None = None
+    ) -> set[str]:
         return await self._inner.known_ids(symbol, ids, from_ns, to_ns)
 
     async def recent_ids(self, limit: int) -> list[tuple[str, str]]:
@@ -86,8 +88,9 @@ class FaultInjectingStore:
     async def downsampling_status(self, now_ms: int) -> list[TierStatus]:
         return await self._inner.downsampling_status(now_ms)
 
-    async def run_downsampling(self, now_ms: int, *, max_windows: int | None = None,
-                               timeout_s: float | None = None) -> RunReport:
+    async def run_downsampling(
+        self, now_ms: int, *, max_windows: int | None = None, timeout_s: float | None = None
+    ) -> RunReport:
         return await self._inner.run_downsampling(now_ms, max_windows=max_windows, timeout_s=timeout_s)
 
     async def snapshot(self, directory: str) -> Manifest:

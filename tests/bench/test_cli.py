@@ -17,6 +17,7 @@ def test_tvflux_bench_lists_the_benchmarks():
 
 
 def test_the_product_cli_has_no_bench_command():
-    out = subprocess.run([str(BIN / "tvflux"), "bench", "history", "--help"], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [str(BIN / "tvflux"), "bench", "history", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2 and "invalid choice" in out.stderr

@@ -58,12 +58,12 @@ def test_zadd_resp_is_valid_protocol():
     lines = raw.split(b"\r\n")
     assert lines[0] == b"*8" and lines[2] == b"ZADD" and lines[4] == b"bars1s:X"
     # score, then the 56-byte member, three times
-    body = raw[raw.index(b"bars1s:X\r\n") + len(b"bars1s:X\r\n"):]
+    body = raw[raw.index(b"bars1s:X\r\n") + len(b"bars1s:X\r\n") :]
     for rec in arr:
         score = str(int(rec["t"])).encode()
         head = b"$%d\r\n%s\r\n$56\r\n" % (len(score), score)
         assert body.startswith(head)
-        member = body[len(head):len(head) + 56]
+        member = body[len(head) : len(head) + 56]
         assert np.frombuffer(member, dtype=BAR_DTYPE)[0] == rec
-        body = body[len(head) + 58:]
+        body = body[len(head) + 58 :]
     assert body == b""

@@ -19,8 +19,9 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 24 MiB tmpfs: a small, real disk that can really be filled."""
     mount_point = tmp_path / "tmpfs"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         reason = f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount failed'}): the disk-full fault needs root"
         if _in_ci():

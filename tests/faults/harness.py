@@ -26,8 +26,18 @@ from tests.conftest import ROOT, TVFLUX, ServerProcess
 RESULTS = Path(os.environ.get("FAULT_RESULTS") or Path(tempfile.gettempdir()) / "tvflux-fault-results.json")
 
 # The rows of docs/reliability.md, in this order.
-FAULTS = ["kill9", "store_outage", "disk_full", "fd_exhaustion", "clock_step", "slow_store_duckdb",
-          "hung_influx", "sigstop", "torn_spool_tail", "broker_gone"]
+FAULTS = [
+    "kill9",
+    "store_outage",
+    "disk_full",
+    "fd_exhaustion",
+    "clock_step",
+    "slow_store_duckdb",
+    "hung_influx",
+    "sigstop",
+    "torn_spool_tail",
+    "broker_gone",
+]
 
 
 @dataclass
@@ -74,8 +84,9 @@ def wait_until(pred, timeout_s: float, step_s: float = 0.1, what: str = "conditi
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def call(server: ServerProcess, method: str, path: str, body: Any = None,
-         timeout_s: float = 10.0) -> tuple[int, dict[str, str], Any]:
+def call(
+    server: ServerProcess, method: str, path: str, body: Any = None, timeout_s: float = 10.0
+) -> tuple[int, dict[str, str], Any]:
     """One HTTP request on a new connection: (status, headers, decoded body)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout_s)
     try:
@@ -95,8 +106,12 @@ def call(server: ServerProcess, method: str, path: str, body: Any = None,
 
 def is_error_root(body: Any) -> bool:
     """``{"error": {"code", "message", …}}``: the one error shape."""
-    return (isinstance(body, dict) and isinstance(body.get("error"), dict)
-            and isinstance(body["error"].get("code"), str) and isinstance(body["error"].get("message"), str))
+    return (
+        isinstance(body, dict)
+        and isinstance(body.get("error"), dict)
+        and isinstance(body["error"].get("code"), str)
+        and isinstance(body["error"].get("message"), str)
+    )
 
 
 class Ingest(threading.Thread):
@@ -104,8 +119,15 @@ class Ingest(threading.Thread):
     remembers exactly which ids were acknowledged. Every answer is classified; a refusal
     must be retryable (Retry-After) and in the error root's shape."""
 
-    def __init__(self, server: ServerProcess, prefix: str, batch: int = 100, pause_s: float = 0.02,
-                 timeout_s: float = 5.0, symbol: str = "BTCUSD") -> None:
+    def __init__(
+        self,
+        server: ServerProcess,
+        prefix: str,
+        batch: int = 100,
+        pause_s: float = 0.02,
+        timeout_s: float = 5.0,
+        symbol: str = "BTCUSD",
+    ) -> None:
         super().__init__(daemon=True)
         self.server, self.prefix, self.batch, self.pause_s, self.timeout_s = server, prefix, batch, pause_s, timeout_s
         self.symbol = symbol
@@ -122,8 +144,10 @@ class Ingest(threading.Thread):
             ids = [f"{self.prefix}{self.n + k}" for k in range(self.batch)]
             self.n += self.batch
             now = int(time.time() * 1000)
-            trades = [{"symbol": self.symbol, "price": 100.0 + (k % 11), "size": 1.0, "time": now, "id": i}
-                      for k, i in enumerate(ids)]
+            trades = [
+                {"symbol": self.symbol, "price": 100.0 + (k % 11), "size": 1.0, "time": now, "id": i}
+                for k, i in enumerate(ids)
+            ]
             try:
                 status, headers, body = call(self.server, "POST", "/api/trades", trades, self.timeout_s)
             except (OSError, http.client.HTTPException) as exc:
@@ -159,8 +183,14 @@ class Subscriber(threading.Thread):
     """A /ws subscriber of ``symbol`` 1S bars; with ``reconnect`` it reconnects after
     ``give_up_s`` of silence (a client that gave up) and counts those reconnections."""
 
-    def __init__(self, server: ServerProcess, symbol: str = "BTCUSD", resolution: str = "1S",
-                 reconnect: bool = False, give_up_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        server: ServerProcess,
+        symbol: str = "BTCUSD",
+        resolution: str = "1S",
+        reconnect: bool = False,
+        give_up_s: float = 5.0,
+    ) -> None:
         super().__init__(daemon=True)
         self.server, self.symbol, self.resolution = server, symbol, resolution
         self.reconnect, self.give_up_s = reconnect, give_up_s
@@ -174,8 +204,9 @@ class Subscriber(threading.Thread):
         while not self.stop_event.is_set():
             try:
                 with connect(self.server.ws_url + "/ws", open_timeout=10) as ws:
-                    ws.send(json.dumps({"op": "subscribe", "id": "s", "symbol": self.symbol,
-                                        "resolution": self.resolution}))
+                    ws.send(
+                        json.dumps({"op": "subscribe", "id": "s", "symbol": self.symbol, "resolution": self.resolution})
+                    )
                     self.connected.set()
                     while not self.stop_event.is_set():
                         try:
@@ -219,15 +250,18 @@ def loss(acked: list[str], stored: list[str]) -> tuple[int, int, int]:
     return len(acked), len(set(acked) & set(stored)), len(lost)
 
 
-def start_raw(server: ServerProcess, preexec_fn=None, extra_env: dict[str, str] | None = None,  # type: ignore[no-untyped-def]
-              ready_timeout_s: float = 30.0) -> float:
+def start_raw(
+    server: ServerProcess,
+    preexec_fn=None,
+    extra_env: dict[str, str] | None = None,  # type: ignore[no-untyped-def]
+    ready_timeout_s: float = 30.0,
+) -> float:
     """Start ``tvflux serve`` like :meth:`ServerProcess.start`, with a ``preexec_fn`` and extra
     environment (not ``TVFLUX_*``); returns the seconds until /health/ready said 200."""
     env = {**server.env, **(extra_env or {})}
     log = open(server.log_path, "ab")
     started = time.monotonic()
-    server.proc = subprocess.Popen([TVFLUX, "serve"], env=env, cwd=ROOT, stdout=log, stderr=log,
-                                   preexec_fn=preexec_fn)
+    server.proc = subprocess.Popen([TVFLUX, "serve"], env=env, cwd=ROOT, stdout=log, stderr=log, preexec_fn=preexec_fn)
     log.close()
     wait_until(lambda: _ready(server), ready_timeout_s, what=f"readiness:\n{server.log()}")
     return time.monotonic() - started

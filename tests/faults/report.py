@@ -1,6 +1,6 @@
 """Write docs/reliability.md from the fault suite's results (``tests/faults/test_faults.py``).
 
-    .venv/bin/pytest tests/faults/test_faults.py && .venv/bin/python -m tests.faults.report
+.venv/bin/pytest tests/faults/test_faults.py && .venv/bin/python -m tests.faults.report
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from tests.faults.harness import FAULTS, RESULTS, load_results
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 NOT_COVERED = {
-    "slow_store_duckdb": ("slow DuckDB query", "not injected yet: no real way found to make one embedded "
-                          "DuckDB query take seconds; history queries share the same TVFLUX_HISTORY_TIMEOUT_S bound"),
+    "slow_store_duckdb": (
+        "slow DuckDB query",
+        "not injected yet: no real way found to make one embedded "
+        "DuckDB query take seconds; history queries share the same TVFLUX_HISTORY_TIMEOUT_S bound",
+    ),
     "broker_gone": ("broker gone", "no broker yet: covered by the fan-out issue once edges exist"),
 }
 HEADER = """# Reliability: the fault matrix
@@ -43,12 +46,16 @@ def render(rows: dict[str, dict]) -> str:
             out.append(f"| {title} | — | {_cell(why)} | — | — | — | — | — | — |\n")
             continue
         recover = "—" if row["recover_s"] is None else f"{row['recover_s']:.1f} ({_cell(row['recover_note'])})"
-        out.append(f"| {_cell(row['title'])} | {_cell(row['injection'])} | {_cell(row['clients'])} | "
-                   f"{_cell(row['operator'])} | {row['acked']} | {row['stored']} | {row['lost']} | "
-                   f"{row['bare_500']} | {recover} |\n")
+        out.append(
+            f"| {_cell(row['title'])} | {_cell(row['injection'])} | {_cell(row['clients'])} | "
+            f"{_cell(row['operator'])} | {row['acked']} | {row['stored']} | {row['lost']} | "
+            f"{row['bare_500']} | {recover} |\n"
+        )
     measured = sorted({r["measured_utc"] for r in rows.values()})
-    out.append(f"\nMeasured {measured[0] if measured else '—'} … {measured[-1] if measured else '—'}"
-               " on the 2-core CI machine.\n")
+    out.append(
+        f"\nMeasured {measured[0] if measured else '—'} … {measured[-1] if measured else '—'}"
+        " on the 2-core CI machine.\n"
+    )
     return "".join(out)
 
 

@@ -37,8 +37,13 @@ from tests.faults.harness import (
     wait_until,
 )
 
-QUIET = {"TVFLUX_SYNTHETIC_RATE": "0", "TVFLUX_FLUSH_INTERVAL_MS": "100", "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "500",
-         "TVFLUX_GRACE_MS": "1000", "TVFLUX_LOG_LEVEL": "INFO"}
+QUIET = {
+    "TVFLUX_SYNTHETIC_RATE": "0",
+    "TVFLUX_FLUSH_INTERVAL_MS": "100",
+    "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "500",
+    "TVFLUX_GRACE_MS": "1000",
+    "TVFLUX_LOG_LEVEL": "INFO",
+}
 
 
 def make_server(data_dir: str | Path, **env: str) -> ServerProcess:
@@ -88,10 +93,21 @@ def test_kill_9(tmp_path, servers):
     drain_and_stop(server)
     acked, stored, lost = loss(ingest.acked, stored_ids(server.data_dir, "k9-"))
     assert lost == 0 and ingest.bare_500s() == 0
-    record(Row("kill9", "kill -9 under ingest", "SIGKILL to tvflux while a client posts id'd trades",
-               "the connection drops; requests without an answer were never acknowledged",
-               f"log at start: {replayed}",
-               acked, stored, lost, ingest.bare_500s(), round(recover_s, 1), "restart until ready (spool replayed)"))
+    record(
+        Row(
+            "kill9",
+            "kill -9 under ingest",
+            "SIGKILL to tvflux while a client posts id'd trades",
+            "the connection drops; requests without an answer were never acknowledged",
+            f"log at start: {replayed}",
+            acked,
+            stored,
+            lost,
+            ingest.bare_500s(),
+            round(recover_s, 1),
+            "restart until ready (spool replayed)",
+        )
+    )
 
 
 def test_store_outage(tmp_path, servers):
@@ -114,10 +130,21 @@ def test_store_outage(tmp_path, servers):
     drain_and_stop(server)
     acked, stored, lost = loss(ingest.acked, stored_ids(server.data_dir, "so-"))
     assert lost == 0 and ingest.bare_500s() == 0 and not ingest.bad
-    record(Row("store_outage", "store outage", "every store write fails while a file exists (TVFLUX_FAULT_STORE_DOWN_FILE)",
-               f"ingest kept answering 200 ({ingest.refusals()}); batches beyond memory spill to the spool",
-               f"/health/ready 503: {'; '.join(reasons)}", acked, stored, lost, ingest.bare_500s(),
-               round(recover_s, 1), "store back until ready (spool drained)"))
+    record(
+        Row(
+            "store_outage",
+            "store outage",
+            "every store write fails while a file exists (TVFLUX_FAULT_STORE_DOWN_FILE)",
+            f"ingest kept answering 200 ({ingest.refusals()}); batches beyond memory spill to the spool",
+            f"/health/ready 503: {'; '.join(reasons)}",
+            acked,
+            stored,
+            lost,
+            ingest.bare_500s(),
+            round(recover_s, 1),
+            "store back until ready (spool drained)",
+        )
+    )
 
 
 # --- 3. the data disk full ------------------------------------------------------------------
@@ -157,8 +184,11 @@ def test_disk_full(tmpfs, servers):
     wait_until(lambda: len(ingest.acked) >= 1000, 20, what="acks before the disk fills")
     ballast = fill(tmpfs)
     wait_until(lambda: ingest.codes.get("507 disk_full", 0) >= 5, 20, what="507 answers on a full disk")
-    status, reasons = wait_until(lambda: (r := readiness(server))[0] == 503 and
-                                 any(x.startswith("disk full at") for x in r[1]) and r, 10, what="disk full reason")
+    status, reasons = wait_until(
+        lambda: (r := readiness(server))[0] == 503 and any(x.startswith("disk full at") for x in r[1]) and r,
+        10,
+        what="disk full reason",
+    )
     with connect(server.ws_url + "/ws", open_timeout=5) as ws:  # the service still takes new subscribers
         ws.send(json.dumps({"op": "ping"}))
         assert json.loads(ws.recv(timeout=5))["type"] == "pong"
@@ -181,13 +211,22 @@ def test_disk_full(tmpfs, servers):
     acked, stored, lost = loss(ingest.acked, stored_ids(server.data_dir, "df-"))
     assert lost == 0
     disk = next(r for r in reasons if r.startswith("disk full at"))
-    record(Row("disk_full", "data disk full", "a 24 MiB tmpfs as TVFLUX_DATA_DIR, filled by a ballast file "
-               "under ingest, then the ballast removed",
-               f"{ingest.refusals()}; never a bare 500; the subscriber stayed connected "
-               f"({len(sub.bars)} bar messages) and new subscribers were taken",
-               "/health/ready 503: " + disk.replace(str(tmpfs), "$TVFLUX_DATA_DIR"),
-               acked, stored, lost, ingest.bare_500s(), round(recover_s, 1),
-               "space freed until ingest acks and /health/ready is 200 (then kill -9, restart: all stored)"))
+    record(
+        Row(
+            "disk_full",
+            "data disk full",
+            "a 24 MiB tmpfs as TVFLUX_DATA_DIR, filled by a ballast file under ingest, then the ballast removed",
+            f"{ingest.refusals()}; never a bare 500; the subscriber stayed connected "
+            f"({len(sub.bars)} bar messages) and new subscribers were taken",
+            "/health/ready 503: " + disk.replace(str(tmpfs), "$TVFLUX_DATA_DIR"),
+            acked,
+            stored,
+            lost,
+            ingest.bare_500s(),
+            round(recover_s, 1),
+            "space freed until ingest acks and /health/ready is 200 (then kill -9, restart: all stored)",
+        )
+    )
 
 
 # --- 4. out of file descriptors ------------------------------------------------------------
@@ -211,8 +250,10 @@ def test_out_of_file_descriptors(tmp_path, servers):
         try:
             for _ in range(limit + 60):  # more connections than the process has descriptors
                 s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-                s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                s.sendall(
+                    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                )
                 hogs.append(s)
             time.sleep(1.0)
             # a new client now: refused or closed, at once, not left hanging
@@ -229,8 +270,10 @@ def test_out_of_file_descriptors(tmp_path, servers):
             acked = []
             for n in range(5):
                 now = int(time.time() * 1000)
-                frame = [{"symbol": "BTCUSD", "price": 100.0 + n, "size": 1.0, "time": now, "id": f"fd-{n}-{k}"}
-                         for k in range(50)]
+                frame = [
+                    {"symbol": "BTCUSD", "price": 100.0 + n, "size": 1.0, "time": now, "id": f"fd-{n}-{k}"}
+                    for k in range(50)
+                ]
                 ingest_ws.send(json.dumps(frame))
                 reply = json.loads(ingest_ws.recv(timeout=10))
                 assert reply["type"] == "ack", reply
@@ -251,13 +294,27 @@ def test_out_of_file_descriptors(tmp_path, servers):
     n_acked, stored, lost = loss(acked, stored_ids(server.data_dir, "fd-"))
     assert lost == 0
     assert new_client_s < 6, "a new client hung instead of being refused"
-    record(Row("fd_exhaustion", "out of file descriptors", f"RLIMIT_NOFILE={limit} (preexec_fn) and "
-               f"{limit + 60} client connections held open",
-               f"a new client: {outcome} after {new_client_s:.1f}s; the open subscriber and /ws/ingest "
-               "connection kept working",
-               "log: " + ("'Too many open files' reported" if "Too many open files" in log or "EMFILE" in log
-                          else "no error logged"),
-               n_acked, stored, lost, 0, round(recover_s, 1), "clients closed until a new request is answered"))
+    record(
+        Row(
+            "fd_exhaustion",
+            "out of file descriptors",
+            f"RLIMIT_NOFILE={limit} (preexec_fn) and {limit + 60} client connections held open",
+            f"a new client: {outcome} after {new_client_s:.1f}s; the open subscriber and /ws/ingest "
+            "connection kept working",
+            "log: "
+            + (
+                "'Too many open files' reported"
+                if "Too many open files" in log or "EMFILE" in log
+                else "no error logged"
+            ),
+            n_acked,
+            stored,
+            lost,
+            0,
+            round(recover_s, 1),
+            "clients closed until a new request is answered",
+        )
+    )
 
 
 def _answers(server: ServerProcess) -> bool:
@@ -271,8 +328,9 @@ def _answers(server: ServerProcess) -> bool:
 
 
 def test_torn_spool_tail(tmp_path, servers):
-    server = make_server(tmp_path, TVFLUX_SPOOL_FSYNC_INTERVAL_MS="0", TVFLUX_FLUSH_INTERVAL_MS="60000",
-                         TVFLUX_FLUSH_ROWS="1000000")  # keep everything in the spool until the crash
+    server = make_server(
+        tmp_path, TVFLUX_SPOOL_FSYNC_INTERVAL_MS="0", TVFLUX_FLUSH_INTERVAL_MS="60000", TVFLUX_FLUSH_ROWS="1000000"
+    )  # keep everything in the spool until the crash
     servers.append(server)
     server.start()
     ingest = Ingest(server, "tt-")
@@ -286,8 +344,14 @@ def test_torn_spool_tail(tmp_path, servers):
     import numpy as np
 
     from service.core.models import TradeColumns
-    batch = TradeColumns("BTCUSD", np.arange(100, dtype=np.int64) + time.time_ns(), np.full(100, 1.0),
-                         np.full(100, 1.0), [f"torn-{k}" for k in range(100)])
+
+    batch = TradeColumns(
+        "BTCUSD",
+        np.arange(100, dtype=np.int64) + time.time_ns(),
+        np.full(100, 1.0),
+        np.full(100, 1.0),
+        [f"torn-{k}" for k in range(100)],
+    )
     payload = encode_batches([batch])
     record_bytes = _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload), 10**9) + payload
     torn = len(record_bytes) // 2
@@ -299,19 +363,31 @@ def test_torn_spool_tail(tmp_path, servers):
     drain_and_stop(server)
     acked, stored, lost = loss(ingest.acked, stored_ids(server.data_dir, "tt-"))
     assert lost == 0 and not stored_ids(server.data_dir, "torn-")
-    record(Row("torn_spool_tail", "torn write at the spool's tail", "kill -9, then half of one more record "
-               f"({torn} of {len(record_bytes)} bytes) appended to the spool's last segment, as after a power loss",
-               "nothing: that record was never acknowledged; the restarted service answers as before",
-               "log at start: " + cut.replace(str(tmp_path), "$TVFLUX_DATA_DIR"),
-               acked, stored, lost, 0, round(recover_s, 1), "restart until ready (torn tail cut, spool replayed)"))
+    record(
+        Row(
+            "torn_spool_tail",
+            "torn write at the spool's tail",
+            "kill -9, then half of one more record "
+            f"({torn} of {len(record_bytes)} bytes) appended to the spool's last segment, as after a power loss",
+            "nothing: that record was never acknowledged; the restarted service answers as before",
+            "log at start: " + cut.replace(str(tmp_path), "$TVFLUX_DATA_DIR"),
+            acked,
+            stored,
+            lost,
+            0,
+            round(recover_s, 1),
+            "restart until ready (torn tail cut, spool replayed)",
+        )
+    )
 
 
 # --- 6. the process paused (SIGSTOP 30 s, SIGCONT) --------------------------------------------
 
 
 def heal(server: ServerProcess, symbol: str, from_s: int) -> float:
-    _, _, body = call(server, "GET", f"/api/bars?symbol={symbol}&resolution=1D&from={from_s - 86400}"
-                                     f"&to={from_s + 86400}")
+    _, _, body = call(
+        server, "GET", f"/api/bars?symbol={symbol}&resolution=1D&from={from_s - 86400}&to={from_s + 86400}"
+    )
     return sum(b["volume"] for b in body["bars"])
 
 
@@ -333,8 +409,11 @@ def test_sigstop(tmp_path, servers):
     acked_at = len(ingest.acked)
     wait_until(lambda: len(ingest.acked) > acked_at + 500, 30, what="acks after the pause")
     reconnects = sub.reconnects
-    wait_until(lambda: sub.reconnects >= 1 and len(sub.bars) and sub.bars[-1][0] > resumed, 30,
-               what="the subscriber reconnected and receiving")
+    wait_until(
+        lambda: sub.reconnects >= 1 and len(sub.bars) and sub.bars[-1][0] > resumed,
+        30,
+        what="the subscriber reconnected and receiving",
+    )
     recover_s = time.monotonic() - resumed
     ingest.stop()
     sub.stop()
@@ -346,14 +425,23 @@ def test_sigstop(tmp_path, servers):
     ids = stored_ids(server.data_dir, "ss-")
     acked, stored, lost = loss(ingest.acked, ids)
     assert lost == 0 and history_volume == pytest.approx(len(ids))
-    record(Row("sigstop", "process paused 30 s", "SIGSTOP to tvflux for 30 s under ingest and a subscriber, "
-               "then SIGCONT",
-               f"ingest: {ingest.refusals()} during the pause, acks again after; the subscriber gave up after 5 s "
-               f"of silence, reconnected ({max(reconnects, sub.reconnects)}×) and healed from history "
-               f"(history volume = {history_volume:.0f} = trades stored)",
-               "nothing to see while paused; /health/ready 200 after SIGCONT",
-               acked, stored, lost, ingest.bare_500s(), round(recover_s, 1),
-               "SIGCONT until acks resume and the subscriber is back"))
+    record(
+        Row(
+            "sigstop",
+            "process paused 30 s",
+            "SIGSTOP to tvflux for 30 s under ingest and a subscriber, then SIGCONT",
+            f"ingest: {ingest.refusals()} during the pause, acks again after; the subscriber gave up after 5 s "
+            f"of silence, reconnected ({max(reconnects, sub.reconnects)}×) and healed from history "
+            f"(history volume = {history_volume:.0f} = trades stored)",
+            "nothing to see while paused; /health/ready 200 after SIGCONT",
+            acked,
+            stored,
+            lost,
+            ingest.bare_500s(),
+            round(recover_s, 1),
+            "SIGCONT until acks resume and the subscriber is back",
+        )
+    )
 
 
 # --- 7. the wall clock steps back and forward by an hour ---------------------------------------
@@ -371,8 +459,13 @@ def test_clock_step(tmp_path, servers):
     offset.write_text("+0\n")
     # libfaketime moves CLOCK_REALTIME of the real process as the file says; the monotonic
     # clock is left alone, exactly as when an operator or NTP steps the wall clock.
-    server = make_server(tmp_path / "d", LD_PRELOAD=LIBFAKETIME, FAKETIME_TIMESTAMP_FILE=str(offset),
-                         FAKETIME_NO_CACHE="1", FAKETIME_DONT_FAKE_MONOTONIC="1")
+    server = make_server(
+        tmp_path / "d",
+        LD_PRELOAD=LIBFAKETIME,
+        FAKETIME_TIMESTAMP_FILE=str(offset),
+        FAKETIME_NO_CACHE="1",
+        FAKETIME_DONT_FAKE_MONOTONIC="1",
+    )
     servers.append(server)
     server.start()
     sub = Subscriber(server)
@@ -402,21 +495,37 @@ def test_clock_step(tmp_path, servers):
     drain_and_stop(server)
     acked, stored, lost = loss(ingest.acked, stored_ids(server.data_dir, "ck-"))
     assert lost == 0
-    record(Row("clock_step", "wall clock stepped ±1 h", "libfaketime (LD_PRELOAD, FAKETIME_TIMESTAMP_FILE) steps "
-               "tvflux's wall clock −1 h, then +1 h, then back, 4 s each, under ingest and a 1S subscriber",
-               f"every batch acknowledged (none refused as 'in the future'); 1S bars kept closing on time "
-               f"({', '.join(map(str, gaps))} closed bars per 4 s step), none early; watermarks never ahead",
-               "log: " + steps_logged.split(": ", 1)[-1].split(";")[0], acked, stored, lost, 0, 0.0,
-               "nothing to recover: the service clock is steady"))
+    record(
+        Row(
+            "clock_step",
+            "wall clock stepped ±1 h",
+            "libfaketime (LD_PRELOAD, FAKETIME_TIMESTAMP_FILE) steps "
+            "tvflux's wall clock −1 h, then +1 h, then back, 4 s each, under ingest and a 1S subscriber",
+            f"every batch acknowledged (none refused as 'in the future'); 1S bars kept closing on time "
+            f"({', '.join(map(str, gaps))} closed bars per 4 s step), none early; watermarks never ahead",
+            "log: " + steps_logged.split(": ", 1)[-1].split(";")[0],
+            acked,
+            stored,
+            lost,
+            0,
+            0.0,
+            "nothing to recover: the service clock is steady",
+        )
+    )
 
 
 # --- 8. a hung InfluxDB (SIGSTOP of the real influxd) -------------------------------------------
 
 
 def test_hung_influx(influx_server, tmp_path, servers):
-    server = make_server(tmp_path, **influx_server.env, TVFLUX_HISTORY_TIMEOUT_S="3",
-                         TVFLUX_WRITER_MAX_PENDING_ROWS="2000", TVFLUX_INFLUX_BUCKET=f"hung{os.getpid()}",
-                         TVFLUX_INFLUX_BARS_BUCKET=f"hungbars{os.getpid()}")
+    server = make_server(
+        tmp_path,
+        **influx_server.env,
+        TVFLUX_HISTORY_TIMEOUT_S="3",
+        TVFLUX_WRITER_MAX_PENDING_ROWS="2000",
+        TVFLUX_INFLUX_BUCKET=f"hung{os.getpid()}",
+        TVFLUX_INFLUX_BARS_BUCKET=f"hungbars{os.getpid()}",
+    )
     servers.append(server)
     server.start(timeout_s=60)
     sub = Subscriber(server)
@@ -455,10 +564,22 @@ def test_hung_influx(influx_server, tmp_path, servers):
     acked = len(ingest.acked)
     lost = max(0, acked - int(round(volume)))
     assert lost == 0, (acked, volume)
-    record(Row("hung_influx", "InfluxDB stops answering", "SIGSTOP to the real influxd 2.9 for ~5 s under ingest, "
-               "a subscriber and a history request",
-               f"history: {status} {body['error']['code']} with Retry-After after {history_s:.1f}s (no hang); "
-               f"live pushes continued; ingest: {ingest.refusals()}",
-               f"/health/ready {ready_status}: " + "; ".join(reasons)[:160] + f"; writer pending {stats['writer']['pendingRows']} "
-               f"rows (bound 2000, the rest spilled)", acked, min(acked, int(round(volume))), lost,
-               ingest.bare_500s(), round(recover_s, 1), "SIGCONT until /health/ready is 200"))
+    record(
+        Row(
+            "hung_influx",
+            "InfluxDB stops answering",
+            "SIGSTOP to the real influxd 2.9 for ~5 s under ingest, a subscriber and a history request",
+            f"history: {status} {body['error']['code']} with Retry-After after {history_s:.1f}s (no hang); "
+            f"live pushes continued; ingest: {ingest.refusals()}",
+            f"/health/ready {ready_status}: "
+            + "; ".join(reasons)[:160]
+            + f"; writer pending {stats['writer']['pendingRows']} "
+            f"rows (bound 2000, the rest spilled)",
+            acked,
+            min(acked, int(round(volume))),
+            lost,
+            ingest.bare_500s(),
+            round(recover_s, 1),
+            "SIGCONT until /health/ready is 200",
+        )
+    )

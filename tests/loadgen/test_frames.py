@@ -36,8 +36,9 @@ def test_frames_round_trip(fmt, per_symbol):
 def test_marker_sized_prices_fit():
     enc = FrameEncoder(("BTCUSD",), "json")
     frame = enc.encode([("BTCUSD", np.array([1_763_711_000_123.0]), np.array([0.001]), 1_763_711_000_123)])
-    assert msgspec.json.decode(frame) == [{"symbol": "BTCUSD", "price": 1_763_711_000_123.0, "size": 0.001,
-                                           "time": 1_763_711_000_123}]
+    assert msgspec.json.decode(frame) == [
+        {"symbol": "BTCUSD", "price": 1_763_711_000_123.0, "size": 0.001, "time": 1_763_711_000_123}
+    ]
 
 
 def test_fixed_width_decimal():

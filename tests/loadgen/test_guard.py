@@ -12,8 +12,7 @@ from loadgen.cli import main
 from loadgen.guard import DEFAULT_SYMBOLS, OWN_PREFIX, RefusedRun, check_target, is_own
 from loadgen.runner import LoadConfig, run_load
 
-RUN = ["--rate", "500", "--frame-trades", "50", "--subscribers", "3", "--duration", "0.5", "--warmup", "0.2",
-       "--quiet"]
+RUN = ["--rate", "500", "--frame-trades", "50", "--subscribers", "3", "--duration", "0.5", "--warmup", "0.2", "--quiet"]
 
 
 def _btc_high(server) -> float:
@@ -52,8 +51,16 @@ def test_run_against_a_service_with_real_data_is_refused_and_sends_nothing(serve
 async def test_run_on_its_own_symbols_leaves_the_others_alone(server_factory):
     server = server_factory(synthetic_rate="0", symbols="BTCUSD," + ",".join(DEFAULT_SYMBOLS))
     _seed_btc(server)
-    cfg = LoadConfig(url=server.base_url, rate=1_000, frame_trades=50, subscribers=3, marker_hz=20,
-                     duration_s=0.5, warmup_s=0.2, progress=False)
+    cfg = LoadConfig(
+        url=server.base_url,
+        rate=1_000,
+        frame_trades=50,
+        subscribers=3,
+        marker_hz=20,
+        duration_s=0.5,
+        warmup_s=0.2,
+        progress=False,
+    )
     report = await run_load(cfg)
     assert report["ingest"]["trades_acked"] > 0 and report["markers"]["sent"] > 0
     assert _btc_high(server) == 61000.5

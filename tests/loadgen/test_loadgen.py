@@ -16,11 +16,25 @@ from loadgen.runner import LoadConfig, run_load
 
 
 async def test_short_run_report_is_consistent(server_factory):
-    server = server_factory(synthetic_rate="0", push_interval_ms="50", downsample_interval_ms="500",
-                            symbols=",".join(DEFAULT_SYMBOLS))
-    cfg = LoadConfig(url=server.base_url, pid=server.proc.pid, rate=4_000, connections=2, frame_trades=200,
-                     window=2, subscribers=24, subs_per_conn=3, marker_hz=20, history_rate=10,
-                     duration_s=2.0, warmup_s=0.5, drain_timeout_s=15, progress=False)
+    server = server_factory(
+        synthetic_rate="0", push_interval_ms="50", downsample_interval_ms="500", symbols=",".join(DEFAULT_SYMBOLS)
+    )
+    cfg = LoadConfig(
+        url=server.base_url,
+        pid=server.proc.pid,
+        rate=4_000,
+        connections=2,
+        frame_trades=200,
+        window=2,
+        subscribers=24,
+        subs_per_conn=3,
+        marker_hz=20,
+        history_rate=10,
+        duration_s=2.0,
+        warmup_s=0.5,
+        drain_timeout_s=15,
+        progress=False,
+    )
     report = await run_load(cfg)
     ing, subs = report["ingest"], report["subscribers"]
 
@@ -51,9 +65,28 @@ async def test_short_run_report_is_consistent(server_factory):
 def test_cli_spawns_a_server_and_prints_json(tmp_path):
     out = tmp_path / "report.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "loadgen.cli", "--spawn", "--rate", "2000", "--frame-trades", "100",
-         "--subscribers", "6", "--duration", "1", "--warmup", "0.5", "--quiet", "--json", str(out)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "loadgen.cli",
+            "--spawn",
+            "--rate",
+            "2000",
+            "--frame-trades",
+            "100",
+            "--subscribers",
+            "6",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.5",
+            "--quiet",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())

@@ -43,8 +43,7 @@ def test_deployment_lists_every_setting_with_its_default_and_nothing_else():
     assert not missing, f"docs/deployment.md lacks a row for {missing}"
     unknown = sorted({n for n in re.findall(r"TVFLUX_[A-Z0-9_]+", text)} - set(expected))
     assert not unknown, f"docs/deployment.md mentions settings that do not exist: {unknown}"
-    wrong = {name: (rows[name].strip(), default) for name, default in expected.items()
-             if rows[name].strip() != default}
+    wrong = {name: (rows[name].strip(), default) for name, default in expected.items() if rows[name].strip() != default}
     assert not wrong, f"documented defaults differ from service/core/settings.py: {wrong}"
 
 
@@ -106,7 +105,9 @@ def test_dashboard_alerts_and_monitoring_doc_match_a_live_metrics_page(module_se
     listed = {m for m in METRIC.findall(doc)}
     undocumented = {n for n in served if n.startswith("tvflux_")} - listed
     assert not undocumented, f"docs/monitoring.md does not list {sorted(undocumented)}"
-    assert not {m for m in listed if m.startswith("tvflux_")} - served, "docs/monitoring.md lists metrics that do not exist"
+    assert not {m for m in listed if m.startswith("tvflux_")} - served, (
+        "docs/monitoring.md lists metrics that do not exist"
+    )
     assert all(f"`{r['alert']}`" in doc for r in rules), "every alert rule is explained in docs/monitoring.md"
     assert all(p["datasource"]["uid"] == "prometheus" for p in dashboard["panels"] if "datasource" in p)
 
@@ -200,8 +201,10 @@ def test_every_command_in_the_docs_runs_as_written_after_make_run(doc):
             wrong.append(f"{program} is not installed by `make run`: {command}")
     assert not wrong, "\n".join(wrong)
     if doc == "README.md":
-        assert commands[:2] == ["make run    # sets up .venv and the npm packages, then serves http://127.0.0.1:8000",
-                                "make test   # sets up the same, then runs the whole test suite"]
+        assert commands[:2] == [
+            "make run    # sets up .venv and the npm packages, then serves http://127.0.0.1:8000",
+            "make test   # sets up the same, then runs the whole test suite",
+        ]
 
 
 def test_setup_doc_shows_data_dir_as_the_global_option_it_is():
@@ -217,4 +220,4 @@ def test_setup_doc_shows_data_dir_as_the_global_option_it_is():
 def test_readme_try_it_trades_at_the_markets_price_not_a_made_up_one():
     text = (ROOT / "README.md").read_text()
     block = text.split("Try it", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
-    assert '"price":\'$price\'' in block and "61000.5" not in block
+    assert "\"price\":'$price'" in block and "61000.5" not in block

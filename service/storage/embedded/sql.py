@@ -15,7 +15,13 @@ from service.core.resolution import Resolution, Unit
 NS_PER_MS = 1_000_000
 
 _TRADE_SCHEMA = pa.schema(
-    [("symbol", pa.string()), ("ts_ns", pa.int64()), ("price", pa.float64()), ("size", pa.float64()), ("id", pa.string())]
+    [
+        ("symbol", pa.string()),
+        ("ts_ns", pa.int64()),
+        ("price", pa.float64()),
+        ("size", pa.float64()),
+        ("id", pa.string()),
+    ]
 )
 
 

@@ -167,8 +167,9 @@ class EmbeddedStore:
         row = await self._run(lambda c: _first(c.execute("SELECT value FROM writer_state WHERE key = 'spool_seq'")))
         return 0 if row is None else int(row[0])
 
-    def _append(self, cursor: duckdb.DuckDBPyConnection, batches: Sequence[TradeColumns],
-                spool_seq: int | None = None) -> None:
+    def _append(
+        self, cursor: duckdb.DuckDBPyConnection, batches: Sequence[TradeColumns], spool_seq: int | None = None
+    ) -> None:
         table = trades_arrow(batches) if batches else None
         first = self.plan.tiers[0]
         dirty: list[tuple[str, str, int, int]] = []
@@ -202,15 +203,22 @@ class EmbeddedStore:
                 old = self._dirty_span.get(symbol)
                 self._dirty_span[symbol] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
 
-    async def delete_trades(self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None,
-                            to_ns: int | None = None) -> Deletion:
+    async def delete_trades(
+        self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None, to_ns: int | None = None
+    ) -> Deletion:
         """One transaction: DELETE … RETURNING the deleted times, and dirty rows for the
         first-tier bars they were in (below its watermark; above it the regular run
         rebuilds them anyway), exactly like an append of late trades."""
         return await self._run(lambda c: self._delete(c, symbol, ids, from_ns, to_ns))
 
-    def _delete(self, cursor: duckdb.DuckDBPyConnection, symbol: str, ids: Sequence[str] | None,
-                from_ns: int | None, to_ns: int | None) -> Deletion:
+    def _delete(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        symbol: str,
+        ids: Sequence[str] | None,
+        from_ns: int | None,
+        to_ns: int | None,
+    ) -> Deletion:
         where = "symbol = ?"
         params: list[object] = [symbol]
         if ids is not None:
@@ -229,7 +237,9 @@ class EmbeddedStore:
                 if rows and wm is not None:
                     late = late_window(first, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), wm)
                 if late is not None:
-                    cursor.execute("INSERT INTO dirty VALUES (?, ?, ?, ?)", [first.name, symbol, late.start_ms, late.end_ms])
+                    cursor.execute(
+                        "INSERT INTO dirty VALUES (?, ?, ?, ?)", [first.name, symbol, late.start_ms, late.end_ms]
+                    )
                 cursor.execute("COMMIT")
             except BaseException:
                 _rollback(cursor)
@@ -237,21 +247,24 @@ class EmbeddedStore:
             if late is None:
                 return Deletion(len(rows), [])
             old = self._dirty_span.get(symbol)
-            self._dirty_span[symbol] = ((late.start_ms, late.end_ms) if old is None
-                                        else (min(old[0], late.start_ms), max(old[1], late.end_ms)))
+            self._dirty_span[symbol] = (
+                (late.start_ms, late.end_ms) if old is None else (min(old[0], late.start_ms), max(old[1], late.end_ms))
+            )
         return Deletion(len(rows), [ChangedWindow(symbol, late.start_ms, late.end_ms)])
 
     # --- downsampling -----------------------------------------------------------------
 
-    async def run_downsampling(self, now_ms: int, *, max_windows: int | None = None,
-                               timeout_s: float | None = None) -> RunReport:
+    async def run_downsampling(
+        self, now_ms: int, *, max_windows: int | None = None, timeout_s: float | None = None
+    ) -> RunReport:
         """``timeout_s``: past it the window in progress is rolled back (its watermark stays,
         so the next run retries it) and :class:`RunTimeout` is raised; windows already
         committed stay. A statement still running at the deadline is interrupted."""
         return await self._run(lambda c: self._run_all(c, now_ms, max_windows, timeout_s))
 
-    def _run_all(self, cursor: duckdb.DuckDBPyConnection, now_ms: int, max_windows: int | None,
-                 timeout_s: float | None = None) -> RunReport:
+    def _run_all(
+        self, cursor: duckdb.DuckDBPyConnection, now_ms: int, max_windows: int | None, timeout_s: float | None = None
+    ) -> RunReport:
         ran: list[TierRun] = []
         changed: list[ChangedWindow] = []
         budget = max_windows
@@ -270,8 +283,14 @@ class EmbeddedStore:
                 watchdog.cancel()
             self._deadline = None
 
-    def _run_tiers(self, cursor: duckdb.DuckDBPyConnection, now_ms: int, budget: int | None,
-                   ran: list[TierRun], changed: list[ChangedWindow]) -> RunReport:
+    def _run_tiers(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        now_ms: int,
+        budget: int | None,
+        ran: list[TierRun],
+        changed: list[ChangedWindow],
+    ) -> RunReport:
         with self._run_lock:
             for tier in self.plan.tiers:
                 changed.extend(self._run_dirty(cursor, tier, now_ms))
@@ -306,18 +325,24 @@ class EmbeddedStore:
         # A first run starts at the earliest source row, so only later ones may find a gap.
         has_rows = wm is None or self._source_has_rows(cursor, tier, wm, window.end_ms)
         new_wm = watermark_after(
-            self.plan, tier, window, source_has_rows=has_rows,
+            self.plan,
+            tier,
+            window,
+            source_has_rows=has_rows,
             next_source_ms=None if has_rows else self._next_source_ms(cursor, tier, window.end_ms),
-            source_watermark_ms=source_wm, now_ms=now_ms,
+            source_watermark_ms=source_wm,
+            now_ms=now_ms,
         )
         try:
-            rows = self._rebuild(cursor, tier, window, symbol=None, new_watermark_ms=new_wm, now_ms=now_ms,
-                                 started=started)
+            rows = self._rebuild(
+                cursor, tier, window, symbol=None, new_watermark_ms=new_wm, now_ms=now_ms, started=started
+            )
         except (duckdb.Error, RunTimeout) as exc:
             if not isinstance(exc, duckdb.InterruptException):
                 with self._write_lock:
-                    cursor.execute("UPDATE tier_state SET error = ?, last_run_ms = ? WHERE tier = ?",
-                                   [str(exc), now_ms, tier.name])
+                    cursor.execute(
+                        "UPDATE tier_state SET error = ?, last_run_ms = ? WHERE tier = ?", [str(exc), now_ms, tier.name]
+                    )
             raise
         self._watermarks[tier.name] = new_wm
         return TierRun(tier.name, rows, (time.perf_counter() - started) * 1000, window.start_ms, new_wm)
@@ -333,11 +358,13 @@ class EmbeddedStore:
 
     def _next_source_ms(self, cursor: duckdb.DuckDBPyConnection, tier: Tier, from_ms: int) -> int | None:
         if tier.source == RAW:
-            (value,) = cursor.execute(f"SELECT min(ts_ns) // {NS_PER_MS} FROM trades WHERE ts_ns >= ?",
-                                      [from_ms * NS_PER_MS]).fetchall()[0]
+            (value,) = cursor.execute(
+                f"SELECT min(ts_ns) // {NS_PER_MS} FROM trades WHERE ts_ns >= ?", [from_ms * NS_PER_MS]
+            ).fetchall()[0]
         else:
-            (value,) = cursor.execute(f"SELECT min(time_ms) FROM {bars_table(tier.source)} WHERE time_ms >= ?",
-                                      [from_ms]).fetchall()[0]
+            (value,) = cursor.execute(
+                f"SELECT min(time_ms) FROM {bars_table(tier.source)} WHERE time_ms >= ?", [from_ms]
+            ).fetchall()[0]
         return None if value is None else int(value)
 
     def _rebuild(
@@ -367,8 +394,10 @@ class EmbeddedStore:
                 if extra is not None:
                     extra(cursor)
                 if self._deadline is not None and time.monotonic() > self._deadline:
-                    raise RunTimeout(f"downsampling {tier.name} [{window.start_ms}, {window.end_ms}) ran past its "
-                                     "deadline; rolled back, retried from its watermark")
+                    raise RunTimeout(
+                        f"downsampling {tier.name} [{window.start_ms}, {window.end_ms}) ran past its "
+                        "deadline; rolled back, retried from its watermark"
+                    )
                 duration_ms = (time.perf_counter() - started) * 1000
                 if new_watermark_ms is not None:
                     cursor.execute(
@@ -396,8 +425,9 @@ class EmbeddedStore:
                 closed = closed_part(tier, lo, hi, wm)
                 handed_on = dirty_dependents(self.plan, tier, closed, self._watermarks)
 
-                def forward(c: duckdb.DuckDBPyConnection, symbol: str = symbol,
-                            handed_on: list[DirtyWindow] = handed_on) -> None:
+                def forward(
+                    c: duckdb.DuckDBPyConnection, symbol: str = symbol, handed_on: list[DirtyWindow] = handed_on
+                ) -> None:
                     c.execute("DELETE FROM dirty WHERE tier = ? AND symbol = ?", [tier.name, symbol])
                     for d in handed_on:
                         c.execute("INSERT INTO dirty VALUES (?, ?, ?, ?)", [d.tier, symbol, d.start_ms, d.end_ms])
@@ -405,24 +435,44 @@ class EmbeddedStore:
                 if closed.end_ms <= closed.start_ms:
                     forward(cursor)
                     continue
-                self._rebuild(cursor, tier, closed, symbol=symbol, new_watermark_ms=None, now_ms=now_ms,
-                              started=time.perf_counter(), extra=forward)
+                self._rebuild(
+                    cursor,
+                    tier,
+                    closed,
+                    symbol=symbol,
+                    new_watermark_ms=None,
+                    now_ms=now_ms,
+                    started=time.perf_counter(),
+                    extra=forward,
+                )
                 changed.append(ChangedWindow(symbol, closed.start_ms, closed.end_ms))
         return changed
 
     async def downsampling_status(self, now_ms: int) -> list[TierStatus]:
         def read(c: duckdb.DuckDBPyConnection) -> list[TierStatus]:
-            rows = {r[0]: r for r in c.execute(
-                "SELECT tier, watermark_ms, last_run_ms, last_duration_ms, rows, error FROM tier_state").fetchall()}
+            rows = {
+                r[0]: r
+                for r in c.execute(
+                    "SELECT tier, watermark_ms, last_run_ms, last_duration_ms, rows, error FROM tier_state"
+                ).fetchall()
+            }
             dirty = dict(c.execute("SELECT tier, count(*) FROM dirty GROUP BY tier").fetchall())
             out = []
             for tier in self.plan.tiers:
                 _, wm, last_run, duration, n, error = rows.get(tier.name, (tier.name, None, None, None, 0, None))
-                out.append(TierStatus(
-                    tier=tier.name, source=tier.source, watermark=wm,
-                    lagMs=None if wm is None else max(0, now_ms - wm), lastRun=last_run,
-                    lastDurationMs=duration, rows=int(n or 0), error=error, dirtyWindows=int(dirty.get(tier.name, 0)),
-                ))
+                out.append(
+                    TierStatus(
+                        tier=tier.name,
+                        source=tier.source,
+                        watermark=wm,
+                        lagMs=None if wm is None else max(0, now_ms - wm),
+                        lastRun=last_run,
+                        lastDurationMs=duration,
+                        rows=int(n or 0),
+                        error=error,
+                        dirtyWindows=int(dirty.get(tier.name, 0)),
+                    )
+                )
             return out
 
         return await self._run(read)
@@ -433,15 +483,23 @@ class EmbeddedStore:
         """SELECTs of (k_ns, open, high, low, close, volume) covering ``[from_ms, to_ms)``, as
         :func:`~service.core.segments.history_segments` composes them (with this symbol's
         dirty span read from raw trades until a run rebuilds it)."""
-        segments = history_segments(self.plan, resolution, from_ms, to_ms, self._watermarks,
-                                    self._dirty_span.get(symbol))
+        segments = history_segments(
+            self.plan, resolution, from_ms, to_ms, self._watermarks, self._dirty_span.get(symbol)
+        )
         return [_segment_sql(s) for s in segments]
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
         return await self._run(lambda c: self._read_bars(c, symbol, resolution, from_ms, to_ms))
 
-    def _read_bars(self, cursor: duckdb.DuckDBPyConnection, symbol: str, resolution: Resolution, from_ms: int,
-                   to_ms: int, last: int | None = None) -> list[Bar]:
+    def _read_bars(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        symbol: str,
+        resolution: Resolution,
+        from_ms: int,
+        to_ms: int,
+        last: int | None = None,
+    ) -> list[Bar]:
         """Bars in ``[from_ms, to_ms)``, ascending; only the newest ``last`` when given."""
         segments = self._segments(symbol, resolution, from_ms, to_ms)
         if not segments:
@@ -463,8 +521,9 @@ class EmbeddedStore:
         each bounded, in one worker-thread hop (see :meth:`_countback`)."""
         return await self._run(lambda c: self._countback(c, symbol, resolution, to_ms, count))
 
-    def _countback(self, cursor: duckdb.DuckDBPyConnection, symbol: str, resolution: Resolution, to_ms: int,
-                   count: int) -> list[Bar]:
+    def _countback(
+        self, cursor: duckdb.DuckDBPyConnection, symbol: str, resolution: Resolution, to_ms: int, count: int
+    ) -> list[Bar]:
         """1. the window of exactly ``count`` buckets before ``to_ms`` (dense data: done);
         2. else the start of the ``k``-th newest row of the serving tier before that window,
         where ``k`` = missing bars × the most tier rows one bucket can hold, so the range
@@ -480,16 +539,18 @@ class EmbeddedStore:
         start, kind = self._nth_row_before(cursor, symbol, resolution, lo, count - len(bars))
         if kind == "none":
             return bars  # the window already holds everything there is
-        bars = self._read_bars(cursor, symbol, resolution, 0 if start is None else resolution.bucket_start_ms(start),
-                               to_ms, last=count)
+        bars = self._read_bars(
+            cursor, symbol, resolution, 0 if start is None else resolution.bucket_start_ms(start), to_ms, last=count
+        )
         if len(bars) < count and kind == "enough":
             # tier rows of a dirty window whose trades were deleted counted, but no longer hold
             # a bar (until the next run rebuilds them): only the beginning is safe then
             bars = self._read_bars(cursor, symbol, resolution, 0, to_ms, last=count)
         return bars
 
-    def _nth_row_before(self, cursor: duckdb.DuckDBPyConnection, symbol: str, resolution: Resolution, before_ms: int,
-                        missing: int) -> tuple[int | None, str]:
+    def _nth_row_before(
+        self, cursor: duckdb.DuckDBPyConnection, symbol: str, resolution: Resolution, before_ms: int, missing: int
+    ) -> tuple[int | None, str]:
         """Where to read from so that ``[start, before_ms)`` spans at least ``missing``
         buckets of ``resolution``, found with one ORDER BY … LIMIT on the serving tier (the
         first tier for second resolutions): ``(row, "enough")``; ``(oldest, "all")`` when
@@ -510,7 +571,9 @@ class EmbeddedStore:
         k = missing * per_bucket
         n, oldest = cursor.execute(
             f"SELECT count(*), min(time_ms) FROM (SELECT time_ms FROM {bars_table(tier)} WHERE symbol = ? "
-            f"AND time_ms < ? ORDER BY time_ms DESC LIMIT {int(k)})", [symbol, min(before_ms, wm)]).fetchall()[0]
+            f"AND time_ms < ? ORDER BY time_ms DESC LIMIT {int(k)})",
+            [symbol, min(before_ms, wm)],
+        ).fetchall()[0]
         if n >= k:
             return int(oldest), "enough"
         # Fewer rows: they are all the data before ``before_ms`` only if the tier alone
@@ -528,18 +591,23 @@ class EmbeddedStore:
 
     async def symbols(self) -> list[str]:
         tables = [bars_table(t) for t in self.plan.tiers]
-        union = " UNION ".join([f"SELECT DISTINCT symbol FROM {t}" for t in tables] + ["SELECT DISTINCT symbol FROM trades"])
+        union = " UNION ".join(
+            [f"SELECT DISTINCT symbol FROM {t}" for t in tables] + ["SELECT DISTINCT symbol FROM trades"]
+        )
         rows = await self._run(lambda c: c.execute(f"SELECT symbol FROM ({union}) ORDER BY symbol").fetchall())
         return [r[0] for r in rows]
 
     async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
-        (value,) = await self._run(lambda c: c.execute(
-            "SELECT max(ts_ns) FROM trades WHERE symbol = ? AND ts_ns >= ? AND ts_ns < ?", [symbol, from_ns, to_ns]
-        ).fetchall()[0])
+        (value,) = await self._run(
+            lambda c: c.execute(
+                "SELECT max(ts_ns) FROM trades WHERE symbol = ? AND ts_ns >= ? AND ts_ns < ?", [symbol, from_ns, to_ns]
+            ).fetchall()[0]
+        )
         return None if value is None else int(value)
 
-    async def known_ids(self, symbol: str, ids: Sequence[str], from_ns: int | None = None,
-                        to_ns: int | None = None) -> set[str]:
+    async def known_ids(
+        self, symbol: str, ids: Sequence[str], from_ns: int | None = None, to_ns: int | None = None
+    ) -> set[str]:
         """Which ``ids`` are stored; ``from_ns``/``to_ns`` narrow the scan to where a retry
         of the same trades would be (its own timestamps), which DuckDB prunes by zone maps."""
         if not ids:
@@ -554,8 +622,11 @@ class EmbeddedStore:
 
     async def recent_ids(self, limit: int) -> list[tuple[str, str]]:
         """(symbol, id) of the newest trades that carry an id, to warm the duplicate filter."""
-        rows = await self._run(lambda c: c.execute(
-            "SELECT symbol, id FROM trades WHERE id IS NOT NULL ORDER BY ts_ns DESC LIMIT ?", [limit]).fetchall())
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT symbol, id FROM trades WHERE id IS NOT NULL ORDER BY ts_ns DESC LIMIT ?", [limit]
+            ).fetchall()
+        )
         return [(r[0], r[1]) for r in rows]
 
     async def snapshot(self, directory: str) -> Manifest:
@@ -574,11 +645,15 @@ class EmbeddedStore:
 def _segment_sql(segment: Segment) -> str:
     lo, hi = segment.start_ms, segment.stop_ms
     if segment.tier is not None:
-        return (f"SELECT time_ms * {NS_PER_MS} AS k, open, high, low, close, volume FROM {bars_table(segment.tier)} "
-                f"WHERE symbol = $symbol AND time_ms >= {lo} AND time_ms < {hi}")
+        return (
+            f"SELECT time_ms * {NS_PER_MS} AS k, open, high, low, close, volume FROM {bars_table(segment.tier)} "
+            f"WHERE symbol = $symbol AND time_ms >= {lo} AND time_ms < {hi}"
+        )
     # raw trades as one-trade bars: the outer GROUP BY folds them exactly like stored bars
-    return ("SELECT ts_ns AS k, price AS open, price AS high, price AS low, price AS close, size AS volume "
-            f"FROM trades WHERE symbol = $symbol AND ts_ns >= {lo * NS_PER_MS} AND ts_ns < {hi * NS_PER_MS}")
+    return (
+        "SELECT ts_ns AS k, price AS open, price AS high, price AS low, price AS close, size AS volume "
+        f"FROM trades WHERE symbol = $symbol AND ts_ns >= {lo * NS_PER_MS} AND ts_ns < {hi * NS_PER_MS}"
+    )
 
 
 def _rollback(cursor: duckdb.DuckDBPyConnection) -> None:
@@ -602,7 +677,7 @@ def _merge_changed(windows: list[ChangedWindow]) -> list[ChangedWindow]:
     by_symbol: dict[str, ChangedWindow] = {}
     for w in windows:
         prev = by_symbol.get(w.symbol)
-        by_symbol[w.symbol] = w if prev is None else ChangedWindow(
-            w.symbol, min(prev.start_ms, w.start_ms), max(prev.end_ms, w.end_ms))
+        by_symbol[w.symbol] = (
+            w if prev is None else ChangedWindow(w.symbol, min(prev.start_ms, w.start_ms), max(prev.end_ms, w.end_ms))
+        )
     return list(by_symbol.values())
-

@@ -132,7 +132,9 @@ class Admin:
                 raise self._fail(exc, f"look up organization {self.org!r}") from None
             orgs = [o for o in (found.orgs or []) if o.name == self.org]
             if not orgs:
-                raise StoreUnavailable(f"organization {self.org!r} does not exist at {self.url} — check TVFLUX_INFLUX_ORG")
+                raise StoreUnavailable(
+                    f"organization {self.org!r} does not exist at {self.url} — check TVFLUX_INFLUX_ORG"
+                )
             self._org_id = orgs[0].id
         return self._org_id
 
@@ -163,7 +165,9 @@ class Admin:
             rules = [BucketRetentionRules(type="expire", every_seconds=spec.retention_s)] if spec.retention_s else []
             bucket = await self.find_bucket(spec.name)
             if bucket is None:
-                request = PostBucketRequest(org_id=org_id, name=spec.name, description=spec.description, retention_rules=rules)
+                request = PostBucketRequest(
+                    org_id=org_id, name=spec.name, description=spec.description, retention_rules=rules
+                )
                 try:
                     await self._buckets.post_buckets_async(request)
                 except ApiException as exc:
@@ -177,9 +181,13 @@ class Admin:
             for rule in bucket.retention_rules or []:
                 current = rule.every_seconds or 0
             if spec.manage_retention and current != spec.retention_s:
-                patch_rules = [PatchRetentionRule(type="expire", every_seconds=spec.retention_s)] if spec.retention_s else []
+                patch_rules = (
+                    [PatchRetentionRule(type="expire", every_seconds=spec.retention_s)] if spec.retention_s else []
+                )
                 try:
-                    await self._buckets.patch_buckets_id_async(bucket.id, PatchBucketRequest(retention_rules=patch_rules))
+                    await self._buckets.patch_buckets_id_async(
+                        bucket.id, PatchBucketRequest(retention_rules=patch_rules)
+                    )
                 except ApiException as exc:
                     raise self._fail(exc, f"update the retention of bucket {spec.name!r}") from None
                 result[spec.name] = "retention updated"
@@ -211,11 +219,15 @@ class Admin:
             try:
                 if task is None:
                     task = await self._tasks.post_tasks_async(
-                        TaskCreateRequest(org_id=org_id, flux=flux, status="active", description=f"tvflux bars {tier.name}")
+                        TaskCreateRequest(
+                            org_id=org_id, flux=flux, status="active", description=f"tvflux bars {tier.name}"
+                        )
                     )
                     actions[name] = "created"
                 elif task.flux != flux or task.status != "active":
-                    task = await self._tasks.patch_tasks_id_async(task.id, TaskUpdateRequest(flux=flux, status="active"))
+                    task = await self._tasks.patch_tasks_id_async(
+                        task.id, TaskUpdateRequest(flux=flux, status="active")
+                    )
                     actions[name] = "updated"
                 else:
                     actions[name] = "unchanged"
@@ -235,8 +247,9 @@ class Admin:
         return out
 
     @_guard
-    async def setup(self, plan: Plan, names: Names, raw_retention_s: int, *, scheduled: bool = True,
-                    every_ms: int | None = None) -> SetupReport:
+    async def setup(
+        self, plan: Plan, names: Names, raw_retention_s: int, *, scheduled: bool = True, every_ms: int | None = None
+    ) -> SetupReport:
         buckets = await self.ensure_buckets(bucket_specs(names, raw_retention_s))
         tasks, ids = await self.ensure_tasks(plan, names, scheduled=scheduled, every_ms=every_ms)
         return SetupReport(org_id=await self.org_id(), buckets=buckets, tasks=tasks, task_ids=ids)

@@ -19,8 +19,17 @@ from service.core.plan import Plan
 from service.core.resolution import Resolution
 from service.core.segments import Segment, history_segments
 
-__all__ = ["BarRows", "CsvReader", "QueryFailed", "Segment", "compose", "history_span", "plan_segments",
-           "rfc3339_ms", "roll_up"]
+__all__ = [
+    "BarRows",
+    "CsvReader",
+    "QueryFailed",
+    "Segment",
+    "compose",
+    "history_span",
+    "plan_segments",
+    "rfc3339_ms",
+    "roll_up",
+]
 
 
 def history_span(resolution: Resolution, from_ms: int, to_ms: int) -> tuple[int, int]:

@@ -58,6 +58,7 @@ class StoreInternals(Protocol):
 
     def _status_stale(self) -> None: ...
 
+
 NS_PER_MS = 1_000_000
 _FAR_FUTURE_NS = 2**62
 _CONCURRENCY = 4
@@ -83,13 +84,14 @@ def _rfc3339(ns: int) -> str:
     return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:09d}Z"
 
 
-async def delete_trades(store: StoreInternals, symbol: str, *, ids: Sequence[str] | None, from_ns: int | None,
-                        to_ns: int | None) -> Deletion:
+async def delete_trades(
+    store: StoreInternals, symbol: str, *, ids: Sequence[str] | None, from_ns: int | None, to_ns: int | None
+) -> Deletion:
     store._api()
     lo, hi = (0, _FAR_FUTURE_NS) if from_ns is None or to_ns is None else (from_ns, to_ns)
     times: list[int] = []
     wanted = sorted(set(ids)) if ids is not None else None
-    chunks = [None] if wanted is None else [wanted[i:i + 200] for i in range(0, len(wanted), 200)]
+    chunks = [None] if wanted is None else [wanted[i : i + 200] for i in range(0, len(wanted), 200)]
     for chunk in chunks:
         flux = trade_times_query(store._names.raw_bucket, symbol, chunk, lo, hi)
         times += [int(t) async for (t,) in store._rows(flux, ("t",))]
@@ -129,8 +131,9 @@ async def delete_trades(store: StoreInternals, symbol: str, *, ids: Sequence[str
             try:
                 await api.delete(_rfc3339(start_ns), _rfc3339(stop_ns), predicate, bucket=bucket, org=store._org)
             except ApiException as exc:
-                raise StoreUnavailable(describe_api_error(exc, f"delete in bucket {bucket!r}", url=store._url,
-                                                          org=store._org)) from None
+                raise StoreUnavailable(
+                    describe_api_error(exc, f"delete in bucket {bucket!r}", url=store._url, org=store._org)
+                ) from None
             except NETWORK_ERRORS as exc:
                 raise StoreUnavailable(f"InfluxDB at {store._url} is unreachable: {exc}") from None
 

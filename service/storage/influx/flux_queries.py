@@ -60,25 +60,21 @@ def raw_bars_query(names: Names, symbol: str, start_ms: int, stop_ms: int, every
     for field, agg, as_ in RAW_AGGREGATES:
         if as_ == "trades":
             continue  # bars served to clients carry no trade count
-        parts.append(
-            f"        agg(field: {flux_string(field)}, fn: {agg}, as: {flux_string(as_)}),"
-        )
+        parts.append(f"        agg(field: {flux_string(field)}, fn: {agg}, as: {flux_string(as_)}),")
     return (
         f"agg = (field, fn, as) => from(bucket: {flux_string(names.raw_bucket)})\n"
         f"    |> {_range(start_ms * MS_NS, stop_ms * MS_NS)}\n"
         f"    |> filter(fn: (r) => r._measurement == {flux_string(TRADES)} and r.symbol == {flux_string(symbol)} "
         "and r._field == field)\n"
-        f"    |> aggregateWindow(every: {flux_duration(every_ms)}, fn: fn, timeSrc: \"_start\", createEmpty: false)\n"
-        "    |> set(key: \"_field\", value: as)\n"
+        f'    |> aggregateWindow(every: {flux_duration(every_ms)}, fn: fn, timeSrc: "_start", createEmpty: false)\n'
+        '    |> set(key: "_field", value: as)\n'
         f"    |> {BAR_COLUMNS}\n"
         "\n"
         "union(\n    tables: [\n" + "\n".join(parts) + "\n    ],\n)\n"
     )
 
 
-def previous_time_query(
-    names: Names, symbol: str, before_ms: int, tier_names: list[str], include_raw: bool
-) -> str:
+def previous_time_query(names: Names, symbol: str, before_ms: int, tier_names: list[str], include_raw: bool) -> str:
     """Time (ms) of the latest row before ``before_ms`` in each given tier (bar start) and,
     if asked, in raw trades. ``last()`` alone is pushed down to storage."""
     sources = []
@@ -114,8 +110,9 @@ def last_ts_query(names: Names, symbol: str, from_ns: int, to_ns: int) -> str:
     )
 
 
-def known_ids_query(names: Names, symbol: str, ids: list[str], from_ns: int | None = None,
-                    to_ns: int | None = None) -> str:
+def known_ids_query(
+    names: Names, symbol: str, ids: list[str], from_ns: int | None = None, to_ns: int | None = None
+) -> str:
     """Which of ``ids`` are stored for ``symbol``: in ``[from_ns, to_ns)`` when given (where a
     retry of the same trades lands), else at any time. The equality chain on ``_value`` is
     part of the storage predicate, unlike ``contains()``."""
@@ -141,9 +138,9 @@ def symbols_query(names: Names) -> str:
         "\n"
         "union(\n"
         "    tables: [\n"
-        f"        schema.tagValues(bucket: {flux_string(names.raw_bucket)}, tag: \"symbol\", "
+        f'        schema.tagValues(bucket: {flux_string(names.raw_bucket)}, tag: "symbol", '
         f"predicate: (r) => r._measurement == {flux_string(TRADES)}, start: {FAR_PAST}, stop: {FAR_FUTURE}),\n"
-        f"        schema.tagValues(bucket: {flux_string(names.bars_bucket)}, tag: \"symbol\", "
+        f'        schema.tagValues(bucket: {flux_string(names.bars_bucket)}, tag: "symbol", '
         f"start: {FAR_PAST}, stop: {FAR_FUTURE}),\n"
         "    ],\n"
         ")\n"
@@ -165,9 +162,15 @@ def status_query(names: Names, tiers: list[str], marker_days: int = 7) -> str:
     measurements = " or ".join(f'r._measurement == "{m}"' for m in (WATERMARK, DIRTY_CURSOR, RUN, LEASE))
     parts = ["        latest,"]
     for i, tier in enumerate(tiers):
-        parts.append(f"        pending(tierName: {flux_string(tier)}, start: since{i}, field: \"start_ms\", fn: count, as: \"count\"),")
-        parts.append(f"        pending(tierName: {flux_string(tier)}, start: since{i}, field: \"start_ms\", fn: min, as: \"start_ms\"),")
-        parts.append(f"        pending(tierName: {flux_string(tier)}, start: since{i}, field: \"end_ms\", fn: max, as: \"end_ms\"),")
+        parts.append(
+            f'        pending(tierName: {flux_string(tier)}, start: since{i}, field: "start_ms", fn: count, as: "count"),'
+        )
+        parts.append(
+            f'        pending(tierName: {flux_string(tier)}, start: since{i}, field: "start_ms", fn: min, as: "start_ms"),'
+        )
+        parts.append(
+            f'        pending(tierName: {flux_string(tier)}, start: since{i}, field: "end_ms", fn: max, as: "end_ms"),'
+        )
     since = "\n".join(f"since{i} = after(tierName: {flux_string(tier)})" for i, tier in enumerate(tiers))
     return (
         f"statusBucket = {bucket}\n"
@@ -213,7 +216,9 @@ def all_queries(plan: Plan, names: Names = Names()) -> dict[str, str]:
     out["previous_time_raw"] = previous_time_query(names, symbol, 60_000, [], True)
     out["last_ts"] = last_ts_query(names, symbol, 0, 1_000_000)
     out["known_ids"] = known_ids_query(names, symbol, ["a", 'b"c', "d\\e"])
-    out["known_ids_window"] = known_ids_query(names, symbol, ["a"], 1_700_000_000_000_000_000, 1_700_000_001_000_000_000)
+    out["known_ids_window"] = known_ids_query(
+        names, symbol, ["a"], 1_700_000_000_000_000_000, 1_700_000_001_000_000_000
+    )
     out["symbols"] = symbols_query(names)
     out["status"] = status_query(names, [t.name for t in plan.tiers])
     return out

@@ -308,8 +308,9 @@ union(
 MANUAL_CRON = "0 0 1 1 *"
 
 
-def render_task(plan: Plan, tier: Tier, names: Names = Names(), *, scheduled: bool = True,
-                every_ms: int | None = None) -> str:
+def render_task(
+    plan: Plan, tier: Tier, names: Names = Names(), *, scheduled: bool = True, every_ms: int | None = None
+) -> str:
     """The Flux task that maintains ``tier``. ``scheduled=False`` renders it for manual
     runs only (yearly cron), so no scheduled run moves the watermark behind a caller's
     back — what tests with a fixed clock need. ``every_ms`` runs every tier that often
@@ -343,9 +344,7 @@ def render_task(plan: Plan, tier: Tier, names: Names = Names(), *, scheduled: bo
         )
         source_text = f'tier {tier.source} (measurement "{measurement(tier.source)}")'
     if scheduled and every_ms is not None:
-        option = (
-            f"option task = {{name: {flux_string(names.task_name(tier))}, every: {flux_duration(every_ms)}}}"
-        )
+        option = f"option task = {{name: {flux_string(names.task_name(tier))}, every: {flux_duration(every_ms)}}}"
     elif scheduled:
         option = (
             f"option task = {{name: {flux_string(names.task_name(tier))}, "
@@ -392,7 +391,9 @@ def render_task(plan: Plan, tier: Tier, names: Names = Names(), *, scheduled: bo
     for key in sorted(values, key=len, reverse=True):
         text = text.replace(key, values[key])
     if not dependents:  # the last tier: nothing to pass up
-        text = text.replace("        // what was rebuilt, for the tiers built from this one (stamped with this run's start)\n\n", "")
+        text = text.replace(
+            "        // what was rebuilt, for the tiers built from this one (stamped with this run's start)\n\n", ""
+        )
     return text
 
 

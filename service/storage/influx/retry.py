@@ -54,5 +54,3 @@ def brief(exc: BaseException | None) -> str:
     if isinstance(exc, ApiException):
         return f"HTTP {exc.status} {getattr(exc, 'message', '') or exc.reason}"
     return str(exc) or type(exc).__name__
-
-

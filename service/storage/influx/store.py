@@ -274,8 +274,9 @@ class InfluxStore:
             self._pending_changes = (self._pending_changes + stamped)[-10_000:]
             self._status_stale()  # history must see the new markers (dirty spans) at once
 
-    async def delete_trades(self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None,
-                            to_ns: int | None = None) -> Deletion:
+    async def delete_trades(
+        self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None, to_ns: int | None = None
+    ) -> Deletion:
         """InfluxDB's delete API, then a dirty marker: see :mod:`service.storage.influx.corrections`."""
         from service.storage.influx.corrections import delete_trades
 
@@ -290,8 +291,12 @@ class InfluxStore:
         for attempt in range(self._retry.attempts):
             try:
                 await self._write_service.post_write_async(
-                    org=self._org, bucket=bucket, body=body, precision="ns",
-                    content_type="text/plain; charset=utf-8", **extra,
+                    org=self._org,
+                    bucket=bucket,
+                    body=body,
+                    precision="ns",
+                    content_type="text/plain; charset=utf-8",
+                    **extra,
                 )
                 return
             except (ApiException, *_NETWORK_ERRORS) as exc:
@@ -367,8 +372,9 @@ class InfluxStore:
         await self._status_for_history()
         tier = self._plan.serving_tier(resolution)
         chain = self._plan.chain(tier) if tier is not None else []
-        segments = plan_segments(self._plan, resolution, from_ms, to_ms, self._watermarks(),
-                                 self._dirty_span([t.name for t in chain]))
+        segments = plan_segments(
+            self._plan, resolution, from_ms, to_ms, self._watermarks(), self._dirty_span([t.name for t in chain])
+        )
         parts = await asyncio.gather(*(self._segment_rows(symbol, s) for s in segments))
         sizes = [self._plan.tier(s.tier).size_ms if s.tier is not None else s.every_ms or 0 for s in segments]
         # bit-identical to the bars the tasks will store (see roll_up), whatever the lag
@@ -403,8 +409,9 @@ class InfluxStore:
             latest = int(t) if latest is None else max(latest, int(t))
         return latest
 
-    async def known_ids(self, symbol: str, ids: Sequence[str], from_ns: int | None = None,
-                        to_ns: int | None = None) -> set[str]:
+    async def known_ids(
+        self, symbol: str, ids: Sequence[str], from_ns: int | None = None, to_ns: int | None = None
+    ) -> set[str]:
         wanted = sorted(set(ids))
         found: set[str] = set()
         for i in range(0, len(wanted), 200):  # keeps each predicate a sane size
@@ -422,8 +429,9 @@ class InfluxStore:
         return None
 
     async def snapshot(self, directory: str) -> Manifest:
-        raise NotSupported("the InfluxDB store is backed up with `influx backup`: see scripts/influx-backup.sh "
-                           "and docs/backup.md")
+        raise NotSupported(
+            "the InfluxDB store is backed up with `influx backup`: see scripts/influx-backup.sh and docs/backup.md"
+        )
 
     # --- downsampling -------------------------------------------------------------
 
@@ -532,8 +540,9 @@ class InfluxStore:
     async def run_log(self, tier: str, run_id: str) -> list[str]:
         return await self._api().run_log(self._task_ids[tier], run_id)
 
-    async def run_downsampling(self, now_ms: int, *, max_windows: int | None = None,
-                               timeout_s: float | None = None) -> RunReport:
+    async def run_downsampling(
+        self, now_ms: int, *, max_windows: int | None = None, timeout_s: float | None = None
+    ) -> RunReport:
         """Trigger the tasks tier by tier (manual runs ``scheduledFor`` ``now_ms``) until
         each has no window left, waiting for each run. Serialised per store. Past
         ``timeout_s`` the wait is abandoned (remote work over HTTP: a task run already
@@ -584,8 +593,13 @@ class InfluxStore:
                     new_wm = self._value(fr.WATERMARK, tier.name, "watermark_ms")
                     rows = self._value(fr.RUN, tier.name, "rows") or 0
                     ran.append(
-                        TierRun(tier.name, rows, (time.perf_counter() - began) * 1000,
-                                self._value(fr.RUN, tier.name, "from_ms"), new_wm)
+                        TierRun(
+                            tier.name,
+                            rows,
+                            (time.perf_counter() - began) * 1000,
+                            self._value(fr.RUN, tier.name, "from_ms"),
+                            new_wm,
+                        )
                     )
                     if new_wm == wm and self._value(fr.DIRTY_CURSOR, tier.name, "marker_ns") == cursor:
                         if wm is None:

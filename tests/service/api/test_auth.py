@@ -17,10 +17,17 @@ INGEST, ADMIN = "ingest-secret-123", "admin-secret-456"
 def locked(tmp_path_factory):
     from tests.conftest import ServerProcess
 
-    server = ServerProcess(str(tmp_path_factory.mktemp("locked")), {
-        "TVFLUX_SYNTHETIC_RATE": "0", "TVFLUX_INGEST_TOKEN": INGEST, "TVFLUX_ADMIN_TOKEN": ADMIN,
-        "TVFLUX_MAX_CONNECTIONS_PER_CLIENT": "3", "TVFLUX_CORS_ORIGINS": "https://charts.example",
-        "TVFLUX_LOG_LEVEL": "DEBUG"})
+    server = ServerProcess(
+        str(tmp_path_factory.mktemp("locked")),
+        {
+            "TVFLUX_SYNTHETIC_RATE": "0",
+            "TVFLUX_INGEST_TOKEN": INGEST,
+            "TVFLUX_ADMIN_TOKEN": ADMIN,
+            "TVFLUX_MAX_CONNECTIONS_PER_CLIENT": "3",
+            "TVFLUX_CORS_ORIGINS": "https://charts.example",
+            "TVFLUX_LOG_LEVEL": "DEBUG",
+        },
+    )
     server.start()
     yield server
     server.stop()
@@ -30,8 +37,12 @@ def call(server, method, path, token=None, body=None):
     headers = {"Content-Type": "application/json"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(server.base_url + path, method=method, headers=headers,
-                                 data=json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(
+        server.base_url + path,
+        method=method,
+        headers=headers,
+        data=json.dumps(body).encode() if body is not None else None,
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read()), resp.headers
@@ -101,8 +112,11 @@ def test_connections_per_client_are_bounded(locked):
 
 
 def test_cors_allows_only_configured_origin(locked):
-    req = urllib.request.Request(locked.base_url + "/api/symbols", method="OPTIONS", headers={
-        "Origin": "https://charts.example", "Access-Control-Request-Method": "GET"})
+    req = urllib.request.Request(
+        locked.base_url + "/api/symbols",
+        method="OPTIONS",
+        headers={"Origin": "https://charts.example", "Access-Control-Request-Method": "GET"},
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         assert resp.headers["Access-Control-Allow-Origin"] == "https://charts.example"
     req = urllib.request.Request(locked.base_url + "/api/symbols", headers={"Origin": "https://evil.example"})

@@ -25,9 +25,16 @@ def now_ms() -> int:
 @pytest.fixture(scope="module")
 def server():
     with tempfile.TemporaryDirectory(prefix="tvflux-bad-data-") as data_dir:
-        s = ServerProcess(data_dir, {"TVFLUX_SYNTHETIC_RATE": "0", "TVFLUX_MAX_FRAME_BYTES": "2048",
-                                     "TVFLUX_MAX_BODY_BYTES": "4096", "TVFLUX_MAX_PAST_MS": str(DAY_MS),
-                                     "TVFLUX_SYMBOLS": "BTCUSD,OLDUSD"})
+        s = ServerProcess(
+            data_dir,
+            {
+                "TVFLUX_SYNTHETIC_RATE": "0",
+                "TVFLUX_MAX_FRAME_BYTES": "2048",
+                "TVFLUX_MAX_BODY_BYTES": "4096",
+                "TVFLUX_MAX_PAST_MS": str(DAY_MS),
+                "TVFLUX_SYMBOLS": "BTCUSD,OLDUSD",
+            },
+        )
         s.start()
         yield s
         s.stop(signal.SIGKILL)
@@ -71,7 +78,9 @@ def test_bulk_history_takes_any_past_date(server):
     old = 1_500_000_000_000  # 2017
     status, body = server.post("/api/admin/trades", [trade(old + i, symbol="OLDUSD") for i in range(3)])
     assert status == 200 and body == {"accepted": 3, "duplicates": 0}, body
-    status, bars = server.get(f"/api/bars?symbol=OLDUSD&resolution=1D&from={old // 1000 - 86400}&to={old // 1000 + 86400}")
+    status, bars = server.get(
+        f"/api/bars?symbol=OLDUSD&resolution=1D&from={old // 1000 - 86400}&to={old // 1000 + 86400}"
+    )
     assert len(bars["bars"]) == 1 and bars["bars"][0]["volume"] == 3
 
 
@@ -97,8 +106,13 @@ def test_an_oversized_body_gets_the_error_shape(server):
 
 def test_every_schema_problem_of_a_batch_is_listed(server):
     t = now_ms()
-    batch = [trade(t), {**trade(t), "price": -1}, trade(t), {"symbol": "BTCUSD", "price": 1, "size": 1},
-             {**trade(t), "extra": 1}]
+    batch = [
+        trade(t),
+        {**trade(t), "price": -1},
+        trade(t),
+        {"symbol": "BTCUSD", "price": 1, "size": 1},
+        {**trade(t), "extra": 1},
+    ]
     status, body = server.post("/api/trades", batch)
     assert status == 400 and body["error"]["code"] == "invalid_trade"
     assert [d["index"] for d in body["error"]["details"]] == [1, 3, 4]
@@ -121,8 +135,9 @@ def test_negative_price_is_the_same_error_over_http_and_ws(server):
 
 
 @pytest.mark.parametrize("path", ["/api/bars", "/udf/history", "/api/stream"])
-@pytest.mark.parametrize("query, missing", [("resolution=1&countback=5", "symbol"),
-                                            ("symbol=BTCUSD&countback=5", "resolution")])
+@pytest.mark.parametrize(
+    "query, missing", [("resolution=1&countback=5", "symbol"), ("symbol=BTCUSD&countback=5", "resolution")]
+)
 def test_a_missing_parameter_is_named_as_missing(server, path, query, missing):
     status, body = server.get(f"{path}?{query}")
     assert status == 400 and body["error"]["code"] == "missing_parameter", body

@@ -32,8 +32,9 @@ def recv_until(ws, predicate, timeout_s=10.0):
 def test_delete_by_id_and_range_corrects_history_live_bars_and_is_audited(quiet_server):
     s = quiet_server
     t0 = now_ms() - 30 * 60_000
-    trades = [{"symbol": "BTCUSD", "price": 100.0 + i, "size": 1.0, "time": t0 + i * 60_000, "id": f"c{i}"}
-              for i in range(20)]
+    trades = [
+        {"symbol": "BTCUSD", "price": 100.0 + i, "size": 1.0, "time": t0 + i * 60_000, "id": f"c{i}"} for i in range(20)
+    ]
     trades.append({"symbol": "BTCUSD", "price": 5000.0, "size": 7.0, "time": now_ms(), "id": "bust-me"})
     s.post_trades(trades)
     assert s.post("/api/downsampling/run")[0] == 200
@@ -64,8 +65,9 @@ def test_delete_by_id_and_range_corrects_history_live_bars_and_is_audited(quiet_
 def test_delete_needs_a_range_or_ids_and_the_admin_token(server_factory):
     s = server_factory(synthetic_rate="0", admin_token="sesame")
     assert s.request("DELETE", "/api/trades?symbol=BTCUSD&id=x")[0] == 401
-    req = urllib.request.Request(s.base_url + "/api/trades?symbol=BTCUSD", method="DELETE",
-                                 headers={"Authorization": "Bearer sesame"})
+    req = urllib.request.Request(
+        s.base_url + "/api/trades?symbol=BTCUSD", method="DELETE", headers={"Authorization": "Bearer sesame"}
+    )
     try:
         urllib.request.urlopen(req, timeout=10)
         raise AssertionError("accepted a delete of nothing")
@@ -78,8 +80,13 @@ def test_cli_trades_delete_goes_through_the_running_service(quiet_server):
     t = now_ms() - 60_000
     s.post_trades([{"symbol": "ETHUSD", "price": 10.0, "size": 1.0, "time": t + i, "id": f"e{i}"} for i in range(4)])
     env = {**s.env, "TVFLUX_PORT": "1"}  # a wrong port: the CLI finds the service from its data dir
-    out = subprocess.run([TVFLUX, "trades", "delete", "--symbol", "ETHUSD", "--id", "e1", "--id", "e2"],
-                         env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [TVFLUX, "trades", "delete", "--symbol", "ETHUSD", "--id", "e1", "--id", "e2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "deleted 2 trades" in out.stderr
     _, audit = s.get("/api/admin/audit")
@@ -91,8 +98,13 @@ def test_cli_trades_delete_opens_the_store_when_no_service_runs(quiet_server):
     t = now_ms() - 60_000
     s.post_trades([{"symbol": "LTCUSD", "price": 10.0, "size": 1.0, "time": t + i} for i in range(4)])
     s.stop()
-    out = subprocess.run([TVFLUX, "trades", "delete", "--symbol", "LTCUSD", "--from", str(t), "--to", str(t + 2)],
-                         env=s.env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [TVFLUX, "trades", "delete", "--symbol", "LTCUSD", "--from", str(t), "--to", str(t + 2)],
+        env=s.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and "deleted 2 trades" in out.stderr, out.stderr
     with open(os.path.join(s.data_dir, "audit.jsonl")) as f:
         entry = json.loads(f.read().splitlines()[-1])

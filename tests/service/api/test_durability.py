@@ -21,7 +21,9 @@ from tests.reference import reference_bars
 def stored_trades(data_dir):
     con = duckdb.connect(str(Path(data_dir) / "tvflux.duckdb"), read_only=True)
     try:
-        return con.execute("SELECT id, ts_ns, price, size FROM trades WHERE symbol = 'BTCUSD' ORDER BY ts_ns").fetchall()
+        return con.execute(
+            "SELECT id, ts_ns, price, size FROM trades WHERE symbol = 'BTCUSD' ORDER BY ts_ns"
+        ).fetchall()
     finally:
         con.close()
 
@@ -33,8 +35,10 @@ def ingest_until(server, stop, acked, frame_trades=50):
         with connect(server.ws_url + "/ws/ingest") as ws:
             while not stop.is_set():
                 now = int(time.time() * 1000)
-                frame = [{"symbol": "BTCUSD", "price": 100.0 + (n + i) % 13, "size": 1.0, "time": now,
-                          "id": f"k{n + i}"} for i in range(frame_trades)]
+                frame = [
+                    {"symbol": "BTCUSD", "price": 100.0 + (n + i) % 13, "size": 1.0, "time": now, "id": f"k{n + i}"}
+                    for i in range(frame_trades)
+                ]
                 ws.send(json.dumps(frame))
                 reply = json.loads(ws.recv(timeout=10))
                 if reply["type"] == "ack":
@@ -46,8 +50,13 @@ def ingest_until(server, stop, acked, frame_trades=50):
 
 
 def test_kill_9_loses_no_acknowledged_trade(server_factory):
-    server = server_factory(synthetic_rate="0", flush_interval_ms="300", downsample_interval_ms="300",
-                            grace_ms="500", spool_fsync_interval_ms="1000")
+    server = server_factory(
+        synthetic_rate="0",
+        flush_interval_ms="300",
+        downsample_interval_ms="300",
+        grace_ms="500",
+        spool_fsync_interval_ms="1000",
+    )
     acked: list[str] = []
     stop = threading.Event()
     worker = threading.Thread(target=ingest_until, args=(server, stop, acked))
@@ -75,8 +84,9 @@ def test_kill_9_loses_no_acknowledged_trade(server_factory):
     for res in ("1S", "1", "60"):
         _, body = server.get(f"/api/bars?symbol=BTCUSD&resolution={res}&from={lo}&to={hi}")
         want = reference_bars(trades, parse_resolution(res))
-        assert [(b["time"], b["open"], b["close"], b["high"], b["low"]) for b in body["bars"]] == \
-            [(w["time"], w["open"], w["close"], w["high"], w["low"]) for w in want]
+        assert [(b["time"], b["open"], b["close"], b["high"], b["low"]) for b in body["bars"]] == [
+            (w["time"], w["open"], w["close"], w["high"], w["low"]) for w in want
+        ]
         assert sum(b["volume"] for b in body["bars"]) == pytest.approx(len(rows))
 
 
@@ -88,14 +98,16 @@ def stored_trades_via_restart(server):
 
 def test_store_outage_spills_to_spool_and_recovers(server_factory, tmp_path):
     fault = tmp_path / "store-down"
-    server = server_factory(synthetic_rate="0", fault_store_down_file=str(fault), writer_max_pending_rows="400",
-                            flush_interval_ms="50")
+    server = server_factory(
+        synthetic_rate="0", fault_store_down_file=str(fault), writer_max_pending_rows="400", flush_interval_ms="50"
+    )
     acked = 0
     t0 = int(time.time() * 1000) - 60_000
 
     def post(i):
-        trades = [{"symbol": "BTCUSD", "price": 50.0 + k, "size": 1.0, "time": t0 + i, "id": f"o{i}-{k}"}
-                  for k in range(100)]
+        trades = [
+            {"symbol": "BTCUSD", "price": 50.0 + k, "size": 1.0, "time": t0 + i, "id": f"o{i}-{k}"} for k in range(100)
+        ]
         assert server.post_trades(trades)["accepted"] == 100
         return 100
 

@@ -64,14 +64,21 @@ def assert_error_shape(response):
 junk = st.one_of(
     st.text(max_size=200),
     st.binary(max_size=200),
-    st.builds(json.dumps, st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-        max_leaves=12)),
-    st.builds(lambda op, i, s, r: json.dumps({"op": op, "id": i, "symbol": s, "resolution": r}),
-              st.sampled_from(["subscribe", "unsubscribe", "ping", "SUBSCRIBE", "", "x"]),
-              st.one_of(st.text(max_size=130), st.integers()), st.sampled_from(["BTCUSD", "", "nope", "ETHUSD"]),
-              st.sampled_from(["1", "1S", "1M", "W", "0", "", "99999"])),
+    st.builds(
+        json.dumps,
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+            max_leaves=12,
+        ),
+    ),
+    st.builds(
+        lambda op, i, s, r: json.dumps({"op": op, "id": i, "symbol": s, "resolution": r}),
+        st.sampled_from(["subscribe", "unsubscribe", "ping", "SUBSCRIBE", "", "x"]),
+        st.one_of(st.text(max_size=130), st.integers()),
+        st.sampled_from(["BTCUSD", "", "nope", "ETHUSD"]),
+        st.sampled_from(["1", "1S", "1M", "W", "0", "", "99999"]),
+    ),
 )
 
 
@@ -105,19 +112,21 @@ def test_ws_ingest_survives_junk(fuzz_server, frames):
                 assert reply["seq"] == i
 
 
-trade_like = st.fixed_dictionaries({}, optional={
-    "symbol": st.one_of(st.sampled_from(["BTCUSD", "ETHUSD"]), st.text(max_size=40), st.integers()),
-    "price": st.one_of(st.floats(), st.integers(), st.text(max_size=5), st.none()),
-    "size": st.one_of(st.floats(), st.integers(min_value=-10, max_value=10**30), st.none()),
-    "time": st.one_of(st.integers(min_value=-10, max_value=2**70), st.floats(), st.text(max_size=5)),
-    "id": st.one_of(st.text(max_size=80), st.integers(), st.none()),
-    "extra": st.integers(),
-})
+trade_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "symbol": st.one_of(st.sampled_from(["BTCUSD", "ETHUSD"]), st.text(max_size=40), st.integers()),
+        "price": st.one_of(st.floats(), st.integers(), st.text(max_size=5), st.none()),
+        "size": st.one_of(st.floats(), st.integers(min_value=-10, max_value=10**30), st.none()),
+        "time": st.one_of(st.integers(min_value=-10, max_value=2**70), st.floats(), st.text(max_size=5)),
+        "id": st.one_of(st.text(max_size=80), st.integers(), st.none()),
+        "extra": st.integers(),
+    },
+)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.one_of(junk, st.lists(trade_like, max_size=5).map(
-    lambda ts: json.dumps(ts, allow_nan=True))))
+@given(body=st.one_of(junk, st.lists(trade_like, max_size=5).map(lambda ts: json.dumps(ts, allow_nan=True))))
 def test_post_trades_survives_junk(fuzz_server, body):
     status, reply = fuzz_server.post("/api/trades", raw=body.encode() if isinstance(body, str) else body)
     assert status == 200 or 400 <= status < 500, (status, reply)

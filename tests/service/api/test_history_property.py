@@ -25,9 +25,16 @@ _posted: dict[str, list[dict]] = {}  # every trade ever posted per symbol (symbo
 @pytest.fixture(scope="module")
 def prop_server():
     with tempfile.TemporaryDirectory(prefix="tvflux-prop-") as data_dir:
-        server = ServerProcess(data_dir, {"TVFLUX_SYNTHETIC_RATE": "0", "TVFLUX_SYMBOLS": ",".join(SYMBOLS),
-                                          "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "0", "TVFLUX_GRACE_MS": "0",
-                                          "TVFLUX_FLUSH_INTERVAL_MS": "50"})
+        server = ServerProcess(
+            data_dir,
+            {
+                "TVFLUX_SYNTHETIC_RATE": "0",
+                "TVFLUX_SYMBOLS": ",".join(SYMBOLS),
+                "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "0",
+                "TVFLUX_GRACE_MS": "0",
+                "TVFLUX_FLUSH_INTERVAL_MS": "50",
+            },
+        )
         server.start()
         yield server
         server.stop(signal.SIGKILL)
@@ -55,27 +62,43 @@ def check(server, symbol, trades):
             assert (b["open"], b["high"], b["low"], b["close"]) == (w["open"], w["high"], w["low"], w["close"]), text
             assert b["volume"] == pytest.approx(w["volume"], rel=1e-9)
         status, udf = server.get(f"/udf/history?symbol={symbol}&resolution={text}&from={from_s}&to={to_s}")
-        assert udf["s"] == "ok" and udf["t"] == [w["time"] // 1000 for w in want] and udf["c"] == [w["close"] for w in want]
+        assert (
+            udf["s"] == "ok"
+            and udf["t"] == [w["time"] // 1000 for w in want]
+            and udf["c"] == [w["close"] for w in want]
+        )
 
 
-trade = st.fixed_dictionaries({
-    "offset_ms": st.integers(0, 2 * 3_600_000),
-    "price": st.floats(0.01, 1e5, allow_nan=False).map(lambda p: round(p, 2)),
-    "size": st.floats(1e-4, 100, allow_nan=False),
-})
+trade = st.fixed_dictionaries(
+    {
+        "offset_ms": st.integers(0, 2 * 3_600_000),
+        "price": st.floats(0.01, 1e5, allow_nan=False).map(lambda p: round(p, 2)),
+        "size": st.floats(1e-4, 100, allow_nan=False),
+    }
+)
 
 
 # No shrinking: each example is a few hundred requests to a live server, and the failing
 # input is printed anyway.
-@settings(max_examples=12, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(first=st.lists(trade, min_size=1, max_size=40), late=st.lists(trade, max_size=15),
-       days_ago=st.integers(0, 40), same_ms=st.booleans())
+@settings(
+    max_examples=12,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    first=st.lists(trade, min_size=1, max_size=40),
+    late=st.lists(trade, max_size=15),
+    days_ago=st.integers(0, 40),
+    same_ms=st.booleans(),
+)
 def test_history_matches_reference_for_every_resolution(prop_server, first, late, days_ago, same_ms):
     symbol = SYMBOLS[next(_fresh) % len(SYMBOLS)]
     base = int(time.time() * 1000) - days_ago * 86_400_000 - 3 * 3_600_000
-    trades = [{"symbol": symbol, "price": t["price"], "size": t["size"],
-               "time": base + (0 if same_ms else t["offset_ms"])} for t in first]
+    trades = [
+        {"symbol": symbol, "price": t["price"], "size": t["size"], "time": base + (0 if same_ms else t["offset_ms"])}
+        for t in first
+    ]
     post(prop_server, symbol, trades)
     check(prop_server, symbol, trades)  # raw trades / writer's pending, no tiers yet
     prop_server.post("/api/downsampling/run")

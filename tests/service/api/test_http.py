@@ -34,41 +34,47 @@ def test_udf_config_symbols_search_time(module_server):
     assert status == 200 and "LTCUSD" in [x["symbol"] for x in syms["symbols"]]
 
 
-@pytest.mark.parametrize("query, status, code", [
-    ("symbol=NOPE&resolution=1&countback=5", 404, "unknown_symbol"),
-    ("resolution=1&countback=5", 400, "missing_parameter"),
-    ("symbol=BTCUSD&resolution=7&countback=5", 400, "invalid_resolution"),
-    ("symbol=BTCUSD&countback=5", 400, "missing_parameter"),
-    ("symbol=BTCUSD&resolution=1&from=200&to=100", 400, "invalid_range"),
-    ("symbol=BTCUSD&resolution=1&to=100", 400, "invalid_range"),
-    ("symbol=BTCUSD&resolution=1&from=abc&to=100", 400, "invalid_range"),
-    ("symbol=BTCUSD&resolution=1&from=-5&to=100", 400, "invalid_range"),
-    ("symbol=BTCUSD&resolution=1&countback=0", 400, "invalid_range"),
-    ("symbol=BTCUSD&resolution=1&countback=999999", 400, "invalid_range"),
-    ("symbol=BTCUSD&resolution=1S&from=0&to=1700000000", 400, "invalid_range"),
-    ("symbol=BTCUSD&resolution=1&from=0&to=99999999999999", 400, "invalid_range"),
-])
+@pytest.mark.parametrize(
+    "query, status, code",
+    [
+        ("symbol=NOPE&resolution=1&countback=5", 404, "unknown_symbol"),
+        ("resolution=1&countback=5", 400, "missing_parameter"),
+        ("symbol=BTCUSD&resolution=7&countback=5", 400, "invalid_resolution"),
+        ("symbol=BTCUSD&countback=5", 400, "missing_parameter"),
+        ("symbol=BTCUSD&resolution=1&from=200&to=100", 400, "invalid_range"),
+        ("symbol=BTCUSD&resolution=1&to=100", 400, "invalid_range"),
+        ("symbol=BTCUSD&resolution=1&from=abc&to=100", 400, "invalid_range"),
+        ("symbol=BTCUSD&resolution=1&from=-5&to=100", 400, "invalid_range"),
+        ("symbol=BTCUSD&resolution=1&countback=0", 400, "invalid_range"),
+        ("symbol=BTCUSD&resolution=1&countback=999999", 400, "invalid_range"),
+        ("symbol=BTCUSD&resolution=1S&from=0&to=1700000000", 400, "invalid_range"),
+        ("symbol=BTCUSD&resolution=1&from=0&to=99999999999999", 400, "invalid_range"),
+    ],
+)
 def test_history_bad_input_is_4xx_with_error_shape(module_server, query, status, code):
     assert_error(module_server.get("/api/bars?" + query), status, code)
     assert_error(module_server.get("/udf/history?" + query), status, code)
 
 
-@pytest.mark.parametrize("body, status, code", [
-    (b"[{\"symbol\": ", 400, "invalid_message"),
-    (b"{}", 400, "invalid_trade"),
-    (b"[{\"symbol\":\"BTCUSD\",\"price\":NaN,\"size\":1,\"time\":1}]", 400, "invalid_message"),
-    (b"[{\"symbol\":\"BTCUSD\",\"price\":1e999,\"size\":1,\"time\":1}]", 400, "invalid_trade"),
-    (b"[{\"symbol\":\"BTCUSD\",\"price\":-1,\"size\":1,\"time\":1}]", 400, "invalid_trade"),
-    (b"[{\"symbol\":\"BTCUSD\",\"price\":1,\"size\":0,\"time\":1}]", 400, "invalid_trade"),
-    (b"[{\"symbol\":\"BTCUSD\",\"price\":1,\"size\":1}]", 400, "invalid_trade"),
-    (b"[{\"symbol\":\"BTCUSD\",\"price\":1,\"size\":1,\"time\":-1}]", 400, "invalid_trade"),
-    (b"[{\"symbol\":\"BTCUSD\",\"price\":1,\"size\":1,\"time\":1.5}]", 400, "invalid_trade"),
-    (b"[{\"symbol\":\"BTCUSD\",\"price\":\"1\",\"size\":1,\"time\":1}]", 400, "invalid_trade"),
-    (b"[{\"symbol\":\"BTCUSD\",\"price\":1,\"size\":1,\"time\":1,\"extra\":1}]", 400, "invalid_trade"),
-    (b"[{\"symbol\":\"bad symbol\",\"price\":1,\"size\":1,\"time\":1}]", 400, "invalid_trade"),
-    (b"[{\"symbol\":\"NOPE\",\"price\":1,\"size\":1,\"time\":1}]", 400, "invalid_trade"),
-    (b"[{\"symbol\":\"BTCUSD\",\"price\":1,\"size\":1,\"time\":1,\"id\":\"a\\nb\"}]", 400, "invalid_trade"),
-])
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        (b'[{"symbol": ', 400, "invalid_message"),
+        (b"{}", 400, "invalid_trade"),
+        (b'[{"symbol":"BTCUSD","price":NaN,"size":1,"time":1}]', 400, "invalid_message"),
+        (b'[{"symbol":"BTCUSD","price":1e999,"size":1,"time":1}]', 400, "invalid_trade"),
+        (b'[{"symbol":"BTCUSD","price":-1,"size":1,"time":1}]', 400, "invalid_trade"),
+        (b'[{"symbol":"BTCUSD","price":1,"size":0,"time":1}]', 400, "invalid_trade"),
+        (b'[{"symbol":"BTCUSD","price":1,"size":1}]', 400, "invalid_trade"),
+        (b'[{"symbol":"BTCUSD","price":1,"size":1,"time":-1}]', 400, "invalid_trade"),
+        (b'[{"symbol":"BTCUSD","price":1,"size":1,"time":1.5}]', 400, "invalid_trade"),
+        (b'[{"symbol":"BTCUSD","price":"1","size":1,"time":1}]', 400, "invalid_trade"),
+        (b'[{"symbol":"BTCUSD","price":1,"size":1,"time":1,"extra":1}]', 400, "invalid_trade"),
+        (b'[{"symbol":"bad symbol","price":1,"size":1,"time":1}]', 400, "invalid_trade"),
+        (b'[{"symbol":"NOPE","price":1,"size":1,"time":1}]', 400, "invalid_trade"),
+        (b'[{"symbol":"BTCUSD","price":1,"size":1,"time":1,"id":"a\\nb"}]', 400, "invalid_trade"),
+    ],
+)
 def test_bad_trades_are_refused_whole(module_server, body, status, code):
     before = module_server.get("/api/stats")[1]["tradesAccepted"]
     assert_error(module_server.post("/api/trades", raw=body), status, code)
@@ -77,9 +83,11 @@ def test_bad_trades_are_refused_whole(module_server, body, status, code):
 
 def test_future_trades_and_mixed_batches_are_refused_with_every_problem(module_server):
     t = now_ms()
-    batch = [{"symbol": "TESTA", "price": 1, "size": 1, "time": t},
-             {"symbol": "TESTA", "price": 1, "size": 1, "time": t + 3_600_000},
-             {"symbol": "NOPE", "price": 1, "size": 1, "time": t}]
+    batch = [
+        {"symbol": "TESTA", "price": 1, "size": 1, "time": t},
+        {"symbol": "TESTA", "price": 1, "size": 1, "time": t + 3_600_000},
+        {"symbol": "NOPE", "price": 1, "size": 1, "time": t},
+    ]
     status, body = module_server.post("/api/trades", batch)
     assert_error((status, body), 400, "invalid_trade")
     assert [d["index"] for d in body["error"]["details"]] == [1, 2]
@@ -124,13 +132,19 @@ def test_countback_paging_no_data_and_next_time(module_server):
     _, page = s.get(f"/api/bars?symbol=TESTC&resolution=1D&countback=2&to={(base + 25 * day) // 1000}")
     assert [b["time"] for b in page["bars"]] == [base + 2 * day, base + 20 * day]  # countback jumps the gap
     # countback wins over from
-    _, page = s.get(f"/api/bars?symbol=TESTC&resolution=1D&countback=1&from={(base + 19 * day) // 1000}"
-                    f"&to={(base + 2 * day) // 1000}")
+    _, page = s.get(
+        f"/api/bars?symbol=TESTC&resolution=1D&countback=1&from={(base + 19 * day) // 1000}"
+        f"&to={(base + 2 * day) // 1000}"
+    )
     assert [b["time"] for b in page["bars"]] == [base + day]
     # an empty range says where older data is, so the chart can jump back
-    _, page = s.get(f"/api/bars?symbol=TESTC&resolution=1D&from={(base + 5 * day) // 1000}&to={(base + 10 * day) // 1000}")
+    _, page = s.get(
+        f"/api/bars?symbol=TESTC&resolution=1D&from={(base + 5 * day) // 1000}&to={(base + 10 * day) // 1000}"
+    )
     assert page == {"bars": [], "noData": True, "nextTime": base + 2 * day}
-    _, udf = s.get(f"/udf/history?symbol=TESTC&resolution=1D&from={(base + 5 * day) // 1000}&to={(base + 10 * day) // 1000}")
+    _, udf = s.get(
+        f"/udf/history?symbol=TESTC&resolution=1D&from={(base + 5 * day) // 1000}&to={(base + 10 * day) // 1000}"
+    )
     assert udf == {"s": "no_data", "nextTime": (base + 2 * day) // 1000}
     _, page = s.get(f"/api/bars?symbol=TESTC&resolution=1D&countback=5&to={base // 1000}")
     assert page == {"bars": [], "noData": True, "nextTime": None}

@@ -39,9 +39,15 @@ NS_PER_MS = 1_000_000
 def flux_rows(influx: Any, flux: str) -> list[dict[str, str]]:
     """Run ``flux`` on InfluxDB's HTTP API (``POST /api/v2/query``), rows as dicts."""
     req = urllib.request.Request(
-        f"{influx.url}/api/v2/query?org={influx.org}", data=json.dumps({"query": flux, "type": "flux"}).encode(),
-        method="POST", headers={"Authorization": f"Token {influx.token}", "Content-Type": "application/json",
-                                "Accept": "application/csv"})
+        f"{influx.url}/api/v2/query?org={influx.org}",
+        data=json.dumps({"query": flux, "type": "flux"}).encode(),
+        method="POST",
+        headers={
+            "Authorization": f"Token {influx.token}",
+            "Content-Type": "application/json",
+            "Accept": "application/csv",
+        },
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             text = resp.read().decode()
@@ -60,13 +66,16 @@ def flux_rows(influx: Any, flux: str) -> list[dict[str, str]]:
     return rows
 
 
-def points(influx: Any, bucket: str, measurement: str, symbol: str, start_ns: int = 0,
-           stop_ns: int = 4_102_444_800 * 10**9) -> dict[int, dict[str, str]]:
+def points(
+    influx: Any, bucket: str, measurement: str, symbol: str, start_ns: int = 0, stop_ns: int = 4_102_444_800 * 10**9
+) -> dict[int, dict[str, str]]:
     """Every point of one series: time (ns) -> {field: value as InfluxDB printed it}. The
     fields are put together here rather than with ``pivot()``."""
-    flux = (f'from(bucket: "{bucket}") |> range(start: time(v: {start_ns}), stop: time(v: {stop_ns}))'
-            f' |> filter(fn: (r) => r._measurement == "{measurement}" and r.symbol == "{symbol}")'
-            ' |> map(fn: (r) => ({r with t: int(v: r._time)}))')
+    flux = (
+        f'from(bucket: "{bucket}") |> range(start: time(v: {start_ns}), stop: time(v: {stop_ns}))'
+        f' |> filter(fn: (r) => r._measurement == "{measurement}" and r.symbol == "{symbol}")'
+        " |> map(fn: (r) => ({r with t: int(v: r._time)}))"
+    )
     out: dict[int, dict[str, str]] = {}
     for r in flux_rows(influx, flux):
         fields = out.setdefault(int(r["t"]), {})
@@ -82,29 +91,38 @@ def stored_trades(influx: Any, bucket: str, symbol: str, stop_ms: int = 4_102_44
     found = points(influx, bucket, "trades", symbol, 0, stop_ms * NS_PER_MS)
     bad = {t: f for t, f in found.items() if "price" not in f or "size" not in f}
     assert not bad, f"{len(bad)} of {len(found)} trades lack a price or size, e.g. {list(bad.items())[:3]}"
-    return [{"ts_ns": t, "price": float(f["price"]), "size": float(f["size"]), "id": f.get("id")}
-            for t, f in sorted(found.items())]
+    return [
+        {"ts_ns": t, "price": float(f["price"]), "size": float(f["size"]), "id": f.get("id")}
+        for t, f in sorted(found.items())
+    ]
 
 
 def id_counts(influx: Any, bucket: str) -> dict[str, int]:
     """How many points carry each trade id (all symbols), counted by InfluxDB."""
-    flux = (f'from(bucket: "{bucket}") |> range(start: 0, stop: 2100-01-01T00:00:00Z)'
-            ' |> filter(fn: (r) => r._measurement == "trades" and r._field == "id")'
-            ' |> duplicate(column: "_value", as: "id") |> group(columns: ["id"]) |> count()')
+    flux = (
+        f'from(bucket: "{bucket}") |> range(start: 0, stop: 2100-01-01T00:00:00Z)'
+        ' |> filter(fn: (r) => r._measurement == "trades" and r._field == "id")'
+        ' |> duplicate(column: "_value", as: "id") |> group(columns: ["id"]) |> count()'
+    )
     return {r["id"]: int(r["_value"]) for r in flux_rows(influx, flux)}
 
 
 def tier_bars(influx: Any, bucket: str, tier: str, symbol: str, start_ms: int, stop_ms: int) -> list[dict[str, Any]]:
     found = points(influx, bucket, f"bars_{tier}", symbol, start_ms * NS_PER_MS, stop_ms * NS_PER_MS)
-    return [{"time": t // NS_PER_MS, **{k: float(f[k]) for k in ("open", "high", "low", "close", "volume")}}
-            for t, f in sorted(found.items())]
+    return [
+        {"time": t // NS_PER_MS, **{k: float(f[k]) for k in ("open", "high", "low", "close", "volume")}}
+        for t, f in sorted(found.items())
+    ]
 
 
 def buckets(tag: str) -> dict[str, str]:
     """Bucket names of their own for one test (the InfluxDB server is shared by the session)."""
     suffix = f"{tag}_{uuid.uuid4().hex[:8]}"
-    return {"TVFLUX_INFLUX_BUCKET": f"trades_{suffix}", "TVFLUX_INFLUX_BARS_BUCKET": f"bars_{suffix}",
-            "TVFLUX_INFLUX_STATUS_BUCKET": f"status_{suffix}"}
+    return {
+        "TVFLUX_INFLUX_BUCKET": f"trades_{suffix}",
+        "TVFLUX_INFLUX_BARS_BUCKET": f"bars_{suffix}",
+        "TVFLUX_INFLUX_STATUS_BUCKET": f"status_{suffix}",
+    }
 
 
 def ohlc(bars: list[dict[str, Any]]) -> list[tuple[int, float, float, float, float]]:
@@ -128,8 +146,14 @@ def wait_drained(server: Any, timeout_s: float) -> dict[str, Any]:
 
 def test_acknowledged_trades_are_stored_once_across_an_influxd_restart(influx_server, server_factory):
     names = buckets("restart")
-    server = server_factory(**influx_server.env, **names, synthetic_rate="0", flush_interval_ms="100",
-                            downsample_interval_ms="1000", grace_ms="1000")
+    server = server_factory(
+        **influx_server.env,
+        **names,
+        synthetic_rate="0",
+        flush_interval_ms="100",
+        downsample_interval_ms="1000",
+        grace_ms="1000",
+    )
     symbols = ("BTCUSD", "ETHUSD")
     acked: list[dict[str, Any]] = []
     refused: list[tuple[int, Any]] = []
@@ -140,8 +164,16 @@ def test_acknowledged_trades_are_stored_once_across_an_influxd_restart(influx_se
         deadline = time.monotonic() + 40  # bounded whatever happens
         while not stop.is_set() and time.monotonic() < deadline:
             now = int(time.time() * 1000)
-            batch = [{"symbol": symbols[(n + i) % 2], "price": 100.0 + ((n + i) * 7) % 13 + 0.25,
-                      "size": 0.5 + (n + i) % 3, "time": now - (n + i) % 3, "id": f"x{n + i}"} for i in range(100)]
+            batch = [
+                {
+                    "symbol": symbols[(n + i) % 2],
+                    "price": 100.0 + ((n + i) * 7) % 13 + 0.25,
+                    "size": 0.5 + (n + i) % 3,
+                    "time": now - (n + i) % 3,
+                    "id": f"x{n + i}",
+                }
+                for i in range(100)
+            ]
             status, body = server.post("/api/trades", batch)
             if status == 200:
                 assert body == {"accepted": 100, "duplicates": 0}, body
@@ -187,12 +219,16 @@ def test_acknowledged_trades_are_stored_once_across_an_influxd_restart(influx_se
     acked_ids = [t["id"] for t in acked]
     assert len(acked_ids) == len(set(acked_ids))
     missing = [i for i in acked_ids if i not in counts]
-    assert not missing, f"{len(missing)} of {len(acked_ids)} acknowledged trades are not in InfluxDB, e.g. {missing[:3]}"
+    assert not missing, (
+        f"{len(missing)} of {len(acked_ids)} acknowledged trades are not in InfluxDB, e.g. {missing[:3]}"
+    )
     twice = {i: c for i, c in counts.items() if c != 1}
     assert not twice, f"trades stored more than once: {list(twice.items())[:5]}"
     assert set(counts) == set(acked_ids), "InfluxDB holds trades nobody acknowledged"
-    print(f"acked {len(acked_ids)} trades, {during} while influxd was down ({waiting} waiting then); "
-          f"refused: {refused[:3]}")
+    print(
+        f"acked {len(acked_ids)} trades, {during} while influxd was down ({waiting} waiting then); "
+        f"refused: {refused[:3]}"
+    )
 
     # ... and history equals an independent aggregation of the acknowledged trades.
     server.post("/api/downsampling/run")
@@ -219,16 +255,28 @@ def test_acknowledged_trades_are_stored_once_across_an_influxd_restart(influx_se
 
 def test_following_the_docs_gives_a_live_chart_from_influxdb_tiers(influx_server, server_factory, tmp_path):
     names = buckets("docs")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TVFLUX_")}, **influx_server.env, **names,
-           "TVFLUX_DATA_DIR": str(tmp_path / "setup"), "TVFLUX_LOG_LEVEL": "WARNING"}
-    setup = subprocess.run([TVFLUX, "influx", "setup"], check=False, env=env, cwd=ROOT, capture_output=True, text=True,
-                           timeout=60)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TVFLUX_")},
+        **influx_server.env,
+        **names,
+        "TVFLUX_DATA_DIR": str(tmp_path / "setup"),
+        "TVFLUX_LOG_LEVEL": "WARNING",
+    }
+    setup = subprocess.run(
+        [TVFLUX, "influx", "setup"], check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert setup.returncode == 0, setup.stdout + setup.stderr
 
     # `tvflux serve` on InfluxDB with its synthetic market, which writes two hours of
     # history on a first start (so the tasks have something to downsample).
-    server = server_factory(**influx_server.env, **names, synthetic_rate="30", synthetic_backfill_s="7200",
-                            downsample_interval_ms="1000", grace_ms="2000")
+    server = server_factory(
+        **influx_server.env,
+        **names,
+        synthetic_rate="30",
+        synthetic_backfill_s="7200",
+        downsample_interval_ms="1000",
+        grace_ms="2000",
+    )
     with connect(server.ws_url + "/ws", open_timeout=10) as ws:
         ws.send(json.dumps({"op": "subscribe", "id": "c1", "symbol": "BTCUSD", "resolution": "1S"}))
         bars = []

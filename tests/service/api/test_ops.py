@@ -48,8 +48,10 @@ def test_ready_body_and_metrics_follow_what_happened(quiet_server):
     assert m[("tvflux_store_write_seconds_count", ())] >= 1
     assert m[("tvflux_ready", ())] == 1 and m[("tvflux_store_up", ())] == 1
     assert m[("tvflux_downsampler_runs_total", ())] >= 1
-    assert m[("tvflux_downsampling_lag_limit_ms", (("tier", "1d"),))] > m[("tvflux_downsampling_lag_limit_ms",
-                                                                         (("tier", "1m"),))]
+    assert (
+        m[("tvflux_downsampling_lag_limit_ms", (("tier", "1d"),))]
+        > m[("tvflux_downsampling_lag_limit_ms", (("tier", "1m"),))]
+    )
     assert m[("tvflux_downsampling_bars_written_total", (("tier", "1m"),))] >= 1  # one minute of trades
     assert ("process_resident_memory_bytes", ()) in m
     assert m[("tvflux_writer_oldest_pending_age_seconds", ())] >= 0
@@ -59,8 +61,9 @@ def test_backup_endpoint_needs_the_admin_token_when_one_is_set(server_factory, t
     server = server_factory(synthetic_rate="0", admin_token="s3cret-admin")
     status, body = server.post("/api/admin/backup")
     assert status == 401 and body["error"]["code"] == "unauthorized"
-    request = urllib.request.Request(server.base_url + "/api/admin/backup", data=b"", method="POST",
-                                     headers={"Authorization": "Bearer s3cret-admin"})
+    request = urllib.request.Request(
+        server.base_url + "/api/admin/backup", data=b"", method="POST", headers={"Authorization": "Bearer s3cret-admin"}
+    )
     with urllib.request.urlopen(request, timeout=60) as resp:
         assert resp.headers["Content-Type"].startswith("application/x-tar")
         names = tarfile.open(fileobj=io.BytesIO(resp.read()), mode="r:").getnames()

@@ -9,8 +9,9 @@ import time
 
 def test_sigterm_flushes_pending_trades_and_restart_resumes(server_factory):
     # A long flush interval keeps trades in the writer until shutdown.
-    server = server_factory(synthetic_rate="0", flush_interval_ms="60000", flush_rows="1000000",
-                            downsample_interval_ms="0", grace_ms="0")
+    server = server_factory(
+        synthetic_rate="0", flush_interval_ms="60000", flush_rows="1000000", downsample_interval_ms="0", grace_ms="0"
+    )
     t0 = int(time.time() * 1000) - 2 * 86_400_000  # old enough for every tier to close bars
     trades = [{"symbol": "BTCUSD", "price": 100 + i % 7, "size": 0.5, "time": t0 + i * 997} for i in range(2000)]
     server.post_trades(trades)
@@ -34,8 +35,12 @@ def test_sigterm_flushes_pending_trades_and_restart_resumes(server_factory):
     assert again == before
     # Same-millisecond trades after the restart still get distinct timestamps: two
     # trades at a millisecond already used before the restart both count.
-    server.post_trades([{"symbol": "BTCUSD", "price": 1.0, "size": 1.0, "time": t0},
-                        {"symbol": "BTCUSD", "price": 1.0, "size": 1.0, "time": t0}])
+    server.post_trades(
+        [
+            {"symbol": "BTCUSD", "price": 1.0, "size": 1.0, "time": t0},
+            {"symbol": "BTCUSD", "price": 1.0, "size": 1.0, "time": t0},
+        ]
+    )
     server.post("/api/downsampling/run")
     _, hist = server.get(f"/api/bars?symbol=BTCUSD&resolution=1S&from={t0 // 1000}&to={t0 // 1000 + 1}")
     assert hist["bars"][0]["volume"] == 2.5 and hist["bars"][0]["low"] == 1.0

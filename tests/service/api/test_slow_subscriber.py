@@ -13,8 +13,9 @@ from service.core.resolution import SUPPORTED
 
 
 def test_stalled_reader_is_cut_off_and_others_stay_fast(server_factory):
-    server = server_factory(synthetic_rate="3000", push_interval_ms="20", send_timeout_s="1",
-                            max_subscriptions_per_connection="300")
+    server = server_factory(
+        synthetic_rate="3000", push_interval_ms="20", send_timeout_s="1", max_subscriptions_per_connection="300"
+    )
     host, port = "127.0.0.1", server.port
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills fast

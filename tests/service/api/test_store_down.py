@@ -13,8 +13,9 @@ def test_unreachable_influx_keeps_service_up_and_unready(server_factory):
 
     from tests.conftest import ROOT, TVFLUX
 
-    server.proc = subprocess.Popen([TVFLUX, "serve"], env=server.env, cwd=ROOT,
-                                   stdout=open(server.log_path, "ab"), stderr=subprocess.STDOUT)
+    server.proc = subprocess.Popen(
+        [TVFLUX, "serve"], env=server.env, cwd=ROOT, stdout=open(server.log_path, "ab"), stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:

@@ -32,8 +32,9 @@ def test_every_output_shows_rounded_volumes(module_server, tmp_path):
     s = module_server
     minute = (int(time.time()) // 60 - 3) * 60_000  # a closed minute, well behind the live edge
     assert sum(SIZES) != 0.330401  # the noise is real
-    trades = [{"symbol": "TESTC", "price": 10.0 + i, "size": size, "time": minute + 1_000 * i}
-              for i, size in enumerate(SIZES)]
+    trades = [
+        {"symbol": "TESTC", "price": 10.0 + i, "size": size, "time": minute + 1_000 * i} for i, size in enumerate(SIZES)
+    ]
     s.post_trades(trades)
 
     status, body = s.get(f"/api/bars?symbol=TESTC&resolution=1&from={minute // 1000}&to={minute // 1000 + 60}")
@@ -50,8 +51,12 @@ def test_every_output_shows_rounded_volumes(module_server, tmp_path):
     now = int(time.time() * 1000)
     with connect(s.ws_url + "/ws") as ws:
         ws.send(json.dumps({"op": "subscribe", "id": "v", "symbol": "TESTC", "resolution": "1D"}))
-        s.post_trades([{"symbol": "TESTC", "price": 11.0, "size": 0.1, "time": now},
-                       {"symbol": "TESTC", "price": 11.0, "size": 0.2, "time": now}])
+        s.post_trades(
+            [
+                {"symbol": "TESTC", "price": 11.0, "size": 0.1, "time": now},
+                {"symbol": "TESTC", "price": 11.0, "size": 0.2, "time": now},
+            ]
+        )
         deadline = time.monotonic() + 5
         volumes = []
         while time.monotonic() < deadline:
@@ -69,8 +74,25 @@ def test_every_output_shows_rounded_volumes(module_server, tmp_path):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TVFLUX_")}
     env.update({"TVFLUX_DATA_DIR": s.data_dir, "TVFLUX_PORT": str(s.port), "TVFLUX_LOG_LEVEL": "WARNING"})
-    out = subprocess.run([sys.executable, "-m", "service.ops.commands", "export", "--symbol", "TESTC",
-                          "--resolution", "1", "--from", str(minute // 1000), "--to", str(minute // 1000 + 60)],
-                         env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.ops.commands",
+            "export",
+            "--symbol",
+            "TESTC",
+            "--resolution",
+            "1",
+            "--from",
+            str(minute // 1000),
+            "--to",
+            str(minute // 1000 + 60),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[1].endswith(",0.330401"), out.stdout

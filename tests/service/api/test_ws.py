@@ -54,8 +54,12 @@ def test_subscribe_gets_posted_trade_quickly_and_bars_only_move_forward(module_s
 def test_first_push_is_initialised_from_history(module_server):
     s = module_server
     t = now_ms()
-    s.post_trades([{"symbol": "LTCUSD", "price": 50.0, "size": 1, "time": t - 5_000},
-                   {"symbol": "LTCUSD", "price": 70.0, "size": 1, "time": t - 4_000}])
+    s.post_trades(
+        [
+            {"symbol": "LTCUSD", "price": 50.0, "size": 1, "time": t - 5_000},
+            {"symbol": "LTCUSD", "price": 70.0, "size": 1, "time": t - 4_000},
+        ]
+    )
     with connect(s.ws_url + "/ws") as ws:
         ws.send(json.dumps({"op": "subscribe", "id": "d", "symbol": "LTCUSD", "resolution": "1D"}))
         msg, _ = recv_until(ws, lambda m: m["type"] == "bar")
@@ -83,7 +87,11 @@ def test_protocol_errors_keep_the_connection_open(module_server):
             ("not json", "invalid_message", None),
             (json.dumps({"op": "dance"}), "invalid_message", None),
             (json.dumps({"op": "subscribe", "id": "x", "symbol": "NOPE", "resolution": "1"}), "unknown_symbol", "x"),
-            (json.dumps({"op": "subscribe", "id": "y", "symbol": "BTCUSD", "resolution": "7"}), "invalid_resolution", "y"),
+            (
+                json.dumps({"op": "subscribe", "id": "y", "symbol": "BTCUSD", "resolution": "7"}),
+                "invalid_resolution",
+                "y",
+            ),
             (json.dumps({"op": "subscribe", "id": "", "symbol": "BTCUSD", "resolution": "1"}), "invalid_message", None),
         ]
         for frame, code, sub_id in cases:
@@ -119,8 +127,14 @@ def test_ws_ingest_json_and_msgpack_with_acks(module_server):
     with connect(s.ws_url + "/ws/ingest") as ws:
         ws.send(json.dumps([{"symbol": "TESTA", "price": 5.0, "size": 1, "time": t, "id": "w1"}]))
         assert json.loads(ws.recv(timeout=5)) == {"type": "ack", "seq": 1, "accepted": 1, "duplicates": 0}
-        ws.send(msgspec.msgpack.encode([{"symbol": "TESTA", "price": 6.0, "size": 1, "time": t, "id": "w1"},
-                                        {"symbol": "TESTA", "price": 7.0, "size": 1, "time": t, "id": "w2"}]))
+        ws.send(
+            msgspec.msgpack.encode(
+                [
+                    {"symbol": "TESTA", "price": 6.0, "size": 1, "time": t, "id": "w1"},
+                    {"symbol": "TESTA", "price": 7.0, "size": 1, "time": t, "id": "w2"},
+                ]
+            )
+        )
         assert json.loads(ws.recv(timeout=5)) == {"type": "ack", "seq": 2, "accepted": 1, "duplicates": 1}
         ws.send("[{]")
         err = json.loads(ws.recv(timeout=5))
@@ -150,8 +164,10 @@ def test_sse_stream_pushes_the_same_bar_messages(module_server):
         pytest.fail("no SSE bar message")
 
 
-@pytest.mark.parametrize("query, status, code", [("symbol=NOPE&resolution=1", 404, "unknown_symbol"),
-                                                  ("symbol=BTCUSD&resolution=2", 400, "invalid_resolution")])
+@pytest.mark.parametrize(
+    "query, status, code",
+    [("symbol=NOPE&resolution=1", 404, "unknown_symbol"), ("symbol=BTCUSD&resolution=2", 400, "invalid_resolution")],
+)
 def test_sse_bad_input(module_server, query, status, code):
     got, body = module_server.get("/api/stream?" + query)
     assert got == status and body["error"]["code"] == code

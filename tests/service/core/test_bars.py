@@ -38,7 +38,8 @@ def test_fold_same_millisecond_keeps_arrival_order():
 
 trade_lists = st.lists(
     st.tuples(st.integers(0, 120 * 86_400_000), st.floats(0.01, 1e6, allow_nan=False), st.floats(1e-6, 1e3)),
-    min_size=1, max_size=60,
+    min_size=1,
+    max_size=60,
 )
 
 

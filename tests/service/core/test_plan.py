@@ -8,14 +8,39 @@ from service.core.resolution import DAY_MS, MINUTE_MS, SUPPORTED, parse_resoluti
 def test_default_plan_tiers_sources_and_chunks():
     plan = default_plan()
     assert [(t.name, t.source, t.chunk_ms // DAY_MS) for t in plan.tiers] == [
-        ("1m", RAW, 1), ("5m", "1m", 3), ("15m", "5m", 7), ("1h", "15m", 14), ("4h", "1h", 30), ("1d", "4h", 90)]
+        ("1m", RAW, 1),
+        ("5m", "1m", 3),
+        ("15m", "5m", 7),
+        ("1h", "15m", 14),
+        ("4h", "1h", 30),
+        ("1d", "4h", 90),
+    ]
 
 
-@pytest.mark.parametrize("res, tier", [
-    ("1S", None), ("30S", None), ("1", "1m"), ("3", "1m"), ("5", "5m"), ("15", "15m"), ("30", "15m"),
-    ("45", "15m"), ("60", "1h"), ("120", "1h"), ("180", "1h"), ("240", "4h"), ("360", "1h"), ("480", "4h"),
-    ("720", "4h"), ("1D", "1d"), ("3D", "1d"), ("1W", "1d"), ("1M", "1d"),
-])
+@pytest.mark.parametrize(
+    "res, tier",
+    [
+        ("1S", None),
+        ("30S", None),
+        ("1", "1m"),
+        ("3", "1m"),
+        ("5", "5m"),
+        ("15", "15m"),
+        ("30", "15m"),
+        ("45", "15m"),
+        ("60", "1h"),
+        ("120", "1h"),
+        ("180", "1h"),
+        ("240", "4h"),
+        ("360", "1h"),
+        ("480", "4h"),
+        ("720", "4h"),
+        ("1D", "1d"),
+        ("3D", "1d"),
+        ("1W", "1d"),
+        ("1M", "1d"),
+    ],
+)
 def test_serving_tier_is_largest_that_divides(res, tier):
     served = default_plan().serving_tier(parse_resolution(res))
     assert (served.name if served else None) == tier
@@ -63,8 +88,10 @@ def test_window_follows_live_edge_with_lookback_and_grace():
     now = 100 * MINUTE_MS + 3_000  # grace keeps the 99th minute open
     w = plan.next_window(one, watermark_ms=97 * MINUTE_MS, source_watermark_ms=None, earliest_ms=None, now_ms=now)
     assert (w.start_ms, w.end_ms) == (95 * MINUTE_MS, 99 * MINUTE_MS)
-    assert plan.next_window(one, watermark_ms=99 * MINUTE_MS, source_watermark_ms=None, earliest_ms=None,
-                            now_ms=now) is None
+    assert (
+        plan.next_window(one, watermark_ms=99 * MINUTE_MS, source_watermark_ms=None, earliest_ms=None, now_ms=now)
+        is None
+    )
 
 
 def test_higher_tier_never_passes_its_source():

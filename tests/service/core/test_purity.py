@@ -10,13 +10,27 @@ import sys
 import service.core
 
 CORE = sorted(f"service.core.{m.name}" for m in pkgutil.iter_modules(service.core.__path__))
-FORBIDDEN = ["asyncio", "litestar", "influxdb_client", "duckdb", "anyio", "uvicorn", "websockets",
-             "service.runtime", "service.storage", "service.api", "service.ops", "socket", "aiohttp"]
+FORBIDDEN = [
+    "asyncio",
+    "litestar",
+    "influxdb_client",
+    "duckdb",
+    "anyio",
+    "uvicorn",
+    "websockets",
+    "service.runtime",
+    "service.storage",
+    "service.api",
+    "service.ops",
+    "socket",
+    "aiohttp",
+]
 
 
 def test_the_core_folder_is_what_the_design_names():
     assert {"models", "errors", "resolution", "bars", "plan", "settings", "timestamps"} <= {
-        m.rpartition(".")[2] for m in CORE}
+        m.rpartition(".")[2] for m in CORE
+    }
 
 
 def test_core_imports_nothing_impure():

@@ -14,13 +14,30 @@ IDLE_WRITER = WriterState(pending_rows=0, oldest_pending_age_s=0.0, flush_interv
 
 
 def tier(name: str, lag_ms: int | None, error: str | None = None) -> TierStatus:
-    return TierStatus(tier=name, source="", watermark=None if lag_ms is None else 0, lagMs=lag_ms, lastRun=None,
-                      lastDurationMs=None, rows=0, error=error)
+    return TierStatus(
+        tier=name,
+        source="",
+        watermark=None if lag_ms is None else 0,
+        lagMs=lag_ms,
+        lastRun=None,
+        lastDurationMs=None,
+        rows=0,
+        error=error,
+    )
 
 
 def judge(**kw):
-    args = dict(running=True, store_ok=True, store_error=None, writer=IDLE_WRITER, tiers=[], downsampler_error=None,
-                plan=PLAN, period_ms=2000, thresholds=Thresholds(writer_lag_s=30, downsampling_slack_s=300))
+    args = dict(
+        running=True,
+        store_ok=True,
+        store_error=None,
+        writer=IDLE_WRITER,
+        tiers=[],
+        downsampler_error=None,
+        plan=PLAN,
+        period_ms=2000,
+        thresholds=Thresholds(writer_lag_s=30, downsampling_slack_s=300),
+    )
     args.update(kw)
     return assess(**args)
 
@@ -35,8 +52,15 @@ def test_limits_follow_the_chain_of_each_tier():
     assert max_tier_lags_ms(coarse, period_ms=0, slack_ms=10)["1h"] == 61 * MIN + 10
 
 
-@pytest.mark.parametrize("in_database, interval_ms, period", [(False, 2000, 2000), (False, 0, None),  # DuckDB
-                                                               (True, 0, 60_000), (True, 120_000, 120_000)])  # Influx
+@pytest.mark.parametrize(
+    "in_database, interval_ms, period",
+    [
+        (False, 2000, 2000),
+        (False, 0, None),  # DuckDB
+        (True, 0, 60_000),
+        (True, 120_000, 120_000),
+    ],
+)  # Influx
 def test_scheduler_period(in_database, interval_ms, period):
     assert scheduler_period_ms(in_database, interval_ms) == period
 
@@ -48,16 +72,25 @@ def test_all_well_is_ready():
     assert all(t.ok for t in verdict.tiers)
 
 
-@pytest.mark.parametrize("kw, reason", [
-    (dict(running=False), "starting or stopping"),
-    (dict(store_ok=False, store_error="gone"), "store: gone"),
-    (dict(writer=WriterState(10, 1.0, 0.2, last_error="disk full")), "writer: disk full"),
-    (dict(writer=WriterState(10, 1.0, 0.2, spilling=True, spilled_rows=7)), "writer: 7 trades wait in the spool"),
-    (dict(writer=WriterState(10, 31.0, 0.2)), "writer: the oldest of 10 trades has waited 31s for the store (limit 30s)"),
-    (dict(downsampler_error="boom"), "downsampling: boom"),
-    (dict(tiers=[tier("1m", 10, error="bad sql")]), "downsampling: tier 1m: bad sql"),
-    (dict(tiers=[tier("5m", 5000 + 6 * MIN + 4000 + 300_000 + 1)]), "downsampling: tier 5m is 669s behind (limit 669s)"),
-])
+@pytest.mark.parametrize(
+    "kw, reason",
+    [
+        (dict(running=False), "starting or stopping"),
+        (dict(store_ok=False, store_error="gone"), "store: gone"),
+        (dict(writer=WriterState(10, 1.0, 0.2, last_error="disk full")), "writer: disk full"),
+        (dict(writer=WriterState(10, 1.0, 0.2, spilling=True, spilled_rows=7)), "writer: 7 trades wait in the spool"),
+        (
+            dict(writer=WriterState(10, 31.0, 0.2)),
+            "writer: the oldest of 10 trades has waited 31s for the store (limit 30s)",
+        ),
+        (dict(downsampler_error="boom"), "downsampling: boom"),
+        (dict(tiers=[tier("1m", 10, error="bad sql")]), "downsampling: tier 1m: bad sql"),
+        (
+            dict(tiers=[tier("5m", 5000 + 6 * MIN + 4000 + 300_000 + 1)]),
+            "downsampling: tier 5m is 669s behind (limit 669s)",
+        ),
+    ],
+)
 def test_each_problem_is_a_reason(kw, reason):
     verdict = judge(**kw)
     assert not verdict.ready

@@ -13,11 +13,18 @@ def ms(text: str) -> int:
 @pytest.mark.parametrize(
     "text, unit, count, canonical",
     [
-        ("1S", Unit.SECOND, 1, "1S"), ("30S", Unit.SECOND, 30, "30S"),
-        ("1", Unit.MINUTE, 1, "1"), ("45", Unit.MINUTE, 45, "45"), ("720", Unit.MINUTE, 720, "720"),
-        ("1D", Unit.DAY, 1, "1D"), ("D", Unit.DAY, 1, "1D"), ("3D", Unit.DAY, 3, "3D"),
-        ("1W", Unit.WEEK, 1, "1W"), ("W", Unit.WEEK, 1, "1W"),
-        ("1M", Unit.MONTH, 1, "1M"), ("M", Unit.MONTH, 1, "1M"),
+        ("1S", Unit.SECOND, 1, "1S"),
+        ("30S", Unit.SECOND, 30, "30S"),
+        ("1", Unit.MINUTE, 1, "1"),
+        ("45", Unit.MINUTE, 45, "45"),
+        ("720", Unit.MINUTE, 720, "720"),
+        ("1D", Unit.DAY, 1, "1D"),
+        ("D", Unit.DAY, 1, "1D"),
+        ("3D", Unit.DAY, 3, "3D"),
+        ("1W", Unit.WEEK, 1, "1W"),
+        ("W", Unit.WEEK, 1, "1W"),
+        ("1M", Unit.MONTH, 1, "1M"),
+        ("M", Unit.MONTH, 1, "1M"),
     ],
 )
 def test_parse(text, unit, count, canonical):
@@ -33,8 +40,29 @@ def test_rejects_unsupported(text):
 
 
 def test_supported_is_the_design_list():
-    assert SUPPORTED == ("1S", "5S", "15S", "30S", "1", "3", "5", "15", "30", "45", "60", "120", "180", "240",
-                         "360", "480", "720", "1D", "3D", "1W", "1M")
+    assert SUPPORTED == (
+        "1S",
+        "5S",
+        "15S",
+        "30S",
+        "1",
+        "3",
+        "5",
+        "15",
+        "30",
+        "45",
+        "60",
+        "120",
+        "180",
+        "240",
+        "360",
+        "480",
+        "720",
+        "1D",
+        "3D",
+        "1W",
+        "1M",
+    )
 
 
 @pytest.mark.parametrize(

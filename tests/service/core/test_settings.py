@@ -12,15 +12,36 @@ def test_defaults_without_environment():
 
 
 def test_values_are_parsed():
-    s = load_settings({"TVFLUX_PORT": "9000", "TVFLUX_SYMBOLS": "AAA, BBB", "TVFLUX_SYNTHETIC_RATE": "0",
-                       "TVFLUX_TIERS": "1m,1h", "TVFLUX_LOG_LEVEL": "debug", "HOME": "/x"})
-    assert (s.port, s.symbols, s.synthetic_rate, s.tiers, s.log_level) == (9000, ("AAA", "BBB"), 0.0, ("1m", "1h"), "DEBUG")
+    s = load_settings(
+        {
+            "TVFLUX_PORT": "9000",
+            "TVFLUX_SYMBOLS": "AAA, BBB",
+            "TVFLUX_SYNTHETIC_RATE": "0",
+            "TVFLUX_TIERS": "1m,1h",
+            "TVFLUX_LOG_LEVEL": "debug",
+            "HOME": "/x",
+        }
+    )
+    assert (s.port, s.symbols, s.synthetic_rate, s.tiers, s.log_level) == (
+        9000,
+        ("AAA", "BBB"),
+        0.0,
+        ("1m", "1h"),
+        "DEBUG",
+    )
 
 
 def test_every_bad_variable_is_reported_at_once():
     with pytest.raises(ConfigError) as info:
-        load_settings({"TVFLUX_PORT": "http", "TVFLUX_STORE": "mongo", "TVFLUX_SYNTHETIC_RATE": "-1",
-                       "TVFLUX_SYMBOLS": " , ", "TVFLUX_PORTT": "1"})
+        load_settings(
+            {
+                "TVFLUX_PORT": "http",
+                "TVFLUX_STORE": "mongo",
+                "TVFLUX_SYNTHETIC_RATE": "-1",
+                "TVFLUX_SYMBOLS": " , ",
+                "TVFLUX_PORTT": "1",
+            }
+        )
     problems = "\n".join(info.value.problems)
     for name in ("TVFLUX_PORT=", "TVFLUX_STORE=", "TVFLUX_SYNTHETIC_RATE=", "TVFLUX_SYMBOLS=", "TVFLUX_PORTT: unknown"):
         assert name in problems
@@ -47,8 +68,15 @@ def test_overrides_win():
 def test_checks_come_from_the_one_declaration():
     # bounds from Meta(ge, le), choices from Literal (log level in any case), sizes from a pattern
     with pytest.raises(ConfigError) as info:
-        load_settings({"TVFLUX_PORT": "70000", "TVFLUX_DUCKDB_MEMORY_LIMIT": "lots", "TVFLUX_SEND_TIMEOUT_S": "nan",
-                       "TVFLUX_MAX_BARS": "0", "TVFLUX_CORS_ORIGINS": ","})
+        load_settings(
+            {
+                "TVFLUX_PORT": "70000",
+                "TVFLUX_DUCKDB_MEMORY_LIMIT": "lots",
+                "TVFLUX_SEND_TIMEOUT_S": "nan",
+                "TVFLUX_MAX_BARS": "0",
+                "TVFLUX_CORS_ORIGINS": ",",
+            }
+        )
     assert sorted(info.value.problems) == [
         "TVFLUX_CORS_ORIGINS=',': must list at least one item, comma-separated",
         "TVFLUX_DUCKDB_MEMORY_LIMIT='lots': must be a size such as 512MB or 2GB",

@@ -27,12 +27,14 @@ RESOLUTIONS = ("1S", "1", "5", "60", "240", "1D", "1W", "1M")
 def ops(args, data_dir, **env):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TVFLUX_")}
     full_env.update({"TVFLUX_DATA_DIR": str(data_dir), "TVFLUX_LOG_LEVEL": "WARNING", **env})
-    return subprocess.run([sys.executable, "-m", "service.ops.commands", *args], env=full_env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "service.ops.commands", *args], env=full_env, capture_output=True, text=True, timeout=120
+    )
 
 
 def small_store(path) -> None:
     """A DuckDB store with trades of two symbols over two days, downsampled."""
+
     async def run():
         store = EmbeddedStore(str(path), default_plan())
         await store.start()
@@ -109,12 +111,24 @@ def test_backup_while_serving_then_restore_gives_identical_history(server_factor
     now = int(time.time() * 1000)
     t0 = now - 40 * DAY_MS
     for symbol, step in (("BTCUSD", 7_919_000), ("ETHUSD", 3_301_000)):
-        trades = [{"symbol": symbol, "price": 100 + (i * 37) % 101, "size": 0.25 + i % 3, "time": t0 + i * step,
-                   "id": f"{symbol}-{i}"} for i in range(40 * DAY_MS // step)]
+        trades = [
+            {
+                "symbol": symbol,
+                "price": 100 + (i * 37) % 101,
+                "size": 0.25 + i % 3,
+                "time": t0 + i * step,
+                "id": f"{symbol}-{i}",
+            }
+            for i in range(40 * DAY_MS // step)
+        ]
         for i in range(0, len(trades), 1000):
-            server.post_trades(trades[i:i + 1000])
-    server.post_trades([{"symbol": "BTCUSD", "price": 1.5, "size": 1, "time": now - 1000},
-                        {"symbol": "BTCUSD", "price": 1.7, "size": 1, "time": now - 1000}])  # same millisecond
+            server.post_trades(trades[i : i + 1000])
+    server.post_trades(
+        [
+            {"symbol": "BTCUSD", "price": 1.5, "size": 1, "time": now - 1000},
+            {"symbol": "BTCUSD", "price": 1.7, "size": 1, "time": now - 1000},
+        ]
+    )  # same millisecond
     server.post("/api/downsampling/run")
     before = history(server)
     _, tiers = server.get("/api/downsampling")
@@ -128,8 +142,12 @@ def test_backup_while_serving_then_restore_gives_identical_history(server_factor
     assert not [n for n in os.listdir(server.data_dir) if n.startswith(".backup-")]  # the snapshot was cleaned up
 
     # After the backup: more trades, which the restored store must not have.
-    server.post_trades([{"symbol": "BTCUSD", "price": 999.0, "size": 5, "time": t0 + 1234, "id": "after-1"},
-                        {"symbol": "ETHUSD", "price": 999.0, "size": 5, "time": now - 5000, "id": "after-2"}])
+    server.post_trades(
+        [
+            {"symbol": "BTCUSD", "price": 999.0, "size": 5, "time": t0 + 1234, "id": "after-1"},
+            {"symbol": "ETHUSD", "price": 999.0, "size": 5, "time": now - 5000, "id": "after-2"},
+        ]
+    )
     server.post("/api/downsampling/run")
     assert history(server) != before
 
@@ -168,8 +186,11 @@ def test_offline_backup_and_restore_into_a_new_data_dir(tmp_path):
         try:
             from service.core.resolution import parse_resolution
 
-            return [await store.bars(s, parse_resolution(r), 0, 2_000_000_000_000) for s in ("AAA", "BBB")
-                    for r in ("1", "60", "1D")], await store.downsampling_status(1_700_000_000_000 + 3 * DAY_MS)
+            return [
+                await store.bars(s, parse_resolution(r), 0, 2_000_000_000_000)
+                for s in ("AAA", "BBB")
+                for r in ("1", "60", "1D")
+            ], await store.downsampling_status(1_700_000_000_000 + 3 * DAY_MS)
         finally:
             await store.close()
 
@@ -196,8 +217,16 @@ def run_script(name, args, tmp_path, **env):
     fake.write_text(FAKE_INFLUX)
     fake.chmod(0o755)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TVFLUX_", "INFLUX_"))}
-    full_env.update({"INFLUX_CMD": str(fake), "FAKE_LOG": str(tmp_path / "calls.log"), "FAKE_BUCKETS": "",
-                     "TVFLUX_INFLUX_TOKEN": "tok", "TVFLUX_INFLUX_URL": "http://influx:8086", **env})
+    full_env.update(
+        {
+            "INFLUX_CMD": str(fake),
+            "FAKE_LOG": str(tmp_path / "calls.log"),
+            "FAKE_BUCKETS": "",
+            "TVFLUX_INFLUX_TOKEN": "tok",
+            "TVFLUX_INFLUX_URL": "http://influx:8086",
+            **env,
+        }
+    )
     script = os.path.join(os.path.dirname(__file__), "..", "..", "..", "scripts", name)
     return subprocess.run(["sh", script, *args], env=full_env, capture_output=True, text=True, timeout=60)
 
@@ -215,7 +244,8 @@ def test_influx_scripts_back_up_in_order_verify_and_restore(tmp_path):
     assert out.returncode == 0, out.stderr
     assert calls(tmp_path) == [
         f"backup {backup}/{b} --host http://influx:8086 --org tvflux --bucket {b} token=tok"
-        for b in ("tvflux_status", "candles", "trades")]  # status first: bars cover its watermarks
+        for b in ("tvflux_status", "candles", "trades")
+    ]  # status first: bars cover its watermarks
     assert "mode=buckets" in (backup / "tvflux-backup.txt").read_text()
     manifest = (backup / "MANIFEST.sha256").read_text().splitlines()
     assert len(manifest) == 4 and all("tok" not in line for line in manifest)
@@ -226,7 +256,8 @@ def test_influx_scripts_back_up_in_order_verify_and_restore(tmp_path):
     assert restored.returncode == 0, restored.stderr
     assert [c for c in calls(tmp_path) if c.startswith("restore")] == [
         f"restore {backup}/{b} --host http://influx:8086 --org tvflux --bucket {b} token=tok"
-        for b in ("trades", "candles", "tvflux_status")]  # watermarks last
+        for b in ("trades", "candles", "tvflux_status")
+    ]  # watermarks last
     assert "tvflux influx setup" in restored.stderr
 
     exists = run_script("influx-restore.sh", [str(backup)], tmp_path, FAKE_BUCKETS="trades", **env)
@@ -235,8 +266,9 @@ def test_influx_scripts_back_up_in_order_verify_and_restore(tmp_path):
     replaced = run_script("influx-restore.sh", ["--replace", str(backup)], tmp_path, FAKE_BUCKETS="trades", **env)
     assert replaced.returncode == 0, replaced.stderr
     assert [c.split(" token=")[0] for c in calls(tmp_path) if not c.startswith("bucket list")][:2] == [
-        "bucket delete --host http://influx:8086 --org tvflux --name trades", f"restore {backup}/trades "
-        "--host http://influx:8086 --org tvflux --bucket trades"]
+        "bucket delete --host http://influx:8086 --org tvflux --name trades",
+        f"restore {backup}/trades --host http://influx:8086 --org tvflux --bucket trades",
+    ]
 
     shard = next((backup / "candles").iterdir())
     shard.write_text("tampered")

@@ -18,37 +18,46 @@ HEADER8 = ",".join(bcsv.COLUMNS)
 HEADER7 = ",".join(bcsv.COLUMNS[:7])
 
 
-@pytest.mark.parametrize("name, symbol", [
-    ("BTCUSDT-aggTrades-2024-01.zip", "BTCUSDT"),
-    ("BTCUSDT-aggTrades-2024-01.csv", "BTCUSDT"),
-    ("ethusdt-aggTrades-2024-01-15.csv", "ETHUSDT"),
-    ("some/dir/1000PEPEUSDT-aggTrades-2025-03-02.zip", "1000PEPEUSDT"),
-    ("BTCUSDT-trades-2024-01.zip", None),
-    ("aggTrades.csv", None),
-    ("BTCUSDT-aggTrades-2024-01.csv.gz", None),
-])
+@pytest.mark.parametrize(
+    "name, symbol",
+    [
+        ("BTCUSDT-aggTrades-2024-01.zip", "BTCUSDT"),
+        ("BTCUSDT-aggTrades-2024-01.csv", "BTCUSDT"),
+        ("ethusdt-aggTrades-2024-01-15.csv", "ETHUSDT"),
+        ("some/dir/1000PEPEUSDT-aggTrades-2025-03-02.zip", "1000PEPEUSDT"),
+        ("BTCUSDT-trades-2024-01.zip", None),
+        ("aggTrades.csv", None),
+        ("BTCUSDT-aggTrades-2024-01.csv.gz", None),
+    ],
+)
 def test_symbol_from_file_name(name, symbol):
     assert bcsv.symbol_from_name(name) == symbol
 
 
-@pytest.mark.parametrize("head, layout", [
-    (b"1,2.5,1,1,1,1704067200000,True,True\n2,2.5,1,1,1,1704067200000,False,True\n", bcsv.Layout(False, 8)),
-    (b"1,2.5,1,1,1,1704067200000,True\n", bcsv.Layout(False, 7)),
-    ((HEADER7 + "\n1,2.5,1,1,1,1704067200000,true\n").encode(), bcsv.Layout(True, 7)),
-    ((HEADER8.upper() + "\r\n").encode(), bcsv.Layout(True, 8)),
-    # one bad line among good ones does not decide the layout
-    (b"1,2.5,1,1,1,1704067200000,True,True\n2,2.5\n3,2.5,1,1,1,1704067200000,True,True\n", bcsv.Layout(False, 8)),
-])
+@pytest.mark.parametrize(
+    "head, layout",
+    [
+        (b"1,2.5,1,1,1,1704067200000,True,True\n2,2.5,1,1,1,1704067200000,False,True\n", bcsv.Layout(False, 8)),
+        (b"1,2.5,1,1,1,1704067200000,True\n", bcsv.Layout(False, 7)),
+        ((HEADER7 + "\n1,2.5,1,1,1,1704067200000,true\n").encode(), bcsv.Layout(True, 7)),
+        ((HEADER8.upper() + "\r\n").encode(), bcsv.Layout(True, 8)),
+        # one bad line among good ones does not decide the layout
+        (b"1,2.5,1,1,1,1704067200000,True,True\n2,2.5\n3,2.5,1,1,1,1704067200000,True,True\n", bcsv.Layout(False, 8)),
+    ],
+)
 def test_sniff_recognises_the_layouts(head, layout):
     assert bcsv.sniff(head) == layout
 
 
-@pytest.mark.parametrize("head, message", [
-    (b"", "empty"),
-    (b"agg_trade_id,price,amount\n1,2,3\n", "unknown header"),
-    (b"time,price,amount\n1,2,3\n", "rows have 7 or 8"),
-    (b"1,2,3\n4,5,6\n", "rows have 7 or 8"),
-])
+@pytest.mark.parametrize(
+    "head, message",
+    [
+        (b"", "empty"),
+        (b"agg_trade_id,price,amount\n1,2,3\n", "unknown header"),
+        (b"time,price,amount\n1,2,3\n", "rows have 7 or 8"),
+        (b"1,2,3\n4,5,6\n", "rows have 7 or 8"),
+    ],
+)
 def test_sniff_refuses_other_files(head, message):
     with pytest.raises(bcsv.ImportFormatError, match=message):
         bcsv.sniff(head)
@@ -56,14 +65,31 @@ def test_sniff_refuses_other_files(head, message):
 
 # --- random files against a reference ---------------------------------------------------------
 
-CORRUPTIONS = ["ok"] * 12 + ["fields", "id", "id_neg", "time_text", "time_old", "time_future", "price_zero",
-                             "price_text", "price_neg", "qty_inf", "qty_empty", "micro"]
+CORRUPTIONS = ["ok"] * 12 + [
+    "fields",
+    "id",
+    "id_neg",
+    "time_text",
+    "time_old",
+    "time_future",
+    "price_zero",
+    "price_text",
+    "price_neg",
+    "qty_inf",
+    "qty_empty",
+    "micro",
+]
 
 
 def make_line(rng: random.Random, agg_id: int, t_ms: int, columns: int) -> tuple[str, str]:
     """A line and what the reference expects of it (``ok``/``micro`` or a reason)."""
     kind = rng.choice(CORRUPTIONS)
-    agg, price, qty, time_field = str(agg_id), f"{rng.uniform(1, 70000):.8f}", f"{rng.uniform(0.0001, 5):.8f}", str(t_ms)
+    agg, price, qty, time_field = (
+        str(agg_id),
+        f"{rng.uniform(1, 70000):.8f}",
+        f"{rng.uniform(0.0001, 5):.8f}",
+        str(t_ms),
+    )
     if kind == "fields":
         return f"{agg},{price}", bcsv.MALFORMED
     if kind == "id":
@@ -153,17 +179,20 @@ def test_random_files_match_the_reference_whatever_the_block_size(seed):
 
 
 def test_microsecond_times_are_detected_per_row_and_counted():
-    data = (b"1,10,1,1,1,1704067200123,True,True\n"
-            b"2,10,1,1,1,1704067200123456,True,True\n"
-            b"3,10,1,1,1,1704067200999999,True,True\n")
+    data = (
+        b"1,10,1,1,1,1704067200123,True,True\n"
+        b"2,10,1,1,1,1704067200123456,True,True\n"
+        b"3,10,1,1,1,1704067200999999,True,True\n"
+    )
     (chunk,) = list(bcsv.read_chunks(io.BytesIO(data), bcsv.Layout(False, 8), max_time_ms=MAX_TIME_MS))
     assert chunk.ts_ms.tolist() == [1704067200123, 1704067200123, 1704067200999]
     assert chunk.microsecond_rows == 2
 
 
 def test_duplicate_ids_keep_the_first_row_in_order():
-    chunk = bcsv.Chunk(np.array([5, 6, 5, 7, 6]), np.arange(5) + T0_MS, np.array([1.0, 2, 3, 4, 5]),
-                       np.ones(5), bcsv.Rejects(), 5, 0)
+    chunk = bcsv.Chunk(
+        np.array([5, 6, 5, 7, 6]), np.arange(5) + T0_MS, np.array([1.0, 2, 3, 4, 5]), np.ones(5), bcsv.Rejects(), 5, 0
+    )
     out = bcsv.drop_duplicate_ids(chunk)
     assert out.agg_ids.tolist() == [5, 6, 7] and out.price.tolist() == [1.0, 2.0, 4.0]
     assert out.rejects.counts == {bcsv.DUPLICATE_ID: 2}

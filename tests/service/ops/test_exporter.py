@@ -26,18 +26,22 @@ HOUR_MS = 3_600_000
 def ops(args, data_dir, **env):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TVFLUX_")}
     full_env.update({"TVFLUX_DATA_DIR": str(data_dir), "TVFLUX_LOG_LEVEL": "WARNING", **env})
-    return subprocess.run([sys.executable, "-m", "service.ops.commands", *args], env=full_env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "service.ops.commands", *args], env=full_env, capture_output=True, text=True, timeout=120
+    )
 
 
-@pytest.mark.parametrize("text, ms", [
-    ("1704067200", 1_704_067_200_000),
-    ("0", 0),
-    ("2024-01-01", 1_704_067_200_000),
-    ("2024-01-01T12:30:00Z", 1_704_112_200_000),
-    ("2024-01-01T12:30:00.999+00:00", 1_704_112_200_000),  # whole seconds, like /api/bars
-    ("2024-01-01T13:30:00+01:00", 1_704_112_200_000),
-])
+@pytest.mark.parametrize(
+    "text, ms",
+    [
+        ("1704067200", 1_704_067_200_000),
+        ("0", 0),
+        ("2024-01-01", 1_704_067_200_000),
+        ("2024-01-01T12:30:00Z", 1_704_112_200_000),
+        ("2024-01-01T12:30:00.999+00:00", 1_704_112_200_000),  # whole seconds, like /api/bars
+        ("2024-01-01T13:30:00+01:00", 1_704_112_200_000),
+    ],
+)
 def test_time_arguments(text, ms):
     assert parse_time_arg(text, "from") == ms
 
@@ -48,13 +52,21 @@ def test_bad_time_arguments(text):
         parse_time_arg(text, "to")
 
 
-@pytest.mark.parametrize("res, from_ms, to_ms, size, expected", [
-    ("1", 30_000, 5 * 60_000, 2, [(0, 120_000), (120_000, 240_000), (240_000, 300_000)]),
-    ("1", 0, 60_000, 5, [(0, 60_000)]),
-    ("1", 0, 60_001, 1, [(0, 60_000), (60_000, 60_001)]),
-    ("1M", 1_704_067_200_000, 1_711_929_600_000, 2,  # 2024-01 .. 2024-04
-     [(1_704_067_200_000, 1_709_251_200_000), (1_709_251_200_000, 1_711_929_600_000)]),
-])
+@pytest.mark.parametrize(
+    "res, from_ms, to_ms, size, expected",
+    [
+        ("1", 30_000, 5 * 60_000, 2, [(0, 120_000), (120_000, 240_000), (240_000, 300_000)]),
+        ("1", 0, 60_000, 5, [(0, 60_000)]),
+        ("1", 0, 60_001, 1, [(0, 60_000), (60_000, 60_001)]),
+        (
+            "1M",
+            1_704_067_200_000,
+            1_711_929_600_000,
+            2,  # 2024-01 .. 2024-04
+            [(1_704_067_200_000, 1_709_251_200_000), (1_709_251_200_000, 1_711_929_600_000)],
+        ),
+    ],
+)
 def test_pages_cut_at_bucket_starts(res, from_ms, to_ms, size, expected):
     assert list(pages(parse_resolution(res), from_ms, to_ms, size)) == expected
 
@@ -86,14 +98,23 @@ def test_export_shrinks_pages_when_the_server_allows_fewer_bars():
 
 
 def read_csv(text: str) -> list[dict]:
-    return [{k: (int(v) if k == "time" else float(v)) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
+    return [
+        {k: (int(v) if k == "time" else float(v)) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))
+    ]
 
 
 def test_export_online_and_offline_equals_api_bars(server_factory, tmp_path):
     server = server_factory(synthetic_rate="0", max_bars="50", downsample_interval_ms="500", grace_ms="1000")
     t0 = (int(time.time() * 1000) - 3 * 86_400_000) // HOUR_MS * HOUR_MS
-    trades = [{"symbol": "ETHUSD", "price": 2000 + (i * 7919) % 503 / 10, "size": 0.5 + i % 4,
-               "time": t0 + (i * 7_777) % (6 * HOUR_MS) + i // 7} for i in range(3000)]
+    trades = [
+        {
+            "symbol": "ETHUSD",
+            "price": 2000 + (i * 7919) % 503 / 10,
+            "size": 0.5 + i % 4,
+            "time": t0 + (i * 7_777) % (6 * HOUR_MS) + i // 7,
+        }
+        for i in range(3000)
+    ]
     server.post_trades(trades[:1000])
     server.post("/api/downsampling/run")
     server.post_trades(trades[1000:])  # some stored tiers, some raw: history composes them
@@ -116,8 +137,23 @@ def test_export_online_and_offline_equals_api_bars(server_factory, tmp_path):
     assert rows == api  # exactly, floats included
 
     out_file = tmp_path / "eth.parquet"
-    parquet = ops([*args[:-4], "--from", dt.datetime.fromtimestamp(frm, tz=dt.UTC).isoformat(), "--to", str(to), "--resolution", "60", "--format", "parquet",
-                   "--out", str(out_file)], server.data_dir, TVFLUX_PORT=str(server.port))
+    parquet = ops(
+        [
+            *args[:-4],
+            "--from",
+            dt.datetime.fromtimestamp(frm, tz=dt.UTC).isoformat(),
+            "--to",
+            str(to),
+            "--resolution",
+            "60",
+            "--format",
+            "parquet",
+            "--out",
+            str(out_file),
+        ],
+        server.data_dir,
+        TVFLUX_PORT=str(server.port),
+    )
     assert parquet.returncode == 0, parquet.stderr
     table = pq.read_table(out_file)
     assert table.column_names == ["time", "open", "high", "low", "close", "volume"]
@@ -150,8 +186,9 @@ def test_export_progress_reads_in_days_of_range(tmp_path):
         await store.close()
 
     asyncio.run(fill())
-    out = ops(["export", "--symbol", "BTCUSD", "--resolution", "1D", "--from", "2000-01-01", "--to", "2024-01-01"],
-              tmp_path)
+    out = ops(
+        ["export", "--symbol", "BTCUSD", "--resolution", "1D", "--from", "2000-01-01", "--to", "2024-01-01"], tmp_path
+    )
     assert out.returncode == 0, out.stderr
     progress = [ln for ln in out.stderr.splitlines() if ln.startswith("export [")]
     assert len(progress) == 1, out.stderr  # printed once, not twice

@@ -26,8 +26,9 @@ def ops(args, data_dir, **env):
     """``tvflux <args>`` via ``python -m service.ops.commands`` (the same commands ``tvflux`` registers)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TVFLUX_")}
     full_env.update({"TVFLUX_DATA_DIR": str(data_dir), "TVFLUX_LOG_LEVEL": "WARNING", **env})
-    return subprocess.run([sys.executable, "-m", "service.ops.commands", *args], env=full_env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "service.ops.commands", *args], env=full_env, capture_output=True, text=True, timeout=120
+    )
 
 
 def make_trades(seed: int, n: int, first_id: int, start_ms: int) -> list[dict]:
@@ -35,8 +36,14 @@ def make_trades(seed: int, n: int, first_id: int, start_ms: int) -> list[dict]:
     trades, t = [], start_ms
     for i in range(n):
         t += rng.choice([0, 0, 1, 3, 400, 1500, 20_000])  # same-millisecond trades included
-        trades.append({"id": first_id + i, "time": t, "price": round(rng.uniform(40_000, 41_000), 2),
-                       "size": round(rng.uniform(0.001, 2), 5)})
+        trades.append(
+            {
+                "id": first_id + i,
+                "time": t,
+                "price": round(rng.uniform(40_000, 41_000), 2),
+                "size": round(rng.uniform(0.001, 2), 5),
+            }
+        )
     return trades
 
 
@@ -63,8 +70,11 @@ def read_store(data_dir, fn):
 
 def trade_rows(data_dir, symbol):
     async def fn(store):
-        return await store._run(lambda c: c.execute(
-            "SELECT id, ts_ns, price, size FROM trades WHERE symbol = ? ORDER BY ts_ns", [symbol]).fetchall())
+        return await store._run(
+            lambda c: c.execute(
+                "SELECT id, ts_ns, price, size FROM trades WHERE symbol = ? ORDER BY ts_ns", [symbol]
+            ).fetchall()
+        )
 
     return read_store(data_dir, fn)
 
@@ -74,11 +84,17 @@ def test_import_csv_and_zip_then_reimport_is_idempotent(tmp_path):
     eth = make_trades(2, 800, 9_000_000, T0_MS + 3_600_000)
     btc_lines = csv_lines(btc)
     # bad rows in the middle, with their reasons
-    btc_lines[100:100] = ["5000100,40000", "x1,40000.1,1,1,1,1704067200000,True,True",
-                          f"7,0,1,1,1,{T0_MS},True,True", f"8,40000,1,1,1,{T0_MS * 10**6},True,True"]
+    btc_lines[100:100] = [
+        "5000100,40000",
+        "x1,40000.1,1,1,1,1704067200000,True,True",
+        f"7,0,1,1,1,{T0_MS},True,True",
+        f"8,40000,1,1,1,{T0_MS * 10**6},True,True",
+    ]
     (tmp_path / "BTCUSDT-aggTrades-2024-01.csv").write_text("\n".join(btc_lines) + "\n")
     with zipfile.ZipFile(tmp_path / "ETHUSDT-aggTrades-2024-01.zip", "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("ETHUSDT-aggTrades-2024-01.csv", HEADER7 + "\n" + "\n".join(csv_lines(eth, micro=True, columns=7)) + "\n")
+        z.writestr(
+            "ETHUSDT-aggTrades-2024-01.csv", HEADER7 + "\n" + "\n".join(csv_lines(eth, micro=True, columns=7)) + "\n"
+        )
     data = tmp_path / "data"
     files = [str(tmp_path / "BTCUSDT-aggTrades-2024-01.csv"), str(tmp_path / "ETHUSDT-aggTrades-2024-01.zip")]
 
@@ -105,8 +121,10 @@ def test_import_csv_and_zip_then_reimport_is_idempotent(tmp_path):
                 return await store.bars(symbol, resolution, 0, T0_MS + 10 * 86_400_000)
 
             got = [(b.time, b.open, b.high, b.low, b.close, pytest.approx(b.volume)) for b in read_store(data, bars)]
-            want = [(r["time"], r["open"], r["high"], r["low"], r["close"], r["volume"])
-                    for r in reference_bars(trades, resolution)]
+            want = [
+                (r["time"], r["open"], r["high"], r["low"], r["close"], r["volume"])
+                for r in reference_bars(trades, resolution)
+            ]
             assert got == want, res
 
     again = ops(["import", *files, "--block-bytes", "8192"], data)
@@ -147,7 +165,8 @@ def test_files_that_cannot_be_imported_fail_with_a_reason(tmp_path):
     with zipfile.ZipFile(good, "w") as z:
         z.writestr("BTCUSDT-aggTrades-2024-02.csv", "\n".join(csv_lines(make_trades(4, 50, 1, T0_MS))) + "\n")
     (tmp_path / "BTCUSDT-aggTrades-2024-02.zip.CHECKSUM").write_text(
-        hashlib.sha256(good.read_bytes()).hexdigest() + "  BTCUSDT-aggTrades-2024-02.zip\n")
+        hashlib.sha256(good.read_bytes()).hexdigest() + "  BTCUSDT-aggTrades-2024-02.zip\n"
+    )
     damaged = tmp_path / "ETHUSDT-aggTrades-2024-02.zip"
     damaged.write_bytes(good.read_bytes())
     (tmp_path / "ETHUSDT-aggTrades-2024-02.zip.CHECKSUM").write_text("0" * 64 + "  ETHUSDT-aggTrades-2024-02.zip\n")
@@ -155,8 +174,9 @@ def test_files_that_cannot_be_imported_fail_with_a_reason(tmp_path):
     nameless.write_text("\n".join(csv_lines(make_trades(5, 10, 1, T0_MS))) + "\n")
     other = tmp_path / "LTCUSDT-aggTrades-2024-02.csv"
     other.write_text("time,price\n1,2\n")
-    out = ops(["import", str(good), str(damaged), str(nameless), str(other), str(tmp_path / "missing.csv")],
-              tmp_path / "data")
+    out = ops(
+        ["import", str(good), str(damaged), str(nameless), str(other), str(tmp_path / "missing.csv")], tmp_path / "data"
+    )
     assert out.returncode == 1
     assert "BTCUSDT-aggTrades-2024-02.csv: BTCUSDT, 50 rows: 50 stored" in out.stderr
     assert "ETHUSDT-aggTrades-2024-02.zip: FAILED: sha256 does not match" in out.stderr

@@ -29,8 +29,9 @@ def tvflux(args, data_dir, **env):
 
 
 def bars(server, symbol, resolution, from_ms, to_ms):
-    status, body = server.get(f"/api/bars?symbol={symbol}&resolution={resolution}&from={from_ms // 1000}"
-                              f"&to={to_ms // 1000}")
+    status, body = server.get(
+        f"/api/bars?symbol={symbol}&resolution={resolution}&from={from_ms // 1000}&to={to_ms // 1000}"
+    )
     assert status == 200, body
     return body["bars"]
 
@@ -41,8 +42,12 @@ def test_import_while_serving_goes_through_the_service_and_is_idempotent(server_
     csv = tmp_path / "BTCUSDT-aggTrades-2024-01.csv"
     csv.write_text("\n".join(csv_lines(trades)) + "\n")
 
-    out = tvflux(["import", str(csv), "--block-bytes", "8192"], server.data_dir, TVFLUX_ADMIN_TOKEN="sesame",
-                 TVFLUX_MAX_BATCH_TRADES="700")
+    out = tvflux(
+        ["import", str(csv), "--block-bytes", "8192"],
+        server.data_dir,
+        TVFLUX_ADMIN_TOKEN="sesame",
+        TVFLUX_MAX_BATCH_TRADES="700",
+    )
     assert out.returncode == 0, out.stderr
     assert "Could not set lock" not in out.stderr
     assert server.base_url in out.stderr  # found through service.json, not TVFLUX_PORT
@@ -50,10 +55,14 @@ def test_import_while_serving_goes_through_the_service_and_is_idempotent(server_
     assert "1d watermark" in out.stderr and "downsampling:" in out.stderr  # the service ran the plan
 
     for res in ("1", "60", "1D"):
-        got = [(b["time"], b["open"], b["high"], b["low"], b["close"]) for b in
-               bars(server, "BTCUSDT", res, T0_MS, T0_MS + 5 * DAY_MS)]
-        want = [(r["time"], r["open"], r["high"], r["low"], r["close"])
-                for r in reference_bars(trades, parse_resolution(res))]
+        got = [
+            (b["time"], b["open"], b["high"], b["low"], b["close"])
+            for b in bars(server, "BTCUSDT", res, T0_MS, T0_MS + 5 * DAY_MS)
+        ]
+        want = [
+            (r["time"], r["open"], r["high"], r["low"], r["close"])
+            for r in reference_bars(trades, parse_resolution(res))
+        ]
         assert got == want, res
 
     again = tvflux(["import", str(csv)], server.data_dir, TVFLUX_ADMIN_TOKEN="sesame")
@@ -66,8 +75,9 @@ def test_import_while_serving_goes_through_the_service_and_is_idempotent(server_
 
 def test_downsample_while_serving_asks_the_service(server_factory):
     server = server_factory(synthetic_rate="0")
-    server.post_trades([{"symbol": "BTCUSD", "price": 100.0 + i, "size": 1.0, "time": T0_MS + i * 60_000}
-                        for i in range(100)])
+    server.post_trades(
+        [{"symbol": "BTCUSD", "price": 100.0 + i, "size": 1.0, "time": T0_MS + i * 60_000} for i in range(100)]
+    )
     out = tvflux(["downsample"], server.data_dir)
     assert out.returncode == 0, out.stderr
     assert "Could not set lock" not in out.stderr
@@ -112,8 +122,11 @@ def test_generate_after_the_first_start_writes_the_span_before_its_history(serve
         store = EmbeddedStore(str(data / "tvflux.duckdb"), default_plan())
         await store.start()
         try:
-            rows = await store._run(lambda c: c.execute(
-                "SELECT min(ts_ns) // 1000000, max(ts_ns) // 1000000, count(*) FROM trades").fetchone())
+            rows = await store._run(
+                lambda c: c.execute(
+                    "SELECT min(ts_ns) // 1000000, max(ts_ns) // 1000000, count(*) FROM trades"
+                ).fetchone()
+            )
             return rows
         finally:
             await store.close()

@@ -25,8 +25,15 @@ async def parts(tmp_path):
     async def no_history(*_):
         return [], 0
 
-    ingestor = Ingestor(store, writer, Hub(no_history, lambda: NOW), SymbolSet(("BTCUSD",)),
-                        max_batch_trades=100, max_future_ms=1000, id_cache_size=1)
+    ingestor = Ingestor(
+        store,
+        writer,
+        Hub(no_history, lambda: NOW),
+        SymbolSet(("BTCUSD",)),
+        max_batch_trades=100,
+        max_future_ms=1000,
+        id_cache_size=1,
+    )
     await ingestor.start()
     yield ingestor, writer, store
     await store.close()
@@ -58,7 +65,14 @@ async def test_refusals_are_whole_and_specific(parts):
     with pytest.raises(PayloadTooLarge):
         await ingestor.accept([Trade("BTCUSD", 1.0, 1.0, NOW)] * 101, NOW)
     with pytest.raises(InvalidTrade) as info:
-        await ingestor.accept([Trade("BTCUSD", 1.0, 1.0, NOW), Trade("BTCUSD", float("inf"), 1.0, NOW),
-                               Trade("XRPUSD", 1.0, 1.0, NOW), Trade("BTCUSD", 1.0, 1.0, NOW + 5000)], NOW)
+        await ingestor.accept(
+            [
+                Trade("BTCUSD", 1.0, 1.0, NOW),
+                Trade("BTCUSD", float("inf"), 1.0, NOW),
+                Trade("XRPUSD", 1.0, 1.0, NOW),
+                Trade("BTCUSD", 1.0, 1.0, NOW + 5000),
+            ],
+            NOW,
+        )
     assert [d["index"] for d in info.value.details] == [1, 2, 3]
     assert ingestor.accepted == 0 and await store.trade_count() == 0

@@ -16,12 +16,21 @@ def status(tier: str, watermark: int | None, lag: int | None) -> TierStatus:
 def test_recent_runs_are_kept_per_tier_most_recent_first_and_bounded():
     log = RunLog()
     for i in range(RUNS_KEPT + 5):
-        log.record([TierRun("1m", rows=i, durationMs=1.5, fromMs=i * 60_000, toMs=(i + 1) * 60_000),
-                    TierRun("5m", rows=1, durationMs=2.0, fromMs=0, toMs=300_000)], now_ms=1_000 + i)
+        log.record(
+            [
+                TierRun("1m", rows=i, durationMs=1.5, fromMs=i * 60_000, toMs=(i + 1) * 60_000),
+                TierRun("5m", rows=1, durationMs=2.0, fromMs=0, toMs=300_000),
+            ],
+            now_ms=1_000 + i,
+        )
     runs = log.runs("1m")
     assert len(runs) == RUNS_KEPT and runs[0].rows == RUNS_KEPT + 4 and runs[0].time == 1_000 + RUNS_KEPT + 4
     assert (runs[0].fromMs, runs[0].toMs, runs[0].durationMs, runs[0].error) == (
-        (RUNS_KEPT + 4) * 60_000, (RUNS_KEPT + 5) * 60_000, 1.5, None)
+        (RUNS_KEPT + 4) * 60_000,
+        (RUNS_KEPT + 5) * 60_000,
+        1.5,
+        None,
+    )
     log.record_failure("store down", now_ms=9_999)
     assert log.runs("1m")[0].error == "store down" and log.runs("5m")[0].error == "store down"
     assert log.runs("1h") == []

@@ -10,12 +10,19 @@ from service.runtime.spool import Spool
 
 def batch(n, start=0, ids=False):
     ts = (np.arange(n, dtype=np.int64) + start) * 1_000_000
-    return TradeColumns("BTCUSD", ts, ts / 1e9 + 1, np.full(n, 0.5), [f"i{start + k}" for k in range(n)] if ids else None)
+    return TradeColumns(
+        "BTCUSD", ts, ts / 1e9 + 1, np.full(n, 0.5), [f"i{start + k}" for k in range(n)] if ids else None
+    )
 
 
 def same(a, b):
-    return (a.symbol == b.symbol and np.array_equal(a.ts_ns, b.ts_ns) and np.array_equal(a.price, b.price)
-            and np.array_equal(a.size, b.size) and a.ids == b.ids)
+    return (
+        a.symbol == b.symbol
+        and np.array_equal(a.ts_ns, b.ts_ns)
+        and np.array_equal(a.price, b.price)
+        and np.array_equal(a.size, b.size)
+        and a.ids == b.ids
+    )
 
 
 def test_round_trip_and_read_after(tmp_path):

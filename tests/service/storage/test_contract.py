@@ -90,8 +90,10 @@ def as_dicts(batches, symbol):
     rows = []
     for b in batches:
         if b.symbol == symbol:
-            rows += [{"time": int(t) // NS, "ns": int(t), "price": float(p), "size": float(s)}
-                     for t, p, s in zip(b.ts_ns, b.price, b.size)]
+            rows += [
+                {"time": int(t) // NS, "ns": int(t), "price": float(p), "size": float(s)}
+                for t, p, s in zip(b.ts_ns, b.price, b.size)
+            ]
     rows.sort(key=lambda r: r["ns"])
     return rows
 
@@ -234,8 +236,13 @@ async def test_bars_before_is_the_newest_bars_across_gaps(store):
 
 async def test_lookups_symbols_last_ts_and_ids(store):
     ts = np.array([10 * NS, 10 * NS + 1, 11 * NS], dtype=np.int64)
-    await store.append([TradeColumns("LTCUSD", ts + NOW_MS * NS - 20 * NS, np.array([1.0, 2, 3]),
-                                     np.array([1.0, 1, 1]), ["a", None, "c"])])
+    await store.append(
+        [
+            TradeColumns(
+                "LTCUSD", ts + NOW_MS * NS - 20 * NS, np.array([1.0, 2, 3]), np.array([1.0, 1, 1]), ["a", None, "c"]
+            )
+        ]
+    )
     assert "LTCUSD" in await store.symbols()
     base = NOW_MS * NS - 20 * NS
     assert await store.last_ts_ns("LTCUSD", base + 10 * NS, base + 11 * NS) == base + 10 * NS + 1
@@ -273,16 +280,25 @@ async def test_data_and_watermarks_survive_a_restart(kit):
 
 
 def _with_ids(batches):
-    return [TradeColumns(b.symbol, b.ts_ns, b.price, b.size, [f"{b.symbol}-{k}-{i}" for i in range(len(b))])
-            for k, b in enumerate(batches)]
+    return [
+        TradeColumns(b.symbol, b.ts_ns, b.price, b.size, [f"{b.symbol}-{k}-{i}" for i in range(len(b))])
+        for k, b in enumerate(batches)
+    ]
 
 
 def _without(batches, symbol, keep_mask_of):
     out = []
     for b in batches:
         keep = keep_mask_of(b) if b.symbol == symbol else np.ones(len(b), dtype=bool)
-        out.append(TradeColumns(b.symbol, b.ts_ns[keep], b.price[keep], b.size[keep],
-                                None if b.ids is None else [i for i, k in zip(b.ids, keep) if k]))
+        out.append(
+            TradeColumns(
+                b.symbol,
+                b.ts_ns[keep],
+                b.price[keep],
+                b.size[keep],
+                None if b.ids is None else [i for i, k in zip(b.ids, keep) if k],
+            )
+        )
     return out
 
 
@@ -331,7 +347,8 @@ async def test_a_delete_of_nothing_changes_nothing(store):
     trades = synthetic(days=1)
     await store.append(trades)
     await store.run_downsampling(NOW_MS)
-    assert (await store.delete_trades("BTCUSD", from_ns=(NOW_MS + DAY_MS) * NS, to_ns=(NOW_MS + 2 * DAY_MS) * NS)
-            ).deleted == 0
+    assert (
+        await store.delete_trades("BTCUSD", from_ns=(NOW_MS + DAY_MS) * NS, to_ns=(NOW_MS + 2 * DAY_MS) * NS)
+    ).deleted == 0
     assert (await store.delete_trades("BTCUSD", ids=["nope"])).deleted == 0
     await check_all_resolutions(store, trades, from_ms=NOW_MS - DAY_MS)

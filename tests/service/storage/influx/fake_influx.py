@@ -110,7 +110,9 @@ class FakeInflux:
     def _org_ok(self, request: web.Request) -> web.Response | None:
         org = request.query.get("org")
         if org is not None and org != ORG:
-            return web.json_response({"code": "not found", "message": f'organization name "{org}" not found'}, status=404)
+            return web.json_response(
+                {"code": "not found", "message": f'organization name "{org}" not found'}, status=404
+            )
         return None
 
     # --- orgs, buckets, tasks ---
@@ -134,8 +136,12 @@ class FakeInflux:
 
     async def _post_bucket(self, request: web.Request) -> web.Response:
         body = await request.json()
-        bucket = {"id": f"b{next(self._ids)}", "name": body["name"], "orgID": body["orgID"],
-                  "retentionRules": body.get("retentionRules", [])}
+        bucket = {
+            "id": f"b{next(self._ids)}",
+            "name": body["name"],
+            "orgID": body["orgID"],
+            "retentionRules": body.get("retentionRules", []),
+        }
         self.buckets[bucket["name"]] = bucket
         return web.json_response(bucket, status=201)
 
@@ -161,8 +167,13 @@ class FakeInflux:
 
     async def _post_task(self, request: web.Request) -> web.Response:
         body = await request.json()
-        task = {"id": f"t{next(self._ids)}", "orgID": body["orgID"], "name": self._task_name(body["flux"]),
-                "flux": body["flux"], "status": body.get("status", "active")}
+        task = {
+            "id": f"t{next(self._ids)}",
+            "orgID": body["orgID"],
+            "name": self._task_name(body["flux"]),
+            "flux": body["flux"],
+            "status": body.get("status", "active"),
+        }
         self.tasks[task["id"]] = task
         return web.json_response(task, status=201)
 
@@ -178,8 +189,12 @@ class FakeInflux:
     async def _post_run(self, request: web.Request) -> web.Response:
         task_id = request.match_info["id"]
         body = await request.json() if request.can_read_body else {}
-        run = {"id": f"r{next(self._ids)}", "taskID": task_id, "status": "scheduled",
-               "scheduledFor": body.get("scheduledFor")}
+        run = {
+            "id": f"r{next(self._ids)}",
+            "taskID": task_id,
+            "status": "scheduled",
+            "scheduledFor": body.get("scheduledFor"),
+        }
         self.runs[task_id].append(run)
         if self.on_run is not None:
             self.on_run(self.tasks[task_id]["name"], run)
@@ -209,9 +224,15 @@ class FakeInflux:
         # valid gzip), so ``body`` is the line protocol and Content-Length the wire size
         body = await request.read()
         bucket = request.query["bucket"]
-        self.writes.append({"bucket": bucket, "gzip": request.headers.get("Content-Encoding") == "gzip",
-                            "precision": request.query.get("precision"), "lines": body.count(b"\n"),
-                            "bytes": request.content_length})
+        self.writes.append(
+            {
+                "bucket": bucket,
+                "gzip": request.headers.get("Content-Encoding") == "gzip",
+                "precision": request.query.get("precision"),
+                "lines": body.count(b"\n"),
+                "bytes": request.content_length,
+            }
+        )
         if self.write_failures:
             status = self.write_failures.pop(0)
             return web.json_response({"code": "internal error", "message": f"scripted failure {status}"}, status=status)
@@ -258,13 +279,17 @@ class FakeInflux:
             return self._status_answer(flux)
         if "schema.tagValues" in flux:
             buckets = [unflux(b) for b in re.findall(r"schema\.tagValues\(bucket: " + _STR, flux)]
-            values = sorted({tags["symbol"] for b in buckets for _, tags, _, _ in self.points.get(b, []) if "symbol" in tags})
+            values = sorted(
+                {tags["symbol"] for b in buckets for _, tags, _, _ in self.points.get(b, []) if "symbol" in tags}
+            )
             return [(["v"], [[v] for v in values])]
         if "latest = (bucket, m, field)" in flux:
             before = int(re.search(r"stop: time\(v: (\d+)\)", flux).group(1))
             out = []
             for b, m, f in re.findall(r"latest\(bucket: " + _STR + r", m: " + _STR + r", field: " + _STR, flux):
-                times = [t for tags, ff, _, t in self._series(unflux(b), unflux(m), symbol) if ff == unflux(f) and t < before]
+                times = [
+                    t for tags, ff, _, t in self._series(unflux(b), unflux(m), symbol) if ff == unflux(f) and t < before
+                ]
                 if times:
                     out.append((["t"], [[max(times) // 1_000_000]]))
             return out
@@ -285,8 +310,10 @@ class FakeInflux:
         for _, f, v, t in self._series(bucket, measurement, symbol):
             if lo <= t < hi and f in ("open", "high", "low", "close", "volume"):
                 rows[f].append([t, f, float(v)])
-        return [(["_time", "_field", "_value"], [[_rfc3339(t), f, v] for t, f, v in sorted(r)])
-                for _, r in sorted(rows.items())]
+        return [
+            (["_time", "_field", "_value"], [[_rfc3339(t), f, v] for t, f, v in sorted(r)])
+            for _, r in sorted(rows.items())
+        ]
 
     def _aggregate(self, bucket: str, symbol: str | None, lo: int, hi: int, every_ns: int):
         trades: dict[int, dict[str, Any]] = defaultdict(dict)
@@ -304,7 +331,9 @@ class FakeInflux:
                 bar[1], bar[2], bar[3], bar[4] = max(bar[1], p), min(bar[2], p), p, bar[4] + s
         tables = []
         for i, name in enumerate(("open", "high", "low", "close", "volume")):
-            tables.append((["_time", "_field", "_value"], [[_rfc3339(w), name, bar[i]] for w, bar in sorted(windows.items())]))
+            tables.append(
+                (["_time", "_field", "_value"], [[_rfc3339(w), name, bar[i]] for w, bar in sorted(windows.items())])
+            )
         return tables
 
     def _status_answer(self, flux: str):
@@ -327,7 +356,10 @@ class FakeInflux:
             starts = [v for t, f, v in found if f == "start_ms" and t > cursor]
             ends = [v for t, f, v in found if f == "end_ms" and t > cursor]
             if starts:
-                rows += [["tvflux_dirty", tier, "count", 0, len(starts)], ["tvflux_dirty", tier, "start_ms", 0, min(starts)]]
+                rows += [
+                    ["tvflux_dirty", tier, "count", 0, len(starts)],
+                    ["tvflux_dirty", tier, "start_ms", 0, min(starts)],
+                ]
             if ends:
                 rows.append(["tvflux_dirty", tier, "end_ms", 0, max(ends)])
         return [(["m", "tier", "f", "t", "v"], rows)]

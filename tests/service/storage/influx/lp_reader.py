@@ -58,5 +58,3 @@ def parse_line(line: str) -> tuple[str, dict[str, str], dict[str, object], int]:
 def parse(payload: bytes) -> list[tuple[str, dict[str, str], dict[str, object], int]]:
     assert payload.endswith(b"\n")
     return [parse_line(line) for line in payload.decode().split("\n")[:-1]]
-
-

@@ -69,7 +69,7 @@ def test_the_checker_rejects_broken_flux(flux_checker) -> None:
         "type error": task.replace("value: 0, when: working", 'value: "0", when: working'),
         "unknown aggregate": task.replace("agg: first", "agg: firstt"),
         "bad argument": task.replace("|> to(bucket: barsBucket)", "|> to(bukket: barsBucket)"),
-        "syntax": "from(bucket: \"b\" |> range(start: -1h)",
+        "syntax": 'from(bucket: "b" |> range(start: -1h)',
         "empty": "",
     }
     result = flux_checker({"fine": task, **broken})
@@ -87,7 +87,7 @@ def test_task_shape(tier: Tier) -> None:
     plan = default_plan()
     text = fr.render_task(plan, tier)
     assert "lastSuccess" not in text.replace("tasks.lastSuccess()", "")  # only named in a comment
-    assert "import \"influxdata/influxdb/tasks\"" not in text
+    assert 'import "influxdata/influxdb/tasks"' not in text
     # one from() per aggregate and pass, each pushed down as from |> range |> filter |> aggregateWindow
     assert text.count("aggregate(start:") == 12
     assert 'aggregateWindow(every: tierEvery, fn: agg, timeSrc: "_start", createEmpty: false)' in text
@@ -104,9 +104,11 @@ def test_task_shape(tier: Tier) -> None:
         assert f'tierName: "{tier.source}")' in text  # reads the source's watermark
         assert 'field: "trades", agg: sum, as: "trades"' in text
     for dep in plan.dependents(tier.name):
-        assert f'marker(tierName: "{dep.name}", at: time(v: wallMs * msNs), start: dirtyStartNs' in text  # passes spans up
+        assert (
+            f'marker(tierName: "{dep.name}", at: time(v: wallMs * msNs), start: dirtyStartNs' in text
+        )  # passes spans up
     every = fr.flux_duration(fr.task_every_ms(tier))
-    assert f"option task = {{name: \"tvflux-bars-{tier.name}\", every: {every}, offset: " in text
+    assert f'option task = {{name: "tvflux-bars-{tier.name}", every: {every}, offset: ' in text
     manual = fr.render_task(plan, tier, scheduled=False)
     assert f'cron: "{fr.MANUAL_CRON}"' in manual and "every:" not in manual.split("option task")[1].split("\n")[0]
     fast = fr.render_task(plan, tier, every_ms=1_000)  # the test-only schedule of `setup --task-every-s`
@@ -131,8 +133,17 @@ def test_task_schedule() -> None:
 
 @pytest.mark.parametrize(
     ("ms", "text"),
-    [(1, "1ms"), (1_500, "1500ms"), (5_000, "5s"), (60_000, "1m"), (90_000, "90s"), (HOUR_MS, "1h"),
-     (4 * HOUR_MS, "4h"), (DAY_MS, "1d"), (90 * DAY_MS, "90d")],
+    [
+        (1, "1ms"),
+        (1_500, "1500ms"),
+        (5_000, "5s"),
+        (60_000, "1m"),
+        (90_000, "90s"),
+        (HOUR_MS, "1h"),
+        (4 * HOUR_MS, "4h"),
+        (DAY_MS, "1d"),
+        (90 * DAY_MS, "90d"),
+    ],
 )
 def test_flux_duration(ms: int, text: str) -> None:
     assert fr.flux_duration(ms) == text
@@ -140,8 +151,14 @@ def test_flux_duration(ms: int, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "literal"),
-    [("BTCUSD", '"BTCUSD"'), ('a"b', '"a\\"b"'), ("a\\b", '"a\\\\b"'), ("${x}", '"\\${x}"'), ("$x", '"$x"'),
-     ("a\nb", '"a\\nb"')],
+    [
+        ("BTCUSD", '"BTCUSD"'),
+        ('a"b', '"a\\"b"'),
+        ("a\\b", '"a\\\\b"'),
+        ("${x}", '"\\${x}"'),
+        ("$x", '"$x"'),
+        ("a\nb", '"a\\nb"'),
+    ],
 )
 def test_flux_string(raw: str, literal: str) -> None:
     assert fr.flux_string(raw) == literal
@@ -208,7 +225,7 @@ class MiniFlux:
             self.take(")")
             self.take("=>")
             body = self.expr()
-            return lambda env: (lambda **kw: body({**env, **kw}))
+            return lambda env: lambda **kw: body({**env, **kw})
         if self.peek() == "if":
             self.take("if")
             cond = self.expr()
@@ -246,12 +263,18 @@ class MiniFlux:
             return q if (a >= 0) == (b > 0) else -q
 
         ops = {
-            "or": lambda e: left(e) or right(e), "and": lambda e: left(e) and right(e),
-            "<": lambda e: left(e) < right(e), "<=": lambda e: left(e) <= right(e),
-            ">": lambda e: left(e) > right(e), ">=": lambda e: left(e) >= right(e),
-            "==": lambda e: left(e) == right(e), "!=": lambda e: left(e) != right(e),
-            "+": lambda e: left(e) + right(e), "-": lambda e: left(e) - right(e),
-            "*": lambda e: left(e) * right(e), "/": lambda e: div(left(e), right(e)),
+            "or": lambda e: left(e) or right(e),
+            "and": lambda e: left(e) and right(e),
+            "<": lambda e: left(e) < right(e),
+            "<=": lambda e: left(e) <= right(e),
+            ">": lambda e: left(e) > right(e),
+            ">=": lambda e: left(e) >= right(e),
+            "==": lambda e: left(e) == right(e),
+            "!=": lambda e: left(e) != right(e),
+            "+": lambda e: left(e) + right(e),
+            "-": lambda e: left(e) - right(e),
+            "*": lambda e: left(e) * right(e),
+            "/": lambda e: div(left(e), right(e)),
         }
         return ops[op]
 
@@ -337,9 +360,13 @@ def window_cases(tier: Tier, rng: random.Random):
     for _ in range(80):
         # now often just past a bar boundary, where the grace decides whether the bar closes
         now = rng.choice([base, tier.floor(base) + rng.randrange(0, 10_000)])
-        wm = rng.choice([None, tier.floor(now - rng.randrange(0, 200 * DAY_MS)), tier.floor(now), tier.floor(now) + tier.size_ms])
+        wm = rng.choice(
+            [None, tier.floor(now - rng.randrange(0, 200 * DAY_MS)), tier.floor(now), tier.floor(now) + tier.size_ms]
+        )
         src = None if tier.source == RAW else rng.choice([None, tier.floor(now - rng.randrange(0, 3 * DAY_MS)), now])
-        earliest_ms = rng.choice([None, now - rng.randrange(0, 400 * DAY_MS), now - rng.randrange(0, tier.size_ms), now + 10])
+        earliest_ms = rng.choice(
+            [None, now - rng.randrange(0, 400 * DAY_MS), now - rng.randrange(0, tier.size_ms), now + 10]
+        )
         yield wm, src, earliest_ms, now
 
 
@@ -354,7 +381,13 @@ def test_task_windows_are_exactly_plan_next_window(plan: Plan) -> None:
             earliest_ns = None if earliest_ms is None else earliest_ms * 1_000_000 + 123
             want = plan.next_window(tier, watermark_ms=wm, source_watermark_ms=src, earliest_ms=earliest_ms, now_ms=now)
             got = flux_window(plan, tier, wm, src, earliest_ns, now)
-            assert got == (None if want is None else (want.start_ms, want.end_ms)), (tier.name, wm, src, earliest_ms, now)
+            assert got == (None if want is None else (want.start_ms, want.end_ms)), (
+                tier.name,
+                wm,
+                src,
+                earliest_ms,
+                now,
+            )
             checked += 1
     assert checked > 100
 
@@ -388,7 +421,16 @@ def test_task_dirty_windows_cover_marked_spans_below_the_watermark(tier: Tier) -
             dirtyFrom=[] if lo is None else [lo],
             dirtyTo=[] if lo is None else [hi],
         )
-        names = ["hasMarkers", "newCursorNs", "hasSpan", "dirtyStartNs", "dirtyLimitNs", "dirtyEndNs", "hasDirty", "hasRest"]
+        names = [
+            "hasMarkers",
+            "newCursorNs",
+            "hasSpan",
+            "dirtyStartNs",
+            "dirtyLimitNs",
+            "dirtyEndNs",
+            "hasDirty",
+            "hasRest",
+        ]
         for stmt in statements(text, names):
             interp.run(stmt)
         env = interp.env

@@ -109,7 +109,7 @@ def test_measurement_names_are_escaped(measurement: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "trade_id", ['plain', 'with "quotes"', "back\\slash", 'end\\', '\\"', "comma, space=eq", "ünïcode ✓", ""]
+    "trade_id", ["plain", 'with "quotes"', "back\\slash", "end\\", '\\"', "comma, space=eq", "ünïcode ✓", ""]
 )
 def test_id_strings_are_escaped_and_round_trip(trade_id: str) -> None:
     payload = encode_trades("S", np.array([T0, T0 + 1]), np.array([1.0, 2.0]), np.array([3.0, 4.0]), [trade_id, None])
@@ -169,7 +169,9 @@ def test_empty_input_encodes_to_nothing() -> None:
 
 
 def test_bars_write_trade_counts_as_integers() -> None:
-    payload = encode_bars("bars_1m", "S", [0, 60_000], [1.0, 2.0], [3.0, 4.0], [0.5, 1.0], [2.5, 3.5], [10.0, 0.25], [7, 1])
+    payload = encode_bars(
+        "bars_1m", "S", [0, 60_000], [1.0, 2.0], [3.0, 4.0], [0.5, 1.0], [2.5, 3.5], [10.0, 0.25], [7, 1]
+    )
     rows = parse(payload)
     merged: dict[int, dict[str, object]] = {}
     for m, tags, fields, ts in rows:

@@ -53,15 +53,25 @@ TIER_RESOLUTION = {"1m": "1", "5m": "5", "15m": "15", "1h": "60", "4h": "240", "
 
 def deployment_env(server, tag: str) -> dict[str, str]:
     suffix = f"{tag}_{uuid.uuid4().hex[:6]}"
-    return {**server.env, "TVFLUX_INFLUX_BUCKET": f"rs_trades_{suffix}", "TVFLUX_INFLUX_BARS_BUCKET": f"rs_bars_{suffix}",
-            "TVFLUX_INFLUX_STATUS_BUCKET": f"rs_status_{suffix}"}
+    return {
+        **server.env,
+        "TVFLUX_INFLUX_BUCKET": f"rs_trades_{suffix}",
+        "TVFLUX_INFLUX_BARS_BUCKET": f"rs_bars_{suffix}",
+        "TVFLUX_INFLUX_STATUS_BUCKET": f"rs_status_{suffix}",
+    }
 
 
 def tvflux(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """The real CLI in a subprocess (``tvflux influx …``)."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("TVFLUX_")} | env
-    return subprocess.run([sys.executable, "-m", "service.ops.cli", *args], cwd=ROOT, env=full,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "service.ops.cli", *args],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def make_store(env: dict[str, str]) -> InfluxStore:
@@ -83,10 +93,12 @@ async def until(predicate, timeout_s: float, what: str, poll_s: float = 0.25):
 
 async def status_points(store: InfluxStore, measurement: str, field: str) -> dict[str, list[tuple[int, int]]]:
     """tier -> every ``(point time ns, value)`` of a status series, oldest first."""
-    flux = (f"from(bucket: {fr.flux_string(store._names.status_bucket)})\n"
-            f"    |> range(start: {fr.FAR_PAST}, stop: {fr.FAR_FUTURE})\n"
-            f"    |> filter(fn: (r) => r._measurement == {fr.flux_string(measurement)} and r._field == {fr.flux_string(field)})\n"
-            "    |> map(fn: (r) => ({tier: r.tier, t: int(v: r._time), v: int(v: r._value)}))\n")
+    flux = (
+        f"from(bucket: {fr.flux_string(store._names.status_bucket)})\n"
+        f"    |> range(start: {fr.FAR_PAST}, stop: {fr.FAR_FUTURE})\n"
+        f"    |> filter(fn: (r) => r._measurement == {fr.flux_string(measurement)} and r._field == {fr.flux_string(field)})\n"
+        "    |> map(fn: (r) => ({tier: r.tier, t: int(v: r._time), v: int(v: r._value)}))\n"
+    )
     out: dict[str, list[tuple[int, int]]] = {}
     async for tier, t, v in store._rows(flux, ("tier", "t", "v")):
         out.setdefault(tier, []).append((int(t), int(v)))
@@ -95,7 +107,9 @@ async def status_points(store: InfluxStore, measurement: str, field: str) -> dic
 
 async def tier_rows(store: InfluxStore, tier: str, symbol: str, start_ms: int, stop_ms: int):
     rows = BarRows()
-    async for t, f, v in store._rows(fq.tier_bars_query(store._names, tier, symbol, start_ms, stop_ms), fq.BAR_COLUMN_NAMES):
+    async for t, f, v in store._rows(
+        fq.tier_bars_query(store._names, tier, symbol, start_ms, stop_ms), fq.BAR_COLUMN_NAMES
+    ):
         rows.add(rfc3339_ms(t), f, float(v))
     return rows.sorted()
 
@@ -122,8 +136,9 @@ def since(batches: list[TradeColumns], from_ms: int) -> list[TradeColumns]:
     return out
 
 
-def assert_tiers_match_reference(got_by_tier: dict[str, list], trades: list[TradeColumns], symbol: str,
-                                 from_ms: int, to_ms: int) -> None:
+def assert_tiers_match_reference(
+    got_by_tier: dict[str, list], trades: list[TradeColumns], symbol: str, from_ms: int, to_ms: int
+) -> None:
     rows = as_dicts(trades, symbol)
     for tier in PLAN.tiers:
         res = parse_resolution(TIER_RESOLUTION[tier.name])
@@ -258,7 +273,8 @@ async def test_scheduler_backfills_chunk_by_chunk_then_runs_one_window(backfille
             run_ms = [v for _, v in took[tier.name]]
             report_numbers.append(
                 f"{tier.name}: {len(seen)} windows ({len(windows) - len(seen)} overlapping repeats), "
-                f"{unique_rows} bars written for {bars} stored, run took median {int(np.median(run_ms))} ms")
+                f"{unique_rows} bars written for {bars} stored, run took median {int(np.median(run_ms))} ms"
+            )
         report_numbers.append(f"caught up in {backfilled.caught_up_at - backfilled.started:.1f}s")
     finally:
         await store.close()
@@ -290,10 +306,15 @@ async def test_history_matches_an_independent_aggregation_past_the_watermarks(ba
             rows = as_dicts(trades, symbol)
             for text in SUPPORTED:
                 res = parse_resolution(text)
-                lo = res.bucket_start_ms(now_ms - (2 * 3_600_000 if res.size_ms and res.size_ms < MINUTE_MS else 3 * DAY_MS))
+                lo = res.bucket_start_ms(
+                    now_ms - (2 * 3_600_000 if res.size_ms and res.size_ms < MINUTE_MS else 3 * DAY_MS)
+                )
                 hi_end = res.next_start_ms(res.bucket_start_ms(to_ms - 1))
-                want = [w for w in reference_bars([r for r in rows if lo <= r["time"] < hi_end], res)
-                        if lo <= w["time"] < to_ms]
+                want = [
+                    w
+                    for w in reference_bars([r for r in rows if lo <= r["time"] < hi_end], res)
+                    if lo <= w["time"] < to_ms
+                ]
                 assert_same_bars(await store.bars(symbol, res, lo, to_ms), want)
     finally:
         await store.close()
@@ -309,11 +330,15 @@ async def test_a_late_trade_is_rebuilt_in_every_tier_by_the_scheduler(backfilled
         await store.append([late])
         # history has it at once (the marker's span is read from raw trades meanwhile)
         day = parse_resolution("1D")
-        assert (await store.bars("BTCUSD", day, day.bucket_start_ms(late_ms), day.bucket_start_ms(late_ms) + DAY_MS))[0].high == 1e9
+        assert (await store.bars("BTCUSD", day, day.bucket_start_ms(late_ms), day.bucket_start_ms(late_ms) + DAY_MS))[
+            0
+        ].high == 1e9
 
         async def rebuilt():
             for tier in PLAN.tiers:
-                got = await tier_rows(store, tier.name, "BTCUSD", tier.floor(late_ms), tier.floor(late_ms) + tier.size_ms)
+                got = await tier_rows(
+                    store, tier.name, "BTCUSD", tier.floor(late_ms), tier.floor(late_ms) + tier.size_ms
+                )
                 if not got or got[0][1][1] != 1e9:
                     return False
             return True
@@ -377,7 +402,9 @@ async def test_restart_in_the_middle_of_a_backfill_resumes_from_the_watermarks(i
                 want = await _bars_by_tier(ref, symbol, cut_ms, hi)
                 for tier in PLAN.tiers:
                     touched = tier.floor(late_ms)
-                    assert [r for r in got[tier.name] if r[0] != touched] == [r for r in want[tier.name] if r[0] != touched]
+                    assert [r for r in got[tier.name] if r[0] != touched] == [
+                        r for r in want[tier.name] if r[0] != touched
+                    ]
         finally:
             await ref.close()
     finally:
@@ -416,7 +443,9 @@ async def test_manual_runs_during_scheduled_runs_leave_correct_bars(influx_serve
         runs = {t.name: await admin.recent_runs(store._task_ids[t.name], limit=100) for t in PLAN.tiers}
         failed = [r for rs in runs.values() for r in rs if r.status == "failed"]
         assert not failed, failed[0].log[-2:]
-        report_numbers.append(f"overlap test: {posted} manual runs posted, "
-                              f"{sum(len(v) for v in marks.values())} watermark advances, {repeated} repeated")
+        report_numbers.append(
+            f"overlap test: {posted} manual runs posted, "
+            f"{sum(len(v) for v in marks.values())} watermark advances, {repeated} repeated"
+        )
     finally:
         await store.destroy()

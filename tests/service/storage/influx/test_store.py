@@ -68,7 +68,10 @@ def tier_resolution(size_ms: int):
 
 
 def as_dicts(cols: TradeColumns) -> list[dict]:
-    return [{"time": int(t) // NS, "price": float(p), "size": float(s)} for t, p, s in zip(cols.ts_ns, cols.price, cols.size)]
+    return [
+        {"time": int(t) // NS, "price": float(p), "size": float(s)}
+        for t, p, s in zip(cols.ts_ns, cols.price, cols.size)
+    ]
 
 
 # --- start: setup and clear failures --------------------------------------------------
@@ -85,6 +88,7 @@ async def test_start_creates_buckets_and_tasks_once(fake) -> None:
     by_name = {t["name"]: t for t in fake.tasks.values()}
     for tier in default_plan().tiers:
         assert by_name[f"tvflux-bars-{tier.name}"]["flux"] == fr.render_task(default_plan(), tier)
+
     def changes():
         return [r for r in fake.requests if r[0] in ("POST", "PATCH") and r[1] != "/api/v2/query"]
 
@@ -248,10 +252,20 @@ def test_retry_classification() -> None:
 async def seed_tier(fake, tier: str, symbol: str, rows: list[dict], wm_ms: int, bucket: str = "bars") -> None:
     rows = [r for r in rows if r["time"] < wm_ms]
     if rows:
-        fake.put(bucket, encode_bars(
-            f"bars_{tier}", symbol, [r["time"] for r in rows], [r["open"] for r in rows], [r["high"] for r in rows],
-            [r["low"] for r in rows], [r["close"] for r in rows], [r["volume"] for r in rows], [1] * len(rows),
-        ))
+        fake.put(
+            bucket,
+            encode_bars(
+                f"bars_{tier}",
+                symbol,
+                [r["time"] for r in rows],
+                [r["open"] for r in rows],
+                [r["high"] for r in rows],
+                [r["low"] for r in rows],
+                [r["close"] for r in rows],
+                [r["volume"] for r in rows],
+                [1] * len(rows),
+            ),
+        )
     fake.status_point("tvflux_watermark", tier, "watermark_ms", wm_ms, wm_ms * NS)
 
 
@@ -260,8 +274,14 @@ async def test_history_composes_tiers_and_raw_exactly(store, fake) -> None:
     await store.append([cols])
     all_rows = as_dicts(cols)
     # as if the tasks had run partially: tiers finished up to different points
-    marks = {"1m": T0_MS + 40 * HOUR_MS, "5m": T0_MS + 30 * HOUR_MS, "15m": T0_MS + 20 * HOUR_MS,
-             "1h": T0_MS + 18 * HOUR_MS, "4h": T0_MS + 16 * HOUR_MS, "1d": T0_MS + DAY_MS}
+    marks = {
+        "1m": T0_MS + 40 * HOUR_MS,
+        "5m": T0_MS + 30 * HOUR_MS,
+        "15m": T0_MS + 20 * HOUR_MS,
+        "1h": T0_MS + 18 * HOUR_MS,
+        "4h": T0_MS + 16 * HOUR_MS,
+        "1d": T0_MS + DAY_MS,
+    }
     for tier in default_plan().tiers:
         rows = reference_bars(all_rows, tier_resolution(tier.size_ms))
         await seed_tier(fake, tier.name, "BTCUSD", rows, marks[tier.name])
@@ -313,8 +333,9 @@ async def test_run_downsampling_triggers_runs_until_the_edge(store, fake) -> Non
         assert run["scheduledFor"].startswith("2023-11-16T00:00:00")
         wms = {m[1]["tier"]: m[2]["watermark_ms"] for m in fake.points["tvflux_status"] if m[0] == "tvflux_watermark"}
         src = None if tier.source == "trades" else wms.get(tier.source)
-        window = plan.next_window(tier, watermark_ms=wms.get(tier.name), source_watermark_ms=src,
-                                  earliest_ms=T0_MS, now_ms=now_ms)
+        window = plan.next_window(
+            tier, watermark_ms=wms.get(tier.name), source_watermark_ms=src, earliest_ms=T0_MS, now_ms=now_ms
+        )
         if window is not None:
             fake.status_point("tvflux_watermark", tier.name, "watermark_ms", window.end_ms, window.end_ms * NS)
             fake.status_point("tvflux_run", tier.name, "rows", 7, window.end_ms * NS)
@@ -373,7 +394,9 @@ async def test_status_counts_pending_dirty_markers_and_reports_consumed_ones(sto
 
 
 def test_csv_reader_handles_tables_quotes_and_errors() -> None:
-    text = csv_tables([(["t", "f", "v"], [[1, "open", 1.5], [2, "open", 2.5]]), (["x", "t", "f", "v"], [["a,b", 3, 'c"d', 0.1]])])
+    text = csv_tables(
+        [(["t", "f", "v"], [[1, "open", 1.5], [2, "open", 2.5]]), (["x", "t", "f", "v"], [["a,b", 3, 'c"d', 0.1]])]
+    )
     rows = list(CsvReader(("t", "f", "v")).rows(text.splitlines(keepends=True)))
     assert rows == [("1", "open", "1.5"), ("2", "open", "2.5"), ("3", 'c"d', "0.1")]
     with pytest.raises(QueryFailed, match="boom"):
@@ -424,11 +447,18 @@ def test_segments_compose_to_exact_bars_for_every_resolution(seed: int) -> None:
 def test_segments_follow_the_chain_and_never_overlap() -> None:
     plan = default_plan()
     res = parse_resolution("1D")
-    marks = {"1m": 10 * DAY_MS + 7 * MINUTE_MS, "5m": 10 * DAY_MS + 5 * MINUTE_MS, "15m": 10 * DAY_MS,
-             "1h": 9 * DAY_MS + 5 * HOUR_MS, "4h": 9 * DAY_MS + 4 * HOUR_MS, "1d": 9 * DAY_MS}
+    marks = {
+        "1m": 10 * DAY_MS + 7 * MINUTE_MS,
+        "5m": 10 * DAY_MS + 5 * MINUTE_MS,
+        "15m": 10 * DAY_MS,
+        "1h": 9 * DAY_MS + 5 * HOUR_MS,
+        "4h": 9 * DAY_MS + 4 * HOUR_MS,
+        "1d": 9 * DAY_MS,
+    }
     segs = plan_segments(plan, res, 5 * DAY_MS, 11 * DAY_MS, marks)
     assert segs == [
-        Segment(5 * DAY_MS, 9 * DAY_MS, "1d"), Segment(9 * DAY_MS, 9 * DAY_MS + 4 * HOUR_MS, "4h"),
+        Segment(5 * DAY_MS, 9 * DAY_MS, "1d"),
+        Segment(9 * DAY_MS, 9 * DAY_MS + 4 * HOUR_MS, "4h"),
         Segment(9 * DAY_MS + 4 * HOUR_MS, 9 * DAY_MS + 5 * HOUR_MS, "1h"),
         Segment(9 * DAY_MS + 5 * HOUR_MS, 10 * DAY_MS, "15m"),
         Segment(10 * DAY_MS, 10 * DAY_MS + 5 * MINUTE_MS, "5m"),
