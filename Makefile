@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NPM_STAMP := frontend/node_modules/.installed
 FLUXCHECK_STAMP := tests/fluxcheck/node_modules/.installed
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test lint test-fast bench clean
 
 install: $(STAMP) $(NPM_STAMP)
 
@@ -27,8 +27,14 @@ $(FLUXCHECK_STAMP): tests/fluxcheck/package.json tests/fluxcheck/package-lock.js
 run: install
 	$(BIN)/tvflux serve
 
-test: install $(FLUXCHECK_STAMP)
-	$(BIN)/pytest -q
+test: install $(FLUXCHECK_STAMP) lint
+	$(BIN)/pytest -q --durations=15
+
+# ruff (lint + format check) over the code, mypy over service/: part of `make test`
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: install
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
