@@ -83,18 +83,20 @@ def previous_time_query(names: Names, symbol: str, before_ms: int, tier_names: l
     sources.extend((names.bars_bucket, measurement(t), "close") for t in tier_names)
     if not sources:
         raise ValueError("previous_time_query needs at least one source")
-    parts = [
-        f"        latest(bucket: {flux_string(b)}, m: {flux_string(m)}, field: {flux_string(f)}),"
-        for b, m, f in sources
-    ]
+    calls = [f"latest(bucket: {flux_string(b)}, m: {flux_string(m)}, field: {flux_string(f)})" for b, m, f in sources]
+    # union() needs two streams at least: one source is queried on its own
+    body = (
+        calls[0]
+        if len(calls) == 1
+        else "union(\n    tables: [\n" + "".join(f"        {c},\n" for c in calls) + "    ],\n)"
+    )
     return (
         "latest = (bucket, m, field) => from(bucket: bucket)\n"
         f"    |> range(start: {FAR_PAST}, stop: {flux_time_ns(before_ms * MS_NS)})\n"
         f"    |> filter(fn: (r) => r._measurement == m and r.symbol == {flux_string(symbol)} and r._field == field)\n"
         "    |> last()\n"
         "    |> map(fn: (r) => ({t: int(v: r._time) / 1000000}))\n"
-        "\n"
-        "union(\n    tables: [\n" + "\n".join(parts) + "\n    ],\n)\n"
+        "\n" + body + "\n"
     )
 
 

@@ -220,8 +220,6 @@ async def test_bars_before_is_the_newest_bars_across_gaps(store):
     rows = as_dicts(old + recent, "BTCUSD")
     for text in SUPPORTED:
         res = parse_resolution(text)
-        if store.kind == "influx" and res.size_ms is not None and res.size_ms < 60_000:
-            continue  # previous_time_query with raw trades alone: Flux union() of one stream (reported)
         # ``to`` after the data, in the quiet stretch, at the end of the busy day, before all
         # data (NOW - 14 days is 1 Nov): never inside a bucket holding trades after it, where
         # the stores may differ (whole buckets or trades before ``to``)
