@@ -319,6 +319,11 @@ def test_following_the_docs_gives_a_live_chart_from_influxdb_tiers(influx_server
         assert ohlc(stored) == ohlc(want), tier
         assert ohlc(body["bars"]) == ohlc(want), tier
         assert [b["volume"] for b in body["bars"]] == pytest.approx([b["volume"] for b in stored], rel=1e-9)
+        # the UDF protocol serves the same bars (times in seconds, columns per field)
+        status, udf = server.get(f"/udf/history?symbol=BTCUSD&resolution={res}&from={lo // 1000}&to={wm // 1000}")
+        assert status == 200 and udf["s"] == "ok", udf
+        assert udf["t"] == [b["time"] // 1000 for b in want], tier
+        assert list(zip(udf["o"], udf["h"], udf["l"], udf["c"], strict=True)) == [o[1:] for o in ohlc(want)], tier
     # and the chart-opening request answers from them too
     status, page = server.get("/api/bars?symbol=BTCUSD&resolution=5&countback=300")
     assert status == 200 and len(page["bars"]) >= 20, page
