@@ -39,9 +39,10 @@ DIRTY_CURSOR = "tvflux_dirty_cursor"
 RUN = "tvflux_run"
 TRADES = "trades"
 
-# A run that dies keeps its tier locked this long; runs that take longer may overlap
-# (harmless: runs are idempotent).
-LEASE_MS = 5 * MINUTE_MS
+# A run that dies (influxd killed mid-run) keeps its tier locked this long, so it bounds how
+# long downsampling stalls after a crash; runs that take longer may overlap (harmless: runs
+# are idempotent). Runs are chunk-bounded and take seconds, so a minute is ample.
+LEASE_MS = MINUTE_MS
 
 # (source field, Flux aggregate, bar field) — one from() each, so storage pushes it down
 RAW_AGGREGATES = (
