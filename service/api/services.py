@@ -29,6 +29,7 @@ from service.core.synthetic import SyntheticMarket
 from service.runtime.audit import AuditEntry, AuditLog
 from service.runtime.clock import now_ms
 from service.runtime.downsampler import Downsampler
+from service.runtime.fanout import LiveHub
 from service.runtime.history import History, SymbolSet
 from service.runtime.hotwindow import HotWindow
 from service.runtime.hub import Hub
@@ -47,8 +48,23 @@ def services_of(conn: ASGIConnection[Any, Any, Any, Any]) -> Services:
     return services
 
 
-class Services:
+class LiveServices:
+    """What the live endpoints (``/ws``, ``/api/stream``) need: the core's :class:`Services`
+    and an edge's :class:`~service.edge.app.EdgeServices` are both one."""
+
+    settings: Settings
+    hub: LiveHub
+    symbols: SymbolSet
+    connections: ConnectionLimiter
+
+    def require_ready(self) -> None:
+        raise NotImplementedError
+
+
+class Services(LiveServices):
     """Everything a request handler may need, built once per app."""
+
+    hub: Hub
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
@@ -82,7 +98,7 @@ class Services:
             timeout_s=settings.history_timeout_s,
             hot=hot,
         )
-        self.hub = Hub(self._live_history, now_ms)
+        self.hub = Hub(self._live_history, now_ms, push_interval_ms=settings.push_interval_ms)
         self.ingest_rate = RateMeter()
         self.ingestor = Ingestor(
             self.store,
@@ -310,3 +326,4 @@ class ConnectionLimiter:
 # How handlers ask for the services: an explicit named dependency (``create_app``
 # provides "services"), which Litestar 3 requires and 2.x warns about when inferred.
 ServicesDep = NamedDependency[Services]
+LiveServicesDep = NamedDependency[LiveServices]

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from litestar import Request, WebSocket, get, websocket
@@ -24,8 +24,9 @@ from litestar.response.sse import ServerSentEventMessage
 from service.api.auth import check_ingest
 from service.api.errors import ws_error
 from service.api.http import Query, required_params
-from service.api.services import Services, ServicesDep
-from service.core.errors import InvalidMessage, TvfluxError
+from service.api.services import LiveServices, LiveServicesDep, ServicesDep
+from service.api.wsproto import DIRECT_WRITE
+from service.core.errors import InvalidMessage, Overloaded, TvfluxError
 from service.core.models import (
     ClientMessage,
     ErrorMessage,
@@ -33,31 +34,32 @@ from service.core.models import (
     Ping,
     Pong,
     Subscribe,
+    Subscribed,
     TradesDecoder,
     Unsubscribe,
 )
 from service.core.resolution import parse_resolution
 from service.runtime.clock import now_ms
-from service.runtime.hub import Client, Hub
+from service.runtime.fanout import PROTOCOL_V2, Client, Writer, topic_name
 
 log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 4008  # the client did not read fast enough and was cut off
 CLOSE_UNAUTHORIZED = 4401  # ingest without a valid token
 CLOSE_TOO_MANY = 4029  # too many connections from this client address
+CLOSE_BAD_REQUEST = 4400  # the connection's URL asks for something we do not speak
 _client_decoder = msgspec.json.Decoder(ClientMessage)
 _trades_json = TradesDecoder("json")
 _trades_msgpack = TradesDecoder("msgpack")
 _encode = msgspec.json.Encoder().encode
 
 
-async def _send_loop(
-    socket: WebSocket, client: Client, push_interval_s: float, send_timeout_s: float, counter: Hub
-) -> None:
-    """The connection's only writer. Sleeping ``push_interval_s`` after each send is what
-    coalesces updates: whatever changed meanwhile goes out as one latest bar."""
+async def _send_loop(socket: WebSocket, client: Client, send_timeout_s: float) -> None:
+    """The writer of a connection whose frames queue (no direct transport write: e.g.
+    under the ASGI test client). Under ``tvflux serve`` frames are written where they are
+    produced and this task only waits for a cut-off."""
     loop = asyncio.get_running_loop()
-    while True:
+    while client.cut_reason is None:
         await client.wake.wait()
         client.wake.clear()
         frames = client.take()
@@ -69,33 +71,39 @@ async def _send_loop(
                     await socket.send_text(frame.decode())
         except TimeoutError:
             client.cut(f"a send took longer than {send_timeout_s}s")
-        counter.frames_sent += len(frames)
-        if client.cut_reason is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    socket.close(code=CLOSE_TOO_SLOW, reason="too slow: " + client.cut_reason[:80]), 1
-                )
-            return
-        if push_interval_s > 0:
-            await asyncio.sleep(push_interval_s)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(socket.close(code=CLOSE_TOO_SLOW, reason="too slow: " + client.cut_reason[:80]), 1)
+
+
+def _protocol_version(socket: WebSocket) -> int:
+    version = socket.query_params.get("v", "1")
+    if version not in ("1", "2"):
+        raise InvalidMessage(f"unknown protocol version v={version[:16]}: use v=1 or v=2")
+    return int(version)
 
 
 @websocket("/ws")
-async def ws_bars(socket: WebSocket, services: ServicesDep) -> None:
+async def ws_bars(socket: WebSocket, services: LiveServicesDep) -> None:
     settings = services.settings
     hub = services.hub
     await socket.accept()
     address = _address(socket)
     try:
+        version = _protocol_version(socket)
         services.connections.acquire(address)
     except TvfluxError as exc:
-        await _refuse(socket, exc, CLOSE_TOO_MANY)
+        await _refuse(socket, exc, CLOSE_TOO_MANY if isinstance(exc, Overloaded) else CLOSE_BAD_REQUEST)
         return
-    client = Client(settings.client_queue_max, name=address)
-    hub.register(client)
-    sender = asyncio.create_task(
-        _send_loop(socket, client, settings.push_interval_ms / 1000, settings.send_timeout_s, hub)
+    write = cast("Writer | None", (socket.scope.get("extensions") or {}).get(DIRECT_WRITE))
+    client = Client(
+        address,
+        version=version,
+        write=write,
+        buffer_max_bytes=settings.client_buffer_max_bytes,
+        send_timeout_s=settings.send_timeout_s,
     )
+    hub.register(client)
+    sender = asyncio.create_task(_send_loop(socket, client, settings.send_timeout_s))
     try:
         while True:
             # Wait for the client's next message *or* the sender's end (a cut-off client
@@ -121,17 +129,21 @@ async def ws_bars(socket: WebSocket, services: ServicesDep) -> None:
                         raise InvalidMessage(
                             f"at most {settings.max_subscriptions_per_connection} subscriptions per connection"
                         )
+                    if version == PROTOCOL_V2:
+                        # before the open bar, which subscribe() sends
+                        client.send(_encode(Subscribed(msg.id, topic_name((msg.symbol, resolution)))))
                     await hub.subscribe(client, msg.id, msg.symbol, resolution)
                 elif isinstance(msg, Unsubscribe):
                     hub.unsubscribe(client, msg.id)
                 elif isinstance(msg, Ping):
-                    client.offer_control(_encode(Pong()))
+                    client.send(_encode(Pong()))
             except (TvfluxError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-                client.offer_control(_encode(ws_error(exc, sub_id)))
+                client.send(_encode(ws_error(exc, sub_id)))
     finally:
         services.connections.release(address)
         hub.unregister(client)
-        sender.cancel()
+        if client.cut_reason is None:
+            sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
 
@@ -168,7 +180,7 @@ async def ws_ingest(socket: WebSocket, services: ServicesDep) -> None:
 
 @get("/api/stream")
 async def sse_stream(
-    request: Request, services: ServicesDep, symbol: Query = None, resolution: Query = None
+    request: Request, services: LiveServicesDep, symbol: Query = None, resolution: Query = None
 ) -> ServerSentEvent:
     required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
@@ -177,7 +189,7 @@ async def sse_stream(
     res = parse_resolution(resolution or "")
     address = _address(request)
     services.connections.acquire(address)
-    client = Client(services.settings.client_queue_max, name=address)
+    client = Client(address, buffer_max_bytes=services.settings.client_buffer_max_bytes)
     services.hub.register(client)
     try:
         await services.hub.subscribe(client, "stream", symbol, res)
@@ -205,8 +217,9 @@ async def _refuse(socket: WebSocket, exc: TvfluxError, code: int) -> None:
         await socket.close(code=code, reason=exc.message[:120])
 
 
-async def _sse_events(services: Services, client: Client, address: str) -> AsyncIterator[str | ServerSentEventMessage]:
-    push_interval_s = services.settings.push_interval_ms / 1000
+async def _sse_events(
+    services: LiveServices, client: Client, address: str
+) -> AsyncIterator[str | ServerSentEventMessage]:
     try:
         while client.cut_reason is None:
             try:
@@ -215,12 +228,8 @@ async def _sse_events(services: Services, client: Client, address: str) -> Async
                 yield ServerSentEventMessage(comment="keep-alive")  # proxies close idle streams
                 continue
             client.wake.clear()
-            frames = client.take()
-            services.hub.frames_sent += len(frames)
-            for frame in frames:
+            for frame in client.take():
                 yield frame.decode()
-            if push_interval_s > 0:
-                await asyncio.sleep(push_interval_s)
     finally:
         services.hub.unregister(client)
         services.connections.release(address)

@@ -1,5 +1,11 @@
-"""The WebSocket protocol ``tvflux serve`` gives uvicorn: uvicorn's own, except that a
-frame over ``TVFLUX_MAX_FRAME_BYTES`` gets an error message before the close.
+"""The WebSocket protocol ``tvflux serve`` gives uvicorn: uvicorn's own, except that
+
+* a frame over ``TVFLUX_MAX_FRAME_BYTES`` gets an error message before the close, and
+* the application may write whole text frames straight into the transport
+  (:data:`DIRECT_WRITE`, an ASGI scope extension): the fan-out writes a push to thousands
+  of connections as plain non-blocking writes, without an ``await`` and a task switch per
+  frame through Litestar's and uvicorn's send path. The writer returns the bytes the
+  transport still holds, which is how a client that stopped reading is detected.
 
 The size limit is enforced by the WebSocket library while it reads a frame's header, before
 the application sees anything (so an oversized frame is never buffered). Left alone, it
@@ -16,8 +22,23 @@ from websockets.protocol import State
 
 from service.api.errors import frame_too_large
 
+DIRECT_WRITE = "tvflux.direct_write"
+
 
 class FrameLimitProtocol(WebSocketProtocol):
+    async def run_asgi(self) -> None:
+        extensions: dict[str, object] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
+        extensions[DIRECT_WRITE] = self.write_text_now
+        await super().run_asgi()
+
+    def write_text_now(self, frame: bytes) -> int:
+        """Write one text frame now; the bytes still unsent. Raises once the connection
+        is no longer open (the handler then ends it)."""
+        if self.state is not State.OPEN:
+            raise ConnectionError(f"websocket {self.state.name.lower()}")
+        self.write_frame_sync(True, Opcode.TEXT, frame)
+        return self.transport.get_write_buffer_size()
+
     def fail_connection(self, code: int = CloseCode.ABNORMAL_CLOSURE, reason: str = "") -> None:
         if code == CloseCode.MESSAGE_TOO_BIG and self.state is State.OPEN:
             limit = int(self.max_size or 0)

@@ -263,6 +263,35 @@ class ResetMessage(msgspec.Struct, frozen=True, tag_field="type", tag="reset"):
     id: str
 
 
+# Protocol v2 (``/ws?v=2``): a series' frames name its topic (``<symbol>@<resolution>``)
+# and are the same bytes for every subscriber (service/runtime/fanout.py splices them).
+
+
+class Subscribed(msgspec.Struct, frozen=True, tag_field="type", tag="subscribed"):
+    """v2: subscription ``id`` receives the frames of ``topic`` from now on."""
+
+    id: str
+    topic: str
+
+
+class TopicBar(msgspec.Struct, frozen=True, tag_field="type", tag="bar"):
+    topic: str
+    bar: Bar
+    closed: bool
+
+
+class TopicReset(msgspec.Struct, frozen=True, tag_field="type", tag="reset"):
+    topic: str
+
+
+class LiveStatus(msgspec.Struct, frozen=True, tag_field="type", tag="status", omit_defaults=True):
+    """v2, from an edge: ``live`` false while it has lost its upstream (core or broker);
+    true again once it is back, followed by a ``reset`` of every topic."""
+
+    live: bool
+    reason: str | None = None
+
+
 class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     code: str
     message: str
@@ -280,6 +309,10 @@ class ErrorMessage(msgspec.Struct, frozen=True, tag_field="type", tag="error", o
 
 class Pong(msgspec.Struct, frozen=True, tag_field="type", tag="pong"):
     pass
+
+
+# what an edge reads from its upstream (the core's /ws?v=2, or the broker)
+UpstreamMessage = Subscribed | TopicBar | TopicReset | LiveStatus | ErrorMessage | Pong
 
 
 class IngestAck(msgspec.Struct, frozen=True, tag_field="type", tag="ack"):

@@ -75,7 +75,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     push_interval_ms: Annotated[int, Meta(ge=0)] = 50
     send_timeout_s: Annotated[float, Meta(ge=0.01)] = 5.0
     # closed bars waiting for one subscription before cut-off
-    client_queue_max: Annotated[int, Meta(ge=1)] = 256
+    workers: Annotated[int, Meta(ge=0, le=64)] = 0  # edge processes of `tvflux serve` (0: one process)
+    client_buffer_max_bytes: Annotated[int, Meta(ge=4096)] = 256 * 1024  # unsent bytes per client before cut-off
     max_subscriptions_per_connection: Annotated[int, Meta(ge=1)] = 200
 
     # open WebSocket/SSE connections per client address

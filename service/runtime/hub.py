@@ -1,133 +1,69 @@
-"""Live bars and their fan-out to subscribers.
+"""Live bars: one :class:`~service.core.bars.LiveSeries` per subscribed (symbol, resolution),
+and their pushes to subscribers.
 
-One :class:`~service.core.bars.LiveSeries` per subscribed (symbol, resolution), started from
-history so its first push is already right. Trades reach it from the ingest path in the
-same event-loop step that queues them for the store; a series being initialised buffers
-them and, once history arrives, applies exactly those the history snapshot did not
-include (by the writer's sequence number) — no gap, no double count.
+A series starts from history so its first push is already right. Trades reach it from the
+ingest path in the same event-loop step that queues them for the store; a series being
+initialised buffers them and, once history arrives, applies exactly those the history
+snapshot did not include (by the writer's sequence number) — no gap, no double count.
 
-Delivery is coalesced per subscription: the open bar is a single slot (latest wins),
-closed bars queue (never dropped) up to ``queue_max``; a subscriber whose queue
-overflows or whose socket stops draining is cut off, and nobody else waits for it.
-There is no backpressure towards ingest by design: slow readers lose their connection,
-not other clients' data.
+Coalescing is per series, not per client: the open bar is a single slot (latest wins) and
+closed bars queue (never dropped); a series pushes at once when it has been quiet for a
+push interval, otherwise at the end of the interval, and each push is encoded once and
+written to every subscriber (:mod:`service.runtime.fanout`). A subscriber that cannot keep
+up is cut off there, and nobody else waits for it. There is no backpressure towards
+ingest by design: slow readers lose their connection, not other clients' data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import time
 from collections.abc import Awaitable, Callable
-
-import msgspec
 
 from service.core.bars import LiveSeries, PartialBar, fold
 from service.core.errors import StoreUnavailable
-from service.core.models import Bar, BarMessage, ResetMessage, TradeColumns
+from service.core.models import Bar, TradeColumns
 from service.core.resolution import Resolution
+from service.runtime.fanout import PROTOCOL_V2, Client, Frames, Subscription, TopicKey, v1_message
 
 log = logging.getLogger(__name__)
-_encode = msgspec.json.Encoder().encode
 
-
-class Subscription:
-    __slots__ = ("id", "key", "client", "current", "closed", "reset", "last_time")
-
-    def __init__(self, sub_id: str, key: tuple[str, Resolution], client: Client) -> None:
-        self.id = sub_id
-        self.key = key
-        self.client = client
-        self.current: Bar | None = None
-        self.closed: deque[Bar] = deque()
-        self.reset = False
-        self.last_time = -1  # start of the newest bar sent: never send an older one
-
-
-class Client:
-    """One connection's outbox (WebSocket or SSE)."""
-
-    def __init__(self, queue_max: int, name: str = "") -> None:
-        self.queue_max = queue_max
-        self.name = name
-        self.subs: dict[str, Subscription] = {}
-        self._dirty: dict[Subscription, None] = {}
-        self.wake = asyncio.Event()
-        self.cut_reason: str | None = None
-        self.coalesced = 0  # open-bar updates replaced by a newer one before being sent
-        self.dropped = 0  # updates never sent: stale, or offered after the cut-off
-        self._control: deque[bytes] = deque()  # pongs and errors, sent before bars
-
-    def offer_control(self, frame: bytes) -> None:
-        self._control.append(frame)
-        if len(self._control) > self.queue_max:
-            self.cut(f"more than {self.queue_max} replies waiting")
-        self.wake.set()
-
-    def offer_bar(self, sub: Subscription, bar: Bar, closed: bool) -> None:
-        if self.cut_reason is not None:
-            self.dropped += 1
-            return
-        if closed:
-            if sub.current is not None and sub.current.time <= bar.time:
-                sub.current = None
-            sub.closed.append(bar)
-            if len(sub.closed) > self.queue_max:
-                self.cut(f"subscriber too slow: more than {self.queue_max} closed bars waiting")
-                return
-        else:
-            if sub.current is not None:
-                self.coalesced += 1
-            sub.current = bar
-        self._dirty[sub] = None
-        self.wake.set()
-
-    def offer_reset(self, sub: Subscription) -> None:
-        sub.reset = True
-        self._dirty[sub] = None
-        self.wake.set()
-
-    def cut(self, reason: str) -> None:
-        if self.cut_reason is None:
-            self.cut_reason = reason
-            self.wake.set()
-
-    def take(self) -> list[bytes]:
-        """Encoded messages ready to send, oldest first per subscription."""
-        frames: list[bytes] = list(self._control)
-        self._control.clear()
-        dirty, self._dirty = self._dirty, {}
-        for sub in dirty:
-            if sub.id not in self.subs:
-                continue
-            if sub.reset:
-                sub.reset = False
-                frames.append(_encode(ResetMessage(sub.id)))
-            while sub.closed:
-                bar = sub.closed.popleft()
-                if bar.time >= sub.last_time:
-                    sub.last_time = bar.time
-                    frames.append(_encode(BarMessage(sub.id, bar, True)))
-                else:
-                    self.dropped += 1
-            if sub.current is not None:
-                bar, sub.current = sub.current, None
-                if bar.time >= sub.last_time:
-                    sub.last_time = bar.time
-                    frames.append(_encode(BarMessage(sub.id, bar, False)))
-                else:
-                    self.dropped += 1
-        return frames
+__all__ = ["Client", "Hub", "Subscription"]
 
 
 class _Series:
-    __slots__ = ("live", "subs", "buffer", "ready")
+    __slots__ = (
+        "key",
+        "live",
+        "subs",
+        "buffer",
+        "ready",
+        "closed",
+        "current",
+        "reset",
+        "last_sent_ms",
+        "last_push_s",
+        "scheduled",
+        "joining",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, key: TopicKey) -> None:
+        self.key = key
         self.live: LiveSeries | None = None
-        self.subs: set[Subscription] = set()
+        self.subs: list[Subscription] = []
         self.buffer: list[tuple[int, TradeColumns]] | None = []  # trades seen while initialising
         self.ready = asyncio.Event()
+        # what the next push carries
+        self.closed: list[Bar] = []
+        self.current: Bar | None = None
+        self.reset = False
+        self.last_sent_ms = -1  # start of the newest bar pushed: never push an older one
+        self.last_push_s = -1e18
+        self.scheduled = False
+        # subscribers that got the open bar at subscribe time: they must not get anything
+        # older from the push under way
+        self.joining: dict[Subscription, int] = {}
 
 
 # (symbol, resolution, from_ms, to_ms) -> (bars, writer seq of the snapshot)
@@ -135,61 +71,119 @@ HistoryFn = Callable[[str, Resolution, int, int], Awaitable[tuple[list[Bar], int
 
 
 class Hub:
-    def __init__(self, history: HistoryFn, clock_ms: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        history: HistoryFn,
+        clock_ms: Callable[[], int],
+        *,
+        push_interval_ms: int = 0,
+        clock_s: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._history = history
         self._clock_ms = clock_ms
-        self._series: dict[tuple[str, Resolution], _Series] = {}
-        self._by_symbol: dict[str, set[tuple[str, Resolution]]] = {}
+        self._clock_s = clock_s
+        self.push_interval_s = push_interval_ms / 1000
+        self._series: dict[TopicKey, _Series] = {}
+        self._by_symbol: dict[str, set[TopicKey]] = {}
         self.clients: set[Client] = set()
-        self.frames_sent = 0
         self.clients_cut = 0
+        self.updates_coalesced = 0  # open-bar updates replaced by a newer one before a push
+        self.pushes = 0  # series pushes (each encoded once)
         # totals of clients already gone; the live ones are added at scrape time
-        self._coalesced_gone = 0
+        self._sent_gone = 0
         self._dropped_gone = 0
+        self._stale = 0  # bars older than one already pushed: never pushed
 
     @property
-    def updates_coalesced(self) -> int:
-        return self._coalesced_gone + sum(c.coalesced for c in self.clients)
+    def frames_sent(self) -> int:
+        return self._sent_gone + sum(c.frames_sent for c in self.clients)
 
     @property
     def updates_dropped(self) -> int:
-        return self._dropped_gone + sum(c.dropped for c in self.clients)
+        return self._stale + self._dropped_gone + sum(c.dropped for c in self.clients)
 
     @property
     def subscription_count(self) -> int:
         return sum(len(s.subs) for s in self._series.values())
 
+    # --- subscribers ---------------------------------------------------------------------
+
     async def subscribe(self, client: Client, sub_id: str, symbol: str, resolution: Resolution) -> Subscription:
+        """Subscribe, then send the series' open bar to this subscriber alone (after v2's
+        ``subscribed``, which the caller sends first)."""
         key = (symbol, resolution)
         if sub_id in client.subs:
             self.unsubscribe(client, sub_id)
         sub = Subscription(sub_id, key, client)
-        client.subs[sub_id] = sub
+        first_on_topic = client.attach(sub)
         series = self._series.get(key)
         if series is None:
-            series = self._series[key] = _Series()
+            series = self._series[key] = _Series(key)
             self._by_symbol.setdefault(symbol, set()).add(key)
             try:
-                await self._initialise(key, series)
+                await self._initialise(series)
             except BaseException:
                 self._drop_series(key)
-                client.subs.pop(sub_id, None)
+                client.detach(sub_id)
                 series.ready.set()  # wake other subscribers waiting on this series
                 raise
         else:
             await series.ready.wait()
             if series.live is None:
-                client.subs.pop(sub_id, None)
+                client.detach(sub_id)
                 raise StoreUnavailable(f"could not load the current {resolution.text} bar of {symbol}")
         if client.subs.get(sub_id) is not sub:  # unsubscribed while we waited
             return sub
-        series.subs.add(sub)
-        if series.live is not None and series.live.current is not None:
-            client.offer_bar(sub, series.live.current.to_bar(), False)
+        series.subs.append(sub)
+        current = series.live.current if series.live is not None else None
+        if current is not None and (client.version != PROTOCOL_V2 or first_on_topic):
+            bar = current.to_bar()
+            frames = Frames(key)
+            frames.bar(bar, False)
+            if client.version == PROTOCOL_V2:
+                client.send(frames.items[0][0])
+            else:
+                client.send(v1_message(sub, "open", frames.items[0][2]))
+            if series.scheduled:
+                series.joining[sub] = bar.time
         return sub
 
-    async def _initialise(self, key: tuple[str, Resolution], series: _Series) -> None:
-        symbol, resolution = key
+    def unsubscribe(self, client: Client, sub_id: str) -> bool:
+        sub = client.detach(sub_id)
+        if sub is None:
+            return False
+        series = self._series.get(sub.key)
+        if series is not None:
+            if sub in series.subs:
+                series.subs.remove(sub)
+            series.joining.pop(sub, None)
+            if not series.subs and series.ready.is_set():
+                self._drop_series(sub.key)
+        return True
+
+    def register(self, client: Client) -> None:
+        self.clients.add(client)
+
+    def unregister(self, client: Client) -> None:
+        for sub_id in list(client.subs):
+            self.unsubscribe(client, sub_id)
+        if client in self.clients:
+            self.clients.discard(client)
+            self._sent_gone += client.frames_sent
+            self._dropped_gone += client.dropped
+            if client.cut_reason is not None:
+                self.clients_cut += 1
+
+    def open_bar(self, key: TopicKey) -> Bar | None:
+        """The series' open bar now, if it is live (for a broker that answers a new edge)."""
+        series = self._series.get(key)
+        current = series.live.current if series is not None and series.live is not None else None
+        return current.to_bar() if current is not None else None
+
+    # --- series ----------------------------------------------------------------------------
+
+    async def _initialise(self, series: _Series) -> None:
+        symbol, resolution = series.key
         now_ms = self._clock_ms()
         start = resolution.bucket_start_ms(now_ms)
         bars, seq = await self._history(symbol, resolution, start, resolution.next_start_ms(start))
@@ -202,40 +196,13 @@ class Hub:
                 live.apply(fold(resolution, batch.ts_ns, batch.price, batch.size))
         series.ready.set()
 
-    def unsubscribe(self, client: Client, sub_id: str) -> bool:
-        sub = client.subs.pop(sub_id, None)
-        if sub is None:
-            return False
-        series = self._series.get(sub.key)
-        if series is not None:
-            series.subs.discard(sub)
-            if not series.subs and series.ready.is_set():
-                self._drop_series(sub.key)
-        return True
-
-    def _drop_series(self, key: tuple[str, Resolution]) -> None:
+    def _drop_series(self, key: TopicKey) -> None:
         self._series.pop(key, None)
         keys = self._by_symbol.get(key[0])
         if keys is not None:
             keys.discard(key)
             if not keys:
                 del self._by_symbol[key[0]]
-
-    def register(self, client: Client) -> None:
-        self.clients.add(client)
-
-    def unregister(self, client: Client) -> None:
-        if client.cut_reason is not None:
-            # what was still queued for a cut-off client is never sent
-            client.dropped += sum(len(s.closed) + (s.current is not None) for s in client.subs.values())
-        for sub_id in list(client.subs):
-            self.unsubscribe(client, sub_id)
-        if client in self.clients:
-            self.clients.discard(client)
-            self._coalesced_gone += client.coalesced
-            self._dropped_gone += client.dropped
-        if client.cut_reason is not None:
-            self.clients_cut += 1
 
     def publish(self, batches: list[TradeColumns], seq: int) -> None:
         """New accepted trades (``seq`` from the writer). Synchronous on purpose: it runs
@@ -248,26 +215,16 @@ class Hub:
                     continue
                 assert series.live is not None
                 update = series.live.apply(fold(key[1], batch.ts_ns, batch.price, batch.size))
-                if not update.closed and not update.late and update.current is not None:
-                    # The hot path: a new open bar. A subscription still holding an unsent
-                    # open bar is already dirty and its client awake, so replacing the bar
-                    # is all offer_bar would do (and cut-off clients take the full path).
-                    current = update.current
-                    for sub in series.subs:
-                        client = sub.client
-                        if sub.current is not None and client.cut_reason is None:
-                            sub.current = current
-                            client.coalesced += 1
-                        else:
-                            client.offer_bar(sub, current, False)
-                    continue
-                for sub in list(series.subs):
-                    for bar in update.closed:
-                        sub.client.offer_bar(sub, bar, True)
-                    if update.current is not None:
-                        sub.client.offer_bar(sub, update.current, False)
-                    if update.late:
-                        sub.client.offer_reset(sub)
+                if update.closed:
+                    series.closed.extend(update.closed)
+                    series.current = None
+                if update.current is not None:
+                    if series.current is not None:
+                        self.updates_coalesced += 1
+                    series.current = update.current
+                if update.late:
+                    series.reset = True
+                self._schedule(series)
 
     def tick(self, now_ms: int) -> None:
         """Close bars whose time is over, whether or not a trade came."""
@@ -276,8 +233,60 @@ class Hub:
                 continue
             closed = series.live.advance(now_ms)
             if closed is not None:
-                for sub in list(series.subs):
-                    sub.client.offer_bar(sub, closed, True)
+                series.closed.append(closed)
+                if series.current is not None and series.current.time <= closed.time:
+                    series.current = None
+                self._schedule(series)
+
+    def _schedule(self, series: _Series) -> None:
+        """Push now if the series was quiet for a push interval, else at its end."""
+        if series.scheduled:
+            return
+        series.scheduled = True
+        loop = asyncio.get_running_loop()
+        wait_s = series.last_push_s + self.push_interval_s - self._clock_s()
+        if wait_s > 0:
+            loop.call_later(wait_s, self._push, series)
+        else:
+            loop.call_soon(self._push, series)  # after the rest of this step's trades
+
+    def _push(self, series: _Series) -> None:
+        series.scheduled = False
+        if self._series.get(series.key) is not series:
+            return  # dropped meanwhile
+        series.last_push_s = self._clock_s()
+        frames = Frames(series.key)
+        if series.reset:
+            series.reset = False
+            frames.reset()
+        for bar in series.closed:
+            if bar.time >= series.last_sent_ms:
+                series.last_sent_ms = bar.time
+                frames.bar(bar, True)
+            else:
+                self._stale += 1
+        series.closed = []
+        if series.current is not None:
+            bar, series.current = series.current, None
+            if bar.time >= series.last_sent_ms:
+                series.last_sent_ms = bar.time
+                frames.bar(bar, False)
+            else:
+                self._stale += 1
+        if not frames.items or not series.subs:
+            series.joining.clear()
+            return
+        self.pushes += 1
+        if not series.joining:
+            frames.deliver(series.subs)
+            return
+        # who got the open bar at subscribe time gets nothing older than it from this push
+        joining, series.joining = series.joining, {}
+        fresh = {sub.client for sub in joining if sub.client.version == PROTOCOL_V2}
+        settled = [sub for sub in series.subs if sub not in joining and sub.client not in fresh]
+        frames.deliver(settled)
+        for sub, since_ms in joining.items():
+            frames.since(since_ms).deliver([sub])
 
     async def rebuild_symbol(self, symbol: str) -> None:
         """Stored trades of ``symbol`` were deleted (a correction): rebuild each live series
@@ -289,19 +298,21 @@ class Hub:
                 continue  # still initialising: it reads the corrected history anyway
             series.buffer = []
             try:
-                await self._initialise(key, series)
+                await self._initialise(series)
             except BaseException:
                 buffered, series.buffer = series.buffer or [], None  # keep the old bar, and what came
                 for _, batch in buffered:
                     series.live.apply(fold(key[1], batch.ts_ns, batch.price, batch.size))
                 raise
-            for sub in list(series.subs):
-                sub.client.offer_reset(sub)
-                if series.live is not None and series.live.current is not None:
-                    sub.client.offer_bar(sub, series.live.current.to_bar(), False)
+            series.reset = True
+            series.closed = []
+            series.last_sent_ms = -1  # the corrected bar replaces whatever was pushed
+            series.current = series.live.current.to_bar() if series.live.current is not None else None
+            self._schedule(series)
 
     def reset_symbol(self, symbol: str) -> None:
         """Closed history of ``symbol`` changed: every subscriber refetches."""
         for key in self._by_symbol.get(symbol, ()):
-            for sub in list(self._series[key].subs):
-                sub.client.offer_reset(sub)
+            series = self._series[key]
+            series.reset = True
+            self._schedule(series)

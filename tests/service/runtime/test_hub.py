@@ -1,42 +1,144 @@
-"""The hub's delivery counters behind /metrics: coalesced and dropped updates survive
-the clients that produced them."""
+"""The hub's pushes: coalesced per series, encoded once for every v2 subscriber, spliced
+for v1 subscribers to exactly what the message models encode, never older than what was
+pushed, and the counters behind /metrics."""
 
 from __future__ import annotations
 
-from service.core.models import Bar
+import asyncio
+
+import msgspec
+import numpy as np
+
+from service.core.models import Bar, BarMessage, ResetMessage, TopicBar, TopicReset, TradeColumns
 from service.core.resolution import parse_resolution
-from service.runtime.hub import Client, Hub, Subscription
+from service.runtime.fanout import PROTOCOL_V2, Client, topic_name
+from service.runtime.hub import Hub
+
+MINUTE = parse_resolution("1")
+NOW_MS = 1_700_000_000_000 // 60_000 * 60_000 + 1_000  # a second into a minute
+encode = msgspec.json.Encoder().encode
 
 
-def bar(t: int, close: float = 1.0) -> Bar:
-    return Bar(t, 1.0, 1.0, 1.0, close, 1.0)
+async def no_history(symbol, resolution, from_ms, to_ms):
+    return [], 0
 
 
-async def test_coalesced_and_dropped_updates_are_counted_and_kept_after_unregister():
-    hub = Hub(history=None, clock_ms=lambda: 0)  # type: ignore[arg-type]
-    a, b = Client(queue_max=2, name="a"), Client(queue_max=2, name="b")
-    hub.register(a)
-    hub.register(b)
-    sub_a = Subscription("x", ("BTCUSD", parse_resolution("1")), a)
-    a.subs["x"] = sub_a
-    for close in (1.0, 2.0, 3.0):  # three updates of the open bar before a send: two replaced
-        a.offer_bar(sub_a, bar(60_000, close), False)
-    frames = a.take()
-    assert len(frames) == 1 and b'"close":3.0' in frames[0]
-    a.offer_bar(sub_a, bar(0), True)  # older than what was sent: never sent
-    assert a.take() == []
-    assert (hub.updates_coalesced, hub.updates_dropped) == (2, 1)
+def trades(symbol: str, *points: tuple[int, float]) -> TradeColumns:
+    ts = np.array([t * 1_000_000 for t, _ in points], dtype=np.int64)
+    price = np.array([p for _, p in points], dtype=np.float64)
+    return TradeColumns(symbol, ts, price, np.ones(len(points)))
 
-    sub_b = Subscription("y", ("BTCUSD", parse_resolution("1")), b)
-    b.subs["y"] = sub_b
-    for t in (0, 60_000, 120_000):  # a third closed bar overflows queue_max=2: cut off
-        b.offer_bar(sub_b, bar(t), True)
-    assert b.cut_reason is not None
-    b.offer_bar(sub_b, bar(180_000), False)  # after the cut: dropped
-    hub.unregister(b)  # the queued closed bars are dropped with the client
-    hub.unregister(a)
-    hub.unregister(a)  # twice is harmless and counts nothing twice
-    assert hub.clients == set()
-    assert hub.updates_coalesced == 2
-    assert hub.updates_dropped == 1 + 1 + 3
+
+async def settle() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def make_hub(push_interval_ms: int = 0) -> Hub:
+    return Hub(no_history, lambda: NOW_MS, push_interval_ms=push_interval_ms)
+
+
+async def test_v2_subscribers_get_the_same_bytes_and_v1_the_models_encoding():
+    hub = make_hub()
+    v2a, v2b, v1 = Client("a", version=PROTOCOL_V2), Client("b", version=PROTOCOL_V2), Client("c")
+    for client, sub_id in ((v2a, "x"), (v2b, "y"), (v1, "z")):
+        hub.register(client)
+        await hub.subscribe(client, sub_id, "BTCUSD", MINUTE)
+    hub.publish([trades("BTCUSD", (NOW_MS, 10.0), (NOW_MS + 1, 12.0))], seq=1)
+    await settle()
+    got_a, got_b, got_v1 = v2a.take(), v2b.take(), v1.take()
+    want = Bar(NOW_MS // 60_000 * 60_000, 10.0, 12.0, 10.0, 12.0, 2.0)
+    assert got_a == [encode(TopicBar(topic_name(("BTCUSD", MINUTE)), want, False))]
+    assert got_a[0] is got_b[0]  # encoded once, the very same object written to both
+    assert got_v1 == [encode(BarMessage("z", want, False))]
+    hub.reset_symbol("BTCUSD")
+    await settle()
+    assert v2a.take() == [encode(TopicReset("BTCUSD@1"))]
+    assert v1.take() == [encode(ResetMessage("z"))]
+
+
+async def test_one_copy_per_v2_connection_whatever_its_ids_on_a_topic():
+    hub = make_hub()
+    client = Client("a", version=PROTOCOL_V2)
+    hub.register(client)
+    await hub.subscribe(client, "x", "BTCUSD", MINUTE)
+    await hub.subscribe(client, "y", "BTCUSD", MINUTE)
+    hub.publish([trades("BTCUSD", (NOW_MS, 10.0))], seq=1)
+    await settle()
+    assert len(client.take()) == 1
+    assert hub.subscription_count == 2
+    hub.unsubscribe(client, "x")
+    hub.publish([trades("BTCUSD", (NOW_MS + 5, 11.0))], seq=2)
+    await settle()
+    assert len(client.take()) == 1  # "y" still holds the topic
+
+
+async def test_updates_within_a_push_interval_are_coalesced_closed_bars_kept():
+    hub = make_hub(push_interval_ms=200)
+    client = Client("a", version=PROTOCOL_V2)
+    hub.register(client)
+    await hub.subscribe(client, "x", "BTCUSD", MINUTE)
+    hub.publish([trades("BTCUSD", (NOW_MS, 1.0))], seq=1)
+    await settle()
+    assert len(client.take()) == 1  # quiet series: pushed at once
+    for i, price in enumerate((2.0, 3.0, 4.0)):  # within the interval: one push at its end
+        hub.publish([trades("BTCUSD", (NOW_MS + 10 + i, price))], seq=2 + i)
+    next_minute = NOW_MS // 60_000 * 60_000 + 60_000
+    hub.publish([trades("BTCUSD", (next_minute + 5, 5.0))], seq=9)  # closes the first bar
+    await settle()
+    assert client.take() == []
+    await asyncio.sleep(0.3)
+    frames = [msgspec.json.decode(f) for f in client.take()]
+    assert [(f["closed"], f["bar"]["close"]) for f in frames] == [(True, 4.0), (False, 5.0)]
+    assert hub.updates_coalesced == 2  # 2.0 and 3.0 were replaced before a push
+
+
+async def test_a_new_subscriber_gets_the_open_bar_and_nothing_older_from_the_pending_push():
+    hub = make_hub(push_interval_ms=200)
+    old = Client("old", version=PROTOCOL_V2)
+    hub.register(old)
+    await hub.subscribe(old, "x", "BTCUSD", MINUTE)
+    hub.publish([trades("BTCUSD", (NOW_MS, 1.0))], seq=1)
+    await settle()
+    old.take()
+    next_minute = NOW_MS // 60_000 * 60_000 + 60_000
+    hub.publish([trades("BTCUSD", (NOW_MS + 1, 2.0)), trades("BTCUSD", (next_minute + 1, 3.0))], seq=2)
+    new = Client("new", version=PROTOCOL_V2)
+    hub.register(new)
+    await hub.subscribe(new, "y", "BTCUSD", MINUTE)
+    first = [msgspec.json.decode(f) for f in new.take()]
+    assert [(f["bar"]["time"], f["closed"]) for f in first] == [(next_minute, False)]
+    await asyncio.sleep(0.3)
+    later = [msgspec.json.decode(f) for f in new.take()]
+    assert all(f["bar"]["time"] >= next_minute for f in later), later  # not the closed bar before it
+    assert [(f["bar"]["time"], f["closed"]) for f in (msgspec.json.decode(f) for f in old.take())] == [
+        (next_minute - 60_000, True),
+        (next_minute, False),
+    ]
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_counted_after_it_is_gone():
+    hub = make_hub()
+    unsent = {"bytes": 0}
+
+    def write(frame: bytes) -> int:  # a transport that never drains
+        unsent["bytes"] += len(frame)
+        return unsent["bytes"]
+
+    slow = Client("slow", version=PROTOCOL_V2, write=write, buffer_max_bytes=4096)
+    fast = Client("fast", version=PROTOCOL_V2)
+    for client, sub_id in ((slow, "x"), (fast, "y")):
+        hub.register(client)
+        await hub.subscribe(client, sub_id, "BTCUSD", MINUTE)
+    minute = NOW_MS // 60_000 * 60_000
+    for i in range(60):  # a closed bar each: every push carries two frames
+        hub.publish([trades("BTCUSD", (minute + i * 60_000 + 1, 1.0 + i))], seq=i + 1)
+        await settle()
+    assert slow.cut_reason is not None and "4096 bytes" in slow.cut_reason
+    assert fast.cut_reason is None and len(fast.take()) >= 100  # nobody else waited
+    sent_before = hub.frames_sent
+    hub.unregister(slow)
+    hub.unregister(slow)  # twice is harmless and counts nothing twice
     assert hub.clients_cut == 1
+    assert hub.frames_sent == sent_before
+    assert hub.updates_dropped > 0
