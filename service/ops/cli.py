@@ -21,6 +21,7 @@ from service.core.errors import ConfigError, TvfluxError
 from service.core.settings import Settings, load_settings
 from service.core.synthetic import SyntheticMarket
 from service.ops import commands, influx_cli
+from service.ops import workers as workers_cli
 from service.ops.console import Progress, configure_logging
 from service.ops.downsample import run_to_edge
 from service.runtime.clock import now_ms
@@ -38,7 +39,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from service.api.app import create_app
-    from service.api.wsproto import FrameLimitProtocol
 
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not (settings.ingest_token and settings.admin_token):
         log.warning(
@@ -54,43 +54,50 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 if not v
             ),
         )
+    from service.ops.workers import EdgeSupervisor, shared_port_socket, uvicorn_config
+
+    workers = args.workers if getattr(args, "workers", None) is not None else settings.workers
     # Bind first: on a busy port, fail at once, not after the store, the spool replay and
     # the synthetic backfill (uvicorn binds only after the app's startup).
-    sock = _listen_socket(settings.host, settings.port)
+    public: socket.socket | None = None
+    if workers:
+        try:  # reserved (bound, not listening): the edges listen on it, the core on loopback
+            public = shared_port_socket(settings.host, settings.port, listen=False)
+        except OSError as exc:
+            print(f"tvflux: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+            return 1
+        sock = _listen_socket("127.0.0.1", 0)
+    else:
+        sock = _listen_socket(settings.host, settings.port)
     if sock is None:
         return 1
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        ws=FrameLimitProtocol,
-        http="httptools" if _has("httptools") else "h11",
-        log_config=None,
-        ws_max_size=settings.max_frame_bytes,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-        access_log=False,
-        # Bar frames are ~150 bytes: per-message deflate would cost CPU per frame per client
-        # (the fan-out hot path) and hide a stalled reader for a minute behind compression.
-        ws_per_message_deflate=False,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings))
     _tune_gc()
+    public_port = settings.port if workers else sock.getsockname()[1]
     print(
-        f"tvflux serving on http://{settings.host}:{settings.port}/ (store: {settings.store}, "
-        f"data: {os.path.abspath(settings.data_dir)})",
+        f"tvflux serving on http://{settings.host}:{public_port}/ (store: {settings.store}, "
+        f"data: {os.path.abspath(settings.data_dir)}"
+        + (f", {workers} edge workers, core on 127.0.0.1:{sock.getsockname()[1]}" if workers else "")
+        + ")",
         file=sys.stderr,
         flush=True,
     )
     from service.ops.discovery import remove_service_file, url_for, write_service_file
 
     # commands on this data dir find the service here, whatever port it listens on
-    write_service_file(settings.data_dir, url_for(settings.host, sock.getsockname()[1]), settings.store)
+    write_service_file(settings.data_dir, url_for(settings.host, public_port), settings.store)
+    supervisor = None
+    if workers:
+        supervisor = EdgeSupervisor(workers, f"http://127.0.0.1:{sock.getsockname()[1]}", settings)
+        supervisor.start()
     try:
         server.run(sockets=[sock])
     finally:
+        if supervisor is not None:
+            supervisor.stop()
+        if public is not None:
+            public.close()
         sock.close()
         remove_service_file(settings.data_dir)
     return 0 if server.started else 1
@@ -139,12 +146,6 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 3, 50)
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 # --- generate -----------------------------------------------------------------------------
@@ -295,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP/WebSocket service")
     serve.add_argument("--host", help="overrides TVFLUX_HOST")
     serve.add_argument("--port", type=int, help="overrides TVFLUX_PORT")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="edge processes that hold the clients on the port while this one is the core (overrides TVFLUX_WORKERS)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     gen = sub.add_parser(
@@ -315,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     down.set_defaults(func=cmd_downsample)
 
+    workers_cli.register(sub)
     influx_cli.register(sub)
     commands.register(sub)
     return parser

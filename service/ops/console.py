@@ -29,12 +29,14 @@ class RedactSecrets(logging.Filter):
 
 def configure_logging(level: str) -> None:
     """Call once, at the entry point (``main``), before anything logs."""
-    # uvicorn's legacy websockets implementation is deprecated, but it is the one whose
-    # send waits for the socket to drain, which is how slow subscribers are detected.
+    # uvicorn's legacy websockets implementation is deprecated, but it is the one that lets
+    # the fan-out write frames straight into the transport (service/api/wsproto.py).
     warnings.filterwarnings("ignore", message=r".*`websockets` implementation is deprecated")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactSecrets())
+    # an edge proxies every history request to the core: one INFO line each is noise
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def _amount(x: float) -> str:

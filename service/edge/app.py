@@ -1,0 +1,152 @@
+"""An edge process's application: ``/ws`` and ``/api/stream`` served from its own
+:class:`~service.edge.hub.EdgeHub` (the same handlers as the core's), the chart page and
+its static files, its own ``/health/*``; every other request (history, ingest, admin,
+metrics) is proxied to the core.
+
+History goes through the core on purpose, for both stores: the embedded DuckDB file can be
+open in one process only (DuckDB locks it; a second process cannot even read it while the
+core writes), and the core's history path is the one that adds the trades still waiting
+for the writer and the hot window (exact answers at the live edge). An edge adds one
+loopback hop (about a millisecond) to a history request, which is small next to the
+query itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+from litestar import Litestar, Response, get
+from litestar.di import NamedDependency, Provide
+
+from service.api.errors import EXCEPTION_HANDLERS
+from service.api.services import ConnectionLimiter, LiveServices
+from service.api.static import static_routes
+from service.api.streams import sse_stream, ws_bars
+from service.core.errors import StoreUnavailable
+from service.core.models import SymbolsResponse
+from service.core.settings import Settings
+from service.edge.hub import EdgeHub
+from service.edge.proxy import CoreProxy, Receive, Scope, Send
+from service.edge.upstream import Upstream
+from service.runtime.history import SymbolSet
+
+log = logging.getLogger(__name__)
+
+SYMBOLS_REFRESH_S = 5.0
+
+
+class EdgeServices(LiveServices):
+    hub: EdgeHub
+
+    def __init__(self, settings: Settings, upstream: Upstream, core_url: str) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.core_url = core_url.rstrip("/")
+        self.hub = EdgeHub(upstream)
+        self.symbols = SymbolSet(settings.symbols)
+        self.connections = ConnectionLimiter(settings.max_connections_per_client)
+        self.symbols_error: str | None = "not fetched yet"
+
+    def require_ready(self) -> None:
+        if not self.upstream.live:
+            raise StoreUnavailable(f"not ready: live bars unavailable ({self.upstream.reason})")
+
+    async def _refresh_symbols(self) -> None:
+        async with httpx.AsyncClient(base_url=self.core_url, timeout=5) as http:
+            while True:
+                try:
+                    response = await http.get("/api/symbols")
+                    response.raise_for_status()
+                    known = msgspec.json.decode(response.content, type=SymbolsResponse)
+                    self.symbols.add([s.symbol for s in known.symbols])
+                    self.symbols_error = None
+                except (httpx.HTTPError, msgspec.DecodeError) as exc:
+                    self.symbols_error = f"core unreachable: {exc}"
+                await asyncio.sleep(SYMBOLS_REFRESH_S)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        refresher = asyncio.create_task(self._refresh_symbols(), name="edge-symbols")
+        await self.upstream.start()
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            await self.upstream.close()
+
+
+@get("/health/live", sync_to_thread=False)
+def edge_live() -> dict[str, Any]:
+    return {"status": "ok", "role": "edge"}
+
+
+@get("/health/ready", sync_to_thread=False)
+def edge_ready(services: EdgeServicesDep) -> Response[dict[str, Any]]:
+    edge = services
+    ready = edge.upstream.live
+    body = {
+        "ready": ready,
+        "role": "edge",
+        "upstream": {"live": edge.upstream.live, "reason": edge.upstream.reason},
+        "symbols": {"error": edge.symbols_error},
+        "clients": len(edge.hub.clients),
+        "subscriptions": edge.hub.subscription_count,
+        "framesSent": edge.hub.frames_sent,
+        "clientsCut": edge.hub.clients_cut,
+    }
+    return Response(body, status_code=200 if ready else 503)
+
+
+EdgeServicesDep = NamedDependency[EdgeServices]
+
+
+# served by the edge itself; everything else is the core's
+_EDGE_PATHS = ("/ws", "/api/stream", "/health/live", "/health/ready", "/", "/admin", "/api/frontend")
+_EDGE_PREFIXES = ("/static/", "/vendor/")
+
+
+def create_edge_app(settings: Settings, upstream: Upstream, core_url: str) -> Any:
+    """The edge's ASGI application (Litestar for what it serves, the proxy for the rest)."""
+    services = EdgeServices(settings, upstream, core_url)
+    proxy = CoreProxy(core_url, max_body_bytes=settings.max_body_bytes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with services.running():
+            try:
+                yield
+            finally:
+                await proxy.close()
+
+    def provide_services() -> EdgeServices:
+        return services
+
+    app = Litestar(
+        route_handlers=[ws_bars, sse_stream, edge_live, edge_ready, *static_routes()],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        dependencies={"services": Provide(provide_services, use_cache=True, sync_to_thread=False)},
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=None,
+        debug=False,
+        logging_config=None,
+    )
+    app.state.services = services
+
+    async def edge(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "lifespan" or path in _EDGE_PATHS or path.startswith(_EDGE_PREFIXES):
+            await app(scope, receive, send)  # type: ignore[arg-type]
+        else:
+            await proxy(scope, receive, send)
+
+    edge.services = services  # type: ignore[attr-defined]
+    return edge

@@ -1,0 +1,144 @@
+"""What an edge does not serve itself goes to the core: plain HTTP is forwarded request by
+request, ``/ws/ingest`` is relayed frame by frame. The core sees the client's address in
+``X-Forwarded-For`` and the client's own headers (tokens included)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import websockets
+
+log = logging.getLogger(__name__)
+
+# raw ASGI, loosely typed: this module only moves messages along
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# hop-by-hop headers (RFC 9110 §7.6.1) and those httpx recomputes
+_SKIP = {
+    b"connection",
+    b"keep-alive",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"host",
+    b"content-length",
+}
+_WS_SKIP = _SKIP | {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"}
+
+
+def _forwarded(scope: Scope, skip: set[bytes]) -> list[tuple[str, str]]:
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k.lower() not in skip]
+    client = scope.get("client")
+    if client:
+        headers.append(("x-forwarded-for", client[0]))
+    return headers
+
+
+class CoreProxy:
+    def __init__(self, core_url: str, *, max_body_bytes: int, timeout_s: float = 60.0) -> None:
+        self.core_url = core_url.rstrip("/")
+        self.max_body_bytes = max_body_bytes
+        self._http = httpx.AsyncClient(
+            base_url=self.core_url, timeout=timeout_s, limits=httpx.Limits(max_connections=200)
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._relay(scope, receive, send)
+        else:
+            await self._forward(scope, receive, send)
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                await _answer(send, 413, b'{"error":{"code":"payload_too_large","message":"request body too large"}}')
+                return
+            if not message.get("more_body"):
+                break
+        query = scope.get("query_string", b"").decode("latin-1")
+        path = scope["path"] + (f"?{query}" if query else "")
+        try:
+            request = self._http.build_request(
+                scope["method"], path, headers=_forwarded(scope, _SKIP), content=bytes(body)
+            )
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            log.warning("core unreachable for %s %s: %s", scope["method"], scope["path"], exc)
+            await _answer(
+                send, 503, b'{"error":{"code":"store_unavailable","message":"the core process is unreachable"}}'
+            )
+            return
+        try:
+            headers = [
+                (k.encode("latin-1"), v.encode("latin-1"))
+                for k, v in response.headers.multi_items()
+                if k.lower().encode() not in _SKIP and k.lower() != "content-encoding"
+            ]
+            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+
+    async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = self.core_url.replace("http", "ws", 1) + scope["path"] + (f"?{query}" if query else "")
+        try:
+            upstream = await websockets.connect(
+                url, additional_headers=_forwarded(scope, _WS_SKIP), max_size=None, compression=None
+            )
+        except (OSError, websockets.exceptions.WebSocketException) as exc:
+            log.warning("core unreachable for %s: %s", scope["path"], exc)
+            await send({"type": "websocket.close", "code": 1013, "reason": "the core process is unreachable"})
+            return
+        await send({"type": "websocket.accept"})
+
+        async def client_to_core() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                data: Any = message.get("text") if message.get("text") is not None else message.get("bytes")
+                await upstream.send(data)
+
+        async def core_to_client() -> None:
+            async for data in upstream:
+                key = "text" if isinstance(data, str) else "bytes"
+                await send({"type": "websocket.send", key: data})
+
+        tasks = [asyncio.create_task(client_to_core()), asyncio.create_task(core_to_client())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await upstream.close()
+            code = upstream.close_code or 1000
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": code, "reason": upstream.close_reason or ""})
+
+
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,128 @@
+"""``tvflux serve --workers 2`` as a user runs it: one public port, two edge processes
+holding the clients, the core behind them. Live bars (v1 and v2), history, ingest over
+HTTP and over ``/ws/ingest`` all go through the one port; an edge killed mid-stream is
+replaced, and its clients reconnect to the same port and continue with no wrong bar."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from websockets.sync.client import connect
+
+from tests.service.api.test_ws import now_ms, recv_until
+
+
+def edge_pids(core_pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(core_pid)], capture_output=True, text=True).stdout
+    return sorted(int(p) for p in out.split())
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+@pytest.fixture
+def workers(server_factory):
+    server = server_factory(workers="2", push_interval_ms="50", synthetic_rate="0")
+    assert server.proc is not None
+    wait_for(lambda: len(edge_pids(server.proc.pid)) == 2, 20, "two edge processes")
+    return server
+
+
+def subscribe_v2(ws, sub_id: str, symbol: str, resolution: str) -> str:
+    ws.send(json.dumps({"op": "subscribe", "id": sub_id, "symbol": symbol, "resolution": resolution}))
+    msg, _ = recv_until(ws, lambda m: m["type"] == "subscribed" and m["id"] == sub_id)
+    return msg["topic"]
+
+
+def test_live_bars_history_and_ingest_through_the_one_port(workers):
+    s = workers
+    t0 = now_ms()
+    with connect(s.ws_url + "/ws?v=2") as a, connect(s.ws_url + "/ws?v=2") as b, connect(s.ws_url + "/ws") as v1:
+        topic = subscribe_v2(a, "x", "BTCUSD", "1S")
+        assert topic == "BTCUSD@1S" and subscribe_v2(b, "y", "BTCUSD", "1S") == topic
+        v1.send(json.dumps({"op": "subscribe", "id": "old", "symbol": "BTCUSD", "resolution": "1S"}))
+        s.post_trades([{"symbol": "BTCUSD", "price": 4321.5, "size": 2, "time": t0}])  # HTTP ingest, proxied
+        got_a, _ = recv_until(a, lambda m: m["type"] == "bar" and m["bar"]["close"] == 4321.5, timeout_s=10)
+        got_b, _ = recv_until(b, lambda m: m["type"] == "bar" and m["bar"]["close"] == 4321.5, timeout_s=10)
+        assert got_a == got_b and got_a["topic"] == topic
+        old, _ = recv_until(v1, lambda m: m["type"] == "bar" and m["bar"]["close"] == 4321.5, timeout_s=10)
+        assert old["id"] == "old" and old["bar"] == got_a["bar"]
+        # /ws/ingest is relayed to the core with its acks
+        with connect(s.ws_url + "/ws/ingest") as ingest:
+            ingest.send(json.dumps([{"symbol": "BTCUSD", "price": 4400.0, "size": 1, "time": now_ms()}]))
+            ack = json.loads(ingest.recv(timeout=10))
+            assert ack == {"type": "ack", "seq": 1, "accepted": 1, "duplicates": 0}
+        recv_until(a, lambda m: m["type"] == "bar" and m["bar"]["high"] == 4400.0, timeout_s=10)
+    # history through an edge: the same bars the core holds
+    status, body = s.get(f"/api/bars?symbol=BTCUSD&resolution=1S&from={t0 // 1000 - 5}&to={now_ms() // 1000 + 1}")
+    assert status == 200, body
+    assert body["bars"][0]["open"] == 4321.5 and max(b["high"] for b in body["bars"]) == 4400.0
+    status, page = s.get("/")
+    assert status == 200 and "<html" in page.lower()
+    status, ready = s.get("/health/ready")
+    assert status == 200 and ready["role"] == "edge" and ready["upstream"]["live"] is True
+
+
+def test_a_killed_edge_is_replaced_and_its_clients_continue_on_the_same_port(workers):
+    s = workers
+    assert s.proc is not None
+    before = edge_pids(s.proc.pid)
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(connect(s.ws_url + "/ws?v=2")) for _ in range(8)]  # over both edges
+        for i, ws in enumerate(sockets):
+            subscribe_v2(ws, f"s{i}", "ETHUSD", "1S")
+        victim = before[0]
+        os.kill(victim, signal.SIGKILL)
+        cut = []
+        for ws in sockets:
+            try:
+                ws.send(json.dumps({"op": "ping"}))
+                recv_until(ws, lambda m: m["type"] == "pong", timeout_s=3)
+            except Exception:
+                cut.append(ws)
+        assert cut, "no client was on the killed edge"
+        after = wait_for(
+            lambda: (p := edge_pids(s.proc.pid)) and len(p) == 2 and victim not in p and p, 20, "a new edge"
+        )
+        assert victim not in after
+        # what the datafeed does: reconnect to the same URL, subscribe again, refetch history
+        for i, _ in enumerate(cut):
+            with connect(s.ws_url + "/ws?v=2") as ws:
+                subscribe_v2(ws, f"again{i}", "ETHUSD", "1S")
+                t = now_ms()
+                s.post_trades([{"symbol": "ETHUSD", "price": 2000.0 + i, "size": 1, "time": t}])
+                bar, _ = recv_until(ws, lambda m, i=i: m["type"] == "bar" and m["bar"]["close"] == 2000.0 + i, 10)
+                status, body = s.get(f"/api/bars?symbol=ETHUSD&resolution=1S&from={t // 1000 - 1}&to={t // 1000 + 1}")
+                assert status == 200 and body["bars"][-1]["time"] == bar["bar"]["time"]
+                assert body["bars"][-1]["close"] == 2000.0 + i
+
+
+def test_stopping_the_core_stops_its_edges(workers):
+    s = workers
+    assert s.proc is not None
+    pids = edge_pids(s.proc.pid)
+    s.stop(signal.SIGKILL)  # however the core dies, no edge is left holding the port
+
+    def gone() -> bool:
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                return False
+            except ProcessLookupError:
+                continue
+        return True
+
+    wait_for(gone, 15, "the edges to exit")
