@@ -10,6 +10,7 @@ in constant time and never logged or echoed.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -17,6 +18,31 @@ from litestar.handlers.base import BaseRouteHandler
 
 from service.api.services import services_of
 from service.core.errors import Unauthorized
+
+
+def client_address(conn: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The client's address. Behind an edge on this host (``tvflux serve --workers``) the
+    peer is the edge on loopback, which puts the client's address in ``X-Forwarded-For``
+    (replacing any the client sent); that header is believed from a loopback peer only, so
+    a remote client cannot pass itself off as local."""
+    peer = conn.client.host if conn.client else None
+    if peer is None:
+        return "unknown"
+    forwarded = conn.headers.get("x-forwarded-for")
+    if forwarded and _is_loopback(peer):
+        return forwarded.split(",")[-1].strip() or peer
+    return peer
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_local(conn: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    return _is_loopback(client_address(conn))
 
 
 def presented_token(conn: ASGIConnection[Any, Any, Any, Any]) -> str:

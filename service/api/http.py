@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.params import FromQuery, QueryParameter
 
-from service.api.auth import admin_guard, ingest_guard
+from service.api.auth import admin_guard, client_address, ingest_guard
 from service.api.metrics import render_metrics
 from service.api.ops import OPS_ROUTES, readiness, ready_body
 from service.api.services import Services, ServicesDep
@@ -254,7 +254,7 @@ async def api_delete_trades(
     for trade_id in ids or ():
         if not 1 <= len(trade_id) <= 64:
             raise InvalidMessage(f"a trade id has 1-64 characters, got {len(trade_id)}")
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request)
     who = f"{'admin token' if services.settings.admin_token else 'no admin token set'} from {address}"
     deleted = await services.delete_trades(
         symbol,

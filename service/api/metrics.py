@@ -58,6 +58,24 @@ class _Snapshot:
         yield GaugeMetricFamily("tvflux_subscriptions", "Live bar subscriptions", value=s.hub.subscription_count)
         yield CounterMetricFamily("tvflux_frames_sent", "Bar/reset frames sent to clients", value=s.hub.frames_sent)
         yield CounterMetricFamily("tvflux_clients_cut", "Clients cut off for being too slow", value=s.hub.clients_cut)
+        yield CounterMetricFamily("tvflux_series_pushes", "Series pushes (each encoded once)", value=s.hub.pushes)
+        broker = s.broker  # all zero without TVFLUX_BROKER_URL
+        yield GaugeMetricFamily(
+            "tvflux_broker_connected",
+            "1 while the core is connected to the broker",
+            value=int(broker is not None and broker.connected),
+        )
+        yield GaugeMetricFamily(
+            "tvflux_broker_topics", "Topics edges hold through the broker", value=len(broker.topics) if broker else 0
+        )
+        yield CounterMetricFamily(
+            "tvflux_broker_published", "Frames published to the broker", value=broker.published if broker else 0
+        )
+        yield CounterMetricFamily(
+            "tvflux_broker_publish_errors",
+            "Frames not published (broker unreachable or queue full)",
+            value=broker.publish_errors if broker else 0,
+        )
         lag = GaugeMetricFamily("tvflux_downsampling_lag_ms", "Now minus the tier watermark", labels=["tier"])
         duration = GaugeMetricFamily(
             "tvflux_downsampling_last_run_ms", "Duration of the last tier run", labels=["tier"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import ipaddress
 import logging
 import os
 import secrets
@@ -28,7 +27,7 @@ import anyio.to_thread
 from litestar import Request, post
 from litestar.response import Stream
 
-from service.api.auth import admin_guard
+from service.api.auth import admin_guard, is_local
 from service.api.services import Services
 from service.core.errors import Overloaded, TvfluxError, Unauthorized
 from service.core.models import TierStatus
@@ -118,17 +117,17 @@ def ready_body(services: Services, verdict: Verdict) -> dict[str, Any]:
             "maxAgeS": verdict.writerMaxAgeS,
         },
         "downsampling": [{"tier": t.tier, "lagMs": t.lagMs, "maxLagMs": t.maxLagMs, "ok": t.ok} for t in verdict.tiers],
+        # fan-out to other hosts: not a readiness condition of the core (ingest and history
+        # go on without it); the edges report unready while it is gone
+        **(
+            {"broker": {"connected": services.broker.connected, "error": services.broker.error}}
+            if services.broker is not None
+            else {}
+        ),
     }
 
 
 # --- backup -------------------------------------------------------------------------------
-
-
-def _is_loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @post("/api/admin/backup", guards=[admin_guard], status_code=200, media_type="application/x-tar")
@@ -138,7 +137,7 @@ async def admin_backup(request: Request) -> Stream:
     when the service is running."""
     services = request.app.state.services
     settings = services.settings
-    if not settings.admin_token and not _is_loopback(request.client.host if request.client else None):
+    if not settings.admin_token and not is_local(request):
         raise Unauthorized("backups from other machines need TVFLUX_ADMIN_TOKEN set on the server")
     if _snapshot_lock.locked():
         raise Overloaded("a backup snapshot is being taken; retry when it is done", retry_after_s=30)

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from litestar.connection import ASGIConnection
@@ -38,6 +38,9 @@ from service.runtime.sources import RateMeter, backfill_synthetic, run_synthetic
 from service.runtime.spool import Spool
 from service.runtime.writer import TradeWriter
 from service.storage.base import Store
+
+if TYPE_CHECKING:
+    from service.edge.broker import BrokerBridge
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,11 @@ class Services(LiveServices):
         self.started_at = time.time()
         self.store_error: str | None = None
         self.ready = False
+        self.broker: BrokerBridge | None = None
+        if settings.broker_url:
+            from service.edge.broker import BrokerBridge
+
+            self.broker = BrokerBridge(self.hub, settings.broker_url, require_symbol=self.symbols.require)
 
     async def _live_history(
         self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int
@@ -189,6 +197,8 @@ class Services(LiveServices):
         self._tasks.append(asyncio.create_task(self._tick_forever(), name="hub-ticker"))
         if settings.downsample_interval_ms > 0:
             self._tasks.append(asyncio.create_task(self.downsampler.run_forever(), name="downsampler"))
+        if self.broker is not None:
+            self._tasks.append(asyncio.create_task(self.broker.start(), name="broker-start"))
         if settings.synthetic_rate > 0:
             self._tasks.append(
                 asyncio.create_task(
@@ -240,6 +250,8 @@ class Services(LiveServices):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if self.broker is not None:
+                await self.broker.close()
             self.spool.close()
             await self.store.close()
 

@@ -21,7 +21,7 @@ from litestar.connection import ASGIConnection
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from service.api.auth import check_ingest
+from service.api.auth import check_ingest, client_address
 from service.api.errors import ws_error
 from service.api.http import Query, required_params
 from service.api.services import LiveServices, LiveServicesDep, ServicesDep
@@ -207,7 +207,7 @@ def _payload(event: Any) -> str | bytes:
 
 
 def _address(conn: ASGIConnection[Any, Any, Any, Any]) -> str:
-    return conn.client.host if conn.client else "unknown"
+    return client_address(conn)
 
 
 async def _refuse(socket: WebSocket, exc: TvfluxError, code: int) -> None:

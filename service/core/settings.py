@@ -76,6 +76,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     send_timeout_s: Annotated[float, Meta(ge=0.01)] = 5.0
     # closed bars waiting for one subscription before cut-off
     workers: Annotated[int, Meta(ge=0, le=64)] = 0  # edge processes of `tvflux serve` (0: one process)
+    broker_url: str = ""  # nats://host:4222: publish live bars there for edges on other hosts
     client_buffer_max_bytes: Annotated[int, Meta(ge=4096)] = 256 * 1024  # unsent bytes per client before cut-off
     max_subscriptions_per_connection: Annotated[int, Meta(ge=1)] = 200
 

@@ -32,6 +32,7 @@ _SKIP = {
     b"upgrade",
     b"host",
     b"content-length",
+    b"x-forwarded-for",  # replaced by the client's address as the edge sees it
 }
 _WS_SKIP = _SKIP | {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"}
 
