@@ -7,7 +7,7 @@ on 127.0.0.1 and stopped at the end. Frames are offered the way the core's hub o
 them: synchronously, a few at a time every millisecond or so, to a queue one task hands to
 the broker client —
 
-* NATS: :class:`service.edge.broker.Publisher`, what the core's bridge uses (``nats-py``
+* NATS: :class:`service.runtime.broker.Publisher`, what the core's bridge uses (``nats-py``
   ``publish`` per frame into the client's buffer; its flusher writes the socket);
 * Redis: the same queue, drained into one pipelined batch of ``PUBLISH`` per round
   (``redis.asyncio`` with hiredis; unpipelined, every PUBLISH waits for its reply).
@@ -156,7 +156,7 @@ async def _subscribe(broker: str, url: str, expect: int, timeout_s: float, out: 
 
 
 class RedisPublisher:
-    """:class:`service.edge.broker.Publisher`'s shape for Redis: a synchronous ``send``
+    """:class:`service.runtime.broker.Publisher`'s shape for Redis: a synchronous ``send``
     into a queue, one task draining it as pipelined PUBLISH batches."""
 
     def __init__(self, client: Any) -> None:
@@ -225,7 +225,7 @@ async def _publish(broker: str, url: str, rate: int, seconds: float) -> dict[str
     if broker == "nats":
         import nats
 
-        from service.edge.broker import Publisher
+        from service.runtime.broker import Publisher
 
         nc = await nats.connect(url)
         pub: Any = Publisher()

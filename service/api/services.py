@@ -40,7 +40,7 @@ from service.runtime.writer import TradeWriter
 from service.storage.base import Store
 
 if TYPE_CHECKING:
-    from service.edge.broker import BrokerBridge
+    from service.runtime.broker import BrokerBridge
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class Services(LiveServices):
         self.ready = False
         self.broker: BrokerBridge | None = None
         if settings.broker_url:
-            from service.edge.broker import BrokerBridge
+            from service.runtime.broker import BrokerBridge
 
             self.broker = BrokerBridge(self.hub, settings.broker_url, require_symbol=self.symbols.require)
 

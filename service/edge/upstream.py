@@ -5,7 +5,7 @@ core, passed on byte for byte) of the topics the edge *wants*, and says when it 
 regains its source. After :meth:`Upstream.want` the next frames of that topic include its
 open bar. Two kinds: :class:`CoreUpstream` (one WebSocket to the core's ``/ws?v=2``, for
 edges on the core's host: ``tvflux serve --workers N``) and
-:class:`service.edge.broker.NatsUpstream` (edges on other hosts).
+:class:`service.edge.nats.NatsUpstream` (edges on other hosts).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from service.core.models import Subscribe, Unsubscribe
+from service.runtime.fanout import split_topic
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,6 @@ class Upstream(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
-
-
-def split_topic(topic: str) -> tuple[str, str]:
-    symbol, _, resolution = topic.rpartition("@")
-    return symbol, resolution
 
 
 class CoreUpstream(Upstream):

@@ -85,7 +85,7 @@ def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
     core_url = args.core.rstrip("/")
     upstream: Upstream
     if args.broker:
-        from service.edge.broker import NatsUpstream
+        from service.edge.nats import NatsUpstream
 
         upstream = NatsUpstream(args.broker)
     else:

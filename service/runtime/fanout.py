@@ -44,6 +44,12 @@ def topic_name(key: TopicKey) -> str:
     return f"{key[0]}@{key[1].text}"
 
 
+def split_topic(topic: str) -> tuple[str, str]:
+    """``(symbol, resolution text)`` of a topic name (symbols never contain ``@``)."""
+    symbol, _, resolution = topic.rpartition("@")
+    return symbol, resolution
+
+
 class Subscription:
     __slots__ = ("id", "key", "client", "id_json")
 

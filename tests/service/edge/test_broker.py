@@ -17,9 +17,10 @@ from nats.aio.client import Client as NatsClient
 
 from service.core.models import TradeColumns
 from service.core.resolution import parse_resolution
-from service.edge import broker
-from service.edge.broker import BrokerBridge, NatsUpstream, subject_for, topic_for
+from service.edge import nats as edge_nats
 from service.edge.hub import EdgeHub
+from service.edge.nats import NatsUpstream
+from service.runtime.broker import BrokerBridge, subject_for, topic_for
 from service.runtime.fanout import PROTOCOL_V1, PROTOCOL_V2, Client
 from service.runtime.history import SymbolSet
 from service.runtime.hub import Hub
@@ -265,7 +266,7 @@ async def test_the_core_refuses_bad_topics_in_its_answer(core: Core, nats: NatsS
 
 
 async def test_a_large_interest_is_asked_in_chunks(core: Core, edge: Edge, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(broker, "ASK_CHUNK", 1)  # a NATS message holds 1 MB: thousands of topics are split
+    monkeypatch.setattr(edge_nats, "ASK_CHUNK", 1)  # a NATS message holds 1 MB: thousands of topics are split
     await edge.client("BTCUSD@1")
     await edge.client("ETH.USD@1S")
     await until(lambda: len(core.bridge.topics) == 2, what="both topics")

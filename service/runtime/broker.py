@@ -6,9 +6,10 @@ hub's v2 bytes, encoded once — are published as they are on the topic's subjec
 ``<prefix>.bar.<symbol, escaped>.<resolution>`` (:func:`subject_for`). Interest is a lease:
 a topic nobody renewed for ``lease_s`` is given back to the hub.
 
-Edge side, :class:`NatsUpstream`: subscribes a topic's subject *before* asking for it, so
-nothing published after the answer is missed; renews every wanted topic in one request
-every ``lease_s / 3``.
+Edge side, :class:`service.edge.nats.NatsUpstream`: subscribes a topic's subject *before*
+asking for it, so nothing published after the answer is missed; renews every wanted topic
+in one request every ``lease_s / 3``. The subjects, messages and connection are here, for
+both sides.
 
 Every answer names the core's broker *session* (a random id per bridge, and a count of
 its connections to the broker). Frames published while the bridge had no connection are
@@ -40,13 +41,11 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription as NatsSubscription
 
 from service.core.errors import BadRequest, TvfluxError
 from service.core.models import TopicBar
 from service.core.resolution import parse_resolution
-from service.edge.upstream import Upstream, split_topic
-from service.runtime.fanout import PROTOCOL_V2, Client, TopicKey, topic_name
+from service.runtime.fanout import PROTOCOL_V2, Client, TopicKey, split_topic, topic_name
 from service.runtime.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ def topic_for(prefix: str, subject: str) -> str:
     return f"{unescape_token(symbol)}@{unescape_token(resolution)}"
 
 
-def _check_prefix(prefix: str) -> str:
+def check_prefix(prefix: str) -> str:
     if not _PREFIX.match(prefix):
         raise ValueError(f"broker subject prefix must be dot-separated tokens of [A-Za-z0-9_-], got {prefix!r}")
     return prefix
@@ -124,22 +123,22 @@ class _FrameTopic(msgspec.Struct):
     topic: str
 
 
-_encode = msgspec.json.Encoder().encode
+encode = msgspec.json.Encoder().encode
 _decode_request = msgspec.json.Decoder(InterestRequest).decode
-_decode_reply = msgspec.json.Decoder(InterestReply).decode
-_decode_hello = msgspec.json.Decoder(Hello).decode
-_decode_frame_topic = msgspec.json.Decoder(_FrameTopic).decode
+decode_reply = msgspec.json.Decoder(InterestReply).decode
+decode_hello = msgspec.json.Decoder(Hello).decode
+decode_frame_topic = msgspec.json.Decoder(_FrameTopic).decode
 
 # What losing the broker looks like from the nats client (besides OSError)
-_NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
+NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def _connect(
+async def connect_nats(
     url: str,
     name: str,
     reconnect_wait_s: float,
@@ -188,7 +187,7 @@ async def _connect(
         delay_s = min(delay_s * 2, 10.0)
 
 
-class _Tasks:
+class TaskSet:
     """Short tasks that must not be garbage collected half-way and end on close."""
 
     def __init__(self) -> None:
@@ -261,10 +260,10 @@ class Publisher:
                     # appends to the client's buffer; its flusher task writes the socket
                     # (this waits only when that buffer is full: a flush forced)
                     await nc.publish(subject, frame)
-                except _NATS_ERRORS as exc:
+                except NATS_ERRORS as exc:
                     self.errors += counted
                     if not counted:
-                        log.warning("broker: an answer to %s was not sent: %s", subject, _describe(exc))
+                        log.warning("broker: an answer to %s was not sent: %s", subject, describe_error(exc))
                 else:
                     self.published += counted
 
@@ -306,7 +305,7 @@ class BrokerBridge:
     ) -> None:
         self.hub = hub
         self.url = url
-        self.prefix = _check_prefix(prefix)
+        self.prefix = check_prefix(prefix)
         self.lease_s = lease_s
         self.reconnect_wait_s = reconnect_wait_s
         self.name = name
@@ -322,7 +321,7 @@ class BrokerBridge:
         self._nc: NatsClient | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._expiry_task: asyncio.Task[None] | None = None
-        self._tasks = _Tasks()
+        self._tasks = TaskSet()
         self.requests = 0
         self.expired = 0
 
@@ -350,14 +349,14 @@ class BrokerBridge:
         self._expiry_task = asyncio.create_task(self._expire_loop(), name="broker-leases")
 
     async def _run(self) -> None:
-        nc = await _connect(
+        nc = await connect_nats(
             self.url, self.name, self.reconnect_wait_s, self._on_error, self._on_disconnected, self._on_reconnected
         )
         self._nc = self._publisher.nc = nc
         try:
             await nc.subscribe(f"{self.prefix}.interest", cb=self._on_interest)
-        except _NATS_ERRORS as exc:  # closed under us: nothing to answer with
-            self.error = f"could not subscribe {self.prefix}.interest: {_describe(exc)}"
+        except NATS_ERRORS as exc:  # closed under us: nothing to answer with
+            self.error = f"could not subscribe {self.prefix}.interest: {describe_error(exc)}"
             log.error("broker: %s", self.error)
             return
         self._on_reconnected()
@@ -383,8 +382,8 @@ class BrokerBridge:
 
     def _on_error(self, exc: Exception) -> None:
         if not self.connected:
-            self.error = f"broker unreachable at {self.url}: {_describe(exc)}"
-        log.debug("broker client error: %s", _describe(exc))
+            self.error = f"broker unreachable at {self.url}: {describe_error(exc)}"
+        log.debug("broker client error: %s", describe_error(exc))
 
     def _on_disconnected(self) -> None:
         if self.connected:
@@ -403,7 +402,7 @@ class BrokerBridge:
         self.error = None
         log.info("broker connected (%s), session %s", self.url, self.session)
         # edges that hold topics: whatever was published meanwhile is lost, ask again
-        self._publisher.send(f"{self.prefix}.hello", _encode(Hello(self.session)), counted=False)
+        self._publisher.send(f"{self.prefix}.hello", encode(Hello(self.session)), counted=False)
 
     # --- interest ----------------------------------------------------------------------------
 
@@ -422,7 +421,7 @@ class BrokerBridge:
         if msg.reply:
             # through the publisher's queue, so the answer leaves after every frame queued
             # before it: an edge never gets an open bar older than the snapshot after it
-            self._publisher.send(msg.reply, _encode(reply), counted=False)
+            self._publisher.send(msg.reply, encode(reply), counted=False)
 
     async def interest(self, topics: list[str], *, snapshot: bool = True) -> InterestReply:
         """Renew (or take) the lease of each topic. The answer has the open bars of the
@@ -486,7 +485,7 @@ class BrokerBridge:
             error = exc.message
         except Exception as exc:  # a bug or an unexpected store failure: the edge asks again
             log.exception("broker: subscribing %s failed", held.topic)
-            error = f"internal error: {_describe(exc)}"
+            error = f"internal error: {describe_error(exc)}"
         finally:
             if error is not None:
                 self.hub.unregister(held.client)
@@ -499,7 +498,7 @@ class BrokerBridge:
     def _snapshot(self, held: _Held, frames: list[str]) -> None:
         bar = self.hub.open_bar(held.key)
         if bar is not None:
-            frames.append(_encode(TopicBar(held.topic, bar, False)).decode())
+            frames.append(encode(TopicBar(held.topic, bar, False)).decode())
 
     def _release(self, held: _Held) -> None:
         self._held.pop(held.topic, None)
@@ -523,249 +522,3 @@ class BrokerBridge:
 
 
 # --- edge side ------------------------------------------------------------------------------
-
-ASK_CHUNK = 2000  # topics per interest request
-
-
-class NatsUpstream(Upstream):
-    """An edge's live bars from the broker: the core's frames, byte for byte."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        prefix: str = "tvflux",
-        lease_s: float = 15.0,
-        request_timeout_s: float = 5.0,
-        reconnect_wait_s: float = 1.0,
-        name: str = "tvflux-edge",
-    ) -> None:
-        super().__init__()
-        self.url = url
-        self.prefix = _check_prefix(prefix)
-        self.lease_s = lease_s
-        self.request_timeout_s = request_timeout_s
-        self.reconnect_wait_s = reconnect_wait_s
-        self.name = name
-        self.topics: set[str] = set()
-        self.core: str | None = None  # the core's session we are in step with
-        self.errors: dict[str, str] = {}  # topics the core refused, and why
-        self._subs: dict[str, NatsSubscription] = {}
-        self._sub_lock = asyncio.Lock()
-        self._asking: set[str] = set()
-        self._nc: NatsClient | None = None
-        self._closing = False
-        self._want_wake = asyncio.Event()
-        self._sync_wake = asyncio.Event()
-        self._main: list[asyncio.Task[None]] = []
-        self._tasks = _Tasks()
-
-    # --- Upstream --------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._main = [
-            asyncio.create_task(self._run(), name="nats-upstream"),
-            asyncio.create_task(self._want_loop(), name="nats-upstream-want"),
-            asyncio.create_task(self._sync_loop(), name="nats-upstream-sync"),
-            asyncio.create_task(self._renew_loop(), name="nats-upstream-renew"),
-        ]
-
-    def want(self, topic: str) -> None:
-        self.topics.add(topic)
-        self._asking.add(topic)
-        self._want_wake.set()
-
-    def drop(self, topic: str) -> None:
-        self.topics.discard(topic)
-        self._asking.discard(topic)
-        self.errors.pop(topic, None)
-        self._want_wake.set()
-
-    async def close(self) -> None:
-        self._closing = True
-        for task in self._main:
-            task.cancel()
-        for task in self._main:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self._tasks.cancel()
-        nc, self._nc = self._nc, None
-        if nc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), 5)
-
-    # --- connection ---------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        self.reason = f"connecting to the broker at {self.url}"
-        nc = await _connect(
-            self.url, self.name, self.reconnect_wait_s, self._on_error, self._on_disconnected, self._on_reconnected
-        )
-        self._nc = nc
-        try:
-            await nc.subscribe(f"{self.prefix}.hello", cb=self._on_hello)
-        except _NATS_ERRORS as exc:  # only a closed client refuses; the renewals still notice a new core
-            log.error("broker: could not subscribe %s.hello: %s", self.prefix, _describe(exc))
-        self._on_reconnected()
-
-    @property
-    def _connected(self) -> bool:
-        return self._nc is not None and self._nc.is_connected
-
-    def _on_error(self, exc: Exception) -> None:
-        if not self.live and not self._connected:
-            self._set_live(False, f"broker unreachable at {self.url}: {_describe(exc)}")
-        log.debug("broker client error: %s", _describe(exc))
-
-    def _on_disconnected(self) -> None:
-        if not self._closing:
-            self._set_live(False, f"broker connection lost ({self.url})")
-
-    def _on_reconnected(self) -> None:
-        self._resync(None)
-
-    async def _on_hello(self, msg: Msg) -> None:
-        try:
-            hello = _decode_hello(msg.data)
-        except msgspec.DecodeError:
-            return
-        if hello.core != self.core:
-            self._resync("the core reconnected to the broker or restarted: live bars may have been missed")
-
-    def _resync(self, reason: str | None) -> None:
-        """Ask for every topic again, then go live (the edge resets its subscribers)."""
-        if reason is not None:
-            self._set_live(False, reason)
-        self._sync_wake.set()
-
-    # --- subjects -------------------------------------------------------------------------
-
-    async def _reconcile(self, nc: NatsClient) -> None:
-        """Subscribe the subject of every wanted topic, unsubscribe the others."""
-        async with self._sub_lock:
-            for topic in list(self.topics):
-                if topic not in self._subs and topic in self.topics:
-                    self._subs[topic] = await nc.subscribe(subject_for(self.prefix, topic), cb=self._receiver(topic))
-            for topic in [t for t in self._subs if t not in self.topics]:
-                sub = self._subs.pop(topic)
-                with contextlib.suppress(*_NATS_ERRORS):
-                    await sub.unsubscribe()
-
-    def _receiver(self, topic: str) -> Callable[[Msg], Coroutine[Any, Any, None]]:
-        async def receive(msg: Msg) -> None:
-            if topic in self.topics:
-                self._deliver(topic, msg.data)
-
-        return receive
-
-    # --- interest -----------------------------------------------------------------------------
-
-    async def _ask(self, topics: list[str], *, snapshot: bool) -> InterestReply:
-        """One request per ``ASK_CHUNK`` topics (a NATS message holds 1 MB by default: an
-        answer with a snapshot frame per topic must fit); their answers merged."""
-        nc = self._nc
-        if nc is None:
-            raise nats.errors.ConnectionClosedError
-        chunks = [topics[i : i + ASK_CHUNK] for i in range(0, len(topics), ASK_CHUNK)] or [[]]
-        msgs = await asyncio.gather(
-            *(
-                nc.request(
-                    f"{self.prefix}.interest", _encode(InterestRequest(chunk, snapshot)), timeout=self.request_timeout_s
-                )
-                for chunk in chunks
-            )
-        )
-        replies = [_decode_reply(msg.data) for msg in msgs]
-        reply = replies[0]
-        if len(replies) > 1:
-            reply = InterestReply(
-                [f for r in replies for f in r.frames],
-                {t: e for r in replies for t, e in r.errors.items()},
-                replies[-1].core if all(r.core == replies[-1].core for r in replies) else "",
-            )
-        for topic in topics:
-            error = reply.errors.get(topic)
-            if error is None:
-                self.errors.pop(topic, None)
-            elif topic in self.topics:
-                if self.errors.get(topic) != error:
-                    log.warning("the core refused topic %s: %s", topic, error)
-                self.errors[topic] = error
-        return reply
-
-    def _deliver_reply(self, reply: InterestReply) -> None:
-        for text in reply.frames:
-            frame = text.encode()
-            topic = _decode_frame_topic(frame).topic
-            if topic in self.topics:
-                self._deliver(topic, frame)
-
-    async def _want_loop(self) -> None:
-        while True:
-            await self._want_wake.wait()
-            self._want_wake.clear()
-            nc = self._nc
-            if nc is None or not nc.is_connected:
-                continue  # the resync after the (re)connect asks for everything
-            try:
-                await self._reconcile(nc)
-            except _NATS_ERRORS as exc:
-                log.debug("broker subscribe failed: %s", _describe(exc))
-                continue  # lost the broker meanwhile: the resync does it
-            topics = [t for t in self._asking if t in self.topics]
-            self._asking.clear()
-            if topics:
-                self._tasks.spawn(self._ask_new(topics), "nats-upstream-ask")
-
-    async def _ask_new(self, topics: list[str]) -> None:
-        try:
-            reply = await self._ask(topics, snapshot=True)
-        except (*_NATS_ERRORS, msgspec.DecodeError) as exc:
-            if self.live:
-                self._resync(f"the core is not answering through the broker: {_describe(exc)}")
-            return
-        if reply.core != self.core and self.live:
-            self._resync("the core reconnected to the broker or restarted: live bars may have been missed")
-            return
-        self._deliver_reply(reply)
-
-    async def _sync_loop(self) -> None:
-        delay_s = 0.1
-        while True:
-            await self._sync_wake.wait()
-            self._sync_wake.clear()
-            nc = self._nc
-            if nc is None or not nc.is_connected:
-                continue  # the reconnect wakes us again
-            try:
-                await self._reconcile(nc)
-                self._asking.clear()
-                reply = await self._ask(sorted(self.topics), snapshot=True)
-            except (*_NATS_ERRORS, msgspec.DecodeError) as exc:
-                self._set_live(False, f"the core is not answering through the broker: {_describe(exc)}")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._sync_wake.wait(), delay_s)  # a hello ends the wait
-                delay_s = min(delay_s * 2, max(self.lease_s / 3, 0.5))
-                self._sync_wake.set()
-                continue
-            if self._sync_wake.is_set():
-                continue  # asked to start over meanwhile: this answer may predate that
-            delay_s = 0.1
-            self.core = reply.core
-            self._set_live(True)  # the edge sends status and a reset of every topic...
-            self._deliver_reply(reply)  # ...then the open bars
-
-    async def _renew_loop(self) -> None:
-        every_s = max(self.lease_s / 3, 0.02)
-        while True:
-            await asyncio.sleep(every_s)
-            if not self.live or self._sync_wake.is_set():
-                continue
-            try:
-                reply = await self._ask(sorted(self.topics), snapshot=False)
-            except (*_NATS_ERRORS, msgspec.DecodeError) as exc:
-                if self.live:
-                    self._resync(f"the core is not answering through the broker: {_describe(exc)}")
-                continue
-            if reply.core != self.core and self.live:
-                self._resync("the core reconnected to the broker or restarted: live bars may have been missed")
