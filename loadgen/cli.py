@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     target.add_argument("--data-dir", help="data dir of the spawned server (default: a scratch dir)")
     target.add_argument("--push-interval-ms", type=int, help="TVFLUX_PUSH_INTERVAL_MS of the spawned server")
+    target.add_argument(
+        "--workers", type=int, help="edge processes of the spawned server (tvflux serve --workers; default 0)"
+    )
     target.add_argument("--token", help="bearer token for ingest, if the server requires one")
     target.add_argument(
         "--allow-real-symbols",
@@ -87,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--resolutions", default=",".join(DEFAULT_RESOLUTIONS))
     sub.add_argument("--connect-concurrency", type=int, default=100)
     sub.add_argument("--deflate", action="store_true", help="negotiate permessage-deflate like browsers do")
+    sub.add_argument(
+        "--protocol",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="/ws protocol version: 2 = topic frames, what the datafeed speaks (default); 1 = one message per id",
+    )
 
     hist = p.add_argument_group("history under load")
     hist.add_argument("--history-rate", type=float, default=0.0, help="/api/bars requests per second (default 0)")
@@ -110,6 +120,8 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         if not sep:
             raise SystemExit(f"--server-env expects NAME=VALUE, got {item!r}")
         env[name if name.startswith("TVFLUX_") else "TVFLUX_" + name.upper()] = value
+    if args.workers is not None:
+        env["TVFLUX_WORKERS"] = str(args.workers)
     return LoadConfig(
         url=args.url,
         spawn=args.spawn,
@@ -132,6 +144,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         connect_concurrency=args.connect_concurrency,
         deflate=args.deflate,
         push_interval_ms=args.push_interval_ms,
+        protocol=args.protocol,
         history_rate=args.history_rate,
         history_countback=args.history_countback,
         history_to_ms=args.history_to_ms,
@@ -177,8 +190,9 @@ def render(report: dict[str, Any]) -> str:
         [
             "server CPU avg / max",
             f"{fmt_num(res['server_cpu_avg_pct'], '%')} / {fmt_num(res['server_cpu_max_pct'], '%')}"
-            f" (of one core; {res['cpus']} cores)",
+            f" (of one core; {res['cpus']} cores; edge processes included)",
         ],
+        ["server CPU per pushed frame", f"{fmt_num(res.get('server_cpu_us_per_frame'), 'µs', 1)}"],
         [
             "server RSS peak / end",
             f"{fmt_num(res['server_rss_peak_mb'], 'MB')} / {fmt_num(res['server_rss_end_mb'], 'MB')}",

@@ -1,8 +1,9 @@
 """CPU and memory of the server, of the generator itself, and of the whole machine.
 
 Sampled once a second with psutil. CPU is in percent of one core (200% = both cores of
-a 2-core machine). "Others" is the machine total minus server and generator: on a shared
-machine it says how much the numbers were disturbed.
+a 2-core machine). The server is its process and every descendant (the edge processes of
+``tvflux serve --workers``). "Others" is the machine total minus server and generator: on
+a shared machine it says how much the numbers were disturbed.
 """
 
 from __future__ import annotations
@@ -26,23 +27,50 @@ class ProcessMonitor:
     def _prime(self) -> None:
         psutil.cpu_percent(None)
         self.me.cpu_percent(None)
-        if self.server is not None:
+        self._last_server_s = self.server_cpu_s()
+        self._last_t = time.perf_counter()
+
+    def _family(self) -> list[psutil.Process]:
+        if self.server is None:
+            return []
+        try:
+            return [self.server, *self.server.children(recursive=True)]
+        except psutil.Error:
+            self.server = None
+            return []
+
+    def server_cpu_s(self) -> float | None:
+        """CPU seconds (user + system) of the server and its descendants alive now."""
+        family = self._family()
+        if not family:
+            return None
+        total = 0.0
+        for proc in family:
             try:
-                self.server.cpu_percent(None)
+                times = proc.cpu_times()
+                total += times.user + times.system
             except psutil.Error:
-                self.server = None
+                continue
+        return total
 
     def sample(self, t: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         machine = psutil.cpu_percent(None) * self.cpus
         mine = self.me.cpu_percent(None)
         server_cpu = server_rss = None
-        if self.server is not None:
-            try:
-                server_cpu = self.server.cpu_percent(None)
-                server_rss = self.server.memory_info().rss
-                self.rss_peak_bytes = max(self.rss_peak_bytes, server_rss)
-            except psutil.Error:
-                self.server = None
+        cpu_s, now = self.server_cpu_s(), time.perf_counter()
+        if cpu_s is not None and self._last_server_s is not None and now > self._last_t:
+            server_cpu = round(100 * max(0.0, cpu_s - self._last_server_s) / (now - self._last_t), 1)
+        self._last_server_s, self._last_t = cpu_s, now
+        family = self._family()
+        if family:
+            rss = 0
+            for proc in family:
+                try:
+                    rss += proc.memory_info().rss
+                except psutil.Error:
+                    continue
+            server_rss = rss
+            self.rss_peak_bytes = max(self.rss_peak_bytes, server_rss)
         row = {
             "t": round(t, 2),
             "server_cpu": server_cpu,

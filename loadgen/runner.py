@@ -53,6 +53,7 @@ class LoadConfig:
     resolutions: tuple[str, ...] = DEFAULT_RESOLUTIONS
     connect_concurrency: int = 100
     deflate: bool = False
+    protocol: int = 2  # /ws?v=2 (topic frames, what the datafeed speaks) or 1
     push_interval_ms: int | None = None  # for --spawn; the server's setting otherwise
     # history requests while loaded
     history_rate: float = 0.0
@@ -195,6 +196,7 @@ async def _run(cfg: LoadConfig, base_url: str, pid: int | None, server: SpawnedS
         books=books,
         connect_concurrency=cfg.connect_concurrency,
         deflate=cfg.deflate,
+        protocol=cfg.protocol,
     )
     t_setup = time.perf_counter()
     if cfg.subscribers:
@@ -256,6 +258,7 @@ async def _run(cfg: LoadConfig, base_url: str, pid: int | None, server: SpawnedS
     last: list[Any] = [t0, 0, 0, 0]
     await tick("warmup", t0 + cfg.warmup_s, last)
     t_start = time.perf_counter()
+    server_cpu0 = monitor.server_cpu_s()
     pool.begin_window(t_start)
     pstats.rtt_window = (t_start, float("inf"))
     sent0, acked0, refused0, frames0 = (
@@ -268,6 +271,7 @@ async def _run(cfg: LoadConfig, base_url: str, pid: int | None, server: SpawnedS
         history.start()
     await tick("measure", t_start + cfg.duration_s, last)
     t_end = time.perf_counter()
+    server_cpu1 = monitor.server_cpu_s()
     seconds = t_end - t_start
     pool.end_window(t_end)
     pstats.rtt_window = (t_start, t_end)
@@ -312,6 +316,14 @@ def _report(cfg: LoadConfig, v: dict[str, Any]) -> dict[str, Any]:
     sub_frames = [s.window_frames for s in pool.subs]
     gaps_ms = [s.max_gap * 1000 for s in pool.subs]
     machine = monitor.summary(v["t_start"] - v["t0"], v["t_end"] - v["t0"])
+    cpu0, cpu1 = v["server_cpu0"], v["server_cpu1"]
+    # the server's (and its edges') CPU seconds over the window; per pushed frame received
+    machine["server_cpu_s"] = round(cpu1 - cpu0, 2) if cpu0 is not None and cpu1 is not None else None
+    machine["server_cpu_us_per_frame"] = (
+        round(1e6 * machine["server_cpu_s"] / v["window_frames"], 1)
+        if machine["server_cpu_s"] is not None and v["window_frames"]
+        else None
+    )
     server_accepted = None
     if "tradesAccepted" in after and "tradesAccepted" in before:
         server_accepted = after["tradesAccepted"] - before["tradesAccepted"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-PERCENTILES = (50.0, 95.0, 99.0)
+PERCENTILES = (50.0, 95.0, 99.0, 99.9)
 
 
 def percentile(samples: Sequence[float] | np.ndarray, q: float) -> float | None:
@@ -28,16 +28,16 @@ def percentile(samples: Sequence[float] | np.ndarray, q: float) -> float | None:
 
 
 def summarize(samples: Sequence[float] | np.ndarray | array, *, digits: int = 3) -> dict[str, Any]:
-    """``{"n", "mean", "p50", "p95", "p99", "max", "min"}`` of ``samples`` (values rounded
+    """``{"n", "mean", "p50", "p95", "p99", "p999", "max", "min"}`` of ``samples`` (values rounded
     to ``digits``); the statistics are ``None`` when there are no samples."""
     data = np.asarray(samples, dtype=np.float64)
     n = int(data.size)
     if n == 0:
-        return {"n": 0, "mean": None, "p50": None, "p95": None, "p99": None, "max": None, "min": None}
+        return {"n": 0, "mean": None, "p50": None, "p95": None, "p99": None, "p999": None, "max": None, "min": None}
     qs = np.percentile(data, PERCENTILES)
     out: dict[str, Any] = {"n": n, "mean": _round(float(data.mean()), digits)}
     for q, value in zip(PERCENTILES, qs):
-        out[f"p{int(q)}"] = _round(float(value), digits)
+        out[f"p{q:g}".replace(".", "")] = _round(float(value), digits)  # p50 … p99, p999
     out["max"] = _round(float(data.max()), digits)
     out["min"] = _round(float(data.min()), digits)
     return out
@@ -88,7 +88,8 @@ def fmt_latency(summary: dict[str, Any], unit: str = "ms") -> str:
         return "no samples"
     return (
         f"p50 {fmt_num(summary['p50'], digits=1)}  p95 {fmt_num(summary['p95'], digits=1)}  "
-        f"p99 {fmt_num(summary['p99'], digits=1)}  max {fmt_num(summary['max'], digits=1)} {unit}  "
+        f"p99 {fmt_num(summary['p99'], digits=1)}  p99.9 {fmt_num(summary.get('p999'), digits=1)}  "
+        f"max {fmt_num(summary['max'], digits=1)} {unit}  "
         f"(n={summary['n']:,})"
     )
 

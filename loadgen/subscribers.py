@@ -39,6 +39,26 @@ class _Reset(msgspec.Struct, tag_field="type", tag="reset"):
     id: str
 
 
+class _TopicBarMsg(msgspec.Struct, tag_field="type", tag="bar"):
+    topic: str
+    bar: _BarLite
+    closed: bool
+
+
+class _TopicReset(msgspec.Struct, tag_field="type", tag="reset"):
+    topic: str
+
+
+class _Subscribed(msgspec.Struct, tag_field="type", tag="subscribed"):
+    id: str
+    topic: str
+
+
+class _Status(msgspec.Struct, tag_field="type", tag="status"):
+    live: bool
+    reason: str | None = None
+
+
 class _ErrBody(msgspec.Struct):
     code: str
     message: str = ""
@@ -54,6 +74,7 @@ class _Pong(msgspec.Struct, tag_field="type", tag="pong"):
 
 
 _decode = msgspec.json.Decoder(_BarMsg | _Reset | _Err | _Pong).decode
+_decode_v2 = msgspec.json.Decoder(_TopicBarMsg | _TopicReset | _Subscribed | _Status | _Err | _Pong).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -103,8 +124,10 @@ class SubscriberPool:
         books: dict[str, MarkerBook] | None = None,
         connect_concurrency: int = 100,
         deflate: bool = False,
+        protocol: int = 2,
     ) -> None:
         self.base_ws = base_ws
+        self.protocol = protocol
         self.books = books or {}
         self.subs_per_conn = max(1, subs_per_conn)
         self.connect_concurrency = connect_concurrency
@@ -171,7 +194,7 @@ class SubscriberPool:
             async with gate:
                 try:
                     ws = await connect(
-                        self.base_ws + "/ws",
+                        self.base_ws + ("/ws?v=2" if self.protocol == 2 else "/ws"),
                         compression="deflate" if self.deflate else None,
                         max_size=None,
                         proxy=None,
@@ -192,7 +215,10 @@ class SubscriberPool:
                     )
             self._mark_ready()
             marked = True
-            await self._read(ws, by_id)
+            if self.protocol == 2:
+                await self._read_v2(ws, group)
+            else:
+                await self._read(ws, by_id)
         except ConnectionClosed as exc:
             if not self.stop.is_set():
                 stats.cut_off += 1
@@ -228,6 +254,37 @@ class SubscriberPool:
                 if sub.cursor is not None:
                     stats.markers_missed += sub.cursor.observe(msg.bar.time, msg.bar.high, now, self.window, samples)
             elif type(msg) is _Reset:
+                stats.resets += 1
+            elif type(msg) is _Err:
+                stats.errors[msg.error.code] += 1
+
+    async def _read_v2(self, ws, group: list[Sub]) -> None:  # type: ignore[no-untyped-def]
+        """Protocol v2: frames name the topic; each goes to every subscription of it."""
+        stats = self.stats
+        perf = time.perf_counter
+        samples = stats.latency_ms
+        by_topic: dict[str, list[Sub]] = {}
+        for sub in group:
+            by_topic.setdefault(f"{sub.symbol}@{sub.resolution.text}", []).append(sub)
+        async for message in ws:
+            now = perf()
+            msg = _decode_v2(message)
+            if type(msg) is _TopicBarMsg:
+                for sub in by_topic.get(msg.topic, ()):
+                    stats.frames += 1
+                    sub.frames += 1
+                    if self.measuring:
+                        stats.window_frames += 1
+                        sub.window_frames += 1
+                        gap = now - sub.last
+                        if gap > sub.max_gap:
+                            sub.max_gap = gap
+                        sub.last = now
+                    if sub.cursor is not None:
+                        stats.markers_missed += sub.cursor.observe(
+                            msg.bar.time, msg.bar.high, now, self.window, samples
+                        )
+            elif type(msg) is _TopicReset:
                 stats.resets += 1
             elif type(msg) is _Err:
                 stats.errors[msg.error.code] += 1

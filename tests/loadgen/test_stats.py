@@ -45,9 +45,10 @@ def test_summarize_is_consistent():
 
 
 def test_summarize_empty_and_single():
-    assert summarize([]) == {"n": 0, "mean": None, "p50": None, "p95": None, "p99": None, "max": None, "min": None}
+    empty = {"n": 0, "mean": None, "p50": None, "p95": None, "p99": None, "p999": None, "max": None, "min": None}
+    assert summarize([]) == empty
     one = summarize([2.5])
-    assert one["n"] == 1 and one["p50"] == one["p99"] == one["max"] == one["min"] == 2.5
+    assert one["n"] == 1 and one["p50"] == one["p99"] == one["p999"] == one["max"] == one["min"] == 2.5
 
 
 def test_rate_and_meter():
