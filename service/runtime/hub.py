@@ -8,7 +8,8 @@ snapshot did not include (by the writer's sequence number) — no gap, no double
 
 Coalescing is per series, not per client: the open bar is a single slot (latest wins) and
 closed bars queue (never dropped); a series pushes at once when it has been quiet for a
-push interval, otherwise at the end of the interval, and each push is encoded once and
+push interval, otherwise at the end of the interval (a new series first waits a random
+part of one, so that series do not push in step), and each push is encoded once and
 written to every subscriber (:mod:`service.runtime.fanout`). A subscriber that cannot keep
 up is cut off there, and nobody else waits for it. There is no backpressure towards
 ingest by design: slow readers lose their connection, not other clients' data.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -78,10 +80,12 @@ class Hub:
         *,
         push_interval_ms: int = 0,
         clock_s: Callable[[], float] = time.monotonic,
+        stagger: Callable[[], float] = random.random,
     ) -> None:
         self._history = history
         self._clock_ms = clock_ms
         self._clock_s = clock_s
+        self._stagger = stagger
         self.push_interval_s = push_interval_ms / 1000
         self._series: dict[TopicKey, _Series] = {}
         self._by_symbol: dict[str, set[TopicKey]] = {}
@@ -119,6 +123,12 @@ class Hub:
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series(key)
+            # A busy series pushes once an interval from its first push on. Series created
+            # together (a page opening its charts, a batch touching every resolution of a
+            # symbol) would push together for good: thousands of writes in one loop step,
+            # and every client's frames at the same instant. A random first wait of up to one
+            # interval spreads their phases over the interval.
+            series.last_push_s = self._clock_s() - (1.0 - self._stagger()) * self.push_interval_s
             self._by_symbol.setdefault(symbol, set()).add(key)
             try:
                 await self._initialise(series)

@@ -35,7 +35,8 @@ async def settle() -> None:
 
 
 def make_hub(push_interval_ms: int = 0) -> Hub:
-    return Hub(no_history, lambda: NOW_MS, push_interval_ms=push_interval_ms)
+    # stagger 0: a new series may push at once (the random first wait is tested on its own)
+    return Hub(no_history, lambda: NOW_MS, push_interval_ms=push_interval_ms, stagger=lambda: 0.0)
 
 
 async def test_v2_subscribers_get_the_same_bytes_and_v1_the_models_encoding():
@@ -142,3 +143,17 @@ async def test_a_client_that_stops_reading_is_cut_off_and_counted_after_it_is_go
     assert hub.clients_cut == 1
     assert hub.frames_sent == sent_before
     assert hub.updates_dropped > 0
+
+
+async def test_new_series_first_wait_a_random_part_of_an_interval_so_they_do_not_push_in_step():
+    waits = iter([0.1, 0.9])
+    hub = Hub(no_history, lambda: NOW_MS, push_interval_ms=400, stagger=lambda: next(waits))
+    early, late = Client("early", version=PROTOCOL_V2), Client("late", version=PROTOCOL_V2)
+    for client, symbol in ((early, "BTCUSD"), (late, "ETHUSD")):
+        hub.register(client)
+        await hub.subscribe(client, "x", symbol, MINUTE)
+    hub.publish([trades("BTCUSD", (NOW_MS, 1.0)), trades("ETHUSD", (NOW_MS, 2.0))], seq=1)
+    await asyncio.sleep(0.15)  # past the first series' 40 ms, before the second's 360 ms
+    assert len(early.take()) == 1 and late.take() == []
+    await asyncio.sleep(0.3)
+    assert len(late.take()) == 1
