@@ -6,14 +6,20 @@
  * is installed, see README.md) and our Lightweight Charts page (app.js), so
  * the page exercises exactly the code path the Charting Library would.
  *
- *   const feed = new TvfluxDatafeed({ baseUrl: "", wsUrl: "ws://host/ws" });
+ *   const feed = new TvfluxDatafeed({ baseUrl: "", wsUrls: ["wss://a/ws", "wss://b/ws"] });
  *
  * History comes from `GET /api/bars` (bar times in epoch ms, as the JS API
  * wants them). Live bars come over ONE shared WebSocket to `/ws`, multiplexed
- * by the library's listenerGuid. The socket reconnects with capped
- * exponential backoff and full jitter, runs a ping/pong heartbeat, and after
- * every reconnect re-subscribes everything and asks each listener to reset
- * its cache, because bars may have been missed while we were away.
+ * by the library's listenerGuid. By default it speaks protocol v2
+ * (`/ws?v=2`): the server answers each subscribe with the listener's topic
+ * and then sends each topic's frames once, which we fan out to every
+ * listener of that topic. `protocol: 1` keeps the old per-listener frames.
+ *
+ * The socket reconnects with capped exponential backoff and full jitter,
+ * trying the next of several edge URLs each time, runs a ping/pong
+ * heartbeat, and after every reconnect re-subscribes everything and asks
+ * each listener to reset its cache, because bars may have been missed while
+ * we were away.
  */
 (function (global) {
   "use strict";
@@ -28,6 +34,11 @@
   ];
 
   const STATES = Object.freeze({ CONNECTING: "connecting", OPEN: "open", CLOSED: "closed" });
+
+  // Subscribe errors worth retrying on the same socket: the server (or the edge
+  // we reached) cannot serve live bars right now, e.g. an edge whose upstream
+  // is not (yet) connected, or a core still starting.
+  const RETRYABLE_ERRORS = new Set(["store_unavailable", "unavailable", "overloaded"]);
 
   /**
    * Length of one bar in milliseconds, or null for calendar resolutions
@@ -78,17 +89,56 @@
   }
 
   /**
+   * The WebSocket URL to open for `url` under `protocol`: relative URLs are
+   * resolved against the page, http(s) becomes ws(s), and v2 adds `v=2`.
+   * A URL that does not parse is returned as given (the WebSocket
+   * constructor then reports it).
+   */
+  function socketUrl(url, protocol) {
+    let u;
+    try {
+      u = new URL(url, global.location ? global.location.href : undefined);
+    } catch (_) {
+      return url;
+    }
+    if (u.protocol === "http:") u.protocol = "ws:";
+    else if (u.protocol === "https:") u.protocol = "wss:";
+    if (protocol >= 2) u.searchParams.set("v", String(protocol));
+    return u.toString();
+  }
+
+  /**
    * The multiplexed WebSocket. Kept separate from the datafeed so the
    * reconnect/heartbeat state machine reads on one screen.
+   *
+   * Subscriptions are keyed by listenerGuid (`subs`). In v2 the server names
+   * a topic per subscribe (`subscribed`), and bar/reset frames carry only the
+   * topic, so `topics` maps each topic to the guids listening to it. That
+   * map belongs to one socket: it is rebuilt from the `subscribed` answers
+   * after every reconnect.
    */
   class LiveConnection {
-    constructor(url, options) {
-      this.url = url;
+    constructor(urls, options) {
+      this.urls = urls.slice();
+      this.urlIndex = 0; // the URL the current (or next) socket uses
+      this.protocol = options.protocol;
       this.opts = options;
       this.ws = null;
       this.state = STATES.CLOSED;
       this.listeners = new Set(); // connection-state callbacks
       this.subs = new Map(); // listenerGuid -> subscription
+      this.topics = new Map(); // v2: topic -> Set of listenerGuids
+      // v2: per guid, the subscription objects whose subscribe was sent on
+      // this socket and not answered yet, oldest first. The server answers
+      // subscribes in order, so the head is what a `subscribed` answers; an
+      // answer for an object that is no longer the guid's subscription (it
+      // was unsubscribed or replaced meanwhile) binds nothing.
+      this.pending = new Map();
+      // v2 asked, but this socket's server sent a v1 frame (it ignores `?v=2`):
+      // it will never answer with `subscribed`, so nothing waits for one.
+      this.legacyServer = false;
+      this.status = { live: true, reason: null }; // the server's upstream, v2 `status`
+      this.statusListeners = new Set();
       this.attempt = 0; // consecutive failed connects, drives the backoff
       this.everOpened = false;
       this.reconnectTimer = null;
@@ -106,6 +156,11 @@
       }
     }
 
+    /** The URL the current (or next) socket connects to, as given. */
+    get url() {
+      return this.urls[this.urlIndex];
+    }
+
     onStateChange(fn) {
       this.listeners.add(fn);
       fn(this.state);
@@ -120,6 +175,27 @@
           fn(state);
         } catch (e) {
           console.error("tvflux: connection listener failed", e);
+        }
+      }
+    }
+
+    onStatusChange(fn) {
+      this.statusListeners.add(fn);
+      fn({ ...this.status });
+      return () => this.statusListeners.delete(fn);
+    }
+
+    setStatus(live, reason) {
+      const next = { live: Boolean(live), reason: live ? null : reason == null ? null : String(reason) };
+      if (next.live === this.status.live && next.reason === this.status.reason) return;
+      this.status = next;
+      if (next.live) console.info("tvflux: live bars resumed");
+      else console.warn("tvflux: live bars paused, the server lost its upstream:", next.reason || "(no reason given)");
+      for (const fn of this.statusListeners) {
+        try {
+          fn({ ...next });
+        } catch (e) {
+          console.error("tvflux: status listener failed", e);
         }
       }
     }
@@ -142,12 +218,14 @@
 
     connect() {
       this.setState(STATES.CONNECTING);
+      this.forgetTopics();
       let ws;
       try {
-        ws = new WebSocket(this.url);
+        ws = new WebSocket(socketUrl(this.url, this.protocol));
       } catch (e) {
         // Only a malformed URL throws here; retrying would not help, but the
-        // backoff keeps us from spinning and the state shows the problem.
+        // backoff keeps us from spinning and the state shows the problem
+        // (and with several URLs the next one may be fine).
         console.error("tvflux: cannot open WebSocket", e);
         this.scheduleReconnect();
         return;
@@ -158,6 +236,9 @@
         this.attempt = 0;
         const isReconnect = this.everOpened;
         this.everOpened = true;
+        // A pause reported by another socket (maybe another edge) says
+        // nothing about this one; a server without its upstream says so.
+        this.setStatus(true);
         this.setState(STATES.OPEN);
         this.startHeartbeat();
         for (const [id, sub] of this.subs) this.sendSubscribe(id, sub);
@@ -182,12 +263,59 @@
       ws.onerror = () => {};
     }
 
-    scheduleReconnect() {
-      if (this.stopped) {
-        this.setState(STATES.CLOSED);
-        return;
+    /** Topic bindings and unanswered subscribes belong to one socket. */
+    forgetTopics() {
+      this.topics.clear();
+      this.pending.clear();
+      this.legacyServer = false;
+      for (const sub of this.subs.values()) {
+        sub.topic = null;
+        // A new socket subscribes everything anew (and a reconnect resets
+        // every listener anyway).
+        this.cancelRetry(sub);
+        sub.failed = false;
+        sub.failures = 0;
       }
+    }
+
+    /**
+     * A subscribe of the guid's current subscription failed for a reason
+     * that passes (see RETRYABLE_ERRORS): try again on this socket after a
+     * backoff, or at once when the server reports `status` live. The
+     * listener missed bars meanwhile, so it is reset once bars flow again.
+     */
+    retryLater(id, sub) {
+      this.cancelRetry(sub);
+      sub.failed = true;
+      const { minDelayMs, maxDelayMs } = this.opts.reconnect;
+      const failures = sub.failures || 0;
+      const bound = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(failures, 30));
+      const delay = Math.max(minDelayMs / 2, Math.random() * bound);
+      sub.failures = failures + 1;
+      sub.retryTimer = setTimeout(() => {
+        sub.retryTimer = null;
+        this.retryNow(id, sub);
+      }, delay);
+    }
+
+    retryNow(id, sub) {
+      this.cancelRetry(sub);
+      if (this.subs.get(id) !== sub || !sub.failed) return;
+      this.sendSubscribe(id, sub); // a closed socket resubscribes on open anyway
+    }
+
+    cancelRetry(sub) {
+      if (sub.retryTimer != null) clearTimeout(sub.retryTimer);
+      sub.retryTimer = null;
+    }
+
+    scheduleReconnect() {
+      this.forgetTopics();
       this.setState(STATES.CLOSED);
+      if (this.stopped) return;
+      // Several edges: each reconnect goes to the next one, so a dead edge
+      // costs one attempt, not a whole backoff series.
+      this.urlIndex = (this.urlIndex + 1) % this.urls.length;
       const { minDelayMs, maxDelayMs } = this.opts.reconnect;
       // "Full jitter": a random delay up to the capped exponential bound, so
       // a server restart is not met by every client reconnecting in lockstep.
@@ -246,7 +374,60 @@
     }
 
     sendSubscribe(id, sub) {
-      this.send({ op: "subscribe", id, symbol: sub.symbol, resolution: sub.resolution });
+      if (!this.send({ op: "subscribe", id, symbol: sub.symbol, resolution: sub.resolution })) return;
+      if (this.protocol >= 2 && !this.legacyServer) {
+        const queue = this.pending.get(id);
+        if (queue) queue.push(sub);
+        else this.pending.set(id, [sub]);
+      }
+    }
+
+    /** The subscription object the oldest unanswered subscribe of `id` was for. */
+    takePending(id) {
+      const queue = this.pending.get(id);
+      if (!queue) return undefined;
+      const sub = queue.shift();
+      if (queue.length === 0) this.pending.delete(id);
+      return sub;
+    }
+
+    bindTopic(id, sub, topic) {
+      if (sub.topic === topic) return;
+      this.unbindTopic(id, sub);
+      sub.topic = topic;
+      const ids = this.topics.get(topic);
+      if (ids) ids.add(id);
+      else this.topics.set(topic, new Set([id]));
+    }
+
+    unbindTopic(id, sub) {
+      if (sub.topic == null) return;
+      const ids = this.topics.get(sub.topic);
+      if (ids) {
+        ids.delete(id);
+        if (ids.size === 0) this.topics.delete(sub.topic);
+      }
+      sub.topic = null;
+    }
+
+    /**
+     * The subscriptions a bar or reset frame is for: by topic (v2) or by
+     * listenerGuid (v1). A frame nobody listens to any more (in flight
+     * across an unsubscribe) yields none.
+     */
+    targets(msg) {
+      if (msg.topic != null) {
+        const ids = this.topics.get(String(msg.topic));
+        if (!ids) return [];
+        return [...ids].map((id) => this.subs.get(id)).filter(Boolean);
+      }
+      if (msg.id == null) return [];
+      if (this.protocol >= 2 && !this.legacyServer) {
+        this.legacyServer = true;
+        this.pending.clear();
+      }
+      const sub = this.subs.get(String(msg.id));
+      return sub ? [sub] : [];
     }
 
     resetListener(sub) {
@@ -254,6 +435,26 @@
         sub.onReset();
       } catch (e) {
         console.error("tvflux: onResetCacheNeededCallback failed", e);
+      }
+    }
+
+    deliver(sub, raw, closed) {
+      if (sub.failed) {
+        // The first bar after a failed subscribe: live bars flow again, and
+        // the ones missed meanwhile are only in the history.
+        sub.failed = false;
+        sub.failures = 0;
+        this.resetListener(sub);
+      }
+      const bar = toBar(raw); // a copy per listener: the library may keep it
+      // The Charting Library requires that onTick never goes back in time;
+      // a stale frame (e.g. across a resubscribe) is dropped.
+      if (sub.lastTime !== null && bar.time < sub.lastTime) return;
+      sub.lastTime = bar.time;
+      try {
+        sub.onTick(bar, { closed });
+      } catch (e) {
+        console.error("tvflux: onTick failed", e);
       }
     }
 
@@ -272,33 +473,58 @@
         console.warn("tvflux: ignoring non-JSON frame");
         return;
       }
+      if (!msg || typeof msg !== "object") return;
+      // Frames are routed by what they carry, `topic` (v2) or `id` (v1), so
+      // a v2 datafeed still works against a server that ignores `?v=2`.
       switch (msg.type) {
+        case "subscribed": {
+          if (msg.id == null || msg.topic == null) return;
+          const id = String(msg.id);
+          const answered = this.takePending(id);
+          const sub = this.subs.get(id);
+          // Bind only if this answers the guid's current subscription (or we
+          // lost track of what was asked, e.g. a frame injected by hand).
+          if (sub && (answered === undefined || answered === sub)) this.bindTopic(id, sub, String(msg.topic));
+          return;
+        }
         case "bar": {
-          const sub = this.subs.get(msg.id);
-          // Frames for a listener we just unsubscribed can still be in flight.
-          if (!sub || !msg.bar) return;
-          const bar = toBar(msg.bar);
-          // The Charting Library requires that onTick never goes back in
-          // time; a stale frame (e.g. across a resubscribe) is dropped.
-          if (sub.lastTime !== null && bar.time < sub.lastTime) return;
-          sub.lastTime = bar.time;
-          try {
-            sub.onTick(bar, { closed: Boolean(msg.closed) });
-          } catch (e) {
-            console.error("tvflux: onTick failed", e);
-          }
+          if (!msg.bar) return;
+          const closed = Boolean(msg.closed);
+          for (const sub of this.targets(msg)) this.deliver(sub, msg.bar, closed);
           return;
         }
         case "reset": {
-          const sub = this.subs.get(msg.id);
-          if (sub) this.resetListener(sub);
+          for (const sub of this.targets(msg)) this.resetListener(sub);
+          return;
+        }
+        case "status": {
+          // The edge lost (or regained) its upstream. The socket itself is
+          // fine, and another edge would likely be in the same state, so
+          // this never triggers a reconnect; after `live: true` the server
+          // sends a reset per topic, which heals the charts.
+          this.setStatus(msg.live !== false, msg.reason);
+          if (msg.live !== false) {
+            // Subscribes refused while the server had no upstream (it has
+            // no subscription to reset for them): ask again now.
+            for (const [id, sub] of this.subs) if (sub.failed) this.retryNow(id, sub);
+          }
           return;
         }
         case "error": {
           const err = msg.error || {};
-          const sub = msg.id != null ? this.subs.get(msg.id) : null;
-          console.warn("tvflux: server error", msg.id != null ? `for ${msg.id}` : "", err.code, err.message);
-          if (sub && sub.onError) sub.onError(err);
+          const id = msg.id != null ? String(msg.id) : null;
+          const answered = id !== null ? this.takePending(id) : undefined; // a failed subscribe
+          const sub = id !== null ? this.subs.get(id) : null;
+          console.warn("tvflux: server error", id !== null ? `for ${id}` : "", err.code, err.message);
+          if (sub && (answered === undefined || answered === sub)) {
+            // Only subscribes are answered with an error naming the guid: the
+            // server holds no subscription for it, even if it announced the
+            // topic first, so frames of that topic (another guid's) are not
+            // for this listener.
+            this.unbindTopic(id, sub);
+            if (RETRYABLE_ERRORS.has(err.code)) this.retryLater(id, sub);
+            if (sub.onError) sub.onError(err);
+          }
           return;
         }
         case "pong":
@@ -311,13 +537,23 @@
     }
 
     subscribe(id, sub) {
+      const old = this.subs.get(id);
+      if (old) {
+        this.unbindTopic(id, old); // the server replaces it; its answer rebinds
+        this.cancelRetry(old);
+      }
+      sub.topic = null;
       this.subs.set(id, sub);
       this.ensure();
       this.sendSubscribe(id, sub); // no-op while connecting; onopen sends it
     }
 
     unsubscribe(id) {
-      if (!this.subs.delete(id)) return;
+      const sub = this.subs.get(id);
+      if (!sub) return;
+      this.subs.delete(id);
+      this.unbindTopic(id, sub);
+      this.cancelRetry(sub);
       this.send({ op: "unsubscribe", id });
     }
 
@@ -329,6 +565,7 @@
       const ws = this.ws;
       this.ws = null;
       if (ws) ws.close();
+      this.forgetTopics();
       this.setState(STATES.CLOSED);
     }
   }
@@ -338,17 +575,37 @@
      * @param {object} [options]
      * @param {string} [options.baseUrl]  HTTP origin of the service, "" = same origin.
      * @param {string} [options.wsUrl]    WebSocket URL of `/ws`; derived from the page URL when omitted.
+     * @param {string[]} [options.wsUrls] Several `/ws` URLs (edge processes): each reconnect tries
+     *                                    the next one, round robin. Takes precedence over wsUrl.
+     * @param {1|2} [options.protocol]    Live protocol; 2 (default) opens `/ws?v=2`, 1 the old protocol.
+     * @param {(status:{live:boolean,reason:?string}) => void} [options.onStatus]
+     *                                    Called when the server reports losing/regaining its upstream.
      * @param {{minDelayMs:number,maxDelayMs:number}} [options.reconnect]
      * @param {{intervalMs:number,timeoutMs:number}} [options.heartbeat]
      */
     constructor(options = {}) {
       this.baseUrl = (options.baseUrl || "").replace(/\/+$/, "");
-      this.wsUrl = options.wsUrl || TvfluxDatafeed.defaultWsUrl(this.baseUrl);
+      const urls = Array.isArray(options.wsUrls) ? options.wsUrls.filter((u) => u).map(String) : [];
+      if (urls.length === 0) urls.push(options.wsUrl || TvfluxDatafeed.defaultWsUrl(this.baseUrl));
+      this.wsUrls = urls;
+      this.wsUrl = urls[0];
+      const protocol = options.protocol == null ? 2 : Number(options.protocol);
+      if (protocol !== 1 && protocol !== 2) throw new TypeError(`tvflux: unknown protocol ${options.protocol} (1 or 2)`);
+      this.protocol = protocol;
       this.opts = {
+        protocol,
         reconnect: { minDelayMs: 500, maxDelayMs: 10000, ...(options.reconnect || {}) },
         heartbeat: { intervalMs: 15000, timeoutMs: 5000, ...(options.heartbeat || {}) },
       };
-      this.live = new LiveConnection(this.wsUrl, this.opts);
+      this.live = new LiveConnection(urls, this.opts);
+      if (typeof options.onStatus === "function") {
+        const onStatus = options.onStatus;
+        let first = true; // report changes only, not the initial state
+        this.live.onStatusChange((status) => {
+          if (first) first = false;
+          else onStatus(status);
+        });
+      }
       this.configPromise = null;
       this.symbolCache = new Map();
     }
@@ -550,6 +807,10 @@
         onTick,
         onReset: onResetCacheNeededCallback || (() => {}),
         lastTime: null,
+        topic: null, // v2: set by the server's `subscribed` answer
+        failed: false, // the last subscribe was refused for a passing reason
+        failures: 0, // consecutive refusals, drives the retry backoff
+        retryTimer: null,
       });
     }
 
@@ -579,6 +840,26 @@
 
     get connectionState() {
       return this.live.state;
+    }
+
+    /**
+     * Whether live bars flow (v2 `status`): `{live: true, reason: null}`, or
+     * `{live: false, reason}` while the server has lost its upstream (the
+     * socket stays open and bars resume by themselves). Independent of the
+     * connection state: a closed socket keeps the last known status.
+     */
+    get status() {
+      return { ...this.live.status };
+    }
+
+    /** Like onConnectionChange, for `status`: fires now and on every change. */
+    onStatusChange(fn) {
+      return this.live.onStatusChange(fn);
+    }
+
+    /** The URL of the current (or next) socket, as given in wsUrl/wsUrls. */
+    get currentWsUrl() {
+      return this.live.url;
     }
 
     /** Open the live socket now (otherwise it opens on the first subscribeBars). */

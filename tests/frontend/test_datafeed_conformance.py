@@ -7,7 +7,9 @@ real service.
 The library's rules checked here: callbacks are asynchronous; getBars pages back with
 ``countBack`` until ``noData``; bars come in ascending, unique, resolution-aligned times;
 ``onTick`` never goes back in time and stops at ``unsubscribeBars``; every listener
-shares one socket; resets reach ``onResetCacheNeededCallback``.
+shares one socket; resets reach ``onResetCacheNeededCallback``. The datafeed speaks its
+default, protocol v2 (``/ws?v=2``, frames by topic); test_datafeed_v2.py covers what is
+specific to v2 (shared topics, edge URLs, ``status``) and the old protocol.
 """
 
 from __future__ import annotations
@@ -23,11 +25,19 @@ from tests.frontend.helpers import wait_until
 HARNESS_HTML = """<!doctype html>
 <meta charset="utf-8"><link rel="icon" href="data:,">
 <script>
-  // Count sockets: the datafeed must multiplex every listener over one.
+  // Count sockets (the datafeed must multiplex every listener over one) and keep what
+  // the server sent, parsed, to check the protocol on the wire.
   window.__sockets = [];
+  window.__frames = [];
   const NativeWebSocket = window.WebSocket;
   window.WebSocket = class extends NativeWebSocket {
-    constructor(url, protocols) { super(url, protocols); window.__sockets.push(String(url)); }
+    constructor(url, protocols) {
+      super(url, protocols);
+      window.__sockets.push(String(url));
+      // Registered before the datafeed's onmessage, so a frame is recorded before the
+      // datafeed acts on it, in the same event.
+      this.addEventListener("message", (e) => window.__frames.push(JSON.parse(e.data)));
+    }
   };
 </script>
 <script src="/static/datafeed.js"></script>
@@ -227,14 +237,19 @@ def test_subscribe_switch_resolution_unsubscribe(harness: Any, fe_server: Any) -
         times = [b["time"] for b in ticks(gid)]
         assert all(a <= b for a, b in zip(times, times[1:])), f"{gid}: onTick went back in time"
         assert all(aligned(res, t) for t in times)
-    assert harness.evaluate("window.__sockets.length") == 1, "listeners must share one WebSocket"
+    assert harness.evaluate("window.__sockets") == [fe_server.ws_url + "/ws?v=2"], "listeners must share one v2 WebSocket"
+    # v2 on the wire: each subscribe answered with its topic, bars sent by topic only.
+    frames = harness.evaluate("window.__frames")
+    assert {"type": "subscribed", "id": "g2", "topic": "BTCUSD@5"} in frames
+    bar_frames = [f for f in frames if f["type"] == "bar"]
+    assert bar_frames and all("topic" in f and "id" not in f for f in bar_frames)
 
     # The datafeed itself drops an older bar even if a server sent one, and passes an
     # update of the current bar. One synchronous evaluate, so no real frame interleaves.
     counts = harness.evaluate(
         """() => {
           const t = cf.ticks.g2, last = t[t.length - 1], inject = (bar) =>
-            cf.feed.live.onMessage(JSON.stringify({ type: 'bar', id: 'g2', bar, closed: false }));
+            cf.feed.live.onMessage(JSON.stringify({ type: 'bar', topic: 'BTCUSD@5', bar, closed: false }));
           const before = t.length;
           inject({ ...last, time: last.time - 300000 });
           const afterOlder = t.length;
@@ -273,18 +288,30 @@ def test_heartbeat_timeout_reconnects_and_resubscribes(harness: Any, console: An
         """,
     )
     harness.wait_for_function("() => cf.hb.connectionState === 'open' && cf.ticks.h1.length > 0")
+    url = harness.evaluate("window.__sockets[0]")
     # Pongs keep a healthy link up: several heartbeats, no second socket.
     harness.wait_for_function("() => cf.pings >= 5")
     assert harness.evaluate("window.__sockets.length") == 1
 
     # Now the link goes silent (a half-open TCP connection): no pong, no bars.
-    js(harness, "cf.resetsBefore = cf.resets.h1; cf.realOnMessage = cf.hb.live.onMessage; cf.hb.live.onMessage = () => {};")
+    # Only that socket goes silent: the next one's first frames (in v2 the `subscribed`
+    # answers that bind listeners to topics) may come before this test could undo a hook.
+    js(
+        harness,
+        """
+        cf.resetsBefore = cf.resets.h1;
+        const live = cf.hb.live, silent = live.ws, real = live.onMessage;
+        live.onMessage = function (data) { if (this.ws !== silent) real.call(this, data); };
+        """,
+    )
     harness.wait_for_function("() => window.__sockets.length >= 2", timeout=5000)
-    js(harness, "cf.hb.live.onMessage = cf.realOnMessage; cf.ticksBefore = cf.ticks.h1.length;")
+    js(harness, "cf.ticksBefore = cf.ticks.h1.length;")
     # The reconnect asks the listener to refetch: bars may have been missed meanwhile.
     harness.wait_for_function("() => cf.hb.connectionState === 'open' && cf.resets.h1 > cf.resetsBefore")
     # Re-subscribed on the new socket: ticks flow again (synthetic trades run in the session server).
     harness.wait_for_function("() => cf.ticks.h1.length > cf.ticksBefore", timeout=10_000)
     states = harness.evaluate("cf.hbStates")
     assert states[:3] == ["closed", "connecting", "open"] and "closed" in states[3:], states
+    # With a single URL every reconnect retries that one.
+    assert set(harness.evaluate("window.__sockets.slice(1)")) == {url}
     js(harness, "cf.hb.destroy();")
