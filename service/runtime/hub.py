@@ -7,9 +7,9 @@ initialised buffers them and, once history arrives, applies exactly those the hi
 snapshot did not include (by the writer's sequence number) — no gap, no double count.
 
 Coalescing is per series, not per client: the open bar is a single slot (latest wins) and
-closed bars queue (never dropped); a series pushes at once when it has been quiet for a
-push interval, otherwise at the end of the interval (a new series first waits a random
-part of one, so that series do not push in step), and each push is encoded once and
+closed bars queue (never dropped); a series pushes within one push interval of a change
+and at most once an interval, on a grid of its own (a random phase of the interval, so
+that series do not push in step), and each push is encoded once and
 written to every subscriber (:mod:`service.runtime.fanout`). A subscriber that cannot keep
 up is cut off there, and nobody else waits for it. There is no backpressure towards
 ingest by design: slow readers lose their connection, not other clients' data.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,7 @@ class _Series:
         "reset",
         "last_sent_ms",
         "last_push_s",
+        "phase_s",
         "scheduled",
         "joining",
     )
@@ -62,6 +64,7 @@ class _Series:
         self.reset = False
         self.last_sent_ms = -1  # start of the newest bar pushed: never push an older one
         self.last_push_s = -1e18
+        self.phase_s = 0.0  # the series pushes at phase_s + k × interval (monotonic clock)
         self.scheduled = False
         # subscribers that got the open bar at subscribe time: they must not get anything
         # older from the push under way
@@ -123,12 +126,12 @@ class Hub:
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series(key)
-            # A busy series pushes once an interval from its first push on. Series created
-            # together (a page opening its charts, a batch touching every resolution of a
-            # symbol) would push together for good: thousands of writes in one loop step,
-            # and every client's frames at the same instant. A random first wait of up to one
-            # interval spreads their phases over the interval.
-            series.last_push_s = self._clock_s() - (1.0 - self._stagger()) * self.push_interval_s
+            # Each series pushes on a grid of its own, at a random phase of the interval:
+            # series that change together (every resolution of a symbol, every symbol of a
+            # feed's batch) would otherwise push together — thousands of writes in one loop
+            # step, every client's frames at the same instant, and everything that shares
+            # the loop (ingest acks, history) waiting behind them.
+            series.phase_s = self._stagger() * self.push_interval_s
             self._by_symbol.setdefault(symbol, set()).add(key)
             try:
                 await self._initialise(series)
@@ -249,16 +252,20 @@ class Hub:
                 self._schedule(series)
 
     def _schedule(self, series: _Series) -> None:
-        """Push now if the series was quiet for a push interval, else at its end."""
+        """Push at the series' next grid point at least one interval after its last push
+        (so within one interval of any change, at most once an interval)."""
         if series.scheduled:
             return
         series.scheduled = True
         loop = asyncio.get_running_loop()
-        wait_s = series.last_push_s + self.push_interval_s - self._clock_s()
-        if wait_s > 0:
-            loop.call_later(wait_s, self._push, series)
-        else:
+        interval = self.push_interval_s
+        if interval <= 0:
             loop.call_soon(self._push, series)  # after the rest of this step's trades
+            return
+        now = self._clock_s()
+        earliest = max(now, series.last_push_s + interval)
+        slots = math.ceil((earliest - series.phase_s) / interval - 1e-6)  # float noise on the grid itself
+        loop.call_later(max(0.0, series.phase_s + slots * interval - now), self._push, series)
 
     def _push(self, series: _Series) -> None:
         series.scheduled = False

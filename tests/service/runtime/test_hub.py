@@ -35,8 +35,7 @@ async def settle() -> None:
 
 
 def make_hub(push_interval_ms: int = 0) -> Hub:
-    # stagger 0: a new series may push at once (the random first wait is tested on its own)
-    return Hub(no_history, lambda: NOW_MS, push_interval_ms=push_interval_ms, stagger=lambda: 0.0)
+    return Hub(no_history, lambda: NOW_MS, push_interval_ms=push_interval_ms)
 
 
 async def test_v2_subscribers_get_the_same_bytes_and_v1_the_models_encoding():
@@ -80,15 +79,15 @@ async def test_updates_within_a_push_interval_are_coalesced_closed_bars_kept():
     hub.register(client)
     await hub.subscribe(client, "x", "BTCUSD", MINUTE)
     hub.publish([trades("BTCUSD", (NOW_MS, 1.0))], seq=1)
-    await settle()
-    assert len(client.take()) == 1  # quiet series: pushed at once
-    for i, price in enumerate((2.0, 3.0, 4.0)):  # within the interval: one push at its end
+    await asyncio.sleep(0.25)
+    assert len(client.take()) == 1  # within one interval
+    for i, price in enumerate((2.0, 3.0, 4.0)):  # within the next interval: one push
         hub.publish([trades("BTCUSD", (NOW_MS + 10 + i, price))], seq=2 + i)
     next_minute = NOW_MS // 60_000 * 60_000 + 60_000
     hub.publish([trades("BTCUSD", (next_minute + 5, 5.0))], seq=9)  # closes the first bar
     await settle()
-    assert client.take() == []
-    await asyncio.sleep(0.3)
+    assert client.take() == []  # not before an interval has passed since the last push
+    await asyncio.sleep(0.25)
     frames = [msgspec.json.decode(f) for f in client.take()]
     assert [(f["closed"], f["bar"]["close"]) for f in frames] == [(True, 4.0), (False, 5.0)]
     assert hub.updates_coalesced == 2  # 2.0 and 3.0 were replaced before a push
@@ -145,15 +144,20 @@ async def test_a_client_that_stops_reading_is_cut_off_and_counted_after_it_is_go
     assert hub.updates_dropped > 0
 
 
-async def test_new_series_first_wait_a_random_part_of_an_interval_so_they_do_not_push_in_step():
-    waits = iter([0.1, 0.9])
-    hub = Hub(no_history, lambda: NOW_MS, push_interval_ms=400, stagger=lambda: next(waits))
+async def test_series_push_on_grids_of_their_own_so_they_do_not_push_in_step():
+    phases = iter([0.1, 0.6])
+    clock = {"s": 100.0}
+    hub = Hub(
+        no_history, lambda: NOW_MS, push_interval_ms=400, clock_s=lambda: clock["s"], stagger=lambda: next(phases)
+    )
     early, late = Client("early", version=PROTOCOL_V2), Client("late", version=PROTOCOL_V2)
     for client, symbol in ((early, "BTCUSD"), (late, "ETHUSD")):
         hub.register(client)
         await hub.subscribe(client, "x", symbol, MINUTE)
+    # both change at the same instant (t = 100.0 s: 100.0 mod 0.4 = 0): BTCUSD's grid is at
+    # 0.04 s past each 0.4 s, ETHUSD's at 0.24 s
     hub.publish([trades("BTCUSD", (NOW_MS, 1.0)), trades("ETHUSD", (NOW_MS, 2.0))], seq=1)
-    await asyncio.sleep(0.15)  # past the first series' 40 ms, before the second's 360 ms
+    await asyncio.sleep(0.15)
     assert len(early.take()) == 1 and late.take() == []
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.2)
     assert len(late.take()) == 1
