@@ -265,13 +265,16 @@ class Hub:
         now = self._clock_s()
         earliest = max(now, series.last_push_s + interval)
         slots = math.ceil((earliest - series.phase_s) / interval - 1e-6)  # float noise on the grid itself
-        loop.call_later(max(0.0, series.phase_s + slots * interval - now), self._push, series)
+        at = series.phase_s + slots * interval
+        loop.call_later(max(0.0, at - now), self._push, series, at)
 
-    def _push(self, series: _Series) -> None:
+    def _push(self, series: _Series, slot_s: float | None = None) -> None:
         series.scheduled = False
         if self._series.get(series.key) is not series:
             return  # dropped meanwhile
-        series.last_push_s = self._clock_s()
+        # the grid point, not the (later) time the timer fired: else the next push would
+        # miss the next grid point by that lateness and wait a whole interval more
+        series.last_push_s = slot_s if slot_s is not None else self._clock_s()
         frames = Frames(series.key)
         if series.reset:
             series.reset = False

@@ -161,3 +161,16 @@ async def test_series_push_on_grids_of_their_own_so_they_do_not_push_in_step():
     assert len(early.take()) == 1 and late.take() == []
     await asyncio.sleep(0.2)
     assert len(late.take()) == 1
+
+
+async def test_a_busy_series_pushes_every_interval_not_every_other():
+    hub = make_hub(push_interval_ms=100)
+    client = Client("a", version=PROTOCOL_V2)
+    hub.register(client)
+    await hub.subscribe(client, "x", "BTCUSD", MINUTE)
+    client.take()
+    for i in range(50):  # a trade every 20 ms for 1 s
+        hub.publish([trades("BTCUSD", (NOW_MS + i, 1.0 + i))], seq=i + 1)
+        await asyncio.sleep(0.02)
+    pushes = len(client.take())
+    assert 8 <= pushes <= 11, pushes  # once per 100 ms (timer lateness must not skip a grid point)
