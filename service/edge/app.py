@@ -39,6 +39,7 @@ from service.runtime.history import SymbolSet
 log = logging.getLogger(__name__)
 
 SYMBOLS_REFRESH_S = 5.0
+STARTUP_WAIT_S = 10.0  # then serve anyway, unready: the core may be down for long
 
 
 class EdgeServices(LiveServices):
@@ -52,10 +53,15 @@ class EdgeServices(LiveServices):
         self.symbols = SymbolSet(settings.symbols)
         self.connections = ConnectionLimiter(settings.max_connections_per_client)
         self.symbols_error: str | None = "not fetched yet"
+        self.symbols_known = False
+        self._symbols_fetched = asyncio.Event()
 
     def require_ready(self) -> None:
-        if not self.upstream.live:
-            raise StoreUnavailable(f"not ready: live bars unavailable ({self.upstream.reason})")
+        # Only until the edge knows the core's symbols (else a valid one would be refused as
+        # unknown). A lost upstream does not refuse subscriptions: the hub takes them and
+        # says `status` live false; /health/ready reports it.
+        if not self.symbols_known:
+            raise StoreUnavailable(f"not ready: starting ({self.symbols_error})")
 
     async def _refresh_symbols(self) -> None:
         async with httpx.AsyncClient(base_url=self.core_url, timeout=5) as http:
@@ -66,14 +72,22 @@ class EdgeServices(LiveServices):
                     known = msgspec.json.decode(response.content, type=SymbolsResponse)
                     self.symbols.add([s.symbol for s in known.symbols])
                     self.symbols_error = None
+                    self.symbols_known = True
+                    self._symbols_fetched.set()
                 except (httpx.HTTPError, msgspec.DecodeError) as exc:
                     self.symbols_error = f"core unreachable: {exc}"
-                await asyncio.sleep(SYMBOLS_REFRESH_S)
+                await asyncio.sleep(SYMBOLS_REFRESH_S if self.symbols_known else 0.5)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         refresher = asyncio.create_task(self._refresh_symbols(), name="edge-symbols")
         await self.upstream.start()
+        # Startup waits (a while) for the core's symbols and the upstream: connections
+        # meanwhile wait in the listen backlog instead of being refused as unknown/not ready.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(self._symbols_fetched.wait(), self.upstream.is_live.wait()), STARTUP_WAIT_S
+            )
         try:
             yield
         finally:
@@ -91,7 +105,7 @@ def edge_live() -> dict[str, Any]:
 @get("/health/ready", sync_to_thread=False)
 def edge_ready(services: EdgeServicesDep) -> Response[dict[str, Any]]:
     edge = services
-    ready = edge.upstream.live
+    ready = edge.upstream.live and edge.symbols_known
     body = {
         "ready": ready,
         "role": "edge",

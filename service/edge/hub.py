@@ -4,9 +4,10 @@ encoded them once; v2 clients get the very same bytes).
 
 The edge keeps each topic's open bar so a new subscriber gets it at once, and never
 passes on a bar older than one it already sent for that topic. When the upstream is lost
-its clients are told (``status``, live false) and the edge reports unready; when it is
-back, every subscriber gets a ``reset`` (its chart refetches history: whatever happened
-meanwhile is in there) and the live bars continue.
+its clients are told (``status``, live false) and the edge reports unready; subscriptions
+are still taken meanwhile (the subscriber is told the same). When it is back, every
+subscriber gets a ``reset`` (its chart refetches history: whatever happened meanwhile is in
+there) and the live bars continue.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 
 import msgspec
 
-from service.core.errors import StoreUnavailable
 from service.core.models import LiveStatus, TopicBar, TopicReset
 from service.core.resolution import Resolution
 from service.edge.upstream import Upstream
@@ -75,8 +75,6 @@ class EdgeHub:
                 self.clients_cut += 1
 
     async def subscribe(self, client: Client, sub_id: str, symbol: str, resolution: Resolution) -> Subscription:
-        if not self.upstream.live:
-            raise StoreUnavailable(f"live bars unavailable: {self.upstream.reason}")
         key = (symbol, resolution)
         if sub_id in client.subs:
             self.unsubscribe(client, sub_id)
@@ -88,6 +86,12 @@ class EdgeHub:
             topic = self._topics[name] = _Topic(key)
             self.upstream.want(name)
         topic.subs.append(sub)
+        if not self.upstream.live:
+            # Taken all the same: its bars come once the upstream is back (after the
+            # `status` live and a `reset` every subscriber gets then).
+            if client.version == PROTOCOL_V2:
+                client.send(_encode(LiveStatus(False, self.upstream.reason)))
+            return sub
         if topic.open is not None and (client.version != PROTOCOL_V2 or first_on_topic):
             frame, bar_json, time_ms = topic.open
             frames = Frames(key)

@@ -47,6 +47,7 @@ _header = msgspec.json.Decoder(_Header)
 class Upstream(ABC):
     def __init__(self) -> None:
         self.live = False
+        self.is_live = asyncio.Event()  # set while live (to wait for it)
         self.reason: str | None = "starting"
         self._deliver: Deliver = lambda topic, frame: None
         self._on_state: OnState = lambda live, reason: None
@@ -56,6 +57,10 @@ class Upstream(ABC):
         self._on_state = on_state
 
     def _set_live(self, live: bool, reason: str | None = None) -> None:
+        if live:
+            self.is_live.set()
+        else:
+            self.is_live.clear()
         if live != self.live:
             self.live, self.reason = live, reason
             self._on_state(live, reason)
