@@ -54,7 +54,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 if not v
             ),
         )
-    from service.ops.workers import EdgeSupervisor, shared_port_socket, uvicorn_config
+    from service.ops.workers import EdgeSupervisor, shared_port_socket, tune_gc, uvicorn_config
 
     workers = args.workers if getattr(args, "workers", None) is not None else settings.workers
     # Bind first: on a busy port, fail at once, not after the store, the spool replay and
@@ -73,7 +73,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     app = create_app(settings)
     server = uvicorn.Server(uvicorn_config(app, settings))
-    _tune_gc()
+    tune_gc()
     public_port = settings.port if workers else sock.getsockname()[1]
     print(
         f"tvflux serving on http://{settings.host}:{public_port}/ (store: {settings.store}, "
@@ -129,23 +129,6 @@ def _listen_socket(host: str, port: int) -> socket.socket | None:
         return None
     sock.set_inheritable(True)
     return sock
-
-
-def _tune_gc() -> None:
-    """Fewer, cheaper cyclic-GC passes for a server holding ~200 objects per WebSocket
-    connection. With CPython's defaults (700, 10, 10) and thousands of subscribers, the
-    short-lived objects of each push (futures, timer handles, frames) kept promoting into
-    the old generation and forcing full collections over a million objects: 0.5–0.8 s
-    stalls every few seconds, a third of the event loop's time. Startup objects are frozen
-    (never scanned again), the young generation is larger so most push garbage dies before
-    a collection, and the middle one is collected often so it stays small. Reference
-    counting, which frees nearly everything, is unaffected. Measured in
-    ``docs/performance.md`` (optimisation log)."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 3, 50)
 
 
 # --- generate -----------------------------------------------------------------------------
