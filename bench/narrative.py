@@ -14,6 +14,7 @@ from bench.figures import (
     cell,
     evaluate,
     fan_row,
+    fanout_marginal_us,
     history_tables,
     load_row,
     ms,
@@ -130,22 +131,20 @@ def _summary(results: dict[str, Any]) -> str:
                     else ". "
                 )
             )
+        workers = h["config"].get("workers", 0)
         sent += (
-            f"**Fan-out is the limit of one Python process**: the push-latency target holds up to "
-            f"{knee:,} one-connection subscribers"
-            if knee
-            else "**Fan-out is the limit of one Python process**"
+            f"**Fan-out**: {h['subscribers']['subscriptions']:,} one-connection subscribers with {workers} edge "
+            f"workers get their pushes with p99 {ms(h['latency_ms']['p99'])} ms (target "
+            f"{(h['config']['push_interval_ms'] or 0) + TARGETS['fanout_slack_ms']} ms) at "
+            f"{h['resources'].get('server_cpu_us_per_frame') or 0:.1f} µs of server CPU per pushed frame"
+            + (f"; the target holds up to {knee:,} in the sweep" if knee else "")
         )
         if mux:
             sent += (
                 f" (and {mux['subscribers']['subscriptions']:,} subscriptions multiplexed "
                 f"{mux['config']['subs_per_conn']} per connection, p99 {ms(mux['latency_ms']['p99'])} ms)"
             )
-        sent += (
-            f"; at {h['subscribers']['subscriptions']:,} connections p99 is {ms(h['latency_ms']['p99'])} ms "
-            f"(target {(h['config']['push_interval_ms'] or 0) + TARGETS['fanout_slack_ms']} ms) — see the "
-            "fan-out section for why and the recommendations for what to do about it."
-        )
+        sent += " — see the fan-out section for 1 vs 2 workers and the projection to bigger edge hosts."
         out.append(sent)
     out.append(markdown_table(rows, ["target (2-core machine)", "measured", "verdict"], align="lll"))
     others = _interference(results)
@@ -421,6 +420,10 @@ def _fanout(results: dict[str, Any], charts: dict[str, str]) -> str:
     if "fanout" in charts:
         out.append(f"![fan-out]({charts['fanout']})")
     rows = [fan_row("target run", fan["headline"])]
+    labels = {0: "one process", 1: "one edge"}
+    rows += [fan_row(labels.get(r["config"].get("workers", 0), "same load"), r) for r in fan.get("by_workers", [])]
+    if fan.get("ingest_only"):
+        rows.append(fan_row("ingest alone (no subscribers)", fan["ingest_only"]))
     rows += [fan_row(f"sweep {r['subscribers']['subscriptions']:,}", r) for r in fan["sweep"]]
     if fan.get("multiplexed"):
         rows.append(fan_row("100 subs per connection", fan["multiplexed"]))
@@ -430,23 +433,22 @@ def _fanout(results: dict[str, Any], charts: dict[str, str]) -> str:
     h = fan["headline"]
     push = h["config"]["push_interval_ms"]
     out.append(_fanout_meaning(fan))
+    out.append(_fanout_projection(fan))
     out.append(
-        f"Push interval {push} ms: updates per subscription are coalesced and sent at most every "
-        f"{push} ms, so a trade waits on average half an interval for the next push — the floor of the "
-        f"latency distribution is the marker's processing time, its ceiling the interval plus queueing. "
-        f"The target allows p99 ≤ interval + {TARGETS['fanout_slack_ms']} ms. *Worst gap* is the longest "
-        "silence any subscription saw while measuring; *starved/cut* counts subscriptions that got nothing "
-        "and connections the server cut off as too slow; *missed* counts marker observations that were "
-        "never reflected (a marker reaching the server after its bar closed). Notes on the target run: "
-        + ("; ".join(h["notes"]) if h["notes"] else "none")
-        + "."
+        f"Push interval {push} ms: each series (symbol, resolution) pushes at most once per interval, at "
+        f"a phase of its own, so a trade waits on average half an interval for the next push — the floor "
+        f"of the latency distribution is the marker's processing time, its ceiling the interval plus "
+        f"queueing. The target allows p99 ≤ interval + {TARGETS['fanout_slack_ms']} ms. Subscribers speak "
+        "the datafeed's protocol (`/ws?v=2`). *Edge workers*: `tvflux serve --workers N` (0: one process "
+        "does everything); the load generator's trades then reach the core through an edge like everyone "
+        "else's. *µs/frame* is all of the server's CPU (core and edges, ingest included) over the "
+        "measured window divided by the frames the subscribers received. *Worst gap* is the longest "
+        "silence any subscription saw while measuring; *starved/cut* counts subscriptions that got "
+        "nothing and connections the server cut off as too slow; *missed* counts marker observations "
+        "that were never reflected (a marker reaching the server after its bar closed). Notes on the "
+        "target run: " + ("; ".join(h["notes"]) if h["notes"] else "none") + "."
     )
     return "\n\n".join(out)
-
-
-def _us_per_frame(run: dict[str, Any]) -> float | None:
-    cpu, frames = run["resources"].get("server_cpu_avg_pct"), run["subscribers"]["frames_per_s"]
-    return cpu * 10_000 / frames if cpu and frames else None
 
 
 def fanout_knee(fan: dict[str, Any]) -> int | None:
@@ -462,49 +464,127 @@ def fanout_knee(fan: dict[str, Any]) -> int | None:
     return max(ok) if ok else None
 
 
+def _meets(r: dict[str, Any]) -> bool:
+    p99, push = r["latency_ms"]["p99"], r["config"]["push_interval_ms"] or 0
+    subs = r["subscribers"]
+    return p99 is not None and p99 <= push + TARGETS["fanout_slack_ms"] and not subs["starved"] and not subs["cut_off"]
+
+
 def _fanout_meaning(fan: dict[str, Any]) -> str:
     h = fan["headline"]
     push = h["config"]["push_interval_ms"] or 0
+    target = push + TARGETS["fanout_slack_ms"]
+    workers = h["config"].get("workers", 0)
     lines = ["### What the numbers mean"]
+    lat = h["latency_ms"]
+    lines.append(
+        f"* **{h['subscribers']['subscriptions']:,} subscribers with {workers} edge workers**: p50 "
+        f"{ms(lat['p50'])} ms, p99 {ms(lat['p99'])} ms, p99.9 {ms(lat.get('p999'))} ms against p99 ≤ {target} ms "
+        f"— {'met' if _meets(h) else 'missed'}; starved {h['subscribers']['starved']}, cut off "
+        f"{h['subscribers']['cut_off']}, markers missed {n(h['markers']['missed'])}."
+    )
+    for r in fan.get("by_workers", []):
+        w = r["config"].get("workers", 0)
+        lines.append(
+            f"  The same load {'on one process' if w == 0 else f'with {w} edge worker'}: p99 "
+            f"{ms(r['latency_ms']['p99'])} ms, p99.9 {ms(r['latency_ms'].get('p999'))} ms, "
+            f"{r['resources'].get('server_cpu_us_per_frame') or 0:.1f} µs of server CPU per frame."
+        )
     knee = fanout_knee(fan)
     if knee:
-        lines.append(
-            f"* **The latency target holds up to {knee:,} subscribers on their own connections** on this "
-            f"machine (p99 ≤ {push + TARGETS['fanout_slack_ms']} ms). Beyond that the server's event loop "
-            "is saturated (CPU ≈ 100 % of one core — Python runs the loop on one core; DuckDB's threads use "
-            "the other), pushes queue, and the tail grows: p99 "
-            f"{ms(h['latency_ms']['p99'])} ms at {h['subscribers']['subscriptions']:,}. Nobody was starved or "
-            "cut off, and no marker was lost — the service degrades by pushing late, not by dropping."
+        beyond = [r for r in fan["sweep"] if r["subscribers"]["subscriptions"] > knee]
+        first = beyond[0] if beyond else None
+        text = (
+            f"* **The largest sweep point that still met the target: {knee:,} subscribers** "
+            f"({workers} edge workers, one connection each)."
         )
-    one = _us_per_frame(h)
-    mux = fan.get("multiplexed")
-    if one and mux and _us_per_frame(mux):
+        if first is not None and (first["resources"].get("loadgen_cpu_avg_pct") or 0) >= 80:
+            text += (
+                f" Past it the limit is the load generator's, not the server's: at "
+                f"{first['subscribers']['subscriptions']:,} the generator (one Python process receiving every "
+                f"frame) used {n(first['resources']['loadgen_cpu_avg_pct'])} % of its core and fell behind "
+                f"(ingest {n(first['ingest']['achieved_per_s'])}/s of {n(first['config']['rate'])}), while the "
+                f"server (core and edges) used {n(first['resources']['server_cpu_avg_pct'])} % of one core of "
+                "the two. A bigger measurement needs the clients on other machines."
+            )
+        else:
+            text += (
+                " Past it, this 2-core machine is shared by the core, the edges and a load generator "
+                "receiving every frame in Python, and the tail grows."
+            )
+        lines.append(text)
+    per_frame = h["resources"].get("server_cpu_us_per_frame")
+    marginal = fanout_marginal_us(fan)
+    if per_frame is not None:
         lines.append(
-            f"* **The cost is per connection wake-up, not per message**: one subscription per connection costs "
-            f"{one:.0f} µs of server CPU per pushed bar; {mux['config']['subs_per_conn']} subscriptions per "
-            f"connection cost {_us_per_frame(mux):.0f} µs per bar, so "
-            f"{mux['subscribers']['subscriptions']:,} subscriptions on {mux['subscribers']['connections']} "
-            f"connections got {n(mux['subscribers']['frames_per_s'])} bars/s with p99 "
-            f"{ms(mux['latency_ms']['p99'])} ms. A wake-up is an asyncio task switch, a timer, the send "
-            "deadline, Litestar's and uvicorn's WebSocket layers and a `send()` system call; the bars "
-            "themselves are cheap."
+            f"* **Server CPU per pushed frame: {per_frame:.1f} µs** (was 61 µs before frames were encoded "
+            "once per series and written straight into the transports; goal "
+            f"{TARGETS['fanout_us_per_frame']:g} µs)"
+            + (
+                f", of which ingesting 50,000 trades/s accounts for the rest: **{marginal:.1f} µs per frame "
+                "beyond the ingest alone**"
+                if marginal is not None
+                else ""
+            )
+            + ". What is left is mostly the kernel: a push to a client is one `send()` system call of a "
+            "~150-byte frame, and on loopback that call also does the receiving side's TCP work. Python "
+            "builds each push once (one JSON encoding, one WebSocket frame header per client) and wakes no "
+            "task per client."
+        )
+    mux = fan.get("multiplexed")
+    if mux:
+        lines.append(
+            f"* **Multiplexed**: {mux['subscribers']['subscriptions']:,} subscriptions on "
+            f"{mux['subscribers']['connections']} connections ({mux['config']['subs_per_conn']} each, as one "
+            f"browser page with many charts) got {n(mux['subscribers']['frames_per_s'])} bars/s with p99 "
+            f"{ms(mux['latency_ms']['p99'])} ms, {mux['resources'].get('server_cpu_us_per_frame') or 0:.1f} µs "
+            "per bar."
         )
     b = fan.get("batched")
     if b:
         lines.append(
-            f"* **Bursty publishers hurt**: the same {b['subscribers']['subscriptions']:,} subscribers fed by "
+            f"* **Bursty publisher**: the same {b['subscribers']['subscriptions']:,} subscribers fed by "
             f"{b['config']['frame_trades']:,}-trade frames ({b['config']['rate'] / b['config']['frame_trades']:.0f}"
-            f" frames/s) saw p99 {ms(b['latency_ms']['p99'])} ms: every frame dirties every subscription at "
-            "once, so all connections wake together and their push cycles synchronise into bursts the loop "
-            "works through one by one. A steady trickle of small frames spreads the wake-ups."
+            f" frames/s) saw p99 {ms(b['latency_ms']['p99'])} ms (it was 928 ms when every frame woke every "
+            "connection at once; series now push on grids of their own phase)."
         )
     lines.append(
-        f"* **The generator was not the bottleneck**: it used {n(h['resources']['loadgen_cpu_avg_pct'])} % of "
-        f"a core to receive {n(h['subscribers']['frames_per_s'])} bars/s while the server's loop ran at "
-        f"{n(h['resources']['server_cpu_avg_pct'])} % — together they filled the machine's two cores, so "
-        "the figures are for server and clients on one small box."
+        f"* **The generator shares the machine**: it used {n(h['resources']['loadgen_cpu_avg_pct'])} % of a "
+        f"core to receive {n(h['subscribers']['frames_per_s'])} bars/s while the server (core and edges) used "
+        f"{n(h['resources']['server_cpu_avg_pct'])} %."
     )
     return "\n".join(lines)
+
+
+def _fanout_projection(fan: dict[str, Any]) -> str:
+    """Subscribers per edge core, per 16-core edge host and per N hosts, from the measured
+    marginal CPU per frame (on paper: see the caveats in the text)."""
+    h = fan["headline"]
+    marginal = fanout_marginal_us(fan) or h["resources"].get("server_cpu_us_per_frame")
+    push = h["config"]["push_interval_ms"] or 0
+    if not marginal or not push:
+        return ""
+    frames_per_core = 1e6 / marginal
+    per_sub = 1000 / push  # a busy series pushes once per interval
+    per_core = frames_per_core / per_sub
+    usable = 0.6  # leave headroom: the latency tail grows well before a core is full
+    host = 15 * per_core * usable  # 16 cores, one left to the kernel's network work
+    return "\n".join(
+        [
+            "### Projection to bigger edge hosts (on paper)",
+            f"From the measured {marginal:.1f} µs of CPU per pushed frame: one core pushes about "
+            f"{frames_per_core:,.0f} frames/s, i.e. {per_core:,.0f} one-chart subscribers at {push} ms pushes "
+            f"({per_sub:g} frames/s each, the busy case). Planning at {usable:.0%} of that (the tail grows "
+            "before a core is full), a **16-core edge host** running 15 edge processes holds about "
+            f"**{host:,.0f} subscribers**, and **N such hosts about N × {host:,.0f}**: edges share nothing, and "
+            "the core publishes each series' push once to the broker whatever the number of edges (its cost "
+            "is per series, not per subscriber; NATS then sends one copy per edge host). Caveats: measured on "
+            "loopback, where `send()` also carries the receiver's TCP work (a NIC moves some of that off the "
+            "CPU, interrupts add some back); browsers with several charts per page cost less per bar "
+            "(multiplexed row); slow clients cost buffer memory until they are cut off "
+            "(`TVFLUX_CLIENT_BUFFER_MAX_BYTES`).",
+        ]
+    )
 
 
 def _influx(results: dict[str, Any], charts: dict[str, str]) -> str:
@@ -650,11 +730,11 @@ def _recommendations(results: dict[str, Any]) -> str:
         + ". Keep ingest on one process (the writer, the unique timestamps and the live bars assume it)."
     )
     lines.append(
-        "* **Plan fan-out per core**: one tvflux process handles about "
-        + (f"{knee:,}" if knee else "a few thousand")
-        + " browser connections at a 250 ms push interval on a core like this one. Beyond that, run "
-        "fan-out replicas (each subscribes to the same live stream, or ingests a copy of it) behind a "
-        "load balancer, one per core; subscribers are independent, so they spread freely."
+        "* **Plan fan-out per core**: past what one process holds, run edge processes — "
+        "`tvflux serve --workers N` on the core's host (one per spare core), `tvflux edge --broker` on other "
+        "hosts — and the core keeps ingest, the store and downsampling"
+        + (f"; on this 2-core machine 2 edge workers held {knee:,} one-connection subscribers" if knee else "")
+        + ' (docs/deployment.md, "Fan-out"; the projection in the fan-out section above).'
     )
     lines.append(
         "* **Multiplex subscriptions**: one WebSocket per browser page carrying all its charts' subscriptions "

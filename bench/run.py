@@ -71,7 +71,8 @@ class Profile:
             (20_000, 50_000) if quick else (100_000, 200_000, 300_000, 400_000, 600_000, 800_000, 1_000_000)
         )
         self.fanout_subs = 200 if quick else 5_000
-        self.fanout_sweep = (50, 100) if quick else (500, 1_000, 2_000, 3_000, 4_000, 5_000)
+        self.fanout_workers = 2  # edge processes of the target run (tvflux serve --workers)
+        self.fanout_sweep = (50, 100) if quick else (3_000, 5_000, 6_000, 7_000, 8_000, 10_000)
         self.fanout_rate = 50_000
         self.push_interval_ms = 250
         self.live_history_s = 2.0 if quick else 30.0
@@ -283,6 +284,9 @@ def step_ingest(p: Profile) -> dict[str, Any]:
 
 
 def step_fanout(p: Profile) -> dict[str, Any]:
+    """The target run (5,000 one-connection subscribers, 2 edge workers), the same load on
+    one process and on one edge, the ingest alone (what the fan-out's CPU is measured
+    against), a subscriber sweep with the workers, multiplexed and bursty variants."""
     from loadgen.runner import LoadConfig
 
     base = dict(
@@ -296,34 +300,41 @@ def step_fanout(p: Profile) -> dict[str, Any]:
         progress=True,
         connect_concurrency=200,
     )
-    print(
-        f"fan-out: {p.fanout_subs:,} subscribers (one per connection), push every {p.push_interval_ms} ms, "
-        f"ingest {p.fanout_rate:,}/s, {p.load_s:g} s",
-        file=sys.stderr,
-    )
-    headline = _load(LoadConfig(subscribers=p.fanout_subs, duration_s=p.load_s, **base))
-    sweep = []
-    for n in p.fanout_sweep:
+
+    def load(label: str, subscribers: int, workers: int, duration_s: float, **more: Any) -> dict[str, Any]:
         _pause()
-        print(f"fan-out sweep: {n:,} subscribers, {p.sweep_s:g} s", file=sys.stderr)
-        sweep.append(_trim(_load(LoadConfig(subscribers=n, duration_s=p.sweep_s, **base))))
-    _pause()
-    multiplexed_n = p.fanout_subs * 2
-    print(f"fan-out multiplexed: {multiplexed_n:,} subscriptions, 100 per connection", file=sys.stderr)
-    multiplexed = _trim(_load(LoadConfig(subscribers=multiplexed_n, subs_per_conn=100, duration_s=p.sweep_s, **base)))
-    _pause()
-    print(
-        f"fan-out, batched publisher: {p.fanout_subs:,} subscribers, 10,000-trade frames, markers at 5 Hz",
-        file=sys.stderr,
-    )
-    batched = _trim(
-        _load(
-            LoadConfig(
-                subscribers=p.fanout_subs, duration_s=p.sweep_s, **{**base, "frame_trades": 10_000, "marker_hz": 5.0}
-            )
+        print(
+            f"fan-out, {label}: {subscribers:,} subscribers, {workers} edge workers, push every "
+            f"{p.push_interval_ms} ms, ingest {p.fanout_rate:,}/s, {duration_s:g} s",
+            file=sys.stderr,
         )
+        env = {"TVFLUX_WORKERS": str(workers)}
+        report = _load(LoadConfig(subscribers=subscribers, duration_s=duration_s, server_env=env, **{**base, **more}))
+        report["config"]["workers"] = workers
+        return _trim(report)
+
+    w = p.fanout_workers
+    headline = load("target run", p.fanout_subs, w, p.load_s)
+    by_workers = [load("one process", p.fanout_subs, 0, p.sweep_s), load("one edge", p.fanout_subs, 1, p.sweep_s)]
+    ingest_only = load("ingest alone", 0, w, p.sweep_s)
+    sweep = [load("sweep", n, w, p.sweep_s) for n in p.fanout_sweep]
+    multiplexed = load("multiplexed, 100 per connection", p.fanout_subs * 2, w, p.sweep_s, subs_per_conn=100)
+    batched = load(
+        "batched publisher (10,000-trade frames, markers at 5 Hz)",
+        p.fanout_subs,
+        w,
+        p.sweep_s,
+        frame_trades=10_000,
+        marker_hz=5.0,
     )
-    return {"headline": _trim(headline), "sweep": sweep, "multiplexed": multiplexed, "batched": batched}
+    return {
+        "headline": headline,
+        "by_workers": by_workers,
+        "ingest_only": ingest_only,
+        "sweep": sweep,
+        "multiplexed": multiplexed,
+        "batched": batched,
+    }
 
 
 def step_live_history(p: Profile) -> dict[str, Any]:
