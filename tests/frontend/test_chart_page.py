@@ -404,3 +404,20 @@ def test_date_fields_show_the_days_the_chart_shows(page, fe_server, seeded):
     page.click("#resolutions [data-resolution='1D']")
     page.wait_for_function("() => __tvflux.ready && __tvflux.barsCount() > 10")
     page.wait_for_function("() => document.getElementById('range-from').value < new Date(Date.now() - 20 * 86400e3).toISOString().slice(0, 10)")
+
+
+def test_the_chart_page_works_unchanged_through_edge_workers(page, server_factory):
+    """``tvflux serve --workers 2``: the page, its history and its live bars all come
+    through the edges on the one port (history proxied to the core, live bars from the
+    edge's own hub), and a trade posted to that port shows up on the chart."""
+    server = server_factory(workers="2", synthetic_rate="30", synthetic_backfill_s="3600")
+    open_chart(page, server, "?symbol=BTCUSD&resolution=1")
+    assert hook(page, "__tvflux.barsCount()") >= 30  # an hour of synthetic minutes
+    wait_until(lambda: sum(page.evaluate(PAINTED_PIXELS_JS).values()) > 500, timeout_s=5, what="candles painted")
+    assert page.locator("#status .label").inner_text() == "Live"
+    top = max(b["high"] for b in chart_bars(page))
+    price = round(top * 3, 2)
+    now_ms = int(time.time() * 1000)
+    server.post_trades([{"symbol": "BTCUSD", "price": price, "size": 0.25, "time": now_ms}])
+    minute = now_ms // 60_000 * 60
+    page.wait_for_function("t => __tvflux.bars().some((b) => b.time === t[0] && b.high >= t[1])", arg=[minute, price], timeout=10_000)
