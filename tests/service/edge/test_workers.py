@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 from websockets.sync.client import connect
@@ -126,3 +128,37 @@ def test_stopping_the_core_stops_its_edges(workers):
         return True
 
     wait_for(gone, 15, "the edges to exit")
+
+
+def test_a_stalled_edge_never_slows_the_core(workers):
+    """SIGSTOP one edge: the core's pushes to it only pile up in that one connection (the
+    core writes without waiting; past TVFLUX_CLIENT_BUFFER_MAX_BYTES it would cut it off),
+    ingest at the core goes on at full speed, and after SIGCONT clients on either edge get
+    live bars."""
+    s = workers
+    assert s.proc is not None
+    core_port = int(re.search(r"core on 127\.0\.0\.1:(\d+)", s.log()).group(1))  # type: ignore[union-attr]
+    stalled = edge_pids(s.proc.pid)[0]
+    with connect(s.ws_url + "/ws?v=2") as ws:
+        subscribe_v2(ws, "x", "BTCUSD", "1S")
+        os.kill(stalled, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            for i in range(100):
+                body = json.dumps([{"symbol": "BTCUSD", "price": 100.0 + i, "size": 1, "time": now_ms()}]).encode()
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{core_port}/api/trades", data=body, headers={"Content-Type": "application/json"}
+                )
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    assert response.status == 200
+            took_s = time.monotonic() - started
+        finally:
+            os.kill(stalled, signal.SIGCONT)
+        assert took_s < 10, f"100 ingest requests took {took_s:.1f}s with an edge stopped"
+    # whichever edge a new client lands on, live bars flow (the stopped one caught up or reconnected)
+    for _ in range(4):
+        with connect(s.ws_url + "/ws?v=2") as ws:
+            subscribe_v2(ws, "y", "BTCUSD", "1S")
+            price = 500.0 + _
+            s.post_trades([{"symbol": "BTCUSD", "price": price, "size": 1, "time": now_ms()}])
+            recv_until(ws, lambda m, p=price: m["type"] == "bar" and m["bar"]["close"] == p, timeout_s=15)
