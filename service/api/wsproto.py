@@ -46,16 +46,6 @@ class FrameLimitProtocol(WebSocketProtocol):
             self.transport.write(text_frame(frame))
         return self.transport.get_write_buffer_size()
 
-
-def text_frame(payload: bytes) -> bytes:
-    """A final, unmasked text frame (RFC 6455 §5.2) as a server sends it."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size < 65536:
-        return b"\x81\x7e" + size.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + size.to_bytes(8, "big") + payload
-
     def fail_connection(self, code: int = CloseCode.ABNORMAL_CLOSURE, reason: str = "") -> None:
         if code == CloseCode.MESSAGE_TOO_BIG and self.state is State.OPEN:
             limit = int(self.max_size or 0)
@@ -66,3 +56,13 @@ def text_frame(payload: bytes) -> bytes:
                 pass
             reason = reason or "message too big"
         super().fail_connection(code, reason)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A final, unmasked text frame (RFC 6455 §5.2) as a server sends it."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return b"\x81\x7e" + size.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + size.to_bytes(8, "big") + payload

@@ -19,7 +19,7 @@ import msgspec
 from service.core.models import LiveStatus, TopicBar, TopicReset
 from service.core.resolution import Resolution
 from service.edge.upstream import Upstream
-from service.runtime.fanout import PROTOCOL_V2, Client, Frames, Subscription, TopicKey, topic_name
+from service.runtime.fanout import PROTOCOL_V2, Client, ClientBook, Frames, Subscription, TopicKey, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -37,42 +37,17 @@ class _Topic:
         self.last_sent_ms = -1
 
 
-class EdgeHub:
+class EdgeHub(ClientBook):
     def __init__(self, upstream: Upstream) -> None:
+        super().__init__()
         self.upstream = upstream
         upstream.bind(self.deliver, self.on_state)
         self._topics: dict[str, _Topic] = {}
-        self.clients: set[Client] = set()
-        self.clients_cut = 0
         self.updates_coalesced = 0  # coalescing happens at the core
-        self._stale = 0
-        self._sent_gone = 0
-        self._dropped_gone = 0
-
-    @property
-    def frames_sent(self) -> int:
-        return self._sent_gone + sum(c.frames_sent for c in self.clients)
-
-    @property
-    def updates_dropped(self) -> int:
-        return self._stale + self._dropped_gone + sum(c.dropped for c in self.clients)
 
     @property
     def subscription_count(self) -> int:
         return sum(len(t.subs) for t in self._topics.values())
-
-    def register(self, client: Client) -> None:
-        self.clients.add(client)
-
-    def unregister(self, client: Client) -> None:
-        for sub_id in list(client.subs):
-            self.unsubscribe(client, sub_id)
-        if client in self.clients:
-            self.clients.discard(client)
-            self._sent_gone += client.frames_sent
-            self._dropped_gone += client.dropped
-            if client.cut_reason is not None:
-                self.clients_cut += 1
 
     async def subscribe(self, client: Client, sub_id: str, symbol: str, resolution: Resolution) -> Subscription:
         key = (symbol, resolution)

@@ -153,6 +153,42 @@ class Client:
         return sub
 
 
+class ClientBook:
+    """The connections of a hub and the delivery counters behind /metrics, which outlive
+    the clients that produced them. Shared by the core's hub and an edge's."""
+
+    def __init__(self) -> None:
+        self.clients: set[Client] = set()
+        self.clients_cut = 0
+        self._stale = 0  # bars older than one already sent for their series: never sent
+        self._sent_gone = 0
+        self._dropped_gone = 0
+
+    @property
+    def frames_sent(self) -> int:
+        return self._sent_gone + sum(c.frames_sent for c in self.clients)
+
+    @property
+    def updates_dropped(self) -> int:
+        return self._stale + self._dropped_gone + sum(c.dropped for c in self.clients)
+
+    def unsubscribe(self, client: Client, sub_id: str) -> bool:
+        raise NotImplementedError
+
+    def register(self, client: Client) -> None:
+        self.clients.add(client)
+
+    def unregister(self, client: Client) -> None:
+        for sub_id in list(client.subs):
+            self.unsubscribe(client, sub_id)
+        if client in self.clients:
+            self.clients.discard(client)
+            self._sent_gone += client.frames_sent
+            self._dropped_gone += client.dropped
+            if client.cut_reason is not None:
+                self.clients_cut += 1
+
+
 class LiveHub(Protocol):
     """What a connection's handler needs of a hub: the core's Hub and an edge's EdgeHub."""
 

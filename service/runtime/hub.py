@@ -28,7 +28,7 @@ from service.core.bars import LiveSeries, PartialBar, fold
 from service.core.errors import StoreUnavailable
 from service.core.models import Bar, TradeColumns
 from service.core.resolution import Resolution
-from service.runtime.fanout import PROTOCOL_V2, Client, Frames, Subscription, TopicKey, v1_message
+from service.runtime.fanout import PROTOCOL_V2, Client, ClientBook, Frames, Subscription, TopicKey, v1_message
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class _Series:
 HistoryFn = Callable[[str, Resolution, int, int], Awaitable[tuple[list[Bar], int]]]
 
 
-class Hub:
+class Hub(ClientBook):
     def __init__(
         self,
         history: HistoryFn,
@@ -85,6 +85,7 @@ class Hub:
         clock_s: Callable[[], float] = time.monotonic,
         stagger: Callable[[], float] = random.random,
     ) -> None:
+        super().__init__()
         self._history = history
         self._clock_ms = clock_ms
         self._clock_s = clock_s
@@ -92,22 +93,8 @@ class Hub:
         self.push_interval_s = push_interval_ms / 1000
         self._series: dict[TopicKey, _Series] = {}
         self._by_symbol: dict[str, set[TopicKey]] = {}
-        self.clients: set[Client] = set()
-        self.clients_cut = 0
         self.updates_coalesced = 0  # open-bar updates replaced by a newer one before a push
         self.pushes = 0  # series pushes (each encoded once)
-        # totals of clients already gone; the live ones are added at scrape time
-        self._sent_gone = 0
-        self._dropped_gone = 0
-        self._stale = 0  # bars older than one already pushed: never pushed
-
-    @property
-    def frames_sent(self) -> int:
-        return self._sent_gone + sum(c.frames_sent for c in self.clients)
-
-    @property
-    def updates_dropped(self) -> int:
-        return self._stale + self._dropped_gone + sum(c.dropped for c in self.clients)
 
     @property
     def subscription_count(self) -> int:
@@ -173,19 +160,6 @@ class Hub:
             if not series.subs and series.ready.is_set():
                 self._drop_series(sub.key)
         return True
-
-    def register(self, client: Client) -> None:
-        self.clients.add(client)
-
-    def unregister(self, client: Client) -> None:
-        for sub_id in list(client.subs):
-            self.unsubscribe(client, sub_id)
-        if client in self.clients:
-            self.clients.discard(client)
-            self._sent_gone += client.frames_sent
-            self._dropped_gone += client.dropped
-            if client.cut_reason is not None:
-                self.clients_cut += 1
 
     def open_bar(self, key: TopicKey) -> Bar | None:
         """The series' open bar now, if it is live (for a broker that answers a new edge)."""
