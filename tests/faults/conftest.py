@@ -1,13 +1,17 @@
-"""Fault-suite fixtures: a tmpfs mount (root only; skipped with the reason elsewhere)."""
+"""Fault-suite fixtures: a tmpfs mount (root only; skipped with the reason elsewhere) and a
+real NATS server (skipped without the binary, except under CI, where that fails)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.nats_server import NatsServer, nats_server_binary_or_skip
 
 
 def _in_ci() -> bool:
@@ -31,3 +35,15 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server on a free loopback port; ``stop()``/``start()`` keep the port."""
+    work = tmp_path / "nats"
+    work.mkdir()
+    server = NatsServer(nats_server_binary_or_skip(), work).start()
+    try:
+        yield server
+    finally:
+        server.stop(signal.SIGKILL)

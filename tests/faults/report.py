@@ -17,7 +17,6 @@ NOT_COVERED = {
         "not injected yet: no real way found to make one embedded "
         "DuckDB query take seconds; history queries share the same TVFLUX_HISTORY_TIMEOUT_S bound",
     ),
-    "broker_gone": ("broker gone", "no broker yet: covered by the fan-out issue once edges exist"),
 }
 HEADER = """# Reliability: the fault matrix
 

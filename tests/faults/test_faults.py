@@ -1,7 +1,8 @@
 """The fault matrix: each test injects one fault for real on this machine (a full tmpfs, a
 low file-descriptor limit, libfaketime moving the wall clock, SIGSTOP of influxd or of
-tvflux, a torn spool record, kill -9, an injected store outage), then checks what clients
-and the operator saw and that every acknowledged trade is stored. Each records its row
+tvflux, a torn spool record, kill -9 of the service or of one of its edge processes, an
+injected store outage, the NATS broker stopped), then checks what clients and the operator
+saw and that every acknowledged trade is stored. Each records its row
 (measured) for ``python -m tests.faults.report``, which writes docs/reliability.md.
 
 Loopback only, bounded in time, and everything started is stopped by the test itself."""
@@ -9,18 +10,22 @@ Loopback only, bounded in time, and everything started is stopped by the test it
 from __future__ import annotations
 
 import errno
+import http.client
 import json
 import os
+import re
 import resource
 import signal
 import socket
 import time
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
 
+from service.ops.workers import EDGE_QUICK_EXIT_S
 from service.runtime.spool import _HEADER, _MAGIC, encode_batches
 from tests.conftest import ServerProcess
 from tests.faults.harness import (
@@ -28,10 +33,14 @@ from tests.faults.harness import (
     Row,
     Subscriber,
     call,
+    child_pids,
     drain_and_stop,
     is_error_root,
+    listening,
     loss,
+    peer_ports,
     record,
+    shown,
     start_raw,
     stored_ids,
     wait_until,
@@ -136,7 +145,7 @@ def test_store_outage(tmp_path, servers):
             "store outage",
             "every store write fails while a file exists (TVFLUX_FAULT_STORE_DOWN_FILE)",
             f"ingest kept answering 200 ({ingest.refusals()}); batches beyond memory spill to the spool",
-            f"/health/ready 503: {'; '.join(reasons)}",
+            "/health/ready 503: " + shown("; ".join(reasons), TVFLUX_DATA_DIR=tmp_path / "d", TMP=tmp_path),
             acked,
             stored,
             lost,
@@ -581,5 +590,312 @@ def test_hung_influx(influx_server, tmp_path, servers):
             ingest.bare_500s(),
             round(recover_s, 1),
             "SIGCONT until /health/ready is 200",
+        )
+    )
+
+
+# --- 9. an edge process killed (serve --workers 2) ---------------------------------------------
+
+TOPIC = "BTCUSD@1S"
+BAR_FIELDS = ("time", "open", "high", "low", "close", "volume")
+
+
+def compare_with_history(sub: Subscriber, history: list[dict], since: float = 0.0) -> tuple[Counter, list]:
+    """Every closed bar ``sub`` got after ``since`` (monotonic) against history's bar of that
+    bucket, counted by outcome: ``equal``; ``superseded`` (a ``reset`` of the topic came
+    after it: the client refetches); ``after_reset`` (it came right behind a ``reset``, in
+    the same push, and lacks trades history has: the late trades that reset announced);
+    ``wrong`` (anything else). Returns the counts and the details of the wrong ones."""
+    by_time = {bar["time"]: {k: bar[k] for k in BAR_FIELDS} for bar in history}
+    preceding = {id(m["bar"]): prev for prev, m in zip([{}, *sub.timeline], sub.timeline) if m.get("type") == "bar"}
+    outcome: Counter = Counter()
+    wrong = []
+    for at, _, bar, closed in list(sub.bars):
+        if not closed or at <= since:
+            continue
+        got, stored = {k: bar[k] for k in BAR_FIELDS}, by_time.get(bar["time"])
+        if got == stored:
+            outcome["equal"] += 1
+        elif sub.first(at, "reset", topic=TOPIC) is not None:
+            outcome["superseded"] += 1
+        elif preceding.get(id(bar), {}).get("type") == "reset" and stored and stored["volume"] > got["volume"]:
+            outcome["after_reset"] += 1
+        else:  # with what the subscriber got around it, to tell why
+            outcome["wrong"] += 1
+            around = [(round(t - at, 3), "bar", b["time"], c) for t, _, b, c in sub.bars if abs(t - at) < 1]
+            around += [(round(t - at, 3), m.get("type")) for t, m in sub.events if abs(t - at) < 1]
+            wrong.append({"got": got, "history": stored, "around": sorted(around)})
+    return outcome, wrong
+
+
+def bar_from(server: ServerProcess, pid: int, within_s: float = 20.0) -> tuple[dict, int]:
+    """Connect to the public port until the kernel hands a connection to process ``pid``
+    (``SO_REUSEPORT`` spreads them over the processes listening; a new edge listens once it
+    has started), then subscribe there: (its first bar, connections made)."""
+    deadline = time.monotonic() + within_s
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        with connect(server.ws_url + "/ws?v=2", open_timeout=15) as ws:
+            if ws.socket.getsockname()[1] in peer_ports([pid], server.port)[pid]:
+                ws.send(json.dumps({"op": "subscribe", "id": "n", "symbol": "BTCUSD", "resolution": "1S"}))
+                while True:
+                    msg = json.loads(ws.recv(timeout=10))  # TimeoutError: the new edge took it, sent no bar
+                    if msg["type"] == "bar":
+                        return msg, n
+        time.sleep(0.1)
+    raise AssertionError(f"no connection landed on process {pid} in {within_s}s ({n} tries)")
+
+
+def test_edge_killed(tmp_path, servers):
+    server = make_server(tmp_path, TVFLUX_WORKERS="2")
+    servers.append(server)
+    started_s = int(time.time())
+    server.start()
+    edges_up = time.monotonic()  # (they started before the port answered)
+    core_pid = server.proc.pid
+    edges = wait_until(lambda: len(p := child_pids(core_pid)) == 2 and p, 20, what="two edge processes")
+    # the port answered as soon as one edge was up; the other may not listen yet
+    wait_until(lambda: len(listening(edges, server.port)) == 2, 20, what="both edges listening")
+    # v2 subscribers, at least 6 and until each edge holds 2 or more of them (the kernel
+    # spreads connections over the edges at random)
+    subs: list[Subscriber] = []
+
+    def fewest_on_an_edge() -> int:
+        held = peer_ports(edges, server.port)
+        return min(sum(1 for s in subs if s.sessions[-1][1] in held[e]) for e in edges)
+
+    while len(subs) < 6 or (fewest_on_an_edge() < 2 and len(subs) < 16):
+        sub = Subscriber(server, reconnect=True, give_up_s=10, version=2)
+        sub.start()
+        assert sub.connected.wait(15)
+        subs.append(sub)
+    n_subs = len(subs)
+    assert fewest_on_an_edge() >= 2
+    # clients posting through the public port (so through an edge to the core) on kept-alive
+    # connections, at least 2 and until each edge holds one of them: the edge about to die
+    # has a client whose request gets no answer, and who sends that batch again
+    ingests: list[Ingest] = []
+
+    def ingest_ports(held: dict[int, set[int]], pid: int) -> list[int]:
+        return [i.local_port for i in ingests if i.local_port in held[pid]]
+
+    while len(ingests) < 2 or (
+        min(len(ingest_ports(peer_ports(edges, server.port), e)) for e in edges) < 1 and len(ingests) < 6
+    ):
+        ingest = Ingest(server, f"ek{len(ingests)}-", batch=50, pause_s=0.01, retry=True, keep_alive=True)
+        ingest.start()
+        wait_until(lambda ingest=ingest: ingest.statuses, 10, what="an answer to an ingest client")  # accepted
+        ingests.append(ingest)
+    wait_until(
+        lambda: all(len(i.acked) >= 500 for i in ingests) and all(s.bars for s in subs),
+        20,
+        what="acks, and bars at every subscriber",
+    )
+    # an edge that dies within EDGE_QUICK_EXIT_S of its start is taken for one that cannot
+    # start and is restarted ever more slowly: kill one that has been serving for longer
+    time.sleep(max(0.0, edges_up + EDGE_QUICK_EXIT_S + 0.5 - time.monotonic()))
+    held = peer_ports(edges, server.port)
+    victim = max(edges, key=lambda pid: len(held[pid]))  # the edge holding most of our subscribers
+    on_victim = [s for s in subs if s.sessions[-1][1] in held[victim]]
+    others = [s for s in subs if s not in on_victim]
+    assert on_victim and all(s.sessions[-1][1] in held[e] for s in others for e in edges if e != victim), held
+    ingest_on_victim = len(ingest_ports(held, victim))
+    assert ingest_on_victim >= 1, (held, [i.local_port for i in ingests])
+
+    killed = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+
+    def back(sub: Subscriber) -> float | None:
+        """When the subscriber had a bar on a connection it made after the kill."""
+        session = next((at for at, _ in sub.sessions if at > killed), None)
+        return None if session is None else sub.first(session, "bar")
+
+    ready: list[str] = []  # /health/ready on the public port meanwhile, in order
+
+    def healed() -> bool:
+        try:
+            ready.append(str(readiness(server)[0]))
+        except (OSError, http.client.HTTPException) as exc:
+            ready.append(type(exc).__name__)
+        return all(back(s) is not None for s in on_victim)
+
+    wait_until(healed, 30, step_s=0.2, what="every dropped subscriber back with a bar")
+    recover_s = max(back(s) or 0.0 for s in on_victim) - killed
+    after = wait_until(
+        lambda: len(p := child_pids(core_pid)) == 2 and victim not in p and p, 20, what="the core to start a new edge"
+    )
+    new_edge_s = time.monotonic() - killed  # (polled: within 0.1 s)
+    (new_edge,) = set(after) - set(edges)
+    landed = peer_ports(after, server.port)
+    on_new = sum(1 for s in on_victim if s.sessions[-1][1] in landed[new_edge])
+    bar_from(server, new_edge)  # the new edge serves, too
+    time.sleep(2.5)  # closed bars on the new connections
+    for ingest in ingests:
+        ingest.stop()
+    time.sleep(1.5)  # the last bar closes (and a reset follows any late trade)
+    for sub in subs:
+        sub.stop_event.set()  # all at once: a subscriber still waiting must not take the silence for an outage
+    for sub in subs:
+        sub.stop()
+    # what a chart refetches: history of the whole run, through the port (an edge, then the core)
+    status, _, body = call(
+        server, "GET", f"/api/bars?symbol=BTCUSD&resolution=1S&from={started_s - 5}&to={int(time.time()) + 5}"
+    )
+    assert status == 200, body
+    checked: Counter = Counter()
+    wrong: list = []
+    for sub in subs:
+        outcome, details = compare_with_history(sub, body["bars"])
+        checked.update(outcome)
+        wrong += details
+    # each dropped one: at least one closed bar on its new connection, equal to history
+    healed_with_equal = [
+        s
+        for s in on_victim
+        if compare_with_history(s, body["bars"], since=next(at for at, _ in s.sessions if at > killed))[0]["equal"]
+    ]
+    exited = log_line(server, "exited with")
+    restarted = log_line(server, f"started (pid {new_edge})")
+    drain_and_stop(server)
+    acked_ids = [i for ingest in ingests for i in ingest.acked]
+    acked, stored, lost = loss(acked_ids, stored_ids(server.data_dir, "ek"))
+    bare = sum(i.bare_500s() for i in ingests)
+    retried = sum(i.retried for i in ingests)
+    retried_acked = sum(i.retried_acked for i in ingests)
+    duplicates = sum(i.retried_duplicates for i in ingests)
+    unanswered: Counter = Counter()  # no answer (exception name) or a retryable refusal ("503 code")
+    for ingest in ingests:
+        unanswered.update({k: v for k, v in ingest.statuses.items() if isinstance(k, str)})
+        unanswered.update(ingest.codes)
+    drops = Counter(d for s in on_victim for d in s.disconnects)
+
+    assert lost == 0 and bare == 0 and not any(i.bad for i in ingests), [i.bad[:3] for i in ingests]
+    assert all(i.abandoned == 0 for i in ingests) and retried_acked == retried >= ingest_on_victim
+    assert all(s.dropped_at and s.dropped_at[0] > killed for s in on_victim), [s.disconnects for s in on_victim]
+    assert not any(s.disconnects for s in others), [s.disconnects for s in others]
+    assert all(s.bars_between(killed, killed + recover_s) for s in others), "a subscriber on the other edge stalled"
+    assert not wrong, json.dumps(wrong[:3])
+    assert len(healed_with_equal) == len(on_victim)
+
+    pid = re.compile(r"pid \d+")
+    record(
+        Row(
+            "edge_killed",
+            "edge process killed",
+            "SIGKILL to one of the 2 edge processes of `tvflux serve --workers 2` under ingest through the "
+            f"public port (id'd trades, so through an edge to the core) and {n_subs} v2 subscribers, to the "
+            "edge holding most of them",
+            f"{len(on_victim)} of {n_subs} subscribers were on it: their connections dropped "
+            f"({', '.join(f'{n} × {k}' for k, n in sorted(drops.items()))}); they reconnected to the same port "
+            f"after 0.5 s ({len(on_victim) - on_new} landed on the surviving edge, {on_new} on the new one), "
+            f"subscribed again and had bars again; of the closed bars all subscribers got, {checked['equal']} "
+            "equal history for their bucket"
+            + (f", {checked['superseded']} were followed by a reset (late trades)" if checked["superseded"] else "")
+            + (
+                f", {checked['after_reset']} came right behind a reset in the same push and lack the late "
+                "trades that reset announced (history has them)"
+                if checked["after_reset"]
+                else ""
+            )
+            + f", none other; the other {len(others)} stayed connected and kept getting bars; ingest "
+            f"({len(ingests)} clients on kept-alive connections, {ingest_on_victim} on the killed edge): "
+            f"{retried} batch{'es' if retried != 1 else ''} got no answer "
+            f"({', '.join(f'{n} × {k}' for k, n in sorted(unanswered.items()))}), "
+            "sent again with the same ids on a new connection: all acked"
+            + (f" ({duplicates} trades as duplicates: the first try had reached the core)" if duplicates else ""),
+            f"log: {pid.sub('pid …', exited)}, then {pid.sub('pid …', restarted)}: a new pid "
+            f"{new_edge_s:.1f}s after the kill, which serves (a v2 client that landed on it got a bar); "
+            f"/health/ready on the port every 0.2 s from the kill on: {', '.join(ready)}",
+            acked,
+            stored,
+            lost,
+            bare,
+            round(recover_s, 1),
+            "kill until every dropped subscriber had a bar on its new connection",
+        )
+    )
+
+
+# --- 10. the broker gone (core and an edge through NATS) -----------------------------------------
+
+
+def test_broker_gone(tmp_path, nats, servers):
+    core = make_server(tmp_path / "core", TVFLUX_BROKER_URL=nats.url)
+    servers.append(core)
+    started_s = int(time.time())
+    core.start()
+    edge = make_server(tmp_path / "edge", TVFLUX_BROKER_URL="")
+    servers.append(edge)
+    start_raw(edge, command=["edge", "--core", core.base_url, "--broker", nats.url])
+    sub = Subscriber(edge, version=2)  # stays on its connection: no reconnect
+    sub.start()
+    assert sub.connected.wait(10)
+    ingest = Ingest(core, "bg-", batch=50, pause_s=0.05)  # to the core: ingest does not need the broker
+    ingest.start()
+    wait_until(lambda: len(ingest.acked) >= 500 and sub.bars, 20, what="acks, and bars at the edge's subscriber")
+
+    stopped = time.monotonic()
+    acked_before = len(ingest.acked)
+    nats.stop()  # SIGTERM
+    lost_at = wait_until(lambda: sub.first(stopped, "status", live=False), 15, what="status live false")
+    lost_msg = next(m for at, m in sub.events if at == lost_at)
+    edge_ready = wait_until(
+        lambda: (r := call(edge, "GET", "/health/ready"))[0] == 503 and r[2], 15, what="the edge unready"
+    )
+    core_status, _, core_ready = wait_until(
+        lambda: (r := call(core, "GET", "/health/ready"))[2].get("broker", {}).get("connected") is False and r,
+        15,
+        what="the core to report the broker disconnected",
+    )
+    time.sleep(max(0.0, stopped + 4.0 - time.monotonic()))  # a few seconds without the broker
+    acked_during = len(ingest.acked) - acked_before
+    back = time.monotonic()
+    bars_during = sub.bars_between(lost_at, back)
+    nats.start()  # the same port
+    live_at = wait_until(lambda: sub.first(lost_at, "status", live=True), 20, what="status live true")
+    reset_at = wait_until(lambda: sub.first(lost_at, "reset", topic=TOPIC), 10, what="a reset of the topic")
+    bar_at = wait_until(lambda: sub.first(reset_at, "bar"), 15, what="a bar after the reset")
+    recover_s = bar_at - back
+    wait_until(lambda: readiness(edge)[0] == 200, 15, what="the edge ready again")
+    wait_until(lambda: call(core, "GET", "/health/ready")[2]["broker"]["connected"], 15, what="the core's broker back")
+    time.sleep(1.0)
+    ingest.stop()
+    sub.stop()
+    # after the reset the chart refetches history (through the edge): the outage's trades are there
+    history_volume = heal(edge, "BTCUSD", started_s)
+    drain_and_stop(core)
+    edge.stop(signal.SIGTERM)
+    ids = stored_ids(core.data_dir, "bg-")
+    acked, stored, lost = loss(ingest.acked, ids)
+
+    assert live_at <= reset_at <= bar_at, (live_at, reset_at, bar_at)
+    assert bars_during == 0 and acked_during > 0
+    assert not sub.disconnects, sub.disconnects
+    assert core_status == 200
+    assert ingest.statuses.keys() == {200} and not ingest.bad and ingest.bare_500s() == 0, ingest.statuses
+    assert lost == 0 and history_volume == pytest.approx(len(ids))
+    places = {"NATS_URL": nats.url}
+    record(
+        Row(
+            "broker_gone",
+            "broker gone",
+            "nats-server (the core's TVFLUX_BROKER_URL, the `tvflux edge --broker`'s source) stopped with "
+            "SIGTERM for 4 s under ingest to the core and a v2 subscriber on the edge, then started again on "
+            "the same port",
+            f"the subscriber: status live false ({shown(lost_msg.get('reason', ''), **places)}) "
+            f"{lost_at - stopped:.1f}s after the stop, no bars meanwhile, the connection stayed open; "
+            f"then status live true, reset {TOPIC}, bars again; history through the edge holds the outage's "
+            f"trades (volume {history_volume:.0f} = trades stored); ingest never refused ({acked_during} trades "
+            "acked during the outage)",
+            f"edge /health/ready 503 (upstream: {shown(edge_ready['upstream']['reason'] or '', **places)}); "
+            f"core /health/ready {core_status}, broker connected false "
+            f"({shown(core_ready['broker']['error'] or '', **places)})",
+            acked,
+            stored,
+            lost,
+            ingest.bare_500s(),
+            round(recover_s, 1),
+            "nats-server started again until the subscriber has a bar again",
         )
     )
