@@ -250,9 +250,6 @@ class Hub(ClientBook):
         # miss the next grid point by that lateness and wait a whole interval more
         series.last_push_s = slot_s if slot_s is not None else self._clock_s()
         frames = Frames(series.key)
-        if series.reset:
-            series.reset = False
-            frames.reset()
         for bar in series.closed:
             if bar.time >= series.last_sent_ms:
                 series.last_sent_ms = bar.time
@@ -267,6 +264,11 @@ class Hub(ClientBook):
                 frames.bar(bar, False)
             else:
                 self._stale += 1
+        if series.reset:
+            # Last: a bar of this push may lack the late trades the reset announces (they
+            # came after its bucket closed), and the client must refetch after applying it.
+            series.reset = False
+            frames.reset()
         if not frames.items or not series.subs:
             series.joining.clear()
             return

@@ -174,3 +174,21 @@ async def test_a_busy_series_pushes_every_interval_not_every_other():
         await asyncio.sleep(0.02)
     pushes = len(client.take())
     assert 8 <= pushes <= 11, pushes  # once per 100 ms (timer lateness must not skip a grid point)
+
+
+async def test_a_reset_comes_after_the_bars_of_its_push():
+    """Late trades for a bar that closed in the same push interval: that closed bar lacks
+    them, so the reset that announces them must come after it (the client refetches last)."""
+    hub = make_hub(push_interval_ms=200)
+    client = Client("a", version=PROTOCOL_V2)
+    hub.register(client)
+    await hub.subscribe(client, "x", "BTCUSD", MINUTE)
+    minute = NOW_MS // 60_000 * 60_000
+    hub.publish([trades("BTCUSD", (minute + 1, 1.0))], seq=1)
+    await asyncio.sleep(0.25)
+    client.take()
+    hub.publish([trades("BTCUSD", (minute + 60_000 + 1, 2.0))], seq=2)  # closes the first minute
+    hub.publish([trades("BTCUSD", (minute + 2, 3.0))], seq=3)  # late: for the closed minute
+    await asyncio.sleep(0.25)
+    kinds = [(m["type"], m.get("closed")) for m in (msgspec.json.decode(f) for f in client.take())]
+    assert kinds == [("bar", True), ("bar", False), ("reset", None)]
