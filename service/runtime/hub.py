@@ -287,7 +287,7 @@ class Hub(ClientBook):
     async def rebuild_symbol(self, symbol: str) -> None:
         """Stored trades of ``symbol`` were deleted (a correction): rebuild each live series
         of it from history (trades arriving meanwhile are buffered and applied after, as at
-        subscribe time), then send every subscriber a ``reset`` and the corrected bar."""
+        subscribe time), then send every subscriber the corrected bar and a ``reset``."""
         for key in list(self._by_symbol.get(symbol, ())):
             series = self._series.get(key)
             if series is None or series.live is None:
