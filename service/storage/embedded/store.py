@@ -293,7 +293,7 @@ class EmbeddedStore:
     ) -> RunReport:
         with self._run_lock:
             for tier in self.plan.tiers:
-                changed.extend(self._run_dirty(cursor, tier, now_ms))
+                changed.extend(self._run_dirty(cursor, tier, now_ms, ran))
                 while budget is None or budget > 0:
                     run = self._run_next_window(cursor, tier, now_ms)
                     if run is None:
@@ -411,10 +411,14 @@ class EmbeddedStore:
                 raise
         return int(rows)
 
-    def _run_dirty(self, cursor: duckdb.DuckDBPyConnection, tier: Tier, now_ms: int) -> list[ChangedWindow]:
+    def _run_dirty(
+        self, cursor: duckdb.DuckDBPyConnection, tier: Tier, now_ms: int, ran: list[TierRun]
+    ) -> list[ChangedWindow]:
         """Rebuild the closed windows of ``tier`` that late trades touched, and pass them
-        on to the tiers built from it. Holds the write lock throughout, so a dirty row
-        appended meanwhile is never deleted unprocessed."""
+        on to the tiers built from it. Each rebuild is a run of the tier in ``ran`` (as an
+        InfluxDB task run that consumes late-data markers is), so the run log shows it.
+        Holds the write lock throughout, so a dirty row appended meanwhile is never
+        deleted unprocessed."""
         changed = []
         with self._write_lock:
             rows = cursor.execute(
@@ -435,16 +439,19 @@ class EmbeddedStore:
                 if closed.end_ms <= closed.start_ms:
                     forward(cursor)
                     continue
-                self._rebuild(
+                started = time.perf_counter()
+                rebuilt = self._rebuild(
                     cursor,
                     tier,
                     closed,
                     symbol=symbol,
                     new_watermark_ms=None,
                     now_ms=now_ms,
-                    started=time.perf_counter(),
+                    started=started,
                     extra=forward,
                 )
+                duration_ms = (time.perf_counter() - started) * 1000
+                ran.append(TierRun(tier.name, rebuilt, duration_ms, closed.start_ms, closed.end_ms))
                 changed.append(ChangedWindow(symbol, closed.start_ms, closed.end_ms))
         return changed
 

@@ -191,6 +191,9 @@ async def test_late_trades_behind_the_watermark_are_recomputed(store):
     await check_all_resolutions(store, trades + [late])
     report = await store.run_downsampling(NOW_MS)
     assert any(w.symbol == "BTCUSD" and w.start_ms <= late_ms < w.end_ms for w in report.changed)
+    # the rebuild is a run of the first tier, so the run log (/api/downsampling) lists it
+    first = [r for r in report.ran if r.tier == "1m"]
+    assert first and first[0].rows >= 1
     await check_all_resolutions(store, trades + [late])
     day = await store.bars("BTCUSD", parse_resolution("1D"), NOW_MS - DAY_MS, NOW_MS)
     assert day[0].high == 1e9
