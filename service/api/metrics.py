@@ -139,6 +139,11 @@ class _Snapshot:
         for resolution, hist in s.history.latency_s.items():
             history.add_metric([resolution], hist.cumulative(), hist.sum)
         yield history
+        yield CounterMetricFamily(
+            "tvflux_history_timeouts",
+            "History queries given up on after TVFLUX_HISTORY_TIMEOUT_S (answered 503)",
+            value=s.history.timeouts,
+        )
         hot = s.history.hot
         if hot is not None:
             for name, doc, value in (

@@ -112,8 +112,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # tier lag allowed beyond its normal worst case
     ready_downsampling_slack_s: Annotated[float, Meta(ge=0.0)] = 300.0
 
-    # fault injection for the outage tests: while this file exists, store writes fail
-    fault_store_down_file: str = ""
+    # fault injection for the fault tests and drills (never in production):
+    fault_store_down_file: str = ""  # while this file exists, store writes fail
+    fault_slow_query_file: str = ""  # embedded store: while this file exists, history reads take seconds
 
     # InfluxDB 2
     influx_url: str = ""

@@ -20,6 +20,7 @@ which releases the visibility lock, so the writer is not held behind it either.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Iterator
 from typing import TypeVar
@@ -35,8 +36,11 @@ from service.runtime.hotwindow import HotWindow
 from service.runtime.writer import TradeWriter
 from service.storage.base import Store
 
+log = logging.getLogger(__name__)
+
 NS_PER_MS = 1_000_000
 T = TypeVar("T")
+TIMEOUT_LOG_EVERY_S = 60.0  # the operator hears of timed-out history queries at most this often
 MAX_TIME_S = 253_402_300_799  # 9999-12-31
 # finer than the generic request bounds below 5 ms, where answers from memory land, so a
 # benchmark can read a sub-millisecond median off /metrics
@@ -81,6 +85,9 @@ class History:
     ) -> None:
         self.store = store
         self.timeout_s = timeout_s
+        self.timeouts = 0  # history queries given up on (503): /metrics, and a warning in the log
+        self._timeouts_logged = 0
+        self._timeout_logged_at = -TIMEOUT_LOG_EVERY_S
         self.writer = writer
         self.symbols = symbols
         self.max_bars = max_bars
@@ -197,10 +204,25 @@ class History:
         try:
             return await asyncio.wait_for(query, self.timeout_s)
         except TimeoutError:
+            self._timed_out()
             raise StoreUnavailable(
                 f"the store did not answer a history query within {self.timeout_s:g}s "
                 "(slow or not answering); retry later"
             ) from None
+
+    def _timed_out(self) -> None:
+        """Counted, and said in the log once a minute at most (a slow store times out
+        every request: one line per request would flood the log when it is least useful)."""
+        self.timeouts += 1
+        now = time.monotonic()
+        if now - self._timeout_logged_at >= TIMEOUT_LOG_EVERY_S:
+            log.warning(
+                "history: %d queries timed out after %gs (TVFLUX_HISTORY_TIMEOUT_S) since the last such line; "
+                "the store is slow or not answering, clients get 503 with Retry-After",
+                self.timeouts - self._timeouts_logged,
+                self.timeout_s,
+            )
+            self._timeouts_logged, self._timeout_logged_at = self.timeouts, now
 
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
         """Start of the latest bar before ``before_ms``, counting trades not yet stored."""

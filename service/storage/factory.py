@@ -29,7 +29,8 @@ def store_file(settings: Settings) -> str | None:
 
 def build_store(settings: Settings) -> Store:
     """The configured store, not started (call ``await store.start()``). With
-    ``TVFLUX_FAULT_STORE_DOWN_FILE`` set it is wrapped for fault injection."""
+    ``TVFLUX_FAULT_STORE_DOWN_FILE`` set it is wrapped for fault injection; with
+    ``TVFLUX_FAULT_SLOW_QUERY_FILE`` (embedded store) its history reads can be made slow."""
     store: Store
     path = store_file(settings)
     if path is None:
@@ -39,7 +40,15 @@ def build_store(settings: Settings) -> Store:
     else:
         from service.storage.embedded.store import EmbeddedStore
 
-        store = EmbeddedStore(path, settings.plan, memory_limit=settings.duckdb_memory_limit)
+        before_read = None
+        if settings.fault_slow_query_file:
+            from service.storage.faults import slow_reads
+
+            log.warning(
+                "fault injection on: history reads take seconds while %s exists", settings.fault_slow_query_file
+            )
+            before_read = slow_reads(settings.fault_slow_query_file)
+        store = EmbeddedStore(path, settings.plan, memory_limit=settings.duckdb_memory_limit, before_read=before_read)
     if settings.fault_store_down_file:
         from service.storage.faults import FaultInjectingStore
 

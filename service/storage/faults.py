@@ -1,12 +1,18 @@
-"""Fault injection for the outage tests and drills: while ``trigger_path`` exists, every
-store write fails as if the store were unreachable. Reads still work (an outage of
-writes is the interesting case: acks must keep their promise). Enabled only by
-``TVFLUX_FAULT_STORE_DOWN_FILE``; never on by default."""
+"""Fault injection for the fault tests and drills, each enabled only by its own
+``TVFLUX_FAULT_*`` variable and never on by default.
+
+- :class:`FaultInjectingStore` (``TVFLUX_FAULT_STORE_DOWN_FILE``): while the file exists,
+  every store write fails as if the store were unreachable. Reads still work (an outage of
+  writes is the interesting case: acks must keep their promise).
+- :func:`slow_reads` (``TVFLUX_FAULT_SLOW_QUERY_FILE``, embedded store): while the file
+  exists, every history read first keeps DuckDB busy with real work, as a query that
+  takes seconds would (a huge scan, a cold cache, a starved machine)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from service.core.errors import StoreUnavailable
@@ -15,7 +21,27 @@ from service.core.resolution import Resolution
 from service.storage.base import Deletion, Health, RunReport, Store
 
 if TYPE_CHECKING:
+    import duckdb
+
     from service.ops.backup import Manifest
+
+SLOW_READ_MAX_S = 120.0  # a forgotten trigger file cannot stall a read for longer
+# Real DuckDB work in slices of ~50 ms, so the file's removal is seen soon and an interrupt
+# lands inside a running statement, as it would in a slow query of the service's own.
+_SLOW_SLICE_SQL = "SELECT count(*) FROM range(20000000) WHERE range % 7 = 3"
+
+
+def slow_reads(trigger_path: str) -> Callable[[duckdb.DuckDBPyConnection], None]:
+    """A ``before_read`` hook for :class:`~service.storage.embedded.store.EmbeddedStore`:
+    while ``trigger_path`` exists, the read's own cursor runs DuckDB work, slice after slice.
+    Interrupting the cursor ends it like any query (``duckdb.InterruptException``)."""
+
+    def stall(cursor: duckdb.DuckDBPyConnection) -> None:
+        deadline = time.monotonic() + SLOW_READ_MAX_S
+        while os.path.exists(trigger_path) and time.monotonic() < deadline:
+            cursor.execute(_SLOW_SLICE_SQL).fetchall()
+
+    return stall
 
 
 class FaultInjectingStore:

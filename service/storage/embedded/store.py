@@ -18,6 +18,7 @@ cursors and each sees one consistent snapshot.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -65,8 +66,19 @@ class EmbeddedStore:
     downsampling_in_database = False  # the service's downsampler runs the plan as SQL
     commits_spool_seq = True  # in the append's own transaction
 
-    def __init__(self, path: str, plan: Plan, *, memory_limit: str = "1GB", threads: int = 2) -> None:
+    def __init__(
+        self,
+        path: str,
+        plan: Plan,
+        *,
+        memory_limit: str = "1GB",
+        threads: int = 2,
+        before_read: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    ) -> None:
         self.path = path
+        # fault injection only (service.storage.faults.slow_reads): runs in a history read's
+        # cursor before its query, interruptible like it
+        self._before_read = before_read
         self.plan = plan
         self._memory_limit = memory_limit
         self._threads = threads
@@ -146,6 +158,43 @@ class EmbeddedStore:
                 raise StoreUnavailable(f"DuckDB: {exc}") from exc
 
         return await anyio.to_thread.run_sync(call)
+
+    async def _read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """A history read that its caller can give up on: when the awaiting task is
+        cancelled (the history timeout), the query is interrupted, so it does not go on
+        holding a worker thread and CPU for nobody. Without this, each timed-out request
+        of a slow query left one running; a few dozen of them took every worker thread
+        and stalled the writer's appends behind them."""
+        guard = threading.Lock()
+        running: list[duckdb.DuckDBPyConnection] = []
+        abandoned = False
+
+        def call() -> T:
+            cursor = self._cursor()
+            with guard:
+                if abandoned:
+                    raise StoreUnavailable("history read abandoned before it started")
+                running.append(cursor)
+            try:
+                if self._before_read is not None:
+                    self._before_read(cursor)
+                return fn(cursor)
+            except duckdb.InterruptException as exc:
+                raise StoreUnavailable("history read interrupted: its caller gave up") from exc
+            except duckdb.Error as exc:
+                raise StoreUnavailable(f"DuckDB: {exc}") from exc
+            finally:
+                with guard:
+                    running.clear()
+
+        try:
+            return await anyio.to_thread.run_sync(call)
+        except asyncio.CancelledError:
+            with guard:
+                abandoned = True
+                for cursor in running:
+                    cursor.interrupt()
+            raise
 
     async def health(self) -> Health:
         try:
@@ -496,7 +545,7 @@ class EmbeddedStore:
         return [_segment_sql(s) for s in segments]
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
-        return await self._run(lambda c: self._read_bars(c, symbol, resolution, from_ms, to_ms))
+        return await self._read(lambda c: self._read_bars(c, symbol, resolution, from_ms, to_ms))
 
     def _read_bars(
         self,
@@ -526,7 +575,7 @@ class EmbeddedStore:
     async def bars_before(self, symbol: str, resolution: Resolution, to_ms: int, count: int) -> list[Bar]:
         """The newest ``count`` bars starting before ``to_ms``: at most three statements,
         each bounded, in one worker-thread hop (see :meth:`_countback`)."""
-        return await self._run(lambda c: self._countback(c, symbol, resolution, to_ms, count))
+        return await self._read(lambda c: self._countback(c, symbol, resolution, to_ms, count))
 
     def _countback(
         self, cursor: duckdb.DuckDBPyConnection, symbol: str, resolution: Resolution, to_ms: int, count: int

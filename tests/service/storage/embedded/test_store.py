@@ -1,12 +1,21 @@
-"""Embedded-store specifics beyond the contract: abandoned runs leave no partial tier."""
+"""Embedded-store specifics beyond the contract: abandoned runs leave no partial tier, and
+abandoned reads stop."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+
+import duckdb
 import pytest
 
 from service.core.errors import RunTimeout
 from service.core.plan import default_plan
+from service.core.resolution import parse_resolution
 from service.storage.embedded.store import EmbeddedStore
+from service.storage.faults import slow_reads
 from tests.service.storage.test_contract import NOW_MS, synthetic
 
 
@@ -30,3 +39,47 @@ async def test_run_past_its_deadline_is_rolled_back_and_retried(tmp_path):
         assert await store.trade_count() > 0
     finally:
         await store.close()
+
+
+async def test_a_read_its_caller_gave_up_on_is_interrupted(tmp_path):
+    """A slow history read (the fault hook's real DuckDB work) whose caller times out stops
+    at once instead of running on in its worker thread; the store answers the next read."""
+    trigger = tmp_path / "slow"
+    trigger.touch()
+    ended: list[tuple[float, str]] = []
+    stall = slow_reads(str(trigger))
+
+    def observed(cursor: duckdb.DuckDBPyConnection) -> None:
+        try:
+            stall(cursor)
+        finally:
+            ended.append((time.monotonic(), type(sys.exc_info()[1]).__name__))
+
+    store = EmbeddedStore(str(tmp_path / "t.duckdb"), default_plan(), before_read=observed)
+    await store.start()
+    try:
+        await store.append(synthetic(days=1))
+        minute = parse_resolution("1")
+        for read in (
+            store.bars("BTCUSD", minute, NOW_MS - 3_600_000, NOW_MS),
+            store.bars_before("BTCUSD", minute, NOW_MS, 300),
+            store.previous_bar_time("BTCUSD", minute, NOW_MS),
+        ):
+            ended.clear()
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(read, 0.3)
+            gave_up = time.monotonic()
+            await wait_for_condition(lambda: bool(ended), 5)
+            ((at, exc),) = ended
+            assert exc == "InterruptException" and at - gave_up < 1.0
+        trigger.unlink()
+        assert len(await store.bars_before("BTCUSD", minute, NOW_MS, 300)) == 300
+    finally:
+        await store.close()
+
+
+async def wait_for_condition(pred: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
