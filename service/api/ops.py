@@ -85,6 +85,7 @@ async def readiness(services: Services) -> tuple[Verdict, list[TierStatus]]:
         plan=settings.plan,
         period_ms=scheduler_period_ms(services.store.downsampling_in_database, settings.downsample_interval_ms),
         thresholds=thresholds,
+        descriptors=services.descriptors.reason(),
     )
     return verdict, tiers
 

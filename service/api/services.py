@@ -28,6 +28,7 @@ from service.core.settings import Settings
 from service.core.synthetic import SyntheticMarket
 from service.runtime.audit import AuditEntry, AuditLog
 from service.runtime.clock import now_ms
+from service.runtime.descriptors import DescriptorWatch
 from service.runtime.downsampler import Downsampler
 from service.runtime.fanout import LiveHub
 from service.runtime.history import History, SymbolSet
@@ -103,6 +104,7 @@ class Services(LiveServices):
         )
         self.hub = Hub(self._live_history, now_ms, push_interval_ms=settings.push_interval_ms)
         self.ingest_rate = RateMeter()
+        self.descriptors = DescriptorWatch()  # new connections fail silently at RLIMIT_NOFILE: watch the count
         self.ingestor = Ingestor(
             self.store,
             self.writer,
@@ -217,6 +219,7 @@ class Services(LiveServices):
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         self._tasks: list[asyncio.Task[None]] = []
+        watch = asyncio.create_task(self.descriptors.run(), name="descriptors")
         starter = None
         try:
             if not self.store.retry_start:
@@ -227,10 +230,11 @@ class Services(LiveServices):
             yield
         finally:
             self.ready = False
-            if starter is not None:
-                starter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await starter
+            for helper in (starter, watch):
+                if helper is not None:
+                    helper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await helper
             tasks = self._tasks
             for task in reversed(tasks):
                 if task.get_name() != "writer":

@@ -4,6 +4,8 @@
 
 * the service is starting or stopping, or the store does not answer;
 * the data disk is full (``disk full at PATH``: ingest answers 507 meanwhile);
+* the process has 90 % of its file descriptors in use (new connections are refused at the
+  limit; :mod:`service.core.descriptors`);
 * the writer: its last append failed, trades wait only in the spool, or the oldest
   accepted trade not yet in the store has waited longer than
   ``max(writer_lag_s, 3 × flush interval)`` (a long flush interval is not lag);
@@ -91,10 +93,13 @@ def assess(
     plan: Plan,
     period_ms: int | None,
     thresholds: Thresholds = Thresholds(),
+    descriptors: str | None = None,
 ) -> Verdict:
     reasons = []
     if not running:
         reasons.append("starting or stopping")
+    if descriptors:
+        reasons.append(descriptors)
     if writer.disk_full:
         reasons.append(writer.disk_full)
     if not store_ok:

@@ -34,6 +34,7 @@ from service.core.settings import Settings
 from service.edge.hub import EdgeHub
 from service.edge.proxy import CoreProxy, Receive, Scope, Send
 from service.edge.upstream import Upstream
+from service.runtime.descriptors import DescriptorWatch
 from service.runtime.history import SymbolSet
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class EdgeServices(LiveServices):
         self.symbols_error: str | None = "not fetched yet"
         self.symbols_known = False
         self._symbols_fetched = asyncio.Event()
+        self.descriptors = DescriptorWatch()  # each edge process has its own limit
 
     def require_ready(self) -> None:
         # Only until the edge knows the core's symbols (else a valid one would be refused as
@@ -81,6 +83,7 @@ class EdgeServices(LiveServices):
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         refresher = asyncio.create_task(self._refresh_symbols(), name="edge-symbols")
+        watch = asyncio.create_task(self.descriptors.run(), name="descriptors")
         await self.upstream.start()
         # Startup waits (a while) for the core's symbols and the upstream: connections
         # meanwhile wait in the listen backlog instead of being refused as unknown/not ready.
@@ -91,9 +94,10 @@ class EdgeServices(LiveServices):
         try:
             yield
         finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for task in (refresher, watch):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.upstream.close()
 
 
@@ -105,10 +109,12 @@ def edge_live() -> dict[str, Any]:
 @get("/health/ready", sync_to_thread=False)
 def edge_ready(services: EdgeServicesDep) -> Response[dict[str, Any]]:
     edge = services
-    ready = edge.upstream.live and edge.symbols_known
+    descriptors = edge.descriptors.reason()
+    ready = edge.upstream.live and edge.symbols_known and descriptors is None
     body = {
         "ready": ready,
         "role": "edge",
+        "descriptors": descriptors,
         "upstream": {"live": edge.upstream.live, "reason": edge.upstream.reason},
         "symbols": {"error": edge.symbols_error},
         "clients": len(edge.hub.clients),
