@@ -1,6 +1,6 @@
 """The fault matrix: each test injects one fault for real on this machine (a full tmpfs, a
-low file-descriptor limit, libfaketime moving the wall clock, SIGSTOP of influxd or of
-tvflux, a torn spool record, kill -9 of the service or of one of its edge processes, an
+low file-descriptor limit, libfaketime moving the wall clock, history reads kept busy with
+real DuckDB work, SIGSTOP of influxd or of tvflux, a torn spool record, kill -9 of the service or of one of its edge processes, an
 injected store outage, the NATS broker stopped), then checks what clients and the operator
 saw and that every acknowledged trade is stored. Each records its row
 (measured) for ``python -m tests.faults.report``, which writes docs/reliability.md.
@@ -17,6 +17,7 @@ import re
 import resource
 import signal
 import socket
+import threading
 import time
 import zlib
 from collections import Counter
@@ -289,16 +290,27 @@ def test_out_of_file_descriptors(tmp_path, servers):
                 acked += [t["id"] for t in frame]
             bars_at = len(sub.bars)
             wait_until(lambda: len(sub.bars) > bars_at, 10, what="bars while out of descriptors")
+            # clients leave until the process is between 80 and 90 % of its limit: it takes
+            # requests again and, still short of descriptors, says so in /health/ready
+            while hogs and len(os.listdir(f"/proc/{server.proc.pid}/fd")) > 0.85 * limit:
+                hogs.pop().close()
+                time.sleep(0.05)
+            ready_status, _, ready = call(server, "GET", "/health/ready")
+            fd_reasons = [r for r in ready.get("reasons", []) if r.startswith("file descriptors:")]
+            assert ready_status == 503 and fd_reasons, ready
         finally:
             for s in hogs:
                 s.close()
         left_at = time.monotonic()
         wait_until(lambda: _answers(server), 30, what="new connections once clients left")
         recover_s = time.monotonic() - left_at
+    # the operator heard of it while it lasted (the event loop refuses silently), and that it passed
+    warned = log_line(server, "file descriptors:")
+    assert "RLIMIT_NOFILE" in warned and f"of {limit} in use" in warned, warned
+    wait_until(lambda: "enough again" in server.log(), 10, what="the all-clear in the log")
     sub.stop()
     assert not sub.disconnects, sub.disconnects
     assert server.proc.poll() is None
-    log = server.log()
     drain_and_stop(server)
     n_acked, stored, lost = loss(acked, stored_ids(server.data_dir, "fd-"))
     assert lost == 0
@@ -310,12 +322,9 @@ def test_out_of_file_descriptors(tmp_path, servers):
             f"RLIMIT_NOFILE={limit} (preexec_fn) and {limit + 60} client connections held open",
             f"a new client: {outcome} after {new_client_s:.1f}s; the open subscriber and /ws/ingest "
             "connection kept working",
-            "log: "
-            + (
-                "'Too many open files' reported"
-                if "Too many open files" in log or "EMFILE" in log
-                else "no error logged"
-            ),
+            f"log: {warned}; then 'enough again' once clients left; /health/ready {ready_status} at "
+            f"{fd_reasons[0].split(';')[0].removeprefix('file descriptors: ')} (process_open_fds / "
+            "process_max_fds in /metrics)",
             n_acked,
             stored,
             lost,
@@ -519,6 +528,104 @@ def test_clock_step(tmp_path, servers):
             0,
             0.0,
             "nothing to recover: the service clock is steady",
+        )
+    )
+
+
+# --- 8a. slow DuckDB queries (real DuckDB work before every history read) ----------------------
+
+
+def cpu_cores(pid: int, over_s: float) -> float:
+    """The process's CPU use over ``over_s`` of wall time, in cores (all its threads)."""
+
+    def ticks() -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    before, started = ticks(), time.monotonic()
+    time.sleep(over_s)
+    return (ticks() - before) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - started)
+
+
+def test_slow_duckdb_queries(tmp_path, servers):
+    timeout_s, requests = 1.5, 8
+    trigger = tmp_path / "slow-reads"
+    server = make_server(
+        tmp_path / "data",
+        TVFLUX_FAULT_SLOW_QUERY_FILE=str(trigger),
+        TVFLUX_HISTORY_TIMEOUT_S=str(timeout_s),
+        TVFLUX_WRITER_MAX_PENDING_ROWS="2000",
+    )
+    servers.append(server)
+    server.start()
+    sub = Subscriber(server)
+    sub.start()
+    sub.connected.wait(10)
+    ingest = Ingest(server, "sq-")
+    ingest.start()
+    wait_until(lambda: len(ingest.acked) >= 500, 20, what="acks")
+    # a page a month back: past the hot window, so the store answers it
+    past_s = int(time.time()) - 30 * 86_400
+    path = f"/api/bars?symbol=BTCUSD&resolution=1&from={past_s}&to={past_s + 3600}"
+    answers: list[tuple[int, dict, object, float]] = []
+
+    def ask() -> None:
+        started = time.monotonic()
+        status, headers, body = call(server, "GET", path, timeout_s=30)
+        answers.append((status, headers, body, time.monotonic() - started))
+
+    trigger.touch()
+    try:
+        askers = [threading.Thread(target=ask) for _ in range(requests)]
+        for t in askers:
+            t.start()
+        for t in askers:
+            t.join(40)
+        bars_at = len(sub.bars)
+        wait_until(lambda: len(sub.bars) > bars_at + 3, 10, what="live pushes while history is slow")
+        # every request has been answered; a query still running for nobody would show here
+        busy_cores = cpu_cores(server.proc.pid, 2.0)
+        ready_status, _, _ = call(server, "GET", "/health/ready")
+        _, _, stats = call(server, "GET", "/api/stats")
+    finally:
+        trigger.unlink()
+    back = time.monotonic()
+    wait_until(lambda: call(server, "GET", path)[0] == 200, 10, what="history once the store is quick again")
+    recover_s = time.monotonic() - back
+    ingest.stop()
+    sub.stop()
+    assert len(answers) == requests
+    for status, headers, body, _ in answers:
+        assert status == 503 and "retry-after" in headers and is_error_root(body), (status, body)
+    slowest_s = max(a[3] for a in answers)
+    assert slowest_s < timeout_s + 3, "a history request hung past its timeout"
+    assert busy_cores < 1.0, f"timed-out queries kept running: {busy_cores:.2f} cores busy"
+    assert stats["writer"]["pendingRows"] <= 2000 + 1000
+    assert ingest.bare_500s() == 0 and not ingest.bad, ingest.bad[:3]
+    assert not sub.disconnects, sub.disconnects
+    warning = log_line(server, "queries timed out")
+    timeouts = re.search(r"^tvflux_history_timeouts_total (\S+)$", call(server, "GET", "/metrics")[2], re.M)
+    assert timeouts and float(timeouts.group(1)) >= requests
+    drain_and_stop(server)
+    n_acked, stored, lost = loss(ingest.acked, stored_ids(server.data_dir, "sq-"))
+    assert lost == 0
+    record(
+        Row(
+            "slow_store_duckdb",
+            "slow DuckDB query",
+            f"TVFLUX_FAULT_SLOW_QUERY_FILE: while the file exists every history read first runs real DuckDB "
+            f"work in its cursor; {requests} concurrent history requests (TVFLUX_HISTORY_TIMEOUT_S={timeout_s:g}) "
+            "under ingest and a subscriber",
+            f"history: {requests} × 503 {answers[0][2]['error']['code']} with Retry-After, the slowest after "
+            f"{slowest_s:.1f}s (no hang); live pushes continued; ingest: {ingest.refusals()}",
+            f"log: {warning}; tvflux_history_timeouts_total; the interrupted queries freed the CPU "
+            f"({busy_cores:.2f} cores busy after the timeouts); /health/ready {ready_status} (writes are fine)",
+            n_acked,
+            stored,
+            lost,
+            ingest.bare_500s(),
+            round(recover_s, 1),
+            "file removed until history answers 200",
         )
     )
 
