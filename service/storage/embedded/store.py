@@ -32,7 +32,7 @@ import numpy as np
 from service.core.errors import RunTimeout, StoreUnavailable
 from service.core.models import Bar, TierRun, TierStatus, TradeColumns
 from service.core.plan import RAW, Plan, Tier, Window
-from service.core.resolution import Resolution
+from service.core.resolution import Resolution, Unit
 from service.core.schedule import DirtyWindow, closed_part, dirty_dependents, late_window, watermark_after
 from service.core.segments import Segment, history_segments
 from service.storage.base import ChangedWindow, Deletion, Health, RunReport
@@ -535,14 +535,13 @@ class EmbeddedStore:
 
     # --- reads ------------------------------------------------------------------------
 
-    def _segments(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[str]:
-        """SELECTs of (k_ns, open, high, low, close, volume) covering ``[from_ms, to_ms)``, as
-        :func:`~service.core.segments.history_segments` composes them (with this symbol's
-        dirty span read from raw trades until a run rebuilds it)."""
-        segments = history_segments(
-            self.plan, resolution, from_ms, to_ms, self._watermarks, self._dirty_span.get(symbol)
+    def _rows_are_bars(self, resolution: Resolution, segments: list[Segment]) -> bool:
+        """Whether every segment is rows of a tier whose buckets are exactly ``resolution``'s
+        (same size, both aligned to the epoch; weeks are not)."""
+        size = resolution.size_ms
+        return resolution.unit is not Unit.WEEK and all(
+            s.tier is not None and self.plan.tier(s.tier).size_ms == size for s in segments
         )
-        return [_segment_sql(s) for s in segments]
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
         return await self._read(lambda c: self._read_bars(c, symbol, resolution, from_ms, to_ms))
@@ -557,20 +556,39 @@ class EmbeddedStore:
         last: int | None = None,
     ) -> list[Bar]:
         """Bars in ``[from_ms, to_ms)``, ascending; only the newest ``last`` when given."""
-        segments = self._segments(symbol, resolution, from_ms, to_ms)
+        segments = history_segments(
+            self.plan, resolution, from_ms, to_ms, self._watermarks, self._dirty_span.get(symbol)
+        )
         if not segments:
             return []
-        bucket = bucket_sql(resolution, f"k // {NS_PER_MS}")
-        sql = (
-            f"SELECT {bucket} AS b, arg_min(open, k), max(high), min(low), arg_max(close, k), fsum(volume) "
-            f"FROM ({' UNION ALL '.join(segments)}) GROUP BY b ORDER BY b"
-        )
+        if self._rows_are_bars(resolution, segments):
+            # the tier's rows are the bars asked for: no regrouping (a GROUP BY over 2,160
+            # hourly rows was most of a 3-month request), the same values
+            sql = (
+                " UNION ALL ".join(
+                    f"SELECT time_ms AS b, open, high, low, close, volume FROM {bars_table(s.tier)} "
+                    f"WHERE symbol = $symbol AND time_ms >= {s.start_ms} AND time_ms < {s.stop_ms}"
+                    for s in segments
+                    if s.tier is not None
+                )
+                + " ORDER BY b"
+            )
+        else:
+            bucket = bucket_sql(resolution, f"k // {NS_PER_MS}")
+            sql = (
+                f"SELECT {bucket} AS b, arg_min(open, k), max(high), min(low), arg_max(close, k), fsum(volume) "
+                f"FROM ({' UNION ALL '.join(_segment_sql(s) for s in segments)}) GROUP BY b ORDER BY b"
+            )
         if last is not None:
             sql += f" DESC LIMIT {int(last)}"
-        rows = cursor.execute(sql, {"symbol": symbol}).fetchall()
+        # columns as numpy, then plain lists: a third cheaper than rows of tuples at 2,000 bars
+        arrays = list(cursor.execute(sql, {"symbol": symbol}).fetchnumpy().values())
+        arrays[0] = arrays[0].astype(np.int64, copy=False)  # bar times are ints in every output
+        cols = [a.tolist() for a in arrays]
         if last is not None:
-            rows.reverse()
-        return [Bar(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
+            for c in cols:
+                c.reverse()
+        return list(map(Bar, *cols))
 
     async def bars_before(self, symbol: str, resolution: Resolution, to_ms: int, count: int) -> list[Bar]:
         """The newest ``count`` bars starting before ``to_ms``: at most three statements,

@@ -118,6 +118,8 @@ async def check_all_resolutions(store, trades, symbol="BTCUSD", from_ms=NOW_MS -
         want = [w for w in want if lo <= w["time"] < to_ms]
         got = await store.bars(symbol, res, lo, to_ms)
         assert_same_bars(got, want)
+        # times are ints (a float of the same value compares equal, yet encodes as 1.7e12)
+        assert all(type(b.time) is int and type(b.volume) is float for b in got), text
 
 
 async def test_history_is_exact_before_any_downsampling(store):
@@ -160,6 +162,26 @@ async def test_watermarks_are_monotone_and_never_pass_their_source(store):
             break
     else:
         pytest.fail("downsampling never reached the live edge")
+
+
+async def test_a_range_inside_one_tier_is_that_tiers_rows(store):
+    """Ranges and countbacks wholly below a tier's watermark at the tier's own resolution
+    (the store may read its rows as they are, without regrouping) equal the reference."""
+    trades = synthetic(days=2)
+    await store.append(trades)
+    await store.run_downsampling(NOW_MS)
+    rows = as_dicts(trades, "BTCUSD")
+    for status in await store.downsampling_status(NOW_MS):
+        res = parse_resolution({"1m": "1", "5m": "5", "15m": "15", "1h": "60", "4h": "240", "1d": "1D"}[status.tier])
+        assert status.watermark is not None
+        hi = status.watermark
+        want = [w for w in reference_bars([r for r in rows if r["time"] < hi], res) if w["time"] < hi]
+        assert want, status.tier
+        lo = want[max(0, len(want) - 40)]["time"]
+        got = await store.bars("BTCUSD", res, lo, hi)
+        assert_same_bars(got, [w for w in want if w["time"] >= lo])
+        assert all(type(b.time) is int for b in got)
+        assert_same_bars(await store.bars_before("BTCUSD", res, hi, 7), want[-7:])
 
 
 async def test_runs_are_idempotent(store):
