@@ -39,7 +39,7 @@ def document(results: dict[str, Any], charts: dict[str, str], *, quick: bool = F
         _ingest(results, charts),
         _fanout(results, charts),
         _live_history(results),
-        _soak(results),
+        _soak(results, charts),
         _optimisations(),
         _recommendations(results),
         _reproduce(),
@@ -628,39 +628,57 @@ def _live_history(results: dict[str, Any]) -> str:
     )
 
 
-def _soak(results: dict[str, Any]) -> str:
+PLATEAU_MB_PER_MIN = 0.5  # a soak's RSS slope below this over its last ten minutes is flat
+
+
+def _soak(results: dict[str, Any], charts: dict[str, str]) -> str:
     soak = results.get("soak")
     if not soak or "drift_pct" not in (soak.get("drift") or {}):
         return ""
     d, cfg, problems = soak["drift"], soak["settings"], soak.get("problems") or {}
     issues = {k: v for k, v in problems.items() if v not in (0, None, [], {})}
-    verdict = "**met**" if d["drift_pct"] < 5 and not issues else "**missed**"
-    return (
+    head = (
         "## Soak: memory over a long run\n\n"
         f"`python -m bench.soak` (run on its own: it takes {cfg['duration']:.0f} s, so `make bench` reuses its "
         f"last result): {soak.get('achieved_trades_per_s') or 0:,.0f} trades/s ingested while pushing to "
-        f"{cfg['subscribers']:,} subscribers for {d['duration_s']:.0f} s. Server RSS "
-        f"{d['rss_after_warmup_mb']:.0f} MB in the minute after a {cfg['warmup']:.0f} s warm-up, "
-        f"{d['rss_last_minute_mb']:.0f} MB in the last minute (peak {d['rss_peak_mb']:.0f} MB): "
-        f"drift **{d['drift_pct']:+.1f} %** against the goal of < 5 % — {verdict}. "
-        + (
-            "No errors, unacknowledged trades, cut-off or starved subscribers."
-            if not issues
-            else f"Problems: {issues}."
-        )
-        + (
-            "\n\nWhere the growth comes from, measured on its own: appending at the same rate into the "
-            "embedded store alone (no server) grows RSS by the same ~15 MB a minute, in step with "
-            "DuckDB's own `duckdb_memory()` accounting — its buffer pool caching the ever-growing trades "
-            "table. It is bounded by `TVFLUX_DUCKDB_MEMORY_LIMIT` (1 GB by default), so RSS approaches "
-            "about that plus the service's own ~250 MB and stays there; lower the limit to bound it "
-            "tighter. The service's own structures were the other part of the drift in the first soak: "
-            "the unique-timestamp allocator remembered ten minutes of milliseconds (~40 MB per busy "
-            "symbol) and now keeps one minute."
-            if d["drift_pct"] >= 5
-            else ""
-        )
+        f"{cfg['subscribers']:,} subscribers for {d['duration_s']:.0f} s"
     )
+    problems_text = (
+        "No errors, unacknowledged trades, cut-off or starved subscribers." if not issues else f"Problems: {issues}."
+    )
+    bound = soak.get("bound")
+    if not bound or not soak.get("curve"):  # a result from before the curve was recorded
+        verdict = "**met**" if d["drift_pct"] < 5 and not issues else "**missed**"
+        return (
+            head + f". Server RSS {d['rss_after_warmup_mb']:.0f} MB in the minute after a {cfg['warmup']:.0f} s "
+            f"warm-up, {d['rss_last_minute_mb']:.0f} MB in the last minute (peak {d['rss_peak_mb']:.0f} MB): "
+            f"drift **{d['drift_pct']:+.1f} %** against the goal of < 5 % — {verdict}. " + problems_text
+        )
+    within = bound["bound_mb"] is not None and bound["peak_minute_median_mb"] <= bound["bound_mb"]
+    slope = bound["slope_last_10_min_mb_per_min"]
+    points = soak["curve"]
+    step = max(1, len(points) // 10)
+    rows = [[str(p["minute"]), f"{p['rss_mb']:.0f}", f"{p['server_cpu_pct']:.0f}"] for p in points[::step]]
+    out = [
+        head + f", with `TVFLUX_DUCKDB_MEMORY_LIMIT={cfg['duckdb_memory_mb']}MB`. "
+        f"Bound: the RSS when the load started ({bound['start_mb']:.0f} MB: interpreter, libraries, "
+        f"connections) + DuckDB's limit ({bound['duckdb_memory_limit_mb']} MB) + the hot window's most "
+        f"({bound['hot_window_mb']:.1f} MB: `TVFLUX_HOT_WINDOW_BARS` × tiers × symbols, at the bytes a bar "
+        f"takes) = **{bound['bound_mb']:.0f} MB**. Peak (median of a minute): "
+        f"**{bound['peak_minute_median_mb']:.0f} MB** — {'**within**' if within else '**over**'} the bound. "
+        f"Slope over the last ten minutes: {'—' if slope is None else f'{slope:+.2f} MB/min'} "
+        + (
+            "(a plateau). "
+            if slope is not None and abs(slope) < PLATEAU_MB_PER_MIN
+            else "(still moving at the end of the run). "
+        )
+        + f"Last minute {d['rss_last_minute_mb']:.0f} MB against {d['rss_after_warmup_mb']:.0f} MB after "
+        f"warm-up ({d['drift_pct']:+.1f} %). " + problems_text,
+    ]
+    if charts.get("soak"):
+        out.append(f"![soak: RSS per minute]({charts['soak']})")
+    out.append(markdown_table(rows, ["minute", "RSS MB", "server CPU %"]))
+    return "\n\n".join(out)
 
 
 def _optimisations() -> str:
@@ -769,6 +787,7 @@ make bench                                  # everything: ~15–20 min, builds b
 .venv/bin/tvflux-bench chart                # chart open / scroll-back / ranges with trades arriving, and the peers (pip install -e '.[bench]' for chdb)
 .venv/bin/tvflux-loadgen --spawn --rate 300000 --duration 60 --subscribers 18 --frame-trades 10000
 .venv/bin/tvflux-loadgen --spawn --rate 50000 --subscribers 5000 --push-interval-ms 250 --duration 60
+.venv/bin/python -m bench.soak              # 30 min: memory under 20k trades/s and 500 subscribers, then `--only report`
 ```
 
 Raw results: `bench/results/*.json` (every run keeps its per-second samples)."""

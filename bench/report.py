@@ -186,6 +186,32 @@ def chart_fanout(fanout: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def chart_soak(soak: dict[str, Any], path: Path) -> None:
+    """The server's RSS per minute of the soak, with the bound its settings give it."""
+    plt = pyplot()
+    points, bound = soak["curve"], soak["bound"]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(
+        [p["minute"] for p in points],
+        [p["rss_mb"] for p in points],
+        marker=".",
+        color=COLORS["tiers"],
+        label="server RSS (median of the minute)",
+    )
+    if bound.get("bound_mb"):
+        ax.axhline(
+            bound["bound_mb"], ls="--", color="grey", lw=0.8, label="bound: RSS at start + DuckDB limit + hot window"
+        )
+    ax.set_xlabel("minute of the run")
+    ax.set_ylabel("MB")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Soak: memory over the run")
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def render_report(results: dict[str, Any], doc_path: Path, img_dir: Path, *, quick: bool = False) -> Path:
     img_dir.mkdir(parents=True, exist_ok=True)
     doc_path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,5 +233,8 @@ def render_report(results: dict[str, Any], doc_path: Path, img_dir: Path, *, qui
 
         chart(results["influx"], img_dir / "perf-influx.png")
         charts["influx"] = f"{rel}/perf-influx.png"
+    if (results.get("soak") or {}).get("curve"):
+        chart_soak(results["soak"], img_dir / "perf-soak.png")
+        charts["soak"] = f"{rel}/perf-soak.png"
     doc_path.write_text(document(results, charts, quick=quick))
     return doc_path

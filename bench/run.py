@@ -417,7 +417,7 @@ def step_report(p: Profile) -> dict[str, Any]:
 
 def load_results(p: Profile) -> dict[str, Any]:
     out = {}
-    # soak.json comes from `python -m bench.soak` (10 minutes, run on its own, not a step)
+    # soak.json comes from `python -m bench.soak` (30 minutes, run on its own, not a step)
     for step in (*STEPS, "soak"):
         path = p.results_dir / f"{step}.json"
         if path.exists():
