@@ -133,6 +133,11 @@ class History:
                 )
         else:
             from_ms = 0
+        if to_ms > 0:
+            # A bar is named by its start: one starting before ``to`` is answered whole, even
+            # when ``to`` falls inside it (both stores then read the same whole buckets; a
+            # store left to itself may cut it at ``to`` or not, depending on its tiers).
+            to_ms = res.next_start_ms(res.bucket_start_ms(to_ms - 1))
         return HistoryRequest(symbol, res, res.bucket_start_ms(from_ms), to_ms, count)
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> Snapshot:

@@ -152,6 +152,26 @@ def test_countback_paging_no_data_and_next_time(module_server):
     assert udf["s"] == "ok" and udf["t"] == [(base + day) // 1000, (base + 2 * day) // 1000] and udf["o"] == [101, 102]
 
 
+def test_a_bar_is_answered_whole_when_to_falls_inside_it(module_server):
+    """A bar is named by its start: ``to`` inside its bucket still gives all of it (what a
+    chart drew before must not shrink when it asks again with another ``to``)."""
+    s = module_server
+    day, hour = 86_400_000, 3_600_000
+    base = (now_ms() // day - 40) * day
+    trades = [
+        {"symbol": "TESTW", "price": 10.0, "size": 1, "time": base + hour},
+        {"symbol": "TESTW", "price": 30.0, "size": 2, "time": base + 20 * hour},
+    ]
+    s.post_trades(trades, history=True)
+    whole = {"time": base, "open": 10.0, "high": 30.0, "low": 10.0, "close": 30.0, "volume": 3.0}
+    inside = (base + 10 * hour) // 1000
+    for query in (f"from={base // 1000}&to={inside}", f"countback=1&to={inside}"):
+        _, page = s.get(f"/api/bars?symbol=TESTW&resolution=1D&{query}")
+        assert page["bars"] == [whole], query
+    _, udf = s.get(f"/udf/history?symbol=TESTW&resolution=1D&countback=1&to={inside}")
+    assert udf["c"] == [30.0] and udf["v"] == [3.0]
+
+
 def test_downsampling_endpoints(module_server):
     status, body = module_server.post("/api/downsampling/run")
     assert status == 200 and isinstance(body["ran"], list)
