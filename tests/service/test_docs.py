@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -92,8 +93,15 @@ def queried(name: str) -> str:
 
 
 def test_dashboard_alerts_and_monitoring_doc_match_a_live_metrics_page(module_server):
-    status, text = module_server.get("/metrics")
-    assert status == 200
+    # a page of a service that has run: some gauges (the last run's duration) exist only
+    # after the first downsampling run, which a just-started server may not have finished
+    deadline = time.monotonic() + 20
+    while True:
+        status, text = module_server.get("/metrics")
+        assert status == 200
+        if "tvflux_downsampler_last_run_seconds" in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     served = family_names(text)
     dashboard = json.loads(read("grafana/tvflux-dashboard.json"))
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
