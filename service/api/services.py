@@ -86,14 +86,9 @@ class Services(LiveServices):
             max_pending_rows=settings.writer_max_pending_rows,
         )
         self.symbols = SymbolSet(settings.symbols)
-        # Not where the database downsamples on its own schedule (InfluxDB tasks): the window's
-        # cut must stay at or after every tier watermark, which only the service's own
-        # downsampler can promise (service/runtime/hotwindow.py).
-        hot = (
-            HotWindow(settings.plan, max_bars=settings.hot_window_bars)
-            if settings.hot_window_bars and not store.downsampling_in_database
-            else None
-        )
+        # on every store: its loads do not depend on who runs the downsampling, or when
+        # (service/runtime/hotwindow.py)
+        hot = HotWindow(settings.plan, max_bars=settings.hot_window_bars) if settings.hot_window_bars else None
         self.history = History(
             self.store,
             self.writer,

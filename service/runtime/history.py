@@ -133,11 +133,6 @@ class History:
                 )
         else:
             from_ms = 0
-        if to_ms > 0:
-            # A bar is named by its start: one starting before ``to`` is answered whole, even
-            # when ``to`` falls inside it (both stores then read the same whole buckets; a
-            # store left to itself may cut it at ``to`` or not, depending on its tiers).
-            to_ms = res.next_start_ms(res.bucket_start_ms(to_ms - 1))
         return HistoryRequest(symbol, res, res.bucket_start_ms(from_ms), to_ms, count)
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> Snapshot:
@@ -152,6 +147,12 @@ class History:
     async def _snapshot(
         self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int, count: int | None
     ) -> Snapshot:
+        if to_ms > 0:
+            # A bar is named by its start: one starting before ``to`` is answered whole, even
+            # when ``to`` falls inside it (the stores and the hot window then read the same
+            # whole buckets; a store left to itself may cut it at ``to`` or not, depending
+            # on its tiers).
+            to_ms = resolution.next_start_ms(resolution.bucket_start_ms(to_ms - 1))
         stored, partials, pending, seq = await self._bounded(
             self._stored_bars(symbol, resolution, from_ms, to_ms, count)
         )

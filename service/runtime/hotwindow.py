@@ -20,19 +20,18 @@ Kept current without reading the store:
 * a trade before the cut (late: its bar may be inside a ring), a downsampling run that
   rebuilt closed windows (:meth:`changed`), a deleted trade, or a store write the window
   did not see (the writer's committed sequence moved without it) drops the symbol's
-  state (or all of it); the next request reloads it from the store: one bounded
-  ``bars_before`` per tier, under the visibility lock.
+  state (or all of it); the next request reloads it from the store, under the visibility
+  lock: per tier, the whole bars before the cut's bar boundary, and the bar straddling the
+  cut built from finer whole bars ending exactly at the cut (see :meth:`HotWindow._ring`).
 
-Downsampling runs need no update: history composes tiers exactly whatever the watermarks
-(:mod:`service.storage.base`), so a run changes no answer — except the late-data
-recomputations, which arrive as ``changed`` windows.
+Downsampling runs need no update, whoever schedules them (the service's downsampler or
+InfluxDB's tasks): history composes tiers exactly whatever the watermarks
+(:mod:`service.storage.base`), and a load never reads a stored row that straddles the
+cut, so a run changes no answer — except the late-data recomputations, which arrive as
+``changed`` windows (and the late trade that caused them already dropped the symbol).
 
 What it does not serve (the store answers): second resolutions (no tier), requests whose
 range starts before a ring's first bar, and ``to`` before the cut (scroll-back pages).
-
-Not used with a store that downsamples on its own schedule (``downsampling_in_database``,
-InfluxDB's tasks): a store answers whole tier rows, so a load must see every watermark at
-or before the cut, which the service can check (and retry) only for runs it makes itself.
 
 Memory: ``max_bars`` bars per (symbol, tier) asked for (~220 bytes each as Python
 objects; 2,500 bars × 6 tiers ≈ 3.3 MB per symbol), plus ``keep_ms / 1000`` tail seconds
@@ -180,56 +179,63 @@ class HotWindow:
         """Read ``tier``'s newest bars of ``symbol`` from the store. Call under the writer's
         visibility lock (read side), so no append lands between the reads.
 
-        The cut is never before a tier watermark: a store answers whole tier rows, so a
-        row straddling the cut would count its trades after the cut twice (ring and tail).
-        When the watermarks have passed the symbol's cut since, its rings reload together."""
-        statuses = await store.downsampling_status(0)
-        wm = max((t.watermark or 0 for t in statuses), default=0)
+        No watermark matters here (see :meth:`_ring`): the reads are exact whatever the
+        downsampling has done, on whichever schedule."""
         state = self._symbols.get(symbol)
-        names = [tier.name]
-        if state is not None and wm > state.cut_ms:
-            names = [*state.rings, tier.name]
-            del self._symbols[symbol]
-            state = None
         if state is None:
-            state = await self._new_state(store, symbol, tier_resolution(tier), wm)
+            state = await self._new_state(store, symbol)
             self._symbols[symbol] = state
-        for name in dict.fromkeys(names):
-            res = tier_resolution(self.plan.tier(name))
-            bars = await store.bars_before(symbol, res, state.cut_ms, self.max_bars)
-            state.rings[name] = _Ring(res, bars, bars[0].time if len(bars) >= self.max_bars else 0)
-            self.loads += 1
-        # A downsampling run may have committed meanwhile (it does not wait for the
-        # visibility lock): if a watermark passed the cut, a read above may hold whole tier
-        # rows across it. Watermarks only grow, so checking after the reads is enough.
-        statuses = await store.downsampling_status(0)
-        if max((t.watermark or 0 for t in statuses), default=0) > state.cut_ms:
-            self._symbols.pop(symbol, None)
+        state.rings[tier.name] = await self._ring(store, symbol, tier_resolution(tier), state.cut_ms)
+        self.loads += 1
 
-    async def _new_state(self, store: Store, symbol: str, res: Resolution, wm: int) -> _SymbolState:
-        newest = await store.bars_before(symbol, res, FAR_FUTURE_MS, 1)
+    async def _ring(self, store: Store, symbol: str, res: Resolution, cut_ms: int) -> _Ring:
+        """The ring of ``res`` holding exactly the stored trades before ``cut_ms``.
+
+        A store answers a bar as the whole stored row (or the rows below it), so a read up to
+        ``cut_ms`` would return the bar straddling the cut with trades after the cut in it,
+        which the tail holds too. The read therefore stops at the bar boundary before the cut
+        and the straddling bar is built from finer bars that end exactly at the cut: first-tier
+        bars up to the cut's first-tier boundary, then 1-second bars. Every one of those reads
+        is a whole-bar read of exact history, so neither the tasks' schedule nor a run that
+        commits meanwhile can change it (watermarks only decide which rows the store reads)."""
+        aligned_ms = res.bucket_start_ms(cut_ms)
+        bars = await store.bars_before(symbol, res, aligned_ms, self.max_bars)
+        lo_ms = bars[0].time if len(bars) >= self.max_bars else 0
+        if aligned_ms < cut_ms:
+            first = tier_resolution(self.plan.tiers[0])
+            mid_ms = max(aligned_ms, first.bucket_start_ms(cut_ms))
+            finer = [
+                *await store.bars(symbol, first, aligned_ms, mid_ms),
+                *await store.bars(symbol, _SECOND, mid_ms, cut_ms),
+            ]
+            if finer:
+                bars.append(_fold_bars(aligned_ms, finer))
+        return _Ring(res, bars, lo_ms)
+
+    async def _new_state(self, store: Store, symbol: str) -> _SymbolState:
+        first = tier_resolution(self.plan.tiers[0])
+        newest = await store.bars_before(symbol, first, FAR_FUTURE_MS, 1)
         last_ns = None if not newest else await store.last_ts_ns(symbol, newest[-1].time * NS_PER_MS, FAR_FUTURE_NS)
         if last_ns is None:  # no raw trade behind the newest bar (none at all, or removed)
-            return _SymbolState(max(wm, res.next_start_ms(newest[-1].time) if newest else 0), -1)
-        # cut at the newest trade's second (unless a watermark is later): the trades from
-        # there become the tail (1-second bars, from raw trades since no tier reaches
-        # there), so a trade arriving later in the same second is not taken for a late one
-        state = _SymbolState(max(wm, last_ns // NS_PER_MS // 1000 * 1000), last_ns)
-        if last_ns >= state.cut_ms * NS_PER_MS:
-            for b in await store.bars(symbol, _SECOND, state.cut_ms, FAR_FUTURE_MS):
-                # bounds of its trades' times, enough to order it against any later trade
-                # (older ones reload the symbol, see ``loaded_ns``)
-                state.tail[b.time] = PartialBar(
-                    b.time,
-                    b.open,
-                    b.high,
-                    b.low,
-                    b.close,
-                    b.volume,
-                    1,
-                    b.time * NS_PER_MS,
-                    min(last_ns, (b.time + 1000) * NS_PER_MS - 1),
-                )
+            return _SymbolState(first.next_start_ms(newest[-1].time) if newest else 0, -1)
+        # cut at the newest trade's first-tier bar: the trades from there become the tail
+        # (1-second bars read from raw trades), so the rings start from whole first-tier bars
+        # and a trade arriving later in the same second is not taken for a late one
+        state = _SymbolState(first.bucket_start_ms(last_ns // NS_PER_MS), last_ns)
+        for b in await store.bars(symbol, _SECOND, state.cut_ms, FAR_FUTURE_MS):
+            # bounds of its trades' times, enough to order it against any later trade
+            # (older ones reload the symbol, see ``loaded_ns``)
+            state.tail[b.time] = PartialBar(
+                b.time,
+                b.open,
+                b.high,
+                b.low,
+                b.close,
+                b.volume,
+                1,
+                b.time * NS_PER_MS,
+                min(last_ns, (b.time + 1000) * NS_PER_MS - 1),
+            )
         return state
 
     def stored(self, batches: Sequence[TradeColumns], committed_seq: int) -> None:
@@ -289,6 +295,14 @@ class HotWindow:
     def size(self) -> int:
         """Bars held, all rings together (for /metrics and the memory bound)."""
         return sum(len(r.bars) for s in self._symbols.values() for r in s.rings.values())
+
+
+def _fold_bars(start_ms: int, bars: Sequence[Bar]) -> Bar:
+    """One bar starting at ``start_ms`` of ``bars`` (ascending, all inside it)."""
+    volume = 0.0
+    for b in bars:
+        volume += b.volume
+    return Bar(start_ms, bars[0].open, max(b.high for b in bars), min(b.low for b in bars), bars[-1].close, volume)
 
 
 def _regroup(ring: _Ring, resolution: Resolution, first: int) -> list[Bar]:

@@ -1,7 +1,8 @@
-"""The hot window answers exactly what the store does.
+"""The hot window answers exactly what the store does, on both stores.
 
 Random sequences of live trades, late trades, downsampling runs, trade deletes and
-restarts go through a real :class:`TradeWriter` into a real DuckDB file; after every step
+restarts go through a real :class:`TradeWriter` into a real DuckDB file, or a real
+InfluxDB (its Flux tasks run the downsampling, asked for manual runs); after every step
 the same history requests (``countback`` at the live edge and before it, ranges) are asked
 of a :class:`History` with the hot window and of one without (the store's answer), and
 must agree bar for bar (volumes to 1e-12, they are sums in a different order).
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +26,9 @@ from service.core.resolution import DAY_MS, parse_resolution
 from service.runtime.history import History, SymbolSet
 from service.runtime.hotwindow import HotWindow
 from service.runtime.writer import TradeWriter
+from service.storage.base import Store
 from service.storage.embedded.store import EmbeddedStore
+from tests.service.storage.test_contract import StoreKit
 
 NS = 1_000_000
 BASE_MS = 1_700_000_000_000
@@ -34,13 +39,13 @@ RESOLUTIONS = [parse_resolution(t) for t in ("1", "5", "30", "60", "240", "1D", 
 class World:
     """A store, a writer and two histories over them: ``hot`` and ``ref`` (store only)."""
 
-    def __init__(self, path: str, max_bars: int) -> None:
-        self.path, self.max_bars = path, max_bars
+    def __init__(self, make_store: Callable[[], Store], max_bars: int) -> None:
+        self.make_store, self.max_bars = make_store, max_bars
         self.last_ms = BASE_MS
         self.seq_ns = 0  # keeps ts_ns unique, like the ingest's allocator
 
     async def open(self) -> None:
-        self.store = EmbeddedStore(self.path, default_plan())
+        self.store = self.make_store()
         await self.store.start()
         self.writer = TradeWriter(self.store)
         symbols = SymbolSet((SYMBOL,))
@@ -48,9 +53,13 @@ class World:
         self.hot = History(self.store, self.writer, symbols, max_bars=10_000, hot=self.window)
         self.ref = History(self.store, self.writer, symbols, max_bars=10_000)
 
-    async def close(self) -> None:
+    async def close(self, *, dispose: bool = False) -> None:
         await self.writer.flush()
-        await self.store.close()
+        destroy = getattr(self.store, "destroy", None)  # an InfluxDB store's test buckets
+        if dispose and destroy is not None:
+            await destroy()
+        else:
+            await self.store.close()
 
     def trades(self, times_ms: list[int], prices: list[float], sizes: list[float]) -> TradeColumns:
         ts = []
@@ -116,59 +125,77 @@ step = st.one_of(
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(steps=st.lists(step, min_size=2, max_size=8), max_bars=st.sampled_from([50, 2_500]))
-def test_hot_window_equals_the_store(steps, max_bars):
+def test_hot_window_equals_the_embedded_store(steps, max_bars):
+    with tempfile.TemporaryDirectory(prefix="tvflux-hot-") as d:
+        _run(lambda: EmbeddedStore(f"{d}/hot.duckdb", default_plan()), steps, max_bars)
+
+
+# InfluxDB: fewer examples (every downsampling step is several task runs, each waits for the
+# task scheduler's tick), the same scenarios. A real influxd (the ``influx_server`` fixture).
+@settings(
+    max_examples=4,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(steps=st.lists(step, min_size=2, max_size=6), max_bars=st.sampled_from([50, 2_500]))
+def test_hot_window_equals_the_influx_store(influx_server, tmp_path: Path, steps, max_bars):
+    kit = StoreKit("influx", tmp_path, influx_server)
+    _run(kit.make, steps, max_bars)
+
+
+def _run(make_store: Callable[[], Store], steps, max_bars) -> None:
     try:
-        asyncio.run(_scenario(steps, max_bars))
+        asyncio.run(_scenario(make_store, steps, max_bars))
     except AssertionError as exc:
         raise AssertionError(f"steps={steps!r} max_bars={max_bars}: {exc}") from exc
 
 
-async def _scenario(steps, max_bars) -> None:
-    with tempfile.TemporaryDirectory(prefix="tvflux-hot-") as d:
-        w = World(f"{d}/hot.duckdb", max_bars)
-        await w.open()
-        try:
-            # four days of history, one trade every ~10 minutes, downsampled
-            rng = np.random.default_rng(len(steps))
-            times = list(range(BASE_MS - 4 * DAY_MS, BASE_MS, 600_000))
-            await w.submit(
-                w.trades(
-                    times,
-                    list(rng.uniform(90, 110, len(times)).round(2)),
-                    list(rng.uniform(0.1, 2, len(times)).round(3)),
-                ),
-                flush=True,
-            )
-            await w.store.run_downsampling(BASE_MS)
+async def _scenario(make_store: Callable[[], Store], steps, max_bars) -> None:
+    w = World(make_store, max_bars)
+    await w.open()
+    try:
+        # four days of history, one trade every ~10 minutes, downsampled
+        rng = np.random.default_rng(len(steps))
+        times = list(range(BASE_MS - 4 * DAY_MS, BASE_MS, 600_000))
+        await w.submit(
+            w.trades(
+                times,
+                list(rng.uniform(90, 110, len(times)).round(2)),
+                list(rng.uniform(0.1, 2, len(times)).round(3)),
+            ),
+            flush=True,
+        )
+        await w.store.run_downsampling(BASE_MS)
+        await w.compare()
+        for s in steps:
+            if s[0] == "live":
+                times = []
+                for gap, _, _ in s[1]:
+                    w.last_ms += gap
+                    times.append(w.last_ms)
+                await w.submit(w.trades(times, [p for _, p, _ in s[1]], [z for _, _, z in s[1]]), flush=s[2])
+            elif s[0] == "late":
+                await w.submit(
+                    w.trades(
+                        [w.last_ms - back for back, _, _ in s[1]], [p for _, p, _ in s[1]], [z for _, _, z in s[1]]
+                    ),
+                    flush=s[2],
+                )
+            elif s[0] == "run":
+                await w.writer.flush()
+                report = await w.store.run_downsampling(w.last_ms)
+                for changed in report.changed:
+                    w.window.invalidate(changed.symbol)
+            elif s[0] == "delete":
+                await w.writer.flush()
+                lo = w.last_ms - s[1]
+                await w.store.delete_trades(SYMBOL, from_ns=lo * NS, to_ns=(lo + s[2]) * NS)
+                w.window.invalidate(SYMBOL)  # what Services.delete_trades does
+            else:  # restart: a new process, an empty window
+                await w.close()
+                await w.open()
             await w.compare()
-            for s in steps:
-                if s[0] == "live":
-                    times = []
-                    for gap, _, _ in s[1]:
-                        w.last_ms += gap
-                        times.append(w.last_ms)
-                    await w.submit(w.trades(times, [p for _, p, _ in s[1]], [z for _, _, z in s[1]]), flush=s[2])
-                elif s[0] == "late":
-                    await w.submit(
-                        w.trades(
-                            [w.last_ms - back for back, _, _ in s[1]], [p for _, p, _ in s[1]], [z for _, _, z in s[1]]
-                        ),
-                        flush=s[2],
-                    )
-                elif s[0] == "run":
-                    await w.writer.flush()
-                    report = await w.store.run_downsampling(w.last_ms)
-                    for changed in report.changed:
-                        w.window.invalidate(changed.symbol)
-                elif s[0] == "delete":
-                    await w.writer.flush()
-                    lo = w.last_ms - s[1]
-                    await w.store.delete_trades(SYMBOL, from_ns=lo * NS, to_ns=(lo + s[2]) * NS)
-                    w.window.invalidate(SYMBOL)  # what Services.delete_trades does
-                else:  # restart: a new process, an empty window
-                    await w.close()
-                    await w.open()
-                await w.compare()
-            assert w.window.hits > 0  # the window did answer, the comparison is not vacuous
-        finally:
-            await w.close()
+        assert w.window.hits > 0  # the window did answer, the comparison is not vacuous
+    finally:
+        await w.close(dispose=True)
