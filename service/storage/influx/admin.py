@@ -293,6 +293,8 @@ class Admin:
         except ApiException as exc:
             if exc.status == 404:
                 return None
+            if exc.status is not None and exc.status >= 500:
+                raise _ServerError(describe_api_error(exc, f"read run {run_id}", url=self.url, org=self.org)) from None
             raise self._fail(exc, f"read run {run_id} of task {task_id}") from None
         return _run_info(run)
 
@@ -300,8 +302,19 @@ class Admin:
     async def wait_run(self, task_id: str, run_id: str, *, timeout_s: float, poll_s: float = 0.2) -> RunInfo:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        server_errors = 0
         while True:
-            info = await self.run_info(task_id, run_id)
+            try:
+                info = await self.run_info(task_id, run_id)
+                server_errors = 0
+            except _ServerError:
+                # InfluxDB 2.9.1 can answer a read of a run that is finishing at that very
+                # moment with HTTP 500 (a panic in its run storage); the next read succeeds.
+                # Anything lasting longer than a few polls is a real failure.
+                server_errors += 1
+                if server_errors > 10:
+                    raise
+                info = None
             if info is not None and info.status in ("success", "failed", "canceled"):
                 if info.status == "failed" and not info.log:
                     info = msgspec.structs.replace(info, log=await self.run_log(task_id, run_id))
@@ -329,6 +342,10 @@ class Admin:
         infos = [_run_info(r) for r in (runs.runs or [])]
         infos.sort(key=lambda r: r.scheduled_ms or r.started_ms or 0, reverse=True)
         return infos[:limit]
+
+
+class _ServerError(StoreUnavailable):
+    """InfluxDB answered 5xx."""
 
 
 def _run_info(run: Any) -> RunInfo:

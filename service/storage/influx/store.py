@@ -45,16 +45,9 @@ from service.storage.base import ChangedWindow, Deletion, Health, RunReport
 from service.storage.countback import bars_before_by_jumps
 from service.storage.influx import flux_queries as fq
 from service.storage.influx import flux_render as fr
+from service.storage.influx import influxql as ql
 from service.storage.influx.admin import Admin, RunInfo, bucket_specs, describe_api_error
-from service.storage.influx.compose import (
-    BarRows,
-    CsvReader,
-    QueryFailed,
-    compose,
-    plan_segments,
-    rfc3339_ms,
-    roll_up,
-)
+from service.storage.influx.compose import CsvReader, QueryFailed, Rows, compose, plan_segments, roll_up
 from service.storage.influx.lineproto import encode_trades, series_prefix, split_lines, unique_ns
 from service.storage.influx.retry import NETWORK_ERRORS as _NETWORK_ERRORS
 from service.storage.influx.retry import RetryPolicy, backoff_s, brief, is_retryable, retry_after_s
@@ -121,6 +114,7 @@ class InfluxStore:
         self._found_empty: dict[str, int] = {}
         self._pending_changes: list[tuple[int, ChangedWindow]] = []  # (marker time ns, window)
         self._rand = random.Random()
+        self._ql = ql.InfluxQL(self._url, str(settings.influx_token), retry)
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -138,6 +132,7 @@ class InfluxStore:
         self._write_service = WriteService(api)
         self._query_service = QueryService(api)
         self._admin = Admin(api, url=self._url, org=self._org)
+        self._ql.open()
         try:
             await self._ping()
             specs = bucket_specs(self._names, self._settings.influx_raw_retention_s)
@@ -176,6 +171,7 @@ class InfluxStore:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+        await self._ql.close()
 
     async def destroy(self) -> None:
         """Delete this store's tasks and buckets (test teardown)."""
@@ -357,16 +353,21 @@ class InfluxStore:
         finally:
             response.release()
 
-    async def _segment_rows(self, symbol: str, segment: Segment) -> list[tuple[int, list[float | None]]]:
+    def _segment_statement(self, symbol: str, segment: Segment) -> str:
         if segment.tier is not None:
-            flux = fq.tier_bars_query(self._names, segment.tier, symbol, segment.start_ms, segment.stop_ms)
-        else:
-            assert segment.every_ms is not None
-            flux = fq.raw_bars_query(self._names, symbol, segment.start_ms, segment.stop_ms, segment.every_ms)
-        rows = BarRows()
-        async for t, f, v in self._rows(flux, fq.BAR_COLUMN_NAMES):
-            rows.add(rfc3339_ms(t), f, float(v))
-        return rows.sorted()
+            return ql.tier_rows(
+                self._names.bars_bucket, fr.measurement(segment.tier), symbol, segment.start_ms, segment.stop_ms
+            )
+        assert segment.every_ms is not None
+        return ql.raw_rows(
+            self._names.raw_bucket, fr.TRADES, symbol, segment.start_ms, segment.stop_ms, segment.every_ms
+        )
+
+    async def _segments_rows(self, symbol: str, segments: Sequence[Segment]) -> list[Rows]:
+        """Every segment's rows, ascending, in one InfluxQL request (see ``influxql``)."""
+        if not segments:
+            return []
+        return await self._ql.bar_rows([self._segment_statement(symbol, s) for s in segments])
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
         await self._status_for_history()
@@ -375,7 +376,7 @@ class InfluxStore:
         segments = plan_segments(
             self._plan, resolution, from_ms, to_ms, self._watermarks(), self._dirty_span([t.name for t in chain])
         )
-        parts = await asyncio.gather(*(self._segment_rows(symbol, s) for s in segments))
+        parts = await self._segments_rows(symbol, segments)
         sizes = [self._plan.tier(s.tier).size_ms if s.tier is not None else s.every_ms or 0 for s in segments]
         # bit-identical to the bars the tasks will store (see roll_up), whatever the lag
         rows = roll_up(parts, sizes, [t.size_ms for t in chain])
@@ -390,12 +391,12 @@ class InfluxStore:
             return None
         tier = self._plan.serving_tier(resolution)
         chain = [t.name for t in self._plan.chain(tier)] if tier is not None else []
-        flux = fq.previous_time_query(self._names, symbol, before_ms, chain, include_raw=True)
-        latest = None
-        async for (t,) in self._rows(flux, ("t",)):
-            if latest is None or int(t) > latest:
-                latest = int(t)
-        return None if latest is None else resolution.bucket_start_ms(latest)
+        statements = [ql.last_time(self._names.raw_bucket, fr.TRADES, "price", symbol, None, before_ms)]
+        statements += [
+            ql.last_time(self._names.bars_bucket, fr.measurement(t), "close", symbol, None, before_ms) for t in chain
+        ]
+        times = await self._ql.times(statements)
+        return resolution.bucket_start_ms(max(times)) if times else None
 
     async def symbols(self) -> list[str]:
         found = {v async for (v,) in self._rows(fq.symbols_query(self._names), ("v",))}
@@ -404,10 +405,9 @@ class InfluxStore:
     async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
         if to_ns <= from_ns:
             return None
-        latest = None
-        async for (t,) in self._rows(fq.last_ts_query(self._names, symbol, from_ns, to_ns), ("t",)):
-            latest = int(t) if latest is None else max(latest, int(t))
-        return latest
+        statement = ql.last_time(self._names.raw_bucket, fr.TRADES, "price", symbol, from_ns, to_ns, "ns")
+        times = await self._ql.times([statement], epoch="ns")
+        return max(times) if times else None
 
     async def known_ids(
         self, symbol: str, ids: Sequence[str], from_ns: int | None = None, to_ns: int | None = None

@@ -133,7 +133,7 @@ def test_hot_window_equals_the_embedded_store(steps, max_bars):
 # InfluxDB: fewer examples (every downsampling step is several task runs, each waits for the
 # task scheduler's tick), the same scenarios. A real influxd (the ``influx_server`` fixture).
 @settings(
-    max_examples=4,
+    max_examples=3,
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],

@@ -87,6 +87,7 @@ class FakeInflux:
         r.add_get("/api/v2/tasks/{id}/runs/{run}/logs", self._get_run_logs)
         r.add_post("/api/v2/write", self._write)
         r.add_post("/api/v2/query", self._query)
+        r.add_post("/query", self._influxql)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -262,6 +263,54 @@ class FakeInflux:
             return web.Response(text=f"error,reference\r\n{self.query_error},897\r\n", content_type="text/csv")
         return web.Response(text=csv_tables(self.answer(flux)), content_type="text/csv")
 
+    async def _influxql(self, request: web.Request) -> web.Response:
+        """The InfluxQL statements the store sends (``service.storage.influx.influxql``),
+        answered as one chunked JSON document."""
+        form = await request.post()
+        assert form["chunked"] == "true"
+        scale = {"ms": 1_000_000, "ns": 1}[str(form["epoch"])]
+        results = []
+        for i, statement in enumerate(str(form["q"]).split(";\n")):
+            self.queries.append(statement)
+            if self.query_error:
+                results.append({"statement_id": i, "error": self.query_error})
+                continue
+            columns, values = self._influxql_answer(statement, scale)
+            series = [{"name": "x", "columns": columns, "values": values}] if values else []
+            results.append({"statement_id": i, "series": series})
+        return web.json_response({"results": results})
+
+    def _influxql_answer(self, statement: str, scale: int) -> tuple[list[str], list[list[Any]]]:
+        q = r"'((?:[^'\\]|\\.)*)'"
+        ident = r'"((?:[^"\\]|\\.)*)"'
+        bucket, measurement = (
+            re.sub(r"\\(.)", r"\1", g) for g in re.search(f'FROM {ident}\\."autogen"\\.{ident}', statement).groups()
+        )
+        symbol = re.sub(r"\\(.)", r"\1", re.search(f'"symbol" = {q}', statement).group(1))
+        lo_m = re.search(r"time >= (\d+)(ms|ns)", statement)
+        hi_m = re.search(r"time < (\d+)(ms|ns)", statement)
+        to_ns = {"ms": 1_000_000, "ns": 1}
+        lo = int(lo_m.group(1)) * to_ns[lo_m.group(2)] if lo_m else -(2**62)
+        hi = int(hi_m.group(1)) * to_ns[hi_m.group(2)]
+        last = re.match(r'SELECT last\("(\w+)"\)', statement)
+        if last:
+            times = [
+                t for _, f, _, t in self._series(bucket, measurement, symbol) if f == last.group(1) and lo <= t < hi
+            ]
+            return ["time", "last"], [[max(times) // scale, 0.0]] if times else []
+        every = re.search(r"GROUP BY time\((\d+)ms\)", statement)
+        fields = ["open", "high", "low", "close", "volume"]
+        rows: dict[int, list[Any]] = defaultdict(lambda: [None] * 5)
+        if every:  # raw trades aggregated: the Flux answer's tables, one per field
+            for _, table in self._aggregate(bucket, symbol, lo, hi, int(every.group(1)) * 1_000_000):
+                for t_text, f, v in table:
+                    rows[_parse_rfc3339(t_text)][fields.index(f)] = v
+        else:
+            for _, f, v, t in self._series(bucket, measurement, symbol):
+                if lo <= t < hi and f in fields:
+                    rows[t][fields.index(f)] = float(v)
+        return ["time", *fields], [[t // scale, *values] for t, values in sorted(rows.items())]
+
     def _series(self, bucket: str, measurement: str, symbol: str | None = None):
         latest: dict[tuple, tuple] = {}
         for m, tags, fields, t in self.points.get(bucket, []):
@@ -381,3 +430,11 @@ def _duration_ns(text: str) -> int:
     unit = {"ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
     match = re.fullmatch(r"(\d+)(ms|s|m|h|d)", text)
     return int(match.group(1)) * unit[match.group(2)]
+
+
+def _parse_rfc3339(text: str) -> int:
+    import datetime as _dt
+
+    whole, _, frac = text.rstrip("Z").partition(".")
+    seconds = int(_dt.datetime.fromisoformat(whole).replace(tzinfo=_dt.UTC).timestamp())
+    return seconds * 1_000_000_000 + int((frac + "000000000")[:9])

@@ -320,6 +320,35 @@ async def test_history_matches_an_independent_aggregation_past_the_watermarks(ba
         await store.close()
 
 
+async def test_history_reads_quote_an_awkward_symbol(influx_server):
+    """History is read with InfluxQL statements (service/storage/influx/influxql.py): a
+    symbol with quotes and a space must reach InfluxDB as itself, not end the literal (a
+    backslash cannot be stored: line protocol does not round-trip it)."""
+    env = deployment_env(influx_server, "quote")
+    settings = load_settings(env)
+    store = InfluxStore(settings, settings.plan, schedule_tasks=False)
+    await store.start()
+    try:
+        base = time.time_ns() // NS // DAY_MS * DAY_MS - 3 * DAY_MS
+        odd, plain = "A'B C\"D", "A"
+        times = np.array([base + 10_000, base + 70_000, base + DAY_MS + 5], dtype=np.int64) * NS
+        prices, sizes = np.array([1.0, 3.0, 2.0]), np.array([1.0, 2.0, 4.0])
+        await store.append(
+            [TradeColumns(odd, times, prices, sizes), TradeColumns(plain, times[:1], prices[:1] * 9, sizes[:1])]
+        )
+        rows = [{"time": int(t) // NS, "price": p, "size": z} for t, p, z in zip(times, prices, sizes)]
+        for text in ("1", "60", "1D", "1S"):
+            res = parse_resolution(text)
+            assert_same_bars(await store.bars(odd, res, base, base + 2 * DAY_MS), reference_bars(rows, res))
+        hour = parse_resolution("60")
+        assert await store.previous_bar_time(odd, hour, base + 2 * DAY_MS) == base + DAY_MS
+        assert await store.previous_bar_time(odd, hour, base) is None
+        assert await store.last_ts_ns(odd, int(times[0]), int(times[1])) == int(times[0])
+        assert await store.last_ts_ns(odd, 0, 2**62) == int(times[2])
+    finally:
+        await store.destroy()
+
+
 @pytest.mark.timeout(300)
 async def test_a_late_trade_is_rebuilt_in_every_tier_by_the_scheduler(backfilled):
     store = make_store(backfilled.env)
