@@ -215,6 +215,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 PREFIX = "TVFLUX_"
+# TVFLUX_* variables that are not the service's settings: where the tests, the benchmark
+# and the screenshot script find the programs they start. The docs tell users to export
+# them, so the service must accept them (and ignore them) rather than refuse to start.
+TOOL_VARIABLES = frozenset({"TVFLUX_INFLUXD", "TVFLUX_NATS_SERVER", "TVFLUX_CHROMIUM"})
 
 
 def env_name(field: str) -> str:
@@ -229,7 +233,7 @@ def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
     problems: list[str] = []
     known = {env_name(field) for field in _PARSERS}
     for name in sorted(environ):
-        if name.startswith(PREFIX) and name not in known:
+        if name.startswith(PREFIX) and name not in known and name not in TOOL_VARIABLES:
             problems.append(f"{name}: unknown setting")
     for field, parse in _PARSERS.items():
         name = env_name(field)

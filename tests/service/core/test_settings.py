@@ -48,6 +48,13 @@ def test_every_bad_variable_is_reported_at_once():
     assert len(info.value.problems) == 5
 
 
+def test_the_tools_variables_are_not_refused():
+    """docs/influxdb.md tells users to export TVFLUX_INFLUXD for the tests; a `tvflux`
+    command run in that shell must not fail with "unknown setting"."""
+    env = {"TVFLUX_INFLUXD": "/opt/influxd", "TVFLUX_NATS_SERVER": "/usr/sbin/nats-server", "TVFLUX_CHROMIUM": "/x"}
+    assert load_settings(env) == load_settings({})
+
+
 def test_bad_tiers_and_influx_without_url():
     with pytest.raises(ConfigError) as info:
         load_settings({"TVFLUX_TIERS": "7m", "TVFLUX_STORE": "influx"})
