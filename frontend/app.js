@@ -81,6 +81,55 @@
     return { bg: v("--bg"), fg: v("--fg"), grid: v("--grid"), border: v("--border"), up: v("--up"), down: v("--down") };
   }
 
+  // ---- preferences: time zone -----------------------------------------------
+
+  // Stored as "UTC" (the default), "browser" (whatever zone this browser is in,
+  // so it follows a laptop that travels) or an IANA zone name.
+  const TZ_KEY = "tvflux.timezone";
+  const T = TvfluxTime;
+  const zoneListeners = [];
+  let zoneChoice = (() => {
+    const stored = remembered(TZ_KEY);
+    return stored === T.BROWSER || (stored && T.isValidZone(stored)) ? stored : T.UTC;
+  })();
+  /** The IANA zone times are shown in. */
+  function timeZone() {
+    return T.resolve(zoneChoice);
+  }
+
+  function zoneOption(value, text) {
+    const opt = document.createElement("option");
+    opt.value = value;
+    opt.textContent = text;
+    return opt;
+  }
+  function fillZoneSelect() {
+    const sel = $("tz");
+    const nowS = Date.now() / 1000;
+    const label = (z) => (z === T.UTC ? "UTC" : `${T.zoneName(z)} ${T.offsetLabel(nowS, z)}`);
+    sel.textContent = "";
+    sel.appendChild(zoneOption(T.UTC, "UTC"));
+    sel.appendChild(zoneOption(T.BROWSER, `${label(T.browserZone())} (this browser)`));
+    const zones = T.ZONES.slice();
+    if (zoneChoice !== T.UTC && zoneChoice !== T.BROWSER && !zones.includes(zoneChoice)) zones.unshift(zoneChoice);
+    for (const z of zones) sel.appendChild(zoneOption(z, label(z)));
+    sel.value = zoneChoice;
+    showZoneLabel();
+  }
+  function showZoneLabel() {
+    const zone = timeZone();
+    const text = zone === T.UTC ? "UTC" : `${T.zoneName(zone)} ${T.offsetLabel(Date.now() / 1000, zone)}`;
+    $("tz-label").textContent = text;
+    $("tz-wrap").title = `Times are shown in ${zone}${zoneChoice === T.BROWSER ? " (this browser's zone)" : ""}; click to change`;
+    hook.timeZone = zone;
+  }
+  $("tz").addEventListener("change", () => {
+    zoneChoice = $("tz").value;
+    remember(TZ_KEY, zoneChoice);
+    showZoneLabel();
+    for (const fn of zoneListeners) fn(timeZone());
+  });
+
   // ---- connection status ---------------------------------------------------
 
   const STATUS_LABEL = { open: "Live", connecting: "Connecting…", closed: "Disconnected" };
@@ -177,6 +226,12 @@
   // Licensed Charting Library
   // ==========================================================================
 
+  /** The stored zone, if the library knows it (our list is a subset of its zones). */
+  function chartingLibraryZone() {
+    const zone = timeZone();
+    return T.ZONES.includes(zone) ? zone : "Etc/UTC";
+  }
+
   async function startChartingLibrary(symbol, resolution) {
     document.body.classList.add("tv-mode");
     hook.mode = "charting_library";
@@ -187,7 +242,7 @@
       datafeed: feed,
       symbol,
       interval: resolution,
-      timezone: "Etc/UTC",
+      timezone: chartingLibraryZone(),
       locale: "en",
       theme: currentTheme(),
       autosize: true,
@@ -205,6 +260,7 @@
 
   async function main() {
     applyTheme(currentTheme());
+    fillZoneSelect();
     const symbols = await listSymbols();
     const names = symbols.map((s) => s.symbol);
     const pick = (cands, allowed, fallback) => cands.find((c) => c && allowed.includes(c)) || fallback;
@@ -241,6 +297,8 @@
       notice,
       themeColors,
       onThemeChange: (fn) => themeListeners.push(fn),
+      timeZone,
+      onTimeZoneChange: (fn) => zoneListeners.push(fn),
       remember,
       reflectInUrl,
     });

@@ -5,10 +5,13 @@
  *
  * Times: the datafeed speaks epoch milliseconds (JS API); Lightweight Charts
  * wants UTCTimestamp seconds. The conversion happens in toChartBar() only.
+ * Bars stay in UTC; the chosen time zone only changes how times are written
+ * (timezone.js).
  *
  * `TvfluxChart.start(ctx)` takes the page services from app.js:
  *   { feed, hook, symbols, symbol, resolution, notice(text, isError),
- *     themeColors(), onThemeChange(fn), remember(key, value), reflectInUrl(symbol, resolution) }
+ *     themeColors(), onThemeChange(fn), timeZone(), onTimeZoneChange(fn),
+ *     remember(key, value), reflectInUrl(symbol, resolution) }
  */
 (function () {
   "use strict";
@@ -22,10 +25,7 @@
 
   const $ = (id) => document.getElementById(id);
   const resolutionToMs = TvfluxDatafeed.resolutionToMs;
-
-  function isoDate(epochS) {
-    return new Date(epochS * 1000).toISOString().slice(0, 10);
-  }
+  const T = TvfluxTime;
 
   function start(ctx) {
     const { feed, hook } = ctx;
@@ -144,6 +144,41 @@
       if (!state.legendPinned) showLegend(null);
     }
 
+    /** Bars of a day or longer are UTC calendar periods: they are dated in UTC in any zone. */
+    function isDaily() {
+      const ms = resolutionToMs(state.resolution);
+      return ms === null || ms >= 86400000;
+    }
+    /** The zone the date fields and the range are in (see isDaily). */
+    function fieldZone() {
+      return isDaily() ? T.UTC : ctx.timeZone();
+    }
+
+    /** Axis ticks, crosshair label, legend and date fields in the chosen zone. */
+    function applyZone() {
+      const zone = ctx.timeZone();
+      const daily = isDaily();
+      const seconds = /S$/i.test(state.resolution);
+      chart.applyOptions({
+        localization: { timeFormatter: (time) => formatBarTime(Number(time)) },
+        timeScale: {
+          // null = the library's own label, which is UTC: right for UTC and for daily bars
+          tickMarkFormatter: (time) => (daily || zone === T.UTC ? null : T.intradayTick(Number(time), zone, seconds)),
+        },
+      });
+      const where = fieldZone() === T.UTC ? "UTC" : fieldZone();
+      $("range-from").setAttribute("aria-label", `From date (${where})`);
+      $("range-to").setAttribute("aria-label", `To date (${where}, inclusive)`);
+      $("range-form").title = `Days in ${where}`;
+      if (!state.legendPinned) showLegend(null);
+    }
+
+    /** A bar's time as the legend and the crosshair write it. */
+    function formatBarTime(epochS) {
+      if (isDaily()) return T.isoDay(epochS, T.UTC);
+      return T.formatDateTime(epochS, ctx.timeZone(), /S$/i.test(state.resolution));
+    }
+
     function applyPriceFormat(info) {
       const scale = Number(info.pricescale) || 100;
       state.precision = Math.max(0, Math.round(Math.log10(scale)));
@@ -152,6 +187,7 @@
       chart.applyOptions({
         timeScale: { timeVisible: intraday, secondsVisible: /S$/i.test(state.resolution) },
       });
+      applyZone();
     }
 
     function stopLive() {
@@ -354,7 +390,8 @@
         state.bars = collected;
         setAllData();
         chart.timeScale().fitContent();
-        const label = `${isoDate(from)} – ${isoDate(to - 86400)} UTC`;
+        const zone = fieldZone();
+        const label = `${T.isoDay(from, zone)} – ${T.isoDay(to - 1, zone)} ${zone === T.UTC ? "UTC" : zone}`;
         if (!collected.length) ctx.notice(`No bars between ${label}.`);
         else if (truncated) ctx.notice(`Showing the latest ${collected.length} bars of ${label}; pick a coarser resolution for the whole range.`);
         else ctx.notice(null);
@@ -382,6 +419,11 @@
       if (x >= 1e3) return (x / 1e3).toFixed(2) + "K";
       return x.toFixed(x >= 100 ? 0 : 4).replace(/\.?0+$/, "") || "0";
     }
+    /** "2024-01-15 09:30 UTC+1"; daily bars: "2024-01-15" (a UTC day, see isDaily). */
+    function legendTime(epochS) {
+      if (isDaily()) return formatBarTime(epochS);
+      return `${formatBarTime(epochS)} ${T.offsetLabel(epochS, ctx.timeZone())}`;
+    }
     function showLegend(bar) {
       const b = bar || (state.bars.length ? state.bars[state.bars.length - 1] : null);
       const legend = $("legend");
@@ -390,7 +432,7 @@
       $("lg-l").textContent = b ? fmtPrice(b.low) : "—";
       $("lg-c").textContent = b ? fmtPrice(b.close) : "—";
       $("lg-v").textContent = b ? fmtVolume(b.volume) : "—";
-      $("lg-t").textContent = b ? new Date(b.time * 1000).toISOString().replace("T", " ").replace(/:00\.000Z$|\.000Z$/, "") : "";
+      $("lg-t").textContent = b ? legendTime(b.time) : "";
       legend.classList.toggle("up", Boolean(b && b.close >= b.open));
       legend.classList.toggle("down", Boolean(b && b.close < b.open));
     }
@@ -445,13 +487,13 @@
     }
     markResolution();
 
-    // Date range: inputs are calendar days in UTC, the end day inclusive. While following
-    // the live edge they show the days the chart shows (they follow scrolling and zoom),
-    // so "Go" on them reproduces the view; a range the user loaded keeps its own days.
-    const today = new Date();
-    const todayS = Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate()) / 1000;
-    $("range-to").value = isoDate(todayS);
-    $("range-from").value = isoDate(todayS);
+    // Date range: inputs are calendar days in the chosen zone (UTC days for daily bars,
+    // see isDaily), the end day inclusive. While following the live edge they show the
+    // days the chart shows (they follow scrolling and zoom), so "Apply" on them
+    // reproduces the view; a range the user loaded keeps its own days.
+    const todayS = Date.now() / 1000;
+    $("range-to").value = T.isoDay(todayS, fieldZone());
+    $("range-from").value = T.isoDay(todayS, fieldZone());
     function syncDateFields() {
       if (state.mode !== "live" || !state.bars.length) return;
       const active = document.activeElement;
@@ -460,15 +502,19 @@
       if (!r) return;
       const first = Math.max(Number(r.from), state.bars[0].time);
       const last = Math.min(Number(r.to), state.bars[state.bars.length - 1].time);
-      $("range-from").value = isoDate(first - (first % 86400));
-      $("range-to").value = isoDate(Math.max(first, last) - (Math.max(first, last) % 86400));
+      $("range-from").value = T.isoDay(first, fieldZone());
+      $("range-to").value = T.isoDay(Math.max(first, last), fieldZone());
     }
     chart.timeScale().subscribeVisibleTimeRangeChange(syncDateFields);
     hook.syncDateFields = syncDateFields;
-    $("range-form").addEventListener("submit", (ev) => {
-      ev.preventDefault();
-      const from = Date.parse(`${$("range-from").value}T00:00:00Z`) / 1000;
-      const toDay = Date.parse(`${$("range-to").value}T00:00:00Z`) / 1000;
+    function nextIsoDay(iso) {
+      const t = Date.parse(`${iso}T00:00:00Z`);
+      return Number.isFinite(t) ? new Date(t + 86400000).toISOString().slice(0, 10) : "";
+    }
+    function applyDateFields() {
+      const zone = fieldZone();
+      const from = T.dayStart($("range-from").value, zone);
+      const toDay = T.dayStart($("range-to").value, zone);
       if (!Number.isFinite(from) || !Number.isFinite(toDay)) {
         ctx.notice("Pick both dates.", true);
         return;
@@ -477,9 +523,20 @@
         ctx.notice("The end date is before the start date.", true);
         return;
       }
-      loadRange(from, toDay + 86400);
+      loadRange(from, T.dayStart(nextIsoDay($("range-to").value), zone));
+    }
+    $("range-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      applyDateFields();
     });
     $("range-live").addEventListener("click", () => loadLive());
+
+    ctx.onTimeZoneChange(() => {
+      applyZone();
+      // A loaded range is days of the old zone: load the same days in the new one.
+      if (state.mode === "range") applyDateFields();
+      else syncDateFields();
+    });
 
     Object.assign(hook, { loadLive, loadRange, loadOlder });
 

@@ -70,6 +70,15 @@ def hook(page: Any, expr: str) -> Any:
     return page.evaluate(f"() => {expr}")
 
 
+def chart_bars(page: Any) -> list[dict[str, Any]]:
+    """The bars the chart page holds (times in epoch seconds)."""
+    return hook(page, "__tvflux.bars()")
+
+
+def wait_reload(page: Any, loads_before: int) -> None:
+    page.wait_for_function("n => __tvflux.historyLoads > n && __tvflux.ready", arg=loads_before)
+
+
 # ---- demo/test history: deterministic, posted through POST /api/trades ----------------
 
 

@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tests.frontend.helpers import bars, hook, open_chart, wait_until
+from tests.frontend.helpers import bars, chart_bars, hook, open_chart, wait_reload, wait_until
 
 # Counts pixels of the candle colours on the largest canvas of the chart: proof that
 # candles were painted, not just that data was handed to the library.
@@ -41,16 +41,8 @@ PAINTED_PIXELS_JS = """
 """
 
 
-def chart_bars(page: Any) -> list[dict[str, Any]]:
-    return hook(page, "__tvflux.bars()")
-
-
 def assert_ascending_unique(times: list[int]) -> None:
     assert all(a < b for a, b in zip(times, times[1:])), "bar times must be strictly ascending"
-
-
-def wait_reload(page: Any, loads_before: int) -> None:
-    page.wait_for_function("n => __tvflux.historyLoads > n && __tvflux.ready", arg=loads_before)
 
 
 def stable_server_bars(http: Any, symbol: str, resolution: str, count: int, older_than_s: int) -> dict[int, dict[str, Any]]:

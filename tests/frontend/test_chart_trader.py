@@ -1,0 +1,103 @@
+"""What a trader expects of the chart page (issue 20, item 6), in headless Chromium against
+the real service: a time-zone choice applied everywhere."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tests.frontend.helpers import chart_bars, hook, open_chart, wait_reload
+
+KOLKATA = ZoneInfo("Asia/Kolkata")  # +05:30 all year: no daylight saving to dodge
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def local(epoch_s: int, zone: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    return datetime.fromtimestamp(epoch_s, zone).strftime(fmt)
+
+
+def hover_bar(page: Any, t: int, price: float) -> None:
+    x = page.evaluate("t => __tvflux.chart.timeScale().timeToCoordinate(t)", t)
+    y = page.evaluate("p => __tvflux.candleSeries.priceToCoordinate(p)", price)
+    assert x is not None and y is not None, f"bar {t} is not on screen"
+    box = page.locator("#chart").bounding_box()
+    page.mouse.move(box["x"] + x, box["y"] + y)
+
+
+# ---- time zone ---------------------------------------------------------------------------
+
+
+def test_time_zone_choice_applies_to_axis_legend_and_date_fields(new_page, fe_server, seeded):
+    page = new_page(timezone_id="Asia/Kolkata")
+    open_chart(page, fe_server, "?symbol=BTCUSD&resolution=5")
+
+    # UTC by default, and it says so
+    assert page.input_value("#tz") == "UTC"
+    assert page.locator("#tz-label").inner_text().startswith("UTC")
+    target = chart_bars(page)[-20]
+    t = target["time"]
+    assert page.evaluate("t => __tvflux.chart.options().localization.timeFormatter(t)", t) == local(t, timezone.utc)
+    hover_bar(page, t, target["close"])
+    page.wait_for_function(
+        "v => document.getElementById('lg-t').textContent === v", arg=f"{local(t, timezone.utc)} UTC"
+    )
+    page.mouse.move(1, 1)
+
+    # the browser's zone: axis ticks, crosshair label, legend, date fields and their labels follow
+    page.select_option("#tz", "browser")
+    assert "UTC+5:30" in page.locator("#tz-label").inner_text()
+    assert page.evaluate("t => __tvflux.chart.options().localization.timeFormatter(t)", t) == local(t, KOLKATA)
+    hour = t - t % 3600  # a tick the library puts on a UTC hour: labelled with its Kolkata time
+    tick = page.evaluate("t => __tvflux.chart.options().timeScale.tickMarkFormatter(t, 3, 'en-US')", hour)
+    assert tick == local(hour, KOLKATA, "%H:%M") and tick.endswith(":30")
+    hover_bar(page, t, target["close"])
+    page.wait_for_function(
+        "v => document.getElementById('lg-t').textContent === v", arg=f"{local(t, KOLKATA)} UTC+5:30"
+    )
+    page.mouse.move(1, 1)
+    page.wait_for_function(
+        "v => document.getElementById('range-to').value === v",
+        arg=local(chart_bars(page)[-1]["time"], KOLKATA, "%Y-%m-%d"),
+    )
+    assert "Asia/" in page.get_attribute("#range-from", "aria-label")
+
+    # a range of days is days in that zone: a Kolkata day starts at 18:30 UTC the day before
+    day = (datetime.fromtimestamp(seeded.start_ms / 1000, KOLKATA) + timedelta(days=5)).date()
+    from_s = int(datetime(day.year, day.month, day.day, tzinfo=KOLKATA).timestamp())
+    loads = hook(page, "__tvflux.historyLoads")
+    page.click("#resolutions button[data-resolution='30']")
+    wait_reload(page, loads)
+    loads = hook(page, "__tvflux.historyLoads")
+    page.fill("#range-from", day.isoformat())
+    page.fill("#range-to", day.isoformat())
+    page.click("#range-apply")
+    wait_reload(page, loads)
+    # the seed has a trade every 30 minutes there: exactly the 48 half hours of that Kolkata day
+    assert [b["time"] for b in chart_bars(page)] == list(range(from_s, from_s + 86_400, 1800))
+
+    # the choice is remembered, and a zone from the list works the same way
+    page.reload()
+    page.wait_for_function("() => window.__tvflux && __tvflux.ready")
+    assert page.input_value("#tz") == "browser"
+    assert "UTC+5:30" in page.locator("#tz-label").inner_text()
+    page.select_option("#tz", "America/New_York")
+    label = page.locator("#tz-label").inner_text()
+    assert label.startswith("New York UTC\u2212"), label
+    last = chart_bars(page)[-1]["time"]
+    assert page.evaluate("t => __tvflux.chart.options().localization.timeFormatter(t)", last) == local(last, NEW_YORK)
+
+
+def test_daily_bars_keep_their_utc_date_in_any_zone(new_page, fe_server, seeded):
+    """A 1D bar is a UTC day (that is how the server builds it): in New York it is not
+    written as the evening of the day before."""
+    page = new_page(timezone_id="America/New_York")
+    open_chart(page, fe_server, "?symbol=BTCUSD&resolution=1D")
+    page.select_option("#tz", "browser")
+    t = chart_bars(page)[-3]["time"]
+    assert page.evaluate("t => __tvflux.chart.options().localization.timeFormatter(t)", t) == local(
+        t, timezone.utc, "%Y-%m-%d"
+    )
+    assert (
+        page.evaluate("t => __tvflux.chart.options().timeScale.tickMarkFormatter(t, 2, 'en-US')", t) is None
+    )  # the library's UTC label
