@@ -13,8 +13,8 @@
   "use strict";
 
   const TV_PROBE_URL = "/charting_library/charting_library.standalone.js";
-  const RESOLUTIONS = ["1", "5", "15", "30", "60", "240", "1D", "1W", "1M"];
-  const RESOLUTION_ALIASES = { D: "1D", W: "1W", M: "1M", "1H": "60", "4H": "240" };
+  const RESOLUTIONS = ["1S", "5S", "15S", "30S", "1", "5", "15", "30", "60", "240", "1D", "1W", "1M"];
+  const RESOLUTION_ALIASES = { D: "1D", W: "1W", M: "1M", "1H": "60", "4H": "240", S: "1S" };
 
   const $ = (id) => document.getElementById(id);
   const feed = new TvfluxDatafeed({ baseUrl: "" });

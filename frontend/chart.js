@@ -452,7 +452,7 @@
 
     function resolutionLabel(r) {
       if (/^\d+$/.test(r)) return Number(r) % 60 === 0 ? `${Number(r) / 60}h` : `${r}m`;
-      return r;
+      return /^\d+S$/i.test(r) ? `${r.slice(0, -1)}s` : r;
     }
 
     const select = $("symbol");

@@ -1,5 +1,5 @@
 """What a trader expects of the chart page (issue 20, item 6), in headless Chromium against
-the real service: a time-zone choice applied everywhere."""
+the real service: a time-zone choice applied everywhere, and the seconds resolutions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tests.frontend.helpers import chart_bars, hook, open_chart, wait_reload
+from tests.frontend.helpers import bars, chart_bars, hook, open_chart, wait_reload
 
 KOLKATA = ZoneInfo("Asia/Kolkata")  # +05:30 all year: no daylight saving to dodge
 NEW_YORK = ZoneInfo("America/New_York")
@@ -101,3 +101,31 @@ def test_daily_bars_keep_their_utc_date_in_any_zone(new_page, fe_server, seeded)
     assert (
         page.evaluate("t => __tvflux.chart.options().timeScale.tickMarkFormatter(t, 2, 'en-US')", t) is None
     )  # the library's UTC label
+
+
+# ---- seconds resolutions ---------------------------------------------------------------
+
+
+def test_seconds_resolutions_are_offered_and_drawn(page, fe_server, seeded, http):
+    open_chart(page, fe_server, "?symbol=ETHUSD&resolution=1")
+    stable_before = seeded.end_ms // 1000
+    for resolution, step in (("1S", 1), ("5S", 5), ("15S", 15), ("30S", 30)):
+        loads = hook(page, "__tvflux.historyLoads")
+        page.click(f"#resolutions button[data-resolution='{resolution}']")
+        wait_reload(page, loads)
+        assert f"resolution={resolution}" in page.url
+        times = [b["time"] for b in chart_bars(page)]
+        assert len(times) >= 10, resolution
+        assert all(t % step == 0 for t in times), f"{resolution} bars not aligned: {times[:5]}"
+        # the seconds show on the legend
+        assert len(page.locator("#lg-t").inner_text().split(" ")[1]) == len("HH:MM:SS")
+    # the 30S bars of the seed (a trade every 15 s) are the server's
+    server = {
+        b["time"] // 1000: b for b in bars(http, "ETHUSD", "30S", countback=400) if b["time"] // 1000 < stable_before
+    }
+    mine = {b["time"]: b for b in chart_bars(page)}
+    assert server and all(mine.get(t, {}).get("close") == b["close"] for t, b in server.items() if t >= min(mine))
+    # a link may name them too
+    open_chart(page, fe_server, "?symbol=ETHUSD&resolution=15S")
+    assert not page.locator("#link-notice").is_visible()
+    assert hook(page, "__tvflux.state.resolution") == "15S"
