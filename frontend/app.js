@@ -211,15 +211,24 @@
     history.replaceState(null, "", `${location.pathname}?${p}`);
   }
 
-  async function listSymbols() {
-    try {
-      const body = await feed.fetchJson("/api/symbols");
-      const list = (body.symbols || []).map((s) => ({ symbol: s.symbol, description: s.description || "" }));
-      if (list.length) return list;
-    } catch (e) {
-      console.warn("tvflux: /api/symbols failed, falling back to UDF search:", e.message);
-    }
-    return new Promise((resolve) => feed.searchSymbols("", "", "", (items) => resolve(items.map((i) => ({ symbol: i.symbol, description: i.description })))));
+  /** Symbols matching `query`, from `/udf/search`: the server may have thousands. */
+  function searchSymbols(query) {
+    return new Promise((resolve) => feed.searchSymbols(query, "", "", (items) => resolve(items.map((i) => ({ symbol: i.symbol, description: i.description })))));
+  }
+
+  /**
+   * Whether the server has `symbol`. Asked through the search, not /udf/symbols,
+   * whose 404 for an unknown name would be a console error; only when the search
+   * is too crowded to tell (100 symbols containing the name) is the whole list read.
+   */
+  async function symbolExists(symbol) {
+    if (!symbol) return false;
+    const same = (s) => s.symbol === symbol;
+    const found = await feed.fetchJson("/udf/search", { query: symbol, limit: 100 });
+    if (found.some(same)) return true;
+    if (found.length < 100) return false;
+    const all = await feed.fetchJson("/api/symbols");
+    return (all.symbols || []).some(same);
   }
 
   // ==========================================================================
@@ -261,17 +270,26 @@
   async function main() {
     applyTheme(currentTheme());
     fillZoneSelect();
-    const symbols = await listSymbols();
-    const names = symbols.map((s) => s.symbol);
     const pick = (cands, allowed, fallback) => cands.find((c) => c && allowed.includes(c)) || fallback;
     const asked = { symbol: params.get("symbol"), resolution: params.get("resolution") };
     const askedRes = asked.resolution && (RESOLUTION_ALIASES[asked.resolution.toUpperCase()] || asked.resolution);
-    const symbol = pick([asked.symbol, remembered("tvflux.symbol")], names, names[0] || "BTCUSD");
+    // The symbol: the link's, else the last one shown, else the server's first.
+    let symbol = null;
+    for (const cand of [asked.symbol, remembered("tvflux.symbol")]) {
+      if (await symbolExists(cand)) {
+        symbol = cand;
+        break;
+      }
+    }
+    if (!symbol) {
+      const first = await searchSymbols("");
+      symbol = first.length ? first[0].symbol : "BTCUSD";
+    }
     const resolution = pick([askedRes, remembered("tvflux.resolution")], RESOLUTIONS, "1");
     // A link naming something this server doesn't have: say so, and show what is shown.
     const problems = [];
     if (asked.symbol !== null && asked.symbol !== symbol) {
-      problems.push(`Unknown symbol "${asked.symbol}" in the link (this server has ${names.join(", ") || "no symbols"}); showing ${symbol}.`);
+      problems.push(`Unknown symbol "${asked.symbol}" in the link (this server has no such symbol); showing ${symbol}.`);
     }
     if (asked.resolution !== null && askedRes !== resolution) {
       problems.push(`Unsupported resolution "${asked.resolution}" in the link (use one of ${RESOLUTIONS.join(", ")}); showing ${resolution}.`);
@@ -291,7 +309,7 @@
     TvfluxChart.start({
       feed,
       hook,
-      symbols: symbols.length ? symbols : [{ symbol, description: "" }],
+      searchSymbols,
       symbol,
       resolution,
       notice,

@@ -9,7 +9,7 @@
  * (timezone.js).
  *
  * `TvfluxChart.start(ctx)` takes the page services from app.js:
- *   { feed, hook, symbols, symbol, resolution, notice(text, isError),
+ *   { feed, hook, searchSymbols(query), symbol, resolution, notice(text, isError),
  *     themeColors(), onThemeChange(fn), timeZone(), onTimeZoneChange(fn),
  *     remember(key, value), reflectInUrl(symbol, resolution) }
  */
@@ -455,21 +455,19 @@
       return /^\d+S$/i.test(r) ? `${r.slice(0, -1)}s` : r;
     }
 
-    const select = $("symbol");
-    for (const s of ctx.symbols) {
-      const opt = document.createElement("option");
-      opt.value = s.symbol;
-      opt.textContent = s.symbol;
-      if (s.description) opt.title = s.description;
-      select.appendChild(opt);
-    }
-    select.value = state.symbol;
-    select.addEventListener("change", () => {
-      state.symbol = select.value;
-      ctx.remember("tvflux.symbol", state.symbol);
-      ctx.reflectInUrl(state.symbol, state.resolution);
-      reload();
+    const symbolBox = TvfluxSymbolSearch.attach({
+      input: $("symbol"),
+      list: $("symbol-list"),
+      search: ctx.searchSymbols,
+      value: state.symbol,
+      onPick(symbol) {
+        state.symbol = symbol;
+        ctx.remember("tvflux.symbol", state.symbol);
+        ctx.reflectInUrl(state.symbol, state.resolution);
+        reload();
+      },
     });
+    hook.symbolBox = symbolBox;
 
     const resButtons = Array.from(document.querySelectorAll("#resolutions button"));
     function markResolution() {

@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tests.frontend.helpers import bars, chart_bars, hook, open_chart, wait_reload, wait_until
+from tests.frontend.helpers import bars, chart_bars, hook, open_chart, pick_symbol, wait_reload, wait_until
 
 # Counts pixels of the candle colours on the largest canvas of the chart: proof that
 # candles were painted, not just that data was handed to the library.
@@ -124,7 +124,7 @@ def test_switch_symbol_and_resolution(page, fe_server, seeded, http):
     stable_before = seeded.end_ms // 1000
 
     loads = hook(page, "__tvflux.historyLoads")
-    page.select_option("#symbol", "ETHUSD")
+    pick_symbol(page, "ETHUSD")
     wait_reload(page, loads)
     assert hook(page, "__tvflux.state.symbol") == "ETHUSD"
     assert "symbol=ETHUSD" in page.url

@@ -1,8 +1,10 @@
 """What a trader expects of the chart page (issue 20, item 6), in headless Chromium against
-the real service: a time-zone choice applied everywhere, and the seconds resolutions."""
+the real service: a time-zone choice applied everywhere, the seconds resolutions and a symbol
+search that copes with hundreds of symbols."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,6 +25,14 @@ def hover_bar(page: Any, t: int, price: float) -> None:
     assert x is not None and y is not None, f"bar {t} is not on screen"
     box = page.locator("#chart").bounding_box()
     page.mouse.move(box["x"] + x, box["y"] + y)
+
+
+def trade_run(symbol: str, start_ms: int, end_ms: int, step_ms: int, price: float, tag: str) -> list[dict[str, Any]]:
+    """A trade every ``step_ms`` in [start_ms, end_ms), gently moving, with ids."""
+    return [
+        {"symbol": symbol, "price": round(price + (i % 7) * 0.5, 2), "size": 0.1, "time": t, "id": f"{tag}-{t}"}
+        for i, t in enumerate(range(start_ms, end_ms, step_ms))
+    ]
 
 
 # ---- time zone ---------------------------------------------------------------------------
@@ -129,3 +139,92 @@ def test_seconds_resolutions_are_offered_and_drawn(page, fe_server, seeded, http
     open_chart(page, fe_server, "?symbol=ETHUSD&resolution=15S")
     assert not page.locator("#link-notice").is_visible()
     assert hook(page, "__tvflux.state.resolution") == "15S"
+
+
+# ---- symbol search ---------------------------------------------------------------------
+
+
+def test_symbol_search_keeps_hundreds_of_symbols_usable(new_page, server_factory, console):
+    names = [f"C{i:03d}USD" for i in range(300)]
+    server = server_factory(synthetic_rate="0", symbols=",".join(names))
+    now_ms = int(time.time() * 1000)
+    for name in ("C000USD", "C123USD", "C250USD"):
+        server.post_trades(trade_run(name, now_ms - 3_600_000, now_ms - 1000, 20_000, 100.0, name))
+
+    page = new_page(color_scheme="dark")
+    searches: list[str] = []
+    page.on("request", lambda r: searches.append(r.url) if "/udf/search" in r.url else None)
+    listed: list[str] = []
+    page.on("request", lambda r: listed.append(r.url) if "/api/symbols" in r.url else None)
+    open_chart(page, server, "?symbol=C000USD&resolution=1")
+    assert listed == [], "the page loaded the whole symbol list"
+
+    # focusing shows the first ones; typing narrows them, asking the server, debounced
+    page.click("#symbol")
+    page.wait_for_selector("#symbol-list:not([hidden]) [role=option]")
+    assert page.locator("#symbol-list [role=option]").count() == 30
+    assert "type more" in page.locator("#symbol-list .more").inner_text()
+    before = len(searches)
+    page.locator("#symbol").press_sequentially("C12", delay=20)  # faster than the debounce
+    page.wait_for_function(
+        "() => { const o = [...document.querySelectorAll('#symbol-list [role=option]')];"
+        " return o.length === 10 && o.every((e) => e.dataset.symbol.startsWith('C12')); }"
+    )
+    assert len(searches) - before == 1, f"one search for three keystrokes, not {len(searches) - before}"
+
+    # the keyboard: ArrowDown moves the active option, Enter picks it
+    page.press("#symbol", "ArrowDown")
+    page.press("#symbol", "ArrowDown")
+    page.press("#symbol", "ArrowDown")
+    active = page.get_attribute("#symbol", "aria-activedescendant")
+    picked = page.get_attribute(f"#{active}", "data-symbol")
+    assert picked == "C123USD"
+    loads = hook(page, "__tvflux.historyLoads")
+    page.press("#symbol", "Enter")
+    wait_reload(page, loads)
+    assert hook(page, "__tvflux.state.symbol") == "C123USD" and "symbol=C123USD" in page.url
+    assert hook(page, "__tvflux.barsCount()") > 0
+    assert page.locator("#symbol-list").is_hidden()
+
+    # Escape gives up and leaves the symbol as it was; an unknown name offers nothing to pick
+    page.fill("#symbol", "C25")
+    page.wait_for_selector("#symbol-list [role=option][data-symbol=C250USD]")
+    page.press("#symbol", "Escape")
+    assert page.input_value("#symbol") == "C123USD" and page.locator("#symbol-list").is_hidden()
+    page.click("#symbol")
+    page.fill("#symbol", "NOSUCH")
+    page.wait_for_function("() => document.querySelector('#symbol-list .empty') !== null")
+    page.press("#symbol", "Enter")
+    assert hook(page, "__tvflux.state.symbol") == "C123USD"
+
+    # the mouse, and the dark theme: the list is drawn in the page's dark panel colour
+    page.fill("#symbol", "C250")
+    option = page.locator("#symbol-list [role=option][data-symbol=C250USD]")
+    option.wait_for()
+    panel = page.evaluate("() => getComputedStyle(document.getElementById('symbol-list')).backgroundColor")
+    assert panel == "rgb(28, 32, 48)"  # --panel of the dark theme
+    loads = hook(page, "__tvflux.historyLoads")
+    option.click()
+    wait_reload(page, loads)
+    assert hook(page, "__tvflux.state.symbol") == "C250USD"
+
+    # a link to the 299th symbol is found without listing them all
+    page.goto(server.base_url + "/?symbol=C299USD&resolution=1")
+    page.wait_for_function("() => window.__tvflux && __tvflux.ready")
+    assert hook(page, "__tvflux.state.symbol") == "C299USD" and not page.locator("#link-notice").is_visible()
+    assert listed == []
+    console.assert_clean()
+
+
+def test_symbol_search_fits_a_phone(new_page, fe_server, seeded):
+    page = new_page(width=375, height=740)
+    open_chart(page, fe_server, "?symbol=BTCUSD&resolution=1")
+    page.click("#symbol")
+    page.wait_for_selector("#symbol-list:not([hidden]) [role=option]")
+    box = page.locator("#symbol-list").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 375
+    assert page.evaluate("document.scrollingElement.scrollWidth") <= 375
+    loads = hook(page, "__tvflux.historyLoads")
+    page.click("#symbol-list [role=option][data-symbol=ETHUSD]")
+    wait_reload(page, loads)
+    assert hook(page, "__tvflux.state.symbol") == "ETHUSD"
