@@ -21,6 +21,8 @@
   const RANGE_MAX_BARS = 20000; // keep a huge range from freezing a phone
   const RANGE_CHUNK_BUCKETS = 5000; // half the server's default max_bars per request
   const RANGE_MAX_REQUESTS = 40;
+  const DEFAULT_BAR_SPACING = 6; // Lightweight Charts' default, px per bar
+  const FIT_MAX_BAR_SPACING = 60; // px per bar at most, when few bars are fitted to the view
   const RETRY_MS = 3000;
 
   const $ = (id) => document.getElementById(id);
@@ -91,6 +93,7 @@
       resetTimer: null,
       legendPinned: false,
       precision: 2,
+      fitted: false, // the view was fitted to a few bars (not the default zoom)
     };
     hook.state = state;
     hook.barsCount = () => state.bars.length;
@@ -177,6 +180,30 @@
     function formatBarTime(epochS) {
       if (isDaily()) return T.isoDay(epochS, T.UTC);
       return T.formatDateTime(epochS, ctx.timeZone(), /S$/i.test(state.resolution));
+    }
+
+    /**
+     * After a fresh load: the latest bars at the default zoom, or, when all the
+     * bars fit on screen with room to spare, all of them spread over
+     * the width instead of squeezed against the right edge.
+     */
+    function showLatest() {
+      const ts = chart.timeScale();
+      const points = state.bars.length;
+      const capacity = ts.width() / DEFAULT_BAR_SPACING - ts.options().rightOffset;
+      if (points > 0 && points < capacity) {
+        // All of them, centred, at most FIT_MAX_BAR_SPACING px each (three
+        // monthly candles a third of the screen wide each would be absurd).
+        const slots = Math.max(points + 2, ts.width() / FIT_MAX_BAR_SPACING);
+        const mid = (points - 1) / 2;
+        ts.setVisibleLogicalRange({ from: mid - slots / 2, to: mid + slots / 2 });
+        state.fitted = true;
+      } else if (state.fitted) {
+        ts.resetTimeScale(); // back from a fitted zoom to the default one
+        state.fitted = false;
+      } else {
+        ts.scrollToRealTime();
+      }
     }
 
     function applyPriceFormat(info) {
@@ -274,7 +301,7 @@
         state.pendingTicks = null;
         setAllData();
         for (const t of pending) applyTick(t);
-        if (!opts.keepView) chart.timeScale().scrollToRealTime();
+        if (!opts.keepView) showLatest();
         ctx.notice(state.bars.length ? null : "No data yet for this symbol and resolution.");
         hook.ready = true;
         maybeLoadOlder();

@@ -1,6 +1,6 @@
 """What a trader expects of the chart page (issue 20, item 6), in headless Chromium against
-the real service: a time-zone choice applied everywhere, the seconds resolutions and a symbol
-search that copes with hundreds of symbols."""
+the real service: a time-zone choice applied everywhere, the seconds resolutions, a symbol
+search that copes with hundreds of symbols, and few bars fitted to the view."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ def hover_bar(page: Any, t: int, price: float) -> None:
     assert x is not None and y is not None, f"bar {t} is not on screen"
     box = page.locator("#chart").bounding_box()
     page.mouse.move(box["x"] + x, box["y"] + y)
+
+
+def x_of(page: Any, t: int) -> float:
+    x = page.evaluate("t => __tvflux.chart.timeScale().timeToCoordinate(t)", t)
+    assert x is not None, f"time {t} is not on the time axis"
+    return float(x)
 
 
 def trade_run(symbol: str, start_ms: int, end_ms: int, step_ms: int, price: float, tag: str) -> list[dict[str, Any]]:
@@ -228,3 +234,28 @@ def test_symbol_search_fits_a_phone(new_page, fe_server, seeded):
     page.click("#symbol-list [role=option][data-symbol=ETHUSD]")
     wait_reload(page, loads)
     assert hook(page, "__tvflux.state.symbol") == "ETHUSD"
+
+
+# ---- few bars ----------------------------------------------------------------------------
+
+
+def test_a_resolution_with_few_bars_is_fitted_to_the_view(page, fe_server, seeded):
+    open_chart(page, fe_server, "?symbol=BTCUSD&resolution=1W")
+    times = [b["time"] for b in chart_bars(page)]
+    assert 3 <= len(times) <= 10
+    width = page.evaluate("() => __tvflux.chart.timeScale().width()")
+    first, last = x_of(page, times[0]), x_of(page, times[-1])
+    # spread over the middle of the chart, not squeezed against the right edge
+    assert first < width * 0.45 < width * 0.55 < last, (first, last, width)
+    assert abs((first + last) / 2 - width / 2) < width * 0.1
+    # candles of a sane width, not a third of the screen each
+    spacing = (last - first) / (len(times) - 1)
+    assert 20 <= spacing <= 61, spacing
+
+    # many bars: back to the default zoom at the live edge
+    loads = hook(page, "__tvflux.historyLoads")
+    page.click("#resolutions button[data-resolution='1']")
+    wait_reload(page, loads)
+    assert page.evaluate("() => __tvflux.chart.timeScale().options().barSpacing") == 6
+    last_bar = chart_bars(page)[-1]["time"]
+    assert width - 60 < x_of(page, last_bar) < width
