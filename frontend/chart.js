@@ -6,7 +6,7 @@
  * Times: the datafeed speaks epoch milliseconds (JS API); Lightweight Charts
  * wants UTCTimestamp seconds. The conversion happens in toChartBar() only.
  * Bars stay in UTC; the chosen time zone only changes how times are written
- * (timezone.js).
+ * (timezone.js), and stretches without trades are kept visible (gaps.js).
  *
  * `TvfluxChart.start(ctx)` takes the page services from app.js:
  *   { feed, hook, searchSymbols(query), symbol, resolution, notice(text, isError),
@@ -94,12 +94,14 @@
       legendPinned: false,
       precision: 2,
       fitted: false, // the view was fitted to a few bars (not the default zoom)
+      gapPoints: 0, // whitespace points on the time axis (gaps.js)
     };
     hook.state = state;
     hook.barsCount = () => state.bars.length;
     hook.lastBar = () => (state.bars.length ? { ...state.bars[state.bars.length - 1] } : null);
     hook.firstBar = () => (state.bars.length ? { ...state.bars[0] } : null);
     hook.bars = () => state.bars.map((b) => ({ ...b }));
+    hook.gapPoints = () => state.gapPoints;
 
     function toChartBar(bar) {
       return {
@@ -142,7 +144,11 @@
     }
 
     function setAllData() {
-      candles.setData(state.bars.map(toCandle));
+      // Whitespace goes into the candle series only: the time axis is the union
+      // of both series, so the volume histogram needs none.
+      const { data, points } = TvfluxGaps.withGaps(state.bars, state.resolution, toCandle);
+      state.gapPoints = points;
+      candles.setData(data);
       volume.setData(state.bars.map(toVolumePoint));
       if (!state.legendPinned) showLegend(null);
     }
@@ -184,12 +190,12 @@
 
     /**
      * After a fresh load: the latest bars at the default zoom, or, when all the
-     * bars fit on screen with room to spare, all of them spread over
+     * bars (and gaps) fit on screen with room to spare, all of them spread over
      * the width instead of squeezed against the right edge.
      */
     function showLatest() {
       const ts = chart.timeScale();
-      const points = state.bars.length;
+      const points = state.bars.length + state.gapPoints;
       const capacity = ts.width() / DEFAULT_BAR_SPACING - ts.options().rightOffset;
       if (points > 0 && points < capacity) {
         // All of them, centred, at most FIT_MAX_BAR_SPACING px each (three
@@ -244,11 +250,20 @@
         hook.droppedTicks += 1;
         return;
       }
-      if (last && b.time === last.time) state.bars[n - 1] = b;
+      const same = last && b.time === last.time;
+      hook.ticks += 1;
+      if (same) state.bars[n - 1] = b;
       else state.bars.push(b);
+      if (last && !same && TvfluxGaps.opensGap(last.time, b.time, state.resolution)) {
+        // A quiet stretch just ended: redraw with its gap, and keep following
+        // the live edge if the user was there.
+        const atEdge = chart.timeScale().scrollPosition() >= -1;
+        setAllData();
+        if (atEdge) chart.timeScale().scrollToRealTime();
+        return;
+      }
       candles.update(toCandle(b));
       volume.update(toVolumePoint(b));
-      hook.ticks += 1;
       if (!state.legendPinned) showLegend(null);
     }
 
@@ -451,21 +466,31 @@
       if (isDaily()) return formatBarTime(epochS);
       return `${formatBarTime(epochS)} ${T.offsetLabel(epochS, ctx.timeZone())}`;
     }
+    /** The legend for `bar`, the latest bar (null), or an empty slot of a gap ({time} only). */
     function showLegend(bar) {
       const b = bar || (state.bars.length ? state.bars[state.bars.length - 1] : null);
+      const empty = Boolean(b && b.open === undefined);
       const legend = $("legend");
-      $("lg-o").textContent = b ? fmtPrice(b.open) : "—";
-      $("lg-h").textContent = b ? fmtPrice(b.high) : "—";
-      $("lg-l").textContent = b ? fmtPrice(b.low) : "—";
-      $("lg-c").textContent = b ? fmtPrice(b.close) : "—";
-      $("lg-v").textContent = b ? fmtVolume(b.volume) : "—";
-      $("lg-t").textContent = b ? legendTime(b.time) : "";
-      legend.classList.toggle("up", Boolean(b && b.close >= b.open));
-      legend.classList.toggle("down", Boolean(b && b.close < b.open));
+      const val = (x, fmt) => (b && !empty ? fmt(x) : "—");
+      $("lg-o").textContent = val(b && b.open, fmtPrice);
+      $("lg-h").textContent = val(b && b.high, fmtPrice);
+      $("lg-l").textContent = val(b && b.low, fmtPrice);
+      $("lg-c").textContent = val(b && b.close, fmtPrice);
+      $("lg-v").textContent = val(b && b.volume, fmtVolume);
+      $("lg-t").textContent = b ? legendTime(b.time) + (empty ? " · no trades" : "") : "";
+      legend.classList.toggle("up", Boolean(b && !empty && b.close >= b.open));
+      legend.classList.toggle("down", Boolean(b && !empty && b.close < b.open));
     }
     chart.subscribeCrosshairMove((param) => {
       const c = param.time !== undefined ? param.seriesData.get(candles) : undefined;
-      if (!c || c.open === undefined) {
+      if (param.time !== undefined && (!c || c.open === undefined)) {
+        // an empty slot of a gap (a time on the axis, no bar): say so, instead of
+        // showing some other bar
+        state.legendPinned = true;
+        showLegend({ time: Number(param.time) });
+        return;
+      }
+      if (!c) {
         state.legendPinned = false;
         showLegend(null);
         return;

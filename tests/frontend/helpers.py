@@ -71,7 +71,7 @@ def hook(page: Any, expr: str) -> Any:
 
 
 def chart_bars(page: Any) -> list[dict[str, Any]]:
-    """The bars the chart page holds (times in epoch seconds)."""
+    """The bars the chart page holds (times in epoch seconds); the empty slots of gaps are not bars."""
     return hook(page, "__tvflux.bars()")
 
 

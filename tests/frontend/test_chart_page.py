@@ -202,7 +202,8 @@ def test_scrolling_left_loads_older_bars_until_no_data(page, fe_server, seeded):
         if hook(page, "__tvflux.state.exhausted"):
             break
         loads = hook(page, "__tvflux.olderLoads")
-        page.evaluate("() => __tvflux.chart.timeScale().scrollToPosition(-__tvflux.barsCount(), false)")
+        # to the leftmost point: the bars and the empty slots of gaps (the sparse part has many)
+        page.evaluate("() => __tvflux.chart.timeScale().scrollToPosition(-(__tvflux.barsCount() + __tvflux.gapPoints()), false)")
         page.wait_for_function("n => (__tvflux.olderLoads > n && !__tvflux.state.loadingOlder) || __tvflux.state.exhausted", arg=loads)
     assert hook(page, "__tvflux.state.exhausted")
     times = [b["time"] for b in chart_bars(page)]

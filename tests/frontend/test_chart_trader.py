@@ -1,6 +1,6 @@
 """What a trader expects of the chart page (issue 20, item 6), in headless Chromium against
 the real service: a time-zone choice applied everywhere, the seconds resolutions, a symbol
-search that copes with hundreds of symbols, and few bars fitted to the view."""
+search that copes with hundreds of symbols, few bars fitted to the view and gaps kept visible."""
 
 from __future__ import annotations
 
@@ -259,3 +259,52 @@ def test_a_resolution_with_few_bars_is_fitted_to_the_view(page, fe_server, seede
     assert page.evaluate("() => __tvflux.chart.timeScale().options().barSpacing") == 6
     last_bar = chart_bars(page)[-1]["time"]
     assert width - 60 < x_of(page, last_bar) < width
+
+
+# ---- gaps ----------------------------------------------------------------------------------
+
+
+def test_a_deleted_range_and_an_outage_show_as_gaps(page, fe_server, seeded, console):
+    now_ms = int(time.time() * 1000)
+    start = now_ms - now_ms % 60_000 - 4 * 3_600_000  # 3 hours of trades, ending an hour ago
+    fe_server.post_trades(trade_run("GAPUSD", start, start + 3 * 3_600_000, 20_000, 50.0, "gap"), history=True)  # a new symbol
+    open_chart(page, fe_server, "?symbol=GAPUSD&resolution=1")
+    spacing = page.evaluate("() => __tvflux.chart.timeScale().options().barSpacing")
+    cut_from, cut_to = start + 3_600_000, start + 2 * 3_600_000  # the middle hour
+    before, after = (cut_from - 60_000) // 1000, cut_to // 1000
+    assert abs(x_of(page, after) - x_of(page, before) - spacing * 61) < 0.5  # 61 minutes apart, a bar each
+
+    # an operator deletes the middle hour: the chart resets and the hour stays on the axis, empty
+    loads = hook(page, "__tvflux.historyLoads")
+    r = fe_server.request("DELETE", f"/api/trades?symbol=GAPUSD&from={cut_from}&to={cut_to}")
+    assert r[0] == 200, r
+    wait_reload(page, loads)
+    times = [b["time"] for b in chart_bars(page)]
+    assert before in times and after in times and not any(before < t < after for t in times)
+    assert abs(x_of(page, after) - x_of(page, before) - spacing * 61) < 0.5, "the deleted hour was squeezed out"
+    assert hook(page, "__tvflux.gapPoints()") == 60
+    # the crosshair over the gap says there were no trades, with that minute's time
+    inside = before + 30 * 60
+    box = page.locator("#chart").bounding_box()
+    page.mouse.move(box["x"] + x_of(page, inside), box["y"] + box["height"] / 2)
+    page.wait_for_function("() => document.getElementById('lg-t').textContent.endsWith('no trades')")
+    assert page.locator("#lg-t").inner_text().startswith(local(inside, timezone.utc))
+    assert page.locator("#lg-c").inner_text() == "—"
+
+    # a two-day outage: drawn as wide as GAP_MAX_POINTS slots, its labels still true
+    old = start - 2 * 86_400_000
+    fe_server.post_trades(trade_run("GAPUSD", old - 3_600_000, old, 20_000, 50.0, "gap-old"))
+    loads = hook(page, "__tvflux.historyLoads")
+    page.evaluate("() => __tvflux.loadLive()")
+    wait_reload(page, loads)
+    page.evaluate("() => __tvflux.chart.timeScale().fitContent()")
+    cap = page.evaluate("() => TvfluxGaps.GAP_MAX_POINTS")
+    assert hook(page, "__tvflux.gapPoints()") == 60 + cap
+    last_old, first_new = (old - 60_000) // 1000, start // 1000
+    assert page.evaluate("() => __tvflux.chart.timeScale().getVisibleLogicalRange().to") > 0
+    slots = page.evaluate(
+        "([a, b]) => __tvflux.chart.timeScale().coordinateToLogical(__tvflux.chart.timeScale().timeToCoordinate(b)) - __tvflux.chart.timeScale().coordinateToLogical(__tvflux.chart.timeScale().timeToCoordinate(a))",
+        [last_old, first_new],
+    )
+    assert round(slots) == cap + 1
+    console.assert_clean()
