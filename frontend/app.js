@@ -15,6 +15,9 @@
   const TV_PROBE_URL = "/charting_library/charting_library.standalone.js";
   const RESOLUTIONS = ["1S", "5S", "15S", "30S", "1", "5", "15", "30", "60", "240", "1D", "1W", "1M"];
   const RESOLUTION_ALIASES = { D: "1D", W: "1W", M: "1M", "1H": "60", "4H": "240", S: "1S" };
+  // "Live" means trades are arriving, not just that the socket is open: a symbol
+  // whose newest trade is older than this says "No trades since …" instead.
+  const STALE_AFTER_MS = 5 * 60 * 1000;
 
   const $ = (id) => document.getElementById(id);
   const feed = new TvfluxDatafeed({ baseUrl: "" });
@@ -128,17 +131,51 @@
     remember(TZ_KEY, zoneChoice);
     showZoneLabel();
     for (const fn of zoneListeners) fn(timeZone());
+    renderStatus();
   });
 
   // ---- connection status ---------------------------------------------------
 
+  // The indicator says "Live" only when the socket is open AND the symbol on
+  // screen traded recently (chart.js reports its newest trade through
+  // setActivity); otherwise "No trades since <time>". In Charting Library mode
+  // nothing reports activity and it shows the connection alone.
   const STATUS_LABEL = { open: "Live", connecting: "Connecting…", closed: "Disconnected" };
-  feed.onConnectionChange((state) => {
+  let connection = "closed";
+  let activity = null; // null: unknown; else {lastTradeMs: epoch ms or null (no trade ever)}
+  function renderStatus() {
     const el = $("status");
-    el.dataset.state = state;
-    el.querySelector(".label").textContent = STATUS_LABEL[state] || state;
-    el.title = `WebSocket ${state}`;
+    el.dataset.state = connection;
+    let label = STATUS_LABEL[connection] || connection;
+    let fresh = "unknown";
+    if (connection === "open" && activity) {
+      const last = activity.lastTradeMs;
+      if (last === null) {
+        fresh = "stale";
+        label = "No trades yet";
+      } else if (Date.now() - last > STALE_AFTER_MS) {
+        fresh = "stale";
+        const zone = timeZone();
+        label = `No trades since ${T.formatDateTime(last / 1000, zone)} ${T.offsetLabel(last / 1000, zone)}`;
+      } else {
+        fresh = "live";
+      }
+    }
+    el.dataset.fresh = fresh;
+    el.querySelector(".label").textContent = label;
+    el.title = `WebSocket ${connection}` + (fresh === "stale" ? `; no trade for ${STALE_AFTER_MS / 60000} min or more` : "");
+    hook.status = { connection, fresh, label };
+  }
+  function setActivity(next) {
+    activity = next;
+    renderStatus();
+  }
+  feed.onConnectionChange((state) => {
+    connection = state;
+    renderStatus();
   });
+  // A quiet symbol turns stale without any event; look again now and then.
+  setInterval(renderStatus, 5000);
 
   // ---- notices -------------------------------------------------------------
 
@@ -317,6 +354,8 @@
       onThemeChange: (fn) => themeListeners.push(fn),
       timeZone,
       onTimeZoneChange: (fn) => zoneListeners.push(fn),
+      setActivity,
+      staleAfterMs: STALE_AFTER_MS,
       remember,
       reflectInUrl,
     });

@@ -11,6 +11,7 @@
  * `TvfluxChart.start(ctx)` takes the page services from app.js:
  *   { feed, hook, searchSymbols(query), symbol, resolution, notice(text, isError),
  *     themeColors(), onThemeChange(fn), timeZone(), onTimeZoneChange(fn),
+ *     setActivity({lastTradeMs} | null), staleAfterMs,
  *     remember(key, value), reflectInUrl(symbol, resolution) }
  */
 (function () {
@@ -24,6 +25,7 @@
   const DEFAULT_BAR_SPACING = 6; // Lightweight Charts' default, px per bar
   const FIT_MAX_BAR_SPACING = 60; // px per bar at most, when few bars are fitted to the view
   const RETRY_MS = 3000;
+  const ACTIVITY_REPROBE_MS = 30000; // how often a quiet symbol's newest trade is asked again
 
   const $ = (id) => document.getElementById(id);
   const resolutionToMs = TvfluxDatafeed.resolutionToMs;
@@ -95,6 +97,7 @@
       precision: 2,
       fitted: false, // the view was fitted to a few bars (not the default zoom)
       gapPoints: 0, // whitespace points on the time axis (gaps.js)
+      activity: null, // {symbol, lastTradeMs (null: never traded), probedAt}
     };
     hook.state = state;
     hook.barsCount = () => state.bars.length;
@@ -250,7 +253,11 @@
         hook.droppedTicks += 1;
         return;
       }
+      // A frame that changes the bar (more volume, or a new bar) means a trade
+      // just happened; a repeat (the bar sent on subscribing, a `closed` frame)
+      // does not.
       const same = last && b.time === last.time;
+      if (!same || b.volume !== last.volume) noteTrade(Date.now());
       hook.ticks += 1;
       if (same) state.bars[n - 1] = b;
       else state.bars.push(b);
@@ -266,6 +273,58 @@
       volume.update(toVolumePoint(b));
       if (!state.legendPinned) showLegend(null);
     }
+
+    // ---- activity: when did the symbol last trade? --------------------------
+    //
+    // The status says "Live" only while trades arrive. The newest trade comes
+    // from the server (the newest 1-minute bar, so to the minute) on every load
+    // and again every ACTIVITY_REPROBE_MS while the symbol looks quiet (a fixed
+    // range gets no live bars); live bars that change move it to "now".
+
+    function reportActivity() {
+      const a = state.activity;
+      ctx.setActivity(a && a.symbol === state.symbol ? { lastTradeMs: a.lastTradeMs } : null);
+    }
+
+    function noteTrade(ms) {
+      const a = state.activity;
+      if (!a || a.symbol !== state.symbol) return; // not probed yet: the probe will say
+      if (a.lastTradeMs === null || ms > a.lastTradeMs) {
+        a.lastTradeMs = ms;
+        reportActivity();
+      }
+    }
+
+    async function probeActivity() {
+      const symbol = state.symbol;
+      const probedAt = Date.now();
+      if (state.activity && state.activity.symbol === symbol) state.activity.probedAt = probedAt;
+      let last;
+      try {
+        const to = Math.floor(probedAt / 1000) + 60;
+        const { bars, meta } = await feed.fetchBars(symbol, "1", { to, countBack: 1 });
+        const t = bars.length ? bars[bars.length - 1].time : meta.nextTime != null ? meta.nextTime : null;
+        // The trade was somewhere in that minute: take its end, so a quiet
+        // symbol is never called stale early.
+        last = t === null ? null : Math.min(t + 59999, Date.now());
+      } catch (e) {
+        console.warn("tvflux: could not ask for the newest trade:", e.message);
+        return;
+      }
+      if (symbol !== state.symbol) return;
+      const a = state.activity;
+      if (a && a.symbol === symbol && a.lastTradeMs !== null && (last === null || a.lastTradeMs > last)) last = a.lastTradeMs;
+      state.activity = { symbol, lastTradeMs: last, probedAt };
+      reportActivity();
+    }
+
+    setInterval(() => {
+      const a = state.activity;
+      if (!a || a.symbol !== state.symbol) return;
+      const now = Date.now();
+      const quiet = a.lastTradeMs === null || now - a.lastTradeMs > ctx.staleAfterMs - ACTIVITY_REPROBE_MS;
+      if (quiet && now - a.probedAt >= ACTIVITY_REPROBE_MS) probeActivity();
+    }, 5000);
 
     function onResetCache(gen) {
       if (gen !== state.gen || state.mode !== "live") return;
@@ -284,6 +343,7 @@
       state.loadingOlder = false;
       $("range-live").hidden = true;
       hook.ready = false;
+      reportActivity();
       try {
         const info = await feed.resolveSymbolInfo(state.symbol);
         if (gen !== state.gen) return;
@@ -302,12 +362,15 @@
         // `to` is exclusive and compared with bar start times; one bar of
         // slack covers a browser clock running behind the server.
         const to = nowS + Math.ceil(step);
-        const { bars, meta } = await getBars(info, state.resolution, {
-          from: to - HISTORY_PAGE * step,
-          to,
-          countBack: HISTORY_PAGE,
-          firstDataRequest: true,
-        });
+        const [{ bars, meta }] = await Promise.all([
+          getBars(info, state.resolution, {
+            from: to - HISTORY_PAGE * step,
+            to,
+            countBack: HISTORY_PAGE,
+            firstDataRequest: true,
+          }),
+          probeActivity(),
+        ]);
         if (gen !== state.gen) return;
         hook.historyLoads += 1;
         state.bars = bars.map(toChartBar);
@@ -382,6 +445,8 @@
       state.exhausted = true; // no scroll-back paging outside the chosen range
       $("range-live").hidden = false;
       hook.ready = false;
+      reportActivity();
+      probeActivity(); // no live bars in a fixed range; the status still says whether the symbol trades
       try {
         const info = await feed.resolveSymbolInfo(state.symbol);
         if (gen !== state.gen) return;

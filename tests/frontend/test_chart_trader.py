@@ -1,6 +1,7 @@
 """What a trader expects of the chart page (issue 20, item 6), in headless Chromium against
 the real service: a time-zone choice applied everywhere, the seconds resolutions, a symbol
-search that copes with hundreds of symbols, few bars fitted to the view and gaps kept visible."""
+search that copes with hundreds of symbols, few bars fitted to the view, gaps kept visible,
+and a stale symbol not called "Live"."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tests.frontend.helpers import bars, chart_bars, hook, open_chart, wait_reload
+from tests.frontend.helpers import bars, chart_bars, hook, open_chart, pick_symbol, wait_reload, wait_until
 
 KOLKATA = ZoneInfo("Asia/Kolkata")  # +05:30 all year: no daylight saving to dodge
 NEW_YORK = ZoneInfo("America/New_York")
@@ -308,3 +309,38 @@ def test_a_deleted_range_and_an_outage_show_as_gaps(page, fe_server, seeded, con
     )
     assert round(slots) == cap + 1
     console.assert_clean()
+
+
+# ---- stale -----------------------------------------------------------------------------------
+
+
+def test_a_symbol_without_recent_trades_is_not_called_live(page, fe_server, seeded):
+    now_ms = int(time.time() * 1000)
+    end = now_ms - now_ms % 60_000 - 2 * 86_400_000  # its last trade: two days ago
+    fe_server.post_trades(trade_run("OLDUSD", end - 3_600_000, end, 20_000, 10.0, "old"), history=True)  # a new symbol
+    last_trade_s = (end - 20_000) // 1000
+    open_chart(page, fe_server, "?symbol=OLDUSD&resolution=5")
+    want = f"No trades since {local(last_trade_s, timezone.utc)} UTC"
+    page.wait_for_function("v => document.querySelector('#status .label').textContent === v", arg=want)
+    assert page.get_attribute("#status", "data-fresh") == "stale"
+    assert page.get_attribute("#status", "data-state") == "open"  # the connection itself is fine
+
+    # in the chosen zone too
+    page.select_option("#tz", "Asia/Kolkata")
+    assert page.locator("#status .label").inner_text() == f"No trades since {local(last_trade_s, KOLKATA)} UTC+5:30"
+    page.select_option("#tz", "UTC")
+
+    # a symbol that trades is Live
+    pick_symbol(page, "BTCUSD")
+    page.wait_for_function("() => document.getElementById('status').dataset.fresh === 'live'")
+    assert page.locator("#status .label").inner_text() == "Live"
+
+    # and the old one comes alive with its next trade, without a reload
+    pick_symbol(page, "OLDUSD")
+    page.wait_for_function("() => document.getElementById('status').dataset.fresh === 'stale'")
+    ticks = hook(page, "__tvflux.ticks")
+    fe_server.post_trades([{"symbol": "OLDUSD", "price": 10.5, "size": 0.2, "time": int(time.time() * 1000)}])
+    page.wait_for_function("n => __tvflux.ticks > n", arg=ticks)
+    wait_until(
+        lambda: page.locator("#status .label").inner_text() == "Live", timeout_s=5, what="status Live after a trade"
+    )
