@@ -34,6 +34,17 @@ def x_of(page: Any, t: int) -> float:
     return float(x)
 
 
+def slots_between(page: Any, t1: int, t2: int) -> float:
+    """How many slots of the time axis (bars and empty ones) lie from time t1 to t2."""
+    return float(
+        page.evaluate(
+            "([a, b]) => { const ts = __tvflux.chart.timeScale();"
+            " return ts.coordinateToLogical(ts.timeToCoordinate(b)) - ts.coordinateToLogical(ts.timeToCoordinate(a)); }",
+            [t1, t2],
+        )
+    )
+
+
 def trade_run(symbol: str, start_ms: int, end_ms: int, step_ms: int, price: float, tag: str) -> list[dict[str, Any]]:
     """A trade every ``step_ms`` in [start_ms, end_ms), gently moving, with ids."""
     return [
@@ -268,7 +279,9 @@ def test_a_resolution_with_few_bars_is_fitted_to_the_view(page, fe_server, seede
 def test_a_deleted_range_and_an_outage_show_as_gaps(page, fe_server, seeded, console):
     now_ms = int(time.time() * 1000)
     start = now_ms - now_ms % 60_000 - 4 * 3_600_000  # 3 hours of trades, ending an hour ago
-    fe_server.post_trades(trade_run("GAPUSD", start, start + 3 * 3_600_000, 20_000, 50.0, "gap"), history=True)  # a new symbol
+    fe_server.post_trades(
+        trade_run("GAPUSD", start, start + 3 * 3_600_000, 20_000, 50.0, "gap"), history=True
+    )  # a new symbol
     open_chart(page, fe_server, "?symbol=GAPUSD&resolution=1")
     spacing = page.evaluate("() => __tvflux.chart.timeScale().options().barSpacing")
     cut_from, cut_to = start + 3_600_000, start + 2 * 3_600_000  # the middle hour
@@ -303,11 +316,22 @@ def test_a_deleted_range_and_an_outage_show_as_gaps(page, fe_server, seeded, con
     assert hook(page, "__tvflux.gapPoints()") == 60 + cap
     last_old, first_new = (old - 60_000) // 1000, start // 1000
     assert page.evaluate("() => __tvflux.chart.timeScale().getVisibleLogicalRange().to") > 0
-    slots = page.evaluate(
-        "([a, b]) => __tvflux.chart.timeScale().coordinateToLogical(__tvflux.chart.timeScale().timeToCoordinate(b)) - __tvflux.chart.timeScale().coordinateToLogical(__tvflux.chart.timeScale().timeToCoordinate(a))",
-        [last_old, first_new],
-    )
-    assert round(slots) == cap + 1
+    assert round(slots_between(page, last_old, first_new)) == cap + 1
+
+    # the symbol trades again after a quiet hour: the live bar lands after its gap, not
+    # next to the bar an hour before
+    points = hook(page, "__tvflux.gapPoints()")
+    last_bar = chart_bars(page)[-1]["time"]
+    ticks = hook(page, "__tvflux.ticks")
+    trade_ms = int(time.time() * 1000)
+    fe_server.post_trades([{"symbol": "GAPUSD", "price": 51.0, "size": 0.1, "time": trade_ms}])
+    page.wait_for_function("n => __tvflux.ticks > n", arg=ticks)
+    new_bar = trade_ms // 60_000 * 60
+    assert chart_bars(page)[-1]["time"] == new_bar
+    missing = (new_bar - last_bar) // 60 - 1
+    assert missing >= 59
+    assert round(slots_between(page, last_bar, new_bar)) == missing + 1
+    assert hook(page, "__tvflux.gapPoints()") == points + missing
     console.assert_clean()
 
 
