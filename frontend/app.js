@@ -312,11 +312,18 @@
     const askedRes = asked.resolution && (RESOLUTION_ALIASES[asked.resolution.toUpperCase()] || asked.resolution);
     // The symbol: the link's, else the last one shown, else the server's first.
     let symbol = null;
-    for (const cand of [asked.symbol, remembered("tvflux.symbol")]) {
-      if (await symbolExists(cand)) {
-        symbol = cand;
-        break;
+    try {
+      for (const cand of [asked.symbol, remembered("tvflux.symbol")]) {
+        if (await symbolExists(cand)) {
+          symbol = cand;
+          break;
+        }
       }
+    } catch (e) {
+      // The server did not answer (restarting, say): show what was asked for; the
+      // chart says what fails and retries its loads until the server is back.
+      console.warn("tvflux: could not check the symbol:", e.message);
+      symbol = asked.symbol || remembered("tvflux.symbol");
     }
     if (!symbol) {
       const first = await searchSymbols("");

@@ -234,6 +234,25 @@ def test_symbol_search_keeps_hundreds_of_symbols_usable(new_page, server_factory
     console.assert_clean()
 
 
+def test_a_failing_search_at_boot_still_shows_the_linked_symbol(page, fe_server, seeded, console):
+    """The page checks a link's symbol through /udf/search; a server that cannot answer it
+    then (restarting, overloaded) must not leave a dead page."""
+    console.allow(r"status of 503 .*/udf/search")
+    page.route(
+        "**/udf/search*",
+        lambda route: route.fulfill(status=503, json={"error": {"code": "unavailable", "message": "restarting"}}),
+    )
+    open_chart(page, fe_server, "?symbol=ETHUSD&resolution=5")
+    assert hook(page, "__tvflux.state.symbol") == "ETHUSD" and hook(page, "__tvflux.barsCount()") > 0
+    assert not page.locator("#link-notice").is_visible()
+    # the search works again once the server does
+    page.unroute("**/udf/search*")
+    loads = hook(page, "__tvflux.historyLoads")
+    pick_symbol(page, "BTCUSD")
+    wait_reload(page, loads)
+    assert hook(page, "__tvflux.state.symbol") == "BTCUSD"
+
+
 def test_symbol_search_fits_a_phone(new_page, fe_server, seeded):
     page = new_page(width=375, height=740)
     open_chart(page, fe_server, "?symbol=BTCUSD&resolution=1")
