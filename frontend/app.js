@@ -13,8 +13,11 @@
   "use strict";
 
   const TV_PROBE_URL = "/charting_library/charting_library.standalone.js";
-  const RESOLUTIONS = ["1", "5", "15", "30", "60", "240", "1D", "1W", "1M"];
-  const RESOLUTION_ALIASES = { D: "1D", W: "1W", M: "1M", "1H": "60", "4H": "240" };
+  const RESOLUTIONS = ["1S", "5S", "15S", "30S", "1", "5", "15", "30", "60", "240", "1D", "1W", "1M"];
+  const RESOLUTION_ALIASES = { D: "1D", W: "1W", M: "1M", "1H": "60", "4H": "240", S: "1S" };
+  // "Live" means trades are arriving, not just that the socket is open: a symbol
+  // whose newest trade is older than this says "No trades since …" instead.
+  const STALE_AFTER_MS = 5 * 60 * 1000;
 
   const $ = (id) => document.getElementById(id);
   const feed = new TvfluxDatafeed({ baseUrl: "" });
@@ -81,15 +84,98 @@
     return { bg: v("--bg"), fg: v("--fg"), grid: v("--grid"), border: v("--border"), up: v("--up"), down: v("--down") };
   }
 
+  // ---- preferences: time zone -----------------------------------------------
+
+  // Stored as "UTC" (the default), "browser" (whatever zone this browser is in,
+  // so it follows a laptop that travels) or an IANA zone name.
+  const TZ_KEY = "tvflux.timezone";
+  const T = TvfluxTime;
+  const zoneListeners = [];
+  let zoneChoice = (() => {
+    const stored = remembered(TZ_KEY);
+    return stored === T.BROWSER || (stored && T.isValidZone(stored)) ? stored : T.UTC;
+  })();
+  /** The IANA zone times are shown in. */
+  function timeZone() {
+    return T.resolve(zoneChoice);
+  }
+
+  function zoneOption(value, text) {
+    const opt = document.createElement("option");
+    opt.value = value;
+    opt.textContent = text;
+    return opt;
+  }
+  function fillZoneSelect() {
+    const sel = $("tz");
+    const nowS = Date.now() / 1000;
+    const label = (z) => (z === T.UTC ? "UTC" : `${T.zoneName(z)} ${T.offsetLabel(nowS, z)}`);
+    sel.textContent = "";
+    sel.appendChild(zoneOption(T.UTC, "UTC"));
+    sel.appendChild(zoneOption(T.BROWSER, `${label(T.browserZone())} (this browser)`));
+    const zones = T.ZONES.slice();
+    if (zoneChoice !== T.UTC && zoneChoice !== T.BROWSER && !zones.includes(zoneChoice)) zones.unshift(zoneChoice);
+    for (const z of zones) sel.appendChild(zoneOption(z, label(z)));
+    sel.value = zoneChoice;
+    showZoneLabel();
+  }
+  function showZoneLabel() {
+    const zone = timeZone();
+    const text = zone === T.UTC ? "UTC" : `${T.zoneName(zone)} ${T.offsetLabel(Date.now() / 1000, zone)}`;
+    $("tz-label").textContent = text;
+    $("tz-wrap").title = `Times are shown in ${zone}${zoneChoice === T.BROWSER ? " (this browser's zone)" : ""}; click to change`;
+    hook.timeZone = zone;
+  }
+  $("tz").addEventListener("change", () => {
+    zoneChoice = $("tz").value;
+    remember(TZ_KEY, zoneChoice);
+    showZoneLabel();
+    for (const fn of zoneListeners) fn(timeZone());
+    renderStatus();
+  });
+
   // ---- connection status ---------------------------------------------------
 
+  // The indicator says "Live" only when the socket is open AND the symbol on
+  // screen traded recently (chart.js reports its newest trade through
+  // setActivity); otherwise "No trades since <time>". In Charting Library mode
+  // nothing reports activity and it shows the connection alone.
   const STATUS_LABEL = { open: "Live", connecting: "Connecting…", closed: "Disconnected" };
-  feed.onConnectionChange((state) => {
+  let connection = "closed";
+  let activity = null; // null: unknown; else {lastTradeMs: epoch ms or null (no trade ever)}
+  function renderStatus() {
     const el = $("status");
-    el.dataset.state = state;
-    el.querySelector(".label").textContent = STATUS_LABEL[state] || state;
-    el.title = `WebSocket ${state}`;
+    el.dataset.state = connection;
+    let label = STATUS_LABEL[connection] || connection;
+    let fresh = "unknown";
+    if (connection === "open" && activity) {
+      const last = activity.lastTradeMs;
+      if (last === null) {
+        fresh = "stale";
+        label = "No trades yet";
+      } else if (Date.now() - last > STALE_AFTER_MS) {
+        fresh = "stale";
+        const zone = timeZone();
+        label = `No trades since ${T.formatDateTime(last / 1000, zone)} ${T.offsetLabel(last / 1000, zone)}`;
+      } else {
+        fresh = "live";
+      }
+    }
+    el.dataset.fresh = fresh;
+    el.querySelector(".label").textContent = label;
+    el.title = `WebSocket ${connection}` + (fresh === "stale" ? `; no trade for ${STALE_AFTER_MS / 60000} min or more` : "");
+    hook.status = { connection, fresh, label };
+  }
+  function setActivity(next) {
+    activity = next;
+    renderStatus();
+  }
+  feed.onConnectionChange((state) => {
+    connection = state;
+    renderStatus();
   });
+  // A quiet symbol turns stale without any event; look again now and then.
+  setInterval(renderStatus, 5000);
 
   // ---- notices -------------------------------------------------------------
 
@@ -162,20 +248,35 @@
     history.replaceState(null, "", `${location.pathname}?${p}`);
   }
 
-  async function listSymbols() {
-    try {
-      const body = await feed.fetchJson("/api/symbols");
-      const list = (body.symbols || []).map((s) => ({ symbol: s.symbol, description: s.description || "" }));
-      if (list.length) return list;
-    } catch (e) {
-      console.warn("tvflux: /api/symbols failed, falling back to UDF search:", e.message);
-    }
-    return new Promise((resolve) => feed.searchSymbols("", "", "", (items) => resolve(items.map((i) => ({ symbol: i.symbol, description: i.description })))));
+  /** Symbols matching `query`, from `/udf/search`: the server may have thousands. */
+  function searchSymbols(query) {
+    return new Promise((resolve) => feed.searchSymbols(query, "", "", (items) => resolve(items.map((i) => ({ symbol: i.symbol, description: i.description })))));
+  }
+
+  /**
+   * Whether the server has `symbol`. Asked through the search, not /udf/symbols,
+   * whose 404 for an unknown name would be a console error; only when the search
+   * is too crowded to tell (100 symbols containing the name) is the whole list read.
+   */
+  async function symbolExists(symbol) {
+    if (!symbol) return false;
+    const same = (s) => s.symbol === symbol;
+    const found = await feed.fetchJson("/udf/search", { query: symbol, limit: 100 });
+    if (found.some(same)) return true;
+    if (found.length < 100) return false;
+    const all = await feed.fetchJson("/api/symbols");
+    return (all.symbols || []).some(same);
   }
 
   // ==========================================================================
   // Licensed Charting Library
   // ==========================================================================
+
+  /** The stored zone, if the library knows it (our list is a subset of its zones). */
+  function chartingLibraryZone() {
+    const zone = timeZone();
+    return T.ZONES.includes(zone) ? zone : "Etc/UTC";
+  }
 
   async function startChartingLibrary(symbol, resolution) {
     document.body.classList.add("tv-mode");
@@ -187,7 +288,7 @@
       datafeed: feed,
       symbol,
       interval: resolution,
-      timezone: "Etc/UTC",
+      timezone: chartingLibraryZone(),
       locale: "en",
       theme: currentTheme(),
       autosize: true,
@@ -205,17 +306,34 @@
 
   async function main() {
     applyTheme(currentTheme());
-    const symbols = await listSymbols();
-    const names = symbols.map((s) => s.symbol);
+    fillZoneSelect();
     const pick = (cands, allowed, fallback) => cands.find((c) => c && allowed.includes(c)) || fallback;
     const asked = { symbol: params.get("symbol"), resolution: params.get("resolution") };
     const askedRes = asked.resolution && (RESOLUTION_ALIASES[asked.resolution.toUpperCase()] || asked.resolution);
-    const symbol = pick([asked.symbol, remembered("tvflux.symbol")], names, names[0] || "BTCUSD");
+    // The symbol: the link's, else the last one shown, else the server's first.
+    let symbol = null;
+    try {
+      for (const cand of [asked.symbol, remembered("tvflux.symbol")]) {
+        if (await symbolExists(cand)) {
+          symbol = cand;
+          break;
+        }
+      }
+    } catch (e) {
+      // The server did not answer (restarting, say): show what was asked for; the
+      // chart says what fails and retries its loads until the server is back.
+      console.warn("tvflux: could not check the symbol:", e.message);
+      symbol = asked.symbol || remembered("tvflux.symbol");
+    }
+    if (!symbol) {
+      const first = await searchSymbols("");
+      symbol = first.length ? first[0].symbol : "BTCUSD";
+    }
     const resolution = pick([askedRes, remembered("tvflux.resolution")], RESOLUTIONS, "1");
     // A link naming something this server doesn't have: say so, and show what is shown.
     const problems = [];
     if (asked.symbol !== null && asked.symbol !== symbol) {
-      problems.push(`Unknown symbol "${asked.symbol}" in the link (this server has ${names.join(", ") || "no symbols"}); showing ${symbol}.`);
+      problems.push(`Unknown symbol "${asked.symbol}" in the link (this server has no such symbol); showing ${symbol}.`);
     }
     if (asked.resolution !== null && askedRes !== resolution) {
       problems.push(`Unsupported resolution "${asked.resolution}" in the link (use one of ${RESOLUTIONS.join(", ")}); showing ${resolution}.`);
@@ -235,12 +353,16 @@
     TvfluxChart.start({
       feed,
       hook,
-      symbols: symbols.length ? symbols : [{ symbol, description: "" }],
+      searchSymbols,
       symbol,
       resolution,
       notice,
       themeColors,
       onThemeChange: (fn) => themeListeners.push(fn),
+      timeZone,
+      onTimeZoneChange: (fn) => zoneListeners.push(fn),
+      setActivity,
+      staleAfterMs: STALE_AFTER_MS,
       remember,
       reflectInUrl,
     });

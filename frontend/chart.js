@@ -5,10 +5,14 @@
  *
  * Times: the datafeed speaks epoch milliseconds (JS API); Lightweight Charts
  * wants UTCTimestamp seconds. The conversion happens in toChartBar() only.
+ * Bars stay in UTC; the chosen time zone only changes how times are written
+ * (timezone.js), and stretches without trades are kept visible (gaps.js).
  *
  * `TvfluxChart.start(ctx)` takes the page services from app.js:
- *   { feed, hook, symbols, symbol, resolution, notice(text, isError),
- *     themeColors(), onThemeChange(fn), remember(key, value), reflectInUrl(symbol, resolution) }
+ *   { feed, hook, searchSymbols(query), symbol, resolution, notice(text, isError),
+ *     themeColors(), onThemeChange(fn), timeZone(), onTimeZoneChange(fn),
+ *     setActivity({lastTradeMs} | null), staleAfterMs,
+ *     remember(key, value), reflectInUrl(symbol, resolution) }
  */
 (function () {
   "use strict";
@@ -18,14 +22,14 @@
   const RANGE_MAX_BARS = 20000; // keep a huge range from freezing a phone
   const RANGE_CHUNK_BUCKETS = 5000; // half the server's default max_bars per request
   const RANGE_MAX_REQUESTS = 40;
+  const DEFAULT_BAR_SPACING = 6; // Lightweight Charts' default, px per bar
+  const FIT_MAX_BAR_SPACING = 60; // px per bar at most, when few bars are fitted to the view
   const RETRY_MS = 3000;
+  const ACTIVITY_REPROBE_MS = 30000; // how often a quiet symbol's newest trade is asked again
 
   const $ = (id) => document.getElementById(id);
   const resolutionToMs = TvfluxDatafeed.resolutionToMs;
-
-  function isoDate(epochS) {
-    return new Date(epochS * 1000).toISOString().slice(0, 10);
-  }
+  const T = TvfluxTime;
 
   function start(ctx) {
     const { feed, hook } = ctx;
@@ -91,12 +95,16 @@
       resetTimer: null,
       legendPinned: false,
       precision: 2,
+      fitted: false, // the view was fitted to a few bars (not the default zoom)
+      gapPoints: 0, // whitespace points on the time axis (gaps.js)
+      activity: null, // {symbol, lastTradeMs (null: never traded), probedAt}
     };
     hook.state = state;
     hook.barsCount = () => state.bars.length;
     hook.lastBar = () => (state.bars.length ? { ...state.bars[state.bars.length - 1] } : null);
     hook.firstBar = () => (state.bars.length ? { ...state.bars[0] } : null);
     hook.bars = () => state.bars.map((b) => ({ ...b }));
+    hook.gapPoints = () => state.gapPoints;
 
     function toChartBar(bar) {
       return {
@@ -139,9 +147,72 @@
     }
 
     function setAllData() {
-      candles.setData(state.bars.map(toCandle));
+      // Whitespace goes into the candle series only: the time axis is the union
+      // of both series, so the volume histogram needs none.
+      const { data, points } = TvfluxGaps.withGaps(state.bars, state.resolution, toCandle);
+      state.gapPoints = points;
+      candles.setData(data);
       volume.setData(state.bars.map(toVolumePoint));
       if (!state.legendPinned) showLegend(null);
+    }
+
+    /** Bars of a day or longer are UTC calendar periods: they are dated in UTC in any zone. */
+    function isDaily() {
+      const ms = resolutionToMs(state.resolution);
+      return ms === null || ms >= 86400000;
+    }
+    /** The zone the date fields and the range are in (see isDaily). */
+    function fieldZone() {
+      return isDaily() ? T.UTC : ctx.timeZone();
+    }
+
+    /** Axis ticks, crosshair label, legend and date fields in the chosen zone. */
+    function applyZone() {
+      const zone = ctx.timeZone();
+      const daily = isDaily();
+      const seconds = /S$/i.test(state.resolution);
+      chart.applyOptions({
+        localization: { timeFormatter: (time) => formatBarTime(Number(time)) },
+        timeScale: {
+          // null = the library's own label, which is UTC: right for UTC and for daily bars
+          tickMarkFormatter: (time) => (daily || zone === T.UTC ? null : T.intradayTick(Number(time), zone, seconds)),
+        },
+      });
+      const where = fieldZone() === T.UTC ? "UTC" : fieldZone();
+      $("range-from").setAttribute("aria-label", `From date (${where})`);
+      $("range-to").setAttribute("aria-label", `To date (${where}, inclusive)`);
+      $("range-form").title = `Days in ${where}`;
+      if (!state.legendPinned) showLegend(null);
+    }
+
+    /** A bar's time as the legend and the crosshair write it. */
+    function formatBarTime(epochS) {
+      if (isDaily()) return T.isoDay(epochS, T.UTC);
+      return T.formatDateTime(epochS, ctx.timeZone(), /S$/i.test(state.resolution));
+    }
+
+    /**
+     * After a fresh load: the latest bars at the default zoom, or, when all the
+     * bars (and gaps) fit on screen with room to spare, all of them spread over
+     * the width instead of squeezed against the right edge.
+     */
+    function showLatest() {
+      const ts = chart.timeScale();
+      const points = state.bars.length + state.gapPoints;
+      const capacity = ts.width() / DEFAULT_BAR_SPACING - ts.options().rightOffset;
+      if (points > 0 && points < capacity) {
+        // All of them, centred, at most FIT_MAX_BAR_SPACING px each (three
+        // monthly candles a third of the screen wide each would be absurd).
+        const slots = Math.max(points + 2, ts.width() / FIT_MAX_BAR_SPACING);
+        const mid = (points - 1) / 2;
+        ts.setVisibleLogicalRange({ from: mid - slots / 2, to: mid + slots / 2 });
+        state.fitted = true;
+      } else if (state.fitted) {
+        ts.resetTimeScale(); // back from a fitted zoom to the default one
+        state.fitted = false;
+      } else {
+        ts.scrollToRealTime();
+      }
     }
 
     function applyPriceFormat(info) {
@@ -152,6 +223,7 @@
       chart.applyOptions({
         timeScale: { timeVisible: intraday, secondsVisible: /S$/i.test(state.resolution) },
       });
+      applyZone();
     }
 
     function stopLive() {
@@ -181,13 +253,78 @@
         hook.droppedTicks += 1;
         return;
       }
-      if (last && b.time === last.time) state.bars[n - 1] = b;
+      // A frame that changes the bar (more volume, or a new bar) means a trade
+      // just happened; a repeat (the bar sent on subscribing, a `closed` frame)
+      // does not.
+      const same = last && b.time === last.time;
+      if (!same || b.volume !== last.volume) noteTrade(Date.now());
+      hook.ticks += 1;
+      if (same) state.bars[n - 1] = b;
       else state.bars.push(b);
+      if (last && !same && TvfluxGaps.opensGap(last.time, b.time, state.resolution)) {
+        // A quiet stretch just ended: redraw with its gap, and keep following
+        // the live edge if the user was there.
+        const atEdge = chart.timeScale().scrollPosition() >= -1;
+        setAllData();
+        if (atEdge) chart.timeScale().scrollToRealTime();
+        return;
+      }
       candles.update(toCandle(b));
       volume.update(toVolumePoint(b));
-      hook.ticks += 1;
       if (!state.legendPinned) showLegend(null);
     }
+
+    // ---- activity: when did the symbol last trade? --------------------------
+    //
+    // The status says "Live" only while trades arrive. The newest trade comes
+    // from the server (the newest 1-minute bar, so to the minute) on every load
+    // and again every ACTIVITY_REPROBE_MS while the symbol looks quiet (a fixed
+    // range gets no live bars); live bars that change move it to "now".
+
+    function reportActivity() {
+      const a = state.activity;
+      ctx.setActivity(a && a.symbol === state.symbol ? { lastTradeMs: a.lastTradeMs } : null);
+    }
+
+    function noteTrade(ms) {
+      const a = state.activity;
+      if (!a || a.symbol !== state.symbol) return; // not probed yet: the probe will say
+      if (a.lastTradeMs === null || ms > a.lastTradeMs) {
+        a.lastTradeMs = ms;
+        reportActivity();
+      }
+    }
+
+    async function probeActivity() {
+      const symbol = state.symbol;
+      const probedAt = Date.now();
+      if (state.activity && state.activity.symbol === symbol) state.activity.probedAt = probedAt;
+      let last;
+      try {
+        const to = Math.floor(probedAt / 1000) + 60;
+        const { bars, meta } = await feed.fetchBars(symbol, "1", { to, countBack: 1 });
+        const t = bars.length ? bars[bars.length - 1].time : meta.nextTime != null ? meta.nextTime : null;
+        // The trade was somewhere in that minute: take its end, so a quiet
+        // symbol is never called stale early.
+        last = t === null ? null : Math.min(t + 59999, Date.now());
+      } catch (e) {
+        console.warn("tvflux: could not ask for the newest trade:", e.message);
+        return;
+      }
+      if (symbol !== state.symbol) return;
+      const a = state.activity;
+      if (a && a.symbol === symbol && a.lastTradeMs !== null && (last === null || a.lastTradeMs > last)) last = a.lastTradeMs;
+      state.activity = { symbol, lastTradeMs: last, probedAt };
+      reportActivity();
+    }
+
+    setInterval(() => {
+      const a = state.activity;
+      if (!a || a.symbol !== state.symbol) return;
+      const now = Date.now();
+      const quiet = a.lastTradeMs === null || now - a.lastTradeMs > ctx.staleAfterMs - ACTIVITY_REPROBE_MS;
+      if (quiet && now - a.probedAt >= ACTIVITY_REPROBE_MS) probeActivity();
+    }, 5000);
 
     function onResetCache(gen) {
       if (gen !== state.gen || state.mode !== "live") return;
@@ -206,6 +343,7 @@
       state.loadingOlder = false;
       $("range-live").hidden = true;
       hook.ready = false;
+      reportActivity();
       try {
         const info = await feed.resolveSymbolInfo(state.symbol);
         if (gen !== state.gen) return;
@@ -224,12 +362,15 @@
         // `to` is exclusive and compared with bar start times; one bar of
         // slack covers a browser clock running behind the server.
         const to = nowS + Math.ceil(step);
-        const { bars, meta } = await getBars(info, state.resolution, {
-          from: to - HISTORY_PAGE * step,
-          to,
-          countBack: HISTORY_PAGE,
-          firstDataRequest: true,
-        });
+        const [{ bars, meta }] = await Promise.all([
+          getBars(info, state.resolution, {
+            from: to - HISTORY_PAGE * step,
+            to,
+            countBack: HISTORY_PAGE,
+            firstDataRequest: true,
+          }),
+          probeActivity(),
+        ]);
         if (gen !== state.gen) return;
         hook.historyLoads += 1;
         state.bars = bars.map(toChartBar);
@@ -238,7 +379,7 @@
         state.pendingTicks = null;
         setAllData();
         for (const t of pending) applyTick(t);
-        if (!opts.keepView) chart.timeScale().scrollToRealTime();
+        if (!opts.keepView) showLatest();
         ctx.notice(state.bars.length ? null : "No data yet for this symbol and resolution.");
         hook.ready = true;
         maybeLoadOlder();
@@ -304,6 +445,8 @@
       state.exhausted = true; // no scroll-back paging outside the chosen range
       $("range-live").hidden = false;
       hook.ready = false;
+      reportActivity();
+      probeActivity(); // no live bars in a fixed range; the status still says whether the symbol trades
       try {
         const info = await feed.resolveSymbolInfo(state.symbol);
         if (gen !== state.gen) return;
@@ -354,7 +497,8 @@
         state.bars = collected;
         setAllData();
         chart.timeScale().fitContent();
-        const label = `${isoDate(from)} – ${isoDate(to - 86400)} UTC`;
+        const zone = fieldZone();
+        const label = `${T.isoDay(from, zone)} – ${T.isoDay(to - 1, zone)} ${zone === T.UTC ? "UTC" : zone}`;
         if (!collected.length) ctx.notice(`No bars between ${label}.`);
         else if (truncated) ctx.notice(`Showing the latest ${collected.length} bars of ${label}; pick a coarser resolution for the whole range.`);
         else ctx.notice(null);
@@ -382,21 +526,36 @@
       if (x >= 1e3) return (x / 1e3).toFixed(2) + "K";
       return x.toFixed(x >= 100 ? 0 : 4).replace(/\.?0+$/, "") || "0";
     }
+    /** "2024-01-15 09:30 UTC+1"; daily bars: "2024-01-15" (a UTC day, see isDaily). */
+    function legendTime(epochS) {
+      if (isDaily()) return formatBarTime(epochS);
+      return `${formatBarTime(epochS)} ${T.offsetLabel(epochS, ctx.timeZone())}`;
+    }
+    /** The legend for `bar`, the latest bar (null), or an empty slot of a gap ({time} only). */
     function showLegend(bar) {
       const b = bar || (state.bars.length ? state.bars[state.bars.length - 1] : null);
+      const empty = Boolean(b && b.open === undefined);
       const legend = $("legend");
-      $("lg-o").textContent = b ? fmtPrice(b.open) : "—";
-      $("lg-h").textContent = b ? fmtPrice(b.high) : "—";
-      $("lg-l").textContent = b ? fmtPrice(b.low) : "—";
-      $("lg-c").textContent = b ? fmtPrice(b.close) : "—";
-      $("lg-v").textContent = b ? fmtVolume(b.volume) : "—";
-      $("lg-t").textContent = b ? new Date(b.time * 1000).toISOString().replace("T", " ").replace(/:00\.000Z$|\.000Z$/, "") : "";
-      legend.classList.toggle("up", Boolean(b && b.close >= b.open));
-      legend.classList.toggle("down", Boolean(b && b.close < b.open));
+      const val = (x, fmt) => (b && !empty ? fmt(x) : "—");
+      $("lg-o").textContent = val(b && b.open, fmtPrice);
+      $("lg-h").textContent = val(b && b.high, fmtPrice);
+      $("lg-l").textContent = val(b && b.low, fmtPrice);
+      $("lg-c").textContent = val(b && b.close, fmtPrice);
+      $("lg-v").textContent = val(b && b.volume, fmtVolume);
+      $("lg-t").textContent = b ? legendTime(b.time) + (empty ? " · no trades" : "") : "";
+      legend.classList.toggle("up", Boolean(b && !empty && b.close >= b.open));
+      legend.classList.toggle("down", Boolean(b && !empty && b.close < b.open));
     }
     chart.subscribeCrosshairMove((param) => {
       const c = param.time !== undefined ? param.seriesData.get(candles) : undefined;
-      if (!c || c.open === undefined) {
+      if (param.time !== undefined && (!c || c.open === undefined)) {
+        // an empty slot of a gap (a time on the axis, no bar): say so, instead of
+        // showing some other bar
+        state.legendPinned = true;
+        showLegend({ time: Number(param.time) });
+        return;
+      }
+      if (!c) {
         state.legendPinned = false;
         showLegend(null);
         return;
@@ -410,24 +569,22 @@
 
     function resolutionLabel(r) {
       if (/^\d+$/.test(r)) return Number(r) % 60 === 0 ? `${Number(r) / 60}h` : `${r}m`;
-      return r;
+      return /^\d+S$/i.test(r) ? `${r.slice(0, -1)}s` : r;
     }
 
-    const select = $("symbol");
-    for (const s of ctx.symbols) {
-      const opt = document.createElement("option");
-      opt.value = s.symbol;
-      opt.textContent = s.symbol;
-      if (s.description) opt.title = s.description;
-      select.appendChild(opt);
-    }
-    select.value = state.symbol;
-    select.addEventListener("change", () => {
-      state.symbol = select.value;
-      ctx.remember("tvflux.symbol", state.symbol);
-      ctx.reflectInUrl(state.symbol, state.resolution);
-      reload();
+    const symbolBox = TvfluxSymbolSearch.attach({
+      input: $("symbol"),
+      list: $("symbol-list"),
+      search: ctx.searchSymbols,
+      value: state.symbol,
+      onPick(symbol) {
+        state.symbol = symbol;
+        ctx.remember("tvflux.symbol", state.symbol);
+        ctx.reflectInUrl(state.symbol, state.resolution);
+        reload();
+      },
     });
+    hook.symbolBox = symbolBox;
 
     const resButtons = Array.from(document.querySelectorAll("#resolutions button"));
     function markResolution() {
@@ -445,13 +602,13 @@
     }
     markResolution();
 
-    // Date range: inputs are calendar days in UTC, the end day inclusive. While following
-    // the live edge they show the days the chart shows (they follow scrolling and zoom),
-    // so "Go" on them reproduces the view; a range the user loaded keeps its own days.
-    const today = new Date();
-    const todayS = Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate()) / 1000;
-    $("range-to").value = isoDate(todayS);
-    $("range-from").value = isoDate(todayS);
+    // Date range: inputs are calendar days in the chosen zone (UTC days for daily bars,
+    // see isDaily), the end day inclusive. While following the live edge they show the
+    // days the chart shows (they follow scrolling and zoom), so "Apply" on them
+    // reproduces the view; a range the user loaded keeps its own days.
+    const todayS = Date.now() / 1000;
+    $("range-to").value = T.isoDay(todayS, fieldZone());
+    $("range-from").value = T.isoDay(todayS, fieldZone());
     function syncDateFields() {
       if (state.mode !== "live" || !state.bars.length) return;
       const active = document.activeElement;
@@ -460,15 +617,19 @@
       if (!r) return;
       const first = Math.max(Number(r.from), state.bars[0].time);
       const last = Math.min(Number(r.to), state.bars[state.bars.length - 1].time);
-      $("range-from").value = isoDate(first - (first % 86400));
-      $("range-to").value = isoDate(Math.max(first, last) - (Math.max(first, last) % 86400));
+      $("range-from").value = T.isoDay(first, fieldZone());
+      $("range-to").value = T.isoDay(Math.max(first, last), fieldZone());
     }
     chart.timeScale().subscribeVisibleTimeRangeChange(syncDateFields);
     hook.syncDateFields = syncDateFields;
-    $("range-form").addEventListener("submit", (ev) => {
-      ev.preventDefault();
-      const from = Date.parse(`${$("range-from").value}T00:00:00Z`) / 1000;
-      const toDay = Date.parse(`${$("range-to").value}T00:00:00Z`) / 1000;
+    function nextIsoDay(iso) {
+      const t = Date.parse(`${iso}T00:00:00Z`);
+      return Number.isFinite(t) ? new Date(t + 86400000).toISOString().slice(0, 10) : "";
+    }
+    function applyDateFields() {
+      const zone = fieldZone();
+      const from = T.dayStart($("range-from").value, zone);
+      const toDay = T.dayStart($("range-to").value, zone);
       if (!Number.isFinite(from) || !Number.isFinite(toDay)) {
         ctx.notice("Pick both dates.", true);
         return;
@@ -477,9 +638,20 @@
         ctx.notice("The end date is before the start date.", true);
         return;
       }
-      loadRange(from, toDay + 86400);
+      loadRange(from, T.dayStart(nextIsoDay($("range-to").value), zone));
+    }
+    $("range-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      applyDateFields();
     });
     $("range-live").addEventListener("click", () => loadLive());
+
+    ctx.onTimeZoneChange(() => {
+      applyZone();
+      // A loaded range is days of the old zone: load the same days in the new one.
+      if (state.mode === "range") applyDateFields();
+      else syncDateFields();
+    });
 
     Object.assign(hook, { loadLive, loadRange, loadOlder });
 

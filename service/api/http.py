@@ -135,6 +135,9 @@ def udf_search(services: ServicesDep, text: QueryText = None, limit: Query = Non
                     "type": info.type,
                 }
             )
+    # The name itself first, then names starting with it, then the rest (a stable sort):
+    # among hundreds of symbols, 'ETH' must find ETHUSD within the limit.
+    out.sort(key=lambda item: (item["symbol"].upper() != needle, not item["symbol"].upper().startswith(needle)))
     return out[:max_items]
 
 

@@ -105,8 +105,9 @@ def new_page(browser: Any, console: ConsoleLog) -> Iterator[Callable[..., Any]]:
     """Factory for pages in fresh contexts (own localStorage); all checked on teardown."""
     contexts: list[Any] = []
 
-    def make(*, width: int = 1280, height: int = 720, color_scheme: str = "light") -> Any:
-        ctx = browser.new_context(viewport={"width": width, "height": height}, color_scheme=color_scheme)
+    def make(*, width: int = 1280, height: int = 720, color_scheme: str = "light", timezone_id: str | None = None) -> Any:
+        zone = {"timezone_id": timezone_id} if timezone_id else {}  # default: the machine's zone
+        ctx = browser.new_context(viewport={"width": width, "height": height}, color_scheme=color_scheme, **zone)
         ctx.set_default_timeout(15_000)
         contexts.append(ctx)
         page = ctx.new_page()

@@ -70,6 +70,23 @@ def hook(page: Any, expr: str) -> Any:
     return page.evaluate(f"() => {expr}")
 
 
+def chart_bars(page: Any) -> list[dict[str, Any]]:
+    """The bars the chart page holds (times in epoch seconds); the empty slots of gaps are not bars."""
+    return hook(page, "__tvflux.bars()")
+
+
+def wait_reload(page: Any, loads_before: int) -> None:
+    page.wait_for_function("n => __tvflux.historyLoads > n && __tvflux.ready", arg=loads_before)
+
+
+def pick_symbol(page: Any, symbol: str) -> None:
+    """Choose a symbol the way a user does: type it into the search box, press Enter."""
+    page.click("#symbol")
+    page.fill("#symbol", symbol)
+    page.wait_for_function("s => [...document.querySelectorAll('#symbol-list [role=option]')].some((o) => o.dataset.symbol === s)", arg=symbol)
+    page.press("#symbol", "Enter")
+
+
 # ---- demo/test history: deterministic, posted through POST /api/trades ----------------
 
 

@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tests.frontend.helpers import bars, hook, open_chart, wait_until
+from tests.frontend.helpers import bars, chart_bars, hook, open_chart, pick_symbol, wait_reload, wait_until
 
 # Counts pixels of the candle colours on the largest canvas of the chart: proof that
 # candles were painted, not just that data was handed to the library.
@@ -41,16 +41,8 @@ PAINTED_PIXELS_JS = """
 """
 
 
-def chart_bars(page: Any) -> list[dict[str, Any]]:
-    return hook(page, "__tvflux.bars()")
-
-
 def assert_ascending_unique(times: list[int]) -> None:
     assert all(a < b for a, b in zip(times, times[1:])), "bar times must be strictly ascending"
-
-
-def wait_reload(page: Any, loads_before: int) -> None:
-    page.wait_for_function("n => __tvflux.historyLoads > n && __tvflux.ready", arg=loads_before)
 
 
 def stable_server_bars(http: Any, symbol: str, resolution: str, count: int, older_than_s: int) -> dict[int, dict[str, Any]]:
@@ -132,7 +124,7 @@ def test_switch_symbol_and_resolution(page, fe_server, seeded, http):
     stable_before = seeded.end_ms // 1000
 
     loads = hook(page, "__tvflux.historyLoads")
-    page.select_option("#symbol", "ETHUSD")
+    pick_symbol(page, "ETHUSD")
     wait_reload(page, loads)
     assert hook(page, "__tvflux.state.symbol") == "ETHUSD"
     assert "symbol=ETHUSD" in page.url
@@ -210,7 +202,8 @@ def test_scrolling_left_loads_older_bars_until_no_data(page, fe_server, seeded):
         if hook(page, "__tvflux.state.exhausted"):
             break
         loads = hook(page, "__tvflux.olderLoads")
-        page.evaluate("() => __tvflux.chart.timeScale().scrollToPosition(-__tvflux.barsCount(), false)")
+        # to the leftmost point: the bars and the empty slots of gaps (the sparse part has many)
+        page.evaluate("() => __tvflux.chart.timeScale().scrollToPosition(-(__tvflux.barsCount() + __tvflux.gapPoints()), false)")
         page.wait_for_function("n => (__tvflux.olderLoads > n && !__tvflux.state.loadingOlder) || __tvflux.state.exhausted", arg=loads)
     assert hook(page, "__tvflux.state.exhausted")
     times = [b["time"] for b in chart_bars(page)]

@@ -194,6 +194,20 @@ def test_openapi_schema_is_served(module_server):
     assert status == 200 and "/api/bars" in schema["paths"] and "/api/trades" in schema["paths"]
 
 
+def test_udf_search_answers_the_name_then_names_starting_with_it(module_server):
+    s = module_server
+    # new symbols, so as bulk history; the server learns them in sorted order, so the one
+    # merely containing QRX comes first unless the search ranks
+    trades = [
+        {"symbol": sym, "price": 5.0, "size": 1, "time": now_ms() - 120_000} for sym in ("QRXUSD", "AQRXB", "QRX")
+    ]
+    s.post_trades(trades, history=True)
+    status, found = s.get("/udf/search?query=qrx&limit=10")
+    assert status == 200 and [f["symbol"] for f in found] == ["QRX", "QRXUSD", "AQRXB"]
+    status, found = s.get("/udf/search?query=qrx&limit=1")
+    assert status == 200 and [f["symbol"] for f in found] == ["QRX"]
+
+
 def test_udf_accepts_the_full_name_it_hands_out_and_bounds_search_limit(module_server):
     s = module_server
     s.post_trades([{"symbol": "TESTB", "price": 5.0, "size": 1, "time": now_ms() - 120_000}])
