@@ -91,7 +91,8 @@ def ingest_run(
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
     env = {
-        **influxd.env(names),
+        **influxd.env,
+        **names,
         "TVFLUX_SYNTHETIC_RATE": "0",
         "TVFLUX_MAX_BATCH_TRADES": "10000",
         "TVFLUX_SYMBOLS": ",".join(DEFAULT_SYMBOLS),
@@ -393,7 +394,7 @@ async def _dataset_phase(
     from service.core.settings import load_settings
     from service.storage.influx.store import InfluxStore
 
-    settings = load_settings({**influxd.env(), "TVFLUX_DATA_DIR": str(influxd.data_dir)})
+    settings = load_settings({**influxd.env, "TVFLUX_DATA_DIR": str(influxd.data_dir)})
     # tasks installed for manual runs only: the backfill is driven (and timed) by the run loop
     store = InfluxStore(settings, settings.plan, schedule_tasks=False, run_timeout_s=600)
     await store.start()
@@ -543,7 +544,7 @@ async def _history_again(
     from service.core.settings import load_settings
     from service.storage.influx.store import InfluxStore
 
-    settings = load_settings({**influxd.env(), "TVFLUX_DATA_DIR": str(influxd.data_dir)})
+    settings = load_settings({**influxd.env, "TVFLUX_DATA_DIR": str(influxd.data_dir)})
     store = InfluxStore(settings, settings.plan, schedule_tasks=False)
     await store.start()
     try:
