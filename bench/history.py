@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from bench.data import DB_NAME, DatasetSpec, ensure_dataset
-from loadgen.stats import fmt_num, summarize, table
+from loadgen.stats import fmt_num, summarize
 from service.core.models import Bar
 from service.core.resolution import Resolution, parse_resolution
 
@@ -427,37 +426,6 @@ def _add_ratios(results: dict[str, Any]) -> None:
             e["ratio_to_tiers"] = round(e["p50"] / b, 2) if b and e["p50"] is not None else None
 
 
-def render(results: dict[str, Any]) -> str:
-    out = []
-    strategies = [s for s in STRATEGIES if s in results["strategies"] or s == "tiers"]
-    for kind, title in (("chart", f"{BARS_PER_CHART}-bar requests (a chart opening)"), ("cells", "by range")):
-        by = {(e["strategy"], e["resolution"], e["range"]): e for e in results[kind]}
-        keys = list(dict.fromkeys((e["resolution"], e["range"]) for e in results[kind]))
-        rows = []
-        for res, rng in keys:
-            row: list[Any] = [RES_LABEL.get(res, res), rng, fmt_num(by.get(("tiers", res, rng), {}).get("bars"))]
-            for s in strategies:
-                e = by.get((s, res, rng))
-                if e is None:
-                    row.append("-")
-                    continue
-                cell = f"{fmt_num(e['p50'], digits=2)}/{fmt_num(e['p95'], digits=2)}"
-                if s != "tiers" and e.get("ratio_to_tiers"):
-                    cell += (
-                        f" ({e['ratio_to_tiers']:,.0f}x)"
-                        if e["ratio_to_tiers"] >= 10
-                        else f" ({e['ratio_to_tiers']:.1f}x)"
-                    )
-                row.append(cell)
-            rows.append(row)
-        out.append(f"{title}: p50/p95 ms (ratio of p50 to tiers)")
-        out.append(table(rows, ["res", "range", "bars", *strategies]))
-        out.append("")
-    if results["mismatches"]:
-        out.append("MISMATCHES: " + json.dumps(results["mismatches"][:10]))
-    return "\n".join(out)
-
-
 # --- command line ---------------------------------------------------------------------------
 
 
@@ -473,31 +441,3 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slow-reps", type=int, default=3, help="samples for 3-month/1-year cells of the slow strategies")
     p.add_argument("--budget-s", type=float, default=3.0, help="time budget per cell")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
-
-
-def cmd_history(args: argparse.Namespace, settings: Any) -> int:
-    spec = DatasetSpec(trades=args.trades, days=args.days, end_ms=args.end_ms, seed=args.seed)
-    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
-    unknown = set(strategies) - set(STRATEGIES)
-    if unknown:
-        print(f"unknown strategies: {', '.join(sorted(unknown))}", file=sys.stderr)
-        return 2
-    ranges = {k: v for k, v in RANGES.items() if v <= spec.days}
-    results = asyncio.run(
-        run_history_bench(
-            args.bench_dir,
-            spec,
-            symbol=args.symbol,
-            strategies=strategies,
-            ranges=ranges,
-            reps=args.reps,
-            budget_s=args.budget_s,
-            slow_reps=args.slow_reps,
-            plan=settings.plan,
-        )
-    )
-    print(render(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-    return 1 if results["mismatches"] else 0

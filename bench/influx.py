@@ -56,11 +56,6 @@ DAY_MS = 86_400_000
 PER_SECOND_BUCKET = "persecond"
 
 STRATEGIES = ("tiers", "influx_1s", "raw")
-LABEL = {
-    "tiers": "tvflux tiers (InfluxDB)",
-    "influx_1s": "per-second bars, Flux at request time",
-    "raw": "raw trades, Flux at request time",
-}
 
 
 # --- 1. ingest through the service ---------------------------------------------------------------

@@ -404,25 +404,13 @@ def step_influx(p: Profile) -> dict[str, Any] | None:
     )
 
 
-def step_report(p: Profile) -> dict[str, Any]:
-    from bench.report import render_report
+def step_report(p: Profile) -> None:
+    from bench.report import load_results, write
 
-    results = load_results(p)
-    path = render_report(results, p.doc_path, p.img_dir, quick=p.quick)
-    return {"path": str(path)}
+    write(load_results(p.results_dir), p.doc_path, quick=p.quick)
 
 
 # --- driver -------------------------------------------------------------------------------
-
-
-def load_results(p: Profile) -> dict[str, Any]:
-    out = {}
-    # soak.json comes from `python -m bench.soak` (30 minutes, run on its own, not a step)
-    for step in (*STEPS, "soak"):
-        path = p.results_dir / f"{step}.json"
-        if path.exists():
-            out[step] = json.loads(path.read_text())
-    return out
 
 
 def save(p: Profile, step: str, result: dict[str, Any]) -> None:
