@@ -29,11 +29,8 @@ holds fewer bars):
   from the coarsest view whose buckets tile its bars (tvflux's plan, done the ClickHouse
   way).
 
-Per-second bars (DuckDB and Redis) answering the same "last 300 bars" requests are in the
-history benchmark (``bench/history.py``, its "the last 300 bars" chart).
-
-Peers are a benchmark extra (``pip install -e '.[bench]'``), never a runtime dependency;
-a peer that is not installed is skipped with the reason in the results.
+Peers are a benchmark extra (``pip install -e '.[bench]'``), never a runtime dependency; a
+peer that is not installed is skipped with the reason in the results.
 """
 
 from __future__ import annotations
@@ -45,10 +42,11 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from bench.data import DB_NAME, DatasetSpec, ensure_dataset
-from bench.history import compare
+from bench.history import Served, compare
 from service.core.models import Bar
 from service.core.resolution import Resolution, Unit, parse_resolution
 
@@ -97,46 +95,7 @@ def histogram_quantile(bounds: list[float], before: list[float], after: list[flo
     return None
 
 
-# --- tvflux over HTTP --------------------------------------------------------------------------
-
-
-class Server:
-    def __init__(self, data_dir: str, rate: int, env: dict[str, str] | None = None) -> None:
-        from loadgen.server import SpawnedServer
-
-        self.server = SpawnedServer(
-            {"TVFLUX_SYNTHETIC_RATE": str(rate), "TVFLUX_MAX_BARS": "1000000", **(env or {})},
-            data_dir=data_dir,
-            log_path=os.path.join(data_dir, "bench-chart-server.log"),
-        )
-        self.conn: Any = None
-
-    async def start(self) -> None:
-        from loadgen.httpclient import HttpConnection
-
-        await asyncio.to_thread(self.server.start)
-        self.conn = HttpConnection("127.0.0.1", self.server.port, timeout_s=600)
-
-    async def stop(self) -> None:
-        if self.conn is not None:
-            await self.conn.close()
-        await asyncio.to_thread(self.server.stop)
-
-    async def get(self, path: str) -> tuple[int, bytes]:
-        return await self.conn.request("GET", path)
-
-    async def bars(self, path: str) -> list[Bar]:
-        import msgspec
-
-        from service.core.models import BarsResponse
-
-        status, body = await self.get(path)
-        if status != 200:
-            raise RuntimeError(f"{path} answered {status}: {body[:300]!r}")
-        return msgspec.json.decode(body, type=BarsResponse).bars
-
-
-async def time_http_cell(server: Server, res: str, make_path: Any, reps: int) -> dict[str, Any]:
+async def time_http_cell(server: Served, res: str, make_path: Any, reps: int) -> dict[str, Any]:
     _, text = await server.get("/metrics")
     before = parse_histogram(text.decode(), res)[1]
     samples = []
@@ -229,19 +188,22 @@ class DuckSorted:
         self.con.close()
 
 
-COARSE_VIEWS = {"1d": DAY_MS, "1h": 3_600_000}  # coarsest first
+VIEWS = {"1d": DAY_MS, "1h": 3_600_000, "1m": 60_000}  # coarsest first
+
+
+# marks a finished chDB build; named after its views, so a store built with other views is rebuilt
+LOADED = "loaded-views-1m-1h-1d"
 
 
 class ChdbPeer:
-    """chDB (ClickHouse in process): raw trades in a MergeTree and a 1-minute
-    AggregatingMergeTree materialized view filled as the trades are inserted."""
+    """chDB (ClickHouse in process): raw trades in a MergeTree, and 1-minute, hourly and daily
+    ``AggregatingMergeTree`` materialized views filled as the trades are inserted."""
 
     def __init__(self, src_db: str, directory: str) -> None:
         import chdb.session  # noqa: F401  (the bench extra)
         import duckdb
 
-        self.directory = directory
-        fresh = not os.path.exists(os.path.join(directory, "loaded"))
+        fresh = not os.path.exists(os.path.join(directory, LOADED))
         if fresh:
             shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
@@ -261,49 +223,25 @@ class ChdbPeer:
                 "CREATE TABLE b.trades (symbol LowCardinality(String), ts_ns Int64, price Float64, size Float64) "
                 "ENGINE = MergeTree ORDER BY (symbol, ts_ns)"
             )
-            q(
-                "CREATE TABLE b.bars_1m (symbol LowCardinality(String), t Int64, o AggregateFunction(argMin, Float64, Int64), "
-                "h SimpleAggregateFunction(max, Float64), l SimpleAggregateFunction(min, Float64), "
-                "c AggregateFunction(argMax, Float64, Int64), v SimpleAggregateFunction(sum, Float64)) "
-                "ENGINE = AggregatingMergeTree ORDER BY (symbol, t)"
-            )
-            q(
-                "CREATE MATERIALIZED VIEW b.mv_1m TO b.bars_1m AS SELECT symbol, intDiv(ts_ns, 60000000000) * 60000 AS t, "
-                "argMinState(price, ts_ns) AS o, max(price) AS h, min(price) AS l, argMaxState(price, ts_ns) AS c, "
-                "sum(size) AS v FROM b.trades GROUP BY symbol, t"
-            )
+            for name, size_ms in VIEWS.items():
+                q(
+                    f"CREATE TABLE b.bars_{name} (symbol LowCardinality(String), t Int64, "
+                    "o AggregateFunction(argMin, Float64, Int64), h SimpleAggregateFunction(max, Float64), "
+                    "l SimpleAggregateFunction(min, Float64), c AggregateFunction(argMax, Float64, Int64), "
+                    "v SimpleAggregateFunction(sum, Float64)) ENGINE = AggregatingMergeTree ORDER BY (symbol, t)"
+                )
+                q(
+                    f"CREATE MATERIALIZED VIEW b.mv_{name} TO b.bars_{name} AS SELECT symbol, "
+                    f"intDiv(ts_ns, {size_ms * NS_PER_MS}) * {size_ms} AS t, argMinState(price, ts_ns) AS o, "
+                    "max(price) AS h, min(price) AS l, argMaxState(price, ts_ns) AS c, sum(size) AS v "
+                    "FROM b.trades GROUP BY symbol, t"
+                )
             q(f"INSERT INTO b.trades SELECT * FROM file('{parquet}', Parquet)")
-            q("OPTIMIZE TABLE b.bars_1m FINAL")
+            for name in VIEWS:
+                q(f"OPTIMIZE TABLE b.bars_{name} FINAL")
             os.remove(parquet)
-            open(os.path.join(directory, "loaded"), "w").close()
+            open(os.path.join(directory, LOADED), "w").close()
             self.built_s = round(time.perf_counter() - t0, 1)
-        self.coarse_built_s: float | None = None
-        self._add_coarse_views()
-
-    def _add_coarse_views(self) -> None:
-        """Hourly and daily views beside the 1-minute one (added to a store loaded before
-        they existed: created, then filled from the trades once)."""
-        if os.path.exists(os.path.join(self.directory, "coarse_views")):
-            return
-        t0 = time.perf_counter()
-        q = self.sess.query
-        for name, size_ms in COARSE_VIEWS.items():
-            q(
-                f"CREATE TABLE IF NOT EXISTS b.bars_{name} (symbol LowCardinality(String), t Int64, "
-                "o AggregateFunction(argMin, Float64, Int64), h SimpleAggregateFunction(max, Float64), "
-                "l SimpleAggregateFunction(min, Float64), c AggregateFunction(argMax, Float64, Int64), "
-                "v SimpleAggregateFunction(sum, Float64)) ENGINE = AggregatingMergeTree ORDER BY (symbol, t)"
-            )
-            select = (
-                f"SELECT symbol, intDiv(ts_ns, {size_ms * NS_PER_MS}) * {size_ms} AS t, argMinState(price, ts_ns) AS o, "
-                "max(price) AS h, min(price) AS l, argMaxState(price, ts_ns) AS c, sum(size) AS v "
-                "FROM b.trades GROUP BY symbol, t"
-            )
-            q(f"CREATE MATERIALIZED VIEW IF NOT EXISTS b.mv_{name} TO b.bars_{name} AS {select}")
-            q(f"INSERT INTO b.bars_{name} {select}")
-            q(f"OPTIMIZE TABLE b.bars_{name} FINAL")
-        open(os.path.join(self.directory, "coarse_views"), "w").close()
-        self.coarse_built_s = round(time.perf_counter() - t0, 1)
 
     def _rows(self, sql: str) -> list[Bar]:
         out = self.sess.query(sql, "CSV").bytes().decode()
@@ -329,7 +267,7 @@ class ChdbPeer:
         return windowed(lambda *a: self._from_view("1m", *a), symbol, res, to_ms, count)
 
     def mv_tiers(self, symbol: str, res: Resolution, to_ms: int, count: int) -> list[Bar]:
-        view = next(name for name, size in (*COARSE_VIEWS.items(), ("1m", 60_000)) if res.is_multiple_of(size))
+        view = next(name for name, size in VIEWS.items() if res.is_multiple_of(size))
         return windowed(lambda *a: self._from_view(view, *a), symbol, res, to_ms, count)
 
     def _from_view(self, view: str, symbol: str, res: Resolution, from_ms: int, to_ms: int, count: int) -> list[Bar]:
@@ -362,6 +300,36 @@ def time_sync(fn: Any, reps: int, budget_s: float) -> tuple[list[float], Any]:
 # --- the run -------------------------------------------------------------------------------------
 
 
+async def _time_server(
+    data_dir: str,
+    rate: int,
+    env: dict[str, str],
+    cells: list[tuple[str, str, Any]],
+    reps: int,
+    log: bool,
+    references: Sequence[str] = (),
+) -> tuple[list[dict[str, Any]], dict[str, list[Bar]]]:
+    """Each cell (kind, resolution, path maker) against a server on ``data_dir`` with trades
+    arriving: one untimed request (it loads the hot window for ``open``), then ``reps``; and the
+    answers to the peers' question (the last bars before the dataset's end, ``references``)."""
+    server = Served(data_dir, {"TVFLUX_SYNTHETIC_RATE": str(rate), **env})
+    await server.start()
+    out = []
+    try:
+        await asyncio.sleep(3.0)  # trades arriving, a few flushes and a downsampling run
+        for kind, res, make in cells:
+            await server.bars(make())
+            out.append({"kind": kind, "resolution": res, **await time_http_cell(server, res, make, reps)})
+            if log:
+                e = out[-1]
+                print(f"  {kind:12} {res:>3}: server p50 {e['server_p50']} ms, client p50 {e['client_p50']} ms "
+                      f"({e['bars']} bars)", file=sys.stderr)  # fmt: skip
+        answers = {path: await server.bars(path) for path in references}
+    finally:
+        await server.stop()
+    return out, answers
+
+
 async def run_chart_bench(
     data_dir: str,
     spec: DatasetSpec,
@@ -378,153 +346,66 @@ async def run_chart_bench(
     dataset = ensure_dataset(data_dir, spec, log=log)
     src_db = os.path.join(data_dir, DB_NAME)
     end_ms = spec.end_ms
-    results: dict[str, Any] = {
-        "dataset": dataset,
-        "symbol": symbol,
-        "rate": rate,
-        "count": COUNT,
-        "cells": [],
-        "peers": [],
-        "peer_status": {},
-        "mismatches": [],
-    }
+    results: dict[str, Any] = {"dataset": dataset, "symbol": symbol, "rate": rate, "count": COUNT}
+    results.update(peers=[], peer_status={}, mismatches=[], loadavg_start=list(os.getloadavg()))
     started = time.perf_counter()
-    results["loadavg_start"] = list(os.getloadavg())
-    # 1. tvflux over HTTP on a copy (the server writes the arriving trades into it)
+    # 1. tvflux over HTTP on a copy (the server writes the arriving trades into it), with the
+    # hot window, then the chart opens again with it off: what the store path costs
     shutil.rmtree(scratch_dir, ignore_errors=True)
     os.makedirs(scratch_dir)
-    if log:
-        print(f"copying the dataset to {scratch_dir} …", file=sys.stderr)
     shutil.copy(src_db, os.path.join(scratch_dir, DB_NAME))
-    server = Server(scratch_dir, rate)
-    await server.start()
-    reference: dict[str, list[Bar]] = {}
-    try:
-        await asyncio.sleep(3.0)  # trades arriving, a few flushes and a downsampling run
-        cells: list[tuple[str, str, Any]] = []
-        for res in OPEN_RES:
-            cells.append(
-                (
-                    "open",
-                    res,
-                    lambda res=res: (
-                        f"/api/bars?symbol={symbol}&resolution={res}&countback={COUNT}&to={int(time.time())}"
-                    ),
-                )
-            )
-        for res in OPEN_RES:
-            to_s = (end_ms - 7 * DAY_MS) // 1000
-            cells.append(
-                (
-                    "scroll",
-                    res,
-                    lambda res=res, to_s=to_s: (
-                        f"/api/bars?symbol={symbol}&resolution={res}&countback={COUNT}&to={to_s}"
-                    ),
-                )
-            )
-        for res, days in (("1D", 365), ("60", 90)):
-            lo, hi = (end_ms - days * DAY_MS) // 1000, end_ms // 1000
-            cells.append(
-                (
-                    f"range {days}d",
-                    res,
-                    lambda res=res, lo=lo, hi=hi: f"/api/bars?symbol={symbol}&resolution={res}&from={lo}&to={hi}",
-                )
-            )
-        for kind, res, make in cells:
-            await server.bars(make())  # warm-up (loads the hot window for ``open``)
-            entry = {"kind": kind, "resolution": res, **await time_http_cell(server, res, make, reps)}
-            results["cells"].append(entry)
-            if log:
-                print(
-                    f"  {kind:12} {res:>3}: server p50 {entry['server_p50']} ms, client p50 {entry['client_p50']} ms "
-                    f"({entry['bars']} bars)",
-                    file=sys.stderr,
-                )
-        for res in OPEN_RES:  # the peers' question, for the bar-for-bar check
-            reference[res] = await server.bars(
-                f"/api/bars?symbol={symbol}&resolution={res}&countback={COUNT}&to={end_ms // 1000}"
-            )
-        _, metrics = await server.get("/metrics")
-        results["server_metrics_tail"] = [
-            ln for ln in metrics.decode().splitlines() if ln.startswith(("process_resident", "tvflux_hot"))
-        ]
-    finally:
-        await server.stop()
-    # 1b. the same chart opens with the hot window off: what the store path costs now
-    server = Server(scratch_dir, rate, {"TVFLUX_HOT_WINDOW_BARS": "0"})
-    await server.start()
-    try:
-        await asyncio.sleep(3.0)
-        for res in OPEN_RES:
 
-            def make(res: str = res) -> str:
-                return f"/api/bars?symbol={symbol}&resolution={res}&countback={COUNT}&to={int(time.time())}"
+    def countback(res: str, to_s: int | None = None) -> Any:
+        q = f"/api/bars?symbol={symbol}&resolution={res}&countback={COUNT}&to="
+        return lambda: q + str(int(time.time()) if to_s is None else to_s)
 
-            await server.bars(make())
-            entry = {"kind": "open_store", "resolution": res, **await time_http_cell(server, res, make, reps)}
-            results["cells"].append(entry)
-            if log:
-                print(
-                    f"  open (store) {res:>3}: server p50 {entry['server_p50']} ms, client p50 "
-                    f"{entry['client_p50']} ms ({entry['bars']} bars)",
-                    file=sys.stderr,
-                )
-    finally:
-        await server.stop()
-    # 2. peers at the dataset's end
-    peer_objs: dict[str, Any] = {}
+    ranges = [(f"range {days}d", res, (end_ms - days * DAY_MS) // 1000) for res, days in (("1D", 365), ("60", 90))]
+    cells = [("open", res, countback(res)) for res in OPEN_RES]
+    cells += [("scroll", res, countback(res, (end_ms - 7 * DAY_MS) // 1000)) for res in OPEN_RES]
+    cells += [
+        (kind, res, lambda res=res, lo=lo: f"/api/bars?symbol={symbol}&resolution={res}&from={lo}&to={end_ms // 1000}")
+        for kind, res, lo in ranges
+    ]
+    question = {res: countback(res, end_ms // 1000)() for res in OPEN_RES}  # the peers', at the data's end
+    results["cells"], answers = await _time_server(scratch_dir, rate, {}, cells, reps, log, list(question.values()))
+    reference = {res: answers[path] for res, path in question.items()}
+    store = [("open_store", res, countback(res)) for res in OPEN_RES]
+    results["cells"] += (await _time_server(scratch_dir, rate, {"TVFLUX_HOT_WINDOW_BARS": "0"}, store, reps, log))[0]
+    # 2. the peers at the dataset's end, each answer checked bar for bar against tvflux's
+    fns: dict[str, Any] = {}
+    closing: list[Any] = []
     try:
         if "duckdb_sorted" in peers:
-            if log:
-                print("peer duckdb_sorted: building the sorted trades table (once) …", file=sys.stderr)
             d = DuckSorted(src_db, os.path.join(data_dir, "peer_sorted.duckdb"))
-            peer_objs["duckdb_sorted"] = d.countback
-            results["peer_status"]["duckdb_sorted"] = {"built_s": d.built_s}
+            fns["duckdb_sorted"], results["peer_status"]["duckdb_sorted"] = d.countback, {"built_s": d.built_s}
+            closing.append(d)
         if {"chdb_raw", "chdb_mv_1m", "chdb_mv_tiers"} & set(peers):
             try:
-                if log:
-                    print("peer chdb: loading the trades and the 1-minute view (once) …", file=sys.stderr)
                 c = ChdbPeer(src_db, os.path.join(data_dir, "peer_chdb"))
-                if "chdb_raw" in peers:
-                    peer_objs["chdb_raw"] = c.raw
-                if "chdb_mv_1m" in peers:
-                    peer_objs["chdb_mv_1m"] = c.mv_1m
-                if "chdb_mv_tiers" in peers:
-                    peer_objs["chdb_mv_tiers"] = c.mv_tiers
-                results["peer_status"]["chdb"] = {"built_s": c.built_s, "coarse_views_built_s": c.coarse_built_s}
             except ImportError as exc:
                 results["peer_status"]["chdb"] = {"skipped": f"chdb not installed: {exc}"}
+            else:
+                closing.append(c)
+                results["peer_status"]["chdb"] = {"built_s": c.built_s}
+                for name, fn in (("chdb_raw", c.raw), ("chdb_mv_1m", c.mv_1m), ("chdb_mv_tiers", c.mv_tiers)):
+                    if name in peers:
+                        fns[name] = fn
         for res in OPEN_RES:
             r = parse_resolution(res)
-            for name, fn in peer_objs.items():
+            for name, fn in fns.items():
                 samples, answer = time_sync(lambda fn=fn, r=r: fn(symbol, r, end_ms, COUNT), peer_reps, peer_budget_s)
                 samples.sort()
-                diff = compare(reference[res], answer)
-                if diff:
+                if diff := compare(reference[res], answer):
                     results["mismatches"].append({"peer": name, "resolution": res, "diff": diff})
-                entry = {
-                    "peer": name,
-                    "resolution": res,
-                    "n": len(samples),
-                    "bars": len(answer),
-                    "p50": round(statistics.median(samples), 3),
-                    "p95": round(samples[int(0.95 * (len(samples) - 1))], 3),
-                    "same_bars": diff is None,
-                }
+                entry = {"peer": name, "resolution": res, "n": len(samples), "bars": len(answer)}
+                entry |= {"p50": round(statistics.median(samples), 3), "same_bars": diff is None}
+                entry["p95"] = round(samples[int(0.95 * (len(samples) - 1))], 3)
                 results["peers"].append(entry)
                 if log:
-                    print(
-                        f"  peer {name:14} {res:>3}: p50 {entry['p50']} ms ({entry['bars']} bars, "
-                        f"{'identical' if diff is None else diff})",
-                        file=sys.stderr,
-                    )
+                    print(f"  peer {name:14} {res:>3}: p50 {entry['p50']} ms, {diff or 'identical'}", file=sys.stderr)
     finally:
-        for name in ("duckdb_sorted",):
-            fn = peer_objs.get(name)
-            if fn is not None:
-                fn.__self__.close()
+        for peer in closing:
+            peer.close()
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["loadavg_end"] = list(os.getloadavg())
     return results
