@@ -19,15 +19,16 @@ Strategies (all answer the same request: OHLCV bars of resolution R over [from, 
 Each (strategy, resolution, range) cell runs once untimed (warm-up; kept as a sample when
 it took a second or more) then the strategies take turns until each has ``reps`` samples
 or spent ``budget_s`` seconds — so the slow cells (a year of per-second bars) get fewer
-repetitions (the report shows ``n``), and outside load hits all strategies alike. Medians and p95 per cell; ratios are to ``tiers`` measured in the same run. Every
-strategy's answer is checked against ``tiers`` (bar count, OHLC, volume) on its first run.
+repetitions (the report shows ``n``), and outside load hits all strategies alike. Medians and
+p95 per cell; ratios are to ``tiers`` measured in the same run. Every strategy's answer is
+checked against ``tiers`` (bar count, OHLC, volume): :class:`Grid`, shared with the InfluxDB
+benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from bench.data import DB_NAME, DatasetSpec, ensure_dataset
-from loadgen.stats import fmt_num, summarize, table
+from loadgen.stats import fmt_num, summarize
 from service.core.models import Bar
 from service.core.resolution import Resolution, parse_resolution
 
@@ -192,17 +193,15 @@ class RedisStrategy:
         return redis_bars(self.client, symbol, res.size_ms, lo, hi)
 
 
-class HttpStrategy:
-    """``GET /api/bars`` against a server on the same data directory."""
+class Served:
+    """``tvflux serve`` spawned on a data directory and asked over one keep-alive HTTP
+    connection; ``http`` is the history benchmark's end-to-end strategy (``GET /api/bars``)."""
 
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, env: dict[str, str]) -> None:
         from loadgen.server import SpawnedServer
 
-        self.server = SpawnedServer(
-            {"TVFLUX_SYNTHETIC_RATE": "0", "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "0", "TVFLUX_MAX_BARS": "1000000"},
-            data_dir=data_dir,
-            log_path=os.path.join(data_dir, "bench-http-server.log"),
-        )
+        log = os.path.join(data_dir, "bench-server.log")
+        self.server = SpawnedServer({"TVFLUX_MAX_BARS": "1000000", **env}, data_dir=data_dir, log_path=log)
         self.conn: Any = None
 
     async def start(self) -> None:
@@ -216,17 +215,21 @@ class HttpStrategy:
             await self.conn.close()
         await asyncio.to_thread(self.server.stop)
 
-    async def http(self, symbol: str, res: Resolution, lo: int, hi: int) -> list[Bar]:
+    async def get(self, path: str) -> tuple[int, bytes]:
+        return await self.conn.request("GET", path)
+
+    async def bars(self, path: str) -> list[Bar]:
         import msgspec
 
         from service.core.models import BarsResponse
 
-        status, body = await self.conn.request(
-            "GET", f"/api/bars?symbol={symbol}&resolution={res.text}&from={lo // 1000}&to={hi // 1000}"
-        )
+        status, body = await self.get(path)
         if status != 200:
-            raise RuntimeError(f"/api/bars answered {status}: {body[:300]!r}")
+            raise RuntimeError(f"{path} answered {status}: {body[:300]!r}")
         return msgspec.json.decode(body, type=BarsResponse).bars
+
+    async def http(self, symbol: str, res: Resolution, lo: int, hi: int) -> list[Bar]:
+        return await self.bars(f"/api/bars?symbol={symbol}&resolution={res.text}&from={lo // 1000}&to={hi // 1000}")
 
 
 # --- timing -------------------------------------------------------------------------------
@@ -286,6 +289,97 @@ def compare(reference: list[Bar], other: list[Bar]) -> str | None:
     return None
 
 
+class Grid:
+    """The history benchmark's questions — every resolution over every range, and the last
+    300 bars — asked of several strategies at once. Each cell is timed by :func:`time_cells`
+    and every answer is checked against the *tiers* answer to the same request (timed first,
+    in the same or an earlier :meth:`time` call). Strategies in ``slow`` get ``slow_reps``
+    samples on ranges of 90 days or more. Used by the embedded store's benchmark here and by
+    the InfluxDB one (``bench/influx.py``)."""
+
+    def __init__(
+        self,
+        symbol: str,
+        end_ms: int,
+        resolutions: tuple[str, ...],
+        ranges: dict[str, int],
+        *,
+        reps: int,
+        chart_reps: int,
+        budget_s: float,
+        slow: frozenset[str] = frozenset(),
+        slow_reps: int = 3,
+        log: bool = True,
+    ) -> None:
+        self.symbol, self.end_ms, self.resolutions, self.ranges = symbol, end_ms, resolutions, ranges
+        self.reps, self.chart_reps, self.budget_s = reps, chart_reps, budget_s
+        self.slow, self.slow_reps, self.log = slow, slow_reps, log
+        self.out: dict[str, Any] = {"cells": [], "chart": [], "mismatches": []}
+        self._tiers: dict[tuple[str, str, str], list[Bar]] = {}
+
+    async def time(self, fns: dict[str, Callable[[str, Resolution, int, int], Awaitable[list[Bar]]]]) -> None:
+        end = self.end_ms
+        questions = [("cells", r, label, days) for label, days in self.ranges.items() for r in self.resolutions]
+        questions += [("chart", r, f"{BARS_PER_CHART} bars", 0) for r in self.resolutions]
+        for kind, res_text, label, days in questions:
+            res = parse_resolution(res_text)
+            lo = end - BARS_PER_CHART * res.size_ms if kind == "chart" else res.bucket_start_ms(end - days * DAY_MS)
+            slow = {name for name in fns if name in self.slow and days >= 90}
+            reps = {
+                name: self.slow_reps if name in slow else (self.chart_reps if kind == "chart" else self.reps)
+                for name in fns
+            }
+            timed = await time_cells(
+                {name: (lambda fn=fn, res=res, lo=lo: fn(self.symbol, res, lo, end)) for name, fn in fns.items()},
+                reps,
+                self.budget_s,
+                {name: self.slow_reps for name in slow},
+            )
+            for strategy, (samples, bars) in timed.items():
+                self._record(kind, strategy, res_text, label, lo, samples, bars)
+
+    def _record(
+        self, kind: str, strategy: str, res_text: str, label: str, lo: int, samples: list[float], bars: list[Bar]
+    ) -> None:
+        entry = {
+            "strategy": strategy,
+            "resolution": res_text,
+            "range": label,
+            "from_ms": lo,
+            "to_ms": self.end_ms,
+            "bars": len(bars),
+            **summarize(samples),
+        }
+        self.out[kind].append(entry)
+        if strategy == "tiers":
+            self._tiers[(kind, res_text, label)] = bars
+        elif (ref := self._tiers.get((kind, res_text, label))) is not None and (diff := compare(ref, bars)):
+            self.out["mismatches"].append({"strategy": strategy, "resolution": res_text, "range": label, "diff": diff})
+        if self.log:
+            print(
+                f"  {kind:5} {strategy:10} {RES_LABEL.get(res_text, res_text):>4} {label:>9}: "
+                f"p50 {fmt_num(entry['p50'], 'ms', 2)} (n={entry['n']}, {len(bars):,} bars)",
+                file=sys.stderr,
+            )
+
+    def results(self) -> dict[str, Any]:
+        """The cells with each one's ratio of medians to *tiers*, measured in this run."""
+        for kind in ("cells", "chart"):
+            base = {(e["resolution"], e["range"]): e["p50"] for e in self.out[kind] if e["strategy"] == "tiers"}
+            for e in self.out[kind]:
+                b = base.get((e["resolution"], e["range"]))
+                e["ratio_to_tiers"] = round(e["p50"] / b, 2) if b and e["p50"] is not None else None
+        return {
+            "symbol": self.symbol,
+            "end_ms": self.end_ms,
+            "resolutions": list(self.resolutions),
+            "ranges": dict(self.ranges),
+            "reps": self.reps,
+            "budget_s": self.budget_s,
+            **self.out,
+        }
+
+
 async def run_history_bench(
     data_dir: str,
     spec: DatasetSpec,
@@ -306,78 +400,19 @@ async def run_history_bench(
     dataset = ensure_dataset(data_dir, spec, log=log)
     db_path = os.path.join(data_dir, DB_NAME)
     bars_1s = ensure_bars_1s(db_path, log=log) if {"duckdb_1s", "redis_1s"} & set(strategies) else None
-    end = spec.end_ms
-    cells = [(r, name, days) for name, days in ranges.items() for r in resolutions]
-    chart_reps = max(reps, 30) if reps >= 10 else reps  # chart requests are cheap: more samples
-    chart_cells = [(r, f"{BARS_PER_CHART} bars") for r in resolutions]
-    results: dict[str, Any] = {
-        "dataset": dataset,
-        "bars_1s": bars_1s,
-        "symbol": symbol,
-        "end_ms": end,
-        "strategies": list(strategies),
-        "resolutions": list(resolutions),
-        "ranges": dict(ranges),
-        "reps": reps,
-        "budget_s": budget_s,
-        "cells": [],
-        "chart": [],
-        "mismatches": [],
-    }
-    refs: dict[tuple[str, str], list[Bar]] = {}
-
-    def record(
-        kind: str, strategy: str, res_text: str, label: str, samples: list[float], bars: list[Bar], lo: int
-    ) -> None:
-        entry = {
-            "strategy": strategy,
-            "resolution": res_text,
-            "range": label,
-            "from_ms": lo,
-            "to_ms": end,
-            "bars": len(bars),
-            **summarize(samples),
-        }
-        results[kind].append(entry)
-        ref = refs.get((kind, res_text + label))
-        if strategy == "tiers":
-            refs[(kind, res_text + label)] = bars
-        elif ref is not None:
-            diff = compare(ref, bars)
-            if diff:
-                results["mismatches"].append(
-                    {"strategy": strategy, "resolution": res_text, "range": label, "diff": diff}
-                )
-        if log:
-            print(
-                f"  {kind:5} {strategy:10} {RES_LABEL.get(res_text, res_text):>4} {label:>9}: "
-                f"p50 {fmt_num(entry['p50'], 'ms', 2)} (n={entry['n']}, {len(bars):,} bars)",
-                file=sys.stderr,
-            )
-
-    async def bench(fns: dict[str, Callable[[str, Resolution, int, int], Awaitable[list[Bar]]]]) -> None:
-        def bound(fn: Any, res: Resolution, lo: int) -> Callable[[], Awaitable[list[Bar]]]:
-            return lambda: fn(symbol, res, lo, end)
-
-        for res_text, label, days in cells:
-            res = parse_resolution(res_text)
-            lo = res.bucket_start_ms(end - days * DAY_MS)
-            slow = {name for name in fns if days >= 90 and name in ("duckdb_1s", "redis_1s", "raw")}
-            n = {name: slow_reps if name in slow else reps for name in fns}
-            timed = await time_cells(
-                {name: bound(fn, res, lo) for name, fn in fns.items()}, n, budget_s, {name: slow_reps for name in slow}
-            )
-            for strategy, (samples, bars) in timed.items():
-                record("cells", strategy, res_text, label, samples, bars, lo)
-        for res_text, label in chart_cells:
-            res = parse_resolution(res_text)
-            lo = end - BARS_PER_CHART * res.size_ms
-            timed = await time_cells(
-                {name: bound(fn, res, lo) for name, fn in fns.items()}, {name: chart_reps for name in fns}, budget_s
-            )
-            for strategy, (samples, bars) in timed.items():
-                record("chart", strategy, res_text, label, samples, bars, lo)
-
+    grid = Grid(
+        symbol,
+        spec.end_ms,
+        resolutions,
+        ranges,
+        reps=reps,
+        chart_reps=max(reps, 30) if reps >= 10 else reps,  # chart requests are cheap: more samples
+        budget_s=budget_s,
+        slow=frozenset({"duckdb_1s", "redis_1s", "raw"}),
+        slow_reps=slow_reps,
+        log=log,
+    )
+    extra: dict[str, Any] = {}
     started = time.perf_counter()
     # 1. in-process strategies on one store, interleaved per cell
     direct = DirectStrategies(db_path, plan)
@@ -393,69 +428,35 @@ async def run_history_bench(
                 await direct.close()  # the loader reads the file; reopen after
                 redis_strategy.start(log=log)
                 await direct.start()
-                results["redis"] = redis_strategy.load
+                extra["redis"] = redis_strategy.load
                 fns[name] = redis_strategy.redis_1s
             else:
                 fns[name] = getattr(direct, name)
         if log:
             print(f"timing {', '.join(fns)} on {symbol} …", file=sys.stderr)
-        await bench(fns)
+        await grid.time(fns)
     finally:
         await direct.close()
         if redis_strategy is not None:
             redis_strategy.stop()
     # 2. end to end through the HTTP API (the server needs the file to itself)
     if "http" in strategies:
-        http = HttpStrategy(data_dir)
+        http = Served(data_dir, {"TVFLUX_SYNTHETIC_RATE": "0", "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "0"})
         await http.start()
         try:
             if log:
                 print("timing http (GET /api/bars) …", file=sys.stderr)
-            await bench({"http": http.http})
+            await grid.time({"http": http.http})
         finally:
             await http.stop()
-    results["seconds"] = round(time.perf_counter() - started, 1)
-    _add_ratios(results)
-    return results
-
-
-def _add_ratios(results: dict[str, Any]) -> None:
-    for kind in ("cells", "chart"):
-        base = {(e["resolution"], e["range"]): e["p50"] for e in results[kind] if e["strategy"] == "tiers"}
-        for e in results[kind]:
-            b = base.get((e["resolution"], e["range"]))
-            e["ratio_to_tiers"] = round(e["p50"] / b, 2) if b and e["p50"] is not None else None
-
-
-def render(results: dict[str, Any]) -> str:
-    out = []
-    strategies = [s for s in STRATEGIES if s in results["strategies"] or s == "tiers"]
-    for kind, title in (("chart", f"{BARS_PER_CHART}-bar requests (a chart opening)"), ("cells", "by range")):
-        by = {(e["strategy"], e["resolution"], e["range"]): e for e in results[kind]}
-        keys = list(dict.fromkeys((e["resolution"], e["range"]) for e in results[kind]))
-        rows = []
-        for res, rng in keys:
-            row: list[Any] = [RES_LABEL.get(res, res), rng, fmt_num(by.get(("tiers", res, rng), {}).get("bars"))]
-            for s in strategies:
-                e = by.get((s, res, rng))
-                if e is None:
-                    row.append("-")
-                    continue
-                cell = f"{fmt_num(e['p50'], digits=2)}/{fmt_num(e['p95'], digits=2)}"
-                if s != "tiers" and e.get("ratio_to_tiers"):
-                    cell += (
-                        f" ({e['ratio_to_tiers']:,.0f}x)"
-                        if e["ratio_to_tiers"] >= 10
-                        else f" ({e['ratio_to_tiers']:.1f}x)"
-                    )
-                row.append(cell)
-            rows.append(row)
-        out.append(f"{title}: p50/p95 ms (ratio of p50 to tiers)")
-        out.append(table(rows, ["res", "range", "bars", *strategies]))
-        out.append("")
-    if results["mismatches"]:
-        out.append("MISMATCHES: " + json.dumps(results["mismatches"][:10]))
-    return "\n".join(out)
+    return {
+        "dataset": dataset,
+        "bars_1s": bars_1s,
+        "strategies": list(strategies),
+        **grid.results(),
+        **extra,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -473,31 +474,3 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slow-reps", type=int, default=3, help="samples for 3-month/1-year cells of the slow strategies")
     p.add_argument("--budget-s", type=float, default=3.0, help="time budget per cell")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
-
-
-def cmd_history(args: argparse.Namespace, settings: Any) -> int:
-    spec = DatasetSpec(trades=args.trades, days=args.days, end_ms=args.end_ms, seed=args.seed)
-    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
-    unknown = set(strategies) - set(STRATEGIES)
-    if unknown:
-        print(f"unknown strategies: {', '.join(sorted(unknown))}", file=sys.stderr)
-        return 2
-    ranges = {k: v for k, v in RANGES.items() if v <= spec.days}
-    results = asyncio.run(
-        run_history_bench(
-            args.bench_dir,
-            spec,
-            symbol=args.symbol,
-            strategies=strategies,
-            ranges=ranges,
-            reps=args.reps,
-            budget_s=args.budget_s,
-            slow_reps=args.slow_reps,
-            plan=settings.plan,
-        )
-    )
-    print(render(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-    return 1 if results["mismatches"] else 0

@@ -26,7 +26,9 @@ repository). It starts a fresh ``influxd`` on 127.0.0.1 with its data under
 * **resources** — InfluxDB's disk use per bucket and its RSS (peak per phase, and at the end).
 
 Results: ``bench/results/influx.json`` (``--json`` elsewhere); ``python -m bench.run`` runs
-this as its ``influx`` step and renders the figures into ``docs/performance.md``.
+this as its ``influx`` step and ``bench/report.py`` renders it. The phases are functions of
+their own (``ingest_run``, ``load_dataset``, ``backfill``, ``history``, ``compacted_disk``) so
+that another InfluxDB step — another dataset, another results file — is a composition of them.
 """
 
 from __future__ import annotations
@@ -44,23 +46,20 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.influxd import Influxd, Sampler, influxd_binary, influxd_version
 
+if TYPE_CHECKING:
+    from service.core.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 NS_PER_MS = 1_000_000
 DAY_MS = 86_400_000
 PER_SECOND_BUCKET = "persecond"
-
 STRATEGIES = ("tiers", "influx_1s", "raw")
-LABEL = {
-    "tiers": "tvflux tiers (InfluxDB)",
-    "influx_1s": "per-second bars, Flux at request time",
-    "raw": "raw trades, Flux at request time",
-}
 
 
 # --- 1. ingest through the service ---------------------------------------------------------------
@@ -82,60 +81,33 @@ def ingest_run(
     from loadgen.runner import LoadConfig, run_load
     from loadgen.server import SpawnedServer
 
-    names = {
-        "TVFLUX_INFLUX_BUCKET": f"ingest_{rate}",
-        "TVFLUX_INFLUX_BARS_BUCKET": f"ingest_{rate}_bars",
-        "TVFLUX_INFLUX_STATUS_BUCKET": f"ingest_{rate}_status",
-    }
+    bucket = f"ingest_{rate}"
     data_dir = scratch / f"ingest-{rate}"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
-    env = {
-        **influxd.env(names),
-        "TVFLUX_SYNTHETIC_RATE": "0",
-        "TVFLUX_MAX_BATCH_TRADES": "10000",
-        "TVFLUX_SYMBOLS": ",".join(DEFAULT_SYMBOLS),
-        "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "2000",
-    }
-    server = SpawnedServer(env, data_dir=str(data_dir)).start()
-    samples: list[dict[str, Any]] = []
+    env = influxd.env | {"TVFLUX_INFLUX_BUCKET": bucket, "TVFLUX_INFLUX_BARS_BUCKET": f"{bucket}_bars"}
+    env |= {"TVFLUX_INFLUX_STATUS_BUCKET": f"{bucket}_status", "TVFLUX_SYNTHETIC_RATE": "0"}
+    env |= {"TVFLUX_MAX_BATCH_TRADES": "10000", "TVFLUX_DOWNSAMPLE_INTERVAL_MS": "2000"}
+    server = SpawnedServer(env | {"TVFLUX_SYMBOLS": ",".join(DEFAULT_SYMBOLS)}, data_dir=str(data_dir)).start()
+    samples: list[dict[str, Any]] = []  # the writer's counts, every second
     stop = threading.Event()
 
     def watch() -> None:
         t0 = time.perf_counter()
         while not stop.wait(1.0):
-            w = _writer_stats(server.base_url)
-            if w is not None:
-                samples.append(
-                    {
-                        "t": round(time.perf_counter() - t0, 2),
-                        "stored": w.get("storedRows", 0),
-                        "pending": w.get("pendingRows", 0),
-                        "spilled": w.get("spilledRows", 0),
-                    }
-                )
+            if (w := _writer_stats(server.base_url)) is not None:
+                t = round(time.perf_counter() - t0, 2)
+                samples.append({"t": t, "stored": w.get("storedRows", 0), "pending": w.get("pendingRows", 0)})
+                samples[-1]["spilled"] = w.get("spilledRows", 0)
 
     watcher = threading.Thread(target=watch, daemon=True)
     sampler.enter(f"ingest {rate}")
     try:
         watcher.start()
         t_begin = time.perf_counter()
-        cfg = LoadConfig(
-            url=server.base_url,
-            pid=server.pid,
-            rate=rate,
-            duration_s=duration_s,
-            warmup_s=warmup_s,
-            transport="ws",
-            fmt="msgpack",
-            connections=2,
-            frame_trades=10_000,
-            window=4,
-            subscribers=0,
-            progress=True,
-            drain_timeout_s=5.0,
-        )
-        report = asyncio.run(run_load(cfg))
+        cfg = dict(url=server.base_url, pid=server.pid, rate=rate, duration_s=duration_s, warmup_s=warmup_s)
+        cfg |= dict(transport="ws", fmt="msgpack", connections=2, frame_trades=10_000, window=4, subscribers=0)
+        report = asyncio.run(run_load(LoadConfig(**cfg, progress=True, drain_timeout_s=5.0)))
         publish_end = time.perf_counter() - t_begin
         # how long the writer needs to put the backlog into InfluxDB (bounded)
         deadline = time.monotonic() + 180
@@ -149,9 +121,8 @@ def ingest_run(
         watcher.join(5)
         server.stop()  # SIGTERM: flushes whatever is left
         sampler.enter("idle")
-    stored_in_influx = influxd.count_points(names["TVFLUX_INFLUX_BUCKET"], "trades", "price")
-    ing = report["ingest"]
-    m = report["measure_s"]
+    stored_in_influx = influxd.count_points(bucket, "trades", "price")
+    ing, res = report["ingest"], report["resources"]
     # End to end into InfluxDB: every trade stored, over the wall time from the first trade
     # sent to the last one stored (warm-up, measurement, then the writer's drain).
     stored_per_s = round(stored_in_influx / drained_at) if drained_at > 0 else None
@@ -162,23 +133,18 @@ def ingest_run(
     return {
         "server_warnings": warnings,
         "target_per_s": rate,
-        "measure_s": m,
+        "measure_s": report["measure_s"],
         "acked_per_s": ing["achieved_per_s"],
         "stored_per_s": stored_per_s,
-        "trades_acked": ing["trades_acked"],
-        "trades_sent": ing["trades_sent"],
-        "trades_refused": ing["trades_refused"],
+        **{k: ing[k] for k in ("trades_acked", "trades_sent", "trades_refused", "ack_rtt_ms")},
         "stored_in_influxdb": stored_in_influx,
         "lost": ing["trades_acked"] - stored_in_influx,
         "backlog_at_end": backlog_end,
         "drain_s": round(max(0.0, drained_at - publish_end), 1),
         "wall_s": round(drained_at, 1),
-        "ack_rtt_ms": ing["ack_rtt_ms"],
         "influxd_cpu_pct": None,
-        "server_cpu_pct": report["resources"].get("server_cpu_avg_pct"),
-        "server_rss_mb": report["resources"].get("server_rss_peak_mb"),
-        "machine_cpu_pct": report["resources"].get("machine_cpu_avg_pct"),
-        "others_cpu_pct": report["resources"].get("others_cpu_avg_pct"),
+        **{f"{k}_pct": res.get(f"{k}_avg_pct") for k in ("server_cpu", "machine_cpu", "others_cpu")},
+        "server_rss_mb": res.get("server_rss_peak_mb"),
         "notes": report.get("notes", []),
         "writer_samples": samples,
     }
@@ -313,89 +279,70 @@ class Strategies:
 
 
 async def history(
-    store: Any, spec: Any, symbol: str, ranges: dict[str, int], reps: int, budget_s: float, log: bool = True
+    store: Any, spec: Any, symbol: str, ranges: dict[str, int], reps: int, budget_s: float
 ) -> dict[str, Any]:
-    from bench.history import (
-        BARS_PER_CHART,
-        RES_LABEL,
-        RESOLUTIONS,
-        compare,
-        time_cells,
-    )
-    from loadgen.stats import fmt_num, summarize
-    from service.core.resolution import parse_resolution
+    """The history benchmark's grid (``bench.history.Grid``) on InfluxDB: tiers, per-second
+    bars and raw trades, every answer checked against the tiers'."""
+    from bench.history import RESOLUTIONS, Grid
 
     s = Strategies(store)
-    fns = {name: getattr(s, name) for name in STRATEGIES}
-    end = spec.end_ms
-    out: dict[str, Any] = {
-        "symbol": symbol,
-        "end_ms": end,
-        "ranges": dict(ranges),
-        "resolutions": list(RESOLUTIONS),
-        "strategies": list(STRATEGIES),
-        "cells": [],
-        "chart": [],
-        "mismatches": [],
-    }
+    grid = Grid(symbol, spec.end_ms, RESOLUTIONS, ranges, reps=reps, chart_reps=reps, budget_s=budget_s)
     started = time.perf_counter()
+    await grid.time({name: getattr(s, name) for name in STRATEGIES})
+    return {
+        "strategies": list(STRATEGIES),
+        **grid.results(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
-    async def cell(kind: str, res_text: str, label: str, lo: int) -> None:
-        res = parse_resolution(res_text)
-        timed = await time_cells(
-            {n: (lambda fn=fn: fn(symbol, res, lo, end)) for n, fn in fns.items()}, {n: reps for n in fns}, budget_s
-        )
-        ref = timed["tiers"][1]
-        for name, (samples, bars) in timed.items():
-            entry = {
-                "strategy": name,
-                "resolution": res_text,
-                "range": label,
-                "from_ms": lo,
-                "to_ms": end,
-                "bars": len(bars),
-                **summarize(samples),
-            }
-            out[kind].append(entry)
-            if name != "tiers":
-                diff = compare(ref, bars)
-                if diff:
-                    out["mismatches"].append({"strategy": name, "resolution": res_text, "range": label, "diff": diff})
-            if log:
-                print(
-                    f"  {kind:5} {name:10} {RES_LABEL.get(res_text, res_text):>4} {label:>9}: "
-                    f"p50 {fmt_num(entry['p50'], 'ms', 2)} (n={entry['n']}, {len(bars):,} bars)",
-                    file=sys.stderr,
-                )
 
-    for res_text in RESOLUTIONS:
-        res = parse_resolution(res_text)
-        await cell("chart", res_text, f"{BARS_PER_CHART} bars", end - BARS_PER_CHART * res.size_ms)
-    for label, days in ranges.items():
-        for res_text in RESOLUTIONS:
-            res = parse_resolution(res_text)
-            await cell("cells", res_text, label, res.bucket_start_ms(end - days * DAY_MS))
-    for kind in ("cells", "chart"):
-        base = {(e["resolution"], e["range"]): e["p50"] for e in out[kind] if e["strategy"] == "tiers"}
-        for e in out[kind]:
-            b = base.get((e["resolution"], e["range"]))
-            e["ratio_to_tiers"] = round(e["p50"] / b, 2) if b and e["p50"] is not None else None
-    out["seconds"] = round(time.perf_counter() - started, 1)
+async def status_read_ms(store: Any, times: int = 5) -> list[float]:
+    """The read of the tasks' state that ``InfluxStore.bars`` makes when its one-second cache
+    has expired, timed on its own."""
+    out = []
+    for _ in range(times):
+        began = time.perf_counter()
+        await store._read_status(force=True)
+        out.append(round((time.perf_counter() - began) * 1000, 1))
     return out
 
 
 # --- the whole benchmark -------------------------------------------------------------------------
 
 
-async def _dataset_phase(
-    influxd: Influxd, sampler: Sampler, spec: Any, symbol: str, ranges: dict[str, int], reps: int, budget_s: float
-) -> dict[str, Any]:
+def open_store(influxd: Influxd) -> tuple[Any, Settings]:
+    """The service's InfluxDB store on ``influxd`` and its settings, its tasks installed for
+    manual runs only: the backfill is driven (and timed) by the run loop."""
     from service.core.settings import load_settings
     from service.storage.influx.store import InfluxStore
 
-    settings = load_settings({**influxd.env(), "TVFLUX_DATA_DIR": str(influxd.data_dir)})
-    # tasks installed for manual runs only: the backfill is driven (and timed) by the run loop
-    store = InfluxStore(settings, settings.plan, schedule_tasks=False, run_timeout_s=600)
+    settings = load_settings({**influxd.env, "TVFLUX_DATA_DIR": str(influxd.data_dir)})
+    return InfluxStore(settings, settings.plan, schedule_tasks=False, run_timeout_s=600), settings
+
+
+async def backfill(store: Any, trades: int, until_ms: int) -> dict[str, Any]:
+    """Every tier built from the raw trades by InfluxDB's Flux tasks, run back to back as
+    manual runs by the service's own run loop (``InfluxStore.run_downsampling``)."""
+    t0 = time.perf_counter()
+    report = await store.run_downsampling(until_ms)
+    seconds = time.perf_counter() - t0
+    runs: dict[str, dict[str, Any]] = {}
+    for r in report.ran:
+        e = runs.setdefault(r.tier, {"runs": 0, "rows": 0, "run_ms": []})
+        e["runs"] += 1
+        e["rows"] += r.rows
+        e["run_ms"].append(round(r.durationMs))
+    for e in runs.values():
+        run_ms = sorted(e.pop("run_ms"))
+        e["run_ms_p50"], e["run_ms_max"] = run_ms[len(run_ms) // 2], run_ms[-1]
+    status = {t.tier: t.watermark for t in await store.downsampling_status(until_ms)}
+    return {"seconds": round(seconds, 1), "trades_per_s": round(trades / seconds), "runs": runs, "watermarks": status}
+
+
+async def _dataset_phase(
+    influxd: Influxd, sampler: Sampler, spec: Any, symbol: str, ranges: dict[str, int], reps: int, budget_s: float
+) -> dict[str, Any]:
+    store, settings = open_store(influxd)
     await store.start()
     try:
         print(f"loading {spec.trades:,} trades over {spec.days:g} days into InfluxDB …", file=sys.stderr)
@@ -403,54 +350,28 @@ async def _dataset_phase(
         load = await load_dataset(store, influxd, spec, symbol)
         sampler.enter("idle")
         disk_loaded = influxd.disk_bytes()
-        print(f"  {load}", file=sys.stderr)
         print("backfill: InfluxDB's tasks build every tier from the raw trades …", file=sys.stderr)
         sampler.enter("backfill")
-        t0 = time.perf_counter()
-        report = await store.run_downsampling(spec.end_ms + 10 * 60_000)
-        backfill_s = time.perf_counter() - t0
+        back = await backfill(store, load["trades"], spec.end_ms + 10 * 60_000)
         sampler.enter("idle")
-        runs: dict[str, dict[str, Any]] = {}
-        for r in report.ran:
-            e = runs.setdefault(r.tier, {"runs": 0, "rows": 0, "run_ms": []})
-            e["runs"] += 1
-            e["rows"] += r.rows
-            e["run_ms"].append(round(r.durationMs))
-        for e in runs.values():
-            ms = sorted(e.pop("run_ms"))
-            e["run_ms_p50"] = ms[len(ms) // 2]
-            e["run_ms_max"] = ms[-1]
-        status = {t.tier: t.watermark for t in await store.downsampling_status(spec.end_ms + 10 * 60_000)}
-        tier_points = {t: influxd.count_points(settings.influx_bars_bucket, f"bars_{t}", "close") for t in runs}
-        backfill = {
-            "seconds": round(backfill_s, 1),
-            "trades_per_s": round(load["trades"] / backfill_s),
-            "runs": runs,
-            "tier_rows": tier_points,
-            "watermarks": status,
-        }
-        print(f"  backfill {backfill_s:.1f} s: {runs}", file=sys.stderr)
+        bars = settings.influx_bars_bucket
+        back["tier_rows"] = {t: influxd.count_points(bars, f"bars_{t}", "close") for t in back["runs"]}
         print("history: tiers vs per-second bars vs raw trades, all in InfluxDB …", file=sys.stderr)
         sampler.enter("history")
+        status_ms = await status_read_ms(store)
         hist = await history(store, spec, symbol, ranges, reps, budget_s)
+        load_avg = list(os.getloadavg())
         sampler.enter("idle")
-        ids = {
-            name: influxd.bucket_id(name)
-            for name in (
-                settings.influx_bucket,
-                settings.influx_bars_bucket,
-                settings.influx_status_bucket,
-                PER_SECOND_BUCKET,
-            )
-        }
-        disk = influxd.disk_bytes()
+        names = (settings.influx_bucket, bars, settings.influx_status_bucket, PER_SECOND_BUCKET)
         return {
             "load": load,
-            "backfill": backfill,
+            "backfill": back,
             "history": hist,
-            "bucket_ids": ids,
+            "status_read_ms": status_ms,
+            "load_avg_history": load_avg,
+            "bucket_ids": {name: influxd.bucket_id(name) for name in names},
             "disk_after_load": disk_loaded,
-            "disk": disk,
+            "disk": influxd.disk_bytes(),
         }
     finally:
         await store.close()
@@ -467,10 +388,8 @@ def run(
     reps: int,
     budget_s: float,
     symbol: str = "BTCUSD",
-    skip_ingest: bool = False,
-    ingest_only: bool = False,
 ) -> dict[str, Any]:
-    """The whole benchmark; ``ingest_only`` runs the ingest sweep alone."""
+    """The ingest sweep, then the dataset: load, backfill, history, disk."""
     from bench.data import DatasetSpec
     from bench.history import RANGES
 
@@ -487,32 +406,23 @@ def run(
         "spec": spec.describe(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_average_at_start": list(os.getloadavg()),
+        "ingest": [],
     }
     try:
-        if not skip_ingest:
-            results["ingest"] = []
-            for rate in ingest_rates:
-                print(f"ingest into InfluxDB through tvflux: {rate:,} trades/s for {ingest_s:g} s", file=sys.stderr)
-                r = ingest_run(influxd, sampler, rate, ingest_s, warmup_s, data_dir / "scratch")
-                phase = f"ingest {rate}"
-                if sampler.seconds.get(phase):
-                    r["influxd_cpu_pct"] = round(100 * sampler.cpu[phase] / sampler.seconds[phase])
-                r["influxd_rss_peak_mb"] = sampler.peaks.get(phase)
-                print(
-                    f"  acked {r['acked_per_s']:,}/s, stored {r['stored_per_s']}/s, lost {r['lost']}, "
-                    f"backlog {r['backlog_at_end']}, drain {r['drain_s']} s",
-                    file=sys.stderr,
-                )
-                results["ingest"].append(r)
-                time.sleep(2)
-        if not ingest_only:
-            results.update(asyncio.run(_dataset_phase(influxd, sampler, spec, symbol, ranges, reps, budget_s)))
-            results["influxd_rss_end_mb"] = sampler.rss_mb()
+        for rate in ingest_rates:
+            print(f"ingest into InfluxDB through tvflux: {rate:,} trades/s for {ingest_s:g} s", file=sys.stderr)
+            r = ingest_run(influxd, sampler, rate, ingest_s, warmup_s, data_dir / "scratch")
+            phase = f"ingest {rate}"
+            if sampler.seconds.get(phase):
+                r["influxd_cpu_pct"] = round(100 * sampler.cpu[phase] / sampler.seconds[phase])
+            r["influxd_rss_peak_mb"] = sampler.peaks.get(phase)
+            results["ingest"].append(r)
+            time.sleep(2)
+        results.update(asyncio.run(_dataset_phase(influxd, sampler, spec, symbol, ranges, reps, budget_s)))
+        results["influxd_rss_end_mb"] = sampler.rss_mb()
     finally:
         results["resources"] = sampler.stop()
         influxd.stop()
-    if ingest_only:
-        return results
     results["disk_after_restart"] = influxd.disk_bytes()  # WAL flushed into TSM on shutdown
     results["disk_compacted"] = compacted_disk(influxd)
     return results
@@ -539,32 +449,19 @@ def compacted_disk(influxd: Influxd, timeout_s: float = 90.0) -> dict[str, int]:
 
 async def _history_again(
     influxd: Influxd, spec: Any, symbol: str, ranges: dict[str, int], reps: int, budget_s: float
-) -> dict[str, Any]:
-    from service.core.settings import load_settings
-    from service.storage.influx.store import InfluxStore
-
-    settings = load_settings({**influxd.env(), "TVFLUX_DATA_DIR": str(influxd.data_dir)})
-    store = InfluxStore(settings, settings.plan, schedule_tasks=False)
+) -> tuple[list[float], dict[str, Any]]:
+    store, _ = open_store(influxd)
     await store.start()
     try:
-        # the status read behind InfluxStore.bars when its cache is stale, timed on its own
-        status_ms = []
-        for _ in range(5):
-            began = time.perf_counter()
-            await store._read_status(force=True)
-            status_ms.append(round((time.perf_counter() - began) * 1000, 1))
-        out = await history(store, spec, symbol, ranges, reps, budget_s)
-        out["status_read_ms"] = status_ms
-        return out
+        return await status_read_ms(store), await history(store, spec, symbol, ranges, reps, budget_s)
     finally:
         await store.close()
 
 
 def history_only(data_dir: Path, previous: dict[str, Any], reps: int, budget_s: float) -> dict[str, Any]:
-    """The history phase again, on the data a full run left behind once InfluxDB has
-    compacted it (the run's own history phase reads tier bars the tasks have just written,
-    still spread over many small files in every shard). The earlier answer is kept as
-    ``history_fresh``."""
+    """The history phase again, on the data a full run left behind, once InfluxDB has compacted
+    it (the run's own history phase reads tier bars the tasks have just written, still spread
+    over many small files in every shard). The earlier answer is kept as ``history_fresh``."""
     from bench.data import DatasetSpec
     from bench.history import RANGES
 
@@ -576,38 +473,21 @@ def history_only(data_dir: Path, previous: dict[str, Any], reps: int, budget_s: 
     sampler = Sampler(influxd.pid or 0).start()
     try:
         sampler.enter("history")
-        hist = asyncio.run(_history_again(influxd, spec, previous["history"]["symbol"], ranges, reps, budget_s))
+        status_ms, hist = asyncio.run(
+            _history_again(influxd, spec, previous["history"]["symbol"], ranges, reps, budget_s)
+        )
     finally:
         res = sampler.stop()
         influxd.stop()
-    out = dict(previous)
-    if "history_fresh" not in out:
-        out["history_fresh"] = previous["history"]
-    if "status_read_ms" in hist:
-        if "status_read_ms" in out and "status_read_ms_before" not in out:
-            out["status_read_ms_before"] = out["status_read_ms"]  # as first measured, for the report
-        out["status_read_ms"] = hist.pop("status_read_ms")
-    out["history"] = hist
-    out["load_avg_history"] = list(os.getloadavg())
-    out["history_measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    out["resources_history_rerun"] = res
-    return out
-
-
-# --- text ----------------------------------------------------------------------------------------
-
-
-def summary_lines(r: dict[str, Any]) -> list[str]:
-    """A few lines for a terminal."""
-    out = [f"InfluxDB {r['influxd'].get('version')}: {r['load']['trades']:,} trades over {r['spec']['days']:g} days"]
-    for i in r.get("ingest", []):
-        out.append(
-            f"ingest {i['target_per_s']:>9,}/s: acked {i['acked_per_s']:>9,}/s stored {i['stored_per_s'] or 0:>9,}/s "
-            f"lost {i['lost']} backlog {i['backlog_at_end']} drain {i['drain_s']} s"
-        )
-    b = r["backfill"]
-    out.append(f"backfill: {b['seconds']} s ({b['trades_per_s']:,} trades/s), runs {b['runs']}")
-    return out
+    return {
+        **previous,
+        "history_fresh": previous.get("history_fresh", previous["history"]),
+        "history": hist,
+        "status_read_ms": status_ms,
+        "load_avg_history": list(os.getloadavg()),
+        "history_measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "resources_history_rerun": res,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -615,24 +495,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trades", type=int, default=50_000_000)
     p.add_argument("--days", type=float, default=365.0)
     p.add_argument("--symbol", default="BTCUSD")
-    p.add_argument(
-        "--ingest-rates",
-        default="25000,50000,100000,200000,300000",
-        help="comma-separated target rates for the ingest sweep",
-    )
+    p.add_argument("--ingest-rates", default="25000,50000,100000,200000,300000", help="comma-separated, or empty")
     p.add_argument("--ingest-s", type=float, default=20.0)
     p.add_argument("--warmup-s", type=float, default=3.0)
-    p.add_argument("--skip-ingest", action="store_true")
     p.add_argument(
         "--history-only",
         action="store_true",
         help="time the history requests again on the data a full run left in --data-dir (compacted "
         "first) and replace them in the --json file",
-    )
-    p.add_argument(
-        "--ingest-only",
-        action="store_true",
-        help="run the ingest sweep alone and merge its runs into the --json file's (same rate: replaced)",
     )
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--budget-s", type=float, default=2.0, help="time budget per history cell and strategy")
@@ -641,50 +511,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.chdir(ROOT)
     if influxd_binary() is None:
-        print(
-            "bench.influx skipped: no influxd binary (set TVFLUX_INFLUXD or put influxd on PATH; "
-            "docs/influxdb.md says how to get one)",
-            file=sys.stderr,
-        )
+        print("bench.influx skipped: no influxd binary (set TVFLUX_INFLUXD or put influxd on PATH)", file=sys.stderr)
         return 0
-    rates = [int(x) for x in args.ingest_rates.split(",") if x.strip()]
+    started = time.perf_counter()
     if args.history_only:
         results = history_only(Path(args.data_dir), json.loads(Path(args.json).read_text()), args.reps, args.budget_s)
-        tmp = Path(args.json + ".tmp")
-        tmp.write_text(json.dumps(results, indent=1, default=str))
-        tmp.replace(args.json)
-        print(f"results: {args.json}", file=sys.stderr)
-        return 1 if results["history"]["mismatches"] else 0
-    started = time.perf_counter()
-    results = run(
-        args.trades,
-        args.days,
-        data_dir=Path(args.data_dir),
-        ingest_rates=rates,
-        ingest_s=args.ingest_s,
-        warmup_s=args.warmup_s,
-        reps=args.reps,
-        budget_s=args.budget_s,
-        symbol=args.symbol,
-        skip_ingest=args.skip_ingest,
-        ingest_only=args.ingest_only,
-    )
-    if args.ingest_only:
-        previous = json.loads(Path(args.json).read_text()) if Path(args.json).exists() else {}
-        kept = [r for r in previous.get("ingest", []) if r["target_per_s"] not in rates]
-        previous["ingest"] = sorted(kept + results["ingest"], key=lambda r: r["target_per_s"])
-        previous.setdefault("ingest_runs_measured_at", []).append(results["measured_at"])
-        results = previous
     else:
+        rates = [int(x) for x in args.ingest_rates.split(",") if x.strip()]
+        results = run(
+            args.trades,
+            args.days,
+            data_dir=Path(args.data_dir),
+            ingest_rates=rates,
+            ingest_s=args.ingest_s,
+            warmup_s=args.warmup_s,
+            reps=args.reps,
+            budget_s=args.budget_s,
+            symbol=args.symbol,
+        )
         results["_step_seconds"] = round(time.perf_counter() - started, 1)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(args.json + ".tmp")
     tmp.write_text(json.dumps(results, indent=1, default=str))
     tmp.replace(args.json)
-    if "load" in results:
-        print("\n".join(summary_lines(results)))
     print(f"results: {args.json}", file=sys.stderr)
-    return 1 if (results.get("history") or {}).get("mismatches") else 0
+    return 1 if results["history"]["mismatches"] else 0
 
 
 if __name__ == "__main__":

@@ -189,9 +189,9 @@ def module_server() -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="session")
 def influx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real InfluxDB 2 for the session (see ``tests/influx_server.py``); the InfluxDB tests
-    skip with the reason when no ``influxd`` binary is on this machine."""
-    from tests.influx_server import InfluxServer, influxd_binary
+    """A real InfluxDB 2 for the session (``bench/influxd.py``, the benchmark's launcher too);
+    the InfluxDB tests skip with the reason when no ``influxd`` binary is on this machine."""
+    from bench.influxd import Influxd, influxd_binary
 
     binary = influxd_binary()
     if binary is None:
@@ -199,6 +199,6 @@ def influx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             "InfluxDB tests skipped: no influxd binary (set TVFLUX_INFLUXD or put influxd on PATH; "
             "docs/influxdb.md says how to build one)"
         )
-    server = InfluxServer(binary, tmp_path_factory.mktemp("influxd")).start()
+    server = Influxd(binary, tmp_path_factory.mktemp("influxd")).start()
     yield server
     server.stop(signal.SIGKILL)

@@ -246,8 +246,8 @@ class Ingestor:
         if len(missing) > 1:
             # Bulk history (POST /api/admin/trades) misses one millisecond per trade: one
             # lookup per millisecond, under the ingest lock, held live trades back for seconds
-            # per batch (bench.push_latency). A span holding nothing stored or pending is
-            # seeded empty in one lookup.
+            # per batch (measured as push latency during a bulk load). A span holding nothing
+            # stored or pending is seeded empty in one lookup.
             lo, hi = min(missing) * NS_PER_MS, (max(missing) + 1) * NS_PER_MS
             if (
                 await self.store.last_ts_ns(symbol, lo, hi) is None
