@@ -5,8 +5,9 @@
 // into measurement "bars_1m" of bucket "bars".
 // One run: read the watermark from the status bucket (not tasks.lastSuccess(), which
 // always returns its default on InfluxDB OSS), rebuild
-// [watermark - lookback, min(source edge, now - grace)) floored to the tier and at most
-// one chunk long (the first run starts at the earliest source row: backfill), rebuild
+// [watermark - lookback, min(source edge, now - grace)) floored to the tier, at most one
+// span long and sized by its work: it stops where its source rows pass runRows (the first
+// run starts at the earliest source row: backfill), rebuild
 // windows marked dirty by late trades, then - only after the bars are written -
 // advance the watermark. Re-running a window rewrites identical points (idempotent).
 import "array"
@@ -18,6 +19,9 @@ tier = "1m"
 tierEvery = 1m
 sizeNs = 60000000000
 chunkNs = 86400000000000
+spanNs = 2678400000000000
+probeNs = 3600000000000
+runRows = 2000000
 lookbackNs = 300000000000
 graceNs = 5000000000
 leaseMs = 60000
@@ -33,6 +37,7 @@ farFuture = 2262-01-01T00:00:00Z
 floorNs = (t) => if t >= 0 then t / sizeNs * sizeNs else -((-t + sizeNs - 1) / sizeNs * sizeNs)
 ceilNs = (t) => -floorNs(t: -t)
 minInt = (a, b) => if a < b then a else b
+maxInt = (a, b) => if a > b then a else b
 
 // Latest value of a status series, -1 when there is none. findColumn runs the query at
 // once. The bare last() right after filter() is pushed down to storage, which reads only
@@ -85,8 +90,47 @@ limitNs = if edgeNs < 0 then -1 else floorNs(t: edgeNs)
 // The normal window: exactly Plan.next_window in service/core/plan.py.
 earliestNs = if wmMs < 0 and limitNs >= 0 and leaseFree then earliestSourceNs() else -1
 normalStartNs = if wmMs >= 0 then floorNs(t: wmMs * msNs - lookbackNs) else floorNs(t: earliestNs)
-normalEndNs = if wmMs >= 0 then minInt(a: limitNs, b: wmMs * msNs + chunkNs) else minInt(a: limitNs, b: normalStartNs + chunkNs)
+spanEndNs = if wmMs >= 0 then minInt(a: limitNs, b: wmMs * msNs + spanNs) else minInt(a: limitNs, b: normalStartNs + spanNs)
 hasNormal = leaseFree and limitNs >= 0 and (if wmMs >= 0 then limitNs > wmMs * msNs else earliestNs >= 0 and limitNs > normalStartNs)
+
+// Sized by work (Plan.sized_end_ms): source rows counted per probe window in storage (a
+// pushed-down count), summed in time order; the run stops at the first window that takes
+// the sum past runRows, but always covers the probe window holding the watermark. Empty
+// spans cost no runs: a span with no source row is skipped up to the next one, and a window
+// holding the last source row before the limit extends to the limit (a pushed-down first()
+// and last()), so a gap of months, or the time since the data ended, is not walked.
+crossing = if hasNormal then from(bucket: sourceBucket)
+    |> range(start: time(v: normalStartNs), stop: time(v: spanEndNs))
+    |> filter(fn: (r) => r._measurement == sourceMeasurement and r._field == "price")
+    |> aggregateWindow(every: 1h, fn: count, timeSrc: "_start", createEmpty: false)
+    |> group()
+    |> sort(columns: ["_time"])
+    |> cumulativeSum()
+    |> filter(fn: (r) => r._value > runRows)
+    |> limit(n: 1)
+    |> findColumn(fn: (key) => true, column: "_time") else []
+nextRow = if hasNormal then from(bucket: sourceBucket)
+    |> range(start: time(v: normalStartNs), stop: time(v: limitNs))
+    |> filter(fn: (r) => r._measurement == sourceMeasurement and r._field == "price")
+    |> first()
+    |> group()
+    |> sort(columns: ["_time"])
+    |> limit(n: 1)
+    |> findColumn(fn: (key) => true, column: "_time") else []
+lastRow = if hasNormal then from(bucket: sourceBucket)
+    |> range(start: time(v: normalStartNs), stop: time(v: limitNs))
+    |> filter(fn: (r) => r._measurement == sourceMeasurement and r._field == "price")
+    |> last()
+    |> group()
+    |> sort(columns: ["_time"], desc: true)
+    |> limit(n: 1)
+    |> findColumn(fn: (key) => true, column: "_time") else []
+nextRowNs = if length(arr: nextRow) > 0 then int(v: nextRow[0]) else -1
+lastRowNs = if length(arr: lastRow) > 0 then int(v: lastRow[0]) else -1
+leastEndNs = maxInt(a: normalStartNs, b: wmMs * msNs) / probeNs * probeNs + probeNs
+sizedEndNs = if length(arr: crossing) > 0 then minInt(a: spanEndNs, b: maxInt(a: int(v: crossing[0]), b: leastEndNs)) else if lastRowNs < spanEndNs then limitNs else spanEndNs
+skipToNs = if nextRowNs < 0 then limitNs else minInt(a: limitNs, b: floorNs(t: nextRowNs))
+normalEndNs = if nextRowNs < 0 or nextRowNs >= spanEndNs then maxInt(a: spanEndNs, b: skipToNs) else sizedEndNs
 
 // Dirty windows (late trades): markers newer than the cursor are merged into one span.
 // The cursor is the time of the newest marker consumed, so no clock comparison between

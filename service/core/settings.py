@@ -14,7 +14,7 @@ import msgspec
 from msgspec import Meta
 
 from service.core.errors import ConfigError
-from service.core.plan import DEFAULT_TIERS, Plan, build_plan
+from service.core.plan import DEFAULT_RUN_ROWS, DEFAULT_TIERS, Plan, build_plan
 
 _DEFAULT_SYMBOLS = ("BTCUSD", "ETHUSD", "LTCUSD")
 
@@ -105,6 +105,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     lookback_ms: Annotated[int, Meta(ge=0)] = 5 * 60_000
     grace_ms: Annotated[int, Meta(ge=0)] = 5_000
     downsample_interval_ms: Annotated[int, Meta(ge=0)] = 2_000
+    # source rows one InfluxDB task run reads at most: runs are sized by work (service/core/plan.py)
+    downsample_run_rows: Annotated[int, Meta(ge=1_000)] = DEFAULT_RUN_ROWS
     downsample_timeout_s: Annotated[float, Meta(ge=0.1)] = 120.0  # a run taking longer is abandoned and retried
 
     # readiness: /health/ready is false past these
@@ -127,7 +129,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def plan(self) -> Plan:
-        return build_plan(self.tiers, lookback_ms=self.lookback_ms, grace_ms=self.grace_ms)
+        return build_plan(
+            self.tiers, lookback_ms=self.lookback_ms, grace_ms=self.grace_ms, run_rows=self.downsample_run_rows
+        )
 
 
 # --- from TVFLUX_* text to values, derived from the declarations above ------------------

@@ -93,6 +93,8 @@ def test_task_shape(tier: Tier) -> None:
     assert 'aggregateWindow(every: tierEvery, fn: agg, timeSrc: "_start", createEmpty: false)' in text
     assert f"tierEvery = {fr.flux_duration(tier.size_ms)}\n" in text
     assert f"chunkNs = {tier.chunk_ms * 1_000_000}\n" in text
+    assert f"spanNs = {tier.task_span_ms * 1_000_000}\nprobeNs = {tier.probe_ms * 1_000_000}\n" in text
+    assert f"runRows = {plan.run_rows}\n" in text
     assert f"lookbackNs = {plan.lookback_ms * 1_000_000}\n" in text
     assert f"graceNs = {plan.grace_ms * 1_000_000}\n" in text
     assert f'target = "bars_{tier.name}"' in text
@@ -328,15 +330,21 @@ def statements(text: str, names: list[str]) -> list[str]:
 
 def flux_env(text: str) -> MiniFlux:
     consts = {}
-    for name in ("sizeNs", "chunkNs", "lookbackNs", "graceNs", "msNs"):
+    for name in ("sizeNs", "chunkNs", "spanNs", "probeNs", "lookbackNs", "graceNs", "msNs"):
         consts[name] = int(re.search(rf"^{name} = (\d+)$", text, re.MULTILINE).group(1))
     interp = MiniFlux({**consts, "length": lambda arr: len(arr), "int": lambda v: int(v)})
-    for stmt in statements(text, ["floorNs", "ceilNs", "minInt"]):
+    for stmt in statements(text, ["floorNs", "ceilNs", "minInt", "maxInt"]):
         interp.run(stmt)
     return interp
 
 
-def flux_window(plan: Plan, tier: Tier, wm, src, earliest_ns, now_ms):
+def flux_window(
+    plan: Plan, tier: Tier, wm, src, earliest_ns, now_ms, crossing_ms=None, next_row_ns=None, last_row_ns=None
+):
+    """The task's normal window; ``crossing_ms``: what its row count finds (the start of
+    the probe window where the source rows pass the plan's budget), ``None`` for none;
+    ``next_row_ns``/``last_row_ns``: what its first()/last() find (the first and the last
+    source row from the window's start to the limit)."""
     text = fr.render_task(plan, tier)
     interp = flux_env(text)
     interp.env.update(
@@ -345,8 +353,13 @@ def flux_window(plan: Plan, tier: Tier, wm, src, earliest_ns, now_ms):
         nowNs=now_ms * 1_000_000,
         leaseFree=True,
         earliestSourceNs=lambda: -1 if earliest_ns is None else earliest_ns,
+        crossing=[] if crossing_ms is None else [crossing_ms * 1_000_000],
+        nextRow=[] if next_row_ns is None else [next_row_ns],
+        lastRow=[] if last_row_ns is None else [last_row_ns],
     )
-    for stmt in statements(text, ["edgeNs", "limitNs", "earliestNs", "normalStartNs", "normalEndNs", "hasNormal"]):
+    names = ["edgeNs", "limitNs", "earliestNs", "normalStartNs", "spanEndNs", "hasNormal", "nextRowNs", "lastRowNs"]
+    names += ["leastEndNs", "sizedEndNs", "skipToNs", "normalEndNs"]
+    for stmt in statements(text, names):
         interp.run(stmt)
     env = interp.env
     if not env["hasNormal"]:
@@ -379,15 +392,52 @@ def test_task_windows_are_exactly_plan_next_window(plan: Plan) -> None:
             if src is not None and wm is not None and wm > src:
                 continue  # not a reachable state: a watermark never passes its source's
             earliest_ns = None if earliest_ms is None else earliest_ms * 1_000_000 + 123
-            want = plan.next_window(tier, watermark_ms=wm, source_watermark_ms=src, earliest_ms=earliest_ms, now_ms=now)
-            got = flux_window(plan, tier, wm, src, earliest_ns, now)
-            assert got == (None if want is None else (want.start_ms, want.end_ms)), (
-                tier.name,
-                wm,
-                src,
-                earliest_ms,
-                now,
+            want = plan.next_window(
+                tier,
+                watermark_ms=wm,
+                source_watermark_ms=src,
+                earliest_ms=earliest_ms,
+                now_ms=now,
+                span_ms=tier.task_span_ms,
             )
+            # the row count's answer: no crossing, or the start of a probe window in the
+            # window (clipped to its start, as aggregateWindow reports the first one)
+            crossing = next_row = last_row = None
+            limit = plan.edge_ms(tier, source_watermark_ms=src, now_ms=now)
+            if want is not None:
+                probe = tier.probe_ms
+                if rng.random() < 0.6:
+                    crossing = max(want.start_ms, rng.randrange(want.start_ms, want.end_ms) // probe * probe)
+                # the first row: in the window, past it (a gap to skip), or none before the limit
+                next_row = rng.choice(
+                    [
+                        want.start_ms,
+                        rng.randrange(want.start_ms, want.end_ms),
+                        rng.randrange(want.end_ms, limit + 1),
+                        None,
+                    ]
+                )
+                if next_row is not None and next_row >= limit:
+                    next_row = None
+                if next_row is not None:
+                    last_row = rng.choice([next_row, rng.randrange(next_row, limit)])
+            next_row_ns = None if next_row is None else next_row * 1_000_000 + 7
+            last_row_ns = None if last_row is None else last_row * 1_000_000 + 9
+            got = flux_window(plan, tier, wm, src, earliest_ns, now, crossing, next_row_ns, last_row_ns)
+            expected = None
+            if want is not None:
+                end = plan.sized_end_ms(
+                    tier,
+                    want,
+                    watermark_ms=wm,
+                    limit_ms=limit,
+                    crossing_ms=crossing,
+                    next_row_ms=next_row,
+                    last_row_ms=last_row,
+                )
+                expected = (want.start_ms, end)
+                assert want.start_ms < end <= limit and end > (wm if wm is not None else -1)  # progress, always
+            assert got == expected, (tier.name, wm, src, earliest_ms, now, crossing)
             checked += 1
     assert checked > 100
 
