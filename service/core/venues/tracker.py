@@ -68,6 +68,7 @@ class Tracker:
         self.floor_time_ms = floor_time_ms
         self.pending: dict[int, VenueTrade] = {}
         self._hole_seen_ms: int | None = None  # since when pending waits above a missing id
+        self._base_seen_ms: int | None = None  # since when the stream's trades wait to start the sequence
         self._sync: str | None = None  # a sync to the present is due, and why
         self._edge: int | None = None  # the smallest id the stream delivered since the last connect
         self._watch_edge = False
@@ -100,6 +101,8 @@ class Tracker:
             self.pending[t.id] = t
             if from_rest:
                 fetched.add(t.id)
+            elif self.last_id is None and self._base_seen_ms is None:
+                self._base_seen_ms = now_ms
         if fetched or not from_rest:  # an empty page decides nothing
             self._take_base(not from_rest, now_ms)
         emitted = self._emit(now_ms, fetched)
@@ -110,13 +113,20 @@ class Tracker:
     def _take_base(self, from_stream: bool, now_ms: int) -> None:
         """Where the id sequence (re)starts when no id is known, or after a hole was given
         up without knowing its end: at the first trade that decides it (``from_stream``:
-        no trade of a REST page is among the new ones)."""
+        no trade of a REST page is among the new ones). The stream decides only after
+        ``reorder_ms``: its first trades may arrive out of order, and an id below the
+        start would be taken for one already passed on."""
         if not self.pending or (self.last_id is not None and self._from_next is None):
             return
         if self.active is not None and self.active.from_id is None and from_stream:
             return  # fetching history by time: its first trades decide, not the stream
         if self.last_id is None and self._sync is not None:
             return  # a fetch by time is due
+        if self.last_id is None and from_stream:
+            seen = self._base_seen_ms
+            if seen is None or now_ms - seen < self.reorder_ms:
+                return  # within the grace: release() decides later
+        self._base_seen_ms = None
         first = min(self.pending)
         record, self._from_next = self._from_next, None
         if self.last_id is not None and first == self.last_id + 1:
@@ -126,6 +136,16 @@ class Tracker:
             closed = msgspec.structs.replace(record, fromId=from_id, toId=first - 1, toTime=self.pending[first].time_ms)
             self._finish(closed, now_ms)
         self.last_id = first - 1
+
+    def release(self, now_ms: int) -> list[VenueTrade]:
+        """Trades the passing of time releases (the caller asks every so often): the
+        stream's first trades once their reorder grace is over."""
+        if self.last_id is not None or self.active is not None:
+            return []
+        self._take_base(True, now_ms)
+        emitted = self._emit(now_ms, set())
+        self._watch_hole(now_ms)
+        return emitted
 
     def _emit(self, now_ms: int, rest_ids: set[int]) -> list[VenueTrade]:
         out: list[VenueTrade] = []

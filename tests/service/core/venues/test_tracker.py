@@ -202,20 +202,25 @@ def test_history_by_time_that_finds_nothing_hands_over_to_the_stream():
     t.begin(t.need(T0), T0)
     t.offer(tr(70), T0)
     assert t.page([], exhausted=False, now_ms=T0) == ([], "more")  # an empty window: more to come
-    out, verdict = t.page([], exhausted=True, now_ms=T0)
-    assert ids(out) == [70] and verdict == "closed" and t.drain_records() == []
+    out, verdict = t.page([], exhausted=True, now_ms=T0 + 100)
+    assert out == [] and verdict == "closed"  # the stream's first trade waits its reorder grace
+    assert t.offer(tr(69), T0 + 200) == []  # ... for an older one delivered late
+    assert ids(t.release(T0 + 500)) == [69, 70] and t.drain_records() == []
     failed = tracker(None, initial_ms=MINUTE)
     failed.connected("start")
     failed.begin(failed.need(T0), T0)
     failed.offer(tr(80), T0)
-    assert ids(failed.leave_open("REST unreachable", T0)) == [80] and failed.drain_records() == []
+    assert ids(failed.leave_open("REST unreachable", T0 + 500)) == [80] and failed.drain_records() == []
 
 
 def test_without_history_the_first_trade_starts_the_sequence():
     t = tracker(None)
     t.connected("start")
     assert t.need(T0) is None
-    assert ids(t.offer(tr(42, 43), T0)) == [42, 43]
+    assert t.offer(tr(43, 44), T0) == [] and t.release(T0 + 499) == []  # out-of-order delivery may follow
+    assert t.offer(tr(42), T0 + 100) == []
+    assert ids(t.release(T0 + 500)) == [42, 43, 44]
+    assert ids(t.offer(tr(45), T0 + 600)) == [45] and t.duplicates == 0 and t.drain_records() == []
 
 
 def test_placeholders_hold_their_ids_but_are_not_passed_on():
