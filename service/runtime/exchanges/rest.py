@@ -84,9 +84,9 @@ class RestClient:
         name = self.venue.name
         try:
             async with self._session.get(url, params=req.params) as resp:
-                body = await resp.content.read(MAX_BODY_BYTES)
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 status = resp.status
+                body = await _read_all(resp)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise RestFailed(f"{name} REST {req.path} failed: {type(exc).__name__}: {exc}") from None
         pause = retry_after_s(headers.get("retry-after"))
@@ -105,6 +105,17 @@ class RestClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read_all(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole body, up to :data:`MAX_BODY_BYTES` (``content.read(n)`` would return
+    whatever had arrived, not the whole answer)."""
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(256 * 1024):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise RestFailed(f"{resp.url.path} answered more than {MAX_BODY_BYTES} bytes")
+    return bytes(body)
 
 
 def _brief(body: bytes) -> str:
