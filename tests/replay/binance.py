@@ -34,6 +34,7 @@ def agg_trade(symbol: str, r: Row, micro_s: bool = False) -> dict[str, object]:
 
 class BinanceReplay:
     ws_path = "/stream"
+    heartbeat_s = None  # Binance sends trades and ping frames only
 
     def __init__(self) -> None:
         self.used_weight = 0
@@ -53,6 +54,9 @@ class BinanceReplay:
             data = {"e": "aggTrade", "E": int(time.time() * 1000), "s": symbol, **agg_trade(symbol, r, micro_s)}
             out.append(json.dumps({"stream": f"{symbol.lower()}@aggTrade", "data": data}))
         return out
+
+    def heartbeat(self) -> str:
+        raise NotImplementedError
 
     @staticmethod
     def server_shutdown() -> str:

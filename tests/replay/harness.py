@@ -75,7 +75,8 @@ class Connection:
         self.serial = serial  # 1 for the first connection the server accepted
         self.frames: list[float] = []  # monotonic times of every client frame, pings and pongs included
         self.last_pong_s = time.monotonic()
-        self.subscribed: set[str] = set()
+        self.subscribed: set[str] = set()  # venue symbols whose trades this connection gets
+        self.heartbeats = False  # the venue's heartbeats are on for this connection
         self.received: list[tuple[float, str]] = []  # (monotonic, text) from the client
 
     async def send(self, text: str) -> None:
@@ -85,6 +86,7 @@ class Connection:
 
 class Venue(Protocol):
     ws_path: str
+    heartbeat_s: float | None  # the venue's own heartbeat messages on a subscribed connection
 
     def accept(self, conn: Connection, server: ReplayServer) -> None:
         """A new connection (its request's query may name streams)."""
@@ -94,6 +96,8 @@ class Venue(Protocol):
 
     def trade_messages(self, symbol: str, rows: list[Row], server: ReplayServer) -> list[str]:
         """The stream messages carrying ``rows`` (one message each, unless the venue batches)."""
+
+    def heartbeat(self) -> str: ...
 
     def routes(self, server: ReplayServer) -> list[web.RouteDef]: ...
 
@@ -172,7 +176,9 @@ class ReplayServer:
         self.venue.accept(conn, self)
         self.connections.append(conn)
         self.all_connections.append(conn)
-        pinger = asyncio.create_task(self._ping(conn)) if self.heartbeat_s else None
+        helpers = [asyncio.create_task(self._ping(conn))] if self.heartbeat_s else []
+        if self.venue.heartbeat_s:
+            helpers.append(asyncio.create_task(self._heartbeats(conn, self.venue.heartbeat_s)))
         try:
             async for msg in ws:
                 conn.frames.append(time.monotonic())
@@ -185,8 +191,8 @@ class ReplayServer:
                     for answer in self.venue.on_client_message(conn, msg.data, self):
                         await conn.send(answer)
         finally:
-            if pinger is not None:
-                pinger.cancel()
+            for task in helpers:
+                task.cancel()
             with contextlib.suppress(ValueError):
                 self.connections.remove(conn)
         return ws
@@ -203,6 +209,12 @@ class ReplayServer:
                 return
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await conn.ws.ping(b"replay")
+
+    async def _heartbeats(self, conn: Connection, every_s: float) -> None:
+        while not conn.ws.closed:
+            await asyncio.sleep(every_s)
+            if conn.heartbeats and conn.serial > self.faults.silent_upto:
+                await conn.send(self.venue.heartbeat())
 
     def max_client_frames_per_s(self) -> int:
         """The most frames one connection sent within any one second (Binance allows 5)."""
