@@ -1,9 +1,11 @@
-"""Kraken WebSocket v2 and REST (service/core/venues/kraken.py). Written from Kraken's
-documented formats: public recordings exist of v1 only (see data/README.md)."""
+"""Kraken WebSocket v2 and REST (service/core/venues/kraken.py). Stream messages are
+written from Kraken's documented formats (public recordings exist of v1 only); the
+AssetPairs answer is one Kraken sent (see data/README.md)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +122,17 @@ def test_asset_pairs_map_v2_names_to_rest_pairs_and_increments():
     assert got["BTC/USD"].pricescale == 10 and got["DOGE/USD"].pricescale == 10_000_000
     assert v2_name("XBT/EUR") == "BTC/EUR" and default_rest_pair("BTC/USD") == "BTCUSD"
     assert kraken.parse_latest(rest([row(7), row(9)])) == 9
+
+
+def test_asset_pairs_as_kraken_sent_them():
+    # recorded by cryptofeed (data/README.md): names in XBT/XDG, no tick_size yet
+    body = (Path(__file__).parent / "data" / "kraken_assetpairs_cryptofeed.json").read_bytes()
+    found = Kraken().parse_instruments([body], ["BTC/USD", "DOGE/USD", "ETH/USD", "BTC/USDT", "SOL/USD"])
+    assert found == {
+        "BTC/USD": Instrument("BTC/USD", "XXBTZUSD", "0.1", "0.00000001"),  # not the dark pool's XXBTZUSD.d
+        "DOGE/USD": Instrument("DOGE/USD", "XDGUSD", "0.0000001", "0.00000001"),
+        "ETH/USD": Instrument("ETH/USD", "XETHZUSD", "0.01", "0.00000001"),
+        "BTC/USDT": Instrument("BTC/USDT", "XBTUSDT", "0.1", "0.00000001"),
+    }
+    assert (found["BTC/USD"].pricescale, found["BTC/USD"].volume_precision) == (10, 8)
+    assert found["DOGE/USD"].pricescale == 10**7
