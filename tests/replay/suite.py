@@ -155,6 +155,16 @@ class ReplaySuite:
         self.assert_synced(server, "stall", 30)
         self.exact(server, replay)
 
+    def test_an_old_connection_is_replaced_new_one_first(self, server_factory, replay):
+        server = self.start(server_factory, replay, source_max_connection_s="2")  # Binance's 24 h, shortened
+        for _ in range(14):  # trades flow across the replacement
+            self.trade(replay, 10)
+            time.sleep(0.25)
+        self.caught_up(server, replay)
+        assert replay.connects >= 2 and feed(server, self.symbol)["source"]["reconnects"] == 0
+        assert all(g["state"] == "backfilled" and g["cause"] == "planned" for g in self.gaps(server))
+        self.exact(server, replay)
+
     def test_a_long_quiet_market_keeps_its_connection_and_pongs_in_time(self, server_factory, replay):
         server = self.start(server_factory, replay)
         self.trade(replay, 20)
