@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.5
 WATCH_S = 0.1  # how often the watchdog and the backfill loop look
 NEWEST_IDS = 1000  # stored ids read back per symbol at start
+INSTRUMENTS_RETRY_S = (1.0, 300.0)  # instrument data that did not come is asked again: first wait, cap
 
 
 class ExchangeSource:
@@ -69,6 +70,8 @@ class ExchangeSource:
         self._planned = asyncio.Event()
         self._wake = asyncio.Event()
         self._random = random.Random()
+        self._instruments_wait_s = INSTRUMENTS_RETRY_S[0]
+        self._instruments_at_s = 0.0  # monotonic: when to ask for missing instrument data again
 
     # --- the task -------------------------------------------------------------------
 
@@ -127,7 +130,12 @@ class ExchangeSource:
         return Feed(spec, tracker, Instrument(spec.venue_symbol, rest_symbol, "0.01", "0.000001"))
 
     async def _fetch_instruments(self) -> None:
-        symbols = list(self.feeds)
+        """The venue's trading rules of the fed symbols; what does not come is asked again
+        later (back-off doubling to :data:`INSTRUMENTS_RETRY_S`), prices keep 2 decimals
+        meanwhile."""
+        symbols = [s for s, feed in self.feeds.items() if not feed.instrument_known]
+        self._instruments_at_s = time.monotonic() + self._instruments_wait_s
+        self._instruments_wait_s = min(self._instruments_wait_s * 2, INSTRUMENTS_RETRY_S[1])
         try:
             bodies = []
             for req in self.venue.instruments_request(symbols):
@@ -136,7 +144,8 @@ class ExchangeSource:
         except (RestFailed, VenueProtocolError) as exc:
             self._error(f"instrument data unavailable ({exc.message}); prices keep 2 decimals")
             return
-        for symbol, feed in self.feeds.items():
+        for symbol in symbols:
+            feed = self.feeds[symbol]
             if symbol in found:
                 feed.instrument, feed.instrument_known = found[symbol], True
             else:
@@ -291,6 +300,8 @@ class ExchangeSource:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), WATCH_S)
             self._wake.clear()
+            if time.monotonic() >= self._instruments_at_s and not all(f.instrument_known for f in self.feeds.values()):
+                await self._fetch_instruments()
             for feed in self.feeds.values():
                 await self.sink.put(feed, feed.tracker.release(now_ms()))
                 hole = feed.tracker.need(now_ms())

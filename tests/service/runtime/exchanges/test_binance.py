@@ -67,3 +67,12 @@ class TestBinance(ReplaySuite):
         assert feed(server, self.symbol)["source"]["restPausedUntil"] is not None
         assert self.metric(server, "tvflux_source_gaps_left_open_total") == 1
         assert self.exact(server, replay) == {rows[5].id, rows[6].id}
+
+    def test_instrument_data_that_failed_is_asked_again(self, server_factory, replay):
+        replay.faults.rest_answers.append((500, {}))  # the first exchangeInfo fails
+        server = self.start(server_factory, replay, source_backfill_s="0")
+        wait_until(lambda: feed(server, self.symbol)["pricescale"] == 100, 10, "the instrument data, asked again")
+        asked = [status for path, _, status in replay.rest_log if path.endswith("/exchangeInfo")]
+        assert asked == [500, 200]
+        _, info = server.get(f"/udf/symbols?symbol={self.symbol}")
+        assert (info["pricescale"], info["volume_precision"]) == (100, 5)
