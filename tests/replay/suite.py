@@ -211,3 +211,19 @@ class ReplaySuite:
         self.caught_up(server, replay)
         self.assert_synced(server, "restart", None)
         self.exact(server, replay)
+
+    def test_history_the_venue_no_longer_keeps_is_an_open_gap(self, server_factory, replay):
+        server = self.start(server_factory, replay)
+        self.trade(replay, 50)
+        self.caught_up(server, replay)
+        server.stop()
+        missed = self.trade(replay, 300)  # while tvflux is down ...
+        replay.faults.rest_min_id = missed[100].id  # ... and the venue's retention drops the oldest 100
+        server.start()
+        replay.wait_connects(2)
+        self.trade(replay, 20)
+        self.caught_up(server, replay)
+        [gap] = [g for g in self.gaps(server) if g["state"] == "open"]
+        assert (gap["fromId"], gap["toId"], gap["cause"]) == (missed[0].id, missed[99].id, "restart")
+        assert "REST history" in gap["reason"] or "REST could not" in gap["reason"]
+        assert self.exact(server, replay) == {r.id for r in missed[:100]}
