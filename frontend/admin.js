@@ -10,7 +10,7 @@
   const $ = (id) => document.getElementById(id);
 
   // Test hook: counters the browser tests wait on.
-  const hook = { polls: 0, runs: 0, lastTiers: null, lastStats: null, lastRun: null };
+  const hook = { polls: 0, runs: 0, lastTiers: null, lastStats: null, lastRun: null, lastSources: null };
   window.__tvfluxAdmin = hook;
 
   async function getJson(url, init) {
@@ -235,11 +235,61 @@
     }
   }
 
+  function row(cells, cls) {
+    const tr = document.createElement("tr");
+    for (const text of cells) {
+      const td = document.createElement("td");
+      td.textContent = text;  // text only: venue messages end up in errors and reasons
+      tr.appendChild(td);
+    }
+    if (cls) tr.className = cls;
+    return tr;
+  }
+
+  function renderSources(body) {
+    hook.lastSources = body;
+    const rows = [];
+    for (const s of body.sources || []) {
+      for (const f of s.symbols || []) {
+        const age = f.lastTradeAgeS == null ? "—" : `${f.lastTradeAgeS.toFixed(1)} s ago`;
+        rows.push(row([
+          s.name,
+          f.venueSymbol ? `${f.symbol} (${f.venueSymbol})` : f.symbol,
+          s.connected ? "yes" : "no",
+          f.state,
+          age,
+          f.tradesPerS.toFixed(1),
+          intFmt.format(s.reconnects),
+          intFmt.format(f.gapsFound),
+          intFmt.format(f.tradesBackfilled),
+          intFmt.format(f.gapsOpen),
+          s.restPausedUntil ? `${intFmt.format(s.restWeightUsed)} (paused until ${isoTime(s.restPausedUntil)})` : intFmt.format(s.restWeightUsed),
+          s.lastError || "",
+        ], f.gapsOpen ? "bad" : ""));
+      }
+    }
+    if (rows.length) $("source-rows").replaceChildren(...rows);
+    const gaps = (body.gaps || []).slice(0, 50).map((g) =>
+      row([
+        isoTime(g.detectedAt),
+        g.source,
+        g.symbol,
+        `${g.fromId}…${g.toId == null ? "?" : g.toId}`,
+        g.state,
+        g.cause,
+        intFmt.format(g.trades || 0),
+        g.reason || "",
+      ], g.state === "open" ? "bad" : ""),
+    );
+    if (gaps.length) $("gap-rows").replaceChildren(...gaps);
+  }
+
   async function poll() {
     clearTimeout(timer);
     const needsToken = hook.lastStats && hook.lastStats.adminTokenRequired;
     if (hook.polls % 5 === 0 && hook.lastStats && (!needsToken || adminToken())) pollAudit();
-    const [tiers, stats] = await Promise.allSettled([getJson("/api/downsampling"), getJson("/api/stats")]);
+    const [tiers, stats, sources] = await Promise.allSettled([getJson("/api/downsampling"), getJson("/api/stats"), getJson("/api/sources")]);
+    if (sources.status === "fulfilled") renderSources(sources.value);
     const problems = [];
     if (tiers.status === "fulfilled") {
       hook.lastTiers = tiers.value;

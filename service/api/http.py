@@ -19,8 +19,9 @@ from service.api.auth import admin_guard, client_address, ingest_guard
 from service.api.metrics import render_metrics
 from service.api.ops import OPS_ROUTES, readiness, ready_body
 from service.api.services import Services, ServicesDep
+from service.api.sources import SOURCE_ROUTES, symbol_info, udf_precision
 from service.core.errors import InvalidMessage, InvalidRange, MissingParameter, TvfluxError
-from service.core.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, TradesAccepted, TradesDecoder
+from service.core.models import DownsamplingResponse, SymbolsResponse, TradesAccepted, TradesDecoder
 from service.core.resolution import DAY_COUNTS, MINUTE_COUNTS, SECOND_COUNTS, SUPPORTED
 from service.runtime.clock import now_ms
 
@@ -40,10 +41,6 @@ def required_params(**params: str | None) -> None:
     for name, value in params.items():
         if not value:
             raise MissingParameter(f"missing query parameter '{name}'", details={"parameter": name})
-
-
-def _symbol_info(symbol: str) -> SymbolInfo:
-    return SymbolInfo(symbol=symbol, description=f"{symbol} (tvflux)", pricescale=100)
 
 
 # --- UDF ------------------------------------------------------------------------------
@@ -83,7 +80,7 @@ def _udf_symbol(symbol: str | None) -> str | None:
 def udf_symbols(services: ServicesDep, symbol: Query = None) -> dict[str, Any]:
     name = _udf_symbol(symbol) or ""
     services.symbols.require(name)
-    info = _symbol_info(name)
+    info = symbol_info(services, name)
     return {
         "name": name,
         "ticker": name,
@@ -95,7 +92,6 @@ def udf_symbols(services: ServicesDep, symbol: Query = None) -> dict[str, Any]:
         "exchange": info.exchange,
         "listed_exchange": info.exchange,
         "format": "price",
-        "minmov": 1,
         "pricescale": info.pricescale,
         "has_intraday": True,
         "has_seconds": True,
@@ -107,7 +103,7 @@ def udf_symbols(services: ServicesDep, symbol: Query = None) -> dict[str, Any]:
         "weekly_multipliers": ["1"],
         "monthly_multipliers": ["1"],
         "supported_resolutions": list(SUPPORTED),
-        "volume_precision": 6,
+        **udf_precision(services, name),  # minmov, volume_precision: from a fed symbol's venue
         "data_status": "streaming",
     }
 
@@ -124,7 +120,7 @@ def udf_search(services: ServicesDep, text: QueryText = None, limit: Query = Non
     out = []
     for symbol in services.symbols:
         if needle in symbol.upper():
-            info = _symbol_info(symbol)
+            info = symbol_info(services, symbol)
             out.append(
                 {
                     "symbol": symbol,
@@ -196,7 +192,7 @@ async def api_bars(
 
 @get("/api/symbols", sync_to_thread=False)
 def api_symbols(services: ServicesDep) -> SymbolsResponse:
-    return SymbolsResponse([_symbol_info(s) for s in services.symbols])
+    return SymbolsResponse([symbol_info(services, s) for s in services.symbols])
 
 
 @post("/api/trades", status_code=200, guards=[ingest_guard])
@@ -377,4 +373,5 @@ ROUTES = [
     health_ready,
     metrics,
     *OPS_ROUTES,
+    *SOURCE_ROUTES,
 ]

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from service.api.services import Services
+from service.api.source_metrics import source_metrics
 from service.core.instruments import Histogram
 from service.core.models import TierStatus
 from service.core.readiness import Verdict
@@ -196,6 +197,7 @@ class _Snapshot:
         yield dirty
         yield failing
         yield bars
+        yield from source_metrics(s.sources.status().sources)
 
 
 def render_metrics(services: Services, tiers: list[TierStatus], verdict: Verdict | None = None) -> bytes:

@@ -3,8 +3,8 @@
 (``services: Services``), and the lifetimes of its parts (:meth:`Services.running`).
 
 Start order: store → ingest (learns what is stored) → writer → hub ticker → downsampler
-→ synthetic source. Shutdown is the reverse, and the writer drains before the store
-closes, so nothing accepted is left behind on a clean stop.
+→ trade sources (the synthetic market, exchanges). Shutdown is the reverse, and the
+writer drains before the store closes, so nothing accepted is left behind on a clean stop.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from service.runtime.history import History, SymbolSet
 from service.runtime.hotwindow import HotWindow
 from service.runtime.hub import Hub
 from service.runtime.ingest import Ingestor
-from service.runtime.sources import RateMeter, backfill_synthetic, run_synthetic
+from service.runtime.source_set import SourceSet, all_symbols, synthetic_symbols
+from service.runtime.sources import RateMeter, backfill_synthetic
 from service.runtime.spool import Spool
 from service.runtime.writer import TradeWriter
 from service.storage.base import Store
@@ -85,7 +86,7 @@ class Services(LiveServices):
             flush_rows=settings.flush_rows,
             max_pending_rows=settings.writer_max_pending_rows,
         )
-        self.symbols = SymbolSet(settings.symbols)
+        self.symbols = SymbolSet(all_symbols(settings))  # TVFLUX_SYMBOLS and what TVFLUX_SOURCES feeds
         # on every store: its loads do not depend on who runs the downsampling, or when
         # (service/runtime/hotwindow.py)
         hot = HotWindow(settings.plan, max_bars=settings.hot_window_bars) if settings.hot_window_bars else None
@@ -121,7 +122,9 @@ class Services(LiveServices):
             self.downsampler.on_changed.append(hot.invalidate)
         self.connections = ConnectionLimiter(settings.max_connections_per_client)
         self.audit = AuditLog(os.path.join(settings.data_dir, "audit.jsonl"))
-        self.market = SyntheticMarket(settings.symbols, seed=settings.synthetic_seed)
+        unfed = synthetic_symbols(settings)  # the synthetic market trades what no exchange feeds
+        self.market = SyntheticMarket(unfed or settings.symbols, seed=settings.synthetic_seed)
+        self.sources = SourceSet(settings, self.ingestor, self.market if unfed else None)
         self._synthetic_start_ms = now_ms()
         self.started_at = time.time()
         self.store_error: str | None = None
@@ -156,7 +159,7 @@ class Services(LiveServices):
 
     async def _seed_synthetic_history(self) -> None:
         settings = self.settings
-        if settings.synthetic_rate <= 0 or settings.synthetic_backfill_s <= 0 or await self.store.symbols():
+        if self.sources.synthetic is None or settings.synthetic_backfill_s <= 0 or await self.store.symbols():
             return
         self._synthetic_start_ms = now_ms()
         written = await backfill_synthetic(
@@ -196,19 +199,13 @@ class Services(LiveServices):
             self._tasks.append(asyncio.create_task(self.downsampler.run_forever(), name="downsampler"))
         if self.broker is not None:
             self._tasks.append(asyncio.create_task(self.broker.start(), name="broker-start"))
-        if settings.synthetic_rate > 0:
-            self._tasks.append(
-                asyncio.create_task(
-                    run_synthetic(self.ingestor, self.market, settings.synthetic_rate, self._synthetic_start_ms),
-                    name="synthetic",
-                )
-            )
+        self._tasks.extend(self.sources.start(self._synthetic_start_ms))
         self.ready = True
         log.info(
-            "tvflux ready: store=%s symbols=%s synthetic=%s trades/s",
+            "tvflux ready: store=%s symbols=%s sources=%s",
             self.store.kind,
             ",".join(self.symbols),
-            settings.synthetic_rate,
+            ",".join(s.name for s in self.sources.sources) or "none",
         )
 
     @contextlib.asynccontextmanager

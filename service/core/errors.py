@@ -19,13 +19,15 @@
     │   ├── RunTimeout               (a downsampling run was abandoned)
     │   └── SpoolUnavailable         (the spool could not be written: nothing was acknowledged)
     ├── DiskFull                     (507 + Retry-After: the data disk is full; nothing was acknowledged)
-    └── ConfigError                  (bad TVFLUX_* settings; never reaches a client)
+    ├── ConfigError                  (bad TVFLUX_* settings; never reaches a client)
+    └── VenueProtocolError           (an exchange sent what its protocol does not allow; never reaches a client)
 
 Raised outside the core, under the same root (each in the module that raises it):
 ``BadRequest`` ← ``ImportFormatError`` (service.ops.binance_csv; also a ``ValueError``),
 ``PageTooLarge`` (service.ops.exporter: the service allows fewer bars per request);
 ``StoreUnavailable`` ← ``QueryFailed`` (service.storage.influx.compose); ``TvfluxError`` ←
-``BackupError`` (service.ops.backup).
+``BackupError`` (service.ops.backup); ``TvfluxError`` ← ``RestFailed`` ← ``RestPaused``
+(service.runtime.exchanges.rest: an exchange's REST API failed, or asked us to wait).
 
 ``service.api.errors`` is the only place that turns these into HTTP or WebSocket answers.
 """
@@ -149,6 +151,14 @@ class DiskFull(TvfluxError):
         super().__init__(message, details=details)
         self.path = path
         self.retry_after_s = retry_after_s
+
+
+class VenueProtocolError(TvfluxError):
+    """An exchange sent a message or an answer its documented protocol does not allow (a
+    price that is not a number, a time that is not one). The source logs it and goes on;
+    what could not be read is found missing by its ids and backfilled."""
+
+    code = "venue_protocol"
 
 
 class ConfigError(TvfluxError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from operator import attrgetter
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -31,16 +31,31 @@ PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 EpochMs = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_999)]  # up to year 9999
 # No control characters: ids travel in InfluxDB line protocol, which cannot carry them.
 TradeId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# What exchanges send (Binance's aggregate id, Kraken's trade_id): accepted on the wire and
+# stored as its decimal text, so ``12345`` and ``"12345"`` are the same trade.
+NumericTradeId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+WireTradeId = TradeId | NumericTradeId
 
 
 class Trade(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One trade as clients send it (``POST /api/trades``, ``/ws/ingest``)."""
+    """One trade as clients send it (``POST /api/trades``, ``/ws/ingest``), once decoded:
+    an ``id`` sent as a number is its decimal text here (:class:`TradesDecoder`)."""
 
     symbol: Symbol
     price: PositiveFloat
     size: PositiveFloat
     time: EpochMs
     id: TradeId | None = None
+
+
+class _TradeIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """:class:`Trade` as the wire carries it: ``id`` may be a number."""
+
+    symbol: Symbol
+    price: PositiveFloat
+    size: PositiveFloat
+    time: EpochMs
+    id: WireTradeId | None = None
 
 
 class _TradeWire(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -52,7 +67,14 @@ class _TradeWire(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=Fal
     price: PositiveFloat
     size: PositiveFloat
     time: EpochMs
-    id: TradeId | None = None
+    id: WireTradeId | None = None
+
+
+def _text_ids(trades: list[Any]) -> list[Trade]:
+    """Numeric ids as their decimal text (a batch of string or no ids is returned as is)."""
+    if int not in set(map(type, map(_id_of, trades))):
+        return trades
+    return [msgspec.structs.replace(t, id=str(t.id)) if type(t.id) is int else t for t in trades]
 
 
 class TradesDecoder:
@@ -65,19 +87,19 @@ class TradesDecoder:
         codec = msgspec.json if protocol == "json" else msgspec.msgpack
         self._format = "JSON" if protocol == "json" else "msgpack"
         self._fast = codec.Decoder(list[_TradeWire])
-        self._strict = codec.Decoder(list[Trade])
+        self._strict = codec.Decoder(list[_TradeIn])
         self._items = codec.Decoder(list[msgspec.Raw])  # to list every bad trade of a batch
-        self._one = codec.Decoder(Trade)
+        self._one = codec.Decoder(_TradeIn)
         self._symbol_ok = re.compile(SYMBOL_PATTERN).search  # msgspec's pattern semantics
 
     def decode(self, data: bytes | str) -> list[Trade]:
         try:
             trades = self._fast.decode(data)
         except msgspec.DecodeError:
-            return self._strict.decode(data)
+            return _text_ids(self._strict.decode(data))
         if all(self._symbol_ok(s) for s in set(map(_symbol_of, trades))):
-            return trades  # the lenient decoder's Trade has Trade's fields and checks
-        return self._strict.decode(data)
+            return _text_ids(trades)  # the lenient decoder's Trade has Trade's fields and checks
+        return _text_ids(self._strict.decode(data))
 
     def decode_batch(self, data: bytes | str) -> list[Trade]:
         """:meth:`decode` for a client's batch, with the errors a client gets: malformed
@@ -109,7 +131,7 @@ class TradesDecoder:
         raise InvalidTrade(f"{len(problems)} invalid trade(s); nothing from this batch was accepted", details=problems)
 
 
-_symbol_of = attrgetter("symbol")
+_symbol_of, _id_of = attrgetter("symbol"), attrgetter("id")
 
 
 VOLUME_DIGITS = 15

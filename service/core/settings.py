@@ -15,6 +15,7 @@ from msgspec import Meta
 
 from service.core.errors import ConfigError
 from service.core.plan import DEFAULT_RUN_ROWS, DEFAULT_TIERS, Plan, build_plan
+from service.core.sources import SourceSpec, parse_sources
 
 _DEFAULT_SYMBOLS = ("BTCUSD", "ETHUSD", "LTCUSD")
 
@@ -34,6 +35,8 @@ Size = Annotated[
         pattern=r"^[1-9][0-9]*(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", description="a size such as 512MB or 2GB"
     ),
 ]
+WsUrl = Annotated[str, Meta(pattern=r"^wss?://[^\s]+$", description="a ws:// or wss:// URL")]
+HttpUrl = Annotated[str, Meta(pattern=r"^https?://[^\s]+$", description="an http:// or https:// URL")]
 LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], Meta(extra={"upper": True})]  # any case
 
 
@@ -118,6 +121,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     fault_store_down_file: str = ""  # while this file exists, store writes fail
     fault_slow_query_file: str = ""  # embedded store: while this file exists, history reads take seconds
 
+    # trade sources: exchanges' public trade streams, venue:VENUE_SYMBOL=SYMBOL each
+    # (docs/sources.md); the synthetic market feeds the symbols no source feeds
+    sources: Names = ()
+    binance_ws_url: WsUrl = "wss://stream.binance.com:9443"
+    binance_rest_url: HttpUrl = "https://api.binance.com"
+    coinbase_ws_url: WsUrl = "wss://advanced-trade-ws.coinbase.com"
+    coinbase_rest_url: HttpUrl = "https://api.coinbase.com"
+    kraken_ws_url: WsUrl = "wss://ws.kraken.com/v2"
+    kraken_rest_url: HttpUrl = "https://api.kraken.com"
+    source_backfill_s: Annotated[int, Meta(ge=0)] = 3600  # a fresh symbol's history, fetched at first start
+    source_max_backfill_s: Annotated[int, Meta(ge=1)] = 86_400  # an older gap's older part is left open
+    source_reorder_ms: Annotated[int, Meta(ge=0)] = 1000  # out-of-order ids wait this long before a backfill
+    source_gap_timeout_s: Annotated[float, Meta(ge=0.1)] = 60.0  # REST that cannot fill a gap for this long: open
+    source_stall_s: Annotated[float, Meta(ge=0.5)] = 30.0  # a connection silent this long is replaced
+    source_max_connection_s: Annotated[float, Meta(ge=0.0)] = (
+        82_800.0  # reconnect before this (Binance: 24 h); 0 = never
+    )
+    source_backoff_max_s: Annotated[float, Meta(ge=0.1)] = 60.0  # reconnect back-off cap
+    source_buffer_trades: Annotated[int, Meta(ge=10)] = 200_000  # trades held per symbol while a gap is fetched
+
     # InfluxDB 2
     influx_url: str = ""
     influx_token: Secret = Secret("")
@@ -132,6 +155,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return build_plan(
             self.tiers, lookback_ms=self.lookback_ms, grace_ms=self.grace_ms, run_rows=self.downsample_run_rows
         )
+
+    @property
+    def feeds(self) -> list[SourceSpec]:
+        """``TVFLUX_SOURCES`` as specs (validated by :func:`load_settings`)."""
+        return parse_sources(self.sources)[0]
 
 
 # --- from TVFLUX_* text to values, derived from the declarations above ------------------
@@ -250,6 +278,8 @@ def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
             shown = "***" if field.endswith("token") else repr(raw)  # never echo a secret
             problems.append(f"{name}={shown}: {exc}")
     values.update({k: v for k, v in overrides.items() if v is not None})
+    _, source_problems = parse_sources(values.get("sources", ()))
+    problems.extend(f"{env_name('sources')}: {p}" for p in source_problems)
     if values.get("store") == "influx" and not values.get("influx_url"):
         problems.append(f"{env_name('store')}=influx needs {env_name('influx_url')}")
     if not problems:

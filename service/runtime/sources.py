@@ -76,10 +76,17 @@ async def resume_prices(store: Store, market: SyntheticMarket, now_ms: int) -> d
     return resumed
 
 
-async def run_synthetic(ingestor: Ingestor, market: SyntheticMarket, rate_per_s: float, start_ms: int) -> None:
+async def run_synthetic(
+    ingestor: Ingestor,
+    market: SyntheticMarket,
+    rate_per_s: float,
+    start_ms: int,
+    on_accepted: Callable[[str, int], None] | None = None,
+) -> None:
     """Feed synthetic trades from ``market`` at ``rate_per_s`` (total) until cancelled.
     Trades carry the wall-clock time of their window, so live bars fill as they would
-    from an exchange feed. Prices continue from the last stored ones (:func:`resume_prices`)."""
+    from an exchange feed. Prices continue from the last stored ones (:func:`resume_prices`).
+    ``on_accepted(symbol, n)`` follows what was fed."""
     try:
         resumed = await resume_prices(ingestor.store, market, now_ms())
         if resumed:
@@ -98,6 +105,9 @@ async def run_synthetic(ingestor: Ingestor, market: SyntheticMarket, rate_per_s:
         batches = market.trades(last_ms, now, rate_per_s)
         try:
             await ingestor.accept_columns(batches)
+            if on_accepted is not None:
+                for b in batches:
+                    on_accepted(b.symbol, len(b))
         except Overloaded:
             log.warning("synthetic source: writer full, skipping %d ms of trades", now - last_ms)
         last_ms = now

@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # ops builds on storage, never the reverse at import time
     from service.ops.backup import Manifest
 
 
+NEWEST_IDS_SPAN_NS = 60 * 1_000_000_000  # how far before the newest id'd trade newest_ids looks
+
+
 class ChangedWindow(msgspec.Struct, frozen=True):
     """Closed history of ``symbol`` in ``[start_ms, end_ms)`` was rebuilt by a late-data
     recomputation; subscribers of the symbol need a ``reset``."""
@@ -140,6 +143,12 @@ class Store(Protocol):
         """Up to ``limit`` ``(symbol, id)`` of the newest stored trades that carry an id,
         newest first, to warm the duplicate filter at start. A store may return fewer
         (none): :meth:`known_ids` still answers for the rest, only more slowly."""
+
+    async def newest_ids(self, symbol: str, limit: int) -> list[tuple[str, int]]:
+        """Up to ``limit`` ``(id, ts_ns)`` of ``symbol``'s newest stored trades that carry an
+        id, newest first, from the minute before the newest of them (:data:`NEWEST_IDS_SPAN_NS`).
+        An exchange source resumes its venue's id sequence from these after a restart: the
+        ids live with the trades, so they survive whatever the trades survive."""
 
     async def trade_count(self) -> int | None:
         """How many trades the store holds, where that is cheap to answer (for ``/admin``);

@@ -108,6 +108,9 @@ class FaultInjectingStore:
     async def recent_ids(self, limit: int) -> list[tuple[str, str]]:
         return await self._inner.recent_ids(limit)
 
+    async def newest_ids(self, symbol: str, limit: int) -> list[tuple[str, int]]:
+        return await self._inner.newest_ids(symbol, limit)
+
     async def trade_count(self) -> int | None:
         return await self._inner.trade_count()
 

@@ -35,7 +35,7 @@ from service.core.plan import RAW, Plan, Tier, Window
 from service.core.resolution import Resolution, Unit
 from service.core.schedule import DirtyWindow, closed_part, dirty_dependents, late_window, watermark_after
 from service.core.segments import Segment, history_segments
-from service.storage.base import ChangedWindow, Deletion, Health, RunReport
+from service.storage.base import NEWEST_IDS_SPAN_NS, ChangedWindow, Deletion, Health, RunReport
 from service.storage.embedded.sql import NS_PER_MS, bars_table, bucket_sql, tier_select_sql, trades_arrow
 
 if TYPE_CHECKING:
@@ -702,6 +702,17 @@ class EmbeddedStore:
             ).fetchall()
         )
         return [(r[0], r[1]) for r in rows]
+
+    async def newest_ids(self, symbol: str, limit: int) -> list[tuple[str, int]]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT id, ts_ns FROM trades WHERE symbol = ? AND id IS NOT NULL AND ts_ns >= "
+                "(SELECT max(ts_ns) FROM trades WHERE symbol = ? AND id IS NOT NULL) - ? "
+                "ORDER BY ts_ns DESC LIMIT ?",
+                [symbol, symbol, NEWEST_IDS_SPAN_NS, limit],
+            ).fetchall()
+        )
+        return [(r[0], int(r[1])) for r in rows]
 
     async def snapshot(self, directory: str) -> Manifest:
         """EXPORT DATABASE on its own cursor: one statement, so one consistent transaction,

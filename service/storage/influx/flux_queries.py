@@ -133,6 +133,31 @@ def known_ids_query(
     )
 
 
+def newest_id_time_query(names: Names, symbol: str) -> str:
+    """The time (ns) of ``symbol``'s newest trade that carries an id (``last()``: pushed down)."""
+    return (
+        f"from(bucket: {flux_string(names.raw_bucket)})\n"
+        f"    |> range(start: {FAR_PAST}, stop: {FAR_FUTURE})\n"
+        f"    |> filter(fn: (r) => r._measurement == {flux_string(TRADES)} and r.symbol == {flux_string(symbol)} "
+        'and r._field == "id")\n'
+        "    |> last()\n"
+        "    |> map(fn: (r) => ({t: int(v: r._time)}))\n"
+    )
+
+
+def newest_ids_query(names: Names, symbol: str, from_ns: int, to_ns: int, limit: int) -> str:
+    """The ``limit`` newest ids of ``symbol`` in ``[from_ns, to_ns)`` with their times (ns)."""
+    return (
+        f"from(bucket: {flux_string(names.raw_bucket)})\n"
+        f"    |> {_range(from_ns, to_ns)}\n"
+        f"    |> filter(fn: (r) => r._measurement == {flux_string(TRADES)} and r.symbol == {flux_string(symbol)} "
+        'and r._field == "id")\n'
+        '    |> sort(columns: ["_time"], desc: true)\n'
+        f"    |> limit(n: {int(limit)})\n"
+        "    |> map(fn: (r) => ({id: string(v: r._value), t: int(v: r._time)}))\n"
+    )
+
+
 def symbols_query(names: Names) -> str:
     """Symbols with raw trades or stored bars (raw trades may have a retention)."""
     return (
@@ -221,6 +246,8 @@ def all_queries(plan: Plan, names: Names = Names()) -> dict[str, str]:
     out["known_ids_window"] = known_ids_query(
         names, symbol, ["a"], 1_700_000_000_000_000_000, 1_700_000_001_000_000_000
     )
+    out["newest_id_time"] = newest_id_time_query(names, symbol)
+    out["newest_ids"] = newest_ids_query(names, symbol, 0, 1_000_000, 100)
     out["symbols"] = symbols_query(names)
     out["status"] = status_query(names, [t.name for t in plan.tiers])
     return out

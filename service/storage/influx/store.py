@@ -41,7 +41,7 @@ from service.core.resolution import Resolution
 from service.core.schedule import late_window
 from service.core.segments import Segment
 from service.core.settings import Settings
-from service.storage.base import ChangedWindow, Deletion, Health, RunReport
+from service.storage.base import NEWEST_IDS_SPAN_NS, ChangedWindow, Deletion, Health, RunReport
 from service.storage.countback import bars_before_by_jumps
 from service.storage.influx import flux_queries as fq
 from service.storage.influx import flux_render as fr
@@ -423,6 +423,15 @@ class InfluxStore:
         """None: an "ids of the newest trades" scan would read every series of the raw
         bucket at start; :meth:`known_ids` answers duplicates by their own time span."""
         return []
+
+    async def newest_ids(self, symbol: str, limit: int) -> list[tuple[str, int]]:
+        newest = None
+        async for (t,) in self._rows(fq.newest_id_time_query(self._names, symbol), ("t",)):
+            newest = int(t) if newest is None else max(newest, int(t))
+        if newest is None:
+            return []
+        flux = fq.newest_ids_query(self._names, symbol, newest - NEWEST_IDS_SPAN_NS, newest + 1, limit)
+        return [(i, int(t)) async for i, t in self._rows(flux, ("id", "t"))]
 
     async def trade_count(self) -> int | None:
         """None: counting a bucket's points is a scan of all of them."""

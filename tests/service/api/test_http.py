@@ -117,6 +117,27 @@ def test_ids_make_posts_idempotent(module_server):
     assert bars["bars"][0]["volume"] == pytest.approx(8.0)
 
 
+def test_numeric_ids_are_accepted_and_are_the_same_trade_as_their_text(module_server):
+    """Exchanges send numeric trade ids (Binance's ``a``, Kraken's ``trade_id``): taken over
+    HTTP and ``/ws/ingest`` (JSON and msgpack), stored as their decimal text."""
+    import msgspec
+    from websockets.sync.client import connect
+
+    t = now_ms() - 5_000
+    trades = [{"symbol": "TESTC", "price": 5, "size": 1, "time": t + i, "id": 9_000_000_000 + i} for i in range(3)]
+    assert module_server.post_trades(trades) == {"accepted": 3, "duplicates": 0}
+    as_text = [{**x, "id": str(x["id"])} for x in trades]
+    assert module_server.post_trades(as_text) == {"accepted": 0, "duplicates": 3}
+    with connect(module_server.ws_url + "/ws/ingest") as ws:
+        ws.send(msgspec.msgpack.encode(trades[:2] + [{**trades[0], "id": 9_000_000_100, "time": t + 100}]))
+        ack = msgspec.json.decode(ws.recv(timeout=5))
+    assert ack == {"type": "ack", "seq": 1, "accepted": 1, "duplicates": 2}
+    for bad in (-1, 1.5, 2**63, True):
+        status, body = module_server.post("/api/trades", [{**trades[0], "id": bad}])
+        assert status == 400 and body["error"]["code"] == "invalid_trade", (bad, body)
+        assert body["error"]["details"][0]["index"] == 0
+
+
 def test_unknown_route_and_method(module_server):
     assert_error(module_server.get("/api/nothing"), 404, "not_found")
     assert_error(module_server.request("PUT", "/api/trades"), 405, "method_not_allowed")

@@ -9,7 +9,7 @@ import sys
 
 import service.core
 
-CORE = sorted(f"service.core.{m.name}" for m in pkgutil.iter_modules(service.core.__path__))
+CORE = sorted(m.name for m in pkgutil.walk_packages(service.core.__path__, prefix="service.core."))
 FORBIDDEN = [
     "asyncio",
     "litestar",

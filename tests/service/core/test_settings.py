@@ -99,3 +99,24 @@ def test_a_bad_token_is_never_echoed():
     with pytest.raises(ConfigError) as info:
         load_settings({"TVFLUX_ADMIN_TOKEN": "hunter2", "TVFLUX_STORE": "influx"})
     assert "hunter2" not in "\n".join(info.value.problems)
+
+
+def test_sources_are_parsed_and_every_bad_entry_reported():
+    s = load_settings({"TVFLUX_SOURCES": "binance:btcusdt=BTCUSD, kraken:BTC/USD=BTCUSD.KRK"})
+    assert [(f.venue, f.venue_symbol, f.symbol) for f in s.feeds] == [
+        ("binance", "BTCUSDT", "BTCUSD"),
+        ("kraken", "BTC/USD", "BTCUSD.KRK"),
+    ]
+    assert s.binance_ws_url == "wss://stream.binance.com:9443" and s.binance_rest_url == "https://api.binance.com"
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            {
+                "TVFLUX_SOURCES": "bitmex:XBTUSD=X,binance:BTCUSDT,binance:BTCUSDT=A,coinbase:BTC-USD=A",
+                "TVFLUX_BINANCE_WS_URL": "http://127.0.0.1:1",
+            }
+        )
+    text = str(info.value)
+    assert "unknown venue 'bitmex'" in text
+    assert "expected venue:VENUE_SYMBOL=SYMBOL" in text
+    assert "A is already fed by binance:BTCUSDT" in text
+    assert "TVFLUX_BINANCE_WS_URL" in text

@@ -274,6 +274,36 @@ async def test_lookups_symbols_last_ts_and_ids(store):
     assert await store.known_ids("BTCUSD", ["a"]) == set()
 
 
+async def test_newest_ids_are_where_an_exchange_source_resumes_and_survive_a_restart(kit):
+    """An exchange source resumes its venue's id sequence from the newest stored ids
+    (service.core.venues.tracker): newest first, trades without ids skipped, another
+    symbol's ignored, bounded to the minute before the newest, and still there after a
+    restart (they are the trades' own ids)."""
+    sec = 1_000_000_000
+    base = NOW_MS * NS - 600 * sec
+    old = TradeColumns("ETHUSD", np.array([base], dtype=np.int64), np.array([1.0]), np.array([1.0]), ["1"])
+    ts = base + np.array([470 * sec, 480 * sec, 500 * sec, 500 * sec + 1, 500 * sec + 2], dtype=np.int64)
+    fed = TradeColumns("ETHUSD", ts, np.ones(5), np.ones(5), ["100", "101", "102", None, "103"])
+    other = TradeColumns("LTCUSD", ts[4:] + sec, np.ones(1), np.ones(1), ["999"])
+    first = kit.make()
+    await first.start()
+    try:
+        assert await first.newest_ids("ETHUSD", 10) == []
+        await first.append([old, fed, other])
+    finally:
+        await first.close()
+    second = kit.make()
+    await second.start()
+    try:
+        newest = await second.newest_ids("ETHUSD", 10)
+        want = [("103", int(ts[4])), ("102", int(ts[2])), ("101", int(ts[1])), ("100", int(ts[0]))]
+        assert newest == want, newest  # "1", 500 s older, is past the span
+        assert await second.newest_ids("ETHUSD", 2) == want[:2]
+        assert await second.newest_ids("BTCUSD", 5) == []
+    finally:
+        await dispose(second)
+
+
 async def test_data_and_watermarks_survive_a_restart(kit):
     trades = synthetic(days=2)
     first = kit.make()

@@ -1,0 +1,130 @@
+"""Trade sources as values: what ``TVFLUX_SOURCES`` asks for, the gap records a source
+keeps, and the status ``/api/sources``, ``/admin`` and ``/metrics`` show.
+
+A source feeds trades into ingest: the synthetic market, or an exchange's public trade
+stream (:mod:`service.core.venues`). Every tvflux symbol has at most one source, so an
+exchange's trade ids can be the symbol's trade ids.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import msgspec
+
+from service.core.models import SYMBOL_PATTERN
+
+VENUES = ("binance", "coinbase", "kraken")
+# what the venues' symbols look like: BTCUSDT, BTC-USD, BTC/USD
+_VENUE_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9/_.-]{0,31}$")
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+
+
+class SourceSpec(msgspec.Struct, frozen=True):
+    """One ``venue:VENUE_SYMBOL=SYMBOL`` entry of ``TVFLUX_SOURCES``."""
+
+    venue: str
+    venue_symbol: str
+    symbol: str
+
+
+def parse_sources(entries: tuple[str, ...]) -> tuple[list[SourceSpec], list[str]]:
+    """The entries of ``TVFLUX_SOURCES`` as specs, and every problem found (all at once,
+    as settings report them). Venue symbols are upper-cased (the venues' own spelling)."""
+    specs: list[SourceSpec] = []
+    problems: list[str] = []
+    fed: dict[str, str] = {}
+    for entry in entries:
+        venue, colon, rest = entry.partition(":")
+        venue_symbol, equals, symbol = rest.rpartition("=")
+        venue, venue_symbol, symbol = venue.strip().lower(), venue_symbol.strip().upper(), symbol.strip()
+        if not colon or not equals:
+            problems.append(f"{entry!r}: expected venue:VENUE_SYMBOL=SYMBOL, e.g. binance:BTCUSDT=BTCUSD")
+            continue
+        if venue not in VENUES:
+            problems.append(f"{entry!r}: unknown venue {venue!r}; one of {', '.join(VENUES)}")
+            continue
+        if not _VENUE_SYMBOL.match(venue_symbol):
+            problems.append(f"{entry!r}: {venue_symbol!r} is not a {venue} symbol (letters, digits, / - _ .)")
+            continue
+        if not _SYMBOL.search(symbol):
+            problems.append(f"{entry!r}: {symbol!r} is not a valid tvflux symbol (pattern {SYMBOL_PATTERN})")
+            continue
+        key = f"{venue}:{venue_symbol}"
+        if symbol in fed:
+            problems.append(f"{entry!r}: {symbol} is already fed by {fed[symbol]}; a symbol has one source")
+            continue
+        if key in fed.values():
+            problems.append(f"{entry!r}: {key} is listed twice")
+            continue
+        fed[symbol] = key
+        specs.append(SourceSpec(venue, venue_symbol, symbol))
+    return specs, problems
+
+
+GapState = Literal["backfilling", "backfilled", "open"]
+
+
+class GapRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Trades a source missed on its stream, and what became of them.
+
+    ``fromId``..``toId`` (inclusive) are the exchange ids that were missing (``toId`` is
+    ``None`` while the end is not known yet); ``fromTime`` is the time of the last trade
+    before them, ``toTime`` of the first after. ``state``: ``backfilled`` (REST filled
+    them; ``trades`` is how many), ``open`` (they are not in the store: ``reason`` says
+    why, and the bars of that span lack them), or ``backfilling``. ``cause``: what
+    revealed the gap (``connect``, ``restart``, ``id jump``, ``stall``, ...)."""
+
+    source: str
+    symbol: str
+    venueSymbol: str
+    fromId: int
+    state: GapState
+    cause: str
+    detectedAt: int
+    toId: int | None = None
+    fromTime: int | None = None
+    toTime: int | None = None
+    trades: int = 0
+    reason: str | None = None
+    resolvedAt: int | None = None
+
+
+class SymbolFeed(msgspec.Struct, frozen=True):
+    """One fed symbol of a source, as ``/api/sources`` shows it."""
+
+    symbol: str
+    venueSymbol: str | None
+    state: str  # live, backfilling, waiting (no trade yet), stopped
+    lastTradeId: int | None
+    lastTradeTime: int | None  # epoch ms (exchange time)
+    lastTradeAgeS: float | None  # since this process received it
+    tradesPerS: float
+    trades: int  # accepted since start (live and backfilled)
+    tradesBackfilled: int
+    gapsFound: int
+    gapsOpen: int
+    pricescale: int | None = None
+    volumePrecision: int | None = None
+
+
+class SourceStatus(msgspec.Struct, frozen=True):
+    name: str  # "synthetic", "binance", "coinbase", "kraken"
+    kind: Literal["synthetic", "exchange"]
+    connected: bool
+    symbols: list[SymbolFeed]
+    connectedSince: int | None = None  # epoch ms
+    reconnects: int = 0
+    restRequests: int = 0
+    restWeightUsed: int = 0  # weight this process spent (Binance counts weight, the others requests)
+    restWeightReported: int | None = None  # what the venue last reported used (Binance's header)
+    restPausedUntil: int | None = None  # epoch ms: 429 back-off or a 418 ban
+    lastError: str | None = None
+    wsUrl: str | None = None
+    restUrl: str | None = None
+
+
+class SourcesResponse(msgspec.Struct, frozen=True):
+    sources: list[SourceStatus]
+    gaps: list[GapRecord]  # most recent first, bounded
