@@ -112,6 +112,7 @@ class Faults:
     )  # next REST answers: (status, headers)
     rest_min_id: int = 0  # retention: older ids are no longer served
     micro_s: bool = False  # times in µs (Binance with timeUnit=MICROSECOND)
+    refuse_connects: bool = False  # the WebSocket endpoint answers 503 (a venue briefly unreachable)
 
 
 class ReplayServer:
@@ -168,7 +169,9 @@ class ReplayServer:
 
     # --- WebSocket --------------------------------------------------------------------
 
-    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if self.faults.refuse_connects:
+            return web.Response(status=503, text="unavailable")
         ws = web.WebSocketResponse(autoping=False)  # pings and pongs are counted here
         await ws.prepare(request)
         self.connects += 1
