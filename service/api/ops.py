@@ -3,7 +3,7 @@ and ``POST /api/admin/backup``.
 
 The backup endpoint exists because DuckDB lets only one process open the store file:
 while the service runs, ``tvflux backup`` cannot read the file itself, so it asks the
-service, which snapshots it on its own connection (see :mod:`service.ops.backup`) and
+service, which snapshots it on its own connection (see :mod:`service.storage.embedded.backup`) and
 streams the snapshot back as a tar archive. It writes nothing outside
 ``TVFLUX_DATA_DIR`` (a temporary directory there, removed after the transfer), and it
 hands out the whole database: without ``TVFLUX_ADMIN_TOKEN`` only loopback clients
@@ -32,9 +32,9 @@ from service.api.services import Services
 from service.core.errors import Overloaded, TvfluxError, Unauthorized
 from service.core.models import TierStatus
 from service.core.readiness import Thresholds, Verdict, WriterState, assess, scheduler_period_ms
-from service.ops.backup import MANIFEST, remove_tree, tar_chunks
 from service.runtime.clock import now_ms
-from service.storage.base import Health
+from service.storage.base import MANIFEST_FILE, Health
+from service.storage.embedded.backup import remove_tree, tar_chunks
 from service.storage.factory import store_file
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ async def admin_backup(request: Request) -> Stream:
             manifest.total_bytes,
             time.perf_counter() - started,
         )
-    names = [MANIFEST] + [f.name for f in manifest.files]
+    names = [MANIFEST_FILE] + [f.name for f in manifest.files]
     return Stream(
         _stream_and_remove(tmp, names),
         media_type="application/x-tar",

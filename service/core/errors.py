@@ -25,7 +25,7 @@ Raised outside the core, under the same root (each in the module that raises it)
 ``BadRequest`` ← ``ImportFormatError`` (service.ops.binance_csv; also a ``ValueError``),
 ``PageTooLarge`` (service.ops.exporter: the service allows fewer bars per request);
 ``StoreUnavailable`` ← ``QueryFailed`` (service.storage.influx.compose); ``TvfluxError`` ←
-``BackupError`` (service.ops.backup).
+``BackupError`` (service.storage.embedded.backup).
 
 ``service.api.errors`` is the only place that turns these into HTTP or WebSocket answers.
 """

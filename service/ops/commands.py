@@ -25,9 +25,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from service.core.errors import ConfigError, StoreUnavailable, TvfluxError
-from service.ops import backup as bk
 from service.ops.console import Progress, configure_logging
 from service.ops.downsample import run_to_edge
+from service.storage.base import Manifest
+from service.storage.embedded import backup as bk
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -154,7 +155,7 @@ def _backup_online(url: str, target: str, settings: Any, expected_source: str | 
         request.add_header("Authorization", f"Bearer {settings.admin_token}")
     progress: list[Any] = []
 
-    def on_manifest(manifest: bk.Manifest) -> None:
+    def on_manifest(manifest: Manifest) -> None:
         if expected_source is not None and os.path.realpath(manifest.source) != os.path.realpath(expected_source):
             raise bk.BackupError(
                 f"the service at {url} serves {manifest.source}, not {expected_source}; "

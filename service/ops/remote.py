@@ -200,8 +200,8 @@ def earliest_bar_ms(base_url: str, symbol: str, from_ms: int, to_ms: int) -> int
 def serving_url(settings: Any) -> str | None:
     """The service that holds this data dir's store file (``service.json``; a held lock
     without one: ``TVFLUX_HOST:TVFLUX_PORT``), or ``None`` when the file is free."""
-    from service.ops.backup import lock_holder
     from service.ops.discovery import running_service_url, url_for
+    from service.storage.embedded.backup import lock_holder
     from service.storage.factory import store_file
 
     path = store_file(settings)

@@ -22,15 +22,12 @@ is :mod:`service.storage.factory`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import msgspec
 
 from service.core.models import Bar, TierRun, TierStatus, TradeColumns
 from service.core.resolution import Resolution
-
-if TYPE_CHECKING:  # ops builds on storage, never the reverse at import time
-    from service.ops.backup import Manifest
 
 
 class ChangedWindow(msgspec.Struct, frozen=True):
@@ -59,6 +56,42 @@ class Deletion(msgspec.Struct, frozen=True):
 class Health(msgspec.Struct, frozen=True):
     ok: bool
     error: str | None = None
+
+
+# --- snapshots (Store.snapshot) ---------------------------------------------------------
+
+MANIFEST_FILE = "manifest.json"
+"""The one file of a snapshot directory that describes the rest (a :class:`Manifest`);
+whoever moves a snapshot elsewhere (``POST /api/admin/backup``) sends it first."""
+
+
+class FileEntry(msgspec.Struct, frozen=True):
+    name: str
+    bytes: int
+    sha256: str
+
+
+class TableEntry(msgspec.Struct, frozen=True):
+    name: str
+    file: str
+    rows: int
+
+
+class Manifest(msgspec.Struct, frozen=True):
+    """What :meth:`Store.snapshot` wrote: every file with its size and checksum, and every
+    table with its row count, so a copy can be verified before it is restored."""
+
+    format: str
+    created_utc: str
+    source: str  # absolute path of the store file the snapshot came from
+    duckdb_version: str
+    tvflux_version: str
+    files: list[FileEntry]
+    tables: list[TableEntry]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
 
 
 class Store(Protocol):
@@ -156,6 +189,7 @@ class Store(Protocol):
         committed stays, the rest is retried from its watermark next time."""
 
     async def snapshot(self, directory: str) -> Manifest:
-        """Write a consistent snapshot of the whole store into ``directory`` (see
-        :mod:`service.ops.backup`) while the store keeps serving. A store backed up by
+        """Write a consistent snapshot of the whole store into ``directory`` (its files and
+        :data:`MANIFEST_FILE`; see :mod:`service.storage.embedded.backup`) while the store
+        keeps serving. A store backed up by
         other means raises :class:`~service.core.errors.NotSupported` saying which."""

@@ -25,7 +25,6 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
 
 import aiohttp
 import anyio
@@ -41,7 +40,7 @@ from service.core.resolution import Resolution
 from service.core.schedule import late_window
 from service.core.segments import Segment
 from service.core.settings import Settings
-from service.storage.base import ChangedWindow, Deletion, Health, RunReport
+from service.storage.base import ChangedWindow, Deletion, Health, Manifest, RunReport
 from service.storage.countback import bars_before_by_jumps
 from service.storage.influx import flux_queries as fq
 from service.storage.influx import flux_render as fr
@@ -58,9 +57,6 @@ from service.storage.influx.compose import (
 from service.storage.influx.lineproto import encode_trades, series_prefix, split_lines, unique_ns
 from service.storage.influx.retry import NETWORK_ERRORS as _NETWORK_ERRORS
 from service.storage.influx.retry import RetryPolicy, backoff_s, brief, is_retryable, retry_after_s
-
-if TYPE_CHECKING:
-    from service.ops.backup import Manifest
 
 log = logging.getLogger(__name__)
 
