@@ -23,6 +23,7 @@ from service.core.errors import InvalidMessage, InvalidRange, MissingParameter, 
 from service.core.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, TradesAccepted, TradesDecoder
 from service.core.resolution import DAY_COUNTS, MINUTE_COUNTS, SECOND_COUNTS, SUPPORTED
 from service.runtime.clock import now_ms
+from service.runtime.corrections import Correction
 
 _trades_decoder = TradesDecoder("json")
 _trades_msgpack = TradesDecoder("msgpack")
@@ -256,14 +257,15 @@ async def api_delete_trades(
             raise InvalidMessage(f"a trade id has 1-64 characters, got {len(trade_id)}")
     address = client_address(request)
     who = f"{'admin token' if services.settings.admin_token else 'no admin token set'} from {address}"
-    deleted = await services.delete_trades(
+    correction = Correction(
         symbol,
+        who,
         ids=sorted(set(ids)) if ids else None,
         from_ms=lo,
         to_ms=hi,
-        who=who,
         actor=request.headers.get("x-tvflux-actor"),
     )
+    deleted = await services.delete_trades(correction)
     return {"deleted": deleted}
 
 

@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import anyio.to_thread
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 
@@ -26,8 +25,9 @@ from service.core.models import Bar
 from service.core.resolution import Resolution
 from service.core.settings import Settings
 from service.core.synthetic import SyntheticMarket
-from service.runtime.audit import AuditEntry, AuditLog
+from service.runtime.audit import audit_log
 from service.runtime.clock import now_ms
+from service.runtime.corrections import Correction, LiveParts, delete_trades
 from service.runtime.descriptors import DescriptorWatch
 from service.runtime.downsampler import Downsampler
 from service.runtime.fanout import LiveHub
@@ -125,7 +125,7 @@ class Services(LiveServices):
         if hot is not None:
             self.downsampler.on_changed.append(hot.invalidate)
         self.connections = ConnectionLimiter(settings.max_connections_per_client)
-        self.audit = AuditLog(os.path.join(settings.data_dir, "audit.jsonl"))
+        self.audit = audit_log(settings.data_dir)
         self.market = SyntheticMarket(settings.symbols, seed=settings.synthetic_seed)
         self._synthetic_start_ms = now_ms()
         self.started_at = time.time()
@@ -259,56 +259,18 @@ class Services(LiveServices):
             self.spool.close()
             await self.store.close()
 
-    async def delete_trades(
-        self,
-        symbol: str,
-        *,
-        ids: list[str] | None,
-        from_ms: int | None,
-        to_ms: int | None,
-        who: str,
-        actor: str | None = None,
-    ) -> int:
-        """A trade correction, end to end: what was accepted reaches the store first (so
-        nothing deleted comes back from the writer), the store deletes and marks the
-        windows dirty (the next run rebuilds every tier), duplicates of the ids are
-        forgotten, live series of the symbol are rebuilt and their subscribers reset, and
-        the correction is recorded in the audit log before the answer."""
+    async def delete_trades(self, correction: Correction) -> int:
+        """A trade correction on the running service (:func:`service.runtime.corrections.delete_trades`
+        with the live parts); returns how many trades were deleted."""
         self.require_ready()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.writer.flush()), timeout=10)
-        from_ns = None if from_ms is None else from_ms * 1_000_000
-        to_ns = None if to_ms is None else to_ms * 1_000_000
-        for batch in self.writer.pending_for(symbol):
-            hit = batch.ids is not None and ids is not None and bool(set(ids) & set(batch.ids))
-            if from_ns is not None and to_ns is not None:
-                hit = hit or bool(((batch.ts_ns >= from_ns) & (batch.ts_ns < to_ns)).any())
-            if hit:
-                raise StoreUnavailable("trades of this correction still wait for the store; retry shortly")
-        deletion = await self.store.delete_trades(symbol, ids=ids, from_ns=from_ns, to_ns=to_ns)
-        if ids:
-            self.ingestor.forget(symbol, ids)
-        for hook in getattr(self.downsampler, "on_changed", ()):  # caches of closed history
-            hook(symbol)
-        await self.hub.rebuild_symbol(symbol)
-        entry = AuditEntry(
-            time=now_ms(),
-            who=who,
-            action="delete_trades",
-            symbol=symbol,
-            deleted=deletion.deleted,
-            ids=ids,
-            fromMs=from_ms,
-            toMs=to_ms,
-            actor=actor,
-        )
-        await anyio.to_thread.run_sync(self.audit.append, entry)
+        live = LiveParts(self.writer, self.ingestor, self.hub, self.downsampler.on_changed)
+        deletion = await delete_trades(self.store, self.audit, correction, live=live)
         log.warning(
             "correction: %d trades of %s deleted by %s (%s)",
             deletion.deleted,
-            symbol,
-            who,
-            f"{len(ids)} ids" if ids else f"[{from_ms}, {to_ms})",
+            correction.symbol,
+            correction.who,
+            f"{len(correction.ids)} ids" if correction.ids else f"[{correction.from_ms}, {correction.to_ms})",
         )
         return deletion.deleted
 

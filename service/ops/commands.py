@@ -417,34 +417,24 @@ def cmd_trades_delete(args: argparse.Namespace, settings: Any) -> int:
 
 
 async def _delete_locally(settings: Any, args: argparse.Namespace, actor: str) -> int:
-    from service.runtime.audit import AuditEntry, AuditLog
-    from service.runtime.clock import now_ms
+    from service.runtime.audit import audit_log
+    from service.runtime.corrections import Correction, delete_trades
     from service.storage.factory import build_store
 
+    correction = Correction(
+        args.symbol,
+        "tvflux CLI, store opened directly",
+        ids=sorted(set(args.id)) if args.id else None,
+        from_ms=args.from_,
+        to_ms=args.to,
+        actor=actor,
+    )
     store = build_store(settings)
     await store.start()
     try:
-        deletion = await store.delete_trades(
-            args.symbol,
-            ids=sorted(set(args.id)) if args.id else None,
-            from_ns=None if args.from_ is None else args.from_ * 1_000_000,
-            to_ns=None if args.to is None else args.to * 1_000_000,
-        )
+        deletion = await delete_trades(store, audit_log(settings.data_dir), correction)
     finally:
         await store.close()
-    AuditLog(os.path.join(settings.data_dir, "audit.jsonl")).append(
-        AuditEntry(
-            time=now_ms(),
-            who="tvflux CLI, store opened directly",
-            action="delete_trades",
-            symbol=args.symbol,
-            deleted=deletion.deleted,
-            ids=sorted(set(args.id)) if args.id else None,
-            fromMs=args.from_,
-            toMs=args.to,
-            actor=actor,
-        )
-    )
     print(
         f"deleted {deletion.deleted} trades of {args.symbol} from the store; the tiers are rebuilt by the next "
         "downsampling run (`tvflux downsample`, or the service when it starts)",

@@ -28,6 +28,13 @@ class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
 
 _decode = msgspec.json.Decoder(AuditEntry)
 
+AUDIT_FILE = "audit.jsonl"  # in TVFLUX_DATA_DIR
+
+
+def audit_log(data_dir: str) -> AuditLog:
+    """The audit log of the store kept in ``data_dir``: the service's and the CLI's alike."""
+    return AuditLog(os.path.join(data_dir, AUDIT_FILE))
+
 
 class AuditLog:
     def __init__(self, path: str) -> None:
