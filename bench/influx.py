@@ -49,9 +49,9 @@ from typing import Any
 import numpy as np
 
 from bench.influxd import Influxd, Sampler, influxd_binary, influxd_version
+from service.core.timestamps import NS_PER_MS
 
 ROOT = Path(__file__).resolve().parents[1]
-NS_PER_MS = 1_000_000
 DAY_MS = 86_400_000
 PER_SECOND_BUCKET = "persecond"
 

@@ -30,10 +30,9 @@ import msgspec
 import numpy as np
 
 from service.core.models import TradeColumns
-from service.core.timestamps import TimestampAllocator
+from service.core.timestamps import NS_PER_MS, TimestampAllocator
 from service.ops import binance_csv as bcsv
 
-NS_PER_MS = 1_000_000
 HEAD_BYTES = 64 * 1024  # enough lines to recognise the layout
 
 

@@ -27,8 +27,8 @@ import msgspec
 
 from service.core.errors import TvfluxError
 from service.core.models import TradeColumns
+from service.core.timestamps import NS_PER_MS
 
-NS_PER_MS = 1_000_000
 RETRIES = 30  # 429 (spool full) / 503 (starting): wait as told, up to about a minute in all
 
 

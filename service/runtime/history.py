@@ -32,13 +32,13 @@ from service.core.errors import InvalidRange, StoreUnavailable, UnknownSymbol
 from service.core.instruments import REQUEST_SECONDS_BOUNDS, LabeledHistograms
 from service.core.models import Bar, BarsResponse, TradeColumns, round_volume
 from service.core.resolution import Resolution, parse_resolution
+from service.core.timestamps import NS_PER_MS
 from service.runtime.hotwindow import HotWindow
 from service.runtime.writer import TradeWriter
 from service.storage.base import Store
 
 log = logging.getLogger(__name__)
 
-NS_PER_MS = 1_000_000
 T = TypeVar("T")
 TIMEOUT_LOG_EVERY_S = 60.0  # the operator hears of timed-out history queries at most this often
 MAX_TIME_S = 253_402_300_799  # 9999-12-31

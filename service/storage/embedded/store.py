@@ -35,9 +35,10 @@ from service.core.plan import RAW, Plan, Tier, Window
 from service.core.resolution import Resolution, Unit
 from service.core.schedule import DirtyWindow, closed_part, dirty_dependents, late_window, watermark_after
 from service.core.segments import Segment, history_segments
+from service.core.timestamps import NS_PER_MS
 from service.storage.base import ChangedWindow, Deletion, Health, Manifest, RunReport
 from service.storage.embedded.backup import snapshot
-from service.storage.embedded.sql import NS_PER_MS, bars_table, bucket_sql, tier_select_sql, trades_arrow
+from service.storage.embedded.sql import bars_table, bucket_sql, tier_select_sql, trades_arrow
 
 T = TypeVar("T")
 
