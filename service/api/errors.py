@@ -33,18 +33,11 @@ _HTTP_CODES = {
 
 def _tvflux_error(_: Request, exc: TvfluxError) -> Response:
     headers = {}
-    retry_after_s = _retry_after_s(exc)
-    if retry_after_s is not None:  # 429 Overloaded, 503 StoreUnavailable, 507 DiskFull
-        headers["Retry-After"] = str(max(1, round(retry_after_s)))
+    if exc.retry_after_s is not None:  # 429 Overloaded, 503 StoreUnavailable, 507 DiskFull
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
     elif isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="tvflux"'
     return Response(exc.payload(), status_code=exc.status, headers=headers)
-
-
-def _retry_after_s(exc: TvfluxError) -> float | None:
-    """When a retry may succeed (the error says so with a ``retry_after_s``), after how long."""
-    value = getattr(exc, "retry_after_s", None)
-    return float(value) if value is not None else None
 
 
 def _http_error(_: Request, exc: HTTPException) -> Response:
@@ -81,9 +74,8 @@ def ws_error(
     elif not isinstance(exc, TvfluxError):
         exc = InvalidMessage(f"malformed message: {exc}")
     details = exc.details
-    retry_after_s = _retry_after_s(exc)
-    if retry_after_s is not None:  # the WebSocket form of Retry-After
-        details = {**(details or {}), "retryAfterS": retry_after_s}
+    if exc.retry_after_s is not None:  # the WebSocket form of Retry-After
+        details = {**(details or {}), "retryAfterS": float(exc.retry_after_s)}
     return ErrorMessage(ErrorBody(exc.code, exc.message, details), id=sub_id, seq=seq)
 
 

@@ -40,11 +40,14 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, NETWORK_ERRORS)
 
 
-def retry_after_s(exc: BaseException) -> float | None:
-    value = getattr(exc, "retry_after", None)
+def retry_after_s(exc: BaseException | None) -> float | None:
+    """The seconds an InfluxDB answer's ``Retry-After`` header asks for (429, 503), if any."""
+    if not isinstance(exc, ApiException) or not exc.headers:
+        return None
+    value = exc.headers.get("Retry-After")
     try:
         return float(value) if value is not None else None
-    except (TypeError, ValueError):
+    except ValueError:  # an HTTP date (InfluxDB sends seconds)
         return None
 
 

@@ -19,7 +19,7 @@ from service.core.settings import Secret, Settings
 from service.storage.influx import flux_render as fr
 from service.storage.influx.compose import BarRows, CsvReader, QueryFailed, Segment, compose, plan_segments
 from service.storage.influx.lineproto import encode_bars
-from service.storage.influx.retry import RetryPolicy, backoff_s, is_retryable
+from service.storage.influx.retry import RetryPolicy, backoff_s, is_retryable, retry_after_s
 from service.storage.influx.store import InfluxStore
 from tests.reference import reference_bars
 from tests.service.storage.influx.fake_influx import ORG, TOKEN, FakeInflux, csv_tables
@@ -244,6 +244,17 @@ def test_retry_classification() -> None:
     assert is_retryable(ApiException(status=503)) and is_retryable(ApiException(status=429))
     assert not is_retryable(ApiException(status=400)) and not is_retryable(ApiException(status=401))
     assert not is_retryable(ValueError())
+
+
+def test_retry_after_is_read_from_influxdbs_answer() -> None:
+    from influxdb_client.rest import ApiException
+
+    busy = ApiException(status=429)
+    busy.headers = {"Retry-After": "3"}  # as the async client keeps the response's headers
+    assert retry_after_s(busy) == 3.0
+    busy.headers = {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}
+    assert retry_after_s(busy) is None
+    assert retry_after_s(ApiException(status=503)) is None and retry_after_s(TimeoutError()) is None
 
 
 # --- reads through the fake -----------------------------------------------------------
