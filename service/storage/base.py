@@ -94,7 +94,29 @@ class Manifest(msgspec.Struct, frozen=True):
         return sum(f.bytes for f in self.files)
 
 
-class Store(Protocol):
+class TradeSink(Protocol):
+    """Where trades are written and looked up to keep them unique: every :class:`Store`,
+    and a running service the CLI sends an import through (its ``ServiceSink``, which
+    allocates timestamps and checks ids itself, so it answers "nothing stored")."""
+
+    async def append(self, batches: Sequence[TradeColumns], *, spool_seq: int | None = None) -> None:
+        """Store trades: one write for the whole call. Trades older than the first tier's
+        watermark mark their windows dirty so the next run rebuilds them. ``spool_seq``:
+        the newest spool record in ``batches`` (see ``commits_spool_seq``)."""
+
+    async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
+        """Largest stored ``ts_ns`` of ``symbol`` in ``[from_ns, to_ns)``; used to keep
+        timestamps unique when a late trade lands in an old millisecond."""
+
+    async def known_ids(
+        self, symbol: str, ids: Sequence[str], from_ns: int | None = None, to_ns: int | None = None
+    ) -> set[str]:
+        """Which of ``ids`` are already stored for ``symbol``. ``from_ns``/``to_ns`` (both or
+        neither) narrow the search to ``[from_ns, to_ns)``, where a retry of the same
+        trades would be (their own timestamps); without them all time is searched."""
+
+
+class Store(TradeSink, Protocol):
     kind: str
     """A display label ("duckdb", "influx") for logs, ``/metrics`` and ``/api/downsampling``.
     Nothing branches on it: use the capabilities below."""
@@ -122,11 +144,6 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def health(self) -> Health: ...
-
-    async def append(self, batches: Sequence[TradeColumns], *, spool_seq: int | None = None) -> None:
-        """Store trades: one write for the whole call. Trades older than the first tier's
-        watermark mark their windows dirty so the next run rebuilds them. ``spool_seq``:
-        the newest spool record in ``batches`` (see ``commits_spool_seq``)."""
 
     async def delete_trades(
         self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None, to_ns: int | None = None
@@ -157,17 +174,6 @@ class Store(Protocol):
 
     async def symbols(self) -> list[str]:
         """Symbols that have stored trades."""
-
-    async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
-        """Largest stored ``ts_ns`` of ``symbol`` in ``[from_ns, to_ns)``; used to keep
-        timestamps unique when a late trade lands in an old millisecond."""
-
-    async def known_ids(
-        self, symbol: str, ids: Sequence[str], from_ns: int | None = None, to_ns: int | None = None
-    ) -> set[str]:
-        """Which of ``ids`` are already stored for ``symbol``. ``from_ns``/``to_ns`` (both or
-        neither) narrow the search to ``[from_ns, to_ns)``, where a retry of the same
-        trades would be (their own timestamps); without them all time is searched."""
 
     async def recent_ids(self, limit: int) -> list[tuple[str, str]]:
         """Up to ``limit`` ``(symbol, id)`` of the newest stored trades that carry an id,
