@@ -415,7 +415,7 @@ async def _dataset_phase(
             e = runs.setdefault(r.tier, {"runs": 0, "rows": 0, "run_ms": []})
             e["runs"] += 1
             e["rows"] += r.rows
-            e["run_ms"].append(round(r.durationMs))
+            e["run_ms"].append(round(r.duration_ms))
         for e in runs.values():
             ms = sorted(e.pop("run_ms"))
             e["run_ms_p50"] = ms[len(ms) // 2]

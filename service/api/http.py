@@ -152,10 +152,10 @@ async def udf_history(
     services.require_ready()
     req = services.history.parse(_udf_symbol(symbol), resolution, from_s, to_s, countback, now_ms=now_ms())
     result = await services.history.query(req)
-    if result.noData:
+    if result.no_data:
         body: dict[str, Any] = {"s": "no_data"}
-        if result.nextTime is not None:
-            body["nextTime"] = result.nextTime // 1000
+        if result.next_time is not None:
+            body["nextTime"] = result.next_time // 1000
         return body
     bars = result.bars
     return {

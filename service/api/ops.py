@@ -115,9 +115,11 @@ def ready_body(services: Services, verdict: Verdict) -> dict[str, Any]:
             "pendingRows": writer.pending_rows,
             "spilledRows": writer.spilled_rows,
             "oldestPendingAgeS": round(writer.lag.oldest_age_s(time.monotonic()), 3),
-            "maxAgeS": verdict.writerMaxAgeS,
+            "maxAgeS": verdict.writer_max_age_s,
         },
-        "downsampling": [{"tier": t.tier, "lagMs": t.lagMs, "maxLagMs": t.maxLagMs, "ok": t.ok} for t in verdict.tiers],
+        "downsampling": [
+            {"tier": t.tier, "lagMs": t.lag_ms, "maxLagMs": t.max_lag_ms, "ok": t.ok} for t in verdict.tiers
+        ],
         # fan-out to other hosts: not a readiness condition of the core (ingest and history
         # go on without it); the edges report unready while it is gone
         **(

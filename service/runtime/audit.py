@@ -14,15 +14,15 @@ import threading
 import msgspec
 
 
-class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):
     time: int  # epoch ms when the correction was made
     who: str  # the credential used ("admin token", or "no admin token set") and the client address
     action: str  # "delete_trades"
     symbol: str
     deleted: int
     ids: list[str] | None = None
-    fromMs: int | None = None  # the deleted range [fromMs, toMs), epoch ms
-    toMs: int | None = None
+    from_ms: int | None = None  # the deleted range [fromMs, toMs), epoch ms
+    to_ms: int | None = None
     actor: str | None = None  # what the client said it is (X-Tvflux-Actor, e.g. "tvflux trades delete")
 
 

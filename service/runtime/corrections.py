@@ -110,8 +110,8 @@ async def delete_trades(
         symbol=symbol,
         deleted=deletion.deleted,
         ids=correction.ids,
-        fromMs=correction.from_ms,
-        toMs=correction.to_ms,
+        from_ms=correction.from_ms,
+        to_ms=correction.to_ms,
         actor=correction.actor,
     )
     await anyio.to_thread.run_sync(audit.append, entry)

@@ -255,10 +255,10 @@ class History:
         else:
             bars = (await self.bars_before(request.symbol, res, request.to_ms, request.countback)).bars
         if bars:
-            return BarsResponse(bars=bars, noData=False, nextTime=None)
+            return BarsResponse(bars=bars, no_data=False, next_time=None)
         before = request.from_ms if request.countback is None else request.to_ms
         next_time = await self.previous_bar_time(request.symbol, res, before)
-        return BarsResponse(bars=[], noData=True, nextTime=next_time)
+        return BarsResponse(bars=[], no_data=True, next_time=next_time)
 
 
 class SymbolSet:

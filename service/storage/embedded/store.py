@@ -520,12 +520,12 @@ class EmbeddedStore:
                         tier=tier.name,
                         source=tier.source,
                         watermark=wm,
-                        lagMs=None if wm is None else max(0, now_ms - wm),
-                        lastRun=last_run,
-                        lastDurationMs=duration,
+                        lag_ms=None if wm is None else max(0, now_ms - wm),
+                        last_run=last_run,
+                        last_duration_ms=duration,
                         rows=int(n or 0),
                         error=error,
-                        dirtyWindows=int(dirty.get(tier.name, 0)),
+                        dirty_windows=int(dirty.get(tier.name, 0)),
                     )
                 )
             return out

@@ -418,12 +418,12 @@ class InfluxStore:
                     tier=tier.name,
                     source=tier.source,
                     watermark=wm,
-                    lagMs=None if wm is None else max(0, now_ms - wm),
-                    lastRun=None if run is None else run[0] // 1_000_000,
-                    lastDurationMs=_float(self._value(fr.RUN, tier.name, "took_ms")),
+                    lag_ms=None if wm is None else max(0, now_ms - wm),
+                    last_run=None if run is None else run[0] // 1_000_000,
+                    last_duration_ms=_float(self._value(fr.RUN, tier.name, "took_ms")),
                     rows=0 if run is None else run[1],
                     error=error,
-                    dirtyWindows=self._pending_markers(tier.name),
+                    dirty_windows=self._pending_markers(tier.name),
                 )
             )
         return out

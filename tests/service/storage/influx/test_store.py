@@ -393,12 +393,12 @@ async def test_status_counts_pending_dirty_markers_and_reports_consumed_ones(sto
     fake.status_point("tvflux_watermark", "1m", "watermark_ms", now_ms - MINUTE_MS, 1)
     await store.append([trades(n=5, start_ms=now_ms - HOUR_MS, span_ms=MINUTE_MS)])
     status = {s.tier: s for s in await store.downsampling_status(now_ms)}
-    assert status["1m"].dirtyWindows == 1 and status["5m"].dirtyWindows == 0
+    assert status["1m"].dirty_windows == 1 and status["5m"].dirty_windows == 0
     marker_ns = max(t for m, _, _, t in fake.points["tvflux_status"] if m == "tvflux_dirty")
     fake.on_run = lambda name, run: fake.status_point("tvflux_dirty_cursor", "1m", "marker_ns", marker_ns, marker_ns)
     report = await store.run_downsampling(now_ms, max_windows=1)
     assert [(c.symbol, c.start_ms <= now_ms - HOUR_MS < c.end_ms) for c in report.changed] == [("BTCUSD", True)]
-    assert {s.tier: s for s in await store.downsampling_status(now_ms)}["1m"].dirtyWindows == 0
+    assert {s.tier: s for s in await store.downsampling_status(now_ms)}["1m"].dirty_windows == 0
 
 
 # --- pure parts ---------------------------------------------------------------------------
