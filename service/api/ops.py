@@ -20,7 +20,6 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -29,6 +28,7 @@ from litestar.response import Stream
 
 from service.api.auth import admin_guard, is_local
 from service.api.services import Services
+from service.core.answers import BrokerState, Readiness, WriterReadiness
 from service.core.errors import Overloaded, TvfluxError, Unauthorized
 from service.core.models import TierStatus
 from service.core.readiness import Thresholds, Verdict, WriterState, assess, scheduler_period_ms
@@ -104,30 +104,23 @@ def _disk_full(services: Services) -> str | None:
     return reason
 
 
-def ready_body(services: Services, verdict: Verdict) -> dict[str, Any]:
+def ready_body(services: Services, verdict: Verdict) -> Readiness:
     writer = services.writer
-    return {
-        "ready": verdict.ready,
-        "reasons": verdict.reasons,
-        "store": services.store.kind,
-        "writerPendingRows": writer.pending_rows,
-        "writer": {
-            "pendingRows": writer.pending_rows,
-            "spilledRows": writer.spilled_rows,
-            "oldestPendingAgeS": round(writer.lag.oldest_age_s(time.monotonic()), 3),
-            "maxAgeS": verdict.writer_max_age_s,
-        },
-        "downsampling": [
-            {"tier": t.tier, "lagMs": t.lag_ms, "maxLagMs": t.max_lag_ms, "ok": t.ok} for t in verdict.tiers
-        ],
-        # fan-out to other hosts: not a readiness condition of the core (ingest and history
-        # go on without it); the edges report unready while it is gone
-        **(
-            {"broker": {"connected": services.broker.connected, "error": services.broker.error}}
-            if services.broker is not None
-            else {}
+    broker = services.broker
+    return Readiness(
+        ready=verdict.ready,
+        reasons=verdict.reasons,
+        store=services.store.kind,
+        writer_pending_rows=writer.pending_rows,
+        writer=WriterReadiness(
+            writer.pending_rows,
+            writer.spilled_rows,
+            round(writer.lag.oldest_age_s(time.monotonic()), 3),
+            verdict.writer_max_age_s,
         ),
-    }
+        downsampling=verdict.tiers,
+        broker=None if broker is None else BrokerState(broker.connected, broker.error),
+    )
 
 
 # --- backup -------------------------------------------------------------------------------

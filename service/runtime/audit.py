@@ -26,6 +26,12 @@ class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"
     actor: str | None = None  # what the client said it is (X-Tvflux-Actor, e.g. "tvflux trades delete")
 
 
+class AuditPage(msgspec.Struct, frozen=True):
+    """``GET /api/admin/audit``: the newest entries first."""
+
+    entries: list[AuditEntry]
+
+
 _decode = msgspec.json.Decoder(AuditEntry)
 
 AUDIT_FILE = "audit.jsonl"  # in TVFLUX_DATA_DIR
