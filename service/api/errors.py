@@ -15,6 +15,7 @@ from litestar.types import ExceptionHandlersMap
 
 from service.core.errors import InvalidMessage, PayloadTooLarge, TvfluxError, Unauthorized, error_payload
 from service.core.models import ErrorBody, ErrorMessage
+from service.core.ws import CloseCode
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,12 @@ def ws_error(
 
 def frame_too_large(size_bytes: int | None, limit_bytes: int) -> bytes:
     """The error message a client gets before the server closes with 1009 (message too
-    big): which limit its frame broke, so it can split the batch."""
+    big, :attr:`CloseCode.MESSAGE_TOO_BIG`): which limit its frame broke, so it can split
+    the batch."""
     size = "a frame" if size_bytes is None else f"a frame of {size_bytes} bytes"
     exc = PayloadTooLarge(
         f"{size} is over the limit of {limit_bytes} bytes per WebSocket message "
-        "(TVFLUX_MAX_FRAME_BYTES); closing with 1009. Send smaller batches.",
+        f"(TVFLUX_MAX_FRAME_BYTES); closing with {int(CloseCode.MESSAGE_TOO_BIG)}. Send smaller batches.",
         details={"maxFrameBytes": limit_bytes},
     )
     return msgspec.json.encode(ws_error(exc))

@@ -39,15 +39,12 @@ from service.core.models import (
     Unsubscribe,
 )
 from service.core.resolution import parse_resolution
+from service.core.ws import CloseCode
 from service.runtime.clock import now_ms
 from service.runtime.fanout import PROTOCOL_V2, Client, Writer, topic_name
 
 log = logging.getLogger(__name__)
 
-CLOSE_TOO_SLOW = 4008  # the client did not read fast enough and was cut off
-CLOSE_UNAUTHORIZED = 4401  # ingest without a valid token
-CLOSE_TOO_MANY = 4029  # too many connections from this client address
-CLOSE_BAD_REQUEST = 4400  # the connection's URL asks for something we do not speak
 _client_decoder = msgspec.json.Decoder(ClientMessage)
 _trades_json = TradesDecoder("json")
 _trades_msgpack = TradesDecoder("msgpack")
@@ -72,7 +69,7 @@ async def _send_loop(socket: WebSocket, client: Client, send_timeout_s: float) -
         except TimeoutError:
             client.cut(f"a send took longer than {send_timeout_s}s")
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(socket.close(code=CLOSE_TOO_SLOW, reason="too slow: " + client.cut_reason[:80]), 1)
+        await asyncio.wait_for(socket.close(code=CloseCode.TOO_SLOW, reason="too slow: " + client.cut_reason[:80]), 1)
 
 
 def _protocol_version(socket: WebSocket) -> int:
@@ -92,7 +89,7 @@ async def ws_bars(socket: WebSocket, services: LiveServicesDep) -> None:
         version = _protocol_version(socket)
         services.connections.acquire(address)
     except TvfluxError as exc:
-        await _refuse(socket, exc, CLOSE_TOO_MANY if isinstance(exc, Overloaded) else CLOSE_BAD_REQUEST)
+        await _refuse(socket, exc, CloseCode.TOO_MANY if isinstance(exc, Overloaded) else CloseCode.BAD_REQUEST)
         return
     write = cast("Writer | None", (socket.scope.get("extensions") or {}).get(DIRECT_WRITE))
     client = Client(
@@ -156,7 +153,7 @@ async def ws_ingest(socket: WebSocket, services: ServicesDep) -> None:
     try:
         check_ingest(socket)
     except TvfluxError as exc:
-        await _refuse(socket, exc, CLOSE_UNAUTHORIZED)
+        await _refuse(socket, exc, CloseCode.UNAUTHORIZED)
         return
     seq = 0
     while True:
@@ -210,7 +207,7 @@ def _address(conn: ASGIConnection[Any, Any, Any, Any]) -> str:
     return client_address(conn)
 
 
-async def _refuse(socket: WebSocket, exc: TvfluxError, code: int) -> None:
+async def _refuse(socket: WebSocket, exc: TvfluxError, code: CloseCode) -> None:
     """Tell the client why in an error message, then close with ``code``."""
     with contextlib.suppress(Exception):
         await socket.send_text(_encode(ws_error(exc)).decode())

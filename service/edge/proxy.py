@@ -14,6 +14,8 @@ import websockets
 from litestar.enums import ScopeType
 from litestar.types import HTTPScope, Receive, Scope, Send, WebSocketScope
 
+from service.core.ws import CloseCode
+
 log = logging.getLogger(__name__)
 
 # hop-by-hop headers (RFC 9110 §7.6.1) and those httpx recomputes
@@ -107,7 +109,13 @@ class CoreProxy:
             )
         except (OSError, websockets.exceptions.WebSocketException) as exc:
             log.warning("core unreachable for %s: %s", scope["path"], exc)
-            await send({"type": "websocket.close", "code": 1013, "reason": "the core process is unreachable"})
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": CloseCode.TRY_AGAIN_LATER,
+                    "reason": "the core process is unreachable",
+                }
+            )
             return
         await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
 
@@ -133,7 +141,7 @@ class CoreProxy:
             for task in tasks:
                 task.cancel()
             await upstream.close()
-            code = upstream.close_code or 1000
+            code = upstream.close_code or CloseCode.NORMAL
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": code, "reason": upstream.close_reason or ""})
 
