@@ -17,9 +17,13 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import msgspec
-from influxdb_client import Dialect, PingService, Query, QueryService, WriteService
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+from influxdb_client.domain.dialect import Dialect
+from influxdb_client.domain.query import Query
 from influxdb_client.rest import ApiException
+from influxdb_client.service.ping_service import PingService
+from influxdb_client.service.query_service import QueryService
+from influxdb_client.service.write_service import WriteService
 
 from service.core.errors import StoreUnavailable
 from service.storage.influx.admin import Admin, describe_api_error

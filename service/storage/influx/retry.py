@@ -27,7 +27,7 @@ class RetryPolicy(msgspec.Struct, frozen=True):
 def backoff_s(policy: RetryPolicy, attempt: int, rand: float, retry_after_s: float | None = None) -> float:
     """Delay before retry number ``attempt + 1``; ``rand`` is uniform in [0, 1). A server's
     ``Retry-After`` is honoured when longer (up to a minute)."""
-    delay = rand * min(policy.cap_s, policy.base_s * (2**attempt))
+    delay = rand * min(policy.cap_s, policy.base_s * (2.0**attempt))
     if retry_after_s is not None and retry_after_s > delay:
         delay = min(retry_after_s, 60.0)
     return delay
