@@ -146,7 +146,7 @@ def _needs_url(func):
     return run
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # noqa: SLF001
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``influx {setup,status,render}`` to ``subparsers``."""
     influx = subparsers.add_parser("influx", help="InfluxDB 2 backend: buckets, Flux tasks, status")
     actions = influx.add_subparsers(dest="influx_action", required=True, metavar="ACTION")
