@@ -33,7 +33,14 @@ from service.core.answers import (
     WriterStats,
 )
 from service.core.errors import InvalidMessage, InvalidRange, MissingParameter, TvfluxError
-from service.core.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, TradesAccepted, TradesDecoder
+from service.core.models import (
+    BarsResponse,
+    DownsamplingResponse,
+    SymbolInfo,
+    SymbolsResponse,
+    TradesAccepted,
+    TradesDecoder,
+)
 from service.runtime.audit import AuditPage
 from service.runtime.clock import now_ms
 from service.runtime.corrections import Correction
@@ -159,7 +166,7 @@ async def api_bars(
     from_s: From = None,
     to_s: To = None,
     countback: Query = None,
-) -> Response:
+) -> Response[BarsResponse]:
     required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
     req = services.history.parse(symbol, resolution, from_s, to_s, countback, now_ms=now_ms())
