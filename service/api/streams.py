@@ -20,6 +20,7 @@ from litestar import Request, WebSocket, get, websocket
 from litestar.connection import ASGIConnection
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
+from litestar.types import WebSocketReceiveEvent
 
 from service.api.auth import check_ingest, client_address
 from service.api.errors import ws_error
@@ -113,6 +114,8 @@ async def ws_bars(socket: WebSocket, services: LiveServicesDep) -> None:
             event = receive.result()
             if event["type"] == "websocket.disconnect":
                 break
+            if event["type"] != "websocket.receive":  # websocket.connect comes once, before accept
+                continue
             data = _payload(event)
             sub_id = None
             try:
@@ -160,6 +163,8 @@ async def ws_ingest(socket: WebSocket, services: ServicesDep) -> None:
         event = await socket.receive()
         if event["type"] == "websocket.disconnect":
             return
+        if event["type"] != "websocket.receive":  # websocket.connect comes once, before accept
+            continue
         seq += 1
         try:
             services.require_ready()
@@ -197,7 +202,7 @@ async def sse_stream(
     return ServerSentEvent(_sse_events(services, client, address))
 
 
-def _payload(event: Any) -> str | bytes:
+def _payload(event: WebSocketReceiveEvent) -> str | bytes:
     """A ``websocket.receive`` event's frame: ASGI gives its text or its bytes."""
     text = event.get("text")
     return text if text is not None else (event.get("bytes") or b"")

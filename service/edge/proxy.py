@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 import httpx
 import websockets
@@ -124,8 +123,9 @@ class CoreProxy:
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                data: Any = message.get("text") if message.get("text") is not None else message.get("bytes")
-                await upstream.send(data)
+                if message["type"] == "websocket.receive":  # (connect came before accept)
+                    text = message.get("text")  # the server may leave out the key it does not use
+                    await upstream.send(text if text is not None else message.get("bytes") or b"")
 
         async def core_to_client() -> None:
             async for data in upstream:
