@@ -30,11 +30,13 @@ run: install
 test: install $(FLUXCHECK_STAMP) lint
 	$(BIN)/pytest -q --durations=15
 
-# ruff (lint + format check) over the code, mypy over service/: part of `make test`
+# ruff (lint + format check) over the code, mypy over service/ and --strict over the core,
+# the stores and loadgen: part of `make test`
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --strict service/core service/storage loadgen
 
 bench: install
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }

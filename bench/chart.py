@@ -49,8 +49,8 @@ from bench.data import DB_NAME, DatasetSpec, ensure_dataset
 from bench.history import Served, compare
 from service.core.models import Bar
 from service.core.resolution import Resolution, Unit, parse_resolution
+from service.core.timestamps import NS_PER_MS
 
-NS_PER_MS = 1_000_000
 DAY_MS = 86_400_000
 OPEN_RES = ("1", "5", "15", "60", "240", "1D", "1W", "1M")
 COUNT = 300

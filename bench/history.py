@@ -41,8 +41,8 @@ from bench.data import DB_NAME, DatasetSpec, ensure_dataset
 from loadgen.stats import fmt_num, summarize
 from service.core.models import Bar
 from service.core.resolution import Resolution, parse_resolution
+from service.core.timestamps import NS_PER_MS
 
-NS_PER_MS = 1_000_000
 DAY_MS = 86_400_000
 RESOLUTIONS = ("1", "5", "15", "60", "240", "1D")
 RES_LABEL = {"1": "1m", "5": "5m", "15": "15m", "60": "1h", "240": "4h", "1D": "1d"}

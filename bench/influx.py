@@ -51,12 +51,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.influxd import Influxd, Sampler, influxd_binary, influxd_version
+from service.core.timestamps import NS_PER_MS
 
 if TYPE_CHECKING:
     from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-NS_PER_MS = 1_000_000
 DAY_MS = 86_400_000
 PER_SECOND_BUCKET = "persecond"
 STRATEGIES = ("tiers", "influx_1s", "raw")
@@ -331,7 +331,7 @@ async def backfill(store: Any, trades: int, until_ms: int) -> dict[str, Any]:
         e = runs.setdefault(r.tier, {"runs": 0, "rows": 0, "run_ms": []})
         e["runs"] += 1
         e["rows"] += r.rows
-        e["run_ms"].append(round(r.durationMs))
+        e["run_ms"].append(round(r.duration_ms))
     for e in runs.values():
         run_ms = sorted(e.pop("run_ms"))
         e["run_ms_p50"], e["run_ms_max"] = run_ms[len(run_ms) // 2], run_ms[-1]

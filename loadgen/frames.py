@@ -17,6 +17,7 @@ generator's CPU goes to the sockets, not to encoding.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -135,7 +136,7 @@ class FrameEncoder:
     def binary(self) -> bool:
         return self.fmt == MSGPACK
 
-    def encode(self, blocks: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | int]]) -> bytes:
+    def encode(self, blocks: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray | int]]) -> bytes:
         """``blocks``: ``(symbol, price, size, time_ms)`` with ``time_ms`` an array or one
         value for the whole block. Returns the frame (msgpack array or JSON text bytes)."""
         n = sum(int(b[1].shape[0]) for b in blocks)

@@ -34,7 +34,7 @@ class MarkerBook:
         self.sent = array("d")  # perf_counter() when the frame carrying it was handed to the socket
         self.ok = bytearray()  # 0 once the server refused the frame that carried it
         self._resolutions = list(dict.fromkeys(resolutions))
-        self.buckets: dict[Resolution, array] = {r: array("q") for r in self._resolutions}
+        self.buckets: dict[Resolution, array[int]] = {r: array("q") for r in self._resolutions}
         self.last_price = 0.0
 
     def next_price(self, now_ms: int) -> float:
@@ -68,7 +68,9 @@ class MarkerCursor:
         self.buckets = book.buckets[resolution]
         self.pos = len(book)  # markers sent before the subscription do not count
 
-    def observe(self, bar_time: int, high: float, now: float, window: tuple[float, float], samples: array) -> int:
+    def observe(
+        self, bar_time: int, high: float, now: float, window: tuple[float, float], samples: array[float]
+    ) -> int:
         """Resolve the markers this bar reflects; latencies (ms) of markers sent inside
         ``window`` (perf_counter bounds) go to ``samples``. Returns how many were missed."""
         book = self.book

@@ -158,8 +158,8 @@ class Publisher:
                 run = self._ws_bulk if self.transport == "ws" else self._http_bulk
                 self._tasks.append(asyncio.create_task(run(pacer), name=f"publish-{i}"))
         if self.marker_hz > 0 and self.books:
-            run = self._ws_markers if self.transport == "ws" else self._http_markers
-            self._tasks.append(asyncio.create_task(run(), name="markers"))
+            markers = self._ws_markers if self.transport == "ws" else self._http_markers
+            self._tasks.append(asyncio.create_task(markers(), name="markers"))
 
     async def finish(self, drain_timeout_s: float = 15.0) -> None:
         """Stop sending, wait for the outstanding acks (bounded), close."""
@@ -241,7 +241,9 @@ class Publisher:
             if not self.stop.is_set():
                 await asyncio.sleep(0.2)
 
-    async def _read_acks(self, ws: ClientConnection, inflight: collections.deque, slots: asyncio.Semaphore) -> None:
+    async def _read_acks(
+        self, ws: ClientConnection, inflight: collections.deque[tuple[float, int, Any]], slots: asyncio.Semaphore
+    ) -> None:
         stats = self.stats
         try:
             async for message in ws:

@@ -72,7 +72,7 @@ class HistoryLoad:
 
     def __init__(self, host: str, port: int, cfg: LoadConfig) -> None:
         self.host, self.port, self.cfg = host, port, cfg
-        self.latency_ms: dict[str, array] = {r: array("d") for r in cfg.resolutions}
+        self.latency_ms: dict[str, array[float]] = {r: array("d") for r in cfg.resolutions}
         self.errors = 0
         self.empty = 0
         self.stop = asyncio.Event()
@@ -238,18 +238,15 @@ async def _run(cfg: LoadConfig, base_url: str, pid: int | None, server: SpawnedS
             d_frames = sstats.frames - last[2]
             lat_slice = sstats.latency_ms[last[3] :]
             last[:] = [now, pstats.trades_acked, sstats.frames, len(sstats.latency_ms)]
-            extra = {
-                "phase": label,
-                "ingest_per_s": round(rate(d_acked, dt)),
-                "frames_per_s": round(rate(d_frames, dt)),
-            }
+            ingest_per_s, frames_per_s = round(rate(d_acked, dt)), round(rate(d_frames, dt))
+            extra = {"phase": label, "ingest_per_s": ingest_per_s, "frames_per_s": frames_per_s}
             row = monitor.sample(now - t0, extra)
             if cfg.progress:
                 p99 = summarize(lat_slice)["p99"] if len(lat_slice) else None
                 line = (
-                    f"[{now - t0:5.1f}s {label:>7}] ingest {fmt_num(extra['ingest_per_s'])}/s "
+                    f"[{now - t0:5.1f}s {label:>7}] ingest {fmt_num(ingest_per_s)}/s "
                     f"(acked {fmt_num(pstats.trades_acked)}) | subs {sstats.connections_open:,} conns, "
-                    f"frames {fmt_num(extra['frames_per_s'])}/s, lat p99 {fmt_num(p99, 'ms', 1)} | "
+                    f"frames {fmt_num(frames_per_s)}/s, lat p99 {fmt_num(p99, 'ms', 1)} | "
                     f"server cpu {fmt_num(row['server_cpu'], '%')} rss {fmt_num(row['server_rss_mb'], 'MB')} "
                     f"| loadgen cpu {fmt_num(row['loadgen_cpu'], '%')}"
                 )
@@ -293,7 +290,8 @@ async def _run(cfg: LoadConfig, base_url: str, pid: int | None, server: SpawnedS
 
 def _safe_stats(base_url: str) -> dict[str, Any] | None:
     try:
-        return get_json(base_url, "/api/stats")
+        stats: dict[str, Any] = get_json(base_url, "/api/stats")
+        return stats
     except Exception:  # noqa: BLE001 - stats are optional (an older server may lack them)
         return None
 

@@ -27,7 +27,7 @@ def percentile(samples: Sequence[float] | np.ndarray, q: float) -> float | None:
     return float(np.percentile(data, q))
 
 
-def summarize(samples: Sequence[float] | np.ndarray | array, *, digits: int = 3) -> dict[str, Any]:
+def summarize(samples: Sequence[float] | np.ndarray | array[float], *, digits: int = 3) -> dict[str, Any]:
     """``{"n", "mean", "p50", "p95", "p99", "p999", "max", "min"}`` of ``samples`` (values rounded
     to ``digits``); the statistics are ``None`` when there are no samples."""
     data = np.asarray(samples, dtype=np.float64)

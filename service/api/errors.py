@@ -15,6 +15,7 @@ from litestar.types import ExceptionHandlersMap
 
 from service.core.errors import InvalidMessage, PayloadTooLarge, TvfluxError, Unauthorized, error_payload
 from service.core.models import ErrorBody, ErrorMessage
+from service.core.ws import CloseCode
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +34,11 @@ _HTTP_CODES = {
 
 def _tvflux_error(_: Request, exc: TvfluxError) -> Response:
     headers = {}
-    retry_after_s = _retry_after_s(exc)
-    if retry_after_s is not None:  # 429 Overloaded, 503 StoreUnavailable, 507 DiskFull
-        headers["Retry-After"] = str(max(1, round(retry_after_s)))
+    if exc.retry_after_s is not None:  # 429 Overloaded, 503 StoreUnavailable, 507 DiskFull
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
     elif isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="tvflux"'
     return Response(exc.payload(), status_code=exc.status, headers=headers)
-
-
-def _retry_after_s(exc: TvfluxError) -> float | None:
-    """When a retry may succeed (the error says so with a ``retry_after_s``), after how long."""
-    value = getattr(exc, "retry_after_s", None)
-    return float(value) if value is not None else None
 
 
 def _http_error(_: Request, exc: HTTPException) -> Response:
@@ -81,19 +75,19 @@ def ws_error(
     elif not isinstance(exc, TvfluxError):
         exc = InvalidMessage(f"malformed message: {exc}")
     details = exc.details
-    retry_after_s = _retry_after_s(exc)
-    if retry_after_s is not None:  # the WebSocket form of Retry-After
-        details = {**(details or {}), "retryAfterS": retry_after_s}
+    if exc.retry_after_s is not None:  # the WebSocket form of Retry-After
+        details = {**(details or {}), "retryAfterS": float(exc.retry_after_s)}
     return ErrorMessage(ErrorBody(exc.code, exc.message, details), id=sub_id, seq=seq)
 
 
 def frame_too_large(size_bytes: int | None, limit_bytes: int) -> bytes:
     """The error message a client gets before the server closes with 1009 (message too
-    big): which limit its frame broke, so it can split the batch."""
+    big, :attr:`CloseCode.MESSAGE_TOO_BIG`): which limit its frame broke, so it can split
+    the batch."""
     size = "a frame" if size_bytes is None else f"a frame of {size_bytes} bytes"
     exc = PayloadTooLarge(
         f"{size} is over the limit of {limit_bytes} bytes per WebSocket message "
-        "(TVFLUX_MAX_FRAME_BYTES); closing with 1009. Send smaller batches.",
+        f"(TVFLUX_MAX_FRAME_BYTES); closing with {int(CloseCode.MESSAGE_TOO_BIG)}. Send smaller batches.",
         details={"maxFrameBytes": limit_bytes},
     )
     return msgspec.json.encode(ws_error(exc))

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio.to_thread
-import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.params import FromQuery, QueryParameter
 
@@ -20,10 +19,31 @@ from service.api.metrics import render_metrics
 from service.api.ops import OPS_ROUTES, readiness, ready_body
 from service.api.services import Services, ServicesDep
 from service.api.sources import SOURCE_ROUTES, symbol_info, udf_precision
+from service.core.answers import (
+    Deleted,
+    DownsamplerStats,
+    Liveness,
+    Readiness,
+    Stats,
+    StoreStats,
+    UdfBars,
+    UdfConfig,
+    UdfNoData,
+    UdfSearchItem,
+    UdfSymbol,
+    WriterStats,
+)
 from service.core.errors import InvalidMessage, InvalidRange, MissingParameter, TvfluxError
-from service.core.models import DownsamplingResponse, SymbolsResponse, TradesAccepted, TradesDecoder
-from service.core.resolution import DAY_COUNTS, MINUTE_COUNTS, SECOND_COUNTS, SUPPORTED
+from service.core.models import (
+    BarsResponse,
+    DownsamplingResponse,
+    SymbolsResponse,
+    TradesAccepted,
+    TradesDecoder,
+)
+from service.runtime.audit import AuditPage
 from service.runtime.clock import now_ms
+from service.runtime.corrections import Correction
 
 _trades_decoder = TradesDecoder("json")
 _trades_msgpack = TradesDecoder("msgpack")
@@ -47,20 +67,8 @@ def required_params(**params: str | None) -> None:
 
 
 @get("/udf/config", sync_to_thread=False)
-def udf_config() -> dict[str, Any]:
-    return {
-        "supported_resolutions": list(SUPPORTED),
-        "supports_group_request": False,
-        "supports_marks": False,
-        "supports_search": True,
-        "supports_timescale_marks": False,
-        "supports_time": True,
-        "exchanges": [
-            {"value": "", "name": "All", "desc": ""},
-            {"value": "tvflux", "name": "tvflux", "desc": "tvflux"},
-        ],
-        "symbols_types": [{"name": "crypto", "value": "crypto"}],
-    }
+def udf_config() -> UdfConfig:
+    return UdfConfig()
 
 
 EXCHANGE = "tvflux"
@@ -77,39 +85,27 @@ def _udf_symbol(symbol: str | None) -> str | None:
 
 
 @get("/udf/symbols", sync_to_thread=False)
-def udf_symbols(services: ServicesDep, symbol: Query = None) -> dict[str, Any]:
+def udf_symbols(services: ServicesDep, symbol: Query = None) -> UdfSymbol:
     name = _udf_symbol(symbol) or ""
     services.symbols.require(name)
     info = symbol_info(services, name)
-    return {
-        "name": name,
-        "ticker": name,
-        "full_name": f"{info.exchange}:{name}",
-        "description": info.description,
-        "type": info.type,
-        "session": "24x7",
-        "timezone": "Etc/UTC",
-        "exchange": info.exchange,
-        "listed_exchange": info.exchange,
-        "format": "price",
-        "pricescale": info.pricescale,
-        "has_intraday": True,
-        "has_seconds": True,
-        "seconds_multipliers": [str(n) for n in SECOND_COUNTS],
-        "intraday_multipliers": [str(n) for n in MINUTE_COUNTS],
-        "has_daily": True,
-        "daily_multipliers": [str(n) for n in DAY_COUNTS],
-        "has_weekly_and_monthly": True,
-        "weekly_multipliers": ["1"],
-        "monthly_multipliers": ["1"],
-        "supported_resolutions": list(SUPPORTED),
-        **udf_precision(services, name),  # minmov, volume_precision: from a fed symbol's venue
-        "data_status": "streaming",
-    }
+    minmov, volume_precision = udf_precision(services, name)  # from a fed symbol's venue
+    return UdfSymbol(
+        name=name,
+        ticker=name,
+        full_name=f"{info.exchange}:{name}",
+        description=info.description,
+        type=info.type,
+        exchange=info.exchange,
+        listed_exchange=info.exchange,
+        minmov=minmov,
+        pricescale=info.pricescale,
+        volume_precision=volume_precision,
+    )
 
 
 @get("/udf/search", sync_to_thread=False)
-def udf_search(services: ServicesDep, text: QueryText = None, limit: Query = None) -> list[dict[str, Any]]:
+def udf_search(services: ServicesDep, text: QueryText = None, limit: Query = None) -> list[UdfSearchItem]:
     try:
         max_items = int(limit) if limit else 30
     except ValueError:
@@ -122,18 +118,11 @@ def udf_search(services: ServicesDep, text: QueryText = None, limit: Query = Non
         if needle in symbol.upper():
             info = symbol_info(services, symbol)
             out.append(
-                {
-                    "symbol": symbol,
-                    "full_name": f"{info.exchange}:{symbol}",
-                    "description": info.description,
-                    "exchange": info.exchange,
-                    "ticker": symbol,
-                    "type": info.type,
-                }
+                UdfSearchItem(symbol, f"{info.exchange}:{symbol}", info.description, info.exchange, symbol, info.type)
             )
     # The name itself first, then names starting with it, then the rest (a stable sort):
     # among hundreds of symbols, 'ETH' must find ETHUSD within the limit.
-    out.sort(key=lambda item: (item["symbol"].upper() != needle, not item["symbol"].upper().startswith(needle)))
+    out.sort(key=lambda item: (item.symbol.upper() != needle, not item.symbol.upper().startswith(needle)))
     return out[:max_items]
 
 
@@ -145,26 +134,22 @@ async def udf_history(
     from_s: From = None,
     to_s: To = None,
     countback: Query = None,
-) -> dict[str, Any]:
+) -> UdfBars | UdfNoData:
     required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
     req = services.history.parse(_udf_symbol(symbol), resolution, from_s, to_s, countback, now_ms=now_ms())
     result = await services.history.query(req)
-    if result.noData:
-        body: dict[str, Any] = {"s": "no_data"}
-        if result.nextTime is not None:
-            body["nextTime"] = result.nextTime // 1000
-        return body
+    if result.no_data:
+        return UdfNoData(None if result.next_time is None else result.next_time // 1000)
     bars = result.bars
-    return {
-        "s": "ok",
-        "t": [b.time // 1000 for b in bars],
-        "o": [b.open for b in bars],
-        "h": [b.high for b in bars],
-        "l": [b.low for b in bars],
-        "c": [b.close for b in bars],
-        "v": [b.volume for b in bars],
-    }
+    return UdfBars(
+        t=[b.time // 1000 for b in bars],
+        o=[b.open for b in bars],
+        h=[b.high for b in bars],
+        l=[b.low for b in bars],
+        c=[b.close for b in bars],
+        v=[b.volume for b in bars],
+    )
 
 
 @get("/udf/time", sync_to_thread=False, media_type="text/plain")
@@ -183,7 +168,7 @@ async def api_bars(
     from_s: From = None,
     to_s: To = None,
     countback: Query = None,
-) -> Response:
+) -> Response[BarsResponse]:
     required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
     req = services.history.parse(symbol, resolution, from_s, to_s, countback, now_ms=now_ms())
@@ -237,7 +222,7 @@ async def api_delete_trades(
     from_ms: From = None,
     to_ms: To = None,
     ids: Ids = None,
-) -> dict[str, int]:
+) -> Deleted:
     """Trade corrections: ``?symbol=S&from=MS&to=MS`` (epoch **ms**, ``to`` exclusive) or
     ``&id=…`` repeated (both: those ids within the range). Admin."""
     required_params(symbol=symbol)
@@ -255,19 +240,20 @@ async def api_delete_trades(
             raise InvalidMessage(f"a trade id has 1-64 characters, got {len(trade_id)}")
     address = client_address(request)
     who = f"{'admin token' if services.settings.admin_token else 'no admin token set'} from {address}"
-    deleted = await services.delete_trades(
+    correction = Correction(
         symbol,
+        who,
         ids=sorted(set(ids)) if ids else None,
         from_ms=lo,
         to_ms=hi,
-        who=who,
         actor=request.headers.get("x-tvflux-actor"),
     )
-    return {"deleted": deleted}
+    deleted = await services.delete_trades(correction)
+    return Deleted(deleted)
 
 
 @get("/api/admin/audit", guards=[admin_guard])
-async def api_admin_audit(services: ServicesDep, limit: Query = None) -> dict[str, Any]:
+async def api_admin_audit(services: ServicesDep, limit: Query = None) -> AuditPage:
     """The audit log of corrections, newest first (``limit``, default 100, at most 1000)."""
     try:
         count = int(limit) if limit else 100
@@ -276,7 +262,7 @@ async def api_admin_audit(services: ServicesDep, limit: Query = None) -> dict[st
     if not 1 <= count <= 1000:
         raise InvalidMessage("'limit' must be between 1 and 1000", details={"limit": count})
     entries = await anyio.to_thread.run_sync(services.audit.recent, count)
-    return {"entries": [msgspec.to_builtins(e) for e in entries]}
+    return AuditPage(entries)
 
 
 @get("/api/downsampling")
@@ -310,39 +296,36 @@ async def _store_trades(services: Services) -> int | None:
 
 
 @get("/api/stats")
-async def api_stats(services: ServicesDep) -> dict[str, Any]:
+async def api_stats(services: ServicesDep) -> Stats:
     health = await services.store.health()
-    return {
-        "ingestRatePerS": services.ingest_rate.per_second(),
-        "tradesAccepted": services.ingestor.accepted,  # since this process started
-        "storeTrades": await _store_trades(services),  # all the store holds (None: not counted)
-        "duplicates": services.ingestor.duplicates,
-        "wsClients": len(services.hub.clients),
-        "subscriptions": services.hub.subscription_count,
-        "store": {"kind": services.store.kind, "healthy": health.ok, "error": health.error},
-        "writer": {
-            "pendingRows": services.writer.pending_rows,
-            "storedRows": services.writer.stored_rows,
-            "spilledRows": services.writer.spilled_rows,
-            "spoolBytes": services.spool.size_bytes,
-            "lastError": services.writer.last_error,
-        },
-        "downsampler": {"runs": services.downsampler.runs, "lastError": services.downsampler.last_error},
-        "uptimeS": round(now_ms() / 1000 - services.started_at, 1),
-        "adminTokenRequired": bool(services.settings.admin_token),  # /admin asks for it before admin reads
-    }
+    writer = services.writer
+    return Stats(
+        ingest_rate_per_s=services.ingest_rate.per_second(),
+        trades_accepted=services.ingestor.accepted,
+        store_trades=await _store_trades(services),
+        duplicates=services.ingestor.duplicates,
+        ws_clients=len(services.hub.clients),
+        subscriptions=services.hub.subscription_count,
+        store=StoreStats(services.store.kind, health.ok, health.error),
+        writer=WriterStats(
+            writer.pending_rows, writer.stored_rows, writer.spilled_rows, services.spool.size_bytes, writer.last_error
+        ),
+        downsampler=DownsamplerStats(services.downsampler.runs, services.downsampler.last_error),
+        uptime_s=round(now_ms() / 1000 - services.started_at, 1),
+        admin_token_required=bool(services.settings.admin_token),
+    )
 
 
 # --- health and metrics ---------------------------------------------------------------------
 
 
 @get("/health/live", sync_to_thread=False)
-def health_live() -> dict[str, Any]:
-    return {"status": "ok"}
+def health_live() -> Liveness:
+    return Liveness("ok")
 
 
 @get("/health/ready")
-async def health_ready(services: ServicesDep) -> Response:
+async def health_ready(services: ServicesDep) -> Response[Readiness]:
     # store reachable, writer and spool lag, downsampling lag per tier: service/core/readiness.py
     verdict, _ = await readiness(services)
     return Response(ready_body(services, verdict), status_code=200 if verdict.ready else 503)

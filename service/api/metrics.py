@@ -82,10 +82,10 @@ class _Snapshot:
             "tvflux_downsampling_last_run_ms", "Duration of the last tier run", labels=["tier"]
         )
         for t in self.tiers:
-            if t.lagMs is not None:
-                lag.add_metric([t.tier], t.lagMs)
-            if t.lastDurationMs is not None:
-                duration.add_metric([t.tier], t.lastDurationMs)
+            if t.lag_ms is not None:
+                lag.add_metric([t.tier], t.lag_ms)
+            if t.last_duration_ms is not None:
+                duration.add_metric([t.tier], t.last_duration_ms)
         yield lag
         yield duration
         yield from self._more()
@@ -99,7 +99,7 @@ class _Snapshot:
         if self.verdict is not None:
             yield GaugeMetricFamily("tvflux_ready", "1 when /health/ready answers 200", value=int(self.verdict.ready))
             yield GaugeMetricFamily(
-                "tvflux_store_up", "1 when the store answered its health check", value=int(self.verdict.storeOk)
+                "tvflux_store_up", "1 when the store answered its health check", value=int(self.verdict.store_ok)
             )
         # ingest and writer
         yield _histogram("tvflux_ingest_batch_rows", "Trades per accepted ingest batch", writer.batch_rows)
@@ -178,8 +178,8 @@ class _Snapshot:
             "tvflux_downsampling_lag_limit_ms", "Lag past which /health/ready fails", labels=["tier"]
         )
         for lag in self.verdict.tiers if self.verdict is not None else []:
-            if lag.maxLagMs is not None:
-                limit.add_metric([lag.tier], lag.maxLagMs)
+            if lag.max_lag_ms is not None:
+                limit.add_metric([lag.tier], lag.max_lag_ms)
         yield limit
         dirty = GaugeMetricFamily(
             "tvflux_downsampling_dirty_windows", "Windows late trades made dirty, not yet rebuilt", labels=["tier"]
@@ -191,7 +191,7 @@ class _Snapshot:
             "tvflux_downsampling_bars_written", "Bars written by the tier's runs", labels=["tier"]
         )
         for t in self.tiers:
-            dirty.add_metric([t.tier], t.dirtyWindows)
+            dirty.add_metric([t.tier], t.dirty_windows)
             failing.add_metric([t.tier], int(bool(t.error)))
             bars.add_metric([t.tier], t.rows)
         yield dirty

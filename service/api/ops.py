@@ -3,7 +3,7 @@ and ``POST /api/admin/backup``.
 
 The backup endpoint exists because DuckDB lets only one process open the store file:
 while the service runs, ``tvflux backup`` cannot read the file itself, so it asks the
-service, which snapshots it on its own connection (see :mod:`service.ops.backup`) and
+service, which snapshots it on its own connection (see :mod:`service.storage.embedded.backup`) and
 streams the snapshot back as a tar archive. It writes nothing outside
 ``TVFLUX_DATA_DIR`` (a temporary directory there, removed after the transfer), and it
 hands out the whole database: without ``TVFLUX_ADMIN_TOKEN`` only loopback clients
@@ -20,7 +20,6 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -29,12 +28,13 @@ from litestar.response import Stream
 
 from service.api.auth import admin_guard, is_local
 from service.api.services import Services
+from service.core.answers import BrokerState, Readiness, WriterReadiness
 from service.core.errors import Overloaded, TvfluxError, Unauthorized
 from service.core.models import TierStatus
 from service.core.readiness import Thresholds, Verdict, WriterState, assess, scheduler_period_ms
-from service.ops.backup import MANIFEST, remove_tree, tar_chunks
 from service.runtime.clock import now_ms
-from service.storage.base import Health
+from service.storage.base import MANIFEST_FILE, Health
+from service.storage.embedded.backup import remove_tree, tar_chunks
 from service.storage.factory import store_file
 
 log = logging.getLogger(__name__)
@@ -104,28 +104,23 @@ def _disk_full(services: Services) -> str | None:
     return reason
 
 
-def ready_body(services: Services, verdict: Verdict) -> dict[str, Any]:
+def ready_body(services: Services, verdict: Verdict) -> Readiness:
     writer = services.writer
-    return {
-        "ready": verdict.ready,
-        "reasons": verdict.reasons,
-        "store": services.store.kind,
-        "writerPendingRows": writer.pending_rows,
-        "writer": {
-            "pendingRows": writer.pending_rows,
-            "spilledRows": writer.spilled_rows,
-            "oldestPendingAgeS": round(writer.lag.oldest_age_s(time.monotonic()), 3),
-            "maxAgeS": verdict.writerMaxAgeS,
-        },
-        "downsampling": [{"tier": t.tier, "lagMs": t.lagMs, "maxLagMs": t.maxLagMs, "ok": t.ok} for t in verdict.tiers],
-        # fan-out to other hosts: not a readiness condition of the core (ingest and history
-        # go on without it); the edges report unready while it is gone
-        **(
-            {"broker": {"connected": services.broker.connected, "error": services.broker.error}}
-            if services.broker is not None
-            else {}
+    broker = services.broker
+    return Readiness(
+        ready=verdict.ready,
+        reasons=verdict.reasons,
+        store=services.store.kind,
+        writer_pending_rows=writer.pending_rows,
+        writer=WriterReadiness(
+            writer.pending_rows,
+            writer.spilled_rows,
+            round(writer.lag.oldest_age_s(time.monotonic()), 3),
+            verdict.writer_max_age_s,
         ),
-    }
+        downsampling=verdict.tiers,
+        broker=None if broker is None else BrokerState(broker.connected, broker.error),
+    )
 
 
 # --- backup -------------------------------------------------------------------------------
@@ -163,7 +158,7 @@ async def admin_backup(request: Request) -> Stream:
             manifest.total_bytes,
             time.perf_counter() - started,
         )
-    names = [MANIFEST] + [f.name for f in manifest.files]
+    names = [MANIFEST_FILE] + [f.name for f in manifest.files]
     return Stream(
         _stream_and_remove(tmp, names),
         media_type="application/x-tar",

@@ -28,12 +28,12 @@ def symbol_info(services: Services, symbol: str) -> SymbolInfo:
     return SymbolInfo(symbol=symbol, description=description, pricescale=pricescale)
 
 
-def udf_precision(services: Services, symbol: str) -> dict[str, int]:
+def udf_precision(services: Services, symbol: str) -> tuple[int, int]:
     """``minmov`` and ``volume_precision`` of ``/udf/symbols``."""
     instrument = services.sources.instrument(symbol)
     if instrument is None:
-        return {"minmov": 1, "volume_precision": DEFAULT_VOLUME_PRECISION}
-    return {"minmov": instrument.minmov, "volume_precision": instrument.volume_precision}
+        return 1, DEFAULT_VOLUME_PRECISION
+    return instrument.minmov, instrument.volume_precision
 
 
 SOURCE_ROUTES = [api_sources]

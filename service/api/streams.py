@@ -20,6 +20,7 @@ from litestar import Request, WebSocket, get, websocket
 from litestar.connection import ASGIConnection
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
+from litestar.types import WebSocketReceiveEvent
 
 from service.api.auth import check_ingest, client_address
 from service.api.errors import ws_error
@@ -39,15 +40,12 @@ from service.core.models import (
     Unsubscribe,
 )
 from service.core.resolution import parse_resolution
+from service.core.ws import CloseCode
 from service.runtime.clock import now_ms
 from service.runtime.fanout import PROTOCOL_V2, Client, Writer, topic_name
 
 log = logging.getLogger(__name__)
 
-CLOSE_TOO_SLOW = 4008  # the client did not read fast enough and was cut off
-CLOSE_UNAUTHORIZED = 4401  # ingest without a valid token
-CLOSE_TOO_MANY = 4029  # too many connections from this client address
-CLOSE_BAD_REQUEST = 4400  # the connection's URL asks for something we do not speak
 _client_decoder = msgspec.json.Decoder(ClientMessage)
 _trades_json = TradesDecoder("json")
 _trades_msgpack = TradesDecoder("msgpack")
@@ -72,7 +70,7 @@ async def _send_loop(socket: WebSocket, client: Client, send_timeout_s: float) -
         except TimeoutError:
             client.cut(f"a send took longer than {send_timeout_s}s")
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(socket.close(code=CLOSE_TOO_SLOW, reason="too slow: " + client.cut_reason[:80]), 1)
+        await asyncio.wait_for(socket.close(code=CloseCode.TOO_SLOW, reason="too slow: " + client.cut_reason[:80]), 1)
 
 
 def _protocol_version(socket: WebSocket) -> int:
@@ -92,7 +90,7 @@ async def ws_bars(socket: WebSocket, services: LiveServicesDep) -> None:
         version = _protocol_version(socket)
         services.connections.acquire(address)
     except TvfluxError as exc:
-        await _refuse(socket, exc, CLOSE_TOO_MANY if isinstance(exc, Overloaded) else CLOSE_BAD_REQUEST)
+        await _refuse(socket, exc, CloseCode.TOO_MANY if isinstance(exc, Overloaded) else CloseCode.BAD_REQUEST)
         return
     write = cast("Writer | None", (socket.scope.get("extensions") or {}).get(DIRECT_WRITE))
     client = Client(
@@ -116,6 +114,8 @@ async def ws_bars(socket: WebSocket, services: LiveServicesDep) -> None:
             event = receive.result()
             if event["type"] == "websocket.disconnect":
                 break
+            if event["type"] != "websocket.receive":  # websocket.connect comes once, before accept
+                continue
             data = _payload(event)
             sub_id = None
             try:
@@ -156,13 +156,15 @@ async def ws_ingest(socket: WebSocket, services: ServicesDep) -> None:
     try:
         check_ingest(socket)
     except TvfluxError as exc:
-        await _refuse(socket, exc, CLOSE_UNAUTHORIZED)
+        await _refuse(socket, exc, CloseCode.UNAUTHORIZED)
         return
     seq = 0
     while True:
         event = await socket.receive()
         if event["type"] == "websocket.disconnect":
             return
+        if event["type"] != "websocket.receive":  # websocket.connect comes once, before accept
+            continue
         seq += 1
         try:
             services.require_ready()
@@ -200,7 +202,7 @@ async def sse_stream(
     return ServerSentEvent(_sse_events(services, client, address))
 
 
-def _payload(event: Any) -> str | bytes:
+def _payload(event: WebSocketReceiveEvent) -> str | bytes:
     """A ``websocket.receive`` event's frame: ASGI gives its text or its bytes."""
     text = event.get("text")
     return text if text is not None else (event.get("bytes") or b"")
@@ -210,7 +212,7 @@ def _address(conn: ASGIConnection[Any, Any, Any, Any]) -> str:
     return client_address(conn)
 
 
-async def _refuse(socket: WebSocket, exc: TvfluxError, code: int) -> None:
+async def _refuse(socket: WebSocket, exc: TvfluxError, code: CloseCode) -> None:
     """Tell the client why in an error message, then close with ``code``."""
     with contextlib.suppress(Exception):
         await socket.send_text(_encode(ws_error(exc)).decode())

@@ -20,8 +20,7 @@ import numpy as np
 
 from service.core.models import Bar, round_volume
 from service.core.resolution import Resolution, Unit
-
-NS_PER_MS = 1_000_000
+from service.core.timestamps import NS_PER_MS
 
 
 @dataclass(slots=True)

@@ -26,7 +26,7 @@ Raised outside the core, under the same root (each in the module that raises it)
 ``BadRequest`` ← ``ImportFormatError`` (service.ops.binance_csv; also a ``ValueError``),
 ``PageTooLarge`` (service.ops.exporter: the service allows fewer bars per request);
 ``StoreUnavailable`` ← ``QueryFailed`` (service.storage.influx.compose); ``TvfluxError`` ←
-``BackupError`` (service.ops.backup); ``TvfluxError`` ← ``RestFailed`` ← ``RestPaused``
+``BackupError`` (service.storage.embedded.backup); ``TvfluxError`` ← ``RestFailed`` ← ``RestPaused``
 (service.runtime.exchanges.rest: an exchange's REST API failed, or asked us to wait).
 
 ``service.api.errors`` is the only place that turns these into HTTP or WebSocket answers.
@@ -40,11 +40,16 @@ from typing import Any
 class TvfluxError(Exception):
     status = 500
     code = "internal"
+    # when a retry may succeed, after how many seconds (sent as Retry-After, and as
+    # ``retryAfterS`` on a WebSocket); None: retrying the same request will not help
+    retry_after_s: float | None = None
 
-    def __init__(self, message: str, *, details: Any = None) -> None:
+    def __init__(self, message: str, *, details: Any = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        if retry_after_s is not None:  # else the class's own
+            self.retry_after_s = retry_after_s
 
     def payload(self) -> dict[str, Any]:
         return error_payload(self.code, self.message, self.details)
@@ -106,10 +111,7 @@ class Unauthorized(TvfluxError):
 class Overloaded(TvfluxError):
     status = 429
     code = "overloaded"
-
-    def __init__(self, message: str, *, retry_after_s: float = 1.0, details: Any = None) -> None:
-        super().__init__(message, details=details)
-        self.retry_after_s = retry_after_s
+    retry_after_s = 1.0
 
 
 class NotSupported(TvfluxError):
@@ -124,7 +126,7 @@ class NotSupported(TvfluxError):
 class StoreUnavailable(TvfluxError):
     status = 503
     code = "store_unavailable"
-    retry_after_s = 5.0  # sent as Retry-After: outages are usually short
+    retry_after_s = 5.0  # outages are usually short
 
 
 class RunTimeout(StoreUnavailable):
@@ -146,11 +148,11 @@ class DiskFull(TvfluxError):
 
     status = 507
     code = "disk_full"
+    retry_after_s = 10.0
 
-    def __init__(self, message: str, *, path: str, retry_after_s: float = 10.0, details: Any = None) -> None:
-        super().__init__(message, details=details)
+    def __init__(self, message: str, *, path: str, retry_after_s: float | None = None, details: Any = None) -> None:
+        super().__init__(message, details=details, retry_after_s=retry_after_s)
         self.path = path
-        self.retry_after_s = retry_after_s
 
 
 class VenueProtocolError(TvfluxError):

@@ -94,11 +94,13 @@ class TradesDecoder:
 
     def decode(self, data: bytes | str) -> list[Trade]:
         try:
-            trades = self._fast.decode(data)
+            trades: list[_TradeWire] = self._fast.decode(data)
         except msgspec.DecodeError:
             return _text_ids(self._strict.decode(data))
         if all(self._symbol_ok(s) for s in set(map(_symbol_of, trades))):
-            return _text_ids(trades)  # the lenient decoder's Trade has Trade's fields and checks
+            # the lenient decoder's Trade has Trade's fields and, the symbol's pattern now
+            # checked too, its checks: it stands in for Trade (not converted: ingest's hot path)
+            return _text_ids(trades)
         return _text_ids(self._strict.decode(data))
 
     def decode_batch(self, data: bytes | str) -> list[Trade]:
@@ -181,10 +183,10 @@ class TradeColumns(msgspec.Struct, frozen=True):
 # --- HTTP answers -------------------------------------------------------------------
 
 
-class BarsResponse(msgspec.Struct, frozen=True):
+class BarsResponse(msgspec.Struct, frozen=True, rename="camel"):
     bars: list[Bar]
-    noData: bool
-    nextTime: int | None = None
+    no_data: bool
+    next_time: int | None = None
 
 
 class TradesAccepted(msgspec.Struct, frozen=True):
@@ -204,47 +206,47 @@ class SymbolsResponse(msgspec.Struct, frozen=True):
     symbols: list[SymbolInfo]
 
 
-class RunRecord(msgspec.Struct, frozen=True):
+class RunRecord(msgspec.Struct, frozen=True, rename="camel"):
     """One downsampling run of a tier, as ``/api/downsampling`` lists it."""
 
     time: int  # epoch ms when the run ended
-    fromMs: int | None  # the window it rebuilt: [fromMs, toMs)
-    toMs: int | None
+    from_ms: int | None  # the window it rebuilt: [fromMs, toMs)
+    to_ms: int | None
     rows: int
-    durationMs: float | None
+    duration_ms: float | None
     error: str | None
 
 
-class Backfill(msgspec.Struct, frozen=True):
+class Backfill(msgspec.Struct, frozen=True, rename="camel"):
     """A tier far behind the live edge: how far along, how fast, when done."""
 
     progress: float  # 0..1 of [fromMs, toMs)
-    fromMs: int  # where the watermark was when this process first saw it
-    toMs: int  # the live edge it is heading for
-    rangePerS: int | None  # ms of data the watermark advanced per second, recently
-    expectedFinish: int | None  # epoch ms, at that rate; None until it has been measured
+    from_ms: int  # where the watermark was when this process first saw it
+    to_ms: int  # the live edge it is heading for
+    range_per_s: int | None  # ms of data the watermark advanced per second, recently
+    expected_finish: int | None  # epoch ms, at that rate; None until it has been measured
 
 
-class TierStatus(msgspec.Struct, frozen=True):
+class TierStatus(msgspec.Struct, frozen=True, rename="camel"):
     tier: str
     source: str
     watermark: int | None  # epoch ms: everything before it is final in this tier
-    lagMs: int | None
-    lastRun: int | None
-    lastDurationMs: float | None
+    lag_ms: int | None
+    last_run: int | None
+    last_duration_ms: float | None
     rows: int
     error: str | None
-    dirtyWindows: int = 0
-    recentRuns: list[RunRecord] | None = None  # most recent first, bounded (service.runtime.runlog)
+    dirty_windows: int = 0
+    recent_runs: list[RunRecord] | None = None  # most recent first, bounded (service.runtime.runlog)
     backfill: Backfill | None = None
 
 
-class TierRun(msgspec.Struct, frozen=True):
+class TierRun(msgspec.Struct, frozen=True, rename="camel"):
     tier: str
     rows: int
-    durationMs: float
-    fromMs: int | None = None
-    toMs: int | None = None
+    duration_ms: float
+    from_ms: int | None = None
+    to_ms: int | None = None
 
 
 class DownsamplingResponse(msgspec.Struct, frozen=True):

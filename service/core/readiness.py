@@ -50,18 +50,18 @@ class WriterState(msgspec.Struct, frozen=True):
     disk_full: str | None = None  # "disk full at PATH: …" while the data disk refuses writes
 
 
-class TierLag(msgspec.Struct, frozen=True):
+class TierLag(msgspec.Struct, frozen=True, rename="camel"):
     tier: str
-    lagMs: int | None
-    maxLagMs: int | None  # None: not checked
+    lag_ms: int | None
+    max_lag_ms: int | None  # None: not checked
     ok: bool
 
 
-class Verdict(msgspec.Struct, frozen=True):
+class Verdict(msgspec.Struct, frozen=True, rename="camel"):
     ready: bool
     reasons: list[str]
-    storeOk: bool
-    writerMaxAgeS: float
+    store_ok: bool
+    writer_max_age_s: float
     tiers: list[TierLag]
 
 
@@ -122,12 +122,12 @@ def assess(
     lags = []
     for status in tiers:
         limit = limits.get(status.tier)
-        ok = limit is None or status.lagMs is None or status.lagMs <= limit
-        if not ok and limit is not None and status.lagMs is not None:
+        ok = limit is None or status.lag_ms is None or status.lag_ms <= limit
+        if not ok and limit is not None and status.lag_ms is not None:
             reasons.append(
-                f"downsampling: tier {status.tier} is {status.lagMs / 1000:.0f}s behind (limit {limit / 1000:.0f}s)"
+                f"downsampling: tier {status.tier} is {status.lag_ms / 1000:.0f}s behind (limit {limit / 1000:.0f}s)"
             )
         if status.error:
             reasons.append(f"downsampling: tier {status.tier}: {status.error}")
-        lags.append(TierLag(status.tier, status.lagMs, limit, ok))
-    return Verdict(ready=not reasons, reasons=reasons, storeOk=store_ok, writerMaxAgeS=max_age_s, tiers=lags)
+        lags.append(TierLag(status.tier, status.lag_ms, limit, ok))
+    return Verdict(ready=not reasons, reasons=reasons, store_ok=store_ok, writer_max_age_s=max_age_s, tiers=lags)

@@ -16,8 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.core.plan import Plan, Tier, Window
-
-NS_PER_MS = 1_000_000
+from service.core.timestamps import NS_PER_MS
 
 
 class DirtyWindow(msgspec.Struct, frozen=True):

@@ -17,22 +17,23 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import msgspec
 from litestar import Litestar, Response, get
 from litestar.di import NamedDependency, Provide
+from litestar.types import LifeSpanScope, Receive, Scope, Send
 
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.services import ConnectionLimiter, LiveServices
 from service.api.static import static_routes
 from service.api.streams import sse_stream, ws_bars
+from service.core.answers import EdgeReadiness, Liveness, SymbolsState, UpstreamState
 from service.core.errors import StoreUnavailable
 from service.core.models import SymbolsResponse
 from service.core.settings import Settings
 from service.edge.hub import EdgeHub
-from service.edge.proxy import CoreProxy, Receive, Scope, Send
+from service.edge.proxy import CoreProxy
 from service.edge.upstream import Upstream
 from service.runtime.descriptors import DescriptorWatch
 from service.runtime.history import SymbolSet
@@ -102,26 +103,25 @@ class EdgeServices(LiveServices):
 
 
 @get("/health/live", sync_to_thread=False)
-def edge_live() -> dict[str, Any]:
-    return {"status": "ok", "role": "edge"}
+def edge_live() -> Liveness:
+    return Liveness("ok", role="edge")
 
 
 @get("/health/ready", sync_to_thread=False)
-def edge_ready(services: EdgeServicesDep) -> Response[dict[str, Any]]:
+def edge_ready(services: EdgeServicesDep) -> Response[EdgeReadiness]:
     edge = services
     descriptors = edge.descriptors.reason()
     ready = edge.upstream.live and edge.symbols_known and descriptors is None
-    body = {
-        "ready": ready,
-        "role": "edge",
-        "descriptors": descriptors,
-        "upstream": {"live": edge.upstream.live, "reason": edge.upstream.reason},
-        "symbols": {"error": edge.symbols_error},
-        "clients": len(edge.hub.clients),
-        "subscriptions": edge.hub.subscription_count,
-        "framesSent": edge.hub.frames_sent,
-        "clientsCut": edge.hub.clients_cut,
-    }
+    body = EdgeReadiness(
+        ready=ready,
+        descriptors=descriptors,
+        upstream=UpstreamState(edge.upstream.live, edge.upstream.reason),
+        symbols=SymbolsState(edge.symbols_error),
+        clients=len(edge.hub.clients),
+        subscriptions=edge.hub.subscription_count,
+        frames_sent=edge.hub.frames_sent,
+        clients_cut=edge.hub.clients_cut,
+    )
     return Response(body, status_code=200 if ready else 503)
 
 
@@ -133,40 +133,43 @@ _EDGE_PATHS = ("/ws", "/api/stream", "/health/live", "/health/ready", "/", "/adm
 _EDGE_PREFIXES = ("/static/", "/vendor/")
 
 
-def create_edge_app(settings: Settings, upstream: Upstream, core_url: str) -> Any:
-    """The edge's ASGI application (Litestar for what it serves, the proxy for the rest)."""
-    services = EdgeServices(settings, upstream, core_url)
-    proxy = CoreProxy(core_url, max_body_bytes=settings.max_body_bytes)
+class EdgeApp:
+    """The edge's ASGI application: Litestar for what the edge serves itself, the proxy to
+    the core for the rest."""
+
+    def __init__(self, settings: Settings, upstream: Upstream, core_url: str) -> None:
+        self.services = EdgeServices(settings, upstream, core_url)
+        self.proxy = CoreProxy(core_url, max_body_bytes=settings.max_body_bytes)
+        self.litestar = Litestar(
+            route_handlers=[ws_bars, sse_stream, edge_live, edge_ready, *static_routes()],
+            lifespan=[self._lifespan],
+            exception_handlers=EXCEPTION_HANDLERS,
+            dependencies={"services": Provide(self._provide_services, use_cache=True, sync_to_thread=False)},
+            request_max_body_size=settings.max_body_bytes,
+            openapi_config=None,
+            debug=False,
+            logging_config=None,
+        )
+        self.litestar.state.services = self.services
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with services.running():
+    async def _lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        async with self.services.running():
             try:
                 yield
             finally:
-                await proxy.close()
+                await self.proxy.close()
 
-    def provide_services() -> EdgeServices:
-        return services
+    def _provide_services(self) -> EdgeServices:
+        return self.services
 
-    app = Litestar(
-        route_handlers=[ws_bars, sse_stream, edge_live, edge_ready, *static_routes()],
-        lifespan=[lifespan],
-        exception_handlers=EXCEPTION_HANDLERS,
-        dependencies={"services": Provide(provide_services, use_cache=True, sync_to_thread=False)},
-        request_max_body_size=settings.max_body_bytes,
-        openapi_config=None,
-        debug=False,
-        logging_config=None,
-    )
-    app.state.services = services
-
-    async def edge(scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "lifespan" or path in _EDGE_PATHS or path.startswith(_EDGE_PREFIXES):
-            await app(scope, receive, send)  # type: ignore[arg-type]
+    async def __call__(self, scope: LifeSpanScope | Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" or scope["path"] in _EDGE_PATHS or scope["path"].startswith(_EDGE_PREFIXES):
+            await self.litestar(scope, receive, send)
         else:
-            await proxy(scope, receive, send)
+            await self.proxy(scope, receive, send)
 
-    edge.services = services  # type: ignore[attr-defined]
-    return edge
+
+def create_edge_app(settings: Settings, upstream: Upstream, core_url: str) -> EdgeApp:
+    """The edge's ASGI application (Litestar for what it serves, the proxy for the rest)."""
+    return EdgeApp(settings, upstream, core_url)

@@ -18,6 +18,7 @@ import msgspec
 
 from service.core.models import LiveStatus, TopicBar, TopicReset
 from service.core.resolution import Resolution
+from service.core.ws import FrameKind
 from service.edge.upstream import Upstream
 from service.runtime.fanout import PROTOCOL_V2, Client, ClientBook, Frames, Subscription, TopicKey, topic_name
 
@@ -70,7 +71,7 @@ class EdgeHub(ClientBook):
         if topic.open is not None and (client.version != PROTOCOL_V2 or first_on_topic):
             frame, bar_json, time_ms = topic.open
             frames = Frames(key)
-            frames.raw(frame, "open", bar_json, time_ms)
+            frames.raw(frame, FrameKind.OPEN, bar_json, time_ms)
             frames.deliver([sub])
         return sub
 
@@ -94,7 +95,7 @@ class EdgeHub(ClientBook):
         msg = _decode(frame)
         frames = Frames(topic.key)
         if isinstance(msg, TopicReset):
-            frames.raw(frame, "reset", b"", -1)
+            frames.raw(frame, FrameKind.RESET, b"", -1)
             topic.last_sent_ms = -1  # the bar that follows a reset may replace the last one
         else:
             bar = msg.bar
@@ -108,7 +109,7 @@ class EdgeHub(ClientBook):
                     topic.open = None
             else:
                 topic.open = (frame, bar_json, bar.time)
-            frames.raw(frame, "closed" if msg.closed else "open", bar_json, bar.time)
+            frames.raw(frame, FrameKind.CLOSED if msg.closed else FrameKind.OPEN, bar_json, bar.time)
         frames.deliver(topic.subs)
 
     def on_state(self, live: bool, reason: str | None) -> None:

@@ -7,18 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx
 import websockets
+from litestar.enums import ScopeType
+from litestar.types import HTTPScope, Receive, Scope, Send, WebSocketScope
+
+from service.core.ws import CloseCode
 
 log = logging.getLogger(__name__)
-
-# raw ASGI, loosely typed: this module only moves messages along
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # hop-by-hop headers (RFC 9110 §7.6.1) and those httpx recomputes
 _SKIP = {
@@ -37,7 +34,7 @@ _SKIP = {
 _WS_SKIP = _SKIP | {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"}
 
 
-def _forwarded(scope: Scope, skip: set[bytes]) -> list[tuple[str, str]]:
+def _forwarded(scope: HTTPScope | WebSocketScope, skip: set[bytes]) -> list[tuple[str, str]]:
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k.lower() not in skip]
     client = scope.get("client")
     if client:
@@ -57,16 +54,16 @@ class CoreProxy:
         await self._http.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
+        if scope["type"] == ScopeType.WEBSOCKET:
             await self._relay(scope, receive, send)
-        else:
+        elif scope["type"] == ScopeType.HTTP:
             await self._forward(scope, receive, send)
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _forward(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         body = bytearray()
         while True:
             message = await receive()
-            if message["type"] == "http.disconnect":
+            if message["type"] != "http.request":  # http.disconnect: the client is gone
                 return
             body += message.get("body", b"")
             if len(body) > self.max_body_bytes:
@@ -100,7 +97,7 @@ class CoreProxy:
         finally:
             await response.aclose()
 
-    async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _relay(self, scope: WebSocketScope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
         query = scope.get("query_string", b"").decode("latin-1")
@@ -111,22 +108,31 @@ class CoreProxy:
             )
         except (OSError, websockets.exceptions.WebSocketException) as exc:
             log.warning("core unreachable for %s: %s", scope["path"], exc)
-            await send({"type": "websocket.close", "code": 1013, "reason": "the core process is unreachable"})
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": CloseCode.TRY_AGAIN_LATER,
+                    "reason": "the core process is unreachable",
+                }
+            )
             return
-        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
 
         async def client_to_core() -> None:
             while True:
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                data: Any = message.get("text") if message.get("text") is not None else message.get("bytes")
-                await upstream.send(data)
+                if message["type"] == "websocket.receive":  # (connect came before accept)
+                    text = message.get("text")  # the server may leave out the key it does not use
+                    await upstream.send(text if text is not None else message.get("bytes") or b"")
 
         async def core_to_client() -> None:
             async for data in upstream:
-                key = "text" if isinstance(data, str) else "bytes"
-                await send({"type": "websocket.send", key: data})
+                if isinstance(data, str):
+                    await send({"type": "websocket.send", "text": data, "bytes": None})
+                else:
+                    await send({"type": "websocket.send", "bytes": data, "text": None})
 
         tasks = [asyncio.create_task(client_to_core()), asyncio.create_task(core_to_client())]
         try:
@@ -135,11 +141,11 @@ class CoreProxy:
             for task in tasks:
                 task.cancel()
             await upstream.close()
-            code = upstream.close_code or 1000
+            code = upstream.close_code or CloseCode.NORMAL
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": code, "reason": upstream.close_reason or ""})
 
 
 async def _answer(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -14,8 +14,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 from service.core.errors import ConfigError, TvfluxError
 from service.core.settings import Settings, load_settings
@@ -26,7 +25,7 @@ from service.ops.console import Progress, configure_logging
 from service.ops.downsample import run_to_edge
 from service.runtime.clock import now_ms
 from service.runtime.sources import backfill_synthetic
-from service.storage.base import Store
+from service.storage.base import Store, TradeSink
 
 log = logging.getLogger("tvflux")
 DAY_MS = 86_400_000
@@ -149,7 +148,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip()) if args.symbols else settings.symbols
     url = remote.serving_url(settings)
     if url is None:
-        return asyncio.run(_generate(build_store(settings), symbols, args, None))
+        return asyncio.run(_generate_into_store(build_store(settings), symbols, args))
     if args.trades > GENERATE_VIA_SERVICE_MAX:
         found = _service_pid(settings)
         again = " ".join(["tvflux", *sys.argv[1:]]) if sys.argv[1:] else "tvflux generate"
@@ -164,7 +163,11 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     print(f"generate: the store is open in the running service; sending the trades to {url}", file=sys.stderr)
     sink = remote.ServiceSink(url, settings.admin_token, batch_trades=settings.max_batch_trades)
-    code = asyncio.run(_generate(sink, symbols, args, url))
+
+    async def earliest_in_service(symbol: str, from_ms: int, to_ms: int) -> int | None:
+        return remote.earliest_bar_ms(url, symbol, from_ms, to_ms)
+
+    code = asyncio.run(_generate(sink, symbols, args, earliest_in_service, via=" through the service"))
     if code == 0:
         remote.run_downsampling(url, settings.admin_token)
     return code
@@ -191,57 +194,62 @@ async def _earliest_stored_ms(store: Store, symbol: str, from_ms: int, to_ms: in
     return hi - 1
 
 
-async def _generate(store: Any, symbols: tuple[str, ...], args: argparse.Namespace, url: str | None) -> int:
-    from service.ops.remote import earliest_bar_ms
-
-    days, trades, seed, end_ms = args.days, args.trades, args.seed, args.end_ms
-    if url is None:
-        await store.start()
+async def _generate_into_store(store: Store, symbols: tuple[str, ...], args: argparse.Namespace) -> int:
+    await store.start()
     try:
-        end = end_ms if end_ms is not None else now_ms()
-        span_ms = int(days * DAY_MS)
-        start = end - span_ms
-        # Trades already stored in the span (e.g. the 6 h of synthetic history the service's
-        # first start writes): generated history goes before them, never on top.
-        firsts = [
-            earliest_bar_ms(url, s, start, end) if url else await _earliest_stored_ms(store, s, start, end)
-            for s in symbols
-        ]
-        earliest = min((f for f in firsts if f is not None), default=None)
-        if earliest is not None:
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(earliest / 1000))
-            if end_ms is not None:
-                print(
-                    f"tvflux: the store already has trades of {','.join(symbols)} from {since} UTC on, inside "
-                    f"that span; refusing to write over them. To write the {days:g} days before them, pass "
-                    f"--end-ms {earliest}; or use a fresh TVFLUX_DATA_DIR",
-                    file=sys.stderr,
-                )
-                return 2
-            end, start = earliest, earliest - span_ms
+        return await _generate(store, symbols, args, lambda s, lo, hi: _earliest_stored_ms(store, s, lo, hi))
+    finally:
+        await store.close()
+
+
+async def _generate(
+    sink: TradeSink,
+    symbols: tuple[str, ...],
+    args: argparse.Namespace,
+    earliest_ms: Callable[[str, int, int], Awaitable[int | None]],
+    *,
+    via: str = "",
+) -> int:
+    """``earliest_ms(symbol, from_ms, to_ms)``: the first stored trade's time in the range
+    (in the store, or as the service that holds it answers)."""
+    days, trades, seed, end_ms = args.days, args.trades, args.seed, args.end_ms
+    end = end_ms if end_ms is not None else now_ms()
+    span_ms = int(days * DAY_MS)
+    start = end - span_ms
+    # Trades already stored in the span (e.g. the 6 h of synthetic history the service's
+    # first start writes): generated history goes before them, never on top.
+    firsts = [await earliest_ms(s, start, end) for s in symbols]
+    earliest = min((f for f in firsts if f is not None), default=None)
+    if earliest is not None:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(earliest / 1000))
+        if end_ms is not None:
             print(
-                f"generate: the store already has trades from {since} UTC on; writing the {days:g} days "
-                f"before them (--end-ms {end})",
+                f"tvflux: the store already has trades of {','.join(symbols)} from {since} UTC on, inside "
+                f"that span; refusing to write over them. To write the {days:g} days before them, pass "
+                f"--end-ms {earliest}; or use a fresh TVFLUX_DATA_DIR",
                 file=sys.stderr,
             )
-        progress = Progress("generate", trades, "trades")
-        written = await backfill_synthetic(
-            store,
-            SyntheticMarket(symbols, seed=seed),
-            trades / (span_ms / 1000),
-            span_ms,
-            end,
-            on_written=progress.update,
-        )
-        progress.finish(written)
+            return 2
+        end, start = earliest, earliest - span_ms
         print(
-            f"wrote {written:,} trades for {','.join(symbols)} over {days:g} days"
-            f"{' through the service' if url else ''}",
+            f"generate: the store already has trades from {since} UTC on; writing the {days:g} days "
+            f"before them (--end-ms {end})",
             file=sys.stderr,
         )
-    finally:
-        if url is None:
-            await store.close()
+    progress = Progress("generate", trades, "trades")
+    written = await backfill_synthetic(
+        sink,
+        SyntheticMarket(symbols, seed=seed),
+        trades / (span_ms / 1000),
+        span_ms,
+        end,
+        on_written=progress.update,
+    )
+    progress.finish(written)
+    print(
+        f"wrote {written:,} trades for {','.join(symbols)} over {days:g} days{via}",
+        file=sys.stderr,
+    )
     return 0
 
 

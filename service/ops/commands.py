@@ -21,18 +21,25 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from service.core.errors import ConfigError, StoreUnavailable, TvfluxError
-from service.ops import backup as bk
+from service.core.resolution import Resolution
+from service.core.settings import Settings
 from service.ops.console import Progress, configure_logging
 from service.ops.downsample import run_to_edge
+from service.storage.base import Manifest, Store, TradeSink
+from service.storage.embedded import backup as bk
+
+if TYPE_CHECKING:  # imported where used, so a command loads only what it needs
+    from service.ops.exporter import BarSink, BarSource
+    from service.ops.importer import FileSummary
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     backup = subparsers.add_parser("backup", help="consistent snapshot of the embedded store (also while serving)")
     backup.add_argument("dir", help="new or empty directory to write the backup into")
     backup.add_argument("--url", help="the running service (default: http://TVFLUX_HOST:TVFLUX_PORT)")
@@ -83,7 +90,7 @@ def register(subparsers: Any) -> None:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _service_url(settings: Any, url: str | None) -> str:
+def _service_url(settings: Settings, url: str | None) -> str:
     """``--url``, else the service that holds this data dir (its ``service.json``), else
     ``TVFLUX_HOST:TVFLUX_PORT``."""
     from service.ops.discovery import running_service_url, url_for
@@ -93,7 +100,7 @@ def _service_url(settings: Any, url: str | None) -> str:
     return running_service_url(settings.data_dir) or url_for(settings.host, settings.port)
 
 
-def _require_store_file(settings: Any, what: str) -> None:
+def _require_store_file(settings: Settings, what: str) -> None:
     """File-level operations need a store kept in one local file (the embedded store)."""
     from service.storage.factory import store_file
 
@@ -119,7 +126,7 @@ def _err(message: str) -> None:
 # --- backup / restore -----------------------------------------------------------------------
 
 
-def cmd_backup(args: argparse.Namespace, settings: Any) -> int:
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     _require_store_file(settings, "backup")
     path = bk.db_path(settings.data_dir)
     target = os.path.abspath(args.dir)
@@ -148,25 +155,27 @@ def cmd_backup(args: argparse.Namespace, settings: Any) -> int:
     return EXIT_OK
 
 
-def _backup_online(url: str, target: str, settings: Any, expected_source: str | None, holder: str | None) -> None:
+def _backup_online(url: str, target: str, settings: Settings, expected_source: str | None, holder: str | None) -> None:
     request = urllib.request.Request(url + "/api/admin/backup", data=b"", method="POST")
     if settings.admin_token:
         request.add_header("Authorization", f"Bearer {settings.admin_token}")
-    progress: list[Any] = []
+    progress: Progress | None = None  # once the manifest tells the size
+    received = 0
 
-    def on_manifest(manifest: bk.Manifest) -> None:
+    def on_manifest(manifest: Manifest) -> None:
+        nonlocal progress
         if expected_source is not None and os.path.realpath(manifest.source) != os.path.realpath(expected_source):
             raise bk.BackupError(
                 f"the service at {url} serves {manifest.source}, not {expected_source}; "
                 "pass --url of the service that holds it"
             )
-        progress.append(Progress("backup", manifest.total_bytes, "bytes"))
-        progress.append(0)
+        progress = Progress("backup", manifest.total_bytes, "bytes")
 
     def on_bytes(n: int) -> None:
-        if progress:
-            progress[1] += n
-            progress[0].update(progress[1])
+        nonlocal received
+        if progress is not None:
+            received += n
+            progress.update(received)
 
     try:
         with urllib.request.urlopen(request, timeout=600) as resp:
@@ -178,11 +187,11 @@ def _backup_online(url: str, target: str, settings: Any, expected_source: str | 
     except (urllib.error.URLError, ConnectionError) as exc:
         why = f"another process holds the store ({holder}), but " if holder else ""
         raise bk.BackupError(f"{why}no tvflux answers at {url} ({exc}); pass --url") from None
-    if progress:
-        progress[0].finish(progress[1])
+    if progress is not None:
+        progress.finish(received)
 
 
-def cmd_restore(args: argparse.Namespace, settings: Any) -> int:
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     _require_store_file(settings, "restore")
     path = bk.db_path(settings.data_dir)
     if os.path.exists(path) and not args.force:
@@ -200,7 +209,7 @@ def cmd_restore(args: argparse.Namespace, settings: Any) -> int:
 # --- import -----------------------------------------------------------------------------------
 
 
-def cmd_import(args: argparse.Namespace, settings: Any) -> int:
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     from service.core.models import SYMBOL_PATTERN
     from service.storage.factory import build_store, store_file
 
@@ -209,73 +218,85 @@ def cmd_import(args: argparse.Namespace, settings: Any) -> int:
 
         if not re.match(SYMBOL_PATTERN, args.symbol):
             raise ConfigError([f"--symbol {args.symbol!r} is not a valid symbol"])
-    from service.ops.remote import ServiceSink, serving_url
+    from service.ops.remote import ServiceSink, run_downsampling, serving_url
 
     url = serving_url(settings) if store_file(settings) is not None else None
     if url is not None:
         # The service holds the store file: the trades go through it (POST /api/admin/trades).
         print(f"import: the store is open in the running service; sending the trades to {url}", file=sys.stderr)
         sink = ServiceSink(url, settings.admin_token, batch_trades=settings.max_batch_trades)
-        return asyncio.run(_import(sink, settings, args, url))
-    return asyncio.run(_import(build_store(settings), settings, args))
+
+        async def downsample_in_service() -> None:
+            run_downsampling(url, settings.admin_token)
+
+        return asyncio.run(_import(sink, settings, args, downsample_in_service, take_duplicates=sink.take_duplicates))
+    return asyncio.run(_import_into_store(build_store(settings), settings, args))
 
 
-async def _import(store: Any, settings: Any, args: argparse.Namespace, url: str | None = None) -> int:
+async def _import_into_store(store: Store, settings: Settings, args: argparse.Namespace) -> int:
+    await store.start()
+    try:
+        return await _import(store, settings, args, lambda: run_to_edge(store))
+    finally:
+        await store.close()
+
+
+async def _import(
+    sink: TradeSink,
+    settings: Settings,
+    args: argparse.Namespace,
+    downsample: Callable[[], Awaitable[object]],
+    *,
+    take_duplicates: Callable[[], int] | None = None,
+) -> int:
     from service.ops import binance_csv as bcsv
     from service.ops.importer import FileSummary, Importer, check_published_checksum, sources
-    from service.ops.remote import run_downsampling
     from service.runtime.clock import now_ms
 
-    if url is None:
-        await store.start()
-    failed = 0
-    try:
-        block = args.block_bytes or bcsv.DEFAULT_BLOCK_BYTES
-        importer = Importer(store, max_time_ms=now_ms() + settings.max_future_ms, block_bytes=block)
-        summaries: list[FileSummary] = []
-        for path in args.files:
-            problem = check_published_checksum(path) if os.path.isfile(path) else "no such file"
-            if problem is not None:
-                summaries.append(FileSummary(os.path.basename(path), args.symbol, error=problem))
-                _print_summary(summaries[-1])
-                continue
-            try:
-                found = list(sources(path))
-            except (bcsv.ImportFormatError, OSError) as exc:
-                summaries.append(FileSummary(os.path.basename(path), args.symbol, error=str(exc)))
-                _print_summary(summaries[-1])
-                continue
-            for source in found:
-                progress = Progress(f"import {os.path.basename(source.name)}", source.size_bytes, "bytes")
-                done = [0]
+    importer = Importer(
+        sink,
+        max_time_ms=now_ms() + settings.max_future_ms,
+        block_bytes=args.block_bytes or bcsv.DEFAULT_BLOCK_BYTES,
+        take_duplicates=take_duplicates,
+    )
+    summaries: list[FileSummary] = []
+    for path in args.files:
+        problem = check_published_checksum(path) if os.path.isfile(path) else "no such file"
+        if problem is not None:
+            summaries.append(FileSummary(os.path.basename(path), args.symbol, error=problem))
+            _print_summary(summaries[-1])
+            continue
+        try:
+            found = list(sources(path))
+        except (bcsv.ImportFormatError, OSError) as exc:
+            summaries.append(FileSummary(os.path.basename(path), args.symbol, error=str(exc)))
+            _print_summary(summaries[-1])
+            continue
+        for source in found:
+            progress = Progress(f"import {os.path.basename(source.name)}", source.size_bytes, "bytes")
+            done = [0]
 
-                def on_bytes(n: int, done: list[int] = done, progress: Any = progress) -> None:
-                    done[0] += n
-                    progress.update(done[0])
+            def on_bytes(n: int, done: list[int] = done, progress: Progress = progress) -> None:
+                done[0] += n
+                progress.update(done[0])
 
-                summary = await importer.import_source(source, args.symbol, on_bytes)
-                progress.finish(done[0])
-                summaries.append(summary)
-                _print_summary(summary)
-        failed = sum(1 for s in summaries if s.error)
-        accepted = sum(s.accepted for s in summaries)
-        print(
-            f"total: {accepted:,} trades stored, {sum(s.already_stored for s in summaries):,} already stored, "
-            f"{sum(s.rejects.total for s in summaries):,} rejected; {failed} file(s) failed",
-            file=sys.stderr,
-        )
-        if accepted and not args.no_downsample:
-            if url is None:
-                await run_to_edge(store)
-            else:
-                run_downsampling(url, settings.admin_token)
-    finally:
-        if url is None:
-            await store.close()
+            summary = await importer.import_source(source, args.symbol, on_bytes)
+            progress.finish(done[0])
+            summaries.append(summary)
+            _print_summary(summary)
+    failed = sum(1 for s in summaries if s.error)
+    accepted = sum(s.accepted for s in summaries)
+    print(
+        f"total: {accepted:,} trades stored, {sum(s.already_stored for s in summaries):,} already stored, "
+        f"{sum(s.rejects.total for s in summaries):,} rejected; {failed} file(s) failed",
+        file=sys.stderr,
+    )
+    if accepted and not args.no_downsample:
+        await downsample()
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _print_summary(s: Any) -> None:
+def _print_summary(s: FileSummary) -> None:
     if s.error:
         print(f"{s.name}: FAILED: {s.error}", file=sys.stderr)
         return
@@ -297,7 +318,7 @@ def _print_summary(s: Any) -> None:
 # --- export -----------------------------------------------------------------------------------
 
 
-def cmd_export(args: argparse.Namespace, settings: Any) -> int:
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from service.core.resolution import parse_resolution
     from service.ops.exporter import parse_time_arg
 
@@ -314,7 +335,7 @@ def cmd_export(args: argparse.Namespace, settings: Any) -> int:
 
 
 async def _export(
-    settings: Any, args: argparse.Namespace, resolution: Any, from_ms: int, to_ms: int, online: bool
+    settings: Settings, args: argparse.Namespace, resolution: Resolution, from_ms: int, to_ms: int, online: bool
 ) -> int:
     from service.ops.exporter import CsvBars, HttpSource, LocalSource, ParquetBars, export
     from service.runtime.history import History, SymbolSet
@@ -323,7 +344,7 @@ async def _export(
 
     store = None
     if online:
-        source: Any = HttpSource(_service_url(settings, args.url), token=str(settings.admin_token))
+        source: BarSource = HttpSource(_service_url(settings, args.url), token=str(settings.admin_token))
     else:
         store = build_store(settings)
         await store.start()
@@ -337,7 +358,7 @@ async def _export(
     out_file = None
     try:
         if args.format == "parquet":
-            sink: Any = ParquetBars(args.out, {"symbol": args.symbol, "resolution": resolution.text})
+            sink: BarSink = ParquetBars(args.out, {"symbol": args.symbol, "resolution": resolution.text})
         else:
             out_file = open(args.out, "w", newline="", encoding="utf-8") if args.out else None
             sink = CsvBars(out_file or sys.stdout)
@@ -372,7 +393,7 @@ async def _export(
 # --- trades delete ------------------------------------------------------------------------------
 
 
-def cmd_trades_delete(args: argparse.Namespace, settings: Any) -> int:
+def cmd_trades_delete(args: argparse.Namespace, settings: Settings) -> int:
     """Through the service that holds the data dir (it rebuilds live bars, resets charts and
     keeps the audit log), else on the store directly (recorded in the same audit log)."""
     import getpass
@@ -415,35 +436,25 @@ def cmd_trades_delete(args: argparse.Namespace, settings: Any) -> int:
     return asyncio.run(_delete_locally(settings, args, actor))
 
 
-async def _delete_locally(settings: Any, args: argparse.Namespace, actor: str) -> int:
-    from service.runtime.audit import AuditEntry, AuditLog
-    from service.runtime.clock import now_ms
+async def _delete_locally(settings: Settings, args: argparse.Namespace, actor: str) -> int:
+    from service.runtime.audit import audit_log
+    from service.runtime.corrections import Correction, delete_trades
     from service.storage.factory import build_store
 
+    correction = Correction(
+        args.symbol,
+        "tvflux CLI, store opened directly",
+        ids=sorted(set(args.id)) if args.id else None,
+        from_ms=args.from_,
+        to_ms=args.to,
+        actor=actor,
+    )
     store = build_store(settings)
     await store.start()
     try:
-        deletion = await store.delete_trades(
-            args.symbol,
-            ids=sorted(set(args.id)) if args.id else None,
-            from_ns=None if args.from_ is None else args.from_ * 1_000_000,
-            to_ns=None if args.to is None else args.to * 1_000_000,
-        )
+        deletion = await delete_trades(store, audit_log(settings.data_dir), correction)
     finally:
         await store.close()
-    AuditLog(os.path.join(settings.data_dir, "audit.jsonl")).append(
-        AuditEntry(
-            time=now_ms(),
-            who="tvflux CLI, store opened directly",
-            action="delete_trades",
-            symbol=args.symbol,
-            deleted=deletion.deleted,
-            ids=sorted(set(args.id)) if args.id else None,
-            fromMs=args.from_,
-            toMs=args.to,
-            actor=actor,
-        )
-    )
     print(
         f"deleted {deletion.deleted} trades of {args.symbol} from the store; the tiers are rebuilt by the next "
         "downsampling run (`tvflux downsample`, or the service when it starts)",

@@ -21,8 +21,8 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from typing import IO, Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,6 +30,9 @@ import pyarrow.parquet as pq
 from service.core.errors import BadRequest, InvalidRange, StoreUnavailable, TvfluxError
 from service.core.models import Bar
 from service.core.resolution import Resolution
+
+if TYPE_CHECKING:  # the CLI's history, read only by an offline export
+    from service.runtime.history import History
 
 COLUMNS = ("time", "open", "high", "low", "close", "volume")
 HTTP_PAGE_BUCKETS = 5_000  # below the server's default TVFLUX_MAX_BARS (it may say less)
@@ -84,7 +87,7 @@ class BarSource(Protocol):
 class LocalSource:
     """The store opened by this process, read with the service's own history code."""
 
-    def __init__(self, history: Any, page_buckets: int) -> None:
+    def __init__(self, history: History, page_buckets: int) -> None:
         self.history = history
         self.page_buckets = page_buckets
 
@@ -188,9 +191,16 @@ class BarSink(Protocol):
 
 
 async def export(
-    source: BarSource, sink: BarSink, symbol: str, resolution: Resolution, from_ms: int, to_ms: int, on_page: Any = None
+    source: BarSource,
+    sink: BarSink,
+    symbol: str,
+    resolution: Resolution,
+    from_ms: int,
+    to_ms: int,
+    on_page: Callable[[int, int], object] | None = None,
 ) -> int:
-    """Write every bar with start in ``[from_ms, to_ms)``; returns how many."""
+    """Write every bar with start in ``[from_ms, to_ms)``; returns how many.
+    ``on_page(hi_ms, written)`` after each page."""
     if to_ms <= from_ms:
         raise InvalidRange("--to must be after --from")
     written = 0

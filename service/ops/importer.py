@@ -30,10 +30,10 @@ import msgspec
 import numpy as np
 
 from service.core.models import TradeColumns
-from service.core.timestamps import TimestampAllocator
+from service.core.timestamps import NS_PER_MS, TimestampAllocator
 from service.ops import binance_csv as bcsv
+from service.storage.base import TradeSink
 
-NS_PER_MS = 1_000_000
 HEAD_BYTES = 64 * 1024  # enough lines to recognise the layout
 
 
@@ -119,10 +119,20 @@ class _Counting(io.RawIOBase):
 
 
 class Importer:
-    """Writes parsed chunks into ``store`` (any :class:`~service.storage.base.Store`)."""
+    """Writes parsed chunks into ``store``: a :class:`~service.storage.base.Store`, or a
+    running service (:class:`service.ops.remote.ServiceSink`), which drops the ids it holds
+    itself; ``take_duplicates`` then says how many trades the last append dropped so."""
 
-    def __init__(self, store: Any, *, max_time_ms: int, block_bytes: int = bcsv.DEFAULT_BLOCK_BYTES) -> None:
+    def __init__(
+        self,
+        store: TradeSink,
+        *,
+        max_time_ms: int,
+        block_bytes: int = bcsv.DEFAULT_BLOCK_BYTES,
+        take_duplicates: Callable[[], int] | None = None,
+    ) -> None:
         self.store = store
+        self.take_duplicates = take_duplicates or (lambda: 0)  # a store drops none: known_ids came first
         self.max_time_ms = max_time_ms
         self.block_bytes = block_bytes
         self._clock = TimestampAllocator()
@@ -163,7 +173,7 @@ class Importer:
         if len(chunk) == 0:
             return
         ts_ms = chunk.ts_ms
-        ids: list[str | None] = [str(i) for i in chunk.agg_ids.tolist()]
+        ids = [str(i) for i in chunk.agg_ids.tolist()]
         # The file's span of valid trades, stored now or before (a re-import stores none).
         first, last = int(ts_ms.min()), int(ts_ms.max())
         summary.first_ms = first if summary.first_ms is None else min(summary.first_ms, first)
@@ -188,8 +198,7 @@ class Importer:
             for ms in self._clock.missing(symbol, ts_ms):
                 self._clock.seed(symbol, ms, await self.store.last_ts_ns(symbol, ms * NS_PER_MS, (ms + 1) * NS_PER_MS))
         ts_ns = self._clock.allocate(symbol, ts_ms)
-        await self.store.append([TradeColumns(symbol, ts_ns, price, quantity, ids)])
-        # Through a running service (service.ops.remote.ServiceSink), the service drops ids it holds.
-        duplicates = self.store.take_duplicates() if hasattr(self.store, "take_duplicates") else 0
+        await self.store.append([TradeColumns(symbol, ts_ns, price, quantity, list[str | None](ids))])
+        duplicates = self.take_duplicates()
         summary.already_stored += duplicates
         summary.accepted += len(ids) - duplicates

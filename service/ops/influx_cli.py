@@ -78,10 +78,10 @@ async def _status(settings: Settings, out: TextIO, runs: int) -> int:
         tiers = await store.downsampling_status(now_ms)
         runs_by_tier = await store.task_runs(limit=runs)
         for status in tiers:
-            lag = "-" if status.lagMs is None else f"{status.lagMs / 1000:.0f}s"
+            lag = "-" if status.lag_ms is None else f"{status.lag_ms / 1000:.0f}s"
             print(
                 f"tier {status.tier:>4} from {status.source:<6} watermark {_when(status.watermark)}  lag {lag}  "
-                f"last run {_when(status.lastRun)} ({status.rows} bars)  dirty {status.dirtyWindows}",
+                f"last run {_when(status.last_run)} ({status.rows} bars)  dirty {status.dirty_windows}",
                 file=out,
             )
             if status.error:
@@ -146,7 +146,7 @@ def _needs_url(func):
     return run
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # noqa: SLF001
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``influx {setup,status,render}`` to ``subparsers``."""
     influx = subparsers.add_parser("influx", help="InfluxDB 2 backend: buckets, Flux tasks, status")
     actions = influx.add_subparsers(dest="influx_action", required=True, metavar="ACTION")

@@ -27,8 +27,9 @@ import msgspec
 
 from service.core.errors import TvfluxError
 from service.core.models import TradeColumns
+from service.core.settings import Settings
+from service.core.timestamps import NS_PER_MS
 
-NS_PER_MS = 1_000_000
 RETRIES = 30  # 429 (spool full) / 503 (starting): wait as told, up to about a minute in all
 
 
@@ -197,11 +198,11 @@ def earliest_bar_ms(base_url: str, symbol: str, from_ms: int, to_ms: int) -> int
     return lo
 
 
-def serving_url(settings: Any) -> str | None:
+def serving_url(settings: Settings) -> str | None:
     """The service that holds this data dir's store file (``service.json``; a held lock
     without one: ``TVFLUX_HOST:TVFLUX_PORT``), or ``None`` when the file is free."""
-    from service.ops.backup import lock_holder
     from service.ops.discovery import running_service_url, url_for
+    from service.storage.embedded.backup import lock_holder
     from service.storage.factory import store_file
 
     path = store_file(settings)

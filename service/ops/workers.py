@@ -21,9 +21,15 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from service.core.settings import Settings
+
+if TYPE_CHECKING:  # imported where a server starts: the CLI's other commands stay light
+    import uvicorn
+    from litestar import Litestar
+
+    from service.edge.app import EdgeApp
 
 log = logging.getLogger("tvflux")
 
@@ -31,7 +37,7 @@ EDGE_RESTART_DELAY_S = 1.0
 EDGE_QUICK_EXIT_S = 5.0
 
 
-def uvicorn_config(app: Any, settings: Settings) -> Any:
+def uvicorn_config(app: Litestar | EdgeApp, settings: Settings) -> uvicorn.Config:
     """The one uvicorn configuration of tvflux's servers (core and edge)."""
     import uvicorn
 
@@ -126,7 +132,7 @@ def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if server.started else 1
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     edge = sub.add_parser("edge", help="serve live bars to clients from a core (and proxy the rest to it)")
     edge.add_argument("--core", required=True, help="the core's base URL, e.g. http://10.0.0.1:8000")
     edge.add_argument("--broker", help="take live bars from this NATS server (nats://host:4222) instead of the core")

@@ -14,19 +14,32 @@ import threading
 import msgspec
 
 
-class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):
     time: int  # epoch ms when the correction was made
     who: str  # the credential used ("admin token", or "no admin token set") and the client address
     action: str  # "delete_trades"
     symbol: str
     deleted: int
     ids: list[str] | None = None
-    fromMs: int | None = None  # the deleted range [fromMs, toMs), epoch ms
-    toMs: int | None = None
+    from_ms: int | None = None  # the deleted range [fromMs, toMs), epoch ms
+    to_ms: int | None = None
     actor: str | None = None  # what the client said it is (X-Tvflux-Actor, e.g. "tvflux trades delete")
 
 
+class AuditPage(msgspec.Struct, frozen=True):
+    """``GET /api/admin/audit``: the newest entries first."""
+
+    entries: list[AuditEntry]
+
+
 _decode = msgspec.json.Decoder(AuditEntry)
+
+AUDIT_FILE = "audit.jsonl"  # in TVFLUX_DATA_DIR
+
+
+def audit_log(data_dir: str) -> AuditLog:
+    """The audit log of the store kept in ``data_dir``: the service's and the CLI's alike."""
+    return AuditLog(os.path.join(data_dir, AUDIT_FILE))
 
 
 class AuditLog:

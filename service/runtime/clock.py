@@ -19,8 +19,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from service.core.timestamps import NS_PER_MS
+
 log = logging.getLogger(__name__)
-NS_PER_MS = 1_000_000
+
 _STEP_WARN_NS = 1_000_000_000  # a wall-clock step above this is logged
 
 

@@ -29,6 +29,7 @@ import msgspec
 
 from service.core.models import Bar
 from service.core.resolution import Resolution
+from service.core.ws import FrameKind
 
 PROTOCOL_V1 = 1
 PROTOCOL_V2 = 2
@@ -209,19 +210,19 @@ class Frames:
 
     def __init__(self, key: TopicKey) -> None:
         self.topic_json = _encode(topic_name(key))
-        # (v2 frame, kind, bar json, bar time) with kind "reset" | "closed" | "open"
-        self.items: list[tuple[bytes, str, bytes, int]] = []
+        # (v2 frame, kind, bar json, bar time)
+        self.items: list[tuple[bytes, FrameKind, bytes, int]] = []
 
     def reset(self) -> None:
-        self.items.append((b'{"type":"reset","topic":' + self.topic_json + b"}", "reset", b"", -1))
+        self.items.append((b'{"type":"reset","topic":' + self.topic_json + b"}", FrameKind.RESET, b"", -1))
 
     def bar(self, bar: Bar, closed: bool) -> None:
         bar_json = _encode(bar)
         flag = b"true" if closed else b"false"
         frame = b'{"type":"bar","topic":' + self.topic_json + b',"bar":' + bar_json + b',"closed":' + flag + b"}"
-        self.items.append((frame, "closed" if closed else "open", bar_json, bar.time))
+        self.items.append((frame, FrameKind.CLOSED if closed else FrameKind.OPEN, bar_json, bar.time))
 
-    def raw(self, frame: bytes, kind: str, bar_json: bytes, time_ms: int) -> None:
+    def raw(self, frame: bytes, kind: FrameKind, bar_json: bytes, time_ms: int) -> None:
         """A v2 frame encoded elsewhere (an edge's upstream), passed on as it came."""
         self.items.append((frame, kind, bar_json, time_ms))
 
@@ -230,7 +231,7 @@ class Frames:
         just sent the open bar of that time)."""
         out = Frames.__new__(Frames)
         out.topic_json = self.topic_json
-        out.items = [item for item in self.items if item[1] == "reset" or item[3] >= time_ms]
+        out.items = [item for item in self.items if item[1] is FrameKind.RESET or item[3] >= time_ms]
         return out
 
     def deliver(self, subs: list[Subscription]) -> int:
@@ -254,8 +255,8 @@ class Frames:
         return sent
 
 
-def v1_message(sub: Subscription, kind: str, bar_json: bytes) -> bytes:
-    if kind == "reset":
+def v1_message(sub: Subscription, kind: FrameKind, bar_json: bytes) -> bytes:
+    if kind is FrameKind.RESET:
         return b'{"type":"reset","id":' + sub.id_json + b"}"
-    flag = b"true" if kind == "closed" else b"false"
+    flag = b"true" if kind is FrameKind.CLOSED else b"false"
     return b'{"type":"bar","id":' + sub.id_json + b',"bar":' + bar_json + b',"closed":' + flag + b"}"

@@ -32,13 +32,13 @@ from service.core.errors import InvalidRange, StoreUnavailable, UnknownSymbol
 from service.core.instruments import REQUEST_SECONDS_BOUNDS, LabeledHistograms
 from service.core.models import Bar, BarsResponse, TradeColumns, round_volume
 from service.core.resolution import Resolution, parse_resolution
+from service.core.timestamps import NS_PER_MS
 from service.runtime.hotwindow import HotWindow
 from service.runtime.writer import TradeWriter
 from service.storage.base import Store
 
 log = logging.getLogger(__name__)
 
-NS_PER_MS = 1_000_000
 T = TypeVar("T")
 TIMEOUT_LOG_EVERY_S = 60.0  # the operator hears of timed-out history queries at most this often
 MAX_TIME_S = 253_402_300_799  # 9999-12-31
@@ -256,10 +256,10 @@ class History:
         else:
             bars = (await self.bars_before(request.symbol, res, request.to_ms, request.countback)).bars
         if bars:
-            return BarsResponse(bars=bars, noData=False, nextTime=None)
+            return BarsResponse(bars=bars, no_data=False, next_time=None)
         before = request.from_ms if request.countback is None else request.to_ms
         next_time = await self.previous_bar_time(request.symbol, res, before)
-        return BarsResponse(bars=[], noData=True, nextTime=next_time)
+        return BarsResponse(bars=[], no_data=True, next_time=next_time)
 
 
 class SymbolSet:

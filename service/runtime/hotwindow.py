@@ -48,9 +48,9 @@ from service.core.bars import PartialBar, fold
 from service.core.models import Bar, TradeColumns
 from service.core.plan import Plan, Tier
 from service.core.resolution import DAY_MS, MINUTE_MS, SECOND_MS, Resolution, Unit, parse_resolution
+from service.core.timestamps import NS_PER_MS
 from service.storage.base import Store
 
-NS_PER_MS = 1_000_000
 FAR_FUTURE_MS = 7_258_118_400_000  # 2200-01-01: past any trade, and still int64 nanoseconds (InfluxDB)
 FAR_FUTURE_NS = FAR_FUTURE_MS * NS_PER_MS
 _SECOND = parse_resolution("1S")

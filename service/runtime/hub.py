@@ -28,6 +28,7 @@ from service.core.bars import LiveSeries, PartialBar, fold
 from service.core.errors import StoreUnavailable
 from service.core.models import Bar, TradeColumns
 from service.core.resolution import Resolution
+from service.core.ws import FrameKind
 from service.runtime.fanout import PROTOCOL_V2, Client, ClientBook, Frames, Subscription, TopicKey, v1_message
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class Hub(ClientBook):
             if client.version == PROTOCOL_V2:
                 client.send(frames.items[0][0])
             else:
-                client.send(v1_message(sub, "open", frames.items[0][2]))
+                client.send(v1_message(sub, FrameKind.OPEN, frames.items[0][2]))
             if series.scheduled:
                 series.joining[sub] = bar.time
         return sub

@@ -22,13 +22,12 @@ import numpy as np
 
 from service.core.errors import InvalidTrade, PayloadTooLarge
 from service.core.models import Trade, TradeColumns, TradesAccepted
-from service.core.timestamps import TimestampAllocator
+from service.core.timestamps import NS_PER_MS, TimestampAllocator
 from service.runtime.history import SymbolSet
 from service.runtime.hub import Hub
 from service.runtime.writer import TradeWriter
 from service.storage.base import Store
 
-NS_PER_MS = 1_000_000
 _id_of, _symbol_of = attrgetter("id"), attrgetter("symbol")
 _price_of, _size_of, _time_of = attrgetter("price"), attrgetter("size"), attrgetter("time")
 

@@ -43,12 +43,12 @@ class RunLog:
     def record(self, ran: Iterable[TierRun], now_ms: int) -> None:
         for run in ran:
             self._tier(run.tier).append(
-                RunRecord(now_ms, run.fromMs, run.toMs, run.rows, round(run.durationMs, 3), None)
+                RunRecord(now_ms, run.from_ms, run.to_ms, run.rows, round(run.duration_ms, 3), None)
             )
-            if run.fromMs is not None:
-                self._origin[run.tier] = min(self._origin.get(run.tier, run.fromMs), run.fromMs)
-            if run.toMs is not None:
-                self._sample(run.tier, now_ms, run.toMs)
+            if run.from_ms is not None:
+                self._origin[run.tier] = min(self._origin.get(run.tier, run.from_ms), run.from_ms)
+            if run.to_ms is not None:
+                self._sample(run.tier, now_ms, run.to_ms)
 
     def record_failure(self, message: str, now_ms: int) -> None:
         """A run that failed as a whole: every tier's log says so (the store's status says
@@ -79,15 +79,15 @@ class RunLog:
 
     def backfill(self, status: TierStatus, now_ms: int) -> Backfill | None:
         """Progress of a tier that is far behind, or ``None`` when it follows the edge."""
-        if status.watermark is None or status.lagMs is None:
+        if status.watermark is None or status.lag_ms is None:
             return None
         try:
             size = parse_tier_size_ms(status.tier)
         except ValueError:
             size = 86_400_000
-        if status.lagMs <= 2 * size + BACKFILL_SLACK_MS:
+        if status.lag_ms <= 2 * size + BACKFILL_SLACK_MS:
             return None
-        edge = status.watermark + status.lagMs
+        edge = status.watermark + status.lag_ms
         origin = min(self._origin.get(status.tier, status.watermark), status.watermark)
         progress = (status.watermark - origin) / (edge - origin) if edge > origin else 0.0
         rate = None
@@ -96,18 +96,18 @@ class RunLog:
             (t0, w0), (t1, w1) = samples[0], samples[-1]
             if t1 - t0 >= MIN_RATE_SPAN_MS and w1 > w0:
                 rate = (w1 - w0) / (t1 - t0)  # ms of data per ms of wall time
-        finish = None if rate is None else now_ms + round(status.lagMs / rate)
+        finish = None if rate is None else now_ms + round(status.lag_ms / rate)
         return Backfill(
             progress=round(max(0.0, min(1.0, progress)), 4),
-            fromMs=origin,
-            toMs=edge,
-            rangePerS=None if rate is None else round(rate * 1000),
-            expectedFinish=finish,
+            from_ms=origin,
+            to_ms=edge,
+            range_per_s=None if rate is None else round(rate * 1000),
+            expected_finish=finish,
         )
 
     def annotate(self, tiers: list[TierStatus], now_ms: int) -> list[TierStatus]:
         """``tiers`` with their recent runs and, when behind, their backfill progress."""
         self.observe(tiers, now_ms)
         return [
-            msgspec.structs.replace(t, recentRuns=self.runs(t.tier), backfill=self.backfill(t, now_ms)) for t in tiers
+            msgspec.structs.replace(t, recent_runs=self.runs(t.tier), backfill=self.backfill(t, now_ms)) for t in tiers
         ]

@@ -14,7 +14,7 @@ from service.core.synthetic import SyntheticMarket
 from service.core.timestamps import TimestampAllocator
 from service.runtime.clock import now_ms
 from service.runtime.ingest import Ingestor
-from service.storage.base import Store
+from service.storage.base import Store, TradeSink
 
 log = logging.getLogger(__name__)
 TICK_MS = 50  # generate every 50 ms: small enough for smooth live bars
@@ -22,7 +22,7 @@ APPEND_ROWS = 1_000_000  # backfill: rows per store append (one transaction each
 
 
 async def backfill_synthetic(
-    store: Store,
+    store: TradeSink,
     market: SyntheticMarket,
     rate_per_s: float,
     span_ms: int,

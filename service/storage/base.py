@@ -22,16 +22,12 @@ is :mod:`service.storage.factory`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import msgspec
 
 from service.core.models import Bar, TierRun, TierStatus, TradeColumns
 from service.core.resolution import Resolution
-
-if TYPE_CHECKING:  # ops builds on storage, never the reverse at import time
-    from service.ops.backup import Manifest
-
 
 NEWEST_IDS_SPAN_NS = 60 * 1_000_000_000  # how far before the newest id'd trade newest_ids looks
 
@@ -64,7 +60,65 @@ class Health(msgspec.Struct, frozen=True):
     error: str | None = None
 
 
-class Store(Protocol):
+# --- snapshots (Store.snapshot) ---------------------------------------------------------
+
+MANIFEST_FILE = "manifest.json"
+"""The one file of a snapshot directory that describes the rest (a :class:`Manifest`);
+whoever moves a snapshot elsewhere (``POST /api/admin/backup``) sends it first."""
+
+
+class FileEntry(msgspec.Struct, frozen=True):
+    name: str
+    bytes: int
+    sha256: str
+
+
+class TableEntry(msgspec.Struct, frozen=True):
+    name: str
+    file: str
+    rows: int
+
+
+class Manifest(msgspec.Struct, frozen=True):
+    """What :meth:`Store.snapshot` wrote: every file with its size and checksum, and every
+    table with its row count, so a copy can be verified before it is restored."""
+
+    format: str
+    created_utc: str
+    source: str  # absolute path of the store file the snapshot came from
+    duckdb_version: str
+    tvflux_version: str
+    files: list[FileEntry]
+    tables: list[TableEntry]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+
+class TradeSink(Protocol):
+    """Where trades are written and looked up to keep them unique: every :class:`Store`,
+    and a running service the CLI sends an import through (its ``ServiceSink``, which
+    allocates timestamps and checks ids itself, so it answers "nothing stored")."""
+
+    async def append(self, batches: Sequence[TradeColumns], *, spool_seq: int | None = None) -> None:
+        """Store trades: one write for the whole call. Trades older than the first tier's
+        watermark mark their windows dirty so the next run rebuilds them. ``spool_seq``:
+        the newest spool record in ``batches`` (see ``commits_spool_seq``)."""
+
+    async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
+        """Largest stored ``ts_ns`` of ``symbol`` in ``[from_ns, to_ns)``; used to keep
+        timestamps unique when a late trade lands in an old millisecond."""
+
+    async def known_ids(
+        self, symbol: str, ids: Sequence[str], from_ns: int | None = None, to_ns: int | None = None
+    ) -> set[str]:
+        """Which of ``ids`` are already stored for ``symbol``. ``from_ns``/``to_ns`` (both or
+        neither) narrow the search to ``[from_ns, to_ns)``, where a retry of the same
+        trades would be (their own timestamps); without them all time is searched."""
+
+
+class Store(TradeSink, Protocol):
     kind: str
     """A display label ("duckdb", "influx") for logs, ``/metrics`` and ``/api/downsampling``.
     Nothing branches on it: use the capabilities below."""
@@ -92,11 +146,6 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def health(self) -> Health: ...
-
-    async def append(self, batches: Sequence[TradeColumns], *, spool_seq: int | None = None) -> None:
-        """Store trades: one write for the whole call. Trades older than the first tier's
-        watermark mark their windows dirty so the next run rebuilds them. ``spool_seq``:
-        the newest spool record in ``batches`` (see ``commits_spool_seq``)."""
 
     async def delete_trades(
         self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None, to_ns: int | None = None
@@ -128,17 +177,6 @@ class Store(Protocol):
     async def symbols(self) -> list[str]:
         """Symbols that have stored trades."""
 
-    async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
-        """Largest stored ``ts_ns`` of ``symbol`` in ``[from_ns, to_ns)``; used to keep
-        timestamps unique when a late trade lands in an old millisecond."""
-
-    async def known_ids(
-        self, symbol: str, ids: Sequence[str], from_ns: int | None = None, to_ns: int | None = None
-    ) -> set[str]:
-        """Which of ``ids`` are already stored for ``symbol``. ``from_ns``/``to_ns`` (both or
-        neither) narrow the search to ``[from_ns, to_ns)``, where a retry of the same
-        trades would be (their own timestamps); without them all time is searched."""
-
     async def recent_ids(self, limit: int) -> list[tuple[str, str]]:
         """Up to ``limit`` ``(symbol, id)`` of the newest stored trades that carry an id,
         newest first, to warm the duplicate filter at start. A store may return fewer
@@ -165,6 +203,7 @@ class Store(Protocol):
         committed stays, the rest is retried from its watermark next time."""
 
     async def snapshot(self, directory: str) -> Manifest:
-        """Write a consistent snapshot of the whole store into ``directory`` (see
-        :mod:`service.ops.backup`) while the store keeps serving. A store backed up by
+        """Write a consistent snapshot of the whole store into ``directory`` (its files and
+        :data:`MANIFEST_FILE`; see :mod:`service.storage.embedded.backup`) while the store
+        keeps serving. A store backed up by
         other means raises :class:`~service.core.errors.NotSupported` saying which."""

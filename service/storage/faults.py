@@ -18,12 +18,10 @@ from typing import TYPE_CHECKING
 from service.core.errors import StoreUnavailable
 from service.core.models import Bar, TierStatus, TradeColumns
 from service.core.resolution import Resolution
-from service.storage.base import Deletion, Health, RunReport, Store
+from service.storage.base import Deletion, Health, Manifest, RunReport, Store
 
 if TYPE_CHECKING:
     import duckdb
-
-    from service.ops.backup import Manifest
 
 SLOW_READ_MAX_S = 120.0  # a forgotten trigger file cannot stall a read for longer
 # Real DuckDB work in slices of ~50 ms, so the file's removal is seen soon and an interrupt

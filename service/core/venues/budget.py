@@ -84,5 +84,5 @@ def backoff_s(attempt: int, *, base_s: float, cap_s: float, jitter: float) -> fl
     """Exponential back-off with full jitter: a wait in ``[0, min(cap, base·2^attempt)]``
     picked by ``jitter`` in [0, 1) (so reconnecting clients spread out instead of
     arriving together). ``attempt`` counts failures since the last good connection."""
-    ceiling = min(cap_s, base_s * 2 ** min(attempt, 30))
+    ceiling = min(cap_s, base_s * 2.0 ** min(attempt, 30))
     return max(0.0, min(1.0, jitter)) * ceiling

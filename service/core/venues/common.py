@@ -81,7 +81,7 @@ class Instrument(msgspec.Struct, frozen=True):
     @property
     def pricescale(self) -> int:
         """TradingView's ``pricescale``: 10^(decimals of the tick)."""
-        return 10 ** decimals(self.tick_size)
+        return int(10 ** decimals(self.tick_size))
 
     @property
     def minmov(self) -> int:

@@ -11,8 +11,7 @@ import pyarrow as pa
 from service.core.models import TradeColumns
 from service.core.plan import RAW, Tier
 from service.core.resolution import Resolution, Unit
-
-NS_PER_MS = 1_000_000
+from service.core.timestamps import NS_PER_MS
 
 _TRADE_SCHEMA = pa.schema(
     [

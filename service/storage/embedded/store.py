@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
 import duckdb
@@ -35,11 +35,10 @@ from service.core.plan import RAW, Plan, Tier, Window
 from service.core.resolution import Resolution, Unit
 from service.core.schedule import DirtyWindow, closed_part, dirty_dependents, late_window, watermark_after
 from service.core.segments import Segment, history_segments
-from service.storage.base import NEWEST_IDS_SPAN_NS, ChangedWindow, Deletion, Health, RunReport
-from service.storage.embedded.sql import NS_PER_MS, bars_table, bucket_sql, tier_select_sql, trades_arrow
-
-if TYPE_CHECKING:
-    from service.ops.backup import Manifest
+from service.core.timestamps import NS_PER_MS
+from service.storage.base import NEWEST_IDS_SPAN_NS, ChangedWindow, Deletion, Health, Manifest, RunReport
+from service.storage.embedded.backup import snapshot
+from service.storage.embedded.sql import bars_table, bucket_sql, tier_select_sql, trades_arrow
 
 T = TypeVar("T")
 
@@ -521,12 +520,12 @@ class EmbeddedStore:
                         tier=tier.name,
                         source=tier.source,
                         watermark=wm,
-                        lagMs=None if wm is None else max(0, now_ms - wm),
-                        lastRun=last_run,
-                        lastDurationMs=duration,
+                        lag_ms=None if wm is None else max(0, now_ms - wm),
+                        last_run=last_run,
+                        last_duration_ms=duration,
                         rows=int(n or 0),
                         error=error,
-                        dirtyWindows=int(dirty.get(tier.name, 0)),
+                        dirty_windows=int(dirty.get(tier.name, 0)),
                     )
                 )
             return out
@@ -716,9 +715,7 @@ class EmbeddedStore:
 
     async def snapshot(self, directory: str) -> Manifest:
         """EXPORT DATABASE on its own cursor: one statement, so one consistent transaction,
-        while ingest and downsampling go on (see :mod:`service.ops.backup`)."""
-        from service.ops.backup import snapshot  # ops builds on storage; imported when used
-
+        while ingest and downsampling go on (see :mod:`service.storage.embedded.backup`)."""
         source = os.path.abspath(self.path)  # noqa: ASYNC240 - string work, no disk access
         return await self._run(lambda c: snapshot(c, directory, source))
 

@@ -16,19 +16,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
-from influxdb_client import (
-    BucketRetentionRules,
-    BucketsService,
-    OrganizationsService,
-    PatchBucketRequest,
-    PatchRetentionRule,
-    PostBucketRequest,
-    RunManually,
-    TaskCreateRequest,
-    TasksService,
-    TaskUpdateRequest,
-)
+from influxdb_client.domain.bucket_retention_rules import BucketRetentionRules
+from influxdb_client.domain.patch_bucket_request import PatchBucketRequest
+from influxdb_client.domain.patch_retention_rule import PatchRetentionRule
+from influxdb_client.domain.post_bucket_request import PostBucketRequest
+from influxdb_client.domain.run_manually import RunManually
+from influxdb_client.domain.task_create_request import TaskCreateRequest
+from influxdb_client.domain.task_update_request import TaskUpdateRequest
 from influxdb_client.rest import ApiException
+from influxdb_client.service.buckets_service import BucketsService
+from influxdb_client.service.organizations_service import OrganizationsService
+from influxdb_client.service.tasks_service import TasksService
 
 from service.core.errors import StoreUnavailable
 from service.core.plan import Plan
@@ -282,7 +280,8 @@ class Admin:
             if "already queued" in str(getattr(exc, "message", "") or ""):
                 return None
             raise self._fail(exc, f"start a run of task {task_id}") from None
-        return run.id
+        run_id: str = run.id
+        return run_id
 
     @_guard
     async def run_info(self, task_id: str, run_id: str) -> RunInfo | None:

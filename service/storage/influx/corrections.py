@@ -20,46 +20,19 @@ marker of step 2 is newer than such a run's cursor, so the next run rebuilds the
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
-from influxdb_client.rest import ApiException
 
-from service.core.errors import StoreUnavailable
 from service.core.plan import Plan
 from service.core.schedule import late_window
+from service.core.timestamps import NS_PER_MS
 from service.storage.base import ChangedWindow, Deletion
-from service.storage.influx.admin import describe_api_error
+from service.storage.influx.connection import Connection
 from service.storage.influx.flux_render import TRADES, Names, flux_string, measurement
-from service.storage.influx.retry import NETWORK_ERRORS
 
-
-class StoreInternals(Protocol):
-    """What a correction needs of :class:`~service.storage.influx.store.InfluxStore`: this
-    module is its ``delete_trades`` split out (the store module stays readable), and the
-    Protocol keeps the dependency one-way (store → corrections), with the types checked."""
-
-    _plan: Plan
-    _names: Names
-    _url: str
-    _org: str
-    _client: Any
-    _pending_changes: list[tuple[int, ChangedWindow]]
-
-    def _api(self) -> Any: ...
-
-    def _rows(self, flux: str, columns: tuple[str, ...]) -> AsyncIterator[tuple[str, ...]]: ...
-
-    def _marker_lines(self, changes: list[ChangedWindow]) -> tuple[bytes, list[tuple[int, ChangedWindow]]]: ...
-
-    async def _write(self, bucket: str, body: bytes, *, gzipped: bool) -> None: ...
-
-    def _status_stale(self) -> None: ...
-
-
-NS_PER_MS = 1_000_000
+# writes dirty markers for the windows (the store's, as for late trades)
+MarkDirty = Callable[[list[ChangedWindow]], Awaitable[None]]
 _FAR_FUTURE_NS = 2**62
 _CONCURRENCY = 4
 
@@ -79,63 +52,56 @@ def trade_times_query(bucket: str, symbol: str, ids: Sequence[str] | None, from_
     return flux + "    |> map(fn: (r) => ({t: int(v: r._time)}))\n"
 
 
-def _rfc3339(ns: int) -> str:
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:09d}Z"
-
-
 async def delete_trades(
-    store: StoreInternals, symbol: str, *, ids: Sequence[str] | None, from_ns: int | None, to_ns: int | None
+    conn: Connection,
+    names: Names,
+    plan: Plan,
+    mark_dirty: MarkDirty,
+    symbol: str,
+    *,
+    ids: Sequence[str] | None,
+    from_ns: int | None,
+    to_ns: int | None,
 ) -> Deletion:
-    store._api()
+    """Delete the trades of ``symbol`` (by ``ids``, in ``[from_ns, to_ns)``, or both) from
+    the buckets ``names`` gives, with the bars of every ``plan`` tier that held them, after
+    ``mark_dirty`` put a dirty marker over them."""
     lo, hi = (0, _FAR_FUTURE_NS) if from_ns is None or to_ns is None else (from_ns, to_ns)
     times: list[int] = []
     wanted = sorted(set(ids)) if ids is not None else None
     chunks = [None] if wanted is None else [wanted[i : i + 200] for i in range(0, len(wanted), 200)]
     for chunk in chunks:
-        flux = trade_times_query(store._names.raw_bucket, symbol, chunk, lo, hi)
-        times += [int(t) async for (t,) in store._rows(flux, ("t",))]
+        flux = trade_times_query(names.raw_bucket, symbol, chunk, lo, hi)
+        times += [int(t) async for (t,) in conn.rows(flux, ("t",))]
     if not times:
         return Deletion(0, [])
     ts = np.unique(np.asarray(times, dtype=np.int64))
-    plan = store._plan
     first = plan.tiers[0]
     # 2. the marker first (its span: the first-tier bars the trades were in, all of them —
     # the watermark lives in InfluxDB, and the tasks clip the span to it themselves)
     span = late_window(first, ts, _FAR_FUTURE_NS // NS_PER_MS)
     assert span is not None
     change = ChangedWindow(symbol, span.start_ms, span.end_ms)
-    body, stamped = store._marker_lines([change])
-    await store._write(store._names.status_bucket, body, gzipped=False)
-    store._pending_changes = (store._pending_changes + stamped)[-10_000:]
-    store._status_stale()  # history sees the dirty span at once
+    await mark_dirty([change])  # history sees the dirty span at once
     # 3. the raw points; 4. the bars that held them, in every tier
     deletes: list[tuple[str, int, int, str]] = []
     trades = f'_measurement="{TRADES}" AND symbol="{symbol}"'
     if wanted is None:
-        deletes.append((store._names.raw_bucket, lo, hi - 1, trades))  # the API's stop is inclusive
+        deletes.append((names.raw_bucket, lo, hi - 1, trades))  # the API's stop is inclusive
     else:
-        deletes += [(store._names.raw_bucket, int(t), int(t), trades) for t in ts]
+        deletes += [(names.raw_bucket, int(t), int(t), trades) for t in ts]
     for tier in plan.tiers:
         starts = np.unique(ts // NS_PER_MS // tier.size_ms * tier.size_ms)  # bars are epoch-aligned
         bars = f'_measurement="{measurement(tier.name)}" AND symbol="{symbol}"'
         if wanted is None:  # every bar from the first to the last held only deleted trades, or is rebuilt
-            deletes.append((store._names.bars_bucket, int(starts[0]) * NS_PER_MS, int(starts[-1]) * NS_PER_MS, bars))
+            deletes.append((names.bars_bucket, int(starts[0]) * NS_PER_MS, int(starts[-1]) * NS_PER_MS, bars))
         else:
-            deletes += [(store._names.bars_bucket, int(s) * NS_PER_MS, int(s) * NS_PER_MS, bars) for s in starts]
-    api = store._client.delete_api()
+            deletes += [(names.bars_bucket, int(s) * NS_PER_MS, int(s) * NS_PER_MS, bars) for s in starts]
     limit = asyncio.Semaphore(_CONCURRENCY)
 
     async def one(bucket: str, start_ns: int, stop_ns: int, predicate: str) -> None:
         async with limit:
-            try:
-                await api.delete(_rfc3339(start_ns), _rfc3339(stop_ns), predicate, bucket=bucket, org=store._org)
-            except ApiException as exc:
-                raise StoreUnavailable(
-                    describe_api_error(exc, f"delete in bucket {bucket!r}", url=store._url, org=store._org)
-                ) from None
-            except NETWORK_ERRORS as exc:
-                raise StoreUnavailable(f"InfluxDB at {store._url} is unreachable: {exc}") from None
+            await conn.delete(bucket, start_ns, stop_ns, predicate)
 
     await asyncio.gather(*(one(*d) for d in deletes))
     return Deletion(int(ts.size), [change])

@@ -27,7 +27,7 @@ class RetryPolicy(msgspec.Struct, frozen=True):
 def backoff_s(policy: RetryPolicy, attempt: int, rand: float, retry_after_s: float | None = None) -> float:
     """Delay before retry number ``attempt + 1``; ``rand`` is uniform in [0, 1). A server's
     ``Retry-After`` is honoured when longer (up to a minute)."""
-    delay = rand * min(policy.cap_s, policy.base_s * (2**attempt))
+    delay = rand * min(policy.cap_s, policy.base_s * (2.0**attempt))
     if retry_after_s is not None and retry_after_s > delay:
         delay = min(retry_after_s, 60.0)
     return delay
@@ -40,11 +40,14 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, NETWORK_ERRORS)
 
 
-def retry_after_s(exc: BaseException) -> float | None:
-    value = getattr(exc, "retry_after", None)
+def retry_after_s(exc: BaseException | None) -> float | None:
+    """The seconds an InfluxDB answer's ``Retry-After`` header asks for (429, 503), if any."""
+    if not isinstance(exc, ApiException) or not exc.headers:
+        return None
+    value = exc.headers.get("Retry-After")
     try:
         return float(value) if value is not None else None
-    except (TypeError, ValueError):
+    except ValueError:  # an HTTP date (InfluxDB sends seconds)
         return None
 
 

@@ -22,17 +22,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
 
-import aiohttp
 import anyio
-import msgspec
-from influxdb_client import Dialect, PingService, Query, QueryService, WriteService
-from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
-from influxdb_client.rest import ApiException
 
 from service.core.errors import InvalidTrade, NotSupported, RunTimeout, StoreUnavailable
 from service.core.models import Bar, TierRun, TierStatus, TradeColumns
@@ -41,25 +34,21 @@ from service.core.resolution import Resolution
 from service.core.schedule import late_window
 from service.core.segments import Segment
 from service.core.settings import Settings
-from service.storage.base import NEWEST_IDS_SPAN_NS, ChangedWindow, Deletion, Health, RunReport
+from service.storage.base import NEWEST_IDS_SPAN_NS, ChangedWindow, Deletion, Health, Manifest, RunReport
 from service.storage.countback import bars_before_by_jumps
 from service.storage.influx import flux_queries as fq
 from service.storage.influx import flux_render as fr
 from service.storage.influx import influxql as ql
-from service.storage.influx.admin import Admin, RunInfo, bucket_specs, describe_api_error
-from service.storage.influx.compose import CsvReader, QueryFailed, Rows, compose, plan_segments, roll_up
+from service.storage.influx.admin import Admin, RunInfo, bucket_specs
+from service.storage.influx.compose import Rows, compose, plan_segments, roll_up
+from service.storage.influx.connection import Connection
+from service.storage.influx.corrections import delete_trades
 from service.storage.influx.lineproto import encode_trades, series_prefix, split_lines, unique_ns
-from service.storage.influx.retry import NETWORK_ERRORS as _NETWORK_ERRORS
-from service.storage.influx.retry import RetryPolicy, backoff_s, brief, is_retryable, retry_after_s
-
-if TYPE_CHECKING:
-    from service.ops.backup import Manifest
+from service.storage.influx.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
 WATERMARK_TTL_S = 1.0
-# RFC3339Nano: the bar queries return _time as it is (see flux_queries), at full precision
-_DIALECT = Dialect(header=True, delimiter=",", annotations=[], comment_prefix="#", date_time_format="RFC3339Nano")
 
 
 class InfluxStore:
@@ -92,15 +81,13 @@ class InfluxStore:
         self._url = settings.influx_url
         self._org = settings.influx_org
         self._names = fr.Names(settings.influx_bucket, settings.influx_bars_bucket, settings.influx_status_bucket)
-        self._retry = retry
+        self._conn = Connection(self._url, self._org, str(settings.influx_token), retry)
         self._batch_lines = batch_lines
         self._gzip_level = gzip_level
         self._write_concurrency = write_concurrency
         self._auto_setup = auto_setup
         self._schedule_tasks = schedule_tasks
         self._run_timeout_s = run_timeout_s
-        self._client: InfluxDBClientAsync | None = None
-        self._admin: Admin | None = None
         self._task_ids: dict[str, str] = {}
         self._status: dict[tuple[str, str, str], tuple[int, int]] = {}  # (m, tier, f) -> (t_ns, v)
         # tier -> {"count", "start_ms" (least), "end_ms" (greatest)} of its unconsumed markers
@@ -113,33 +100,22 @@ class InfluxStore:
         self._appends = 0  # append() calls so far; a tier that found no data waits for one
         self._found_empty: dict[str, int] = {}
         self._pending_changes: list[tuple[int, ChangedWindow]] = []  # (marker time ns, window)
-        self._rand = random.Random()
-        self._ql = ql.InfluxQL(self._url, str(settings.influx_token), retry)
+        self._ql = ql.InfluxQL(settings.influx_url, str(settings.influx_token), retry)  # history reads
 
     # --- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
         if not self._url:
             raise StoreUnavailable("TVFLUX_INFLUX_URL is not set")
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=self._retry.connect_timeout_s, sock_read=self._retry.read_timeout_s
-        )
-        # created here, inside the running loop, as the async client requires
-        self._client = InfluxDBClientAsync(
-            url=self._url, token=str(self._settings.influx_token), org=self._org, timeout=timeout, enable_gzip=False
-        )
-        api = self._client.api_client
-        self._write_service = WriteService(api)
-        self._query_service = QueryService(api)
-        self._admin = Admin(api, url=self._url, org=self._org)
+        admin = self._conn.open()  # here, inside the running loop, as the async client requires
         self._ql.open()
         try:
-            await self._ping()
+            await self._conn.ping()
             specs = bucket_specs(self._names, self._settings.influx_raw_retention_s)
-            missing = await self._admin.missing_buckets(specs)
+            missing = await admin.missing_buckets(specs)
             if self._auto_setup:
                 try:
-                    report = await self._admin.setup(
+                    report = await admin.setup(
                         self._plan, self._names, self._settings.influx_raw_retention_s, scheduled=self._schedule_tasks
                     )
                 except StoreUnavailable as exc:
@@ -149,7 +125,7 @@ class InfluxStore:
                             f"({exc.message}); run `tvflux influx setup` with an operator token"
                         ) from None
                     log.warning("could not install the downsampling tasks: %s", exc.message)
-                    self._task_ids = await self._admin.task_ids(self._plan, self._names)
+                    self._task_ids = await admin.task_ids(self._plan, self._names)
                 else:
                     self._task_ids = report.task_ids
             elif missing:
@@ -157,7 +133,7 @@ class InfluxStore:
                     f"buckets {missing} are missing in org {self._org!r} at {self._url}; run `tvflux influx setup`"
                 )
             else:
-                self._task_ids = await self._admin.task_ids(self._plan, self._names)
+                self._task_ids = await admin.task_ids(self._plan, self._names)
             await self._read_status(force=True)
         except BaseException:
             await self.close()
@@ -168,39 +144,25 @@ class InfluxStore:
         if refresh is not None and not refresh.done():
             refresh.cancel()
             await asyncio.gather(refresh, return_exceptions=True)
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        await self._conn.close()
         await self._ql.close()
 
     async def destroy(self) -> None:
         """Delete this store's tasks and buckets (test teardown)."""
-        assert self._admin is not None, "start() first"
         try:
-            await self._admin.delete(self._plan, self._names)
+            await self._conn.admin.delete(self._plan, self._names)
         finally:
             await self.close()
 
     def _api(self) -> Admin:
-        if self._client is None or self._admin is None:
-            raise StoreUnavailable("the InfluxDB store is not started")
-        return self._admin
-
-    async def _ping(self) -> None:
-        assert self._client is not None
-        try:
-            await PingService(self._client.api_client).get_ping_async()
-        except _NETWORK_ERRORS as exc:
-            raise StoreUnavailable(f"InfluxDB at {self._url} is unreachable: {exc or type(exc).__name__}") from None
-        except ApiException as exc:
-            raise StoreUnavailable(describe_api_error(exc, "ping", url=self._url, org=self._org)) from None
+        return self._conn.admin  # StoreUnavailable until started
 
     async def health(self) -> Health:
-        if self._client is None:
+        if not self._conn.is_open:
             return Health(False, "the InfluxDB store is not started")
         try:
             admin = self._api()
-            await self._ping()
+            await self._conn.ping()
             if await admin.find_bucket(self._names.raw_bucket) is None:
                 return Health(False, f"bucket {self._names.raw_bucket!r} is missing; run `tvflux influx setup`")
         except StoreUnavailable as exc:
@@ -264,94 +226,36 @@ class InfluxStore:
                 raise result
         if changes:
             # after the trades: a marker must never point at trades that are not there yet
-            body, stamped = self._marker_lines(changes)
-            await self._write(self._names.status_bucket, body, gzipped=False)
-            # bounded: if no run ever consumes them, the oldest are forgotten (resets only)
-            self._pending_changes = (self._pending_changes + stamped)[-10_000:]
-            self._status_stale()  # history must see the new markers (dirty spans) at once
+            await self._mark_dirty(changes)
+
+    async def _mark_dirty(self, changes: list[ChangedWindow]) -> None:
+        """Write dirty markers for ``changes``: the tasks rebuild those windows up the chain,
+        and history reads them from raw trades until then."""
+        body, stamped = self._marker_lines(changes)
+        await self._write(self._names.status_bucket, body, gzipped=False)
+        # bounded: if no run ever consumes them, the oldest are forgotten (resets only)
+        self._pending_changes = (self._pending_changes + stamped)[-10_000:]
+        self._status_stale()  # history must see the new markers (dirty spans) at once
 
     async def delete_trades(
         self, symbol: str, *, ids: Sequence[str] | None = None, from_ns: int | None = None, to_ns: int | None = None
     ) -> Deletion:
-        """InfluxDB's delete API, then a dirty marker: see :mod:`service.storage.influx.corrections`."""
-        from service.storage.influx.corrections import delete_trades
-
-        return await delete_trades(self, symbol, ids=ids, from_ns=from_ns, to_ns=to_ns)
+        """A dirty marker, then InfluxDB's delete API: see :mod:`service.storage.influx.corrections`."""
+        return await delete_trades(
+            self._conn, self._names, self._plan, self._mark_dirty, symbol, ids=ids, from_ns=from_ns, to_ns=to_ns
+        )
 
     async def committed_spool_seq(self) -> int:
         return 0  # not kept here: the writer keeps its own marker (commits_spool_seq is False)
 
     async def _write(self, bucket: str, body: bytes, *, gzipped: bool) -> None:
-        extra = {"content_encoding": "gzip"} if gzipped else {}
-        last: BaseException | None = None
-        for attempt in range(self._retry.attempts):
-            try:
-                await self._write_service.post_write_async(
-                    org=self._org,
-                    bucket=bucket,
-                    body=body,
-                    precision="ns",
-                    content_type="text/plain; charset=utf-8",
-                    **extra,
-                )
-                return
-            except (ApiException, *_NETWORK_ERRORS) as exc:
-                if not is_retryable(exc):
-                    assert isinstance(exc, ApiException)
-                    raise StoreUnavailable(
-                        describe_api_error(exc, f"write to bucket {bucket!r}", url=self._url, org=self._org)
-                    ) from None
-                last = exc
-            if attempt + 1 < self._retry.attempts:
-                delay = backoff_s(self._retry, attempt, self._rand.random(), retry_after_s(last))
-                log.warning("write to %s failed (%s); retry %d in %.2fs", bucket, brief(last), attempt + 1, delay)
-                await asyncio.sleep(delay)
-        raise StoreUnavailable(
-            f"InfluxDB at {self._url} did not take a write to bucket {bucket!r} after "
-            f"{self._retry.attempts} attempts: {brief(last)}"
-        )
+        await self._conn.write(bucket, body, gzipped=gzipped)
 
     # --- queries ------------------------------------------------------------------
 
-    async def _rows(self, flux: str, columns: tuple[str, ...]) -> AsyncIterator[tuple[str, ...]]:
-        """Run a Flux query and stream the named columns of every row (never the whole
-        response in memory). Connection trouble before the first byte is retried."""
-        self._api()
-        query = Query(query=flux, type="flux", dialect=_DIALECT)
-        response = None
-        for attempt in range(3):
-            try:
-                response = await self._query_service.post_query_async(
-                    org=self._org, query=query, async_req=False, _preload_content=False, _return_http_data_only=True
-                )
-                break
-            except _NETWORK_ERRORS as exc:
-                if attempt == 2:
-                    raise StoreUnavailable(f"InfluxDB at {self._url} is unreachable: {brief(exc)}") from None
-                await asyncio.sleep(backoff_s(self._retry, attempt, self._rand.random()))
-        assert response is not None
-        try:
-            if not 200 <= response.status < 300:
-                body = (await response.read()).decode("utf-8", "replace")
-                try:
-                    message = msgspec.json.decode(body).get("message", body)
-                except (msgspec.DecodeError, AttributeError):
-                    message = body
-                if response.status in (401, 403):
-                    raise StoreUnavailable(f"InfluxDB at {self._url} refused the query ({response.status}): {message}")
-                raise StoreUnavailable(f"InfluxDB query failed ({response.status}): {message}")
-            reader = CsvReader(columns)
-            async for raw in response.content:
-                try:
-                    row = reader.feed(raw.decode("utf-8"))
-                except QueryFailed as exc:
-                    raise StoreUnavailable(f"InfluxDB query failed: {exc}") from None
-                if row is not None:
-                    yield row
-        except _NETWORK_ERRORS as exc:
-            raise StoreUnavailable(f"lost InfluxDB at {self._url} while reading a query: {brief(exc)}") from None
-        finally:
-            response.release()
+    def _rows(self, flux: str, columns: tuple[str, ...]) -> AsyncIterator[tuple[str, ...]]:
+        """The named columns of every row of a Flux query, streamed (:meth:`Connection.rows`)."""
+        return self._conn.rows(flux, columns)
 
     def _segment_statement(self, symbol: str, segment: Segment) -> str:
         if segment.tier is not None:
@@ -531,12 +435,12 @@ class InfluxStore:
                     tier=tier.name,
                     source=tier.source,
                     watermark=wm,
-                    lagMs=None if wm is None else max(0, now_ms - wm),
-                    lastRun=None if run is None else run[0] // 1_000_000,
-                    lastDurationMs=_float(self._value(fr.RUN, tier.name, "took_ms")),
+                    lag_ms=None if wm is None else max(0, now_ms - wm),
+                    last_run=None if run is None else run[0] // 1_000_000,
+                    last_duration_ms=_float(self._value(fr.RUN, tier.name, "took_ms")),
                     rows=0 if run is None else run[1],
                     error=error,
-                    dirtyWindows=self._pending_markers(tier.name),
+                    dirty_windows=self._pending_markers(tier.name),
                 )
             )
         return out

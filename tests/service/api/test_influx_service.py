@@ -27,11 +27,9 @@ import pytest
 from websockets.sync.client import connect
 
 from service.core.resolution import parse_resolution
+from service.core.timestamps import NS_PER_MS
 from tests.conftest import ROOT, TVFLUX
 from tests.reference import reference_bars
-
-NS_PER_MS = 1_000_000
-
 
 # --- InfluxDB, queried directly ------------------------------------------------------------
 

@@ -18,9 +18,9 @@ def tier(name: str, lag_ms: int | None, error: str | None = None) -> TierStatus:
         tier=name,
         source="",
         watermark=None if lag_ms is None else 0,
-        lagMs=lag_ms,
-        lastRun=None,
-        lastDurationMs=None,
+        lag_ms=lag_ms,
+        last_run=None,
+        last_duration_ms=None,
         rows=0,
         error=error,
     )
@@ -68,7 +68,7 @@ def test_scheduler_period(in_database, interval_ms, period):
 def test_all_well_is_ready():
     limits = max_tier_lags_ms(PLAN, 2000, 300_000)
     verdict = judge(tiers=[tier(t.name, limits[t.name]) for t in PLAN.tiers])  # exactly at the limit: fine
-    assert verdict.ready and verdict.reasons == [] and verdict.storeOk
+    assert verdict.ready and verdict.reasons == [] and verdict.store_ok
     assert all(t.ok for t in verdict.tiers)
 
 
@@ -106,7 +106,7 @@ def test_a_long_flush_interval_is_not_lag_and_nothing_pending_is_not_lag():
 def test_lag_is_not_judged_without_a_scheduler_or_before_the_first_run():
     huge = [tier(t.name, 10**12) for t in PLAN.tiers]
     verdict = judge(tiers=huge, period_ms=None)
-    assert verdict.ready and all(t.maxLagMs is None for t in verdict.tiers)
+    assert verdict.ready and all(t.max_lag_ms is None for t in verdict.tiers)
     assert judge(tiers=[tier("1m", None)]).ready
     behind = judge(tiers=huge)
     assert len([r for r in behind.reasons if r.startswith("downsampling: tier")]) == len(PLAN.tiers)

@@ -17,7 +17,7 @@ import pytest
 
 from service.core.models import TradeColumns
 from service.core.plan import default_plan
-from service.ops import backup as bk
+from service.storage.embedded import backup as bk
 from service.storage.embedded.store import EmbeddedStore
 
 DAY_MS = 86_400_000

@@ -191,7 +191,7 @@ async def _scenario(make_store: Callable[[], Store], steps, max_bars) -> None:
                 await w.writer.flush()
                 lo = w.last_ms - s[1]
                 await w.store.delete_trades(SYMBOL, from_ns=lo * NS, to_ns=(lo + s[2]) * NS)
-                w.window.invalidate(SYMBOL)  # what Services.delete_trades does
+                w.window.invalidate(SYMBOL)  # what a correction does (service/runtime/corrections.py)
             else:  # restart: a new process, an empty window
                 await w.close()
                 await w.open()

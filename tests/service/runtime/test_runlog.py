@@ -18,14 +18,14 @@ def test_recent_runs_are_kept_per_tier_most_recent_first_and_bounded():
     for i in range(RUNS_KEPT + 5):
         log.record(
             [
-                TierRun("1m", rows=i, durationMs=1.5, fromMs=i * 60_000, toMs=(i + 1) * 60_000),
-                TierRun("5m", rows=1, durationMs=2.0, fromMs=0, toMs=300_000),
+                TierRun("1m", rows=i, duration_ms=1.5, from_ms=i * 60_000, to_ms=(i + 1) * 60_000),
+                TierRun("5m", rows=1, duration_ms=2.0, from_ms=0, to_ms=300_000),
             ],
             now_ms=1_000 + i,
         )
     runs = log.runs("1m")
     assert len(runs) == RUNS_KEPT and runs[0].rows == RUNS_KEPT + 4 and runs[0].time == 1_000 + RUNS_KEPT + 4
-    assert (runs[0].fromMs, runs[0].toMs, runs[0].durationMs, runs[0].error) == (
+    assert (runs[0].from_ms, runs[0].to_ms, runs[0].duration_ms, runs[0].error) == (
         (RUNS_KEPT + 4) * 60_000,
         (RUNS_KEPT + 5) * 60_000,
         1.5,
@@ -40,7 +40,7 @@ def test_a_tier_at_the_live_edge_has_no_backfill():
     log = RunLog()
     now = 100 * DAY
     [t] = log.annotate([status("1m", now - 2 * 60_000, 2 * 60_000)], now)
-    assert t.backfill is None and t.recentRuns == []
+    assert t.backfill is None and t.recent_runs == []
     [d] = log.annotate([status("1d", now - DAY - HOUR, DAY + HOUR)], now)  # 1d normally trails a day
     assert d.backfill is None
 
@@ -51,14 +51,14 @@ def test_backfill_progress_and_expected_finish_from_the_watermarks_advance():
     start = now - 300 * DAY  # the watermark starts 300 days behind
     [first] = log.annotate([status("1m", start, now - start)], now)
     assert first.backfill is not None and first.backfill.progress == 0.0
-    assert first.backfill.expectedFinish is None  # one sample: no rate yet
+    assert first.backfill.expected_finish is None  # one sample: no rate yet
     # 10 s later it advanced 30 days: 3 days per second, 270 days left → 90 s
     now += 10_000
     wm = start + 30 * DAY
     [t] = log.annotate([status("1m", wm, now - wm)], now)
     b = t.backfill
     assert b is not None
-    assert b.fromMs == start and b.toMs == now
+    assert b.from_ms == start and b.to_ms == now
     assert abs(b.progress - 30 / (300 + 10_000 / DAY)) < 1e-3
-    assert b.rangePerS == 3 * DAY
-    assert abs(b.expectedFinish - (now + (now - wm) / (3 * DAY / 1000))) < 2
+    assert b.range_per_s == 3 * DAY
+    assert abs(b.expected_finish - (now + (now - wm) / (3 * DAY / 1000))) < 2

@@ -208,7 +208,7 @@ async def test_late_trades_behind_the_watermark_are_recomputed(store):
     late = TradeColumns("BTCUSD", np.array([late_ms * NS + 999_999], dtype=np.int64), np.array([1e9]), np.array([5.0]))
     await store.append([late])
     status = {s.tier: s for s in await store.downsampling_status(NOW_MS)}
-    assert status["1m"].dirtyWindows >= 1
+    assert status["1m"].dirty_windows >= 1
     # history is exact at once, before any run rebuilds the tiers
     await check_all_resolutions(store, trades + [late])
     report = await store.run_downsampling(NOW_MS)
@@ -327,7 +327,7 @@ async def test_data_and_watermarks_survive_a_restart(kit):
         assert report.ran
         for run in report.ran:
             tier = plan.tier(run.tier)
-            assert run.fromMs >= tier.floor(watermarks[run.tier] - plan.lookback_ms)
+            assert run.from_ms >= tier.floor(watermarks[run.tier] - plan.lookback_ms)
     finally:
         await dispose(second)
 
@@ -385,7 +385,7 @@ async def test_deleted_trades_leave_every_tier_equal_to_the_reference(store):
     left = _without(trades, "BTCUSD", kept)
     await check_all_resolutions(store, left, from_ms=NOW_MS - 3 * DAY_MS)  # exact before any run
     await store.run_downsampling(NOW_MS)
-    assert all(s.dirtyWindows == 0 for s in await store.downsampling_status(NOW_MS))
+    assert all(s.dirty_windows == 0 for s in await store.downsampling_status(NOW_MS))
     await check_all_resolutions(store, left, from_ms=NOW_MS - 3 * DAY_MS)
     for text in ("1", "1D"):  # the other symbol is untouched
         res = parse_resolution(text)

@@ -33,7 +33,7 @@ async def test_run_past_its_deadline_is_rolled_back_and_retried(tmp_path):
         count = await store._run(lambda c: c.execute("SELECT count(*) FROM bars_1m").fetchall()[0][0])
         assert count == 0  # and nothing half-written
         report = await store.run_downsampling(NOW_MS, timeout_s=60)  # the retry starts from scratch
-        assert (report.ran[0].tier, report.ran[0].fromMs) == ("1m", earliest_ms // 60_000 * 60_000)
+        assert (report.ran[0].tier, report.ran[0].from_ms) == ("1m", earliest_ms // 60_000 * 60_000)
         assert all(s.watermark is not None for s in await store.downsampling_status(NOW_MS))
         # the cursor interrupted at the deadline is usable again
         assert await store.trade_count() > 0

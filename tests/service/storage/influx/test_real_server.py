@@ -391,7 +391,7 @@ async def test_a_late_trade_is_rebuilt_in_every_tier_by_the_scheduler(backfilled
         report = await store.run_downsampling(time.time_ns() // NS)
         assert any(w.symbol == "BTCUSD" and w.start_ms <= late_ms < w.end_ms for w in report.changed)
         status = await store.downsampling_status(time.time_ns() // NS)
-        assert all(s.dirtyWindows == 0 for s in status), status
+        assert all(s.dirty_windows == 0 for s in status), status
         # and every tier agrees with a fresh aggregation of all trades around it
         trades = backfilled.trades + [late]
         lo, hi = PLAN.tiers[-1].floor(late_ms), PLAN.tiers[-1].floor(late_ms) + DAY_MS

@@ -19,7 +19,7 @@ from service.core.settings import Secret, Settings
 from service.storage.influx import flux_render as fr
 from service.storage.influx.compose import BarRows, CsvReader, QueryFailed, Segment, compose, plan_segments
 from service.storage.influx.lineproto import encode_bars
-from service.storage.influx.retry import RetryPolicy, backoff_s, is_retryable
+from service.storage.influx.retry import RetryPolicy, backoff_s, is_retryable, retry_after_s
 from service.storage.influx.store import InfluxStore
 from tests.reference import reference_bars
 from tests.service.storage.influx.fake_influx import ORG, TOKEN, FakeInflux, csv_tables
@@ -246,6 +246,17 @@ def test_retry_classification() -> None:
     assert not is_retryable(ValueError())
 
 
+def test_retry_after_is_read_from_influxdbs_answer() -> None:
+    from influxdb_client.rest import ApiException
+
+    busy = ApiException(status=429)
+    busy.headers = {"Retry-After": "3"}  # as the async client keeps the response's headers
+    assert retry_after_s(busy) == 3.0
+    busy.headers = {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}
+    assert retry_after_s(busy) is None
+    assert retry_after_s(ApiException(status=503)) is None and retry_after_s(TimeoutError()) is None
+
+
 # --- reads through the fake -----------------------------------------------------------
 
 
@@ -382,12 +393,12 @@ async def test_status_counts_pending_dirty_markers_and_reports_consumed_ones(sto
     fake.status_point("tvflux_watermark", "1m", "watermark_ms", now_ms - MINUTE_MS, 1)
     await store.append([trades(n=5, start_ms=now_ms - HOUR_MS, span_ms=MINUTE_MS)])
     status = {s.tier: s for s in await store.downsampling_status(now_ms)}
-    assert status["1m"].dirtyWindows == 1 and status["5m"].dirtyWindows == 0
+    assert status["1m"].dirty_windows == 1 and status["5m"].dirty_windows == 0
     marker_ns = max(t for m, _, _, t in fake.points["tvflux_status"] if m == "tvflux_dirty")
     fake.on_run = lambda name, run: fake.status_point("tvflux_dirty_cursor", "1m", "marker_ns", marker_ns, marker_ns)
     report = await store.run_downsampling(now_ms, max_windows=1)
     assert [(c.symbol, c.start_ms <= now_ms - HOUR_MS < c.end_ms) for c in report.changed] == [("BTCUSD", True)]
-    assert {s.tier: s for s in await store.downsampling_status(now_ms)}["1m"].dirtyWindows == 0
+    assert {s.tier: s for s in await store.downsampling_status(now_ms)}["1m"].dirty_windows == 0
 
 
 # --- pure parts ---------------------------------------------------------------------------

@@ -42,9 +42,9 @@ import msgspec
 import pyarrow.parquet as pq
 
 from service.core.errors import TvfluxError
+from service.storage.base import MANIFEST_FILE, FileEntry, Manifest, TableEntry
 
 FORMAT = "tvflux-duckdb-export/1"
-MANIFEST = "manifest.json"
 DB_FILE = "tvflux.duckdb"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$")
 _COPY_LINE = re.compile(r"^COPY\s+\"?([A-Za-z0-9_]+)\"?\s+FROM\s+'([^']+)'", re.IGNORECASE)
@@ -53,32 +53,6 @@ _CHUNK = 1 << 20
 
 class BackupError(TvfluxError):
     """A backup or restore that cannot proceed; the message says why and what to do."""
-
-
-class FileEntry(msgspec.Struct, frozen=True):
-    name: str
-    bytes: int
-    sha256: str
-
-
-class TableEntry(msgspec.Struct, frozen=True):
-    name: str
-    file: str
-    rows: int
-
-
-class Manifest(msgspec.Struct, frozen=True):
-    format: str
-    created_utc: str
-    source: str  # absolute path of the DuckDB file the snapshot came from
-    duckdb_version: str
-    tvflux_version: str
-    files: list[FileEntry]
-    tables: list[TableEntry]
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.bytes for f in self.files)
 
 
 def db_path(data_dir: str) -> str:
@@ -96,7 +70,7 @@ def snapshot(cursor: duckdb.DuckDBPyConnection, directory: str, source: str) -> 
     target = directory.replace("'", "''")
     cursor.execute(f"EXPORT DATABASE '{target}' (FORMAT parquet, COMPRESSION zstd)")
     _name_files_after_tables(directory)
-    names = sorted(n for n in os.listdir(directory) if n != MANIFEST)
+    names = sorted(n for n in os.listdir(directory) if n != MANIFEST_FILE)
     files = [
         FileEntry(n, os.path.getsize(os.path.join(directory, n)), sha256_file(os.path.join(directory, n)))
         for n in names
@@ -110,7 +84,7 @@ def snapshot(cursor: duckdb.DuckDBPyConnection, directory: str, source: str) -> 
         files=files,
         tables=_tables(directory),
     )
-    with open(os.path.join(directory, MANIFEST), "wb") as f:
+    with open(os.path.join(directory, MANIFEST_FILE), "wb") as f:
         f.write(msgspec.json.format(msgspec.json.encode(manifest)) + b"\n")
     return manifest
 
@@ -182,12 +156,12 @@ def _tvflux_version() -> str:
 
 
 def read_manifest(directory: str) -> Manifest:
-    path = os.path.join(directory, MANIFEST)
+    path = os.path.join(directory, MANIFEST_FILE)
     try:
         with open(path, "rb") as f:
             manifest = msgspec.json.decode(f.read(), type=Manifest)
     except FileNotFoundError:
-        raise BackupError(f"{directory} has no {MANIFEST}: not a tvflux backup") from None
+        raise BackupError(f"{directory} has no {MANIFEST_FILE}: not a tvflux backup") from None
     except msgspec.DecodeError as exc:
         raise BackupError(f"{path} is unreadable: {exc}") from None
     if manifest.format != FORMAT:
@@ -287,10 +261,10 @@ def extract_tar(
                 raise BackupError(f"refusing archive member {member.name!r}: not a plain file")
             source = archive.extractfile(member)
             assert source is not None
-            if member.name == MANIFEST and on_manifest is not None:
+            if member.name == MANIFEST_FILE and on_manifest is not None:
                 data = source.read()
                 on_manifest(msgspec.json.decode(data, type=Manifest))
-                with open(os.path.join(directory, MANIFEST), "wb") as out:
+                with open(os.path.join(directory, MANIFEST_FILE), "wb") as out:
                     out.write(data)
                 continue
             with open(os.path.join(directory, member.name), "wb") as out:
