@@ -19,13 +19,19 @@ if TYPE_CHECKING:
 async def bars_before_by_jumps(store: Store, symbol: str, resolution: Resolution, to_ms: int, count: int) -> list[Bar]:
     if to_ms <= 0 or count <= 0:
         return []
+    bars: list[Bar] = []
+    hi = to_ms
     span = count
     while True:
-        from_ms = resolution.bucket_start_ms(max(0, to_ms - span * resolution.nominal_ms))
-        bars = await store.bars(symbol, resolution, from_ms, to_ms)
-        if len(bars) >= count or from_ms == 0:
+        lo = resolution.bucket_start_ms(max(0, hi - span * resolution.nominal_ms))
+        bars = [*await store.bars(symbol, resolution, lo, hi), *bars]
+        if len(bars) >= count or lo == 0:
             return bars[-count:]
-        older = await store.previous_bar_time(symbol, resolution, from_ms)
+        older = await store.previous_bar_time(symbol, resolution, lo)
         if older is None:
             return bars
-        span = max(span * 2, (to_ms - older) // resolution.nominal_ms + count - len(bars))
+        # Nothing lies between the older bar and ``lo``: the next window ends just after it,
+        # so a gap (an outage, or a chart opened long after the data ended) is never read,
+        # and grows while the data stays sparse.
+        hi = resolution.next_start_ms(older)
+        span = max(span * 2, count - len(bars))

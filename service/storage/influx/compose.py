@@ -150,10 +150,14 @@ def roll_up(segments_rows: Iterable[Rows], row_sizes_ms: Sequence[int], chain_si
     raw segment); ``chain_sizes_ms`` the sizes of the serving tier and those below it. Each
     tier's bucket is either wholly one stored row or wholly finer rows: segment boundaries
     are watermarks, aligned to their tier."""
+    segments_rows = list(segments_rows)
+    levels = [level for level in sorted(chain_sizes_ms) if any(size < level for size in row_sizes_ms)]
+    if not levels:  # every row is a whole bar of the serving tier already (the common case)
+        return [row for segment in segments_rows for row in segment]
     rows: list[tuple[int, int, list[float | None]]] = [
         (t, size, values) for segment, size in zip(segments_rows, row_sizes_ms) for t, values in segment
     ]
-    for level in sorted(chain_sizes_ms):
+    for level in levels:
         out: list[tuple[int, int, list[float | None]]] = []
         key = None
         acc: list[float | None] = []

@@ -97,7 +97,29 @@ class _Answer(msgspec.Struct):
     error: str | None = None
 
 
+# The bar statements' rows, typed at decode time (no per-value Python work): every bar
+# statement selects exactly time and BAR_COLUMNS, in that order.
+BarValues = tuple[int, float | None, float | None, float | None, float | None, float | None]
+
+
+class _BarSeries(msgspec.Struct):
+    columns: list[str] = []
+    values: list[BarValues] = []
+
+
+class _BarResult(msgspec.Struct):
+    statement_id: int = 0
+    series: list[_BarSeries] = []
+    error: str | None = None
+
+
+class _BarAnswer(msgspec.Struct):
+    results: list[_BarResult] = []
+    error: str | None = None
+
+
 _decoder = msgspec.json.Decoder(_Answer)
+_bar_decoder = msgspec.json.Decoder(_BarAnswer)
 
 
 class Rows(msgspec.Struct, frozen=True):
@@ -105,14 +127,16 @@ class Rows(msgspec.Struct, frozen=True):
 
     statement: int
     columns: list[str]
-    values: list[list[Value]]
+    values: list[list[Value]] | list[BarValues]
 
 
-def decode(document: bytes) -> list[Rows]:
+def decode(
+    document: bytes, decoder: msgspec.json.Decoder[_Answer] | msgspec.json.Decoder[_BarAnswer] = _decoder
+) -> list[Rows]:
     """The rows of one JSON document of a (chunked) ``/query`` answer; an error in it
     (the whole request's, or one statement's) raises :class:`StoreUnavailable`."""
     try:
-        answer = _decoder.decode(document)
+        answer = decoder.decode(document)
     except msgspec.DecodeError as exc:
         raise StoreUnavailable(f"InfluxDB sent an InfluxQL answer this service cannot read: {exc}") from None
     if answer.error:
@@ -150,7 +174,13 @@ class InfluxQL:
         if session is not None:
             await session.close()
 
-    async def stream(self, statements: Sequence[str], *, epoch: str = "ms") -> AsyncIterator[Rows]:
+    async def stream(
+        self,
+        statements: Sequence[str],
+        *,
+        epoch: str = "ms",
+        decoder: msgspec.json.Decoder[_Answer] | msgspec.json.Decoder[_BarAnswer] = _decoder,
+    ) -> AsyncIterator[Rows]:
         """The rows of ``statements`` (sent together, answered in order), chunk by chunk.
         Connection trouble before the answer starts is retried with backoff."""
         if self._session is None:
@@ -184,10 +214,10 @@ class InfluxQL:
                 *documents, pending = pending.split(b"\n")
                 for document in documents:
                     if document.strip():
-                        for rows in decode(document):
+                        for rows in decode(document, decoder):
                             yield rows
             if pending.strip():
-                for rows in decode(pending):
+                for rows in decode(pending, decoder):
                     yield rows
         except NETWORK_ERRORS as exc:
             raise StoreUnavailable(f"lost InfluxDB at {url} while reading a query: {brief(exc)}") from None
@@ -198,14 +228,10 @@ class InfluxQL:
         """Per statement (each selecting :data:`BAR_COLUMNS`), its rows as ``(time_ms,
         [open, high, low, close, volume])``, ascending."""
         out: list[list[tuple[int, list[float | None]]]] = [[] for _ in statements]
-        async for rows in self.stream(statements):
-            at = rows.columns.index("time")
-            picks = [rows.columns.index(name) for name in BAR_COLUMNS]
-            target = out[rows.statement]
-            for values in rows.values:
-                t = values[at]
-                assert t is not None
-                target.append((int(t), [None if (v := values[i]) is None else float(v) for i in picks]))
+        async for rows in self.stream(statements, decoder=_bar_decoder):
+            if rows.columns != ["time", *BAR_COLUMNS]:
+                raise StoreUnavailable(f"InfluxDB answered a bar query with columns {rows.columns}")
+            out[rows.statement].extend([(v[0], list(v[1:])) for v in rows.values])  # type: ignore[misc]
         return out
 
     async def times(self, statements: Sequence[str], *, epoch: str = "ms") -> list[int]:
