@@ -316,7 +316,15 @@
     out.textContent = "Running…";
     try {
       const headers = token ? { Authorization: `Bearer ${token}` } : {};
-      const body = await getJson("/api/downsampling/run", { method: "POST", headers });
+      // The service answers at once with the run; follow it until it is over (a backfill
+      // can take minutes), showing where the tiers stand meanwhile.
+      let body = await getJson("/api/downsampling/run?wait=20", { method: "POST", headers });
+      while (body.state === "running") {
+        if (body.tiers) renderTiers(body);
+        out.textContent = `Running… (${Math.round((Date.now() - body.startedAt) / 1000)} s)`;
+        body = await getJson(`/api/downsampling/runs/${encodeURIComponent(body.id)}?wait=20`, { headers });
+      }
+      if (body.state === "failed") throw new Error(body.error || "the run failed");
       hook.runs += 1;
       hook.lastRun = body;
       $("token-form").hidden = true;

@@ -11,6 +11,7 @@ import contextlib
 from typing import Annotated
 
 import anyio.to_thread
+import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.params import FromQuery, QueryParameter
 
@@ -33,10 +34,11 @@ from service.core.answers import (
     UdfSymbol,
     WriterStats,
 )
-from service.core.errors import InvalidMessage, InvalidRange, MissingParameter, TvfluxError
+from service.core.errors import InvalidMessage, InvalidRange, MissingParameter, NotFound, TvfluxError
 from service.core.models import (
     BarsResponse,
     DownsamplingResponse,
+    ManualRun,
     SymbolsResponse,
     TradesAccepted,
     TradesDecoder,
@@ -44,6 +46,7 @@ from service.core.models import (
 from service.runtime.audit import AuditPage
 from service.runtime.clock import now_ms
 from service.runtime.corrections import Correction
+from service.runtime.downsampler import KEEP_MANUAL_RUNS
 
 _trades_decoder = TradesDecoder("json")
 _trades_msgpack = TradesDecoder("msgpack")
@@ -272,17 +275,56 @@ async def api_downsampling(services: ServicesDep) -> DownsamplingResponse:
     return DownsamplingResponse(services.downsampler.runlog.annotate(tiers, now_ms()))
 
 
-@post("/api/downsampling/run", status_code=200, guards=[admin_guard])
-async def api_downsampling_run(services: ServicesDep) -> DownsamplingResponse:
-    services.require_ready()
-    # "Run now" should include what was just posted: flush the writer first (bounded, so a
-    # store outage doesn't hang the request; the run then works on what is stored).
-    with contextlib.suppress(asyncio.TimeoutError):
-        # shield: a timed-out wait must not cancel an append half-way
-        await asyncio.wait_for(asyncio.shield(services.writer.flush()), timeout=10)
-    report = await services.downsampler.run_once()
+MAX_WAIT_S = 600.0
+
+
+def _wait_s(wait: str | None) -> float:
+    if wait in (None, ""):
+        return 0.0
+    try:
+        seconds = float(wait)
+    except ValueError:
+        raise InvalidMessage(f"'wait' must be a number of seconds, got {wait!r}") from None
+    if not 0 <= seconds <= MAX_WAIT_S:
+        raise InvalidMessage(f"'wait' must be between 0 and {MAX_WAIT_S:g} seconds", details={"wait": seconds})
+    return seconds
+
+
+async def _run_answer(services: Services, run: ManualRun) -> Response[ManualRun]:
+    """The run with where every tier stands now; 202 while it is still running."""
     tiers = await services.store.downsampling_status(now_ms())
-    return DownsamplingResponse(services.downsampler.runlog.annotate(tiers, now_ms()), ran=report.ran)
+    run = msgspec.structs.replace(run, tiers=services.downsampler.runlog.annotate(tiers, now_ms()))
+    return Response(run, status_code=202 if run.state == "running" else 200)
+
+
+@post("/api/downsampling/run", guards=[admin_guard])
+async def api_downsampling_run(services: ServicesDep, wait: Query = None) -> Response[ManualRun]:
+    """Starts a run and answers at once (202) with its id; ``?wait=S`` waits up to S seconds
+    for it to finish (200 once it has). A run already going is answered, not doubled."""
+    services.require_ready()
+    wait_s = _wait_s(wait)
+
+    async def flush() -> None:
+        # "Run now" should include what was just posted: flush the writer first (bounded, so a
+        # store outage doesn't hang the run; it then works on what is stored).
+        with contextlib.suppress(asyncio.TimeoutError):
+            # shield: a timed-out wait must not cancel an append half-way
+            await asyncio.wait_for(asyncio.shield(services.writer.flush()), timeout=10)
+
+    run = services.downsampler.start_manual(flush)
+    if wait_s > 0:
+        run = await services.downsampler.wait_manual(run.id, wait_s) or run
+    return await _run_answer(services, run)
+
+
+@get("/api/downsampling/runs/{run_id:str}")
+async def api_downsampling_run_status(services: ServicesDep, run_id: str, wait: Query = None) -> Response[ManualRun]:
+    """A run started with ``POST /api/downsampling/run``; ``?wait=S`` as there."""
+    services.require_ready()
+    run = await services.downsampler.wait_manual(run_id, _wait_s(wait))
+    if run is None:
+        raise NotFound(f"no downsampling run {run_id!r} (only the latest {KEEP_MANUAL_RUNS} are kept)")
+    return await _run_answer(services, run)
 
 
 async def _store_trades(services: Services) -> int | None:
@@ -351,6 +393,7 @@ ROUTES = [
     api_admin_audit,
     api_downsampling,
     api_downsampling_run,
+    api_downsampling_run_status,
     api_stats,
     health_live,
     health_ready,

@@ -254,6 +254,20 @@ class DownsamplingResponse(msgspec.Struct, frozen=True):
     ran: list[TierRun] | None = None
 
 
+class ManualRun(msgspec.Struct, kw_only=True, rename="camel"):
+    """A run asked for with ``POST /api/downsampling/run``: it answers at once with this,
+    and ``GET /api/downsampling/runs/{id}`` follows it. ``state``: ``running``, ``done`` or
+    ``failed`` (with ``error``); ``ran``: the windows it ran, once it is over."""
+
+    id: str
+    state: str
+    started_at: int  # ms
+    finished_at: int | None = None
+    ran: list[TierRun] = []
+    error: str | None = None
+    tiers: list[TierStatus] | None = None  # where each tier stands (with backfill progress) when answered
+
+
 # --- WebSocket messages: client → server (tagged by "op") ----------------------------
 
 

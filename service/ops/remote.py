@@ -158,7 +158,17 @@ def run_downsampling(base_url: str, token: str | None) -> int:
     windows run."""
     started = time.perf_counter()
     print(f"downsample: the store is open in the running service; asking {base_url}", file=sys.stderr)
-    answer = call(base_url, "POST", "/api/downsampling/run", token, data=b"")
+    # the service answers at once with a run id; follow it until it is over (a backfill on
+    # InfluxDB can take minutes), printing where the tiers stand meanwhile
+    answer = call(base_url, "POST", "/api/downsampling/run?wait=30", token, data=b"")
+    while answer.get("state") == "running":
+        moved = [
+            f"{t['tier']} {100 * (t.get('backfill') or {}).get('progress', 1):.0f}%" for t in answer.get("tiers", [])
+        ]
+        print(f"  running ({', '.join(moved)})", file=sys.stderr)
+        answer = call(base_url, "GET", f"/api/downsampling/runs/{answer['id']}?wait=30", token)
+    if answer.get("state") == "failed":
+        raise ServiceError(f"the downsampling run failed: {answer.get('error')}")
     ran = answer.get("ran") or []
     for run in ran:
         print(f"  ran {run['tier']:>4}: {run['rows']:,} rows in {run['durationMs']:.0f} ms", file=sys.stderr)

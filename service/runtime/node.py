@@ -218,6 +218,7 @@ class Node:
     async def _stop_background(self) -> None:
         """Everything but the writer first, then the writer once it drained (bounded)."""
         tasks = self._background
+        await self.downsampler.close()  # a manual run in progress
         await tasks.stop(sparing=self._writer_task)
         if tasks:
             try:

@@ -53,7 +53,7 @@ def test_admin_shows_tiers_stats_and_runs_downsampling(new_page, fe_server, seed
     page.wait_for_function("n => __tvfluxAdmin.polls >= n + 2", arg=polls, timeout=10_000)
 
     # The button really POSTs a run and reports what the server ran.
-    with page.expect_response(lambda r: r.url.endswith("/api/downsampling/run") and r.request.method == "POST") as info:
+    with page.expect_response(lambda r: "/api/downsampling/run?" in r.url and r.request.method == "POST") as info:
         page.click("#run-now")
     response = info.value
     assert response.status == 200
@@ -99,14 +99,14 @@ def test_admin_asks_for_the_token_when_the_server_requires_one(new_page, server_
     assert "needs the admin token" in page.locator("#run-result").inner_text()
 
     page.fill("#admin-token", "wrong")
-    with page.expect_response("**/api/downsampling/run") as info:
+    with page.expect_response("**/api/downsampling/run?*") as info:
         page.click("#token-form button[type=submit]")
     assert info.value.status == 401
     page.wait_for_function("() => document.getElementById('run-result').textContent.includes('not accepted')")
     assert page.evaluate("__tvfluxAdmin.runs") == 0
 
     page.fill("#admin-token", "s3cret-admin")
-    with page.expect_response("**/api/downsampling/run") as info:
+    with page.expect_response("**/api/downsampling/run?*") as info:
         page.click("#token-form button[type=submit]")
     assert info.value.status == 200
     assert info.value.request.headers["authorization"] == "Bearer s3cret-admin"
@@ -115,7 +115,7 @@ def test_admin_asks_for_the_token_when_the_server_requires_one(new_page, server_
     # Remembered for this browser session only, never in localStorage.
     assert page.evaluate("sessionStorage.getItem('tvflux.adminToken')") == "s3cret-admin"
     assert page.evaluate("localStorage.getItem('tvflux.adminToken')") is None
-    with page.expect_response("**/api/downsampling/run") as info:
+    with page.expect_response("**/api/downsampling/run?*") as info:
         page.click("#run-now")
     assert info.value.status == 200
 
@@ -141,7 +141,7 @@ def test_admin_shows_totals_next_to_since_start_and_each_tiers_recent_runs(page,
     fe_server.post_trades([{"symbol": "BTCUSD", "price": 60_000.0, "size": 0.1, "time": late}])
     # a run now, rather than waiting for the schedule to list one (up to a minute: the 1m
     # tier's edge moves once a minute); the run log lists manual and scheduled runs alike
-    assert fe_server.post("/api/downsampling/run")[0] == 200
+    assert fe_server.post("/api/downsampling/run?wait=600")[0] == 200
     page.wait_for_function("() => (__tvfluxAdmin.lastTiers.tiers[0].recentRuns || []).length > 0", timeout=20_000)
     tiers = [t["tier"] for t in page.evaluate("__tvfluxAdmin.lastTiers.tiers")]
     assert [d.get_attribute("data-tier") for d in page.locator("#runs details").all()] == tiers

@@ -56,7 +56,7 @@ def open_ids(server: Any, symbol: str) -> set[int]:
 
 
 def assert_bars(server: Any, rows: list[Row], symbol: str) -> None:
-    server.post("/api/downsampling/run")
+    server.post("/api/downsampling/run?wait=600")
     trades = [{"time": r.time_ms, "price": float(Decimal(r.price)), "size": float(Decimal(r.size))} for r in rows]
     for res in RESOLUTIONS:
         pad_s = parse_resolution(res).size_ms // 1000

@@ -64,9 +64,9 @@ def test_ingest_refused_without_valid_token(locked, token):
 def test_ingest_and_admin_with_tokens(locked):
     assert call(locked, "POST", "/api/trades", INGEST, trade())[0] == 200
     assert call(locked, "POST", "/api/trades", ADMIN, trade())[0] == 200  # admin may ingest too
-    assert call(locked, "POST", "/api/downsampling/run", INGEST)[0] == 401
-    assert call(locked, "POST", "/api/downsampling/run", None)[0] == 401
-    assert call(locked, "POST", "/api/downsampling/run", ADMIN)[0] == 200
+    assert call(locked, "POST", "/api/downsampling/run?wait=600", INGEST)[0] == 401
+    assert call(locked, "POST", "/api/downsampling/run?wait=600", None)[0] == 401
+    assert call(locked, "POST", "/api/downsampling/run?wait=600", ADMIN)[0] == 200
     assert call(locked, "GET", "/api/bars?symbol=BTCUSD&resolution=1&countback=1")[0] == 200  # reads stay open
 
 

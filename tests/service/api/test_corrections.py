@@ -37,7 +37,7 @@ def test_delete_by_id_and_range_corrects_history_live_bars_and_is_audited(quiet_
     ]
     trades.append({"symbol": "BTCUSD", "price": 5000.0, "size": 7.0, "time": now_ms(), "id": "bust-me"})
     s.post_trades(trades)
-    assert s.post("/api/downsampling/run")[0] == 200
+    assert s.post("/api/downsampling/run?wait=600")[0] == 200
     with connect(s.ws_url + "/ws") as ws:
         ws.send(json.dumps({"op": "subscribe", "id": "d", "symbol": "BTCUSD", "resolution": "1D"}))
         first, _ = recv_until(ws, lambda m: m["type"] == "bar")
@@ -51,7 +51,7 @@ def test_delete_by_id_and_range_corrects_history_live_bars_and_is_audited(quiet_
     lo, hi = t0 + 10 * 60_000, t0 + 15 * 60_000  # c10..c14
     status, body = s.request("DELETE", f"/api/trades?symbol=BTCUSD&from={lo}&to={hi}")
     assert status == 200 and body == {"deleted": 5}
-    assert s.post("/api/downsampling/run")[0] == 200
+    assert s.post("/api/downsampling/run?wait=600")[0] == 200
     left = [t for t in trades if t["id"] not in {"bust-me", "c3"} and not lo <= t["time"] < hi]
     _, bars = s.get(f"/api/bars?symbol=BTCUSD&resolution=1&from={t0 // 1000 - 60}&to={now_ms() // 1000 + 60}")
     assert [b["close"] for b in bars["bars"]] == [t["price"] for t in left]

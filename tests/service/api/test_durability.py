@@ -70,7 +70,7 @@ def test_kill_9_loses_no_acknowledged_trade(server_factory):
     server.start()  # replays the spool
     _, stats = server.get("/api/stats")
     assert stats["writer"]["spilledRows"] == 0
-    server.post("/api/downsampling/run")
+    server.post("/api/downsampling/run?wait=600")
     rows = stored_trades_via_restart(server)
     ids = [r[0] for r in rows]
     assert len(ids) == len(set(ids)), "a trade was stored twice"

@@ -101,10 +101,10 @@ def test_history_matches_reference_for_every_resolution(prop_server, first, late
     ]
     post(prop_server, symbol, trades)
     check(prop_server, symbol, trades)  # raw trades / writer's pending, no tiers yet
-    prop_server.post("/api/downsampling/run")
+    prop_server.post("/api/downsampling/run?wait=600")
     check(prop_server, symbol, trades)  # now from the tiers
     if late:
         more = [{"symbol": symbol, "price": t["price"], "size": t["size"], "time": base + t["offset_ms"]} for t in late]
         post(prop_server, symbol, more)  # behind the watermarks: dirty windows
-        prop_server.post("/api/downsampling/run")
+        prop_server.post("/api/downsampling/run?wait=600")
         check(prop_server, symbol, trades + more)

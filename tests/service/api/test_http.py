@@ -193,8 +193,25 @@ def test_a_bar_is_answered_whole_when_to_falls_inside_it(module_server):
     assert udf["c"] == [30.0] and udf["v"] == [3.0]
 
 
+def test_a_downsampling_run_answers_at_once_and_is_followed_by_its_id(module_server):
+    """POST starts the run and answers with its id without waiting for it (202 while it
+    runs; a small store may already be done); GET follows it, ``?wait=S`` for scripts."""
+    s = module_server
+    status, run = s.post("/api/downsampling/run")
+    assert status in (200, 202) and run["state"] in ("running", "done") and run["id"], run
+    assert [t["tier"] for t in run["tiers"]] == ["1m", "5m", "15m", "1h", "4h", "1d"]
+    status, done = s.get(f"/api/downsampling/runs/{run['id']}?wait=60")
+    assert status == 200 and done["state"] == "done" and done["id"] == run["id"], done
+    assert isinstance(done["ran"], list) and done["finishedAt"] >= done["startedAt"]
+    status, err = s.get("/api/downsampling/runs/nope")
+    assert status == 404 and err["error"]["code"] == "not_found"
+    for bad in ("abc", "-1", "601"):
+        status, err = s.post(f"/api/downsampling/run?wait={bad}")
+        assert status == 400 and "'wait'" in err["error"]["message"], (bad, err)
+
+
 def test_downsampling_endpoints(module_server):
-    status, body = module_server.post("/api/downsampling/run")
+    status, body = module_server.post("/api/downsampling/run?wait=600")
     assert status == 200 and isinstance(body["ran"], list)
     tiers = [t["tier"] for t in body["tiers"]]
     assert tiers == ["1m", "5m", "15m", "1h", "4h", "1d"]

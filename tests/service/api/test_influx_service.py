@@ -229,7 +229,7 @@ def test_acknowledged_trades_are_stored_once_across_an_influxd_restart(influx_se
     )
 
     # ... and history equals an independent aggregation of the acknowledged trades.
-    server.post("/api/downsampling/run")
+    server.post("/api/downsampling/run?wait=600")
     for symbol in symbols:
         stored = stored_trades(influx_server, names["TVFLUX_INFLUX_BUCKET"], symbol)
         mine = {t["id"]: t for t in acked if t["symbol"] == symbol}
@@ -289,7 +289,7 @@ def test_following_the_docs_gives_a_live_chart_from_influxdb_tiers(influx_server
         assert bars[-1]["time"] >= int(time.time() * 1000) - 60_000
 
     # InfluxDB's tasks move the watermarks (the service only asks for runs and watches them).
-    status, run = server.post("/api/downsampling/run")
+    status, run = server.post("/api/downsampling/run?wait=600")
     assert status == 200, run
     _, state = server.get("/api/downsampling")
     tiers = {t["tier"]: t for t in state["tiers"]}

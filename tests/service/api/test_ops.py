@@ -34,7 +34,7 @@ def test_ready_body_and_metrics_follow_what_happened(quiet_server):
     t0 = int(time.time() * 1000) - 3_600_000
     s.post_trades([{"symbol": "BTCUSD", "price": 10.0, "size": 1.0, "time": t0 + i} for i in range(5)])
     s.post_trades([{"symbol": "BTCUSD", "price": 11.0, "size": 1.0, "time": t0 + 100 + i} for i in range(50)])
-    s.post("/api/downsampling/run")  # flushes the writer first
+    s.post("/api/downsampling/run?wait=600")  # flushes the writer first
     for _ in range(2):
         assert s.get("/api/bars?symbol=BTCUSD&resolution=60&countback=3")[0] == 200
     assert s.get("/udf/history?symbol=BTCUSD&resolution=1D&countback=3")[0] == 200

@@ -23,7 +23,7 @@ def test_sigterm_flushes_pending_trades_and_restart_resumes(server_factory):
     server.start()
     _, after = server.get("/api/bars?symbol=BTCUSD&resolution=60&countback=5")
     assert after == before and sum(b["volume"] for b in after["bars"]) == 1000.0
-    status, run = server.post("/api/downsampling/run")
+    status, run = server.post("/api/downsampling/run?wait=600")
     watermarks = [t["watermark"] for t in run["tiers"]]
     assert all(w is not None for w in watermarks)
 
@@ -41,7 +41,7 @@ def test_sigterm_flushes_pending_trades_and_restart_resumes(server_factory):
             {"symbol": "BTCUSD", "price": 1.0, "size": 1.0, "time": t0},
         ]
     )
-    server.post("/api/downsampling/run")
+    server.post("/api/downsampling/run?wait=600")
     _, hist = server.get(f"/api/bars?symbol=BTCUSD&resolution=1S&from={t0 // 1000}&to={t0 // 1000 + 1}")
     assert hist["bars"][0]["volume"] == 2.5 and hist["bars"][0]["low"] == 1.0
 

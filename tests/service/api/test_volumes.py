@@ -42,7 +42,7 @@ def test_every_output_shows_rounded_volumes(module_server, tmp_path):
     status, udf = s.get(f"/udf/history?symbol=TESTC&resolution=1&from={minute // 1000}&to={minute // 1000 + 60}")
     assert status == 200 and udf["v"] == [0.330401], udf
 
-    s.post("/api/downsampling/run")  # stored tiers: the store's own sum, rounded at the edge too
+    s.post("/api/downsampling/run?wait=600")  # stored tiers: the store's own sum, rounded at the edge too
     for res in ("1", "5", "60", "1D"):
         status, body = s.get(f"/api/bars?symbol=TESTC&resolution={res}&countback=1")
         assert status == 200 and body["bars"][-1]["volume"] == 0.330401, (res, body)

@@ -129,7 +129,7 @@ def test_backup_while_serving_then_restore_gives_identical_history(server_factor
             {"symbol": "BTCUSD", "price": 1.7, "size": 1, "time": now - 1000},
         ]
     )  # same millisecond
-    server.post("/api/downsampling/run")
+    server.post("/api/downsampling/run?wait=600")
     before = history(server)
     _, tiers = server.get("/api/downsampling")
 
@@ -148,7 +148,7 @@ def test_backup_while_serving_then_restore_gives_identical_history(server_factor
             {"symbol": "ETHUSD", "price": 999.0, "size": 5, "time": now - 5000, "id": "after-2"},
         ]
     )
-    server.post("/api/downsampling/run")
+    server.post("/api/downsampling/run?wait=600")
     assert history(server) != before
 
     refused = ops(["restore", str(backup_dir), "--force"], server.data_dir)

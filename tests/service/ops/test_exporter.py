@@ -116,7 +116,7 @@ def test_export_online_and_offline_equals_api_bars(server_factory, tmp_path):
         for i in range(3000)
     ]
     server.post_trades(trades[:1000])
-    server.post("/api/downsampling/run")
+    server.post("/api/downsampling/run?wait=600")
     server.post_trades(trades[1000:])  # some stored tiers, some raw: history composes them
     trades.sort(key=lambda t: t["time"])  # the reference takes arrival order for ties; times here are distinct
     frm, to = t0 // 1000, (t0 + 6 * HOUR_MS) // 1000
