@@ -142,11 +142,11 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from service.ops import remote
     from service.storage.factory import build_store, store_file
 
-    # Generated history goes straight into the store file, in bulk: only a local store has one.
-    if store_file(settings) is None:
-        raise ConfigError(["generate writes into the embedded store; unset TVFLUX_STORE or use duckdb"])
     symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip()) if args.symbols else settings.symbols
-    url = remote.serving_url(settings)
+    # Generated history goes straight into the store, in bulk: the embedded file (through the
+    # service when one holds it), or InfluxDB, which takes writes from any number of clients
+    # (its tasks build the tiers; history already behind their watermarks is rebuilt as late data).
+    url = remote.serving_url(settings) if store_file(settings) is not None else None
     if url is None:
         return asyncio.run(_generate_into_store(build_store(settings), symbols, args))
     if args.trades > GENERATE_VIA_SERVICE_MAX:

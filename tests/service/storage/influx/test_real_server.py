@@ -363,6 +363,36 @@ async def test_history_reads_quote_an_awkward_symbol(influx_server):
         await store.destroy()
 
 
+async def test_generate_writes_the_same_market_into_influxdb_as_into_the_embedded_store(influx_server, tmp_path):
+    """`tvflux generate` with TVFLUX_STORE=influx (it used to refuse): the same arguments
+    write the same trades as into the embedded store, bar for bar."""
+    from service.storage.embedded.store import EmbeddedStore
+
+    end_ms = time.time_ns() // NS // DAY_MS * DAY_MS - 3 * DAY_MS
+    args = ("generate", "--symbols", "GENUSD", "--days", "1", "--trades", "20000", "--end-ms", str(end_ms))
+    env = deployment_env(influx_server, "gen") | {"TVFLUX_STORE": "influx"}
+    done = tvflux(env, *args)
+    assert done.returncode == 0, done.stderr
+    local = tvflux({"TVFLUX_DATA_DIR": str(tmp_path)}, *args)
+    assert local.returncode == 0, local.stderr
+    settings = load_settings(env)
+    store = InfluxStore(settings, settings.plan, schedule_tasks=False)
+    await store.start()
+    embedded = EmbeddedStore(str(tmp_path / "tvflux.duckdb"), default_plan())
+    await embedded.start()
+    try:
+        for text in ("1", "60"):
+            res = parse_resolution(text)
+            want = await embedded.bars("GENUSD", res, end_ms - DAY_MS, end_ms)
+            got = await store.bars("GENUSD", res, end_ms - DAY_MS, end_ms)
+            assert len(want) > 20 and [b.time for b in got] == [b.time for b in want], text
+            assert [(b.open, b.high, b.low, b.close) for b in got] == [(b.open, b.high, b.low, b.close) for b in want]
+            np.testing.assert_allclose([b.volume for b in got], [b.volume for b in want], rtol=1e-9)
+    finally:
+        await embedded.close()
+        await store.destroy()
+
+
 @pytest.mark.timeout(300)
 async def test_a_late_trade_is_rebuilt_in_every_tier_by_the_scheduler(backfilled):
     store = make_store(backfilled.env)
