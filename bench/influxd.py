@@ -53,6 +53,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# influxd's memory bounds as docs/deployment.md recommends them and compose.yaml sets them
+# (as INFLUXD_* variables; a test keeps the three equal). The benchmark and the tests run
+# influxd with them, so the measured figures are those of the bounded server: at most 8
+# queries at once (64 queued), 256 MiB each, 1 GiB for all, and a 512 MiB write cache per
+# shard (InfluxDB's defaults: 1,024 queries, no memory limit, 1 GiB cache).
+MEMORY_BOUNDS = {
+    "query-concurrency": "8",
+    "query-queue-size": "64",
+    "query-initial-memory-bytes": "10485760",
+    "query-memory-bytes": "268435456",
+    "query-max-memory-bytes": "1073741824",
+    "storage-cache-max-memory-size": "536870912",
+}
+
+
+def bound_args() -> list[str]:
+    return [arg for flag, value in MEMORY_BOUNDS.items() for arg in (f"--{flag}", value)]
+
+
 class Influxd:
     def __init__(self, binary: str, data_dir: Path, extra_args: Sequence[str] = ()) -> None:
         self.binary, self.data_dir, self.extra_args = binary, Path(data_dir), list(extra_args)
@@ -91,6 +110,7 @@ class Influxd:
             "--reporting-disabled",
             "--log-level",
             "warn",
+            *bound_args(),
             *self.extra_args,
         ]
         # A clean environment: an operator's INFLUXD_* variables must not reach this server.

@@ -120,6 +120,17 @@ def test_dashboard_alerts_and_monitoring_doc_match_a_live_metrics_page(module_se
     assert all(p["datasource"]["uid"] == "prometheus" for p in dashboard["panels"] if "datasource" in p)
 
 
+def test_compose_and_the_docs_bound_influxd_as_the_tests_and_bench_run_it():
+    from bench.influxd import MEMORY_BOUNDS
+
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    env = compose["services"]["influxdb"]["environment"]
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    for flag, value in MEMORY_BOUNDS.items():
+        assert env["INFLUXD_" + flag.upper().replace("-", "_")] == value, flag
+        assert f"| `--{flag}` | `{value}`" in docs, flag
+
+
 def test_monitoring_files_fit_together_and_compose_mounts_them():
     prometheus = yaml.safe_load(read("prometheus.yml"))
     (job,) = prometheus["scrape_configs"]
