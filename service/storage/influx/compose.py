@@ -29,6 +29,8 @@ __all__ = [
     "plan_segments",
     "rfc3339_ms",
     "roll_up",
+    "Row",
+    "Rows",
 ]
 
 
@@ -74,8 +76,8 @@ class BarRows:
             row = self.rows[t_ms] = [None, None, None, None, 0.0]
         row[index] = value
 
-    def sorted(self) -> list[tuple[int, list[float | None]]]:
-        return sorted(self.rows.items())
+    def sorted(self) -> Rows:
+        return [(t, *values) for t, values in sorted(self.rows.items())]  # type: ignore[misc]
 
 
 _FIELD_INDEX = {"open": 0, "high": 1, "low": 2, "close": 3, "volume": 4}
@@ -102,8 +104,13 @@ def rfc3339_ms(text: str) -> int:
     return ms
 
 
+# A stored or aggregated bar as the reads return it: (start ms, open, high, low, close, volume)
+Row = tuple[int, float | None, float | None, float | None, float | None, float | None]
+Rows = list[Row]
+
+
 def compose(
-    segments_rows: Iterable[list[tuple[int, list[float | None]]]],
+    segments_rows: Iterable[Rows],
     resolution: Resolution,
     from_ms: int,
     to_ms: int,
@@ -116,7 +123,7 @@ def compose(
     key = None
     o = h = low = c = v = 0.0
     for rows in segments_rows:
-        for t_ms, (ro, rh, rl, rc, rv) in rows:
+        for t_ms, ro, rh, rl, rc, rv in rows:
             if ro is None or rh is None or rl is None or rc is None:
                 continue
             start = resolution.bucket_start_ms(t_ms)
@@ -136,9 +143,6 @@ def compose(
     return bars
 
 
-Rows = list[tuple[int, list[float | None]]]
-
-
 def roll_up(segments_rows: Iterable[Rows], row_sizes_ms: Sequence[int], chain_sizes_ms: Sequence[int]) -> Rows:
     """Fold rows finer than the serving tier into bars of each tier of its chain, smallest
     first, exactly the way the Flux tasks build those tiers: volumes summed one by one in
@@ -154,11 +158,11 @@ def roll_up(segments_rows: Iterable[Rows], row_sizes_ms: Sequence[int], chain_si
     levels = [level for level in sorted(chain_sizes_ms) if any(size < level for size in row_sizes_ms)]
     if not levels:  # every row is a whole bar of the serving tier already (the common case)
         return [row for segment in segments_rows for row in segment]
-    rows: list[tuple[int, int, list[float | None]]] = [
-        (t, size, values) for segment, size in zip(segments_rows, row_sizes_ms) for t, values in segment
+    rows: list[tuple[int, int, Sequence[float | None]]] = [
+        (row[0], size, row[1:]) for segment, size in zip(segments_rows, row_sizes_ms) for row in segment
     ]
     for level in levels:
-        out: list[tuple[int, int, list[float | None]]] = []
+        out: list[tuple[int, int, Sequence[float | None]]] = []
         key = None
         acc: list[float | None] = []
         for t, size, values in rows:
@@ -188,7 +192,7 @@ def roll_up(segments_rows: Iterable[Rows], row_sizes_ms: Sequence[int], chain_si
         if key is not None:
             out.append((key, level, acc))
         rows = out
-    return [(t, values) for t, _, values in rows]
+    return [(t, *values) for t, _, values in rows]  # type: ignore[misc]
 
 
 # --- InfluxDB's CSV -------------------------------------------------------------------

@@ -224,14 +224,14 @@ class InfluxQL:
         finally:
             response.release()
 
-    async def bar_rows(self, statements: Sequence[str]) -> list[list[tuple[int, list[float | None]]]]:
-        """Per statement (each selecting :data:`BAR_COLUMNS`), its rows as ``(time_ms,
-        [open, high, low, close, volume])``, ascending."""
-        out: list[list[tuple[int, list[float | None]]]] = [[] for _ in statements]
+    async def bar_rows(self, statements: Sequence[str]) -> list[list[BarValues]]:
+        """Per statement (each selecting :data:`BAR_COLUMNS`), its rows as ``(time_ms, open,
+        high, low, close, volume)``, ascending, as decoded (no copy per row)."""
+        out: list[list[BarValues]] = [[] for _ in statements]
         async for rows in self.stream(statements, decoder=_bar_decoder):
             if rows.columns != ["time", *BAR_COLUMNS]:
                 raise StoreUnavailable(f"InfluxDB answered a bar query with columns {rows.columns}")
-            out[rows.statement].extend([(v[0], list(v[1:])) for v in rows.values])  # type: ignore[misc]
+            out[rows.statement].extend(rows.values)  # type: ignore[arg-type]
         return out
 
     async def times(self, statements: Sequence[str], *, epoch: str = "ms") -> list[int]:

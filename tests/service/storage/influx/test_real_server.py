@@ -144,10 +144,10 @@ def assert_tiers_match_reference(
         res = parse_resolution(TIER_RESOLUTION[tier.name])
         want = [w for w in reference_bars(rows, res) if from_ms <= w["time"] < to_ms]
         got = got_by_tier[tier.name]
-        assert [t for t, _ in got] == [w["time"] for w in want], f"tier {tier.name}: bar times differ"
-        ohlc = [tuple(v[:4]) for _, v in got]
+        assert [row[0] for row in got] == [w["time"] for w in want], f"tier {tier.name}: bar times differ"
+        ohlc = [tuple(row[1:5]) for row in got]
         assert ohlc == [(w["open"], w["high"], w["low"], w["close"]) for w in want], f"tier {tier.name}: OHLC differ"
-        np.testing.assert_allclose([v[4] for _, v in got], [w["volume"] for w in want], rtol=1e-9)
+        np.testing.assert_allclose([row[5] for row in got], [w["volume"] for w in want], rtol=1e-9)
 
 
 # --- the scheduled backfill ---------------------------------------------------------------

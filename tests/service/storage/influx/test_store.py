@@ -17,7 +17,7 @@ from service.core.plan import build_plan, default_plan
 from service.core.resolution import DAY_MS, HOUR_MS, MINUTE_MS, SUPPORTED, parse_resolution
 from service.core.settings import Secret, Settings
 from service.storage.influx import flux_render as fr
-from service.storage.influx.compose import BarRows, CsvReader, QueryFailed, Segment, compose, plan_segments
+from service.storage.influx.compose import BarRows, CsvReader, QueryFailed, Rows, Segment, compose, plan_segments
 from service.storage.influx.lineproto import encode_bars
 from service.storage.influx.retry import RetryPolicy, backoff_s, is_retryable, retry_after_s
 from service.storage.influx.store import InfluxStore
@@ -416,7 +416,7 @@ def test_csv_reader_handles_tables_quotes_and_errors() -> None:
         list(CsvReader(("t", "nope")).rows([",result,table,t\r\n", ",_result,0,1\r\n"]))
 
 
-def brute_bars(rows: list[dict], size_ms: int) -> list[tuple[int, list[float | None]]]:
+def brute_bars(rows: list[dict], size_ms: int) -> Rows:
     out = BarRows()
     for bar in reference_bars(rows, tier_resolution(size_ms)):
         for f in ("open", "high", "low", "close", "volume"):
