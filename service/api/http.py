@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 import anyio.to_thread
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.params import FromQuery, QueryParameter
+from litestar.response import Stream
 
 from service.api.auth import admin_guard, client_address, ingest_guard
 from service.api.metrics import render_metrics
@@ -36,6 +38,7 @@ from service.core.answers import (
 )
 from service.core.errors import InvalidMessage, InvalidRange, MissingParameter, NotFound, TvfluxError
 from service.core.models import (
+    Bar,
     BarsResponse,
     DownsamplingResponse,
     ManualRun,
@@ -145,6 +148,8 @@ async def udf_history(
     if result.no_data:
         return UdfNoData(None if result.next_time is None else result.next_time // 1000)
     bars = result.bars
+    if len(bars) > services.settings.max_bars:
+        return _udf_stream(bars, services.settings.max_bars)  # type: ignore[return-value]
     return UdfBars(
         t=[b.time // 1000 for b in bars],
         o=[b.open for b in bars],
@@ -175,7 +180,49 @@ async def api_bars(
     required_params(symbol=symbol, resolution=resolution)
     services.require_ready()
     req = services.history.parse(symbol, resolution, from_s, to_s, countback, now_ms=now_ms())
-    return Response(await services.history.query(req))
+    result = await services.history.query(req)
+    if len(result.bars) > services.settings.max_bars:
+        return _bars_stream(result, services.settings.max_bars)  # type: ignore[return-value]
+    return Response(result)
+
+
+# A countback beyond TVFLUX_MAX_BARS (read in pages, service.runtime.history) is written out
+# page by page, so the answer is never held twice (bars and their whole JSON): the same JSON
+# as the Structs give, streamed.
+
+
+def _bars_stream(result: BarsResponse, page: int) -> Stream:
+    bars = result.bars
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"bars":['
+        for i in range(0, len(bars), page):
+            yield (b"," if i else b"") + msgspec.json.encode(bars[i : i + page])[1:-1]
+        yield b'],"noData":false,"nextTime":' + msgspec.json.encode(result.next_time) + b"}"
+
+    return Stream(chunks(), media_type="application/json")
+
+
+def _udf_stream(bars: list[Bar], page: int) -> Stream:
+    columns: list[tuple[bytes, Callable[[Bar], float | int]]] = [
+        (b"t", lambda b: b.time // 1000),
+        (b"o", lambda b: b.open),
+        (b"h", lambda b: b.high),
+        (b"l", lambda b: b.low),
+        (b"c", lambda b: b.close),
+        (b"v", lambda b: b.volume),
+    ]
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"s":"ok"'
+        for name, value in columns:
+            yield b',"' + name + b'":['
+            for i in range(0, len(bars), page):
+                yield (b"," if i else b"") + msgspec.json.encode([value(b) for b in bars[i : i + page]])[1:-1]
+            yield b"]"
+        yield b"}"
+
+    return Stream(chunks(), media_type="application/json")
 
 
 @get("/api/symbols", sync_to_thread=False)

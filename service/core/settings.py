@@ -97,6 +97,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # history
     max_bars: Annotated[int, Meta(ge=1)] = 10_000
+    # countback may ask for more (TradingView's volume profile asks for up to 200,000 bars):
+    # read from the store in pages of max_bars and streamed out page by page
+    max_countback: Annotated[int, Meta(ge=1)] = 200_000
     # a store query taking longer answers 503 (Retry-After)
     history_timeout_s: Annotated[float, Meta(ge=0.1)] = 10.0
     # newest bars kept in memory per (symbol, tier) a chart asked for (service/runtime/hotwindow.py);

@@ -6,7 +6,9 @@ live bar the hub pushes is built from the same trades, so history and ``/ws`` ag
 
 Paging bounds the work: a request may span at most ``max_bars`` buckets; ``countback``
 asks for the last N bars before ``to`` and wins over ``from``: one bounded store read
-(:meth:`Store.bars_before`), never a loop widening its window.
+(:meth:`Store.bars_before`), never a loop widening its window. A countback beyond
+``max_bars`` (up to ``max_countback``: TradingView's volume profile asks for 200,000) is
+read in pages of ``max_bars``, each page before the previous one's oldest bar.
 
 The newest bars of every (symbol, tier) charts ask for are answered from memory by the
 :class:`~service.runtime.hotwindow.HotWindow` (kept current by the writer, equal to the
@@ -80,6 +82,7 @@ class History:
         symbols: SymbolSet,
         *,
         max_bars: int,
+        max_countback: int | None = None,
         timeout_s: float | None = None,
         hot: HotWindow | None = None,
     ) -> None:
@@ -91,6 +94,7 @@ class History:
         self.writer = writer
         self.symbols = symbols
         self.max_bars = max_bars
+        self.max_countback = max_bars if max_countback is None else max_countback
         self.latency_s = LabeledHistograms(HISTORY_SECONDS_BOUNDS)  # per resolution, read by /metrics
         self.hot = hot  # the newest bars in memory (see service.runtime.hotwindow); None: always the store
         if hot is not None:
@@ -117,8 +121,10 @@ class History:
         count = None
         if countback not in (None, ""):
             count = _integer(countback, "countback")
-            if count < 1 or count > self.max_bars:
-                raise InvalidRange(f"countback must be between 1 and {self.max_bars}", details={"countback": count})
+            if count < 1 or count > self.max_countback:
+                raise InvalidRange(
+                    f"countback must be between 1 and {self.max_countback}", details={"countback": count}
+                )
         if count is None:
             if from_s in (None, ""):
                 raise InvalidRange("give 'from' or 'countback'")
@@ -253,6 +259,8 @@ class History:
         res = request.resolution
         if request.countback is None:
             bars = (await self.bars(request.symbol, res, request.from_ms, request.to_ms)).bars
+        elif request.countback > self.max_bars:
+            bars = await self._paged_countback(request.symbol, res, request.to_ms, request.countback)
         else:
             bars = (await self.bars_before(request.symbol, res, request.to_ms, request.countback)).bars
         if bars:
@@ -260,6 +268,23 @@ class History:
         before = request.from_ms if request.countback is None else request.to_ms
         next_time = await self.previous_bar_time(request.symbol, res, before)
         return BarsResponse(bars=[], no_data=True, next_time=next_time)
+
+    async def _paged_countback(self, symbol: str, res: Resolution, to_ms: int, count: int) -> list[Bar]:
+        """The newest ``count`` bars before ``to_ms``, read newest page first in pages of
+        ``max_bars`` (each a bounded store read, each before the previous page's oldest bar),
+        until ``count`` or the start of the data."""
+        pages: list[list[Bar]] = []
+        left = count
+        while left > 0:
+            page = (await self.bars_before(symbol, res, to_ms, min(left, self.max_bars))).bars
+            if not page:
+                break
+            pages.append(page)
+            left -= len(page)
+            to_ms = page[0].time
+            if len(page) < min(left + len(page), self.max_bars):
+                break  # fewer than asked: nothing older
+        return [bar for page in reversed(pages) for bar in page]
 
 
 class SymbolSet:

@@ -75,6 +75,7 @@ class Node:
             self.writer,
             self.symbols,
             max_bars=settings.max_bars,
+            max_countback=max(settings.max_countback, settings.max_bars),
             timeout_s=settings.history_timeout_s,
             hot=hot,
         )

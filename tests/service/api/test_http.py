@@ -262,3 +262,34 @@ def test_udf_accepts_the_full_name_it_hands_out_and_bounds_search_limit(module_s
     for bad in ("0", "101", "-5", "x"):
         status, body = s.get(f"/udf/search?query=TEST&limit={bad}")
         assert status == 400 and body["error"]["code"] == "invalid_message", (bad, body)
+
+
+DAY_MS = 86_400_000
+
+
+def test_a_countback_beyond_max_bars_is_read_and_streamed_in_pages(server_factory):
+    """TradingView's volume profile asks for up to 200,000 bars: a countback above
+    TVFLUX_MAX_BARS (50 here) is answered in pages of 50, the same bars as ranges give."""
+    s = server_factory(synthetic_rate="0", max_bars="50", max_countback="1000")
+    minute = 60_000
+    base = (now_ms() // DAY_MS - 2) * DAY_MS
+    trades = [
+        {"symbol": "BTCUSD", "price": 100.0 + i % 7, "size": 1 + i % 3, "time": base + i * minute} for i in range(130)
+    ]
+    s.post_trades(trades, history=True)
+    to_s = (base + 130 * minute) // 1000
+    status, page = s.get(f"/api/bars?symbol=BTCUSD&resolution=1&countback=120&to={to_s}")
+    assert status == 200 and len(page["bars"]) == 120 and page["noData"] is False, page
+    want = []
+    for lo in range(10, 130, 50):  # the same bars, as three ranges of at most 50
+        hi = min(lo + 50, 130)
+        _, part = s.get(
+            f"/api/bars?symbol=BTCUSD&resolution=1&from={(base + lo * minute) // 1000}&to={(base + hi * minute) // 1000}"
+        )
+        want += part["bars"]
+    assert page["bars"] == want
+    status, udf = s.get(f"/udf/history?symbol=BTCUSD&resolution=1&countback=130&to={to_s}")
+    assert status == 200 and udf["s"] == "ok" and len(udf["t"]) == 130 and len(udf["v"]) == 130
+    assert udf["t"] == sorted(udf["t"]) and udf["o"][-120:] == [b["open"] for b in want]
+    status, err = s.get(f"/api/bars?symbol=BTCUSD&resolution=1&countback=1001&to={to_s}")
+    assert status == 400 and "between 1 and 1000" in err["error"]["message"]
