@@ -215,7 +215,11 @@ def backfilled(influx_server):
 
 
 async def _caught(store, data_end_ms):
-    return caught_up(await watermarks(store), data_end_ms)
+    """Every watermark past the data, and no late-data marker left to rebuild: a run may
+    jump its watermark to the edge while trades are still being written (its window held
+    the last source row then), and what lands behind it is rebuilt through the markers."""
+    wms = await watermarks(store)  # reads the status, markers included
+    return caught_up(wms, data_end_ms) and not any(store._pending_markers(t.name) for t in PLAN.tiers)
 
 
 async def _destroy(env):
