@@ -125,6 +125,11 @@ class Store(Protocol):
     async def symbols(self) -> list[str]:
         """Symbols that have stored trades."""
 
+    async def trade_span(self, symbol: str) -> tuple[int, int] | None:
+        """``(first, last)`` stored ``ts_ns`` of ``symbol``, ``None`` when it has no stored
+        trades (where ``tvflux generate`` may write without overlapping them; the symbol
+        list shows it). One bounded read per end."""
+
     async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
         """Largest stored ``ts_ns`` of ``symbol`` in ``[from_ns, to_ns)``; used to keep
         timestamps unique when a late trade lands in an old millisecond."""

@@ -97,6 +97,9 @@ class FaultInjectingStore:
     async def symbols(self) -> list[str]:
         return await self._inner.symbols()
 
+    async def trade_span(self, symbol: str) -> tuple[int, int] | None:
+        return await self._inner.trade_span(symbol)
+
     async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
         return await self._inner.last_ts_ns(symbol, from_ns, to_ns)
 

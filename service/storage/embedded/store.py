@@ -671,6 +671,12 @@ class EmbeddedStore:
         rows = await self._run(lambda c: c.execute(f"SELECT symbol FROM ({union}) ORDER BY symbol").fetchall())
         return [r[0] for r in rows]
 
+    async def trade_span(self, symbol: str) -> tuple[int, int] | None:
+        lo, hi = await self._run(
+            lambda c: c.execute("SELECT min(ts_ns), max(ts_ns) FROM trades WHERE symbol = ?", [symbol]).fetchall()[0]
+        )
+        return None if lo is None else (int(lo), int(hi))
+
     async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
         (value,) = await self._run(
             lambda c: c.execute(

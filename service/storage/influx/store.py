@@ -401,6 +401,12 @@ class InfluxStore:
         found = {v async for (v,) in self._rows(fq.symbols_query(self._names), ("v",))}
         return sorted(found)
 
+    async def trade_span(self, symbol: str) -> tuple[int, int] | None:
+        ends = []
+        for flux in fq.trade_span_queries(self._names, symbol):
+            ends += [int(t) async for (t,) in self._rows(flux, ("t",))]
+        return None if not ends else (min(ends), max(ends))
+
     async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
         if to_ns <= from_ns:
             return None

@@ -272,6 +272,8 @@ async def test_lookups_symbols_last_ts_and_ids(store):
     assert await store.last_ts_ns("LTCUSD", base, base + 10 * NS) is None
     assert await store.known_ids("LTCUSD", ["a", "b", "c"]) == {"a", "c"}
     assert await store.known_ids("BTCUSD", ["a"]) == set()
+    assert await store.trade_span("LTCUSD") == (base + 10 * NS, base + 11 * NS)
+    assert await store.trade_span("BTCUSD") is None
 
 
 async def test_data_and_watermarks_survive_a_restart(kit):
