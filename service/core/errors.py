@@ -13,13 +13,15 @@
     ├── NotFound                     (404)
     │   └── UnknownSymbol
     ├── Unauthorized                 (401)
+    ├── Conflict                     (409: the request contradicts the configuration)
     ├── Overloaded                   (429, retry later)
     ├── NotSupported                 (501: this store cannot do that; the message says what can)
     ├── StoreUnavailable             (503 + Retry-After: the store cannot be reached)
     │   ├── RunTimeout               (a downsampling run was abandoned)
     │   └── SpoolUnavailable         (the spool could not be written: nothing was acknowledged)
     ├── DiskFull                     (507 + Retry-After: the data disk is full; nothing was acknowledged)
-    └── ConfigError                  (bad TVFLUX_* settings; never reaches a client)
+    ├── ConfigError                  (bad TVFLUX_* settings; never reaches a client)
+    └── UsageError                   (a command-line argument is wrong: the CLI says why, exit 2)
 
 Raised outside the core, under the same root (each in the module that raises it):
 ``BadRequest`` ← ``ImportFormatError`` (service.ops.binance_csv; also a ``ValueError``),
@@ -101,6 +103,14 @@ class Unauthorized(TvfluxError):
     code = "unauthorized"
 
 
+class Conflict(TvfluxError):
+    """The request is well-formed but contradicts what the service is configured with (a
+    symbol of ``TVFLUX_SYMBOLS`` cannot be removed: the next start would list it again)."""
+
+    status = 409
+    code = "conflict"
+
+
 class Overloaded(TvfluxError):
     status = 429
     code = "overloaded"
@@ -157,3 +167,11 @@ class ConfigError(TvfluxError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("invalid settings:\n  " + "\n  ".join(problems), details=problems)
         self.problems = problems
+
+
+class UsageError(TvfluxError):
+    """A command-line argument that cannot work (``tvflux trades delete`` with ``--from``
+    but no ``--to``, a symbol no trade may carry): the CLI prints the message and exits 2,
+    as argparse does for its own usage errors. Never reaches a client."""
+
+    code = "usage"

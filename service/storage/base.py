@@ -28,6 +28,7 @@ import msgspec
 
 from service.core.models import Bar, TierRun, TierStatus, TradeColumns
 from service.core.resolution import Resolution
+from service.core.symbols import SymbolSpec
 
 if TYPE_CHECKING:  # ops builds on storage, never the reverse at import time
     from service.ops.backup import Manifest
@@ -123,7 +124,10 @@ class Store(Protocol):
         widening its window per empty stretch."""
 
     async def symbols(self) -> list[str]:
-        """Symbols that have stored trades."""
+        """Symbols that have stored trades or bars. What is *listed* is the registry's
+        (:meth:`symbol_specs`): this only finds symbols written without it (an offline
+        import, a store from before the registry). InfluxDB may go on naming a purged
+        symbol here until its index is compacted."""
 
     async def trade_span(self, symbol: str) -> tuple[int, int] | None:
         """``(first, last)`` stored ``ts_ns`` of ``symbol``, ``None`` when it has no stored
@@ -145,6 +149,19 @@ class Store(Protocol):
         """Up to ``limit`` ``(symbol, id)`` of the newest stored trades that carry an id,
         newest first, to warm the duplicate filter at start. A store may return fewer
         (none): :meth:`known_ids` still answers for the rest, only more slowly."""
+
+    async def symbol_specs(self) -> list[SymbolSpec]:
+        """The symbol registry: every symbol ever saved, removed ones included (their
+        ``removedMs`` is set), so a removal outlives a restart."""
+
+    async def save_symbol(self, spec: SymbolSpec) -> None:
+        """Add or replace the registry's record of ``spec.symbol`` (a removal saves the
+        spec with ``removedMs``). Durable when it returns."""
+
+    async def purge_symbol(self, symbol: str) -> int:
+        """Delete every stored trade of ``symbol``, its bars in every tier and its dirty
+        windows (a symbol removed with its data); returns the trades deleted. The registry
+        record is the caller's (:meth:`save_symbol`)."""
 
     async def trade_count(self) -> int | None:
         """How many trades the store holds, where that is cheap to answer (for ``/admin``);

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from service.core.errors import StoreUnavailable
 from service.core.models import Bar, TierStatus, TradeColumns
 from service.core.resolution import Resolution
+from service.core.symbols import SymbolSpec
 from service.storage.base import Deletion, Health, RunReport, Store
 
 if TYPE_CHECKING:
@@ -110,6 +111,19 @@ class FaultInjectingStore:
 
     async def recent_ids(self, limit: int) -> list[tuple[str, str]]:
         return await self._inner.recent_ids(limit)
+
+    async def symbol_specs(self) -> list[SymbolSpec]:
+        return await self._inner.symbol_specs()
+
+    async def save_symbol(self, spec: SymbolSpec) -> None:
+        if self._down():
+            raise StoreUnavailable(f"injected outage ({self.trigger_path} exists)")
+        await self._inner.save_symbol(spec)
+
+    async def purge_symbol(self, symbol: str) -> int:
+        if self._down():
+            raise StoreUnavailable(f"injected outage ({self.trigger_path} exists)")
+        return await self._inner.purge_symbol(symbol)
 
     async def trade_count(self) -> int | None:
         return await self._inner.trade_count()

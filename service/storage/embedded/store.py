@@ -35,7 +35,9 @@ from service.core.plan import RAW, Plan, Tier, Window
 from service.core.resolution import Resolution, Unit
 from service.core.schedule import DirtyWindow, closed_part, dirty_dependents, late_window, watermark_after
 from service.core.segments import Segment, history_segments
+from service.core.symbols import SymbolSpec
 from service.storage.base import ChangedWindow, Deletion, Health, RunReport
+from service.storage.embedded import symbols as registry
 from service.storage.embedded.sql import NS_PER_MS, bars_table, bucket_sql, tier_select_sql, trades_arrow
 
 if TYPE_CHECKING:
@@ -110,6 +112,7 @@ class EmbeddedStore:
             raise StoreUnavailable(f"cannot open DuckDB file {self.path}: {exc}") from exc
         con = self._con
         con.execute(_SCHEMA)
+        con.execute(registry.SCHEMA)
         for tier in self.plan.tiers:
             con.execute(_BARS_SCHEMA.format(table=bars_table(tier)))
             con.execute("INSERT INTO tier_state (tier) VALUES (?) ON CONFLICT DO NOTHING", [tier.name])
@@ -708,6 +711,35 @@ class EmbeddedStore:
             ).fetchall()
         )
         return [(r[0], r[1]) for r in rows]
+
+    # --- the symbol registry (service/storage/embedded/symbols.py) -------------------------
+
+    async def symbol_specs(self) -> list[SymbolSpec]:
+        return await self._run(registry.read_specs)
+
+    async def save_symbol(self, spec: SymbolSpec) -> None:
+        def save(c: duckdb.DuckDBPyConnection) -> None:
+            with self._write_lock:
+                registry.save_spec(c, spec)
+
+        await self._run(save)
+
+    async def purge_symbol(self, symbol: str) -> int:
+        """One transaction: the symbol's trades, bars of every tier and dirty windows."""
+
+        def purge(c: duckdb.DuckDBPyConnection) -> int:
+            with self._write_lock:
+                c.execute("BEGIN")
+                try:
+                    trades, _ = registry.purge(c, self.plan, symbol)
+                    c.execute("COMMIT")
+                except BaseException:
+                    _rollback(c)
+                    raise
+                self._dirty_span.pop(symbol, None)
+                return trades
+
+        return await self._run(purge)
 
     async def snapshot(self, directory: str) -> Manifest:
         """EXPORT DATABASE on its own cursor: one statement, so one consistent transaction,

@@ -41,10 +41,12 @@ from service.core.resolution import Resolution
 from service.core.schedule import late_window
 from service.core.segments import Segment
 from service.core.settings import Settings
+from service.core.symbols import SymbolSpec
 from service.storage.base import ChangedWindow, Deletion, Health, RunReport
 from service.storage.countback import bars_before_by_jumps
 from service.storage.influx import flux_queries as fq
 from service.storage.influx import flux_render as fr
+from service.storage.influx import symbols as registry
 from service.storage.influx.admin import Admin, RunInfo, bucket_specs, describe_api_error
 from service.storage.influx.compose import (
     BarRows,
@@ -429,6 +431,17 @@ class InfluxStore:
         """None: an "ids of the newest trades" scan would read every series of the raw
         bucket at start; :meth:`known_ids` answers duplicates by their own time span."""
         return []
+
+    # --- the symbol registry (service/storage/influx/symbols.py) ----------------------------
+
+    async def symbol_specs(self) -> list[SymbolSpec]:
+        return await registry.read_specs(self)
+
+    async def save_symbol(self, spec: SymbolSpec) -> None:
+        await registry.save_spec(self, spec)
+
+    async def purge_symbol(self, symbol: str) -> int:
+        return await registry.purge(self, symbol)
 
     async def trade_count(self) -> int | None:
         """None: counting a bucket's points is a scan of all of them."""
