@@ -70,6 +70,7 @@ class Ingestor:
         self._ids: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._ids_evicted = False  # every id accepted since start is in ``_ids`` until one is dropped
         self._stored_until_ms: dict[str, int] = {}  # per symbol: the newest stored ms at start
+        self._newest_ms: dict[str, int] = {}  # per symbol: the newest trade time accepted since
         self._clock = TimestampAllocator()
         self._lock = asyncio.Lock()
         self.accepted = 0
@@ -89,6 +90,20 @@ class Ingestor:
             last = await self.store.last_ts_ns(symbol, 0, 2**62)
             self._stored_until_ms[symbol] = -1 if last is None else last // NS_PER_MS
             self._clock.start_symbol(symbol, last)
+
+    def last_trade_ms(self, symbol: str) -> int | None:
+        """The newest trade time of ``symbol`` this process knows of (stored before it started,
+        or accepted since), or ``None``: for ``/api/symbols`` (is the symbol trading?)."""
+        newest = max(self._newest_ms.get(symbol, -1), self._stored_until_ms.get(symbol, -1))
+        return newest if newest >= 0 else None
+
+    def forget_symbol(self, symbol: str) -> None:
+        """The symbol's data was deleted (removed with its data): its ids are no longer
+        "seen" and it has no newest trade any more."""
+        for key in [k for k in self._ids if k[0] == symbol]:
+            del self._ids[key]
+        self._newest_ms.pop(symbol, None)
+        self._stored_until_ms[symbol] = -1
 
     # --- the untrusted path: clients --------------------------------------------------
 
@@ -284,6 +299,11 @@ class Ingestor:
         rows = sum(len(b) for b in batches)
         seq = self.writer.submit(batches)  # raises Overloaded before anything is published
         self.hub.publish(batches, seq)
+        for b in batches:
+            if len(b):
+                newest = int(b.ts_ns.max()) // NS_PER_MS
+                if newest > self._newest_ms.get(b.symbol, -1):
+                    self._newest_ms[b.symbol] = newest
         self.accepted += rows
         if self._on_accepted is not None:
             self._on_accepted(rows)
