@@ -37,6 +37,7 @@ from service.runtime.hub import Hub
 from service.runtime.ingest import Ingestor
 from service.runtime.sources import RateMeter, backfill_synthetic, run_synthetic
 from service.runtime.spool import Spool
+from service.runtime.symbols import SymbolRegistry
 from service.runtime.writer import TradeWriter
 from service.storage.base import Store
 
@@ -126,6 +127,11 @@ class Services(LiveServices):
             self.downsampler.on_changed.append(hot.invalidate)
         self.connections = ConnectionLimiter(settings.max_connections_per_client)
         self.audit = AuditLog(os.path.join(settings.data_dir, "audit.jsonl"))
+        self.registry = SymbolRegistry(
+            store, self.symbols, configured=settings.symbols, audit=self.audit, clock_ms=now_ms, writer=self.writer
+        )
+        self.registry.on_removed.append(self.hub.drop_symbol)  # open subscriptions end with an error
+        self.registry.on_purged += [*self.downsampler.on_changed, self.ingestor.forget_symbol]  # caches of its data
         self.market = SyntheticMarket(settings.symbols, seed=settings.synthetic_seed)
         self._synthetic_start_ms = now_ms()
         self.started_at = time.time()
@@ -155,7 +161,7 @@ class Services(LiveServices):
         if await self.writer.recover():
             await self.writer.drain()
         await self._seed_synthetic_history()
-        self.symbols.add(await self.store.symbols())
+        await self.registry.load()
         await self.ingestor.start()
         self.store_error = None
 
