@@ -19,9 +19,11 @@ from service.api.auth import admin_guard, client_address, ingest_guard
 from service.api.metrics import render_metrics
 from service.api.ops import OPS_ROUTES, readiness, ready_body
 from service.api.services import Services, ServicesDep
+from service.api.symbols import EXCHANGE, symbols_response, udf_search_items, udf_symbol, who_of
 from service.core.errors import InvalidMessage, InvalidRange, MissingParameter, TvfluxError
-from service.core.models import DownsamplingResponse, SymbolInfo, SymbolsResponse, TradesAccepted, TradesDecoder
-from service.core.resolution import DAY_COUNTS, MINUTE_COUNTS, SECOND_COUNTS, SUPPORTED
+from service.core.models import DownsamplingResponse, TradesAccepted, TradesDecoder
+from service.core.resolution import SUPPORTED
+from service.core.symbols import SymbolsResponse
 from service.runtime.clock import now_ms
 
 _trades_decoder = TradesDecoder("json")
@@ -40,10 +42,6 @@ def required_params(**params: str | None) -> None:
     for name, value in params.items():
         if not value:
             raise MissingParameter(f"missing query parameter '{name}'", details={"parameter": name})
-
-
-def _symbol_info(symbol: str) -> SymbolInfo:
-    return SymbolInfo(symbol=symbol, description=f"{symbol} (tvflux)", pricescale=100)
 
 
 # --- UDF ------------------------------------------------------------------------------
@@ -66,9 +64,6 @@ def udf_config() -> dict[str, Any]:
     }
 
 
-EXCHANGE = "tvflux"
-
-
 def _udf_symbol(symbol: str | None) -> str | None:
     """A symbol as UDF clients send it: the ticker (``BTCUSD``) or the ``full_name`` this
     server hands out (``tvflux:BTCUSD``). Other prefixes are not stripped: ``:`` is a
@@ -81,35 +76,7 @@ def _udf_symbol(symbol: str | None) -> str | None:
 
 @get("/udf/symbols", sync_to_thread=False)
 def udf_symbols(services: ServicesDep, symbol: Query = None) -> dict[str, Any]:
-    name = _udf_symbol(symbol) or ""
-    services.symbols.require(name)
-    info = _symbol_info(name)
-    return {
-        "name": name,
-        "ticker": name,
-        "full_name": f"{info.exchange}:{name}",
-        "description": info.description,
-        "type": info.type,
-        "session": "24x7",
-        "timezone": "Etc/UTC",
-        "exchange": info.exchange,
-        "listed_exchange": info.exchange,
-        "format": "price",
-        "minmov": 1,
-        "pricescale": info.pricescale,
-        "has_intraday": True,
-        "has_seconds": True,
-        "seconds_multipliers": [str(n) for n in SECOND_COUNTS],
-        "intraday_multipliers": [str(n) for n in MINUTE_COUNTS],
-        "has_daily": True,
-        "daily_multipliers": [str(n) for n in DAY_COUNTS],
-        "has_weekly_and_monthly": True,
-        "weekly_multipliers": ["1"],
-        "monthly_multipliers": ["1"],
-        "supported_resolutions": list(SUPPORTED),
-        "volume_precision": 6,
-        "data_status": "streaming",
-    }
+    return udf_symbol(services, _udf_symbol(symbol) or "")
 
 
 @get("/udf/search", sync_to_thread=False)
@@ -120,22 +87,7 @@ def udf_search(services: ServicesDep, text: QueryText = None, limit: Query = Non
         raise InvalidMessage(f"'limit' must be an integer, got {limit!r}") from None
     if not 1 <= max_items <= 100:
         raise InvalidMessage(f"'limit' must be between 1 and 100, got {max_items}", details={"limit": max_items})
-    needle = (text or "").upper()
-    out = []
-    for symbol in services.symbols:
-        if needle in symbol.upper():
-            info = _symbol_info(symbol)
-            out.append(
-                {
-                    "symbol": symbol,
-                    "full_name": f"{info.exchange}:{symbol}",
-                    "description": info.description,
-                    "exchange": info.exchange,
-                    "ticker": symbol,
-                    "type": info.type,
-                }
-            )
-    return out[:max_items]
+    return udf_search_items(services, text or "", max_items)
 
 
 @get("/udf/history")
@@ -193,7 +145,7 @@ async def api_bars(
 
 @get("/api/symbols", sync_to_thread=False)
 def api_symbols(services: ServicesDep) -> SymbolsResponse:
-    return SymbolsResponse([_symbol_info(s) for s in services.symbols])
+    return symbols_response(services)
 
 
 @post("/api/trades", status_code=200, guards=[ingest_guard])
@@ -211,7 +163,7 @@ async def api_admin_trades(request: Request, services: ServicesDep) -> TradesAcc
     services.require_ready()
     msgpack = "msgpack" in request.headers.get("content-type", "")
     trades = (_trades_msgpack if msgpack else _trades_decoder).decode_batch(await request.body())
-    services.symbols.add(sorted({t.symbol for t in trades}))
+    await services.registry.ensure(sorted({t.symbol for t in trades}), who=f"bulk history, {who_of(request, services)}")
     return await services.ingestor.accept(trades, now_ms(), history=True)
 
 

@@ -170,18 +170,6 @@ class TradesAccepted(msgspec.Struct, frozen=True):
     duplicates: int
 
 
-class SymbolInfo(msgspec.Struct, frozen=True):
-    symbol: str
-    description: str
-    pricescale: int
-    exchange: str = "tvflux"
-    type: str = "crypto"
-
-
-class SymbolsResponse(msgspec.Struct, frozen=True):
-    symbols: list[SymbolInfo]
-
-
 class RunRecord(msgspec.Struct, frozen=True):
     """One downsampling run of a tier, as ``/api/downsampling`` lists it."""
 

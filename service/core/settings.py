@@ -15,6 +15,7 @@ from msgspec import Meta
 
 from service.core.errors import ConfigError
 from service.core.plan import DEFAULT_TIERS, Plan, build_plan
+from service.core.symbols import check_symbol
 
 _DEFAULT_SYMBOLS = ("BTCUSD", "ETHUSD", "LTCUSD")
 
@@ -242,6 +243,8 @@ def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
             shown = "***" if field.endswith("token") else repr(raw)  # never echo a secret
             problems.append(f"{name}={shown}: {exc}")
     values.update({k: v for k, v in overrides.items() if v is not None})
+    # the rule ingest applies: a listed symbol that no trade may carry would be a dead one
+    problems += [f"{env_name('symbols')}: {why}" for name in values.get("symbols", ()) if (why := check_symbol(name))]
     if values.get("store") == "influx" and not values.get("influx_url"):
         problems.append(f"{env_name('store')}=influx needs {env_name('influx_url')}")
     if not problems:

@@ -29,8 +29,9 @@ from service.api.services import ConnectionLimiter, LiveServices
 from service.api.static import static_routes
 from service.api.streams import sse_stream, ws_bars
 from service.core.errors import StoreUnavailable
-from service.core.models import SymbolsResponse
+from service.core.models import ErrorBody
 from service.core.settings import Settings
+from service.core.symbols import SymbolSpec, SymbolsResponse
 from service.edge.hub import EdgeHub
 from service.edge.proxy import CoreProxy, Receive, Scope, Send
 from service.edge.upstream import Upstream
@@ -72,7 +73,9 @@ class EdgeServices(LiveServices):
                     response = await http.get("/api/symbols")
                     response.raise_for_status()
                     known = msgspec.json.decode(response.content, type=SymbolsResponse)
-                    self.symbols.add([s.symbol for s in known.symbols])
+                    gone = self.symbols.replace([SymbolSpec(symbol=s.symbol) for s in known.symbols])
+                    for symbol in gone if self.symbols_known else ():  # removed at the core
+                        self.hub.drop_symbol(symbol, ErrorBody("unknown_symbol", f"symbol {symbol!r} was removed"))
                     self.symbols_error = None
                     self.symbols_known = True
                     self._symbols_fetched.set()

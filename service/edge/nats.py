@@ -16,6 +16,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
+from service.core.models import ErrorBody
 from service.edge.upstream import Upstream
 from service.runtime.broker import (
     NATS_ERRORS,
@@ -202,6 +203,8 @@ class NatsUpstream(Upstream):
                 if self.errors.get(topic) != error:
                     log.warning("the core refused topic %s: %s", topic, error)
                 self.errors[topic] = error
+                # its subscribers are told and the topic ends (drop() forgets the error)
+                self._refused(topic, ErrorBody("refused", error))
         return reply
 
     def _deliver_reply(self, reply: InterestReply) -> None:

@@ -21,7 +21,7 @@ import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from service.core.models import Subscribe, Unsubscribe
+from service.core.models import ErrorBody, ErrorMessage, Subscribe, Unsubscribe
 from service.runtime.fanout import split_topic
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ Deliver = Callable[[str, bytes], None]
 # (live, reason): False when the source is lost; True once it is back and every wanted
 # topic was asked for again (the edge then resets its subscribers)
 OnState = Callable[[bool, "str | None"], None]
+# (topic, error): the core refused the topic, or ended it (its symbol was removed)
+OnRefused = Callable[[str, ErrorBody], None]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -42,6 +44,7 @@ class _Header(msgspec.Struct):
 
 
 _header = msgspec.json.Decoder(_Header)
+_error_of = msgspec.json.Decoder(ErrorMessage).decode
 
 
 class Upstream(ABC):
@@ -51,10 +54,13 @@ class Upstream(ABC):
         self.reason: str | None = "starting"
         self._deliver: Deliver = lambda topic, frame: None
         self._on_state: OnState = lambda live, reason: None
+        self._refused: OnRefused = lambda topic, error: None
 
-    def bind(self, deliver: Deliver, on_state: OnState) -> None:
+    def bind(self, deliver: Deliver, on_state: OnState, refused: OnRefused | None = None) -> None:
         self._deliver = deliver
         self._on_state = on_state
+        if refused is not None:
+            self._refused = refused
 
     def _set_live(self, live: bool, reason: str | None = None) -> None:
         if live:
@@ -144,6 +150,8 @@ class CoreUpstream(Upstream):
             self._deliver(head.topic, frame)
         elif head.type == "error":
             log.warning("core refused a topic: %s", frame[:300].decode(errors="replace"))
+            if head.id is not None and head.id in self.topics:  # the edge's id of a topic is its name
+                self._refused(head.id, _error_of(frame).error)
 
     async def close(self) -> None:
         if self._task is not None:

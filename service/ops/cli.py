@@ -17,10 +17,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from service.core.errors import ConfigError, TvfluxError
+from service.core.errors import ConfigError, TvfluxError, UsageError
 from service.core.settings import Settings, load_settings
 from service.core.synthetic import SyntheticMarket
-from service.ops import commands, influx_cli
+from service.ops import commands, influx_cli, symbols_cli
 from service.ops import workers as workers_cli
 from service.ops.console import Progress, configure_logging
 from service.ops.downsample import run_to_edge
@@ -307,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     workers_cli.register(sub)
     influx_cli.register(sub)
     commands.register(sub)
+    symbols_cli.register(sub)
     return parser
 
 
@@ -322,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     try:
         return int(args.func(args, settings) or 0)
-    except ConfigError as exc:
+    except (ConfigError, UsageError) as exc:
         print(f"tvflux: {exc.message}", file=sys.stderr)
         return 2
     except TvfluxError as exc:

@@ -37,9 +37,14 @@ class ServiceError(TvfluxError):
 
 
 def _admin_request(
-    url: str, method: str, token: str | None, data: bytes | None = None, content_type: str | None = None
+    url: str,
+    method: str,
+    token: str | None,
+    data: bytes | None = None,
+    content_type: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> urllib.request.Request:
-    request = urllib.request.Request(url, data=data, method=method)
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     if content_type:
@@ -56,19 +61,21 @@ def call(
     data: bytes | None = None,
     content_type: str | None = None,
     timeout_s: float = 600,
+    headers: dict[str, str] | None = None,
+    retries: int = RETRIES,
 ) -> Any:
     """One request to the service (JSON answer), retrying 429/503 as ``Retry-After`` says.
     Errors are :class:`ServiceError` with the service's own message, or what to do when
     nothing answers."""
     from service.ops.exporter import http_error
 
-    for attempt in range(RETRIES + 1):
-        request = _admin_request(base_url + path, method, token, data, content_type)
+    for attempt in range(retries + 1):
+        request = _admin_request(base_url + path, method, token, data, content_type, headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as resp:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
-            if exc.code in (429, 503) and attempt < RETRIES:
+            if exc.code in (429, 503) and attempt < retries:
                 time.sleep(min(10.0, float(exc.headers.get("Retry-After") or 1)))
                 continue
             error = http_error(exc)

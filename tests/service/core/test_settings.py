@@ -92,3 +92,13 @@ def test_a_bad_token_is_never_echoed():
     with pytest.raises(ConfigError) as info:
         load_settings({"TVFLUX_ADMIN_TOKEN": "hunter2", "TVFLUX_STORE": "influx"})
     assert "hunter2" not in "\n".join(info.value.problems)
+
+
+def test_symbols_follow_the_rule_ingest_applies():
+    """A symbol no trade could ever carry (ingest refuses the name) is refused at start."""
+    with pytest.raises(ConfigError) as err:
+        load_settings({"TVFLUX_SYMBOLS": "BTCUSD,BTC USD,-X,ETH/USD"})
+    assert len(err.value.problems) == 2
+    assert all(p.startswith("TVFLUX_SYMBOLS: ") for p in err.value.problems)
+    assert "'BTC USD' is not a valid symbol" in err.value.problems[0]
+    assert load_settings({"TVFLUX_SYMBOLS": "BTCUSD, ETH/USD"}).symbols == ("BTCUSD", "ETH/USD")
