@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -177,67 +176,43 @@ def _service_pid(settings: Settings) -> int | None:
     return None if found is None else int(found["pid"])
 
 
-async def _earliest_stored_ms(store: Store, symbol: str, from_ms: int, to_ms: int) -> int | None:
-    """The time of the first stored trade of ``symbol`` in ``[from_ms, to_ms)`` (ms)."""
-    if await store.last_ts_ns(symbol, from_ms * 1_000_000, to_ms * 1_000_000) is None:
-        return None
-    lo, hi = from_ms, to_ms  # invariant: none in [from_ms, lo), some in [from_ms, hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if await store.last_ts_ns(symbol, from_ms * 1_000_000, mid * 1_000_000) is None:
-            lo = mid
-        else:
-            hi = mid
-    return hi - 1
-
-
 async def _generate(store: Any, symbols: tuple[str, ...], args: argparse.Namespace, url: str | None) -> int:
-    from service.ops.remote import earliest_bar_ms
+    from service.ops.generate import Overlap, ServiceView, StoreView, join, place, say, utc
 
     days, trades, seed, end_ms = args.days, args.trades, args.seed, args.end_ms
     if url is None:
         await store.start()
     try:
-        end = end_ms if end_ms is not None else now_ms()
+        view = ServiceView(url, store.token) if url else StoreView(store)
         span_ms = int(days * DAY_MS)
-        start = end - span_ms
-        # Trades already stored in the span (e.g. the 6 h of synthetic history the service's
-        # first start writes): generated history goes before them, never on top.
-        firsts = [
-            earliest_bar_ms(url, s, start, end) if url else await _earliest_stored_ms(store, s, start, end)
-            for s in symbols
-        ]
-        earliest = min((f for f in firsts if f is not None), default=None)
-        if earliest is not None:
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(earliest / 1000))
-            if end_ms is not None:
-                print(
-                    f"tvflux: the store already has trades of {','.join(symbols)} from {since} UTC on, inside "
-                    f"that span; refusing to write over them. To write the {days:g} days before them, pass "
-                    f"--end-ms {earliest}; or use a fresh TVFLUX_DATA_DIR",
-                    file=sys.stderr,
-                )
-                return 2
-            end, start = earliest, earliest - span_ms
-            print(
-                f"generate: the store already has trades from {since} UTC on; writing the {days:g} days "
-                f"before them (--end-ms {end})",
-                file=sys.stderr,
+        asked = end_ms if end_ms is not None else now_ms()
+        try:
+            end = await place(view, symbols, span_ms, asked, fixed=end_ms is not None)
+        except Overlap as exc:
+            free = await place(view, symbols, span_ms, asked, fixed=False)
+            say(
+                f"tvflux: the store already has trades of {exc.symbol} at {utc(exc.first_ms)} UTC, inside "
+                f"that span; refusing to write over them. To write the {days:g} days before them, pass "
+                f"--end-ms {free}; or use a fresh TVFLUX_DATA_DIR"
             )
+            return 2
+        if end != asked:
+            say(
+                f"generate: the store already has trades from {utc(end)} UTC on; writing the {days:g} days "
+                f"before them (--end-ms {end})"
+            )
+        start = end - span_ms
+        market = SyntheticMarket(symbols, seed=(seed, start, end))  # another span, another walk
+        for symbol, how in (await join(view, market, start, end)).items():
+            say(f"generate: {symbol} joins the stored prices on either side, {how}")
         progress = Progress("generate", trades, "trades")
         written = await backfill_synthetic(
-            store,
-            SyntheticMarket(symbols, seed=seed),
-            trades / (span_ms / 1000),
-            span_ms,
-            end,
-            on_written=progress.update,
+            store, market, trades / (span_ms / 1000), span_ms, end, on_written=progress.update
         )
         progress.finish(written)
-        print(
-            f"wrote {written:,} trades for {','.join(symbols)} over {days:g} days"
-            f"{' through the service' if url else ''}",
-            file=sys.stderr,
+        say(
+            f"wrote {written:,} trades for {','.join(symbols)} over {days:g} days ({utc(start)} to {utc(end)} UTC)"
+            f"{' through the service' if url else ''}"
         )
     finally:
         if url is None:

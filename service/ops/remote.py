@@ -179,27 +179,33 @@ def run_downsampling(base_url: str, token: str | None) -> int:
     return len(ran)
 
 
+def bars(
+    base_url: str, symbol: str, resolution: str, *, to_s: int, from_s: int = 0, countback: int | None = None
+) -> list[dict[str, Any]]:
+    """``GET /api/bars`` (``[]`` for a symbol the service does not list)."""
+    query = f"symbol={symbol}&resolution={resolution}&from={from_s}&to={to_s}"
+    if countback is not None:
+        query += f"&countback={countback}"
+    try:
+        answer = call(base_url, "GET", f"/api/bars?{query}", None)
+    except ServiceError as exc:
+        if "unknown_symbol" in exc.message:
+            return []
+        raise
+    return list(answer.get("bars", []))
+
+
 def earliest_bar_ms(base_url: str, symbol: str, from_ms: int, to_ms: int) -> int | None:
     """The start of the first second in ``[from_ms, to_ms)`` holding trades of ``symbol``
     (``None``: none), from the service's history: the first day, then its first minute,
     then that minute's first second (three bounded reads)."""
     lo, hi = from_ms, to_ms
     for resolution, width_ms in (("1D", 86_400_000), ("1", 60_000), ("1S", 1000)):
-        try:
-            answer = call(
-                base_url,
-                "GET",
-                f"/api/bars?symbol={symbol}&resolution={resolution}&from={lo // 1000}&to={-(-hi // 1000)}",
-                None,
-            )
-        except ServiceError as exc:
-            if "unknown_symbol" in exc.message:
-                return None
-            raise
-        bars = [b for b in answer.get("bars", []) if lo - width_ms < b["time"] < hi]
-        if not bars:
+        found = bars(base_url, symbol, resolution, from_s=lo // 1000, to_s=-(-hi // 1000))
+        found = [b for b in found if lo - width_ms < b["time"] < hi]
+        if not found:
             return None
-        first = max(lo, bars[0]["time"])
+        first = max(lo, found[0]["time"])
         lo, hi = first, min(hi, first + width_ms)
     return lo
 
