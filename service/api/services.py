@@ -114,6 +114,8 @@ class Services(LiveServices):
             max_batch_trades=settings.max_batch_trades,
             max_future_ms=settings.max_future_ms,
             max_past_ms=settings.max_past_ms,
+            price_band_pct=settings.price_band_pct,
+            price_band_window_ms=settings.price_band_window_ms,
             on_accepted=self.ingest_rate.add,
         )
         self.downsampler = Downsampler(

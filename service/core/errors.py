@@ -7,6 +7,7 @@
     │   ├── InvalidResolution
     │   ├── InvalidRange
     │   ├── InvalidTrade
+    │   │   └── OutsidePriceBand     (a live trade's price is outside its symbol's price band)
     │   ├── InvalidMessage           (malformed JSON / unknown WebSocket op)
     │   ├── MissingParameter         (a required query parameter is absent)
     │   └── PayloadTooLarge          (413)
@@ -74,6 +75,10 @@ class InvalidRange(BadRequest):
 
 class InvalidTrade(BadRequest):
     code = "invalid_trade"
+
+
+class OutsidePriceBand(InvalidTrade):
+    code = "outside_price_band"
 
 
 class InvalidMessage(BadRequest):

@@ -66,6 +66,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # 0 = no limit. Bulk history (tvflux import, POST /api/admin/trades) accepts any date.
     max_past_ms: Annotated[int, Meta(ge=0)] = 7 * 86_400_000
     max_frame_bytes: Annotated[int, Meta(ge=1024)] = 4 * 1024 * 1024
+    # price band (a fat-finger guard, service/core/priceband.py): a live trade more than a
+    # factor 1 + pct/100 away from its symbol's last trade price is refused; 0 = no band.
+    # Per symbol: `tvflux symbols add S --price-band-pct N` (0 for a listing's first trades).
+    price_band_pct: Annotated[float, Meta(ge=0.0, le=1000.0)] = 20.0
+    # the band is relative to the *recent* market: a last trade older than this sets none
+    price_band_window_ms: Annotated[int, Meta(ge=1)] = 900_000
 
     # trade writer
     flush_interval_ms: Annotated[int, Meta(ge=1)] = 200
