@@ -26,7 +26,7 @@ from service.api.errors import ws_error
 from service.api.http import Query, required_params
 from service.api.services import LiveServices, LiveServicesDep, ServicesDep
 from service.api.wsproto import DIRECT_WRITE
-from service.core.errors import InvalidMessage, Overloaded, TvfluxError
+from service.core.errors import InvalidMessage, Overloaded, TvfluxError, UnknownSubscription
 from service.core.models import (
     ClientMessage,
     ErrorMessage,
@@ -134,7 +134,11 @@ async def ws_bars(socket: WebSocket, services: LiveServicesDep) -> None:
                         client.send(_encode(Subscribed(msg.id, topic_name((msg.symbol, resolution)))))
                     await hub.subscribe(client, msg.id, msg.symbol, resolution)
                 elif isinstance(msg, Unsubscribe):
-                    hub.unsubscribe(client, msg.id)
+                    sub_id = msg.id
+                    if not hub.unsubscribe(client, msg.id):  # a typo'd id would otherwise stream on unnoticed
+                        raise UnknownSubscription(
+                            f"no subscription {msg.id!r} on this connection", details={"id": msg.id}
+                        )
                 elif isinstance(msg, Ping):
                     client.send(_encode(Pong()))
             except (TvfluxError, msgspec.DecodeError, msgspec.ValidationError) as exc:

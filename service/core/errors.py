@@ -12,7 +12,8 @@
     │   ├── MissingParameter         (a required query parameter is absent)
     │   └── PayloadTooLarge          (413)
     ├── NotFound                     (404)
-    │   └── UnknownSymbol
+    │   ├── UnknownSymbol
+    │   └── UnknownSubscription      (a WebSocket unsubscribe of an id this connection does not have)
     ├── Unauthorized                 (401)
     ├── Conflict                     (409: the request contradicts the configuration)
     ├── Overloaded                   (429, retry later)
@@ -101,6 +102,10 @@ class NotFound(TvfluxError):
 
 class UnknownSymbol(NotFound):
     code = "unknown_symbol"
+
+
+class UnknownSubscription(NotFound):
+    code = "unknown_subscription"
 
 
 class Unauthorized(TvfluxError):

@@ -33,6 +33,15 @@ EpochMs = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_999)]  # up to ye
 TradeId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
+def time_unit_hint(time_value: int) -> str:
+    """What a trade ``time`` too large to be epoch ms probably is: microseconds or
+    nanoseconds of 2001-2286 (what many exchanges send), said with the value in ms."""
+    for unit, per_ms in (("microseconds", 1000), ("nanoseconds", 1_000_000)):
+        if 10**12 <= time_value // per_ms < 10**13:
+            return f" (it looks like epoch {unit}: `time` is epoch milliseconds, {time_value // per_ms})"
+    return ""
+
+
 class Trade(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One trade as clients send it (``POST /api/trades``, ``/ws/ingest``)."""
 
@@ -68,6 +77,7 @@ class TradesDecoder:
         self._strict = codec.Decoder(list[Trade])
         self._items = codec.Decoder(list[msgspec.Raw])  # to list every bad trade of a batch
         self._one = codec.Decoder(Trade)
+        self._any = codec.Decoder()  # a refused trade's own values, for a hint
         self._symbol_ok = re.compile(SYMBOL_PATTERN).search  # msgspec's pattern semantics
 
     def decode(self, data: bytes | str) -> list[Trade]:
@@ -105,7 +115,11 @@ class TradesDecoder:
             try:
                 self._one.decode(item)
             except msgspec.ValidationError as exc:
-                problems.append({"index": i, "reason": str(exc)})
+                reason = str(exc)
+                if reason.endswith("`$.time`"):
+                    value = self._any.decode(item).get("time")
+                    reason += time_unit_hint(value) if isinstance(value, int) else ""
+                problems.append({"index": i, "reason": reason})
         raise InvalidTrade(f"{len(problems)} invalid trade(s); nothing from this batch was accepted", details=problems)
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 import msgspec
 from msgspec import Meta
 
-from service.core.errors import ConfigError
+from service.core.errors import ConfigError, UsageError
 from service.core.plan import DEFAULT_TIERS, Plan, build_plan
 from service.core.symbols import check_symbol
 
@@ -248,7 +248,16 @@ def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
         except ValueError as exc:
             shown = "***" if field.endswith("token") else repr(raw)  # never echo a secret
             problems.append(f"{name}={shown}: {exc}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    flags = []  # command-line flags: the same checks, named as the flag the user typed
+    for field, value in overrides.items():
+        if value is None:
+            continue
+        try:
+            values[field] = _PARSERS[field](str(value))
+        except ValueError as exc:
+            flags.append(f"--{field.replace('_', '-')} {value}: {exc}")
+    if flags:
+        raise UsageError("; ".join(flags))
     # the rule ingest applies: a listed symbol that no trade may carry would be a dead one
     problems += [f"{env_name('symbols')}: {why}" for name in values.get("symbols", ()) if (why := check_symbol(name))]
     if values.get("store") == "influx" and not values.get("influx_url"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
+import contextlib
 import logging
 import os
 import socket
@@ -19,6 +19,7 @@ from typing import Any
 from service.core.errors import ConfigError, TvfluxError, UsageError
 from service.core.settings import Settings, load_settings
 from service.core.synthetic import SyntheticMarket
+from service.core.timearg import FORMS, parse_time_ms
 from service.ops import commands, influx_cli, symbols_cli
 from service.ops import workers as workers_cli
 from service.ops.console import Progress, configure_logging
@@ -53,7 +54,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 if not v
             ),
         )
-    from service.ops.workers import EdgeSupervisor, shared_port_socket, tune_gc, uvicorn_config
+    from service.ops.workers import EdgeSupervisor, listen_socket, shared_port_socket, tune_gc, uvicorn_config
 
     workers = args.workers if getattr(args, "workers", None) is not None else settings.workers
     # Bind first: on a busy port, fail at once, not after the store, the spool replay and
@@ -65,9 +66,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         except OSError as exc:
             print(f"tvflux: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
             return 1
-        sock = _listen_socket("127.0.0.1", 0)
+        sock = listen_socket("127.0.0.1", 0)
     else:
-        sock = _listen_socket(settings.host, settings.port)
+        sock = listen_socket(settings.host, settings.port)
     if sock is None:
         return 1
     app = create_app(settings)
@@ -102,34 +103,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if server.started else 1
 
 
-def _listen_socket(host: str, port: int) -> socket.socket | None:
-    """A socket bound to ``host:port`` (not yet listening), or ``None`` after saying why
-    it cannot be had."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        print(f"tvflux: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
-        return None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        why = (
-            (
-                "the port is already in use (another tvflux serve?); stop it, or pick another port with "
-                "TVFLUX_PORT or --port"
-            )
-            if exc.errno == errno.EADDRINUSE
-            else exc.strerror or str(exc)
-        )
-        print(f"tvflux: cannot listen on {host}:{port}: {why}", file=sys.stderr)
-        return None
-    sock.set_inheritable(True)
-    return sock
-
-
 # --- generate -----------------------------------------------------------------------------
 
 # Through a running service, generated trades travel as HTTP batches (~0.3M trades/s on a
@@ -142,6 +115,8 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from service.ops import remote
     from service.storage.factory import build_store, store_file
 
+    if args.end_ms is not None:
+        args.end_ms = parse_time_ms(args.end_ms, "end-ms")
     # Generated history goes straight into the store file, in bulk: only a local store has one.
     if store_file(settings) is None:
         raise ConfigError(["generate writes into the embedded store; unset TVFLUX_STORE or use duckdb"])
@@ -182,6 +157,7 @@ async def _generate(store: Any, symbols: tuple[str, ...], args: argparse.Namespa
     days, trades, seed, end_ms = args.days, args.trades, args.seed, args.end_ms
     if url is None:
         await store.start()
+    interrupted = False
     try:
         view = ServiceView(url, store.token) if url else StoreView(store)
         span_ms = int(days * DAY_MS)
@@ -214,9 +190,14 @@ async def _generate(store: Any, symbols: tuple[str, ...], args: argparse.Namespa
             f"wrote {written:,} trades for {','.join(symbols)} over {days:g} days ({utc(start)} to {utc(end)} UTC)"
             f"{' through the service' if url else ''}"
         )
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancelled us
+        interrupted = True
+        raise KeyboardInterrupt from None
     finally:
         if url is None:
-            await store.close()
+            # after Ctrl-C a write may still hold the file (DuckDB recovers it at the next open)
+            with contextlib.suppress(Exception) if interrupted else contextlib.nullcontext():
+                await store.close()
     return 0
 
 
@@ -256,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="overrides TVFLUX_PORT")
     serve.add_argument(
         "--workers",
-        type=int,
+        type=workers_cli.count,
         help="edge processes that hold the clients on the port while this one is the core (overrides TVFLUX_WORKERS)",
     )
     serve.set_defaults(func=cmd_serve)
@@ -270,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--days", type=float, default=365.0, help="span ending now (default 365)")
     gen.add_argument("--trades", type=int, default=50_000_000, help="total trades (default 50M)")
     gen.add_argument("--seed", type=int, default=1)
-    gen.add_argument("--end-ms", type=int, help="end of the span in epoch ms (default: now)")
+    gen.add_argument(
+        "--end-ms", "--end", dest="end_ms", metavar="TIME", help=f"end of the span (default: now): {FORMS} (UTC)"
+    )
     gen.set_defaults(func=cmd_generate)
 
     down = sub.add_parser(
@@ -292,10 +275,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {k: getattr(args, k, None) for k in ("host", "port", "data_dir")}
     try:
         settings = load_settings(os.environ, **overrides)
-    except ConfigError as exc:
+    except (ConfigError, UsageError) as exc:
         print(f"tvflux: {exc.message}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if os.path.exists(settings.data_dir) and not os.path.isdir(settings.data_dir):
+        print(
+            f"tvflux: the data directory {settings.data_dir} is a file, not a directory; "
+            "pass --data-dir (or TVFLUX_DATA_DIR) a directory",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return int(args.func(args, settings) or 0)
     except (ConfigError, UsageError) as exc:
@@ -305,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tvflux: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print("tvflux: interrupted", file=sys.stderr)
         return 130
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from service.core import priceband
 from service.core.errors import InvalidTrade, OutsidePriceBand, PayloadTooLarge
-from service.core.models import Trade, TradeColumns, TradesAccepted
+from service.core.models import Trade, TradeColumns, TradesAccepted, time_unit_hint
 from service.core.resolution import parse_resolution
 from service.core.timestamps import TimestampAllocator
 from service.runtime.history import SymbolSet
@@ -226,8 +226,7 @@ class Ingestor:
                 reason = "price and size must be finite"
             elif t.time > latest_ms:
                 reason = f"time {t.time} is more than {self.max_future_ms} ms in the future"
-                if earliest_ms is not None and earliest_ms <= t.time // 1000 <= latest_ms:
-                    reason += " (it looks like epoch microseconds: send milliseconds)"
+                reason += time_unit_hint(t.time)
             elif earliest_ms is not None and t.time < earliest_ms:
                 reason = implausible_past(t.time, now_ms, self.max_past_ms, latest_ms)
             if reason is not None:

@@ -86,6 +86,16 @@ def test_bulk_history_takes_any_past_date(server):
     assert len(bars["bars"]) == 1 and bars["bars"][0]["volume"] == 3
 
 
+@pytest.mark.parametrize("path", ["/api/trades", "/api/admin/trades"])
+@pytest.mark.parametrize("per_ms, unit", [(1000, "microseconds"), (1_000_000, "nanoseconds")])
+def test_a_time_in_microseconds_or_nanoseconds_is_named_as_such(server, path, per_ms, unit):
+    t = now_ms()
+    status, body = server.post(path, [trade(t * per_ms)])
+    assert status == 400, body
+    [problem] = body["error"]["details"]
+    assert f"looks like epoch {unit}" in problem["reason"] and str(t) in problem["reason"], problem
+
+
 # --- a price band: one fat-finger trade does not ruin every resolution -----------------------
 
 
