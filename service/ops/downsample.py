@@ -30,7 +30,7 @@ async def run_to_edge(store: Store, *, clock_ms: Callable[[], int] = now_ms) -> 
         windows += len(report.ran)
         status = await store.downsampling_status(clock_ms())
         if progress is None:
-            progress = Progress("downsample", len(status), "tiers at the edge")
+            progress = Progress("downsample", len(status), "tiers at the edge", rate=False)
         progress.update(sum(1 for s in status if s.lagMs is not None and s.lagMs < CAUGHT_UP_LAG_MS))
         if not report.ran:
             break
