@@ -21,7 +21,8 @@ from service.api.ops import OPS_ROUTES, readiness, ready_body
 from service.api.services import Services, ServicesDep
 from service.api.symbols import EXCHANGE, symbols_response, udf_search_items, udf_symbol, who_of
 from service.core.errors import InvalidMessage, InvalidRange, MissingParameter, TvfluxError
-from service.core.models import DownsamplingResponse, TradesAccepted, TradesDecoder
+from service.core.models import DownsamplingResponse, TierStatus, TradesAccepted, TradesDecoder
+from service.core.readiness import max_tier_lags_ms, scheduler_period_ms
 from service.core.resolution import SUPPORTED
 from service.core.symbols import SymbolsResponse
 from service.runtime.clock import now_ms
@@ -236,7 +237,18 @@ async def api_admin_audit(services: ServicesDep, limit: Query = None) -> dict[st
 async def api_downsampling(services: ServicesDep) -> DownsamplingResponse:
     services.require_ready()
     tiers = await services.store.downsampling_status(now_ms())
-    return DownsamplingResponse(services.downsampler.runlog.annotate(tiers, now_ms()))
+    return DownsamplingResponse(_with_normal_lag(services, services.downsampler.runlog.annotate(tiers, now_ms())))
+
+
+def _with_normal_lag(services: Services, tiers: list[TierStatus]) -> list[TierStatus]:
+    """Each tier with the lag its plan makes normal (a 1d tier trails the clock by up to a
+    day and more: its nature, not a fault), as readiness judges it, without the slack."""
+    settings = services.settings
+    period_ms = scheduler_period_ms(services.store.downsampling_in_database, settings.downsample_interval_ms)
+    if period_ms is None:
+        return tiers
+    normal = max_tier_lags_ms(settings.plan, period_ms, 0)
+    return [msgspec.structs.replace(t, normalLagMs=normal.get(t.tier)) for t in tiers]
 
 
 @post("/api/downsampling/run", status_code=200, guards=[admin_guard])
@@ -249,7 +261,8 @@ async def api_downsampling_run(services: ServicesDep) -> DownsamplingResponse:
         await asyncio.wait_for(asyncio.shield(services.writer.flush()), timeout=10)
     report = await services.downsampler.run_once()
     tiers = await services.store.downsampling_status(now_ms())
-    return DownsamplingResponse(services.downsampler.runlog.annotate(tiers, now_ms()), ran=report.ran)
+    annotated = _with_normal_lag(services, services.downsampler.runlog.annotate(tiers, now_ms()))
+    return DownsamplingResponse(annotated, ran=report.ran)
 
 
 async def _store_trades(services: Services) -> int | None:

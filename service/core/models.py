@@ -212,11 +212,13 @@ class TierStatus(msgspec.Struct, frozen=True):
     lagMs: int | None
     lastRun: int | None
     lastDurationMs: float | None
-    rows: int
+    rows: int  # bars the last run wrote (not what the tier holds: that is ``bars``)
     error: str | None
     dirtyWindows: int = 0
     recentRuns: list[RunRecord] | None = None  # most recent first, bounded (service.runtime.runlog)
     backfill: Backfill | None = None
+    bars: int | None = None  # rows the tier holds (None: the store does not count them cheaply)
+    normalLagMs: int | None = None  # lag up to this is the plan's nature, not a fault (readiness)
 
 
 class TierRun(msgspec.Struct, frozen=True):

@@ -171,7 +171,10 @@ def run_downsampling(base_url: str, token: str | None) -> int:
     for tier in answer.get("tiers", []):
         wm = tier.get("watermark")
         wm_text = "-" if wm is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(wm / 1000))
-        print(f"{tier['tier']:>4} watermark {wm_text} UTC  rows {tier.get('rows', 0):,}", file=sys.stderr)
+        held = tier.get("bars")
+        print(
+            f"{tier['tier']:>4} watermark {wm_text} UTC" + ("" if held is None else f"  bars {held:,}"), file=sys.stderr
+        )
     print(
         f"downsampling: {len(ran)} windows run in {time.perf_counter() - started:.1f}s (by the service)",
         file=sys.stderr,

@@ -516,6 +516,10 @@ class EmbeddedStore:
                 ).fetchall()
             }
             dirty = dict(c.execute("SELECT tier, count(*) FROM dirty GROUP BY tier").fetchall())
+            counts = c.execute(
+                " UNION ALL ".join(f"SELECT {i}, count(*) FROM {bars_table(t)}" for i, t in enumerate(self.plan.tiers))
+            ).fetchall()
+            held = {self.plan.tiers[i].name: int(n) for i, n in counts}
             out = []
             for tier in self.plan.tiers:
                 _, wm, last_run, duration, n, error = rows.get(tier.name, (tier.name, None, None, None, 0, None))
@@ -530,6 +534,7 @@ class EmbeddedStore:
                         rows=int(n or 0),
                         error=error,
                         dirtyWindows=int(dirty.get(tier.name, 0)),
+                        bars=held.get(tier.name),
                     )
                 )
             return out
