@@ -275,6 +275,20 @@ async def _store_trades(services: Services) -> int | None:
         return None
 
 
+def _client_counts(services: Services) -> dict[str, int]:
+    """Clients and subscriptions: this process's own, plus those its edges hold (``serve
+    --workers``, ``tvflux edge``), which report them; an edge's own connection to the core is
+    not a client."""
+    edges = [c for c in services.hub.clients if c.edge_stats is not None]
+    direct = len(services.hub.clients) - len(edges)
+    direct_subs = services.hub.subscription_count - sum(len(c.subs) for c in edges)
+    return {
+        "wsClients": direct + sum(c.edge_stats[0] for c in edges if c.edge_stats is not None),
+        "subscriptions": direct_subs + sum(c.edge_stats[1] for c in edges if c.edge_stats is not None),
+        "edges": len(edges),
+    }
+
+
 @get("/api/stats")
 async def api_stats(services: ServicesDep) -> dict[str, Any]:
     health = await services.store.health()
@@ -283,8 +297,7 @@ async def api_stats(services: ServicesDep) -> dict[str, Any]:
         "tradesAccepted": services.ingestor.accepted,  # since this process started
         "storeTrades": await _store_trades(services),  # all the store holds (None: not counted)
         "duplicates": services.ingestor.duplicates,
-        "wsClients": len(services.hub.clients),
-        "subscriptions": services.hub.subscription_count,
+        **_client_counts(services),
         "store": {"kind": services.store.kind, "healthy": health.ok, "error": health.error},
         "writer": {
             "pendingRows": services.writer.pending_rows,

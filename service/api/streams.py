@@ -29,6 +29,7 @@ from service.api.wsproto import DIRECT_WRITE
 from service.core.errors import InvalidMessage, Overloaded, TvfluxError, UnknownSubscription
 from service.core.models import (
     ClientMessage,
+    EdgeStats,
     ErrorMessage,
     IngestAck,
     Ping,
@@ -141,6 +142,8 @@ async def ws_bars(socket: WebSocket, services: LiveServicesDep) -> None:
                         )
                 elif isinstance(msg, Ping):
                     client.send(_encode(Pong()))
+                elif isinstance(msg, EdgeStats):
+                    client.edge_stats = (msg.clients, msg.subscriptions)
             except (TvfluxError, msgspec.DecodeError, msgspec.ValidationError) as exc:
                 client.send(_encode(ws_error(exc, sub_id)))
     finally:
@@ -234,6 +237,8 @@ async def _sse_events(
             client.wake.clear()
             for frame in client.take():
                 yield frame.decode()
+            if not client.subs:  # its one subscription ended (its symbol was removed): so does the stream
+                break
     finally:
         services.hub.unregister(client)
         services.connections.release(address)

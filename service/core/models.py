@@ -251,7 +251,15 @@ class Ping(msgspec.Struct, frozen=True, tag_field="op", tag="ping"):
     pass
 
 
-ClientMessage = Subscribe | Unsubscribe | Ping
+class EdgeStats(msgspec.Struct, frozen=True, tag_field="op", tag="edgeStats"):
+    """An edge's own clients, sent to the core over its upstream connection every few
+    seconds, so the core's ``/api/stats`` counts the clients, not the edges."""
+
+    clients: Annotated[int, msgspec.Meta(ge=0)]
+    subscriptions: Annotated[int, msgspec.Meta(ge=0)]
+
+
+ClientMessage = Subscribe | Unsubscribe | Ping | EdgeStats
 
 
 # --- WebSocket messages: server → client (tagged by "type") --------------------------

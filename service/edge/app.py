@@ -52,6 +52,7 @@ class EdgeServices(LiveServices):
         self.upstream = upstream
         self.core_url = core_url.rstrip("/")
         self.hub = EdgeHub(upstream)
+        upstream.stats = lambda: (len(self.hub.clients), self.hub.subscription_count)
         self.symbols = SymbolSet(settings.symbols)
         self.connections = ConnectionLimiter(settings.max_connections_per_client)
         self.symbols_error: str | None = "not fetched yet"

@@ -21,10 +21,11 @@ import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from service.core.models import ErrorBody, ErrorMessage, Subscribe, Unsubscribe
+from service.core.models import EdgeStats, ErrorBody, ErrorMessage, Subscribe, Unsubscribe
 from service.runtime.fanout import split_topic
 
 log = logging.getLogger(__name__)
+EDGE_STATS_INTERVAL_S = 2.0
 
 # (topic, v2 frame) — a bar or reset of that topic, as the core encoded it
 Deliver = Callable[[str, bytes], None]
@@ -55,6 +56,8 @@ class Upstream(ABC):
         self._deliver: Deliver = lambda topic, frame: None
         self._on_state: OnState = lambda live, reason: None
         self._refused: OnRefused = lambda topic, error: None
+        # the edge's (clients, subscriptions), reported to the core for its /api/stats
+        self.stats: Callable[[], tuple[int, int]] | None = None
 
     def bind(self, deliver: Deliver, on_state: OnState, refused: OnRefused | None = None) -> None:
         self._deliver = deliver
@@ -133,9 +136,13 @@ class CoreUpstream(Upstream):
                         self._send(topic, subscribe=True)
                     self._set_live(True)
                     delay_s = 0.2
-                    async for message in ws:
-                        frame = message.encode() if isinstance(message, str) else message
-                        self._route(frame)
+                    reporter = asyncio.create_task(self._report(ws), name="edge-stats")
+                    try:
+                        async for message in ws:
+                            frame = message.encode() if isinstance(message, str) else message
+                            self._route(frame)
+                    finally:
+                        reporter.cancel()
                 reason = "the core closed the connection"
             except (OSError, websockets.exceptions.WebSocketException) as exc:
                 reason = f"core unreachable: {exc}"
@@ -144,11 +151,21 @@ class CoreUpstream(Upstream):
             await asyncio.sleep(delay_s * (0.5 + random.random()))
             delay_s = min(delay_s * 2, self.max_delay_s)
 
+    async def _report(self, ws: ClientConnection) -> None:
+        """Tell the core how many clients this edge holds, every few seconds."""
+        while self.stats is not None:
+            clients, subscriptions = self.stats()
+            with contextlib.suppress(websockets.exceptions.WebSocketException, OSError):
+                await ws.send(_encode(EdgeStats(clients, subscriptions)).decode())
+            await asyncio.sleep(EDGE_STATS_INTERVAL_S)
+
     def _route(self, frame: bytes) -> None:
         head = _header.decode(frame)
         if head.type in ("bar", "reset") and head.topic is not None:
             self._deliver(head.topic, frame)
         elif head.type == "error":
+            if _error_of(frame).error.code == "unknown_subscription":
+                return  # an unsubscribe of a topic the core had already ended (a removed symbol)
             log.warning("core refused a topic: %s", frame[:300].decode(errors="replace"))
             if head.id is not None and head.id in self.topics:  # the edge's id of a topic is its name
                 self._refused(head.id, _error_of(frame).error)

@@ -118,3 +118,15 @@ def test_symbol_changes_need_the_admin_token(server_factory):
     assert add(s, {"symbol": "NEWUSD"})[0] == 401
     assert remove(s, "BTCUSD")[0] == 401
     assert s.get("/api/admin/symbols")[0] == 401
+
+
+def test_an_sse_stream_of_a_removed_symbol_gets_the_error_and_ends(quiet_server):
+    import urllib.request
+
+    s = quiet_server
+    assert add(s, {"symbol": "SSEGONE"})[0] == 200
+    with urllib.request.urlopen(s.base_url + "/api/stream?symbol=SSEGONE&resolution=1", timeout=10) as resp:
+        assert remove(s, "SSEGONE")[0] == 200
+        events = [line.decode().strip() for line in resp]  # ends: the read returns, no hang
+    errors = [json.loads(e[5:]) for e in events if e.startswith("data:")]
+    assert errors and errors[-1]["type"] == "error" and errors[-1]["error"]["code"] == "unknown_symbol", events

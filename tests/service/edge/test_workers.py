@@ -182,3 +182,25 @@ def test_a_removed_symbol_ends_its_subscriptions_at_the_edges_and_is_refused_the
         a.send(json.dumps({"op": "subscribe", "id": "y", "symbol": "EDGEUSD", "resolution": "1S"}))
         err, _ = recv_until(a, lambda m: m["type"] == "error")
         assert err["id"] == "y" and err["error"]["code"] == "unknown_symbol"
+
+
+def stats(server) -> dict:
+    with urllib.request.urlopen(server.base_url + "/api/stats", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_stats_count_the_clients_at_the_edges_not_the_edges(workers):
+    s = workers
+    with connect(s.ws_url + "/ws?v=2") as a, connect(s.ws_url + "/ws?v=2") as b, connect(s.ws_url + "/ws") as c:
+        subscribe_v2(a, "x", "BTCUSD", "1S")
+        subscribe_v2(a, "y", "ETHUSD", "1")
+        subscribe_v2(b, "z", "BTCUSD", "1S")
+        c.send(json.dumps({"op": "ping"}))
+        recv_until(c, lambda m: m["type"] == "pong")
+        # the edges report every 2 s: three clients, three subscriptions, two edges
+        seen = wait_for(
+            lambda: (lambda got: got if (got["wsClients"], got["subscriptions"]) == (3, 3) else None)(stats(s)),
+            10,
+            "the edges' clients in /api/stats",
+        )
+        assert seen["edges"] == 2
