@@ -53,7 +53,7 @@ class NatsUpstream(Upstream):
         name: str = "tvflux-edge",
     ) -> None:
         super().__init__()
-        self.url = url
+        self.url = self.source = url
         self.prefix = check_prefix(prefix)
         self.lease_s = lease_s
         self.request_timeout_s = request_timeout_s

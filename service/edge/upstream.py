@@ -56,6 +56,7 @@ class Upstream(ABC):
         self._deliver: Deliver = lambda topic, frame: None
         self._on_state: OnState = lambda live, reason: None
         self._refused: OnRefused = lambda topic, error: None
+        self.source = "the upstream"  # for the log: the core's or the broker's address
         # the edge's (clients, subscriptions), reported to the core for its /api/stats
         self.stats: Callable[[], tuple[int, int]] | None = None
 
@@ -66,6 +67,11 @@ class Upstream(ABC):
             self._refused = refused
 
     def _set_live(self, live: bool, reason: str | None = None) -> None:
+        # Said in the log once per change (an edge that never reached its source said nothing)
+        if not live and reason != self.reason:
+            log.warning("no live bars: %s; retrying (clients of /ws?v=2 get status live false)", reason)
+        elif live and not self.live:
+            log.info("live bars flowing from %s", self.source)
         if live:
             self.is_live.set()
         else:
@@ -97,7 +103,7 @@ class CoreUpstream(Upstream):
 
     def __init__(self, ws_url: str, *, max_delay_s: float = 5.0) -> None:
         super().__init__()
-        self.ws_url = ws_url
+        self.ws_url = self.source = ws_url
         self.max_delay_s = max_delay_s
         self.topics: set[str] = set()
         self._ws: ClientConnection | None = None

@@ -156,3 +156,21 @@ def test_ctrl_c_stops_generate_quietly(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+
+
+def test_an_edge_whose_broker_is_unreachable_says_so(tmp_path):
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TVFLUX_")}
+    env.update(TVFLUX_DATA_DIR=str(tmp_path), TVFLUX_PORT=str(port))
+    args = [TVFLUX, "edge", "--core", "http://127.0.0.1:1", "--broker", "nats://127.0.0.1:1"]
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert "no live bars: broker unreachable at nats://127.0.0.1:1" in err, err
