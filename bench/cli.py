@@ -136,8 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TvfluxError as exc:
         print(f"tvflux-bench: {exc.message}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C (asyncio.run cancels its task)
+        print("tvflux-bench: interrupted", file=sys.stderr)
         return 130
+    except (RuntimeError, OSError) as exc:  # a step that failed says why in its message
+        print(f"tvflux-bench: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -74,6 +75,8 @@ def run_timed(
                 pass
             time.sleep(poll_s)
     seconds = time.perf_counter() - started
+    if proc.returncode in (130, -signal.SIGINT):  # Ctrl-C reached the child too: stop here, quietly
+        raise KeyboardInterrupt
     with open(log_path, errors="replace") as f:
         tail = f.read()[-3000:]
     if echo:

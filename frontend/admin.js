@@ -10,7 +10,7 @@
   const $ = (id) => document.getElementById(id);
 
   // Test hook: counters the browser tests wait on.
-  const hook = { polls: 0, runs: 0, lastTiers: null, lastStats: null, lastRun: null, lastSources: null };
+  const hook = { polls: 0, runs: 0, auditLoads: 0, lastTiers: null, lastStats: null, lastRun: null, lastSources: null };
   window.__tvfluxAdmin = hook;
 
   async function getJson(url, init) {
@@ -90,10 +90,10 @@
         [t.tier, ""],
         [t.source || "—", ""],
         [isoTime(t.watermark), ""],
-        [duration(t.lagMs), "num"],
+        [duration(t.lagMs), lagClass(t)],
         [isoTime(t.lastRun), ""],
         [duration(t.lastDurationMs), "num"],
-        [t.rows == null ? "—" : intFmt.format(t.rows), "num"],
+        [t.bars == null ? "—" : intFmt.format(t.bars), "num"],
         [t.dirtyWindows == null ? "—" : intFmt.format(t.dirtyWindows), "num"],
         [backfillText(t.backfill), "backfill"],
         [t.error || "", "err"],
@@ -102,6 +102,7 @@
         const td = document.createElement("td");
         td.textContent = text;
         if (cls) td.className = cls;
+        if (cls.startsWith("num lag") && t.normalLagMs != null) td.title = `normal for this tier: up to ${duration(t.normalLagMs)}`;
         tr.appendChild(td);
       }
       frag.appendChild(tr);
@@ -117,6 +118,13 @@
     }
     tbody.replaceChildren(frag);
     renderRuns(rows);
+  }
+
+  // A tier's watermark trails the clock by up to its own size and more (a 1d tier by a day):
+  // that lag is the tier's nature; only lag beyond what the plan makes normal is a fault.
+  function lagClass(t) {
+    if (t.lagMs == null || t.normalLagMs == null) return "num";
+    return t.lagMs > t.normalLagMs ? "num lag-behind" : "num lag-normal";
   }
 
   // "42.0 % · 3 m 20 s left (about 14:32:10Z)", or "at the edge" for a tier that follows it.
@@ -212,7 +220,11 @@
   let timer = null;
   function renderAudit(body) {
     const rows = (body.entries || []).map((e) => {
-      const what = e.ids ? `ids ${e.ids.join(", ")}` : `range ${isoTime(e.fromMs)} – ${isoTime(e.toMs)}`;
+      const what = e.ids
+        ? `ids ${e.ids.join(", ")}`
+        : e.fromMs != null
+          ? `range ${isoTime(e.fromMs)} – ${isoTime(e.toMs)}`
+          : (e.action || "").replace("_", " ");
       const who = e.actor ? `${e.who} (${e.actor})` : e.who;
       const tr = document.createElement("tr");
       for (const text of [isoTime(e.time), who, e.symbol, what, intFmt.format(e.deleted)]) {
@@ -223,7 +235,17 @@
       return tr;
     });
     const tbody = $("audit-rows");
-    if (rows.length) tbody.replaceChildren(...rows);
+    if (!rows.length) {
+      const td = document.createElement("td");
+      td.colSpan = 5;
+      td.className = "muted";
+      td.textContent = "none yet";
+      const tr = document.createElement("tr");
+      tr.appendChild(td);
+      rows.push(tr);
+    }
+    tbody.replaceChildren(...rows);
+    hook.auditLoads += 1;
   }
 
   async function pollAudit() {
@@ -286,21 +308,26 @@
 
   async function poll() {
     clearTimeout(timer);
-    const needsToken = hook.lastStats && hook.lastStats.adminTokenRequired;
-    if (hook.polls % 5 === 0 && hook.lastStats && (!needsToken || adminToken())) pollAudit();
     const [tiers, stats, sources] = await Promise.allSettled([getJson("/api/downsampling"), getJson("/api/stats"), getJson("/api/sources")]);
     if (sources.status === "fulfilled") renderSources(sources.value);
     const problems = [];
     if (tiers.status === "fulfilled") {
       hook.lastTiers = tiers.value;
       renderTiers(tiers.value);
-      const bars = (tiers.value.tiers || []).reduce((n, t) => n + (t.rows || 0), 0);
-      $("bars-in-store").textContent = `${intFmt.format(bars)} bars in the store's tiers`;
+      const all = tiers.value.tiers || [];
+      const bars = all.reduce((n, t) => n + (t.bars || 0), 0);
+      $("bars-in-store").textContent = all.some((t) => t.bars == null)
+        ? "" // the store does not count its tiers' rows cheaply (InfluxDB): no figure rather than a wrong one
+        : `${intFmt.format(bars)} bars in the store's tiers`;
     } else problems.push(tiers.reason.message);
+    const firstStats = hook.lastStats == null;
     if (stats.status === "fulfilled") {
       hook.lastStats = stats.value;
       renderStats(stats.value);
     } else problems.push(stats.reason.message);
+    // the audit at once when the page opens (then every 5th poll), not 5 polls later
+    const needsToken = hook.lastStats && hook.lastStats.adminTokenRequired;
+    if ((firstStats || hook.polls % 5 === 0) && hook.lastStats && (!needsToken || adminToken())) pollAudit();
     // Keep the last good figures on screen and say they are stale, rather
     // than blanking the dashboard during a restart.
     banner(problems.length ? `Cannot reach the service (${problems.join("; ")}); showing the last known values.` : null);

@@ -218,7 +218,8 @@
     function applyPriceFormat(info) {
       const scale = Number(info.pricescale) || 100;
       state.precision = Math.max(0, Math.round(Math.log10(scale)));
-      candles.applyOptions({ priceFormat: { type: "price", precision: state.precision, minMove: 1 / scale } });
+      // the symbol's own tick (/udf/symbols: minmov / pricescale), e.g. 0.25 or 0.00000001
+      candles.applyOptions({ priceFormat: { type: "price", precision: state.precision, minMove: (Number(info.minmov) || 1) / scale } });
       const intraday = resolutionToMs(state.resolution) !== null && resolutionToMs(state.resolution) < 86400000;
       chart.applyOptions({
         timeScale: { timeVisible: intraday, secondsVisible: /S$/i.test(state.resolution) },

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -211,6 +212,12 @@ def render(report: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        print(
+            f"tvflux-loadgen: --data-dir {args.data_dir}: no such directory (omit it for a scratch server)",
+            file=sys.stderr,
+        )
+        return 2
     cfg = config_from_args(args)
     try:
         import uvloop
@@ -222,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = asyncio.run(run_load(cfg))
     except KeyboardInterrupt:
         return 130
-    except RuntimeError as exc:  # RefusedRun too: nothing was sent
+    except (RuntimeError, OSError) as exc:  # RefusedRun too: nothing was sent
         print(f"tvflux-loadgen: {exc}", file=sys.stderr)
         return 1
     if args.json == "-":

@@ -11,10 +11,20 @@ publishes only to the load generator's **own symbols** (``LOADGEN-…``, the def
   a symbol that is not its own is refused before anything is sent, unless the user says
   so explicitly (``--allow-real-symbols``). Own symbols the server does not accept are
   refused too, with what to configure.
+
+Markers are far outside any price band (``TVFLUX_PRICE_BAND_PCT``, a fat-finger guard), so
+before publishing a run turns the band off for its own symbols it writes to
+(:func:`turn_price_band_off`, ``POST /api/admin/symbols`` with ``priceBandPct: 0``, the
+admin token from ``TVFLUX_ADMIN_TOKEN``); a server that refuses is named with the command
+that does it. A real symbol (``--allow-real-symbols``) keeps its band: its markers are
+refused unless the band is turned off for it by hand.
 """
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,3 +72,26 @@ def check_target(
             f"own (e.g. TVFLUX_SYMBOLS={','.join([*[s for s in known if not is_own(s)], *missing])}), "
             f"or use --spawn"
         )
+
+
+def turn_price_band_off(base_url: str, symbols: Sequence[str], admin_token: str | None) -> None:
+    """``priceBandPct: 0`` for each of ``symbols`` on ``base_url`` (idempotent, audited by the
+    server); :class:`RefusedRun` when the server does not allow it."""
+    for symbol in symbols:
+        request = urllib.request.Request(
+            base_url + "/api/admin/symbols",
+            data=json.dumps({"symbol": symbol, "priceBandPct": 0}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "X-Tvflux-Actor": "tvflux-loadgen"},
+        )
+        if admin_token:
+            request.add_header("Authorization", f"Bearer {admin_token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10):
+                pass
+        except (urllib.error.URLError, OSError) as exc:
+            raise RefusedRun(
+                f"cannot turn the price band off for {symbol} on {base_url} ({exc}): the load generator's latency "
+                f"markers (≈1.8e12) are outside any band. Set TVFLUX_ADMIN_TOKEN to the server's admin token, or "
+                f"run `tvflux symbols add {symbol} --no-price-band` against it"
+            ) from None

@@ -9,6 +9,7 @@ waited for, bounded). The run always ends by itself: every wait has a deadline.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from array import array
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from loadgen.guard import DEFAULT_SYMBOLS, check_target
+from loadgen.guard import DEFAULT_SYMBOLS, check_target, is_own, turn_price_band_off
 from loadgen.httpclient import HttpConnection, HttpError
 from loadgen.markers import MarkerBook
 from loadgen.monitor import ProcessMonitor
@@ -165,6 +166,14 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
                 writes=writes,
                 allow_real_symbols=cfg.allow_real_symbols,
                 get_json=get_json,
+            )
+        if cfg.rate > 0 or (cfg.subscribers > 0 and cfg.marker_hz > 0):
+            token = cfg.server_env.get("TVFLUX_ADMIN_TOKEN") if server is not None else None
+            await asyncio.to_thread(
+                turn_price_band_off,
+                base_url,
+                [s for s in cfg.symbols if is_own(s)],  # a real symbol keeps its guard
+                token or os.environ.get("TVFLUX_ADMIN_TOKEN"),
             )
         return await _run(cfg, base_url, pid, server)
     finally:

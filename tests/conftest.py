@@ -48,6 +48,8 @@ class ServerProcess:
             "TVFLUX_DATA_DIR": data_dir,
             "TVFLUX_LOG_LEVEL": "WARNING",
             "TVFLUX_SYNTHETIC_BACKFILL_S": "0",  # tests start from an empty store unless they ask
+            # tests post made-up prices (100, then 5000...); the band's own tests turn it on
+            "TVFLUX_PRICE_BAND_PCT": "0",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -20,6 +20,7 @@ from service.api.http import ROUTES
 from service.api.services import Services
 from service.api.static import static_routes
 from service.api.streams import STREAM_ROUTES
+from service.api.symbols import SYMBOL_ROUTES
 from service.core.settings import Settings, load_settings
 from service.storage.base import Store
 from service.storage.factory import build_store
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         return services
 
     app = Litestar(
-        route_handlers=[*ROUTES, *STREAM_ROUTES, *static_routes()],
+        route_handlers=[*ROUTES, *SYMBOL_ROUTES, *STREAM_ROUTES, *static_routes()],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         dependencies={"services": Provide(provide_services, use_cache=True, sync_to_thread=False)},

@@ -21,7 +21,8 @@ from service.api.auth import admin_guard, client_address, ingest_guard
 from service.api.metrics import render_metrics
 from service.api.ops import OPS_ROUTES, readiness, ready_body
 from service.api.services import Services, ServicesDep
-from service.api.sources import SOURCE_ROUTES, symbol_info, udf_precision
+from service.api.sources import SOURCE_ROUTES
+from service.api.symbols import EXCHANGE, symbols_response, udf_search_items, udf_symbol, who_of
 from service.core.answers import (
     Deleted,
     DownsamplerStats,
@@ -42,10 +43,12 @@ from service.core.models import (
     BarsResponse,
     DownsamplingResponse,
     ManualRun,
-    SymbolsResponse,
+    TierStatus,
     TradesAccepted,
     TradesDecoder,
 )
+from service.core.readiness import max_tier_lags_ms, scheduler_period_ms
+from service.core.symbols import SymbolsResponse
 from service.runtime.audit import AuditPage
 from service.runtime.clock import now_ms
 from service.runtime.corrections import Correction
@@ -77,9 +80,6 @@ def udf_config() -> UdfConfig:
     return UdfConfig()
 
 
-EXCHANGE = "tvflux"
-
-
 def _udf_symbol(symbol: str | None) -> str | None:
     """A symbol as UDF clients send it: the ticker (``BTCUSD``) or the ``full_name`` this
     server hands out (``tvflux:BTCUSD``). Other prefixes are not stripped: ``:`` is a
@@ -92,22 +92,7 @@ def _udf_symbol(symbol: str | None) -> str | None:
 
 @get("/udf/symbols", sync_to_thread=False)
 def udf_symbols(services: ServicesDep, symbol: Query = None) -> UdfSymbol:
-    name = _udf_symbol(symbol) or ""
-    services.symbols.require(name)
-    info = symbol_info(services, name)
-    minmov, volume_precision = udf_precision(services, name)  # from a fed symbol's venue
-    return UdfSymbol(
-        name=name,
-        ticker=name,
-        full_name=f"{info.exchange}:{name}",
-        description=info.description,
-        type=info.type,
-        exchange=info.exchange,
-        listed_exchange=info.exchange,
-        minmov=minmov,
-        pricescale=info.pricescale,
-        volume_precision=volume_precision,
-    )
+    return udf_symbol(services, _udf_symbol(symbol) or "")
 
 
 @get("/udf/search", sync_to_thread=False)
@@ -118,18 +103,7 @@ def udf_search(services: ServicesDep, text: QueryText = None, limit: Query = Non
         raise InvalidMessage(f"'limit' must be an integer, got {limit!r}") from None
     if not 1 <= max_items <= 100:
         raise InvalidMessage(f"'limit' must be between 1 and 100, got {max_items}", details={"limit": max_items})
-    needle = (text or "").upper()
-    out = []
-    for symbol in services.symbols:
-        if needle in symbol.upper():
-            info = symbol_info(services, symbol)
-            out.append(
-                UdfSearchItem(symbol, f"{info.exchange}:{symbol}", info.description, info.exchange, symbol, info.type)
-            )
-    # The name itself first, then names starting with it, then the rest (a stable sort):
-    # among hundreds of symbols, 'ETH' must find ETHUSD within the limit.
-    out.sort(key=lambda item: (item.symbol.upper() != needle, not item.symbol.upper().startswith(needle)))
-    return out[:max_items]
+    return udf_search_items(services, text or "", max_items)
 
 
 @get("/udf/history")
@@ -227,7 +201,7 @@ def _udf_stream(bars: list[Bar], page: int) -> Stream:
 
 @get("/api/symbols", sync_to_thread=False)
 def api_symbols(services: ServicesDep) -> SymbolsResponse:
-    return SymbolsResponse([symbol_info(services, s) for s in services.symbols])
+    return symbols_response(services)
 
 
 @post("/api/trades", status_code=200, guards=[ingest_guard])
@@ -245,7 +219,7 @@ async def api_admin_trades(request: Request, services: ServicesDep) -> TradesAcc
     services.require_ready()
     msgpack = "msgpack" in request.headers.get("content-type", "")
     trades = (_trades_msgpack if msgpack else _trades_decoder).decode_batch(await request.body())
-    services.symbols.add(sorted({t.symbol for t in trades}))
+    await services.registry.ensure(sorted({t.symbol for t in trades}), who=f"bulk history, {who_of(request, services)}")
     return await services.ingestor.accept(trades, now_ms(), history=True)
 
 
@@ -319,7 +293,18 @@ async def api_admin_audit(services: ServicesDep, limit: Query = None) -> AuditPa
 async def api_downsampling(services: ServicesDep) -> DownsamplingResponse:
     services.require_ready()
     tiers = await services.store.downsampling_status(now_ms())
-    return DownsamplingResponse(services.downsampler.runlog.annotate(tiers, now_ms()))
+    return DownsamplingResponse(_with_normal_lag(services, services.downsampler.runlog.annotate(tiers, now_ms())))
+
+
+def _with_normal_lag(services: Services, tiers: list[TierStatus]) -> list[TierStatus]:
+    """Each tier with the lag its plan makes normal (a 1d tier trails the clock by up to a
+    day and more: its nature, not a fault), as readiness judges it, without the slack."""
+    settings = services.settings
+    period_ms = scheduler_period_ms(services.store.downsampling_in_database, settings.downsample_interval_ms)
+    if period_ms is None:
+        return tiers
+    normal = max_tier_lags_ms(settings.plan, period_ms, 0)
+    return [msgspec.structs.replace(t, normal_lag_ms=normal.get(t.tier)) for t in tiers]
 
 
 MAX_WAIT_S = 600.0
@@ -340,7 +325,8 @@ def _wait_s(wait: str | None) -> float:
 async def _run_answer(services: Services, run: ManualRun) -> Response[ManualRun]:
     """The run with where every tier stands now; 202 while it is still running."""
     tiers = await services.store.downsampling_status(now_ms())
-    run = msgspec.structs.replace(run, tiers=services.downsampler.runlog.annotate(tiers, now_ms()))
+    tiers = _with_normal_lag(services, services.downsampler.runlog.annotate(tiers, now_ms()))
+    run = msgspec.structs.replace(run, tiers=tiers)
     return Response(run, status_code=202 if run.state == "running" else 200)
 
 
@@ -384,17 +370,33 @@ async def _store_trades(services: Services) -> int | None:
         return None
 
 
+def _client_counts(services: Services) -> dict[str, int]:
+    """Clients and subscriptions: this process's own, plus those its edges hold (``serve
+    --workers``, ``tvflux edge``), which report them; an edge's own connection to the core is
+    not a client."""
+    edges = [c for c in services.hub.clients if c.edge_stats is not None]
+    direct = len(services.hub.clients) - len(edges)
+    direct_subs = services.hub.subscription_count - sum(len(c.subs) for c in edges)
+    return {
+        "wsClients": direct + sum(c.edge_stats[0] for c in edges if c.edge_stats is not None),
+        "subscriptions": direct_subs + sum(c.edge_stats[1] for c in edges if c.edge_stats is not None),
+        "edges": len(edges),
+    }
+
+
 @get("/api/stats")
 async def api_stats(services: ServicesDep) -> Stats:
     health = await services.store.health()
     writer = services.writer
+    clients = _client_counts(services)
     return Stats(
         ingest_rate_per_s=services.ingest_rate.per_second(),
         trades_accepted=services.ingestor.accepted,
         store_trades=await _store_trades(services),
         duplicates=services.ingestor.duplicates,
-        ws_clients=len(services.hub.clients),
-        subscriptions=services.hub.subscription_count,
+        ws_clients=clients["wsClients"],
+        subscriptions=clients["subscriptions"],
+        edges=clients["edges"],
         store=StoreStats(services.store.kind, health.ok, health.error),
         writer=WriterStats(
             writer.pending_rows, writer.stored_rows, writer.spilled_rows, services.spool.size_bytes, writer.last_error

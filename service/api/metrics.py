@@ -193,7 +193,7 @@ class _Snapshot:
         for t in self.tiers:
             dirty.add_metric([t.tier], t.dirty_windows)
             failing.add_metric([t.tier], int(bool(t.error)))
-            bars.add_metric([t.tier], t.rows)
+            bars.add_metric([t.tier], self.services.downsampler.runlog.bars_written.get(t.tier, 0))
         yield dirty
         yield failing
         yield bars

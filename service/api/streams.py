@@ -27,9 +27,10 @@ from service.api.errors import ws_error
 from service.api.http import Query, required_params
 from service.api.services import LiveServices, LiveServicesDep, ServicesDep
 from service.api.wsproto import DIRECT_WRITE
-from service.core.errors import InvalidMessage, Overloaded, TvfluxError
+from service.core.errors import InvalidMessage, Overloaded, TvfluxError, UnknownSubscription
 from service.core.models import (
     ClientMessage,
+    EdgeStats,
     ErrorMessage,
     IngestAck,
     Ping,
@@ -134,9 +135,15 @@ async def ws_bars(socket: WebSocket, services: LiveServicesDep) -> None:
                         client.send(_encode(Subscribed(msg.id, topic_name((msg.symbol, resolution)))))
                     await hub.subscribe(client, msg.id, msg.symbol, resolution)
                 elif isinstance(msg, Unsubscribe):
-                    hub.unsubscribe(client, msg.id)
+                    sub_id = msg.id
+                    if not hub.unsubscribe(client, msg.id):  # a typo'd id would otherwise stream on unnoticed
+                        raise UnknownSubscription(
+                            f"no subscription {msg.id!r} on this connection", details={"id": msg.id}
+                        )
                 elif isinstance(msg, Ping):
                     client.send(_encode(Pong()))
+                elif isinstance(msg, EdgeStats):
+                    client.edge_stats = (msg.clients, msg.subscriptions)
             except (TvfluxError, msgspec.DecodeError, msgspec.ValidationError) as exc:
                 client.send(_encode(ws_error(exc, sub_id)))
     finally:
@@ -232,6 +239,8 @@ async def _sse_events(
             client.wake.clear()
             for frame in client.take():
                 yield frame.decode()
+            if not client.subs:  # its one subscription ended (its symbol was removed): so does the stream
+                break
     finally:
         services.hub.unregister(client)
         services.connections.release(address)

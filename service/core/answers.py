@@ -129,8 +129,9 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     trades_accepted: int  # since this process started
     store_trades: int | None  # all the store holds (None: not counted)
     duplicates: int
-    ws_clients: int
+    ws_clients: int  # this process's own, plus those its edges report (an edge itself is not one)
     subscriptions: int
+    edges: int  # edge processes connected (serve --workers, tvflux edge)
     store: StoreStats
     writer: WriterStats
     downsampler: DownsamplerStats

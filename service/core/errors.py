@@ -7,12 +7,15 @@
     │   ├── InvalidResolution
     │   ├── InvalidRange
     │   ├── InvalidTrade
+    │   │   └── OutsidePriceBand     (a live trade's price is outside its symbol's price band)
     │   ├── InvalidMessage           (malformed JSON / unknown WebSocket op)
     │   ├── MissingParameter         (a required query parameter is absent)
     │   └── PayloadTooLarge          (413)
     ├── NotFound                     (404)
-    │   └── UnknownSymbol
+    │   ├── UnknownSymbol
+    │   └── UnknownSubscription      (a WebSocket unsubscribe of an id this connection does not have)
     ├── Unauthorized                 (401)
+    ├── Conflict                     (409: the request contradicts the configuration)
     ├── Overloaded                   (429, retry later)
     ├── NotSupported                 (501: this store cannot do that; the message says what can)
     ├── StoreUnavailable             (503 + Retry-After: the store cannot be reached)
@@ -20,7 +23,8 @@
     │   └── SpoolUnavailable         (the spool could not be written: nothing was acknowledged)
     ├── DiskFull                     (507 + Retry-After: the data disk is full; nothing was acknowledged)
     ├── ConfigError                  (bad TVFLUX_* settings; never reaches a client)
-    └── VenueProtocolError           (an exchange sent what its protocol does not allow; never reaches a client)
+    ├── VenueProtocolError           (an exchange sent what its protocol does not allow; never reaches a client)
+    └── UsageError                   (a command-line argument is wrong: the CLI says why, exit 2)
 
 Raised outside the core, under the same root (each in the module that raises it):
 ``BadRequest`` ← ``ImportFormatError`` (service.ops.binance_csv; also a ``ValueError``),
@@ -81,6 +85,10 @@ class InvalidTrade(BadRequest):
     code = "invalid_trade"
 
 
+class OutsidePriceBand(InvalidTrade):
+    code = "outside_price_band"
+
+
 class InvalidMessage(BadRequest):
     code = "invalid_message"
 
@@ -103,9 +111,21 @@ class UnknownSymbol(NotFound):
     code = "unknown_symbol"
 
 
+class UnknownSubscription(NotFound):
+    code = "unknown_subscription"
+
+
 class Unauthorized(TvfluxError):
     status = 401
     code = "unauthorized"
+
+
+class Conflict(TvfluxError):
+    """The request is well-formed but contradicts what the service is configured with (a
+    symbol of ``TVFLUX_SYMBOLS`` cannot be removed: the next start would list it again)."""
+
+    status = 409
+    code = "conflict"
 
 
 class Overloaded(TvfluxError):
@@ -169,3 +189,11 @@ class ConfigError(TvfluxError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("invalid settings:\n  " + "\n  ".join(problems), details=problems)
         self.problems = problems
+
+
+class UsageError(TvfluxError):
+    """A command-line argument that cannot work (``tvflux trades delete`` with ``--from``
+    but no ``--to``, a symbol no trade may carry): the CLI prints the message and exits 2,
+    as argparse does for its own usage errors. Never reaches a client."""
+
+    code = "usage"

@@ -37,6 +37,15 @@ NumericTradeId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 WireTradeId = TradeId | NumericTradeId
 
 
+def time_unit_hint(time_value: int) -> str:
+    """What a trade ``time`` too large to be epoch ms probably is: microseconds or
+    nanoseconds of 2001-2286 (what many exchanges send), said with the value in ms."""
+    for unit, per_ms in (("microseconds", 1000), ("nanoseconds", 1_000_000)):
+        if 10**12 <= time_value // per_ms < 10**13:
+            return f" (it looks like epoch {unit}: `time` is epoch milliseconds, {time_value // per_ms})"
+    return ""
+
+
 class Trade(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One trade as clients send it (``POST /api/trades``, ``/ws/ingest``), once decoded:
     an ``id`` sent as a number is its decimal text here (:class:`TradesDecoder`)."""
@@ -90,6 +99,7 @@ class TradesDecoder:
         self._strict = codec.Decoder(list[_TradeIn])
         self._items = codec.Decoder(list[msgspec.Raw])  # to list every bad trade of a batch
         self._one = codec.Decoder(_TradeIn)
+        self._any = codec.Decoder()  # a refused trade's own values, for a hint
         self._symbol_ok = re.compile(SYMBOL_PATTERN).search  # msgspec's pattern semantics
 
     def decode(self, data: bytes | str) -> list[Trade]:
@@ -129,7 +139,11 @@ class TradesDecoder:
             try:
                 self._one.decode(item)
             except msgspec.ValidationError as exc:
-                problems.append({"index": i, "reason": str(exc)})
+                reason = str(exc)
+                if reason.endswith("`$.time`"):
+                    value = self._any.decode(item).get("time")
+                    reason += time_unit_hint(value) if isinstance(value, int) else ""
+                problems.append({"index": i, "reason": reason})
         raise InvalidTrade(f"{len(problems)} invalid trade(s); nothing from this batch was accepted", details=problems)
 
 
@@ -194,18 +208,6 @@ class TradesAccepted(msgspec.Struct, frozen=True):
     duplicates: int
 
 
-class SymbolInfo(msgspec.Struct, frozen=True):
-    symbol: str
-    description: str
-    pricescale: int
-    exchange: str = "tvflux"
-    type: str = "crypto"
-
-
-class SymbolsResponse(msgspec.Struct, frozen=True):
-    symbols: list[SymbolInfo]
-
-
 class RunRecord(msgspec.Struct, frozen=True, rename="camel"):
     """One downsampling run of a tier, as ``/api/downsampling`` lists it."""
 
@@ -234,11 +236,13 @@ class TierStatus(msgspec.Struct, frozen=True, rename="camel"):
     lag_ms: int | None
     last_run: int | None
     last_duration_ms: float | None
-    rows: int
+    rows: int  # bars the last run wrote (not what the tier holds: that is ``bars``)
     error: str | None
     dirty_windows: int = 0
     recent_runs: list[RunRecord] | None = None  # most recent first, bounded (service.runtime.runlog)
     backfill: Backfill | None = None
+    bars: int | None = None  # rows the tier holds (None: the store does not count them cheaply)
+    normal_lag_ms: int | None = None  # lag up to this is the plan's nature, not a fault (readiness)
 
 
 class TierRun(msgspec.Struct, frozen=True, rename="camel"):
@@ -285,7 +289,15 @@ class Ping(msgspec.Struct, frozen=True, tag_field="op", tag="ping"):
     pass
 
 
-ClientMessage = Subscribe | Unsubscribe | Ping
+class EdgeStats(msgspec.Struct, frozen=True, tag_field="op", tag="edgeStats"):
+    """An edge's own clients, sent to the core over its upstream connection every few
+    seconds, so the core's ``/api/stats`` counts the clients, not the edges."""
+
+    clients: Annotated[int, msgspec.Meta(ge=0)]
+    subscriptions: Annotated[int, msgspec.Meta(ge=0)]
+
+
+ClientMessage = Subscribe | Unsubscribe | Ping | EdgeStats
 
 
 # --- WebSocket messages: server → client (tagged by "type") --------------------------

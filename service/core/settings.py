@@ -13,9 +13,10 @@ from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 import msgspec
 from msgspec import Meta
 
-from service.core.errors import ConfigError
+from service.core.errors import ConfigError, UsageError
 from service.core.plan import DEFAULT_RUN_ROWS, DEFAULT_TIERS, Plan, build_plan
 from service.core.sources import SourceSpec, parse_sources
+from service.core.symbols import check_symbol
 
 _DEFAULT_SYMBOLS = ("BTCUSD", "ETHUSD", "LTCUSD")
 
@@ -68,6 +69,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # 0 = no limit. Bulk history (tvflux import, POST /api/admin/trades) accepts any date.
     max_past_ms: Annotated[int, Meta(ge=0)] = 7 * 86_400_000
     max_frame_bytes: Annotated[int, Meta(ge=1024)] = 4 * 1024 * 1024
+    # price band (a fat-finger guard, service/core/priceband.py): a live trade more than a
+    # factor 1 + pct/100 away from its symbol's last trade price is refused; 0 = no band.
+    # Per symbol: `tvflux symbols add S --price-band-pct N` (0 for a listing's first trades).
+    price_band_pct: Annotated[float, Meta(ge=0.0, le=1000.0)] = 20.0
+    # the band is relative to the *recent* market: a last trade older than this sets none
+    price_band_window_ms: Annotated[int, Meta(ge=1)] = 900_000
 
     # trade writer
     flush_interval_ms: Annotated[int, Meta(ge=1)] = 200
@@ -280,9 +287,20 @@ def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
         except ValueError as exc:
             shown = "***" if field.endswith("token") else repr(raw)  # never echo a secret
             problems.append(f"{name}={shown}: {exc}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    flags = []  # command-line flags: the same checks, named as the flag the user typed
+    for field, value in overrides.items():
+        if value is None:
+            continue
+        try:
+            values[field] = _PARSERS[field](str(value))
+        except ValueError as exc:
+            flags.append(f"--{field.replace('_', '-')} {value}: {exc}")
+    if flags:
+        raise UsageError("; ".join(flags))
     _, source_problems = parse_sources(values.get("sources", ()))
     problems.extend(f"{env_name('sources')}: {p}" for p in source_problems)
+    # the rule ingest applies: a listed symbol that no trade may carry would be a dead one
+    problems += [f"{env_name('symbols')}: {why}" for name in values.get("symbols", ()) if (why := check_symbol(name))]
     if values.get("store") == "influx" and not values.get("influx_url"):
         problems.append(f"{env_name('store')}=influx needs {env_name('influx_url')}")
     if not problems:

@@ -30,8 +30,9 @@ from service.api.static import static_routes
 from service.api.streams import sse_stream, ws_bars
 from service.core.answers import EdgeReadiness, Liveness, SymbolsState, UpstreamState
 from service.core.errors import StoreUnavailable
-from service.core.models import SymbolsResponse
+from service.core.models import ErrorBody
 from service.core.settings import Settings
+from service.core.symbols import SymbolSpec, SymbolsResponse
 from service.edge.hub import EdgeHub
 from service.edge.proxy import CoreProxy
 from service.edge.upstream import Upstream
@@ -52,6 +53,7 @@ class EdgeServices(LiveServices):
         self.upstream = upstream
         self.core_url = core_url.rstrip("/")
         self.hub = EdgeHub(upstream)
+        upstream.stats = lambda: (len(self.hub.clients), self.hub.subscription_count)
         self.symbols = SymbolSet(settings.symbols)
         self.connections = ConnectionLimiter(settings.max_connections_per_client)
         self.symbols_error: str | None = "not fetched yet"
@@ -73,7 +75,9 @@ class EdgeServices(LiveServices):
                     response = await http.get("/api/symbols")
                     response.raise_for_status()
                     known = msgspec.json.decode(response.content, type=SymbolsResponse)
-                    self.symbols.add([s.symbol for s in known.symbols])
+                    gone = self.symbols.replace([SymbolSpec(symbol=s.symbol) for s in known.symbols])
+                    for symbol in gone if self.symbols_known else ():  # removed at the core
+                        self.hub.drop_symbol(symbol, ErrorBody("unknown_symbol", f"symbol {symbol!r} was removed"))
                     self.symbols_error = None
                     self.symbols_known = True
                     self._symbols_fetched.set()

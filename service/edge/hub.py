@@ -16,7 +16,7 @@ import logging
 
 import msgspec
 
-from service.core.models import LiveStatus, TopicBar, TopicReset
+from service.core.models import ErrorBody, ErrorMessage, LiveStatus, TopicBar, TopicReset
 from service.core.resolution import Resolution
 from service.core.ws import FrameKind
 from service.edge.upstream import Upstream
@@ -24,7 +24,7 @@ from service.runtime.fanout import PROTOCOL_V2, Client, ClientBook, Frames, Subs
 
 log = logging.getLogger(__name__)
 
-_decode = msgspec.json.Decoder(TopicBar | TopicReset).decode
+_decode = msgspec.json.Decoder(TopicBar | TopicReset | ErrorMessage).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -42,7 +42,7 @@ class EdgeHub(ClientBook):
     def __init__(self, upstream: Upstream) -> None:
         super().__init__()
         self.upstream = upstream
-        upstream.bind(self.deliver, self.on_state)
+        upstream.bind(self.deliver, self.on_state, self.refuse)
         self._topics: dict[str, _Topic] = {}
         self.updates_coalesced = 0  # coalescing happens at the core
 
@@ -93,6 +93,9 @@ class EdgeHub(ClientBook):
         if topic is None:
             return  # dropped a moment ago
         msg = _decode(frame)
+        if isinstance(msg, ErrorMessage):  # the core ended the topic (its symbol was removed)
+            self.refuse(name, msg.error)
+            return
         frames = Frames(topic.key)
         if isinstance(msg, TopicReset):
             frames.raw(frame, FrameKind.RESET, b"", -1)
@@ -111,6 +114,22 @@ class EdgeHub(ClientBook):
                 topic.open = (frame, bar_json, bar.time)
             frames.raw(frame, FrameKind.CLOSED if msg.closed else FrameKind.OPEN, bar_json, bar.time)
         frames.deliver(topic.subs)
+
+    def refuse(self, name: str, error: ErrorBody) -> None:
+        """The upstream refused or ended topic ``name``: each of its subscriptions gets
+        ``error`` with its own id and ends, as it would on the core."""
+        topic = self._topics.pop(name, None)
+        if topic is None:
+            return
+        self.upstream.drop(name)
+        for sub in topic.subs:
+            sub.client.send(_encode(ErrorMessage(error, id=sub.id)))
+            sub.client.detach(sub.id)
+
+    def drop_symbol(self, symbol: str, error: ErrorBody) -> None:
+        """``symbol`` is no longer listed by the core: end its topics."""
+        for name in [n for n, t in self._topics.items() if t.key[0] == symbol]:
+            self.refuse(name, error)
 
     def on_state(self, live: bool, reason: str | None) -> None:
         if live:

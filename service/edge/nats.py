@@ -16,6 +16,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
+from service.core.models import ErrorBody
 from service.edge.upstream import Upstream
 from service.runtime.broker import (
     NATS_ERRORS,
@@ -52,7 +53,7 @@ class NatsUpstream(Upstream):
         name: str = "tvflux-edge",
     ) -> None:
         super().__init__()
-        self.url = url
+        self.url = self.source = url
         self.prefix = check_prefix(prefix)
         self.lease_s = lease_s
         self.request_timeout_s = request_timeout_s
@@ -202,6 +203,8 @@ class NatsUpstream(Upstream):
                 if self.errors.get(topic) != error:
                     log.warning("the core refused topic %s: %s", topic, error)
                 self.errors[topic] = error
+                # its subscribers are told and the topic ends (drop() forgets the error)
+                self._refused(topic, ErrorBody("refused", error))
         return reply
 
     def _deliver_reply(self, reply: InterestReply) -> None:

@@ -21,16 +21,19 @@ import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from service.core.models import Subscribe, Unsubscribe
+from service.core.models import EdgeStats, ErrorBody, ErrorMessage, Subscribe, Unsubscribe
 from service.runtime.fanout import split_topic
 
 log = logging.getLogger(__name__)
+EDGE_STATS_INTERVAL_S = 2.0
 
 # (topic, v2 frame) — a bar or reset of that topic, as the core encoded it
 Deliver = Callable[[str, bytes], None]
 # (live, reason): False when the source is lost; True once it is back and every wanted
 # topic was asked for again (the edge then resets its subscribers)
 OnState = Callable[[bool, "str | None"], None]
+# (topic, error): the core refused the topic, or ended it (its symbol was removed)
+OnRefused = Callable[[str, ErrorBody], None]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -42,6 +45,7 @@ class _Header(msgspec.Struct):
 
 
 _header = msgspec.json.Decoder(_Header)
+_error_of = msgspec.json.Decoder(ErrorMessage).decode
 
 
 class Upstream(ABC):
@@ -51,12 +55,23 @@ class Upstream(ABC):
         self.reason: str | None = "starting"
         self._deliver: Deliver = lambda topic, frame: None
         self._on_state: OnState = lambda live, reason: None
+        self._refused: OnRefused = lambda topic, error: None
+        self.source = "the upstream"  # for the log: the core's or the broker's address
+        # the edge's (clients, subscriptions), reported to the core for its /api/stats
+        self.stats: Callable[[], tuple[int, int]] | None = None
 
-    def bind(self, deliver: Deliver, on_state: OnState) -> None:
+    def bind(self, deliver: Deliver, on_state: OnState, refused: OnRefused | None = None) -> None:
         self._deliver = deliver
         self._on_state = on_state
+        if refused is not None:
+            self._refused = refused
 
     def _set_live(self, live: bool, reason: str | None = None) -> None:
+        # Said in the log once per change (an edge that never reached its source said nothing)
+        if not live and reason != self.reason:
+            log.warning("no live bars: %s; retrying (clients of /ws?v=2 get status live false)", reason)
+        elif live and not self.live:
+            log.info("live bars flowing from %s", self.source)
         if live:
             self.is_live.set()
         else:
@@ -88,7 +103,7 @@ class CoreUpstream(Upstream):
 
     def __init__(self, ws_url: str, *, max_delay_s: float = 5.0) -> None:
         super().__init__()
-        self.ws_url = ws_url
+        self.ws_url = self.source = ws_url
         self.max_delay_s = max_delay_s
         self.topics: set[str] = set()
         self._ws: ClientConnection | None = None
@@ -127,9 +142,13 @@ class CoreUpstream(Upstream):
                         self._send(topic, subscribe=True)
                     self._set_live(True)
                     delay_s = 0.2
-                    async for message in ws:
-                        frame = message.encode() if isinstance(message, str) else message
-                        self._route(frame)
+                    reporter = asyncio.create_task(self._report(ws), name="edge-stats")
+                    try:
+                        async for message in ws:
+                            frame = message.encode() if isinstance(message, str) else message
+                            self._route(frame)
+                    finally:
+                        reporter.cancel()
                 reason = "the core closed the connection"
             except (OSError, websockets.exceptions.WebSocketException) as exc:
                 reason = f"core unreachable: {exc}"
@@ -138,12 +157,24 @@ class CoreUpstream(Upstream):
             await asyncio.sleep(delay_s * (0.5 + random.random()))
             delay_s = min(delay_s * 2, self.max_delay_s)
 
+    async def _report(self, ws: ClientConnection) -> None:
+        """Tell the core how many clients this edge holds, every few seconds."""
+        while self.stats is not None:
+            clients, subscriptions = self.stats()
+            with contextlib.suppress(websockets.exceptions.WebSocketException, OSError):
+                await ws.send(_encode(EdgeStats(clients, subscriptions)).decode())
+            await asyncio.sleep(EDGE_STATS_INTERVAL_S)
+
     def _route(self, frame: bytes) -> None:
         head = _header.decode(frame)
         if head.type in ("bar", "reset") and head.topic is not None:
             self._deliver(head.topic, frame)
         elif head.type == "error":
+            if _error_of(frame).error.code == "unknown_subscription":
+                return  # an unsubscribe of a topic the core had already ended (a removed symbol)
             log.warning("core refused a topic: %s", frame[:300].decode(errors="replace"))
+            if head.id is not None and head.id in self.topics:  # the edge's id of a topic is its name
+                self._refused(head.id, _error_of(frame).error)
 
     async def close(self) -> None:
         if self._task is not None:

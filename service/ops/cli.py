@@ -8,24 +8,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
+import contextlib
 import logging
 import os
 import socket
 import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from service.core.errors import ConfigError, TvfluxError
+from service.core.errors import ConfigError, TvfluxError, UsageError
 from service.core.settings import Settings, load_settings
 from service.core.synthetic import SyntheticMarket
-from service.ops import commands, influx_cli
+from service.core.timearg import FORMS, parse_time_ms
+from service.ops import commands, influx_cli, symbols_cli
 from service.ops import workers as workers_cli
 from service.ops.console import Progress, configure_logging
 from service.ops.downsample import run_to_edge
 from service.runtime.clock import now_ms
 from service.runtime.sources import backfill_synthetic
-from service.storage.base import Store, TradeSink
+from service.storage.base import Store
 
 log = logging.getLogger("tvflux")
 DAY_MS = 86_400_000
@@ -53,7 +54,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 if not v
             ),
         )
-    from service.ops.workers import EdgeSupervisor, shared_port_socket, tune_gc, uvicorn_config
+    from service.ops.workers import EdgeSupervisor, listen_socket, shared_port_socket, tune_gc, uvicorn_config
 
     workers = args.workers if getattr(args, "workers", None) is not None else settings.workers
     # Bind first: on a busy port, fail at once, not after the store, the spool replay and
@@ -65,9 +66,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         except OSError as exc:
             print(f"tvflux: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
             return 1
-        sock = _listen_socket("127.0.0.1", 0)
+        sock = listen_socket("127.0.0.1", 0)
     else:
-        sock = _listen_socket(settings.host, settings.port)
+        sock = listen_socket(settings.host, settings.port)
     if sock is None:
         return 1
     app = create_app(settings)
@@ -102,34 +103,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if server.started else 1
 
 
-def _listen_socket(host: str, port: int) -> socket.socket | None:
-    """A socket bound to ``host:port`` (not yet listening), or ``None`` after saying why
-    it cannot be had."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        print(f"tvflux: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
-        return None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        why = (
-            (
-                "the port is already in use (another tvflux serve?); stop it, or pick another port with "
-                "TVFLUX_PORT or --port"
-            )
-            if exc.errno == errno.EADDRINUSE
-            else exc.strerror or str(exc)
-        )
-        print(f"tvflux: cannot listen on {host}:{port}: {why}", file=sys.stderr)
-        return None
-    sock.set_inheritable(True)
-    return sock
-
-
 # --- generate -----------------------------------------------------------------------------
 
 # Through a running service, generated trades travel as HTTP batches (~0.3M trades/s on a
@@ -142,13 +115,15 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from service.ops import remote
     from service.storage.factory import build_store, store_file
 
+    if args.end_ms is not None:
+        args.end_ms = parse_time_ms(args.end_ms, "end-ms")
     symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip()) if args.symbols else settings.symbols
     # Generated history goes straight into the store, in bulk: the embedded file (through the
     # service when one holds it), or InfluxDB, which takes writes from any number of clients
     # (its tasks build the tiers; history already behind their watermarks is rebuilt as late data).
     url = remote.serving_url(settings) if store_file(settings) is not None else None
     if url is None:
-        return asyncio.run(_generate_into_store(build_store(settings), symbols, args))
+        return asyncio.run(_generate(build_store(settings), symbols, args, None))
     if args.trades > GENERATE_VIA_SERVICE_MAX:
         found = _service_pid(settings)
         again = " ".join(["tvflux", *sys.argv[1:]]) if sys.argv[1:] else "tvflux generate"
@@ -163,11 +138,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     print(f"generate: the store is open in the running service; sending the trades to {url}", file=sys.stderr)
     sink = remote.ServiceSink(url, settings.admin_token, batch_trades=settings.max_batch_trades)
-
-    async def earliest_in_service(symbol: str, from_ms: int, to_ms: int) -> int | None:
-        return remote.earliest_bar_ms(url, symbol, from_ms, to_ms)
-
-    code = asyncio.run(_generate(sink, symbols, args, earliest_in_service, via=" through the service"))
+    code = asyncio.run(_generate(sink, symbols, args, url))
     if code == 0:
         remote.run_downsampling(url, settings.admin_token)
     return code
@@ -180,76 +151,53 @@ def _service_pid(settings: Settings) -> int | None:
     return None if found is None else int(found["pid"])
 
 
-async def _earliest_stored_ms(store: Store, symbol: str, from_ms: int, to_ms: int) -> int | None:
-    """The time of the first stored trade of ``symbol`` in ``[from_ms, to_ms)`` (ms)."""
-    if await store.last_ts_ns(symbol, from_ms * 1_000_000, to_ms * 1_000_000) is None:
-        return None
-    lo, hi = from_ms, to_ms  # invariant: none in [from_ms, lo), some in [from_ms, hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if await store.last_ts_ns(symbol, from_ms * 1_000_000, mid * 1_000_000) is None:
-            lo = mid
-        else:
-            hi = mid
-    return hi - 1
+async def _generate(store: Any, symbols: tuple[str, ...], args: argparse.Namespace, url: str | None) -> int:
+    from service.ops.generate import Overlap, ServiceView, StoreView, join, place, say, utc
 
-
-async def _generate_into_store(store: Store, symbols: tuple[str, ...], args: argparse.Namespace) -> int:
-    await store.start()
-    try:
-        return await _generate(store, symbols, args, lambda s, lo, hi: _earliest_stored_ms(store, s, lo, hi))
-    finally:
-        await store.close()
-
-
-async def _generate(
-    sink: TradeSink,
-    symbols: tuple[str, ...],
-    args: argparse.Namespace,
-    earliest_ms: Callable[[str, int, int], Awaitable[int | None]],
-    *,
-    via: str = "",
-) -> int:
-    """``earliest_ms(symbol, from_ms, to_ms)``: the first stored trade's time in the range
-    (in the store, or as the service that holds it answers)."""
     days, trades, seed, end_ms = args.days, args.trades, args.seed, args.end_ms
-    end = end_ms if end_ms is not None else now_ms()
-    span_ms = int(days * DAY_MS)
-    start = end - span_ms
-    # Trades already stored in the span (e.g. the 6 h of synthetic history the service's
-    # first start writes): generated history goes before them, never on top.
-    firsts = [await earliest_ms(s, start, end) for s in symbols]
-    earliest = min((f for f in firsts if f is not None), default=None)
-    if earliest is not None:
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(earliest / 1000))
-        if end_ms is not None:
-            print(
-                f"tvflux: the store already has trades of {','.join(symbols)} from {since} UTC on, inside "
+    if url is None:
+        await store.start()
+    interrupted = False
+    try:
+        view = ServiceView(url, store.token) if url else StoreView(store)
+        span_ms = int(days * DAY_MS)
+        asked = end_ms if end_ms is not None else now_ms()
+        try:
+            end = await place(view, symbols, span_ms, asked, fixed=end_ms is not None)
+        except Overlap as exc:
+            free = await place(view, symbols, span_ms, asked, fixed=False)
+            say(
+                f"tvflux: the store already has trades of {exc.symbol} at {utc(exc.first_ms)} UTC, inside "
                 f"that span; refusing to write over them. To write the {days:g} days before them, pass "
-                f"--end-ms {earliest}; or use a fresh TVFLUX_DATA_DIR",
-                file=sys.stderr,
+                f"--end-ms {free}; or use a fresh TVFLUX_DATA_DIR"
             )
             return 2
-        end, start = earliest, earliest - span_ms
-        print(
-            f"generate: the store already has trades from {since} UTC on; writing the {days:g} days "
-            f"before them (--end-ms {end})",
-            file=sys.stderr,
+        if end != asked:
+            say(
+                f"generate: the store already has trades from {utc(end)} UTC on; writing the {days:g} days "
+                f"before them (--end-ms {end})"
+            )
+        start = end - span_ms
+        market = SyntheticMarket(symbols, seed=(seed, start, end))  # another span, another walk
+        for symbol, how in (await join(view, market, start, end)).items():
+            say(f"generate: {symbol} joins the stored prices on either side, {how}")
+        progress = Progress("generate", trades, "trades")
+        written = await backfill_synthetic(
+            store, market, trades / (span_ms / 1000), span_ms, end, on_written=progress.update
         )
-    progress = Progress("generate", trades, "trades")
-    written = await backfill_synthetic(
-        sink,
-        SyntheticMarket(symbols, seed=seed),
-        trades / (span_ms / 1000),
-        span_ms,
-        end,
-        on_written=progress.update,
-    )
-    progress.finish(written)
-    print(
-        f"wrote {written:,} trades for {','.join(symbols)} over {days:g} days{via}",
-        file=sys.stderr,
-    )
+        progress.finish(written)
+        say(
+            f"wrote {written:,} trades for {','.join(symbols)} over {days:g} days ({utc(start)} to {utc(end)} UTC)"
+            f"{' through the service' if url else ''}"
+        )
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancelled us
+        interrupted = True
+        raise KeyboardInterrupt from None
+    finally:
+        if url is None:
+            # after Ctrl-C a write may still hold the file (DuckDB recovers it at the next open)
+            with contextlib.suppress(Exception) if interrupted else contextlib.nullcontext():
+                await store.close()
     return 0
 
 
@@ -289,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="overrides TVFLUX_PORT")
     serve.add_argument(
         "--workers",
-        type=int,
+        type=workers_cli.count,
         help="edge processes that hold the clients on the port while this one is the core (overrides TVFLUX_WORKERS)",
     )
     serve.set_defaults(func=cmd_serve)
@@ -303,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--days", type=float, default=365.0, help="span ending now (default 365)")
     gen.add_argument("--trades", type=int, default=50_000_000, help="total trades (default 50M)")
     gen.add_argument("--seed", type=int, default=1)
-    gen.add_argument("--end-ms", type=int, help="end of the span in epoch ms (default: now)")
+    gen.add_argument(
+        "--end-ms", "--end", dest="end_ms", metavar="TIME", help=f"end of the span (default: now): {FORMS} (UTC)"
+    )
     gen.set_defaults(func=cmd_generate)
 
     down = sub.add_parser(
@@ -315,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     workers_cli.register(sub)
     influx_cli.register(sub)
     commands.register(sub)
+    symbols_cli.register(sub)
     return parser
 
 
@@ -324,19 +275,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {k: getattr(args, k, None) for k in ("host", "port", "data_dir")}
     try:
         settings = load_settings(os.environ, **overrides)
-    except ConfigError as exc:
+    except (ConfigError, UsageError) as exc:
         print(f"tvflux: {exc.message}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if os.path.exists(settings.data_dir) and not os.path.isdir(settings.data_dir):
+        print(
+            f"tvflux: the data directory {settings.data_dir} is a file, not a directory; "
+            "pass --data-dir (or TVFLUX_DATA_DIR) a directory",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return int(args.func(args, settings) or 0)
-    except ConfigError as exc:
+    except (ConfigError, UsageError) as exc:
         print(f"tvflux: {exc.message}", file=sys.stderr)
         return 2
     except TvfluxError as exc:
         print(f"tvflux: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print("tvflux: interrupted", file=sys.stderr)
         return 130
 
 

@@ -24,9 +24,10 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from service.core.errors import ConfigError, StoreUnavailable, TvfluxError
+from service.core.errors import ConfigError, StoreUnavailable, TvfluxError, UsageError
 from service.core.resolution import Resolution
 from service.core.settings import Settings
+from service.core.timearg import FORMS, parse_time_ms
 from service.ops.console import Progress, configure_logging
 from service.ops.downsample import run_to_edge
 from service.storage.base import Manifest, Store, TradeSink
@@ -65,10 +66,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     exp = subparsers.add_parser("export", help="bars of one symbol and resolution as CSV or Parquet")
     exp.add_argument("--symbol", required=True)
     exp.add_argument("--resolution", required=True, help="TradingView resolution: 1S, 1, 60, 1D, 1W, 1M, …")
-    exp.add_argument(
-        "--from", dest="from_", required=True, metavar="FROM", help="epoch seconds or ISO date/time (UTC), inclusive"
-    )
-    exp.add_argument("--to", help="epoch seconds or ISO date/time (UTC), exclusive (default: now)")
+    exp.add_argument("--from", dest="from_", required=True, metavar="TIME", help=f"inclusive: {FORMS} (UTC)")
+    exp.add_argument("--to", metavar="TIME", help="exclusive (default: now), in the same forms")
     exp.add_argument("--format", choices=("csv", "parquet"), default="csv")
     exp.add_argument("--out", help="output file (default for csv: standard output)")
     exp.add_argument("--url", help="read from this running service instead of the store file")
@@ -81,8 +80,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     delete.add_argument("--symbol", required=True)
     delete.add_argument("--id", action="append", metavar="ID", help="a trade id (repeat for more)")
-    delete.add_argument("--from", dest="from_", type=int, metavar="MS", help="epoch ms, inclusive")
-    delete.add_argument("--to", type=int, metavar="MS", help="epoch ms, exclusive")
+    delete.add_argument("--from", dest="from_", metavar="TIME", help=f"inclusive: {FORMS} (UTC)")
+    delete.add_argument("--to", metavar="TIME", help="exclusive, in the same forms")
     delete.add_argument("--url", help="the running service (default: the one serving this data dir)")
     delete.set_defaults(func=cmd_trades_delete)
 
@@ -132,6 +131,10 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     target = os.path.abspath(args.dir)
     bk.require_empty(target)  # before a running service builds a full-size snapshot for nothing
     created = not os.path.exists(target)
+    try:  # and where it can be written: not after the snapshot was streamed
+        os.makedirs(target, exist_ok=True)
+    except OSError as exc:
+        raise bk.BackupError(f"cannot create the backup directory {target}: {exc.strerror or exc}") from None
     holder = None if args.url else bk.lock_holder(path)
     started = time.perf_counter()
     try:
@@ -217,7 +220,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         import re
 
         if not re.match(SYMBOL_PATTERN, args.symbol):
-            raise ConfigError([f"--symbol {args.symbol!r} is not a valid symbol"])
+            raise UsageError(f"--symbol {args.symbol!r} is not a valid symbol")
     from service.ops.remote import ServiceSink, run_downsampling, serving_url
 
     url = serving_url(settings) if store_file(settings) is not None else None
@@ -326,7 +329,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from_ms = parse_time_arg(args.from_, "from")
     to_ms = parse_time_arg(args.to, "to") if args.to else int(time.time()) * 1000
     if args.format == "parquet" and not args.out:
-        raise ConfigError(["--format parquet needs --out FILE"])
+        raise UsageError("--format parquet needs --out FILE")
     from service.storage.factory import store_file
 
     path = store_file(settings)
@@ -404,7 +407,9 @@ def cmd_trades_delete(args: argparse.Namespace, settings: Settings) -> int:
     from service.storage.factory import store_file
 
     if (args.from_ is None) != (args.to is None) or (not args.id and args.from_ is None):
-        raise ConfigError(["give --from MS and --to MS, or one or more --id ID (or both)"])
+        raise UsageError("give --from TIME and --to TIME, or one or more --id ID (or both)")
+    if args.from_ is not None:
+        args.from_, args.to = parse_time_ms(args.from_, "from"), parse_time_ms(args.to, "to")
     actor = f"tvflux trades delete ({getpass.getuser()}@{socket.gethostname()})"
     path = store_file(settings)
     url = args.url or running_service_url(settings.data_dir)
@@ -484,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(os.environ, data_dir=args.data_dir)
         configure_logging(settings.log_level)
         return int(args.func(args, settings) or 0)
-    except ConfigError as exc:
+    except (ConfigError, UsageError) as exc:
         _err(exc.message)
         return EXIT_USAGE
     except (TvfluxError, StoreUnavailable) as exc:

@@ -46,10 +46,12 @@ def _amount(x: float) -> str:
 
 class Progress:
     """One self-overwriting line on stderr (plain lines when stderr is not a terminal).
-    Counts are in ``unit`` (pick one a person reads: days of range, not milliseconds)."""
+    Counts are in ``unit`` (pick one a person reads: days of range, not milliseconds).
+    ``rate``: show ``unit``/s — not for a count that is a state, such as tiers caught up,
+    where a rate reads as nonsense ("0 tiers at the edge/s")."""
 
-    def __init__(self, label: str, total: float, unit: str) -> None:
-        self.label, self.total, self.unit = label, total, unit
+    def __init__(self, label: str, total: float, unit: str, *, rate: bool = True) -> None:
+        self.label, self.total, self.unit, self.show_rate = label, total, unit, rate
         self.started = time.perf_counter()
         self._last_print = 0.0
         self._last_done: float | None = None
@@ -66,9 +68,10 @@ class Progress:
         rate = done / elapsed if elapsed > 0 else 0.0
         width = 30
         filled = int(width * min(pct, 100) / 100)
+        speed = f" {_amount(rate)} {self.unit}/s" if self.show_rate else ""
         line = (
             f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {pct:5.1f}% "
-            f"{_amount(done)}/{_amount(self.total)} {self.unit} {_amount(rate)} {self.unit}/s {elapsed:6.1f}s"
+            f"{_amount(done)}/{_amount(self.total)} {self.unit}{speed} {elapsed:6.1f}s"
         )
         sys.stderr.write(("\r" + line) if self._tty else (line + "\n"))
         sys.stderr.flush()

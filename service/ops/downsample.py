@@ -30,13 +30,13 @@ async def run_to_edge(store: Store, *, clock_ms: Callable[[], int] = now_ms) -> 
         windows += len(report.ran)
         status = await store.downsampling_status(clock_ms())
         if progress is None:
-            progress = Progress("downsample", len(status), "tiers at the edge")
+            progress = Progress("downsample", len(status), "tiers at the edge", rate=False)
         progress.update(sum(1 for s in status if s.lag_ms is not None and s.lag_ms < CAUGHT_UP_LAG_MS))
         if not report.ran:
             break
     progress.finish(len(status))
     for s in status:
         wm = "-" if s.watermark is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.watermark / 1000))
-        print(f"{s.tier:>4} watermark {wm} UTC  rows {s.rows:,}", file=sys.stderr)
+        print(f"{s.tier:>4} watermark {wm} UTC" + ("" if s.bars is None else f"  bars {s.bars:,}"), file=sys.stderr)
     print(f"downsampling: {windows} windows run in {time.perf_counter() - started:.1f}s", file=sys.stderr)
     return windows

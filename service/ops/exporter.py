@@ -16,7 +16,6 @@ back to the same float64.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import json
 import urllib.error
 import urllib.parse
@@ -30,6 +29,7 @@ import pyarrow.parquet as pq
 from service.core.errors import BadRequest, InvalidRange, StoreUnavailable, TvfluxError
 from service.core.models import Bar
 from service.core.resolution import Resolution
+from service.core.timearg import parse_time_ms
 
 if TYPE_CHECKING:  # the CLI's history, read only by an offline export
     from service.runtime.history import History
@@ -40,24 +40,9 @@ _SCHEMA = pa.schema([("time", pa.int64())] + [(c, pa.float64()) for c in COLUMNS
 
 
 def parse_time_arg(text: str, name: str) -> int:
-    """``--from``/``--to``: epoch seconds, or an ISO 8601 date or date-time (UTC unless it
-    says otherwise) → epoch ms."""
-    value = text.strip()
-    if value.lstrip("-").isdigit():
-        seconds = int(value)
-    else:
-        try:
-            parsed = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidRange(
-                f"--{name} {text!r} is neither epoch seconds nor an ISO date like 2024-01-31 or 2024-01-31T12:00:00Z"
-            ) from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.UTC)
-        seconds = int(parsed.timestamp())  # whole seconds, like /api/bars' from/to
-    if seconds < 0:
-        raise InvalidRange(f"--{name} must not be before 1970")
-    return seconds * 1000
+    """``--from``/``--to`` in the CLI's one time form (:mod:`service.core.timearg`), in whole
+    seconds like ``/api/bars``' ``from``/``to`` → epoch ms."""
+    return parse_time_ms(text, name) // 1000 * 1000
 
 
 def pages(resolution: Resolution, from_ms: int, to_ms: int, max_buckets: int) -> Iterator[tuple[int, int]]:

@@ -38,9 +38,14 @@ class ServiceError(TvfluxError):
 
 
 def _admin_request(
-    url: str, method: str, token: str | None, data: bytes | None = None, content_type: str | None = None
+    url: str,
+    method: str,
+    token: str | None,
+    data: bytes | None = None,
+    content_type: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> urllib.request.Request:
-    request = urllib.request.Request(url, data=data, method=method)
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     if content_type:
@@ -57,19 +62,21 @@ def call(
     data: bytes | None = None,
     content_type: str | None = None,
     timeout_s: float = 600,
+    headers: dict[str, str] | None = None,
+    retries: int = RETRIES,
 ) -> Any:
     """One request to the service (JSON answer), retrying 429/503 as ``Retry-After`` says.
     Errors are :class:`ServiceError` with the service's own message, or what to do when
     nothing answers."""
     from service.ops.exporter import http_error
 
-    for attempt in range(RETRIES + 1):
-        request = _admin_request(base_url + path, method, token, data, content_type)
+    for attempt in range(retries + 1):
+        request = _admin_request(base_url + path, method, token, data, content_type, headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as resp:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
-            if exc.code in (429, 503) and attempt < RETRIES:
+            if exc.code in (429, 503) and attempt < retries:
                 time.sleep(min(10.0, float(exc.headers.get("Retry-After") or 1)))
                 continue
             error = http_error(exc)
@@ -175,12 +182,31 @@ def run_downsampling(base_url: str, token: str | None) -> int:
     for tier in answer.get("tiers", []):
         wm = tier.get("watermark")
         wm_text = "-" if wm is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(wm / 1000))
-        print(f"{tier['tier']:>4} watermark {wm_text} UTC  rows {tier.get('rows', 0):,}", file=sys.stderr)
+        held = tier.get("bars")
+        print(
+            f"{tier['tier']:>4} watermark {wm_text} UTC" + ("" if held is None else f"  bars {held:,}"), file=sys.stderr
+        )
     print(
         f"downsampling: {len(ran)} windows run in {time.perf_counter() - started:.1f}s (by the service)",
         file=sys.stderr,
     )
     return len(ran)
+
+
+def bars(
+    base_url: str, symbol: str, resolution: str, *, to_s: int, from_s: int = 0, countback: int | None = None
+) -> list[dict[str, Any]]:
+    """``GET /api/bars`` (``[]`` for a symbol the service does not list)."""
+    query = f"symbol={symbol}&resolution={resolution}&from={from_s}&to={to_s}"
+    if countback is not None:
+        query += f"&countback={countback}"
+    try:
+        answer = call(base_url, "GET", f"/api/bars?{query}", None)
+    except ServiceError as exc:
+        if "unknown_symbol" in exc.message:
+            return []
+        raise
+    return list(answer.get("bars", []))
 
 
 def earliest_bar_ms(base_url: str, symbol: str, from_ms: int, to_ms: int) -> int | None:
@@ -189,21 +215,11 @@ def earliest_bar_ms(base_url: str, symbol: str, from_ms: int, to_ms: int) -> int
     then that minute's first second (three bounded reads)."""
     lo, hi = from_ms, to_ms
     for resolution, width_ms in (("1D", 86_400_000), ("1", 60_000), ("1S", 1000)):
-        try:
-            answer = call(
-                base_url,
-                "GET",
-                f"/api/bars?symbol={symbol}&resolution={resolution}&from={lo // 1000}&to={-(-hi // 1000)}",
-                None,
-            )
-        except ServiceError as exc:
-            if "unknown_symbol" in exc.message:
-                return None
-            raise
-        bars = [b for b in answer.get("bars", []) if lo - width_ms < b["time"] < hi]
-        if not bars:
+        found = bars(base_url, symbol, resolution, from_s=lo // 1000, to_s=-(-hi // 1000))
+        found = [b for b in found if lo - width_ms < b["time"] < hi]
+        if not found:
             return None
-        first = max(lo, bars[0]["time"])
+        first = max(lo, found[0]["time"])
         lo, hi = first, min(hi, first + width_ms)
     return lo
 

@@ -14,6 +14,7 @@ another one; with ``--broker`` its live bars come through NATS instead of the co
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import socket
@@ -100,6 +101,31 @@ def shared_port_socket(host: str, port: int, *, listen: bool) -> socket.socket:
 # --- edge -----------------------------------------------------------------------------------
 
 
+def listen_socket(host: str, port: int, prog: str = "tvflux") -> socket.socket | None:
+    """A socket bound to ``host:port`` (not yet listening), or ``None`` after saying why
+    it cannot be had."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        print(f"{prog}: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        why = (
+            ("the port is already in use (another tvflux?); stop it, or pick another port with TVFLUX_PORT or --port")
+            if exc.errno == errno.EADDRINUSE
+            else exc.strerror or str(exc)
+        )
+        print(f"{prog}: cannot listen on {host}:{port}: {why}", file=sys.stderr)
+        return None
+    sock.set_inheritable(True)
+    return sock
+
+
 def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -115,10 +141,16 @@ def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
     else:
         upstream = CoreUpstream(core_url.replace("http", "ws", 1) + "/ws?v=2")
     app = create_edge_app(settings, upstream, core_url)
-    try:
-        sock = shared_port_socket(settings.host, settings.port, listen=True) if args.reuse_port else None
+    try:  # bound before anything starts: a busy port fails at once, saying so
+        sock = (
+            shared_port_socket(settings.host, settings.port, listen=True)
+            if args.reuse_port
+            else listen_socket(settings.host, settings.port, "tvflux edge")
+        )
     except OSError as exc:
         print(f"tvflux edge: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
+    if sock is None:
         return 1
     server = uvicorn.Server(uvicorn_config(app, settings))
     tune_gc()
@@ -128,8 +160,19 @@ def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
         file=sys.stderr,
         flush=True,
     )
-    server.run(sockets=[sock] if sock is not None else None)
+    server.run(sockets=[sock])
     return 0 if server.started else 1
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,8 +1,8 @@
-"""The audit log of corrections: who changed stored data, what, when.
+"""The audit log of corrections and symbol changes: who changed stored data or the
+symbol list, what, when.
 
-Append-only JSON lines in ``TVFLUX_DATA_DIR/audit.jsonl``, one record per correction,
-flushed and fsync'd before the correction is answered, so an acknowledged correction is
-always on record. Read back newest first for ``GET /api/admin/audit`` and ``/admin``.
+Append-only JSON lines in ``TVFLUX_DATA_DIR/audit.jsonl``, one record per change, flushed
+and fsync'd before the change is answered, so an acknowledged change is always on record. Read back newest first for ``GET /api/admin/audit`` and ``/admin``.
 Small by nature (corrections are rare), so it is read whole; it is never rewritten.
 """
 
@@ -15,15 +15,17 @@ import msgspec
 
 
 class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):
-    time: int  # epoch ms when the correction was made
+    time: int  # epoch ms when the change was made
     who: str  # the credential used ("admin token", or "no admin token set") and the client address
-    action: str  # "delete_trades"
+    action: str  # "delete_trades", "add_symbol", "update_symbol", "remove_symbol"
     symbol: str
-    deleted: int
+    deleted: int  # trades deleted (a symbol removed with its data; 0 for additions)
     ids: list[str] | None = None
     from_ms: int | None = None  # the deleted range [fromMs, toMs), epoch ms
     to_ms: int | None = None
     actor: str | None = None  # what the client said it is (X-Tvflux-Actor, e.g. "tvflux trades delete")
+    spec: dict[str, object] | None = None  # add/update_symbol: the symbol's metadata after the change
+    purge: bool | None = None  # remove_symbol: its stored trades and bars were deleted too
 
 
 class AuditPage(msgspec.Struct, frozen=True):

@@ -295,7 +295,7 @@ class BrokerBridge:
         hub: Hub,
         url: str,
         *,
-        require_symbol: Callable[[str], None],
+        require_symbol: Callable[[str], object],
         prefix: str = "tvflux",
         lease_s: float = 15.0,
         reconnect_wait_s: float = 1.0,
@@ -434,6 +434,12 @@ class BrokerBridge:
         expires_s = self._clock_s() + self.lease_s
         for topic in dict.fromkeys(topics):
             held = self._held.get(topic)
+            if held is not None:
+                try:  # a symbol removed since: its edges end the topic (its lease then runs out)
+                    self._require_symbol(held.key[0])
+                except TvfluxError as exc:
+                    errors[topic] = exc.message
+                    continue
             if held is None:
                 try:
                     key = self._parse(topic)

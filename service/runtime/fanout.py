@@ -76,6 +76,7 @@ class Client:
     ) -> None:
         self.name = name
         self.version = version
+        self.edge_stats: tuple[int, int] | None = None  # an edge's (clients, subscriptions), as it reports them
         self.subs: dict[str, Subscription] = {}
         self.topics: dict[TopicKey, list[Subscription]] = {}
         self.buffer_max_bytes = buffer_max_bytes

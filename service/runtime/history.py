@@ -34,6 +34,7 @@ from service.core.errors import InvalidRange, StoreUnavailable, UnknownSymbol
 from service.core.instruments import REQUEST_SECONDS_BOUNDS, LabeledHistograms
 from service.core.models import Bar, BarsResponse, TradeColumns, round_volume
 from service.core.resolution import Resolution, parse_resolution
+from service.core.symbols import SymbolSpec
 from service.core.timestamps import NS_PER_MS
 from service.runtime.hotwindow import HotWindow
 from service.runtime.writer import TradeWriter
@@ -288,24 +289,53 @@ class History:
 
 
 class SymbolSet:
-    """Known symbols: the configured ones plus any found in the store."""
+    """The listed symbols (see :mod:`service.core.symbols`), with their specs: what ingest,
+    history and live bars accept. :class:`~service.runtime.symbols.SymbolRegistry` keeps it
+    in step with the store's registry; a set built from names alone gets default specs."""
 
-    def __init__(self, configured: tuple[str, ...]) -> None:
-        self._symbols = dict.fromkeys(configured)
+    def __init__(self, configured: tuple[str, ...] | list[str] = ()) -> None:
+        self._specs: dict[str, SymbolSpec] = {s: SymbolSpec(symbol=s) for s in configured}
 
     def add(self, symbols: list[str]) -> None:
         for s in symbols:
-            self._symbols.setdefault(s)
+            self._specs.setdefault(s, SymbolSpec(symbol=s))
+
+    def put(self, spec: SymbolSpec) -> None:
+        self._specs[spec.symbol] = spec
+
+    def remove(self, symbol: str) -> bool:
+        return self._specs.pop(symbol, None) is not None
+
+    def replace(self, specs: list[SymbolSpec]) -> list[str]:
+        """Exactly ``specs`` from now on; returns the symbols that are gone."""
+        gone = [s for s in self._specs if s not in {spec.symbol for spec in specs}]
+        self._specs = {spec.symbol: spec for spec in specs}
+        return gone
+
+    def spec(self, symbol: str) -> SymbolSpec | None:
+        return self._specs.get(symbol)
+
+    def specs(self) -> list[SymbolSpec]:
+        return list(self._specs.values())
 
     def __contains__(self, symbol: str) -> bool:
-        return symbol in self._symbols
+        return symbol in self._specs
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._symbols)
+        return iter(list(self._specs))
 
-    def require(self, symbol: str) -> None:
-        if symbol not in self._symbols:
-            raise UnknownSymbol(f"unknown symbol {symbol!r}", details={"known": list(self._symbols)})
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def require(self, symbol: str) -> SymbolSpec:
+        spec = self._specs.get(symbol)
+        if spec is None:
+            known = list(self._specs)
+            raise UnknownSymbol(
+                f"unknown symbol {symbol!r}",
+                details={"known": known[:100], **({"more": len(known) - 100} if len(known) > 100 else {})},
+            )
+        return spec
 
 
 def _rounded(bars: list[Bar]) -> list[Bar]:

@@ -24,14 +24,17 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
+import msgspec
+
 from service.core.bars import LiveSeries, PartialBar, fold
-from service.core.errors import StoreUnavailable
-from service.core.models import Bar, TradeColumns
+from service.core.errors import StoreUnavailable, UnknownSymbol
+from service.core.models import Bar, ErrorBody, ErrorMessage, TradeColumns
 from service.core.resolution import Resolution
 from service.core.ws import FrameKind
 from service.runtime.fanout import PROTOCOL_V2, Client, ClientBook, Frames, Subscription, TopicKey, v1_message
 
 log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
 
 __all__ = ["Client", "Hub", "Subscription"]
 
@@ -51,6 +54,7 @@ class _Series:
         "phase_s",
         "scheduled",
         "joining",
+        "gone",
     )
 
     def __init__(self, key: TopicKey) -> None:
@@ -70,6 +74,7 @@ class _Series:
         # subscribers that got the open bar at subscribe time: they must not get anything
         # older from the push under way
         self.joining: dict[Subscription, int] = {}
+        self.gone: ErrorBody | None = None  # its symbol was removed (see Hub.drop_symbol)
 
 
 # (symbol, resolution, from_ms, to_ms) -> (bars, writer seq of the snapshot)
@@ -130,9 +135,12 @@ class Hub(ClientBook):
                 raise
         else:
             await series.ready.wait()
-            if series.live is None:
+            if series.live is None and series.gone is None:
                 client.detach(sub_id)
                 raise StoreUnavailable(f"could not load the current {resolution.text} bar of {symbol}")
+        if series.gone is not None:  # removed while it was being loaded
+            client.detach(sub_id)
+            raise UnknownSymbol(series.gone.message)
         if client.subs.get(sub_id) is not sub:  # unsubscribed while we waited
             return sub
         series.subs.append(sub)
@@ -306,6 +314,21 @@ class Hub(ClientBook):
             series.last_sent_ms = -1  # the corrected bar replaces whatever was pushed
             series.current = series.live.current.to_bar() if series.live.current is not None else None
             self._schedule(series)
+
+    def drop_symbol(self, symbol: str, error: ErrorBody) -> int:
+        """``symbol`` was removed: every subscription of its series gets ``error`` (with its
+        id) and ends; returns how many did."""
+        ended = 0
+        for key in list(self._by_symbol.get(symbol, ())):
+            series = self._series.get(key)
+            if series is not None:
+                series.gone = error  # a subscriber still waiting for it to load gets the error too
+            for sub in list(series.subs if series is not None else ()):
+                sub.client.send(_encode(ErrorMessage(error, id=sub.id)))
+                self.unsubscribe(sub.client, sub.id)
+                ended += 1
+            self._drop_series(key)
+        return ended
 
     def reset_symbol(self, symbol: str) -> None:
         """Closed history of ``symbol`` changed: every subscriber refetches."""

@@ -8,6 +8,11 @@ Duplicates: a trade whose ``id`` was seen before for its symbol is counted in
 ``duplicates`` and not stored again. "Seen" means among the last ``id_cache_size`` ids
 (kept in memory and warmed from the store at start) or stored at the same millisecond —
 where a retry of the same trade lands.
+
+Price band (:mod:`service.core.priceband`): a live trade from a client whose price is too
+far from its symbol's last trade price is refused, with the band in the answer. Bulk
+history (``history=True``) and the trusted sources (synthetic, exchanges) are not judged;
+every accepted trade moves the reference.
 """
 
 from __future__ import annotations
@@ -20,14 +25,17 @@ from operator import attrgetter
 
 import numpy as np
 
-from service.core.errors import InvalidTrade, PayloadTooLarge
-from service.core.models import Trade, TradeColumns, TradesAccepted
+from service.core import priceband
+from service.core.errors import InvalidTrade, OutsidePriceBand, PayloadTooLarge
+from service.core.models import Trade, TradeColumns, TradesAccepted, time_unit_hint
+from service.core.resolution import parse_resolution
 from service.core.timestamps import NS_PER_MS, TimestampAllocator
 from service.runtime.history import SymbolSet
 from service.runtime.hub import Hub
 from service.runtime.writer import TradeWriter
 from service.storage.base import Store
 
+SECOND = parse_resolution("1S")
 _id_of, _symbol_of = attrgetter("id"), attrgetter("symbol")
 _price_of, _size_of, _time_of = attrgetter("price"), attrgetter("size"), attrgetter("time")
 
@@ -56,6 +64,8 @@ class Ingestor:
         max_future_ms: int,
         max_past_ms: int = 0,
         id_cache_size: int = 200_000,
+        price_band_pct: float = 0.0,
+        price_band_window_ms: int = 900_000,
         on_accepted: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
@@ -66,9 +76,13 @@ class Ingestor:
         self.max_future_ms = max_future_ms
         self.max_past_ms = max_past_ms  # 0: any past time (live ingest sets a horizon)
         self.id_cache_size = id_cache_size
+        self.price_band_pct = price_band_pct  # the default; a symbol's spec may say otherwise
+        self.price_band_window_ms = price_band_window_ms
+        self._references: dict[str, priceband.Reference] = {}  # per symbol: its last trade
         self._ids: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._ids_evicted = False  # every id accepted since start is in ``_ids`` until one is dropped
         self._stored_until_ms: dict[str, int] = {}  # per symbol: the newest stored ms at start
+        self._newest_ms: dict[str, int] = {}  # per symbol: the newest trade time accepted since
         self._clock = TimestampAllocator()
         self._lock = asyncio.Lock()
         self.accepted = 0
@@ -88,6 +102,32 @@ class Ingestor:
             last = await self.store.last_ts_ns(symbol, 0, 2**62)
             self._stored_until_ms[symbol] = -1 if last is None else last // NS_PER_MS
             self._clock.start_symbol(symbol, last)
+            if last is not None and symbol not in self._references:  # the band's reference
+                second = last // NS_PER_MS // 1000 * 1000
+                bars = await self.store.bars(symbol, SECOND, second, second + 1000)
+                if bars:
+                    self._references[symbol] = priceband.Reference(bars[-1].close, last // NS_PER_MS)
+
+    def last_trade_ms(self, symbol: str) -> int | None:
+        """The newest trade time of ``symbol`` this process knows of (stored before it started,
+        or accepted since), or ``None``: for ``/api/symbols`` (is the symbol trading?)."""
+        newest = max(self._newest_ms.get(symbol, -1), self._stored_until_ms.get(symbol, -1))
+        return newest if newest >= 0 else None
+
+    def forget_symbol(self, symbol: str) -> None:
+        """The symbol's data was deleted (removed with its data): its ids are no longer
+        "seen" and it has no newest trade any more."""
+        for key in [k for k in self._ids if k[0] == symbol]:
+            del self._ids[key]
+        self._newest_ms.pop(symbol, None)
+        self._references.pop(symbol, None)
+        self._stored_until_ms[symbol] = -1
+
+    def price_band(self, symbol: str, now_ms: int) -> priceband.Band | None:
+        """The band a live trade of ``symbol`` must fall in now (``None``: none)."""
+        spec = self.symbols.spec(symbol)
+        pct = self.price_band_pct if spec is None or spec.priceBandPct is None else spec.priceBandPct
+        return priceband.band_for(self._references.get(symbol), pct, now_ms, self.price_band_window_ms)
 
     # --- the untrusted path: clients --------------------------------------------------
 
@@ -104,9 +144,13 @@ class Ingestor:
         columns = self._plain_columns(trades, now_ms, earliest_ms)
         if columns is not None:  # the common case, vectorised: valid, no ids
             async with self._lock:
+                for symbol, _, price, _ in columns:
+                    await self._start_symbol(symbol)
+                    band = None if history else self.price_band(symbol, now_ms)
+                    if band is not None and priceband.outside(band, price).any():
+                        self._refuse_outside_band(trades, now_ms)
                 fast_batches = []
                 for symbol, ts_ms, price, size in columns:
-                    await self._start_symbol(symbol)
                     fast_batches.append(TradeColumns(symbol, await self._allocate(symbol, ts_ms), price, size))
                 self._commit(fast_batches)
             return TradesAccepted(accepted=len(trades), duplicates=0)
@@ -115,10 +159,16 @@ class Ingestor:
             groups: dict[str, list[Trade]] = {}
             for t in trades:
                 groups.setdefault(t.symbol, []).append(t)
+            for symbol in groups:
+                await self._start_symbol(symbol)  # the band's reference
+            fresh_groups = {symbol: await self._drop_duplicates(symbol, group) for symbol, group in groups.items()}
+            if not history:  # a retry of accepted trades is answered as duplicates, not judged again
+                fresh_ids = {id(t) for fresh in fresh_groups.values() for t in fresh}
+                self._refuse_outside_band(trades, now_ms, only=fresh_ids)
             batches: list[TradeColumns] = []
             duplicates = 0
             for symbol, group in groups.items():
-                fresh = await self._drop_duplicates(symbol, group)
+                fresh = fresh_groups[symbol]
                 duplicates += len(group) - len(fresh)
                 if fresh:
                     batches.append(await self._columns(symbol, fresh))
@@ -175,8 +225,7 @@ class Ingestor:
                 reason = "price and size must be finite"
             elif t.time > latest_ms:
                 reason = f"time {t.time} is more than {self.max_future_ms} ms in the future"
-                if earliest_ms is not None and earliest_ms <= t.time // 1000 <= latest_ms:
-                    reason += " (it looks like epoch microseconds: send milliseconds)"
+                reason += time_unit_hint(t.time)
             elif earliest_ms is not None and t.time < earliest_ms:
                 reason = implausible_past(t.time, now_ms, self.max_past_ms, latest_ms)
             if reason is not None:
@@ -185,6 +234,30 @@ class Ingestor:
             self.rejected += len(trades)
             raise InvalidTrade(
                 f"{len(problems)} invalid trade(s); nothing from this batch was accepted", details=problems
+            )
+
+    def _refuse_outside_band(self, trades: list[Trade], now_ms: int, only: set[int] | None = None) -> None:
+        """Refuse the batch if a trade's price is outside its symbol's band, naming the band
+        (every such trade listed, as for other invalid trades). ``only``: the ``id()`` of the
+        trades to judge (the others are duplicates)."""
+        bands: dict[str, priceband.Band | None] = {}
+        problems = []
+        for i, t in enumerate(trades):
+            if only is not None and id(t) not in only:
+                continue
+            if t.symbol not in bands:
+                bands[t.symbol] = self.price_band(t.symbol, now_ms)
+            band = bands[t.symbol]
+            if band is not None and not band.low <= t.price <= band.high:
+                reference = self._references[t.symbol]
+                reason = band.reason(t.symbol, t.price, reference.time_ms)
+                problems.append({"index": i, "reason": reason, "priceBand": band.details()})
+        if problems:
+            self.rejected += len(trades)
+            first = problems[0]["reason"]
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise OutsidePriceBand(
+                f"trade {problems[0]['index']}: {first}{more}; nothing from this batch was accepted", details=problems
             )
 
     async def _drop_duplicates(self, symbol: str, group: list[Trade]) -> list[Trade]:
@@ -283,6 +356,14 @@ class Ingestor:
         rows = sum(len(b) for b in batches)
         seq = self.writer.submit(batches)  # raises Overloaded before anything is published
         self.hub.publish(batches, seq)
+        for b in batches:
+            if len(b):
+                newest = int(b.ts_ns.max()) // NS_PER_MS
+                if newest > self._newest_ms.get(b.symbol, -1):
+                    self._newest_ms[b.symbol] = newest
+                reference = priceband.newest(self._references.get(b.symbol), b.ts_ns // NS_PER_MS, b.price)
+                if reference is not None:
+                    self._references[b.symbol] = reference
         self.accepted += rows
         if self._on_accepted is not None:
             self._on_accepted(rows)

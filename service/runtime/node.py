@@ -37,6 +37,7 @@ from service.runtime.ingest import Ingestor
 from service.runtime.source_set import SourceSet, all_symbols, synthetic_symbols
 from service.runtime.sources import RateMeter, backfill_synthetic
 from service.runtime.spool import Spool
+from service.runtime.symbols import SymbolRegistry
 from service.runtime.tasks import TaskSet
 from service.runtime.writer import TradeWriter
 from service.storage.base import Store
@@ -90,6 +91,8 @@ class Node:
             max_batch_trades=settings.max_batch_trades,
             max_future_ms=settings.max_future_ms,
             max_past_ms=settings.max_past_ms,
+            price_band_pct=settings.price_band_pct,
+            price_band_window_ms=settings.price_band_window_ms,
             on_accepted=self.ingest_rate.add,
         )
         self.downsampler = Downsampler(
@@ -102,6 +105,11 @@ class Node:
         if hot is not None:
             self.downsampler.on_changed.append(hot.invalidate)
         self.audit = audit_log(settings.data_dir)
+        self.registry = SymbolRegistry(
+            store, self.symbols, configured=all_symbols(settings), audit=self.audit, clock_ms=now_ms, writer=self.writer
+        )
+        self.registry.on_removed.append(self.hub.drop_symbol)  # open subscriptions end with an error
+        self.registry.on_purged += [*self.downsampler.on_changed, self.ingestor.forget_symbol]  # caches of its data
         unfed = synthetic_symbols(settings)  # the synthetic market trades what no exchange feeds
         self.market = SyntheticMarket(unfed or settings.symbols, seed=settings.synthetic_seed)
         self.sources = SourceSet(settings, self.ingestor, self.market if unfed else None)
@@ -160,7 +168,7 @@ class Node:
         if await self.writer.recover():
             await self.writer.drain()
         await self._seed_synthetic_history()
-        self.symbols.add(await self.store.symbols())
+        await self.registry.load()
         await self.ingestor.start()
         self.store_error = None
 

@@ -32,6 +32,7 @@ class RunLog:
         self._runs: dict[str, deque[RunRecord]] = {}
         self._samples: dict[str, deque[tuple[int, int]]] = {}
         self._origin: dict[str, int] = {}  # the lowest watermark (or window start) seen: where a backfill began
+        self.bars_written: dict[str, int] = {}  # per tier, by this process's runs (a counter for /metrics)
 
     def _tier(self, tier: str) -> deque[RunRecord]:
         runs = self._runs.get(tier)
@@ -42,6 +43,7 @@ class RunLog:
 
     def record(self, ran: Iterable[TierRun], now_ms: int) -> None:
         for run in ran:
+            self.bars_written[run.tier] = self.bars_written.get(run.tier, 0) + run.rows
             self._tier(run.tier).append(
                 RunRecord(now_ms, run.from_ms, run.to_ms, run.rows, round(run.duration_ms, 3), None)
             )
@@ -108,6 +110,16 @@ class RunLog:
     def annotate(self, tiers: list[TierStatus], now_ms: int) -> list[TierStatus]:
         """``tiers`` with their recent runs and, when behind, their backfill progress."""
         self.observe(tiers, now_ms)
-        return [
-            msgspec.structs.replace(t, recent_runs=self.runs(t.tier), backfill=self.backfill(t, now_ms)) for t in tiers
-        ]
+        return [self._with_last_run(t, self.runs(t.tier), now_ms) for t in tiers]
+
+    def _with_last_run(self, status: TierStatus, runs: list[RunRecord], now_ms: int) -> TierStatus:
+        """``lastRun`` is the newest run of either kind: a store may record only the runs that
+        advance the watermark, not the rebuilds of closed windows late or deleted trades
+        touched, which this log lists too."""
+        out = msgspec.structs.replace(status, recent_runs=runs, backfill=self.backfill(status, now_ms))
+        newest = next((r for r in runs if r.error is None), None)
+        if newest is not None and (status.last_run is None or newest.time > status.last_run):
+            out = msgspec.structs.replace(
+                out, last_run=newest.time, last_duration_ms=newest.duration_ms, rows=newest.rows
+            )
+        return out

@@ -28,6 +28,7 @@ import msgspec
 
 from service.core.models import Bar, TierRun, TierStatus, TradeColumns
 from service.core.resolution import Resolution
+from service.core.symbols import SymbolSpec
 
 NEWEST_IDS_SPAN_NS = 60 * 1_000_000_000  # how far before the newest id'd trade newest_ids looks
 
@@ -175,7 +176,15 @@ class Store(TradeSink, Protocol):
         widening its window per empty stretch."""
 
     async def symbols(self) -> list[str]:
-        """Symbols that have stored trades."""
+        """Symbols that have stored trades or bars. What is *listed* is the registry's
+        (:meth:`symbol_specs`): this only finds symbols written without it (an offline
+        import, a store from before the registry). InfluxDB may go on naming a purged
+        symbol here until its index is compacted."""
+
+    async def trade_span(self, symbol: str) -> tuple[int, int] | None:
+        """``(first, last)`` stored ``ts_ns`` of ``symbol``, ``None`` when it has no stored
+        trades (where ``tvflux generate`` may write without overlapping them; the symbol
+        list shows it). One bounded read per end."""
 
     async def recent_ids(self, limit: int) -> list[tuple[str, str]]:
         """Up to ``limit`` ``(symbol, id)`` of the newest stored trades that carry an id,
@@ -187,6 +196,19 @@ class Store(TradeSink, Protocol):
         id, newest first, from the minute before the newest of them (:data:`NEWEST_IDS_SPAN_NS`).
         An exchange source resumes its venue's id sequence from these after a restart: the
         ids live with the trades, so they survive whatever the trades survive."""
+
+    async def symbol_specs(self) -> list[SymbolSpec]:
+        """The symbol registry: every symbol ever saved, removed ones included (their
+        ``removedMs`` is set), so a removal outlives a restart."""
+
+    async def save_symbol(self, spec: SymbolSpec) -> None:
+        """Add or replace the registry's record of ``spec.symbol`` (a removal saves the
+        spec with ``removedMs``). Durable when it returns."""
+
+    async def purge_symbol(self, symbol: str) -> int:
+        """Delete every stored trade of ``symbol``, its bars in every tier and its dirty
+        windows (a symbol removed with its data); returns the trades deleted. The registry
+        record is the caller's (:meth:`save_symbol`)."""
 
     async def trade_count(self) -> int | None:
         """How many trades the store holds, where that is cheap to answer (for ``/admin``);

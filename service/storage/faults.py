@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from service.core.errors import StoreUnavailable
 from service.core.models import Bar, TierStatus, TradeColumns
 from service.core.resolution import Resolution
+from service.core.symbols import SymbolSpec
 from service.storage.base import Deletion, Health, Manifest, RunReport, Store
 
 if TYPE_CHECKING:
@@ -95,6 +96,9 @@ class FaultInjectingStore:
     async def symbols(self) -> list[str]:
         return await self._inner.symbols()
 
+    async def trade_span(self, symbol: str) -> tuple[int, int] | None:
+        return await self._inner.trade_span(symbol)
+
     async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
         return await self._inner.last_ts_ns(symbol, from_ns, to_ns)
 
@@ -108,6 +112,19 @@ class FaultInjectingStore:
 
     async def newest_ids(self, symbol: str, limit: int) -> list[tuple[str, int]]:
         return await self._inner.newest_ids(symbol, limit)
+
+    async def symbol_specs(self) -> list[SymbolSpec]:
+        return await self._inner.symbol_specs()
+
+    async def save_symbol(self, spec: SymbolSpec) -> None:
+        if self._down():
+            raise StoreUnavailable(f"injected outage ({self.trigger_path} exists)")
+        await self._inner.save_symbol(spec)
+
+    async def purge_symbol(self, symbol: str) -> int:
+        if self._down():
+            raise StoreUnavailable(f"injected outage ({self.trigger_path} exists)")
+        return await self._inner.purge_symbol(symbol)
 
     async def trade_count(self) -> int | None:
         return await self._inner.trade_count()

@@ -171,3 +171,27 @@ def test_admin_shows_a_backfills_progress_and_expected_finish(page, fe_server, s
     assert re.match(r"^42\.0 % · 3 m \d+ s left \(about \d\d:\d\d:\d\dZ\)$", text), text
     assert cell(page, "5m", 8) == "10.0 % · measuring rate…"
     assert cell(page, "15m", 8) == "at the edge"
+
+
+def test_admin_figures_are_true_from_the_first_poll(page, fe_server, seeded, http):
+    # a correction made before the page opens is listed at once, not "none yet" for 10 s
+    gone = int(datetime.now(timezone.utc).timestamp() * 1000) - 90 * 86_400_000
+    assert fe_server.request("DELETE", f"/api/trades?symbol=ETHUSD&from={gone}&to={gone + 1000}")[0] == 200
+    page.goto(fe_server.base_url + "/admin")
+    page.wait_for_function("() => window.__tvfluxAdmin && __tvfluxAdmin.auditLoads >= 1", timeout=4_000)
+    assert page.evaluate("__tvfluxAdmin.polls") <= 2
+    audit = page.locator("#audit-rows").inner_text()
+    assert "none yet" not in audit and "loading" not in audit and "ETHUSD" in audit, audit
+
+    # per tier, "Bars" is the rows the tier holds, and the total above is their sum
+    tiers = page.evaluate("__tvfluxAdmin.lastTiers.tiers")
+    for i, t in enumerate(tiers[:3]):
+        assert cell(page, t["tier"], 6).replace(",", "") == str(t["bars"]), (i, t)
+    total = page.locator("#bars-in-store").inner_text()
+    assert total.split()[0].replace(",", "") == str(sum(t["bars"] for t in tiers)), total
+    # a lag within what the plan makes normal reads as normal, not as a fault
+    for t in tiers:
+        lag = page.locator(f"#tiers tbody tr[data-tier='{t['tier']}'] td").nth(3)
+        if t["lagMs"] is not None:
+            want = "lag-behind" if t["lagMs"] > t["normalLagMs"] else "lag-normal"
+            assert want in (lag.get_attribute("class") or ""), t

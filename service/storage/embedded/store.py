@@ -35,8 +35,10 @@ from service.core.plan import RAW, Plan, Tier, Window
 from service.core.resolution import Resolution, Unit
 from service.core.schedule import DirtyWindow, closed_part, dirty_dependents, late_window, watermark_after
 from service.core.segments import Segment, history_segments
+from service.core.symbols import SymbolSpec
 from service.core.timestamps import NS_PER_MS
 from service.storage.base import NEWEST_IDS_SPAN_NS, ChangedWindow, Deletion, Health, Manifest, RunReport
+from service.storage.embedded import symbols as registry
 from service.storage.embedded.backup import snapshot
 from service.storage.embedded.sql import bars_table, bucket_sql, tier_select_sql, trades_arrow
 
@@ -109,6 +111,7 @@ class EmbeddedStore:
             raise StoreUnavailable(f"cannot open DuckDB file {self.path}: {exc}") from exc
         con = self._con
         con.execute(_SCHEMA)
+        con.execute(registry.SCHEMA)
         for tier in self.plan.tiers:
             con.execute(_BARS_SCHEMA.format(table=bars_table(tier)))
             con.execute("INSERT INTO tier_state (tier) VALUES (?) ON CONFLICT DO NOTHING", [tier.name])
@@ -512,6 +515,10 @@ class EmbeddedStore:
                 ).fetchall()
             }
             dirty = dict(c.execute("SELECT tier, count(*) FROM dirty GROUP BY tier").fetchall())
+            counts = c.execute(
+                " UNION ALL ".join(f"SELECT {i}, count(*) FROM {bars_table(t)}" for i, t in enumerate(self.plan.tiers))
+            ).fetchall()
+            held = {self.plan.tiers[i].name: int(n) for i, n in counts}
             out = []
             for tier in self.plan.tiers:
                 _, wm, last_run, duration, n, error = rows.get(tier.name, (tier.name, None, None, None, 0, None))
@@ -526,6 +533,7 @@ class EmbeddedStore:
                         rows=int(n or 0),
                         error=error,
                         dirty_windows=int(dirty.get(tier.name, 0)),
+                        bars=held.get(tier.name),
                     )
                 )
             return out
@@ -670,6 +678,12 @@ class EmbeddedStore:
         rows = await self._run(lambda c: c.execute(f"SELECT symbol FROM ({union}) ORDER BY symbol").fetchall())
         return [r[0] for r in rows]
 
+    async def trade_span(self, symbol: str) -> tuple[int, int] | None:
+        lo, hi = await self._run(
+            lambda c: c.execute("SELECT min(ts_ns), max(ts_ns) FROM trades WHERE symbol = ?", [symbol]).fetchall()[0]
+        )
+        return None if lo is None else (int(lo), int(hi))
+
     async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
         (value,) = await self._run(
             lambda c: c.execute(
@@ -712,6 +726,35 @@ class EmbeddedStore:
             ).fetchall()
         )
         return [(r[0], int(r[1])) for r in rows]
+
+    # --- the symbol registry (service/storage/embedded/symbols.py) -------------------------
+
+    async def symbol_specs(self) -> list[SymbolSpec]:
+        return await self._run(registry.read_specs)
+
+    async def save_symbol(self, spec: SymbolSpec) -> None:
+        def save(c: duckdb.DuckDBPyConnection) -> None:
+            with self._write_lock:
+                registry.save_spec(c, spec)
+
+        await self._run(save)
+
+    async def purge_symbol(self, symbol: str) -> int:
+        """One transaction: the symbol's trades, bars of every tier and dirty windows."""
+
+        def purge(c: duckdb.DuckDBPyConnection) -> int:
+            with self._write_lock:
+                c.execute("BEGIN")
+                try:
+                    trades, _ = registry.purge(c, self.plan, symbol)
+                    c.execute("COMMIT")
+                except BaseException:
+                    _rollback(c)
+                    raise
+                self._dirty_span.pop(symbol, None)
+                return trades
+
+        return await self._run(purge)
 
     async def snapshot(self, directory: str) -> Manifest:
         """EXPORT DATABASE on its own cursor: one statement, so one consistent transaction,

@@ -112,6 +112,20 @@ def last_ts_query(names: Names, symbol: str, from_ns: int, to_ns: int) -> str:
     )
 
 
+def trade_span_queries(names: Names, symbol: str) -> tuple[str, str]:
+    """The first and the last trade time (ns) of ``symbol``: ``first()`` and ``last()`` of its
+    price series over all time, each pushed down to storage (it reads one block per end)."""
+    return tuple(  # type: ignore[return-value]
+        f"from(bucket: {flux_string(names.raw_bucket)})\n"
+        f"    |> range(start: {FAR_PAST}, stop: {FAR_FUTURE})\n"
+        f"    |> filter(fn: (r) => r._measurement == {flux_string(TRADES)} and r.symbol == {flux_string(symbol)} "
+        'and r._field == "price")\n'
+        f"    |> {end}()\n"
+        "    |> map(fn: (r) => ({t: int(v: r._time)}))\n"
+        for end in ("first", "last")
+    )
+
+
 def known_ids_query(
     names: Names, symbol: str, ids: list[str], from_ns: int | None = None, to_ns: int | None = None
 ) -> str:
@@ -242,6 +256,7 @@ def all_queries(plan: Plan, names: Names = Names()) -> dict[str, str]:
     out[f"raw_bars_{first.name}"] = raw_bars_query(names, symbol, 0, 86_400_000, first.size_ms)
     out["previous_time_raw"] = previous_time_query(names, symbol, 60_000, [], True)
     out["last_ts"] = last_ts_query(names, symbol, 0, 1_000_000)
+    out["trade_span_first"], out["trade_span_last"] = trade_span_queries(names, symbol)
     out["known_ids"] = known_ids_query(names, symbol, ["a", 'b"c', "d\\e"])
     out["known_ids_window"] = known_ids_query(
         names, symbol, ["a"], 1_700_000_000_000_000_000, 1_700_000_001_000_000_000

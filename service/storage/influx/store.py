@@ -34,11 +34,13 @@ from service.core.resolution import Resolution
 from service.core.schedule import late_window
 from service.core.segments import Segment
 from service.core.settings import Settings
+from service.core.symbols import SymbolSpec
 from service.storage.base import NEWEST_IDS_SPAN_NS, ChangedWindow, Deletion, Health, Manifest, RunReport
 from service.storage.countback import bars_before_by_jumps
 from service.storage.influx import flux_queries as fq
 from service.storage.influx import flux_render as fr
 from service.storage.influx import influxql as ql
+from service.storage.influx import symbols as registry
 from service.storage.influx.admin import Admin, RunInfo, bucket_specs
 from service.storage.influx.compose import Rows, compose, plan_segments, roll_up
 from service.storage.influx.connection import Connection
@@ -306,6 +308,12 @@ class InfluxStore:
         found = {v async for (v,) in self._rows(fq.symbols_query(self._names), ("v",))}
         return sorted(found)
 
+    async def trade_span(self, symbol: str) -> tuple[int, int] | None:
+        ends = []
+        for flux in fq.trade_span_queries(self._names, symbol):
+            ends += [int(t) async for (t,) in self._rows(flux, ("t",))]
+        return None if not ends else (min(ends), max(ends))
+
     async def last_ts_ns(self, symbol: str, from_ns: int, to_ns: int) -> int | None:
         if to_ns <= from_ns:
             return None
@@ -336,6 +344,18 @@ class InfluxStore:
             return []
         flux = fq.newest_ids_query(self._names, symbol, newest - NEWEST_IDS_SPAN_NS, newest + 1, limit)
         return [(i, int(t)) async for i, t in self._rows(flux, ("id", "t"))]
+
+    # --- the symbol registry (service/storage/influx/symbols.py) ----------------------------
+
+    async def symbol_specs(self) -> list[SymbolSpec]:
+        return await registry.read_specs(self._conn, self._names)
+
+    async def save_symbol(self, spec: SymbolSpec) -> None:
+        self._marker_ns = max(self._marker_ns + 1, time.time_ns())
+        await registry.save_spec(self._conn, self._names, spec, self._marker_ns)
+
+    async def purge_symbol(self, symbol: str) -> int:
+        return await registry.purge(self._conn, self._names, symbol)
 
     async def trade_count(self) -> int | None:
         """None: counting a bucket's points is a scan of all of them."""

@@ -13,6 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from service.core.settings import Settings
 from tests.conftest import ServerProcess
 
 DAY_MS = 86_400_000
@@ -32,7 +33,8 @@ def server():
                 "TVFLUX_MAX_FRAME_BYTES": "2048",
                 "TVFLUX_MAX_BODY_BYTES": "4096",
                 "TVFLUX_MAX_PAST_MS": str(DAY_MS),
-                "TVFLUX_SYMBOLS": "BTCUSD,OLDUSD",
+                "TVFLUX_SYMBOLS": "BTCUSD,OLDUSD,BANDUSD,LISTUSD",
+                "TVFLUX_PRICE_BAND_PCT": str(Settings().price_band_pct),  # the default: on, 20 %
             },
         )
         s.start()
@@ -82,6 +84,70 @@ def test_bulk_history_takes_any_past_date(server):
         f"/api/bars?symbol=OLDUSD&resolution=1D&from={old // 1000 - 86400}&to={old // 1000 + 86400}"
     )
     assert len(bars["bars"]) == 1 and bars["bars"][0]["volume"] == 3
+
+
+@pytest.mark.parametrize("path", ["/api/trades", "/api/admin/trades"])
+@pytest.mark.parametrize("per_ms, unit", [(1000, "microseconds"), (1_000_000, "nanoseconds")])
+def test_a_time_in_microseconds_or_nanoseconds_is_named_as_such(server, path, per_ms, unit):
+    t = now_ms()
+    status, body = server.post(path, [trade(t * per_ms)])
+    assert status == 400, body
+    [problem] = body["error"]["details"]
+    assert f"looks like epoch {unit}" in problem["reason"] and str(t) in problem["reason"], problem
+
+
+# --- a price band: one fat-finger trade does not ruin every resolution -----------------------
+
+
+def test_a_fat_finger_price_is_refused_naming_the_band(server):
+    t = now_ms()
+    assert server.post("/api/trades", [trade(t, 100.0, "BANDUSD")])[0] == 200  # a first trade: no band yet
+    status, body = server.post("/api/trades", [trade(t + 1, 101.0, "BANDUSD"), trade(t + 2, 1e300, "BANDUSD")])
+    assert status == 400 and body["error"]["code"] == "outside_price_band", body
+    assert "price band of BANDUSD" in body["error"]["message"] and "TVFLUX_PRICE_BAND_PCT" in body["error"]["message"]
+    [problem] = body["error"]["details"]
+    assert problem["index"] == 1
+    assert problem["priceBand"] == {
+        "low": pytest.approx(100 / 1.2),
+        "high": pytest.approx(120),
+        "reference": 100.0,
+        "pct": 20.0,
+    }
+    with_id = dict(trade(t + 3, 1e300, "BANDUSD"), id="x-1")  # the general path checks it too
+    assert server.post("/api/trades", [with_id])[1]["error"]["code"] == "outside_price_band"
+    with connect(server.ws_url + "/ws/ingest") as ws:
+        ws.send(json.dumps([trade(t + 4, 0.0001, "BANDUSD")]))
+        reply = json.loads(ws.recv(timeout=5))
+    assert reply["type"] == "error" and reply["error"]["code"] == "outside_price_band", reply
+
+    # the band follows the market: 115 is in it, and then so is 135 (< 115 x 1.2)
+    assert server.post("/api/trades", [trade(t + 5, 115.0, "BANDUSD")])[0] == 200
+    assert server.post("/api/trades", [trade(t + 6, 135.0, "BANDUSD")])[0] == 200
+    status, bars = server.get("/api/bars?symbol=BANDUSD&resolution=1D&countback=1&to=" + str(t // 1000 + 86400))
+    assert bars["bars"][-1]["high"] == 135.0 and bars["bars"][-1]["low"] == 100.0  # no 1e300, no 0.0001
+
+    # a retry of an accepted trade is a duplicate, even once the market has moved away from it
+    kept = dict(trade(t + 7, 136.0, "BANDUSD"), id="r-1")
+    assert server.post("/api/trades", [kept])[0] == 200
+    for i, price in enumerate((160.0, 190.0)):  # each within the band of the one before
+        assert server.post("/api/trades", [trade(t + 8 + i, price, "BANDUSD")])[0] == 200
+    assert server.post("/api/trades", [kept]) == (200, {"accepted": 0, "duplicates": 1})
+
+    # bulk history is not judged by today's prices
+    old = 1_500_000_000_000
+    status, body = server.post("/api/admin/trades", [trade(old, 1e6, "BANDUSD")])
+    assert status == 200 and body["accepted"] == 1, body
+
+
+def test_a_listing_turns_its_band_off(server):
+    status, body = server.post("/api/admin/symbols", {"symbol": "LISTUSD", "priceBandPct": 0})
+    assert status == 200, body
+    t = now_ms()
+    assert server.post("/api/trades", [trade(t, 1.0, "LISTUSD")])[0] == 200
+    assert server.post("/api/trades", [trade(t + 1, 50.0, "LISTUSD")])[0] == 200  # the price is being found
+    assert server.post("/api/admin/symbols", {"symbol": "LISTUSD", "priceBandPct": 10})[0] == 200
+    status, body = server.post("/api/trades", [trade(t + 2, 60.0, "LISTUSD")])
+    assert status == 400 and body["error"]["details"][0]["priceBand"]["high"] == pytest.approx(55.0), body
 
 
 # --- item 3: limits and error codes --------------------------------------------------------

@@ -113,3 +113,27 @@ def test_cli_trades_delete_opens_the_store_when_no_service_runs(quiet_server):
     s.start()
     _, bars = s.get("/api/bars?symbol=LTCUSD&resolution=1D&countback=1")
     assert bars["bars"][0]["volume"] == 2
+
+
+def test_downsampling_figures_are_what_they_say(quiet_server):
+    """/api/downsampling (what /admin shows): ``bars`` is the rows a tier holds, ``lastRun``
+    includes the rebuild a correction caused, ``normalLagMs`` is the lag the plan makes normal."""
+    s = quiet_server
+    hour = (now_ms() // 3_600_000 - 3) * 3_600_000  # a closed hour, 3 h ago
+    minutes = [hour + i * 60_000 for i in range(0, 50, 5)]  # 10 distinct minutes
+    s.post_trades([{"symbol": "BTCUSD", "price": 100.0, "size": 1.0, "time": t + 10} for t in minutes])
+    s.post_trades([{"symbol": "ETHUSD", "price": 10.0, "size": 1.0, "time": t + 20} for t in minutes[:4]])
+    assert s.post("/api/downsampling/run")[0] == 200
+    tiers = {t["tier"]: t for t in s.get("/api/downsampling")[1]["tiers"]}
+    assert tiers["1m"]["bars"] == 14  # 10 BTCUSD minutes + 4 ETHUSD minutes, whatever the last run wrote
+    assert tiers["1h"]["bars"] == 2 and tiers["1d"]["bars"] in (0, 2)  # one hour each; the day once it closed
+    assert tiers["1d"]["normalLagMs"] > 86_400_000 > tiers["1m"]["normalLagMs"]
+    assert tiers["1h"]["lagMs"] <= tiers["1h"]["normalLagMs"]  # an hour behind is the 1h tier's nature
+
+    before_ms = now_ms()
+    status, _ = s.request("DELETE", f"/api/trades?symbol=BTCUSD&from={minutes[0]}&to={minutes[2]}")
+    assert status == 200
+    assert s.post("/api/downsampling/run")[0] == 200  # rebuilds the closed windows, advances nothing
+    tiers = {t["tier"]: t for t in s.get("/api/downsampling")[1]["tiers"]}
+    assert tiers["1m"]["bars"] == 12
+    assert tiers["1m"]["lastRun"] >= before_ms, tiers["1m"]  # the rebuild is the tier's last run

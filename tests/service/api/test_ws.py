@@ -119,6 +119,10 @@ def test_unsubscribe_stops_updates(module_server):
         with pytest.raises(TimeoutError):
             ws.recv(timeout=0.3)
         assert not [m for m in seen if m["type"] == "bar"]
+        ws.send(json.dumps({"op": "unsubscribe", "id": "u"}))  # already gone: answered, not ignored
+        reply = json.loads(ws.recv(timeout=5))
+        assert reply["type"] == "error" and reply["id"] == "u", reply
+        assert reply["error"]["code"] == "unknown_subscription" and "'u'" in reply["error"]["message"]
 
 
 def test_ws_ingest_json_and_msgpack_with_acks(module_server):

@@ -120,3 +120,13 @@ def test_sources_are_parsed_and_every_bad_entry_reported():
     assert "expected venue:VENUE_SYMBOL=SYMBOL" in text
     assert "A is already fed by binance:BTCUSDT" in text
     assert "TVFLUX_BINANCE_WS_URL" in text
+
+
+def test_symbols_follow_the_rule_ingest_applies():
+    """A symbol no trade could ever carry (ingest refuses the name) is refused at start."""
+    with pytest.raises(ConfigError) as err:
+        load_settings({"TVFLUX_SYMBOLS": "BTCUSD,BTC USD,-X,ETH/USD"})
+    assert len(err.value.problems) == 2
+    assert all(p.startswith("TVFLUX_SYMBOLS: ") for p in err.value.problems)
+    assert "'BTC USD' is not a valid symbol" in err.value.problems[0]
+    assert load_settings({"TVFLUX_SYMBOLS": "BTCUSD, ETH/USD"}).symbols == ("BTCUSD", "ETH/USD")

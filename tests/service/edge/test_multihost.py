@@ -87,6 +87,7 @@ def hosts():
                 "TVFLUX_ADMIN_TOKEN": TOKEN + "-admin",
                 "TVFLUX_SYNTHETIC_RATE": "0",
                 "TVFLUX_SYNTHETIC_BACKFILL_S": "0",
+                "TVFLUX_PRICE_BAND_PCT": "0",  # made-up prices (100, then 200)
                 "TVFLUX_PUSH_INTERVAL_MS": "50",
                 "TVFLUX_LOG_LEVEL": "INFO",
             }

@@ -162,3 +162,45 @@ def test_a_stalled_edge_never_slows_the_core(workers):
             price = 500.0 + _
             s.post_trades([{"symbol": "BTCUSD", "price": price, "size": 1, "time": now_ms()}])
             recv_until(ws, lambda m, p=price: m["type"] == "bar" and m["bar"]["close"] == p, timeout_s=15)
+
+
+def test_a_removed_symbol_ends_its_subscriptions_at_the_edges_and_is_refused_there(workers):
+    s = workers
+    assert s.post("/api/admin/symbols", {"symbol": "EDGEUSD"})[0] == 200  # proxied to the core
+    time.sleep(6)  # the edges learn the new symbol (they refresh the core's list every 5 s)
+    with connect(s.ws_url + "/ws?v=2") as a, connect(s.ws_url + "/ws") as v1:
+        subscribe_v2(a, "x", "EDGEUSD", "1S")
+        v1.send(json.dumps({"op": "subscribe", "id": "old", "symbol": "EDGEUSD", "resolution": "1"}))
+        s.post_trades([{"symbol": "EDGEUSD", "price": 5.0, "size": 1, "time": now_ms()}])
+        recv_until(a, lambda m: m["type"] == "bar", timeout_s=10)
+        recv_until(v1, lambda m: m["type"] == "bar", timeout_s=10)
+        assert s.request("DELETE", "/api/admin/symbols?symbol=EDGEUSD")[0] == 200
+        for ws, sub_id in ((a, "x"), (v1, "old")):
+            err, _ = recv_until(ws, lambda m: m["type"] == "error", timeout_s=3)  # at once, not at the refresh
+            assert err["id"] == sub_id and err["error"]["code"] == "unknown_symbol", err
+        time.sleep(6)
+        a.send(json.dumps({"op": "subscribe", "id": "y", "symbol": "EDGEUSD", "resolution": "1S"}))
+        err, _ = recv_until(a, lambda m: m["type"] == "error")
+        assert err["id"] == "y" and err["error"]["code"] == "unknown_symbol"
+
+
+def stats(server) -> dict:
+    with urllib.request.urlopen(server.base_url + "/api/stats", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_stats_count_the_clients_at_the_edges_not_the_edges(workers):
+    s = workers
+    with connect(s.ws_url + "/ws?v=2") as a, connect(s.ws_url + "/ws?v=2") as b, connect(s.ws_url + "/ws") as c:
+        subscribe_v2(a, "x", "BTCUSD", "1S")
+        subscribe_v2(a, "y", "ETHUSD", "1")
+        subscribe_v2(b, "z", "BTCUSD", "1S")
+        c.send(json.dumps({"op": "ping"}))
+        recv_until(c, lambda m: m["type"] == "pong")
+        # the edges report every 2 s: three clients, three subscriptions, two edges
+        seen = wait_for(
+            lambda: (lambda got: got if (got["wsClients"], got["subscriptions"]) == (3, 3) else None)(stats(s)),
+            10,
+            "the edges' clients in /api/stats",
+        )
+        assert seen["edges"] == 2

@@ -26,3 +26,23 @@ def test_fractional_amounts_read_plainly(capsys):
     progress.finish(31.5)
     line = capsys.readouterr().err
     assert "31.5/31.5 days of range" in line
+
+
+def test_downsampling_progress_counts_tiers_without_a_rate(tmp_path, capsys):
+    import asyncio
+
+    from service.core.plan import default_plan
+    from service.ops.downsample import run_to_edge
+    from service.storage.embedded.store import EmbeddedStore
+
+    async def run():
+        store = EmbeddedStore(str(tmp_path / "tvflux.duckdb"), default_plan())
+        await store.start()
+        try:
+            await run_to_edge(store, clock_ms=lambda: 1_700_000_000_000)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    err = capsys.readouterr().err
+    assert "tiers at the edge" in err and "tiers at the edge/s" not in err, err

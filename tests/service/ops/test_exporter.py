@@ -14,7 +14,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from service.core.errors import InvalidRange
+from service.core.errors import UsageError
 from service.core.models import Bar
 from service.core.resolution import parse_resolution
 from service.ops.exporter import PageTooLarge, export, pages, parse_time_arg
@@ -34,8 +34,9 @@ def ops(args, data_dir, **env):
 @pytest.mark.parametrize(
     "text, ms",
     [
-        ("1704067200", 1_704_067_200_000),
-        ("0", 0),
+        ("1704067200", 1_704_067_200_000),  # the magnitude names the unit: seconds
+        ("1704067200000", 1_704_067_200_000),  # milliseconds
+        ("1704067200000000", 1_704_067_200_000),  # microseconds
         ("2024-01-01", 1_704_067_200_000),
         ("2024-01-01T12:30:00Z", 1_704_112_200_000),
         ("2024-01-01T12:30:00.999+00:00", 1_704_112_200_000),  # whole seconds, like /api/bars
@@ -46,9 +47,9 @@ def test_time_arguments(text, ms):
     assert parse_time_arg(text, "from") == ms
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2024-13-01", "-5", ""])
+@pytest.mark.parametrize("text", ["yesterday", "2024-13-01", "-5", "", "0", "5000", "17040672000"])
 def test_bad_time_arguments(text):
-    with pytest.raises(InvalidRange):
+    with pytest.raises(UsageError, match="--to"):
         parse_time_arg(text, "to")
 
 

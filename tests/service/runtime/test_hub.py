@@ -192,3 +192,37 @@ async def test_a_reset_comes_after_the_bars_of_its_push():
     await asyncio.sleep(0.25)
     kinds = [(m["type"], m.get("closed")) for m in (msgspec.json.decode(f) for f in client.take())]
     assert kinds == [("bar", True), ("bar", False), ("reset", None)]
+
+
+async def test_a_removed_symbol_ends_every_subscription_with_an_error_even_one_still_loading():
+    import pytest
+
+    from service.core.errors import UnknownSymbol
+    from service.core.models import ErrorBody, ErrorMessage
+
+    loading = asyncio.Event()
+    release = asyncio.Event()
+
+    async def history(symbol, resolution, from_ms, to_ms):
+        if resolution.text == "1S":
+            loading.set()
+            await release.wait()
+        return [], 0
+
+    hub = Hub(history, lambda: NOW_MS)
+    live, waiting = Client("a"), Client("b", version=PROTOCOL_V2)
+    hub.register(live)
+    hub.register(waiting)
+    await hub.subscribe(live, "x", "BTCUSD", MINUTE)
+    pending = asyncio.create_task(hub.subscribe(waiting, "y", "BTCUSD", parse_resolution("1S")))
+    await loading.wait()
+    error = ErrorBody("unknown_symbol", "symbol 'BTCUSD' was removed")
+    assert hub.drop_symbol("BTCUSD", error) == 1
+    assert live.take() == [encode(ErrorMessage(error, id="x"))] and not live.subs
+    release.set()
+    with pytest.raises(UnknownSymbol, match="was removed"):
+        await pending  # the caller answers it with an error for its id
+    assert not waiting.subs and hub.subscription_count == 0
+    hub.publish([trades("BTCUSD", (NOW_MS, 10.0))], seq=1)
+    await settle()
+    assert live.take() == [] and waiting.take() == []

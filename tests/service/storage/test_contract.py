@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -272,6 +273,8 @@ async def test_lookups_symbols_last_ts_and_ids(store):
     assert await store.last_ts_ns("LTCUSD", base, base + 10 * NS) is None
     assert await store.known_ids("LTCUSD", ["a", "b", "c"]) == {"a", "c"}
     assert await store.known_ids("BTCUSD", ["a"]) == set()
+    assert await store.trade_span("LTCUSD") == (base + 10 * NS, base + 11 * NS)
+    assert await store.trade_span("BTCUSD") is None
 
 
 async def test_newest_ids_are_where_an_exchange_source_resumes_and_survive_a_restart(kit):
@@ -405,3 +408,47 @@ async def test_a_delete_of_nothing_changes_nothing(store):
     ).deleted == 0
     assert (await store.delete_trades("BTCUSD", ids=["nope"])).deleted == 0
     await check_all_resolutions(store, trades, from_ms=NOW_MS - DAY_MS)
+
+
+async def test_symbol_registry_saves_updates_and_remembers_removals_across_a_restart(kit):
+    from service.core.symbols import SymbolSpec
+
+    first = kit.make()
+    await first.start()
+    try:
+        assert await first.symbol_specs() == []
+        coin = SymbolSpec(symbol="SHIBUSD", description='Shiba "Inu", USD', tickSize=1e-8, volumePrecision=0)
+        await first.save_symbol(coin)
+        await first.save_symbol(SymbolSpec(symbol="BTCUSD", priceBandPct=0.0, addedMs=5))
+        updated = msgspec.structs.replace(coin, tickSize=1e-7, priceBandPct=12.5)
+        await first.save_symbol(updated)  # an update replaces the record
+        await first.save_symbol(SymbolSpec(symbol="LTCUSD", addedMs=1, removedMs=9))  # a removal: a tombstone
+    finally:
+        await first.close()
+    second = kit.make()
+    await second.start()
+    try:
+        specs = {s.symbol: s for s in await second.symbol_specs()}
+        assert specs == {
+            "BTCUSD": SymbolSpec(symbol="BTCUSD", priceBandPct=0.0, addedMs=5),
+            "LTCUSD": SymbolSpec(symbol="LTCUSD", addedMs=1, removedMs=9),
+            "SHIBUSD": updated,
+        }
+    finally:
+        await dispose(second)
+
+
+async def test_purge_symbol_removes_its_trades_and_bars_in_every_tier_and_nothing_else(store):
+    trades = synthetic(days=1)
+    await store.append(trades)
+    await store.run_downsampling(NOW_MS)
+    day = parse_resolution("1D")
+    keep = await store.bars("ETHUSD", day, NOW_MS - DAY_MS, NOW_MS)
+    deleted = await store.purge_symbol("BTCUSD")
+    assert deleted == sum(len(t) for t in trades if t.symbol == "BTCUSD")
+    assert await store.trade_span("BTCUSD") is None
+    for text in ("1S", "1", "60", "240", "1D"):  # raw trades and every tier
+        assert await store.bars("BTCUSD", parse_resolution(text), NOW_MS - DAY_MS, NOW_MS) == [], text
+    assert await store.bars("ETHUSD", day, NOW_MS - DAY_MS, NOW_MS) == keep
+    await store.run_downsampling(NOW_MS + 3_600_000)  # nothing comes back
+    assert await store.bars("BTCUSD", day, NOW_MS - DAY_MS, NOW_MS) == []

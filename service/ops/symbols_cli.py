@@ -1,0 +1,225 @@
+"""``tvflux symbols list|add|remove``: the symbol registry from the command line.
+
+Through the service that holds the data directory when one runs (``/api/admin/symbols``:
+the change is listed, audited and applied to open subscriptions at once), else on the
+store directly (:class:`~service.runtime.symbols.SymbolRegistry`, the same code and the
+same audit log; the service reads it at its next start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import getpass
+import json
+import os
+import socket
+import sys
+import urllib.parse
+from typing import Any
+
+import msgspec
+
+from service.core.errors import UsageError
+from service.core.settings import Settings
+from service.core.symbols import SymbolRequest, check_symbol, price_scale
+
+EXIT_OK = 0
+
+
+def register(subparsers: Any) -> None:
+    cmd = subparsers.add_parser("symbols", help="list, add (or update) and remove symbols")
+    sub = cmd.add_subparsers(dest="symbols_command", required=True)
+    listing = sub.add_parser("list", help="the symbols, their metadata and stored data (removed ones too)")
+    listing.add_argument("--json", action="store_true", help="as JSON, as GET /api/admin/symbols answers")
+    listing.add_argument("--url", help="the running service (default: the one serving this data dir)")
+    listing.set_defaults(func=cmd_list)
+
+    add = sub.add_parser("add", help="add a symbol, or update one's metadata (what is not given stays)")
+    add.add_argument("symbol")
+    add.add_argument("--description")
+    add.add_argument("--tick-size", type=float, help="smallest price step, e.g. 0.01 or 0.00001 (default 0.01)")
+    add.add_argument("--volume-precision", type=int, help="decimals of volumes on charts (default 6)")
+    band = add.add_mutually_exclusive_group()
+    band.add_argument("--price-band-pct", type=float, help="live trades further than this from the market are refused")
+    band.add_argument("--no-price-band", action="store_true", help="no price band (a listing finds its price)")
+    band.add_argument("--default-price-band", action="store_true", help="the service's TVFLUX_PRICE_BAND_PCT")
+    add.add_argument("--url", help="the running service (default: the one serving this data dir)")
+    add.set_defaults(func=cmd_add)
+
+    remove = sub.add_parser("remove", help="unlist a symbol (its data is kept unless --with-data)")
+    remove.add_argument("symbol")
+    remove.add_argument("--with-data", action="store_true", help="also delete its stored trades and bars")
+    remove.add_argument("--url", help="the running service (default: the one serving this data dir)")
+    remove.set_defaults(func=cmd_remove)
+
+
+def _actor() -> str:
+    return f"tvflux symbols ({getpass.getuser()}@{socket.gethostname()})"
+
+
+def _service(settings: Settings, url: str | None) -> str | None:
+    """The service to go through: ``--url``, the one serving this data dir, or the one
+    holding the store file; ``None``: work on the store directly."""
+    from service.ops.discovery import running_service_url
+    from service.ops.remote import serving_url
+
+    if url:
+        return url.rstrip("/")
+    return running_service_url(settings.data_dir) or serving_url(settings)
+
+
+def _call(url: str, method: str, path: str, settings: Settings, body: bytes | None = None) -> Any:
+    from service.ops.remote import call
+
+    return call(
+        url,
+        method,
+        path,
+        settings.admin_token,
+        data=body,
+        content_type="application/json" if body is not None else None,
+        headers={"X-Tvflux-Actor": _actor()},
+        retries=3,
+    )
+
+
+def _request(args: argparse.Namespace) -> SymbolRequest:
+    why = check_symbol(args.symbol)
+    if why:
+        raise UsageError(why)
+    fields: dict[str, Any] = {"symbol": args.symbol}
+    for name, value in (
+        ("description", args.description),
+        ("tickSize", args.tick_size),
+        ("volumePrecision", args.volume_precision),
+        ("priceBandPct", args.price_band_pct),
+    ):
+        if value is not None:
+            fields[name] = value
+    if args.no_price_band:
+        fields["priceBandPct"] = 0.0
+    if args.default_price_band:
+        fields["priceBandPct"] = None
+    return SymbolRequest(**fields)
+
+
+# --- the commands ---------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    url = _service(settings, args.url)
+    if url is not None:
+        records = _call(url, "GET", "/api/admin/symbols", settings)["symbols"]
+    else:
+        records = asyncio.run(_offline(settings, _list_records))
+    if args.json:
+        print(json.dumps({"symbols": records}, indent=2))
+        return EXIT_OK
+    print(
+        f"{'symbol':<16} {'state':<10} {'tick':>10} {'vol.dec':>7} {'band %':>7}  {'stored trades (UTC)':<41} description"
+    )
+    for r in records:
+        spec = r["spec"]
+        state = "removed" if spec.get("removedMs") is not None else ("configured" if r["configured"] else "listed")
+        band = spec.get("priceBandPct")
+        band_text = "default" if band is None else ("off" if band == 0 else f"{band:g}")
+        span = "none" if r["firstTradeMs"] is None else f"{_utc(r['firstTradeMs'])} → {_utc(r['lastTradeMs'])}"
+        print(
+            f"{spec['symbol']:<16} {state:<10} {spec['tickSize']:>10g} {spec['volumePrecision']:>7} {band_text:>7}  "
+            f"{span:<41} {spec.get('description', '')}"
+        )
+    return EXIT_OK
+
+
+def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
+    request = _request(args)
+    url = _service(settings, args.url)
+    if url is not None:
+        info = _call(url, "POST", "/api/admin/symbols", settings, msgspec.json.encode(request))
+        where = f"through the service at {url}"
+    else:
+
+        async def add(registry: Any, store: Any) -> Any:
+            spec = await registry.upsert(request, who="tvflux CLI, store opened directly", actor=_actor())
+            scale, minmov = price_scale(spec.tickSize)
+            return {"symbol": spec.symbol, "pricescale": scale, "minmov": minmov, "tickSize": spec.tickSize}
+
+        info = asyncio.run(_offline(settings, add))
+        where = "in the store (the service lists it at its next start)"
+    print(
+        f"{info['symbol']}: listed {where}; tick size {info['tickSize']:g} (pricescale {info['pricescale']}, "
+        f"minmov {info['minmov']})",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
+    url = _service(settings, args.url)
+    if url is not None:
+        query = urllib.parse.urlencode({"symbol": args.symbol, "data": "true" if args.with_data else "false"})
+        answer = _call(url, "DELETE", f"/api/admin/symbols?{query}", settings)
+        deleted, where = answer["deletedTrades"], f"through the service at {url}"
+    else:
+
+        async def remove(registry: Any, store: Any) -> int:
+            return int(
+                await registry.remove(
+                    args.symbol, purge=args.with_data, who="tvflux CLI, store opened directly", actor=_actor()
+                )
+            )
+
+        deleted, where = asyncio.run(_offline(settings, remove)), "in the store"
+    data = f"its {deleted:,} stored trades and their bars deleted" if args.with_data else "its data kept"
+    print(f"{args.symbol}: removed {where}; {data}", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- on the store directly ------------------------------------------------------------------
+
+
+async def _offline(settings: Settings, work: Any) -> Any:
+    from service.runtime.audit import AuditLog
+    from service.runtime.clock import now_ms
+    from service.runtime.history import SymbolSet
+    from service.runtime.symbols import SymbolRegistry
+    from service.storage.factory import build_store
+
+    store = build_store(settings)
+    await store.start()
+    try:
+        registry = SymbolRegistry(
+            store,
+            SymbolSet(),
+            configured=settings.symbols,
+            audit=AuditLog(os.path.join(settings.data_dir, "audit.jsonl")),
+            clock_ms=now_ms,
+        )
+        await registry.load()
+        return await work(registry, store)
+    finally:
+        await store.close()
+
+
+async def _list_records(registry: Any, store: Any) -> list[dict[str, Any]]:
+    out = []
+    for spec in registry.records():
+        span = await store.trade_span(spec.symbol)
+        scale, minmov = price_scale(spec.tickSize)
+        out.append(
+            {
+                "spec": msgspec.to_builtins(spec),
+                "configured": registry.is_configured(spec.symbol),
+                "pricescale": scale,
+                "minmov": minmov,
+                "firstTradeMs": None if span is None else span[0] // 1_000_000,
+                "lastTradeMs": None if span is None else span[1] // 1_000_000,
+            }
+        )
+    return out
+
+
+def _utc(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
