@@ -123,7 +123,7 @@ def test_downsampling_figures_are_what_they_say(quiet_server):
     minutes = [hour + i * 60_000 for i in range(0, 50, 5)]  # 10 distinct minutes
     s.post_trades([{"symbol": "BTCUSD", "price": 100.0, "size": 1.0, "time": t + 10} for t in minutes])
     s.post_trades([{"symbol": "ETHUSD", "price": 10.0, "size": 1.0, "time": t + 20} for t in minutes[:4]])
-    assert s.post("/api/downsampling/run")[0] == 200
+    assert s.post("/api/downsampling/run?wait=600")[0] == 200
     tiers = {t["tier"]: t for t in s.get("/api/downsampling")[1]["tiers"]}
     assert tiers["1m"]["bars"] == 14  # 10 BTCUSD minutes + 4 ETHUSD minutes, whatever the last run wrote
     assert tiers["1h"]["bars"] == 2 and tiers["1d"]["bars"] in (0, 2)  # one hour each; the day once it closed
@@ -133,7 +133,7 @@ def test_downsampling_figures_are_what_they_say(quiet_server):
     before_ms = now_ms()
     status, _ = s.request("DELETE", f"/api/trades?symbol=BTCUSD&from={minutes[0]}&to={minutes[2]}")
     assert status == 200
-    assert s.post("/api/downsampling/run")[0] == 200  # rebuilds the closed windows, advances nothing
+    assert s.post("/api/downsampling/run?wait=600")[0] == 200  # rebuilds the closed windows, advances nothing
     tiers = {t["tier"]: t for t in s.get("/api/downsampling")[1]["tiers"]}
     assert tiers["1m"]["bars"] == 12
     assert tiers["1m"]["lastRun"] >= before_ms, tiers["1m"]  # the rebuild is the tier's last run

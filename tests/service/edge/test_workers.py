@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.request
 
+import psutil
 import pytest
 from websockets.sync.client import connect
 
@@ -86,7 +87,13 @@ def test_a_killed_edge_is_replaced_and_its_clients_continue_on_the_same_port(wor
         sockets = [stack.enter_context(connect(s.ws_url + "/ws?v=2")) for _ in range(8)]  # over both edges
         for i, ws in enumerate(sockets):
             subscribe_v2(ws, f"s{i}", "ETHUSD", "1S")
-        victim = before[0]
+        # the kernel spreads connections over the edges: kill one that holds some of ours
+        ports = {ws.socket.getsockname()[1] for ws in sockets}
+        victim = next(
+            pid
+            for pid in before
+            if any(c.raddr and c.raddr.port in ports for c in psutil.Process(pid).net_connections(kind="tcp"))
+        )
         os.kill(victim, signal.SIGKILL)
         cut = []
         for ws in sockets:

@@ -119,7 +119,7 @@ step = st.one_of(
 
 # No shrinking: each example is a few hundred queries on a real file; the failing steps are printed.
 @settings(
-    max_examples=10,
+    max_examples=8,
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow],
