@@ -14,7 +14,6 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from service.core.errors import ConfigError, TvfluxError, UsageError
 from service.core.settings import Settings, load_settings
@@ -24,6 +23,7 @@ from service.ops import commands, influx_cli, symbols_cli
 from service.ops import workers as workers_cli
 from service.ops.console import Progress, configure_logging
 from service.ops.downsample import run_to_edge
+from service.ops.remote import ServiceSink
 from service.runtime.clock import now_ms
 from service.runtime.sources import backfill_synthetic
 from service.storage.base import Store
@@ -151,15 +151,22 @@ def _service_pid(settings: Settings) -> int | None:
     return None if found is None else int(found["pid"])
 
 
-async def _generate(store: Any, symbols: tuple[str, ...], args: argparse.Namespace, url: str | None) -> int:
+async def _generate(
+    store: Store | ServiceSink, symbols: tuple[str, ...], args: argparse.Namespace, url: str | None
+) -> int:
+    """Into ``store`` directly (``url`` is None), or through the service at ``url`` (``store``
+    is then its :class:`ServiceSink`)."""
     from service.ops.generate import Overlap, ServiceView, StoreView, join, place, say, utc
 
     days, trades, seed, end_ms = args.days, args.trades, args.seed, args.end_ms
-    if url is None:
+    if isinstance(store, ServiceSink):
+        assert url is not None
+        view: ServiceView | StoreView = ServiceView(url, store.token)
+    else:
         await store.start()
+        view = StoreView(store)
     interrupted = False
     try:
-        view = ServiceView(url, store.token) if url else StoreView(store)
         span_ms = int(days * DAY_MS)
         asked = end_ms if end_ms is not None else now_ms()
         try:
@@ -194,7 +201,7 @@ async def _generate(store: Any, symbols: tuple[str, ...], args: argparse.Namespa
         interrupted = True
         raise KeyboardInterrupt from None
     finally:
-        if url is None:
+        if not isinstance(store, ServiceSink):
             # after Ctrl-C a write may still hold the file (DuckDB recovers it at the next open)
             with contextlib.suppress(Exception) if interrupted else contextlib.nullcontext():
                 await store.close()
