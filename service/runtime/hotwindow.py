@@ -30,7 +30,9 @@ InfluxDB's tasks): history composes tiers exactly whatever the watermarks
 cut, so a run changes no answer — except the late-data recomputations, which arrive as
 ``changed`` windows (and the late trade that caused them already dropped the symbol).
 
-What it does not serve (the store answers): second resolutions (no tier), requests whose
+Second resolutions, which no stored tier serves, get a ring of 1-second bars of their own
+(:data:`SECONDS_RING`, read from raw trades like the tail). What it does not serve (the store
+answers): a second resolution whose ``countback`` spans more than ``max_bars`` seconds, requests whose
 range starts before a ring's first bar, and ``to`` before the cut (scroll-back pages).
 
 Memory: ``max_bars`` bars per (symbol, tier) asked for (~220 bytes each as Python
@@ -54,6 +56,8 @@ from service.storage.base import Store
 FAR_FUTURE_MS = 7_258_118_400_000  # 2200-01-01: past any trade, and still int64 nanoseconds (InfluxDB)
 FAR_FUTURE_NS = FAR_FUTURE_MS * NS_PER_MS
 _SECOND = parse_resolution("1S")
+# not a stored tier: the ring of 1-second bars that answers second resolutions
+SECONDS_RING = Tier(name="1s (memory)", size_ms=SECOND_MS, source="trades", chunk_ms=SECOND_MS)
 log = logging.getLogger(__name__)
 
 
@@ -120,7 +124,14 @@ class HotWindow:
     # --- what it serves -------------------------------------------------------------
 
     def tier_for(self, resolution: Resolution) -> Tier | None:
-        return self.plan.serving_tier(resolution)
+        """The tier whose ring answers ``resolution``: the plan's serving tier, or for second
+        resolutions (which no stored tier serves) a ring of 1-second bars read from raw trades,
+        so second charts open from memory too (a read of the newest raw trades is the slowest
+        read of all on InfluxDB: they are still in its write cache)."""
+        tier = self.plan.serving_tier(resolution)
+        if tier is None and resolution.is_multiple_of(SECOND_MS):
+            return SECONDS_RING
+        return tier
 
     def loaded(self, symbol: str, tier: Tier) -> bool:
         state = self._symbols.get(symbol)
