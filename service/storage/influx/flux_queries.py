@@ -1,11 +1,12 @@
-"""The Flux queries :class:`~service.storage.influx.store.InfluxStore` sends. Pure: strings out.
+"""The Flux queries :class:`~service.storage.influx.store.InfluxStore` sends (history itself is
+read with InfluxQL: :mod:`service.storage.influx.influxql`). Pure: strings out.
 
 Every query ends in a few plain columns, so the CSV streamed back is small and typed the
-same way whatever stored it. The bar queries, whose answers have thousands of rows, keep
-``_time`` (RFC 3339), ``_field`` (a bar field) and ``_value`` with ``keep()``: a Flux
-``map()`` costs ~15 µs a row (300 bars x 5 fields: ~20 ms of a ~30 ms query), ``keep()``
-next to nothing. The small answers are ``map()``'d to ``t`` (epoch ms; ns for ``last_ts``
-and the status rows) and ``v``. Reads of raw trades keep the shape
+same way whatever stored it. The bar queries (kept for the benchmark's per-second strategy
+and as a Flux cross-check in the real-server tests), whose answers have thousands of rows,
+keep ``_time`` (RFC 3339), ``_field`` (a bar field) and ``_value`` with ``keep()``: a Flux
+``map()`` costs ~15 µs a row, ``keep()`` next to nothing. The small answers are ``map()``'d
+to ``t`` (epoch ms; ns for the status rows) and ``v``. Reads of raw trades keep the shape
 ``from |> range |> filter |> aggregateWindow`` (or a bare ``last()``) that InfluxDB pushes
 down to its storage engine.
 """
@@ -71,44 +72,6 @@ def raw_bars_query(names: Names, symbol: str, start_ms: int, stop_ms: int, every
         f"    |> {BAR_COLUMNS}\n"
         "\n"
         "union(\n    tables: [\n" + "\n".join(parts) + "\n    ],\n)\n"
-    )
-
-
-def previous_time_query(names: Names, symbol: str, before_ms: int, tier_names: list[str], include_raw: bool) -> str:
-    """Time (ms) of the latest row before ``before_ms`` in each given tier (bar start) and,
-    if asked, in raw trades. ``last()`` alone is pushed down to storage."""
-    sources = []
-    if include_raw:
-        sources.append((names.raw_bucket, TRADES, "price"))
-    sources.extend((names.bars_bucket, measurement(t), "close") for t in tier_names)
-    if not sources:
-        raise ValueError("previous_time_query needs at least one source")
-    calls = [f"latest(bucket: {flux_string(b)}, m: {flux_string(m)}, field: {flux_string(f)})" for b, m, f in sources]
-    # union() needs two streams at least: one source is queried on its own
-    body = (
-        calls[0]
-        if len(calls) == 1
-        else "union(\n    tables: [\n" + "".join(f"        {c},\n" for c in calls) + "    ],\n)"
-    )
-    return (
-        "latest = (bucket, m, field) => from(bucket: bucket)\n"
-        f"    |> range(start: {FAR_PAST}, stop: {flux_time_ns(before_ms * MS_NS)})\n"
-        f"    |> filter(fn: (r) => r._measurement == m and r.symbol == {flux_string(symbol)} and r._field == field)\n"
-        "    |> last()\n"
-        "    |> map(fn: (r) => ({t: int(v: r._time) / 1000000}))\n"
-        "\n" + body + "\n"
-    )
-
-
-def last_ts_query(names: Names, symbol: str, from_ns: int, to_ns: int) -> str:
-    """The largest trade time (ns) of ``symbol`` in ``[from_ns, to_ns)``."""
-    return (
-        f"from(bucket: {flux_string(names.raw_bucket)})\n"
-        f"    |> {_range(from_ns, to_ns)}\n"
-        f"    |> filter(fn: (r) => r._measurement == {flux_string(TRADES)} and r.symbol == {flux_string(symbol)} "
-        'and r._field == "price")\n'
-        "    |> last()\n"
-        "    |> map(fn: (r) => ({t: int(v: r._time)}))\n"
     )
 
 
@@ -249,13 +212,9 @@ def all_queries(plan: Plan, names: Names = Names()) -> dict[str, str]:
     symbol = 'BTC-"USD"\\${x}'  # awkward on purpose: the literals must stay valid Flux
     for tier in plan.tiers:
         out[f"tier_bars_{tier.name}"] = tier_bars_query(names, tier.name, symbol, 0, 86_400_000)
-        chain = [t.name for t in plan.chain(tier)]
-        out[f"previous_time_{tier.name}"] = previous_time_query(names, symbol, 86_400_000, chain, True)
     out["raw_bars_1s"] = raw_bars_query(names, symbol, 0, 60_000, 1_000)
     first = plan.tiers[0]
     out[f"raw_bars_{first.name}"] = raw_bars_query(names, symbol, 0, 86_400_000, first.size_ms)
-    out["previous_time_raw"] = previous_time_query(names, symbol, 60_000, [], True)
-    out["last_ts"] = last_ts_query(names, symbol, 0, 1_000_000)
     out["trade_span_first"], out["trade_span_last"] = trade_span_queries(names, symbol)
     out["known_ids"] = known_ids_query(names, symbol, ["a", 'b"c', "d\\e"])
     out["known_ids_window"] = known_ids_query(

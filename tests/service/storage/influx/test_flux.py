@@ -173,8 +173,6 @@ def test_query_builders_use_the_right_series_and_ranges() -> None:
     assert "range(start: time(v: 1000000000), stop: time(v: 2000000000))" in q
     q = fq.raw_bars_query(names, "ETHUSD", 0, 60_000, 5_000)
     assert q.count("agg(field:") == 5 and "aggregateWindow(every: 5s, fn: fn" in q
-    q = fq.previous_time_query(names, "X", 10, ["1h", "15m"], include_raw=False)
-    assert '"bars_1h"' in q and '"bars_15m"' in q and 'm: "trades"' not in q
     q = fq.known_ids_query(names, "X", ["a", "b"])
     assert 'r._value == "a" or r._value == "b"' in q
     with pytest.raises(ValueError):
