@@ -1,6 +1,7 @@
-"""The InfluxDB HTTP API as the store uses it: one async client, and the four requests the
-store makes of it (ping, write, streamed query, delete), each failing with
-:class:`~service.core.errors.StoreUnavailable` and a message that says what to do.
+"""The InfluxDB HTTP API as the store uses it: one async client, and the requests the store
+makes of it (ping, write, streamed Flux query, delete, and history reads in InfluxQL through
+:attr:`Connection.influxql`), each failing with :class:`~service.core.errors.StoreUnavailable`
+and a message that says what to do.
 
 :class:`~service.storage.influx.store.InfluxStore` owns one :class:`Connection` and passes
 it to the parts split out of it (:mod:`service.storage.influx.corrections`), which need
@@ -28,6 +29,7 @@ from influxdb_client.service.write_service import WriteService
 from service.core.errors import StoreUnavailable
 from service.storage.influx.admin import Admin, describe_api_error
 from service.storage.influx.compose import CsvReader, QueryFailed
+from service.storage.influx.influxql import InfluxQL
 from service.storage.influx.retry import NETWORK_ERRORS, RetryPolicy, backoff_s, brief, is_retryable, retry_after_s
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,10 @@ class _Open:
         self.queries = QueryService(client.api_client)
 
 
+# the delete API's end of time: deletes that select by predicate, not by time, run to it
+END_OF_TIME_NS = 2**62
+
+
 class Connection:
     def __init__(self, url: str, org: str, token: str, retry: RetryPolicy) -> None:
         self.url = url
@@ -55,6 +61,7 @@ class Connection:
         self._retry = retry
         self._rand = random.Random()
         self._open: _Open | None = None
+        self.influxql = InfluxQL(url, token, retry)  # history reads (/query), opened and closed with the rest
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -66,6 +73,7 @@ class Connection:
         )
         client = InfluxDBClientAsync(url=self.url, token=self._token, org=self.org, timeout=timeout, enable_gzip=False)
         self._open = _Open(client, Admin(client.api_client, url=self.url, org=self.org))
+        self.influxql.open()
         return self._open.admin
 
     @property
@@ -86,6 +94,7 @@ class Connection:
         opened, self._open = self._open, None
         if opened is not None:
             await opened.client.close()
+        await self.influxql.close()
 
     # --- requests -----------------------------------------------------------------------
 

@@ -28,12 +28,11 @@ from service.core.plan import Plan
 from service.core.schedule import late_window
 from service.core.timestamps import NS_PER_MS
 from service.storage.base import ChangedWindow, Deletion
-from service.storage.influx.connection import Connection
+from service.storage.influx.connection import END_OF_TIME_NS, Connection
 from service.storage.influx.flux_render import TRADES, Names, flux_string, measurement
 
 # writes dirty markers for the windows (the store's, as for late trades)
 MarkDirty = Callable[[list[ChangedWindow]], Awaitable[None]]
-_FAR_FUTURE_NS = 2**62
 _CONCURRENCY = 4
 
 
@@ -66,7 +65,7 @@ async def delete_trades(
     """Delete the trades of ``symbol`` (by ``ids``, in ``[from_ns, to_ns)``, or both) from
     the buckets ``names`` gives, with the bars of every ``plan`` tier that held them, after
     ``mark_dirty`` put a dirty marker over them."""
-    lo, hi = (0, _FAR_FUTURE_NS) if from_ns is None or to_ns is None else (from_ns, to_ns)
+    lo, hi = (0, END_OF_TIME_NS) if from_ns is None or to_ns is None else (from_ns, to_ns)
     times: list[int] = []
     wanted = sorted(set(ids)) if ids is not None else None
     chunks = [None] if wanted is None else [wanted[i : i + 200] for i in range(0, len(wanted), 200)]
@@ -79,7 +78,7 @@ async def delete_trades(
     first = plan.tiers[0]
     # 2. the marker first (its span: the first-tier bars the trades were in, all of them —
     # the watermark lives in InfluxDB, and the tasks clip the span to it themselves)
-    span = late_window(first, ts, _FAR_FUTURE_NS // NS_PER_MS)
+    span = late_window(first, ts, END_OF_TIME_NS // NS_PER_MS)
     assert span is not None
     change = ChangedWindow(symbol, span.start_ms, span.end_ms)
     await mark_dirty([change])  # history sees the dirty span at once

@@ -102,7 +102,6 @@ class InfluxStore:
         self._appends = 0  # append() calls so far; a tier that found no data waits for one
         self._found_empty: dict[str, int] = {}
         self._pending_changes: list[tuple[int, ChangedWindow]] = []  # (marker time ns, window)
-        self._ql = ql.InfluxQL(settings.influx_url, str(settings.influx_token), retry)  # history reads
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -110,7 +109,6 @@ class InfluxStore:
         if not self._url:
             raise StoreUnavailable("TVFLUX_INFLUX_URL is not set")
         admin = self._conn.open()  # here, inside the running loop, as the async client requires
-        self._ql.open()
         try:
             await self._conn.ping()
             specs = bucket_specs(self._names, self._settings.influx_raw_retention_s)
@@ -147,7 +145,6 @@ class InfluxStore:
             refresh.cancel()
             await asyncio.gather(refresh, return_exceptions=True)
         await self._conn.close()
-        await self._ql.close()
 
     async def destroy(self) -> None:
         """Delete this store's tasks and buckets (test teardown)."""
@@ -273,7 +270,7 @@ class InfluxStore:
         """Every segment's rows, ascending, in one InfluxQL request (see ``influxql``)."""
         if not segments:
             return []
-        return await self._ql.bar_rows([self._segment_statement(symbol, s) for s in segments])
+        return await self._conn.influxql.bar_rows([self._segment_statement(symbol, s) for s in segments])
 
     async def bars(self, symbol: str, resolution: Resolution, from_ms: int, to_ms: int) -> list[Bar]:
         await self._status_for_history()
@@ -301,7 +298,7 @@ class InfluxStore:
         statements += [
             ql.last_time(self._names.bars_bucket, fr.measurement(t), "close", symbol, None, before_ms) for t in chain
         ]
-        times = await self._ql.times(statements)
+        times = await self._conn.influxql.times(statements)
         return resolution.bucket_start_ms(max(times)) if times else None
 
     async def symbols(self) -> list[str]:
@@ -318,7 +315,7 @@ class InfluxStore:
         if to_ns <= from_ns:
             return None
         statement = ql.last_time(self._names.raw_bucket, fr.TRADES, "price", symbol, from_ns, to_ns, "ns")
-        times = await self._ql.times([statement], epoch="ns")
+        times = await self._conn.influxql.times([statement], epoch="ns")
         return max(times) if times else None
 
     async def known_ids(

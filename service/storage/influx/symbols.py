@@ -16,14 +16,13 @@ from __future__ import annotations
 import msgspec
 
 from service.core.symbols import SymbolSpec
-from service.storage.influx.connection import Connection
+from service.storage.influx.connection import END_OF_TIME_NS, Connection
 from service.storage.influx.flux_render import FAR_FUTURE, FAR_PAST, TRADES, Names, flux_string
 from service.storage.influx.lineproto import escape_string_field, series_prefix
 
 SYMBOL = "tvflux_symbol"
 _decode = msgspec.json.Decoder(SymbolSpec).decode
 _encode = msgspec.json.Encoder().encode
-_FAR_FUTURE_NS = 2**62  # the delete API's end of time (the predicate, not the time, selects)
 
 
 def specs_query(names: Names) -> str:
@@ -68,5 +67,5 @@ async def purge(conn: Connection, names: Names, symbol: str) -> int:
         (names.raw_bucket, f'_measurement="{TRADES}" AND symbol="{tag}"'),
         (names.bars_bucket, f'symbol="{tag}"'),
     ):
-        await conn.delete(bucket, 0, _FAR_FUTURE_NS, predicate)
+        await conn.delete(bucket, 0, END_OF_TIME_NS, predicate)
     return sum(counted)
