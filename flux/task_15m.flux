@@ -88,6 +88,33 @@ sourceWmMs = statusLatest(measurement: "tvflux_watermark", field: "watermark_ms"
 edgeNs = if sourceWmMs < 0 then -1 else minInt(a: sourceWmMs * msNs, b: nowNs - graceNs)
 limitNs = if edgeNs < 0 then -1 else floorNs(t: edgeNs)
 
+// Dirty windows (late trades): markers newer than the cursor are merged into one span.
+// The cursor is the time of the newest marker consumed, so no clock comparison between
+// the service and InfluxDB is involved. The part of the span below the watermark is
+// rebuilt here, one chunk per run (the rest is re-queued just after the cursor); the part
+// above it is the normal window's job anyway.
+// Read before the earliest source row: trades are written before their marker, so every
+// marker seen here points at trades the backfill below will see. Read after it, a first
+// run could take the earliest row from before an import's older trades landed, consume
+// their marker (no watermark: nothing to rebuild) and never build them.
+cursorNs = statusLatest(measurement: "tvflux_dirty_cursor", field: "marker_ns", tierName: tier)
+markers = (stop) => from(bucket: statusBucket)
+    |> range(start: time(v: cursorNs + 1), stop: stop)
+    |> filter(fn: (r) => r._measurement == "tvflux_dirty" and r.tier == tier)
+// last() / min() / max() straight after the filters are pushed down (the group() that
+// follows only merges their one row per series): storage does the work, not Flux
+newest = if leaseFree then markers(stop: farFuture) |> filter(fn: (r) => r._field == "start_ms") |> last() |> keep(columns: ["_time"]) |> group() |> sort(columns: ["_time"], desc: true) |> limit(n: 1) |> findColumn(fn: (key) => true, column: "_time") else []
+hasMarkers = length(arr: newest) > 0
+newCursorNs = if hasMarkers then int(v: newest[0]) else cursorNs
+dirtyFrom = if hasMarkers then markers(stop: time(v: newCursorNs + 1)) |> filter(fn: (r) => r._field == "start_ms") |> min() |> group() |> min() |> findColumn(fn: (key) => true, column: "_value") else []
+dirtyTo = if hasMarkers then markers(stop: time(v: newCursorNs + 1)) |> filter(fn: (r) => r._field == "end_ms") |> max() |> group() |> max() |> findColumn(fn: (key) => true, column: "_value") else []
+hasSpan = length(arr: dirtyFrom) > 0 and length(arr: dirtyTo) > 0
+dirtyStartNs = if hasSpan then floorNs(t: dirtyFrom[0] * msNs) else 0
+dirtyLimitNs = if hasSpan then minInt(a: ceilNs(t: dirtyTo[0] * msNs), b: wmMs * msNs) else 0
+dirtyEndNs = minInt(a: dirtyLimitNs, b: dirtyStartNs + chunkNs)
+hasDirty = leaseFree and hasSpan and wmMs >= 0 and dirtyEndNs > dirtyStartNs
+hasRest = hasDirty and dirtyLimitNs > dirtyEndNs
+
 // The normal window: exactly Plan.next_window in service/core/plan.py.
 earliestNs = if wmMs < 0 and limitNs >= 0 and leaseFree then earliestSourceNs() else -1
 normalStartNs = if wmMs >= 0 then floorNs(t: wmMs * msNs - lookbackNs) else floorNs(t: earliestNs)
@@ -133,28 +160,6 @@ sizedEndNs = if length(arr: crossing) > 0 then minInt(a: spanEndNs, b: maxInt(a:
 skipToNs = if nextRowNs < 0 then limitNs else minInt(a: limitNs, b: floorNs(t: nextRowNs))
 normalEndNs = if nextRowNs < 0 or nextRowNs >= spanEndNs then maxInt(a: spanEndNs, b: skipToNs) else sizedEndNs
 
-// Dirty windows (late trades): markers newer than the cursor are merged into one span.
-// The cursor is the time of the newest marker consumed, so no clock comparison between
-// the service and InfluxDB is involved. The part of the span below the watermark is
-// rebuilt here, one chunk per run (the rest is re-queued just after the cursor); the part
-// above it is the normal window's job anyway.
-cursorNs = statusLatest(measurement: "tvflux_dirty_cursor", field: "marker_ns", tierName: tier)
-markers = (stop) => from(bucket: statusBucket)
-    |> range(start: time(v: cursorNs + 1), stop: stop)
-    |> filter(fn: (r) => r._measurement == "tvflux_dirty" and r.tier == tier)
-// last() / min() / max() straight after the filters are pushed down (the group() that
-// follows only merges their one row per series): storage does the work, not Flux
-newest = if leaseFree then markers(stop: farFuture) |> filter(fn: (r) => r._field == "start_ms") |> last() |> keep(columns: ["_time"]) |> group() |> sort(columns: ["_time"], desc: true) |> limit(n: 1) |> findColumn(fn: (key) => true, column: "_time") else []
-hasMarkers = length(arr: newest) > 0
-newCursorNs = if hasMarkers then int(v: newest[0]) else cursorNs
-dirtyFrom = if hasMarkers then markers(stop: time(v: newCursorNs + 1)) |> filter(fn: (r) => r._field == "start_ms") |> min() |> group() |> min() |> findColumn(fn: (key) => true, column: "_value") else []
-dirtyTo = if hasMarkers then markers(stop: time(v: newCursorNs + 1)) |> filter(fn: (r) => r._field == "end_ms") |> max() |> group() |> max() |> findColumn(fn: (key) => true, column: "_value") else []
-hasSpan = length(arr: dirtyFrom) > 0 and length(arr: dirtyTo) > 0
-dirtyStartNs = if hasSpan then floorNs(t: dirtyFrom[0] * msNs) else 0
-dirtyLimitNs = if hasSpan then minInt(a: ceilNs(t: dirtyTo[0] * msNs), b: wmMs * msNs) else 0
-dirtyEndNs = minInt(a: dirtyLimitNs, b: dirtyStartNs + chunkNs)
-hasDirty = leaseFree and hasSpan and wmMs >= 0 and dirtyEndNs > dirtyStartNs
-hasRest = hasDirty and dirtyLimitNs > dirtyEndNs
 working = hasNormal or hasDirty
 
 // The lease: taken only when there is work; released below once everything is written.

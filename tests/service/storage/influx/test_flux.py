@@ -126,6 +126,18 @@ def test_the_watermark_is_written_only_downstream_of_the_bar_writes() -> None:
     assert text.rstrip().endswith("|> to(bucket: statusBucket)")
 
 
+@pytest.mark.parametrize("tier", default_plan().tiers, ids=lambda t: t.name)
+def test_a_first_run_reads_the_markers_before_the_earliest_source_row(tier: Tier) -> None:
+    """Flux runs each findColumn() where it stands. A first run (no watermark) consumes the
+    markers without rebuilding anything: the backfill from the earliest source row must
+    then see every trade a consumed marker points at. Trades land before their marker, so
+    that holds only if the markers are read first. (Reading them after, CI once lost the
+    first three days of an append that was still landing when the first run began.)"""
+    text = fr.render_task(default_plan(), tier)
+    assert text.index("\nnewest = ") < text.index("\ndirtyFrom = ") < text.index("\nearliestNs = ")
+    assert text.index("\nearliestNs = ") < text.index("\ncrossing = ") < text.index("\nwritten = union(")
+
+
 def test_task_schedule() -> None:
     plan = default_plan()
     assert [fr.flux_duration(fr.task_every_ms(t)) for t in plan.tiers] == ["10s", "50s", "1m", "1m", "1m", "1m"]
