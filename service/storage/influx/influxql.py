@@ -165,9 +165,11 @@ class InfluxQL:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=self._retry.connect_timeout_s, sock_read=self._retry.read_timeout_s
         )
-        self._session = aiohttp.ClientSession(
-            timeout=timeout, headers={"Authorization": f"Token {self._token}", "Accept": "application/json"}
-        )
+        # identity, not aiohttp's default gzip: compressing a year of minute bars (35 MB of
+        # JSON) costs InfluxDB more than the read itself (measured: 4.7-5.2 s gzip'd, 1.5-2.4 s
+        # not); the Flux client is built with enable_gzip=False for the same reason
+        headers = {"Authorization": f"Token {self._token}", "Accept": "application/json", "Accept-Encoding": "identity"}
+        self._session = aiohttp.ClientSession(timeout=timeout, headers=headers)
 
     async def close(self) -> None:
         session, self._session = self._session, None
