@@ -6,8 +6,8 @@
 // One run: read the watermark from the status bucket (not tasks.lastSuccess(), which
 // always returns its default on InfluxDB OSS), rebuild
 // [watermark - lookback, min(source edge, now - grace)) floored to the tier, at most one
-// span long and sized by its work: it stops where its source rows pass runRows (the first
-// run starts at the earliest source row: backfill), rebuild
+// span long and sized by its work: it stops where its source rows pass its budget (runRows,
+// less after a failed run; the first run starts at the earliest source row: backfill), rebuild
 // windows marked dirty by late trades, then - only after the bars are written -
 // advance the watermark. Re-running a window rewrites identical points (idempotent).
 import "array"
@@ -25,6 +25,7 @@ runRows = 2000000
 lookbackNs = 300000000000
 graceNs = 5000000000
 leaseMs = 60000
+failedHoldMs = 3600000
 statusBucket = "tvflux_status"
 sourceBucket = "bars"
 sourceMeasurement = "bars_5m"
@@ -84,6 +85,18 @@ wallMs = int(v: system.time()) / msNs
 nowNs = int(v: now())
 leaseFree = statusLast(measurement: "tvflux_lease", field: "until_ms", tierName: tier, start: time(v: (wallMs - leaseMs) * msNs)) < wallMs
 wmMs = statusLatest(measurement: "tvflux_watermark", field: "watermark_ms", tierName: tier)
+// The budget: source rows per run. A run that took the lease and never released it failed
+// (past InfluxDB's query memory limit, say) or died with influxd: the next one, once that
+// lease expires, tries half its budget and records the size that failed. Each run that
+// finishes doubles the budget back towards runRows, but not to a size that failed within
+// the hour. So a window too big for the server's bounds is retried smaller, not forever,
+// and not every other run.
+lastUntilMs = statusLatest(measurement: "tvflux_lease", field: "until_ms", tierName: tier)
+lastBudget = statusLatest(measurement: "tvflux_lease", field: "budget_rows", tierName: tier)
+failedRows = if lastBudget >= 0 and lastUntilMs > 0 then lastBudget else -1
+recentFailedRows = statusLast(measurement: "tvflux_lease", field: "failed_rows", tierName: tier, start: time(v: (wallMs - failedHoldMs) * msNs))
+grownRows = if lastBudget < 0 then runRows else minInt(a: runRows, b: lastBudget * 2)
+budgetRows = if failedRows > 0 then maxInt(a: 1, b: failedRows / 2) else if recentFailedRows > 0 then minInt(a: grownRows, b: maxInt(a: 1, b: recentFailedRows / 2)) else grownRows
 sourceWmMs = statusLatest(measurement: "tvflux_watermark", field: "watermark_ms", tierName: "5m")
 edgeNs = if sourceWmMs < 0 then -1 else minInt(a: sourceWmMs * msNs, b: nowNs - graceNs)
 limitNs = if edgeNs < 0 then -1 else floorNs(t: edgeNs)
@@ -134,7 +147,7 @@ crossing = if hasNormal then from(bucket: sourceBucket)
     |> group()
     |> sort(columns: ["_time"])
     |> cumulativeSum()
-    |> filter(fn: (r) => r._value > runRows)
+    |> filter(fn: (r) => r._value > budgetRows)
     |> limit(n: 1)
     |> findColumn(fn: (key) => true, column: "_time") else []
 nextRow = if hasNormal then from(bucket: sourceBucket)
@@ -162,10 +175,15 @@ normalEndNs = if nextRowNs < 0 or nextRowNs >= spanEndNs then maxInt(a: spanEndN
 
 working = hasNormal or hasDirty
 
-// The lease: taken only when there is work; released below once everything is written.
-array.from(rows: [{_time: time(v: wallMs * msNs), _measurement: "tvflux_lease", tier: tier, _field: "until_ms", _value: wallMs + leaseMs}])
-    |> filter(fn: (r) => working)
-    |> to(bucket: statusBucket)
+// The lease, with this run's budget: taken only when there is work; released below once
+// everything is written. findColumn() writes it here, before any bar is read or written
+// (a bare to() would run alongside the rest of the script, or not at all if that fails).
+leaseRows = [
+    {_time: time(v: wallMs * msNs), _measurement: "tvflux_lease", tier: tier, _field: "until_ms", _value: wallMs + leaseMs},
+    {_time: time(v: wallMs * msNs), _measurement: "tvflux_lease", tier: tier, _field: "budget_rows", _value: budgetRows},
+    {_time: time(v: wallMs * msNs), _measurement: "tvflux_lease", tier: tier, _field: "failed_rows", _value: failedRows},
+]
+leaseTaken = if working then array.from(rows: leaseRows) |> filter(fn: (r) => r._value >= 0) |> to(bucket: statusBucket) |> findColumn(fn: (key) => true, column: "_value") else []
 
 // One aggregate of one window: from |> range |> filter |> aggregateWindow is pushed down
 // to the storage engine. An inactive pass reads a 1 ns window at the epoch and drops it.

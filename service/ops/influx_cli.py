@@ -19,7 +19,7 @@ from service.core.errors import StoreUnavailable
 from service.core.plan import Plan, default_plan
 from service.core.settings import Settings
 from service.storage.influx.admin import Admin
-from service.storage.influx.flux_render import Names, render_all
+from service.storage.influx.flux_render import LEASE_MS, Names, render_all
 
 GENERATED_GLOB = "task_*.flux"
 
@@ -52,12 +52,12 @@ def _when(ms: int | None) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-async def _setup(settings: Settings, out: TextIO, every_ms: int | None = None) -> int:
+async def _setup(settings: Settings, out: TextIO, every_ms: int | None = None, lease_ms: int = LEASE_MS) -> int:
     client = InfluxDBClientAsync(url=settings.influx_url, token=str(settings.influx_token), org=settings.influx_org)
     try:
         admin = Admin(client.api_client, url=settings.influx_url, org=settings.influx_org)
         report = await admin.setup(
-            settings.plan, names_from(settings), settings.influx_raw_retention_s, every_ms=every_ms
+            settings.plan, names_from(settings), settings.influx_raw_retention_s, every_ms=every_ms, lease_ms=lease_ms
         )
     finally:
         await client.close()
@@ -107,7 +107,10 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     if every_ms is not None and every_ms < 1000:
         print("tvflux influx: --task-every-s must be at least 1 (InfluxDB schedules in whole seconds)", file=sys.stderr)
         return 2
-    return _run(_setup(settings, sys.stdout, every_ms))
+    if args.lease_s < 1:
+        print("tvflux influx: --lease-s must be at least 1", file=sys.stderr)
+        return 2
+    return _run(_setup(settings, sys.stdout, every_ms, int(round(args.lease_s * 1000))))
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -159,6 +162,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         metavar="S",
         help="run every task each S seconds instead of the plan's schedule (tests, demos: a fast backfill)",
+    )
+    setup.add_argument(
+        "--lease-s",
+        type=float,
+        default=LEASE_MS / 1000,
+        metavar="S",
+        help=f"how long a run that fails or dies keeps its tier locked before the next run retries it "
+        f"with half the rows (default {LEASE_MS // 1000}; longer than any run should take)",
     )
     setup.set_defaults(func=_needs_url(cmd_setup))
     status = actions.add_parser("status", help="per tier: watermark, lag, last runs and their errors")

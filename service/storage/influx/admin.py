@@ -30,7 +30,7 @@ from influxdb_client.service.tasks_service import TasksService
 
 from service.core.errors import StoreUnavailable
 from service.core.plan import Plan
-from service.storage.influx.flux_render import Names, render_task
+from service.storage.influx.flux_render import LEASE_MS, Names, render_task
 from service.storage.influx.retry import NETWORK_ERRORS, brief
 
 T = TypeVar("T")
@@ -204,7 +204,13 @@ class Admin:
 
     @_guard
     async def ensure_tasks(
-        self, plan: Plan, names: Names, *, scheduled: bool = True, every_ms: int | None = None
+        self,
+        plan: Plan,
+        names: Names,
+        *,
+        scheduled: bool = True,
+        every_ms: int | None = None,
+        lease_ms: int = LEASE_MS,
     ) -> tuple[dict[str, str], dict[str, str]]:
         """Create or update one task per tier. Returns (name -> action, tier -> task id)."""
         org_id = await self.org_id()
@@ -212,7 +218,7 @@ class Admin:
         ids: dict[str, str] = {}
         for tier in plan.tiers:
             name = names.task_name(tier)
-            flux = render_task(plan, tier, names, scheduled=scheduled, every_ms=every_ms)
+            flux = render_task(plan, tier, names, scheduled=scheduled, every_ms=every_ms, lease_ms=lease_ms)
             task = await self.find_task(name)
             try:
                 if task is None:
@@ -246,10 +252,17 @@ class Admin:
 
     @_guard
     async def setup(
-        self, plan: Plan, names: Names, raw_retention_s: int, *, scheduled: bool = True, every_ms: int | None = None
+        self,
+        plan: Plan,
+        names: Names,
+        raw_retention_s: int,
+        *,
+        scheduled: bool = True,
+        every_ms: int | None = None,
+        lease_ms: int = LEASE_MS,
     ) -> SetupReport:
         buckets = await self.ensure_buckets(bucket_specs(names, raw_retention_s))
-        tasks, ids = await self.ensure_tasks(plan, names, scheduled=scheduled, every_ms=every_ms)
+        tasks, ids = await self.ensure_tasks(plan, names, scheduled=scheduled, every_ms=every_ms, lease_ms=lease_ms)
         return SetupReport(org_id=await self.org_id(), buckets=buckets, tasks=tasks, task_ids=ids)
 
     @_guard

@@ -11,8 +11,10 @@ measurement                 fields               meaning
 ``tvflux_watermark``        ``watermark_ms``     everything before it is final in the tier
                                                  (only ever written forward; read with
                                                  ``last()``, bounded however many runs)
-``tvflux_lease``            ``until_ms``         a run holds the tier until then; a finished
-                                                 run writes 0 (the latest point counts)
+``tvflux_lease``            ``until_ms``,        a run holds the tier until then; a finished
+                            ``budget_rows``,     run writes 0 (the latest point counts);
+                            ``failed_rows``      the source rows that run was given; the
+                                                 budget of the run before, if it failed
 ``tvflux_dirty``            ``start_ms``,        windows to rebuild (late trades); point
                             ``end_ms``           time = when the marker was written (ns)
 ``tvflux_dirty_cursor``     ``marker_ns``        time of the newest marker consumed
@@ -43,6 +45,9 @@ TRADES = "trades"
 # long downsampling stalls after a crash; runs that take longer may overlap (harmless: runs
 # are idempotent). Runs are chunk-bounded and take seconds, so a minute is ample.
 LEASE_MS = MINUTE_MS
+# A run size that failed (past the server's query memory limit) is not tried again this long:
+# the budget stays at half of it rather than doubling back into the same failure.
+FAILED_HOLD_MS = HOUR_MS
 
 # (source field, Flux aggregate, bar field) — one from() each, so storage pushes it down
 RAW_AGGREGATES = (
@@ -133,8 +138,8 @@ _TASK = """\
 // One run: read the watermark from the status bucket (not tasks.lastSuccess(), which
 // always returns its default on InfluxDB OSS), rebuild
 // [watermark - lookback, min(source edge, now - grace)) floored to the tier, at most one
-// span long and sized by its work: it stops where its source rows pass runRows (the first
-// run starts at the earliest source row: backfill), rebuild
+// span long and sized by its work: it stops where its source rows pass its budget (runRows,
+// less after a failed run; the first run starts at the earliest source row: backfill), rebuild
 // windows marked dirty by late trades, then - only after the bars are written -
 // advance the watermark. Re-running a window rewrites identical points (idempotent).
 import "array"
@@ -152,6 +157,7 @@ runRows = @RUN_ROWS@
 lookbackNs = @LOOKBACK_NS@
 graceNs = @GRACE_NS@
 leaseMs = @LEASE_MS@
+failedHoldMs = @FAILED_HOLD_MS@
 statusBucket = @STATUS_BUCKET_STR@
 sourceBucket = @SOURCE_BUCKET_STR@
 sourceMeasurement = @SOURCE_MEASUREMENT_STR@
@@ -211,6 +217,18 @@ wallMs = int(v: system.time()) / msNs
 nowNs = int(v: now())
 leaseFree = statusLast(measurement: "@LEASE@", field: "until_ms", tierName: tier, start: time(v: (wallMs - leaseMs) * msNs)) < wallMs
 wmMs = statusLatest(measurement: "@WATERMARK@", field: "watermark_ms", tierName: tier)
+// The budget: source rows per run. A run that took the lease and never released it failed
+// (past InfluxDB's query memory limit, say) or died with influxd: the next one, once that
+// lease expires, tries half its budget and records the size that failed. Each run that
+// finishes doubles the budget back towards runRows, but not to a size that failed within
+// the hour. So a window too big for the server's bounds is retried smaller, not forever,
+// and not every other run.
+lastUntilMs = statusLatest(measurement: "@LEASE@", field: "until_ms", tierName: tier)
+lastBudget = statusLatest(measurement: "@LEASE@", field: "budget_rows", tierName: tier)
+failedRows = if lastBudget >= 0 and lastUntilMs > 0 then lastBudget else -1
+recentFailedRows = statusLast(measurement: "@LEASE@", field: "failed_rows", tierName: tier, start: time(v: (wallMs - failedHoldMs) * msNs))
+grownRows = if lastBudget < 0 then runRows else minInt(a: runRows, b: lastBudget * 2)
+budgetRows = if failedRows > 0 then maxInt(a: 1, b: failedRows / 2) else if recentFailedRows > 0 then minInt(a: grownRows, b: maxInt(a: 1, b: recentFailedRows / 2)) else grownRows
 @EDGE@
 limitNs = if edgeNs < 0 then -1 else floorNs(t: edgeNs)
 
@@ -260,7 +278,7 @@ crossing = if hasNormal then from(bucket: sourceBucket)
     |> group()
     |> sort(columns: ["_time"])
     |> cumulativeSum()
-    |> filter(fn: (r) => r._value > runRows)
+    |> filter(fn: (r) => r._value > budgetRows)
     |> limit(n: 1)
     |> findColumn(fn: (key) => true, column: "_time") else []
 nextRow = if hasNormal then from(bucket: sourceBucket)
@@ -288,10 +306,15 @@ normalEndNs = if nextRowNs < 0 or nextRowNs >= spanEndNs then maxInt(a: spanEndN
 
 working = hasNormal or hasDirty
 
-// The lease: taken only when there is work; released below once everything is written.
-array.from(rows: [{_time: time(v: wallMs * msNs), _measurement: "@LEASE@", tier: tier, _field: "until_ms", _value: wallMs + leaseMs}])
-    |> filter(fn: (r) => working)
-    |> to(bucket: statusBucket)
+// The lease, with this run's budget: taken only when there is work; released below once
+// everything is written. findColumn() writes it here, before any bar is read or written
+// (a bare to() would run alongside the rest of the script, or not at all if that fails).
+leaseRows = [
+    {_time: time(v: wallMs * msNs), _measurement: "@LEASE@", tier: tier, _field: "until_ms", _value: wallMs + leaseMs},
+    {_time: time(v: wallMs * msNs), _measurement: "@LEASE@", tier: tier, _field: "budget_rows", _value: budgetRows},
+    {_time: time(v: wallMs * msNs), _measurement: "@LEASE@", tier: tier, _field: "failed_rows", _value: failedRows},
+]
+leaseTaken = if working then array.from(rows: leaseRows) |> filter(fn: (r) => r._value >= 0) |> to(bucket: statusBucket) |> findColumn(fn: (key) => true, column: "_value") else []
 
 // One aggregate of one window: from |> range |> filter |> aggregateWindow is pushed down
 // to the storage engine. An inactive pass reads a 1 ns window at the epoch and drops it.
@@ -359,13 +382,20 @@ MANUAL_CRON = "0 0 1 1 *"
 
 
 def render_task(
-    plan: Plan, tier: Tier, names: Names = Names(), *, scheduled: bool = True, every_ms: int | None = None
+    plan: Plan,
+    tier: Tier,
+    names: Names = Names(),
+    *,
+    scheduled: bool = True,
+    every_ms: int | None = None,
+    lease_ms: int = LEASE_MS,
 ) -> str:
     """The Flux task that maintains ``tier``. ``scheduled=False`` renders it for manual
     runs only (yearly cron), so no scheduled run moves the watermark behind a caller's
     back — what tests with a fixed clock need. ``every_ms`` runs every tier that often
     instead of :func:`task_every_ms` (no offset): for tests and demos that want the
-    scheduler to backfill in seconds."""
+    scheduler to backfill in seconds. ``lease_ms``: how long a run that dies keeps its tier
+    locked (and so how soon a failed run is retried, smaller)."""
     raw = tier.source == RAW
     aggregates = RAW_AGGREGATES if raw else TIER_AGGREGATES
     passes = []
@@ -422,7 +452,8 @@ def render_task(
         "@RUN_ROWS@": str(plan.run_rows),
         "@LOOKBACK_NS@": str(plan.lookback_ms * MS_NS),
         "@GRACE_NS@": str(plan.grace_ms * MS_NS),
-        "@LEASE_MS@": str(LEASE_MS),
+        "@LEASE_MS@": str(lease_ms),
+        "@FAILED_HOLD_MS@": str(FAILED_HOLD_MS),
         "@STATUS_BUCKET_STR@": flux_string(names.status_bucket),
         "@SOURCE_BUCKET_STR@": flux_string(names.raw_bucket if raw else names.bars_bucket),
         "@SOURCE_MEASUREMENT_STR@": flux_string(TRADES if raw else measurement(tier.source)),

@@ -1,0 +1,86 @@
+"""A task run too big for the server's query memory fails cleanly and is retried smaller.
+
+A real influxd of its own, with a query memory limit (4 MiB per query) far below what the
+first run's budget needs: the runs that exceed it fail inside InfluxDB, the next run
+(once the failed run's lease expires) halves the budget, and the tiers still end up equal
+to an independent aggregation of the trades. Then the server is restarted with the
+deployment's usual bounds, to read the failed runs' logs (listing runs is itself a query).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bench.influxd import Influxd
+from service.storage.influx import flux_render as fr
+from tests.service.storage.influx.test_real_server import (
+    DAY_MS,
+    MINUTE_MS,
+    PLAN,
+    SYMBOLS,
+    _bars_by_tier,
+    _caught,
+    assert_tiers_match_reference,
+    deployment_env,
+    make_store,
+    market,
+    status_points,
+    tvflux,
+    until,
+)
+
+RUN_ROWS = 400_000  # a run's first budget: ~130k trades in one run, over the limit below
+TIGHT = ["--query-memory-bytes", "4194304", "--query-initial-memory-bytes", "1048576"]
+
+
+@pytest.fixture
+def tight_server(influx_server, tmp_path):
+    server = Influxd(influx_server.binary, tmp_path / "influxd", TIGHT).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.timeout(240)
+async def test_a_run_over_the_query_memory_limit_is_retried_smaller(tight_server):
+    env = deployment_env(tight_server, "budget") | {"TVFLUX_DOWNSAMPLE_RUN_ROWS": str(RUN_ROWS)}
+    done = tvflux(env, "influx", "setup", "--task-every-s", "1", "--lease-s", "2")
+    assert done.returncode == 0, done.stderr
+    data_end_ms = time.time_ns() // 1_000_000 // MINUTE_MS * MINUTE_MS - 2 * MINUTE_MS
+    trades = market(5, data_end_ms, rate=0.3)
+    store = make_store(env)
+    await store.start()
+    try:
+        await store.append(trades)
+        await until(lambda: _caught(store, data_end_ms), 150, "the tiers to catch up despite the memory limit")
+        budgets = dict((await status_points(store, fr.LEASE, "budget_rows"))["1m"])
+        failed = dict((await status_points(store, fr.LEASE, "failed_rows")).get("1m", []))
+    finally:
+        await store.close()
+    # the first run had the whole budget, and failed
+    runs = sorted(budgets)  # each run's lease point: its budget, and the size before it if that failed
+    assert budgets[runs[0]] == RUN_ROWS and failed.get(runs[1]) == RUN_ROWS, (budgets, failed)
+    for before, at in zip(runs, runs[1:]):
+        if at in failed:  # the run before failed: half of its budget
+            assert failed[at] == budgets[before] and budgets[at] == budgets[before] // 2, (budgets, failed)
+        else:  # it finished: doubled back, but never to a size that failed (within the hour)
+            assert budgets[at] <= min(2 * budgets[before], RUN_ROWS, min(failed.values()) // 2), (budgets, failed)
+
+    # read the answer and the runs with the usual bounds (listing runs is itself a query)
+    tight_server.stop()
+    tight_server.extra_args = []
+    tight_server.start()
+    store = make_store(env)
+    await store.start()
+    try:
+        hi = data_end_ms // DAY_MS * DAY_MS
+        lo = (data_end_ms - 5 * DAY_MS) // DAY_MS * DAY_MS + DAY_MS
+        for symbol in SYMBOLS:
+            assert_tiers_match_reference(await _bars_by_tier(store, symbol, lo, hi), trades, symbol, lo, hi)
+        runs_by_tier = await store.task_runs(limit=100)
+        logs = [" ".join(r.log) for r in runs_by_tier["1m"] if r.status == "failed"]
+        assert len(logs) >= len(failed) and all("memory allocation limit reached" in log for log in logs), logs
+        assert not [r for tier in PLAN.tiers[1:] for r in runs_by_tier[tier.name] if r.status == "failed"]
+    finally:
+        await store.destroy()
