@@ -95,7 +95,7 @@ class EmbeddedStore:
         # Per symbol, the envelope [lo, hi) of windows late trades made dirty and no run has
         # rebuilt yet: history reads that span from raw trades, so it is exact meanwhile.
         self._dirty_span: dict[str, tuple[int, int]] = {}
-        # first trades: requests before them answer without a query
+        # first trades (requests before them answer without a query) and sparse series' hints
         self._countbacks = CountbackMemory(self._write_lock)
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursor_lock = threading.Lock()
@@ -613,16 +613,20 @@ class EmbeddedStore:
     def _countback(
         self, cursor: duckdb.DuckDBPyConnection, symbol: str, resolution: Resolution, to_ms: int, count: int
     ) -> list[Bar]:
-        return newest_bars(
+        memory = self._countbacks
+        bars, learnt = newest_bars(
             resolution,
             to_ms,
             count,
-            self._countbacks.first_trade_ms(cursor, symbol),
+            memory.first_trade_ms(cursor, symbol),
             lambda lo, hi, last: self._read_bars(cursor, symbol, resolution, lo, hi, last),
             lambda before, missing: nth_row_before(
                 cursor, self.plan, self._watermarks, self._dirty_span.get(symbol), symbol, resolution, before, missing
             ),
+            memory.hint(symbol, resolution, count),
         )
+        memory.learn(symbol, resolution, count, learnt)
+        return bars
 
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
         """The newest bar before ``before_ms``: the countback of one, so bounded the same way

@@ -258,6 +258,33 @@ async def test_bars_before_is_the_newest_bars_across_gaps(store):
             assert await store.previous_bar_time("BTCUSD", res, to_ms) == want_prev, (text, to_ms)
 
 
+async def test_scroll_back_pages_are_the_newest_bars_whatever_the_density(store):
+    """Pages as a chart scrolling back asks them (countback, each ``to`` the previous page's
+    oldest bar) over data that turns from dense to sparse, then a quiet stretch, then dense
+    again: every page is exactly the newest bars before its ``to``, whatever a store
+    learnt from the pages before it."""
+    trades = [
+        *synthetic(("BTCUSD",), days=0.1, rate=0.5, seed=7, end_ms=NOW_MS - 3 * DAY_MS),
+        *synthetic(("BTCUSD",), days=1.5, rate=0.005, seed=8, end_ms=NOW_MS - DAY_MS // 2),
+        *synthetic(("BTCUSD",), days=0.25, rate=0.5, seed=9),
+    ]
+    await store.append(trades)
+    await store.run_downsampling(NOW_MS - 3_600_000)  # the newest hour from raw trades
+    rows = as_dicts(trades, "BTCUSD")
+    count = 100
+    for text in ("1S", "1", "15", "60"):
+        res = parse_resolution(text)
+        reference = reference_bars(rows, res)
+        for to_ms in (NOW_MS + 60_000, NOW_MS - DAY_MS // 2):
+            for _ in range(40):
+                want = [b for b in reference if b["time"] < to_ms][-count:]
+                got = await store.bars_before("BTCUSD", res, to_ms, count)
+                assert_same_bars(got, want)
+                if len(got) < count:
+                    break
+                to_ms = got[0].time
+
+
 async def test_nothing_before_the_first_trade_after_deletes_purges_and_older_trades(store):
     """A countback ending at or before a symbol's first stored trade is empty and
     previous_bar_time finds nothing there, and both stay right when a correction deletes
