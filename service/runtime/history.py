@@ -266,8 +266,11 @@ class History:
             bars = (await self.bars_before(request.symbol, res, request.to_ms, request.countback)).bars
         if bars:
             return BarsResponse(bars=bars, no_data=False, next_time=None)
-        before = request.from_ms if request.countback is None else request.to_ms
-        next_time = await self.previous_bar_time(request.symbol, res, before)
+        next_time = None
+        if request.countback is None:
+            next_time = await self.previous_bar_time(request.symbol, res, request.from_ms)
+        # else: a countback holds the newest bars before ``to`` when any exist, so an empty
+        # one already says there is nothing older: asking the store again would find nothing
         return BarsResponse(bars=[], no_data=True, next_time=next_time)
 
     async def _paged_countback(self, symbol: str, res: Resolution, to_ms: int, count: int) -> list[Bar]:

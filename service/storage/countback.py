@@ -2,8 +2,8 @@
 is an indexed lookup (InfluxDB answers ``last()`` per series from its index): read the
 window of exactly ``count`` buckets, and when it falls short jump straight to the older
 data that :meth:`previous_bar_time` finds, so an empty gap costs one lookup, not a
-doubling per gap length. The embedded store answers in at most three bounded statements
-of its own instead (:meth:`EmbeddedStore._countback`)."""
+doubling per gap length. The embedded store answers with bounded statements of its own
+instead (:mod:`service.storage.embedded.countback`)."""
 
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ from service.core.timestamps import NS_PER_MS
 from service.storage.base import NEWEST_IDS_SPAN_NS, ChangedWindow, Deletion, Health, Manifest, RunReport
 from service.storage.embedded import symbols as registry
 from service.storage.embedded.backup import snapshot
+from service.storage.embedded.countback import CountbackMemory, newest_bars, nth_row_before
 from service.storage.embedded.sql import bars_table, bucket_sql, tier_select_sql, trades_arrow
 
 T = TypeVar("T")
@@ -94,6 +95,8 @@ class EmbeddedStore:
         # Per symbol, the envelope [lo, hi) of windows late trades made dirty and no run has
         # rebuilt yet: history reads that span from raw trades, so it is exact meanwhile.
         self._dirty_span: dict[str, tuple[int, int]] = {}
+        # first trades (requests before them answer without a query) and sparse series' hints
+        self._countbacks = CountbackMemory(self._write_lock)
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursor_lock = threading.Lock()
 
@@ -250,6 +253,7 @@ class EmbeddedStore:
             except BaseException:
                 _rollback(cursor)
                 raise
+            self._countbacks.appended(batches)
             for _, symbol, lo, hi in dirty:
                 old = self._dirty_span.get(symbol)
                 self._dirty_span[symbol] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
@@ -295,6 +299,7 @@ class EmbeddedStore:
             except BaseException:
                 _rollback(cursor)
                 raise
+            self._countbacks.deleted(symbol, min(r[0] for r in rows) // NS_PER_MS if rows else None)
             if late is None:
                 return Deletion(len(rows), [])
             old = self._dirty_span.get(symbol)
@@ -598,75 +603,34 @@ class EmbeddedStore:
         return list(map(Bar, *cols))
 
     async def bars_before(self, symbol: str, resolution: Resolution, to_ms: int, count: int) -> list[Bar]:
-        """The newest ``count`` bars starting before ``to_ms``: at most three statements,
-        each bounded, in one worker-thread hop (see :meth:`_countback`)."""
+        """The newest ``count`` bars starting before ``to_ms``: a few statements, each bounded
+        by time, in one worker-thread hop (see :mod:`~service.storage.embedded.countback`);
+        none at all before the symbol's first trade."""
+        if self._countbacks.before_first_trade(symbol, resolution, to_ms):
+            return []
         return await self._read(lambda c: self._countback(c, symbol, resolution, to_ms, count))
 
     def _countback(
         self, cursor: duckdb.DuckDBPyConnection, symbol: str, resolution: Resolution, to_ms: int, count: int
     ) -> list[Bar]:
-        """1. the window of exactly ``count`` buckets before ``to_ms`` (dense data: done);
-        2. else the start of the ``k``-th newest row of the serving tier before that window,
-        where ``k`` = missing bars × the most tier rows one bucket can hold, so the range
-        from there holds at least the missing bars (an ORDER BY … LIMIT on one small
-        table, never the raw trades); 3. the composed bars of that range, newest ``count``.
-        When the tier holds fewer than ``k`` rows, the range starts at the beginning."""
-        if to_ms <= 0 or count <= 0:
-            return []
-        lo = resolution.bucket_start_ms(max(0, to_ms - count * resolution.nominal_ms))
-        bars = self._read_bars(cursor, symbol, resolution, lo, to_ms)
-        if len(bars) >= count or lo <= 0:
-            return bars[-count:]
-        start, kind = self._nth_row_before(cursor, symbol, resolution, lo, count - len(bars))
-        if kind == "none":
-            return bars  # the window already holds everything there is
-        bars = self._read_bars(
-            cursor, symbol, resolution, 0 if start is None else resolution.bucket_start_ms(start), to_ms, last=count
+        memory = self._countbacks
+        bars, learnt = newest_bars(
+            resolution,
+            to_ms,
+            count,
+            memory.first_trade_ms(cursor, symbol),
+            lambda lo, hi, last: self._read_bars(cursor, symbol, resolution, lo, hi, last),
+            lambda before, missing: nth_row_before(
+                cursor, self.plan, self._watermarks, self._dirty_span.get(symbol), symbol, resolution, before, missing
+            ),
+            memory.hint(symbol, resolution, count),
         )
-        if len(bars) < count and kind == "enough":
-            # tier rows of a dirty window whose trades were deleted counted, but no longer hold
-            # a bar (until the next run rebuilds them): only the beginning is safe then
-            bars = self._read_bars(cursor, symbol, resolution, 0, to_ms, last=count)
+        memory.learn(symbol, resolution, count, learnt)
         return bars
-
-    def _nth_row_before(
-        self, cursor: duckdb.DuckDBPyConnection, symbol: str, resolution: Resolution, before_ms: int, missing: int
-    ) -> tuple[int | None, str]:
-        """Where to read from so that ``[start, before_ms)`` spans at least ``missing``
-        buckets of ``resolution``, found with one ORDER BY … LIMIT on the serving tier (the
-        first tier for second resolutions): ``(row, "enough")``; ``(oldest, "all")`` when
-        less exists and that is all of it; ``(None, "none")`` when nothing precedes
-        ``before_ms``; ``(None, "unknown")`` when only the beginning is safe."""
-        tier = self.plan.serving_tier(resolution)
-        if tier is None:
-            tier = self.plan.tiers[0]
-            size = resolution.size_ms
-            if size is None or tier.size_ms % size:
-                return None, "unknown"
-            per_bucket = 1  # every non-empty tier bar holds at least one bucket
-        else:
-            per_bucket = -(-resolution.nominal_ms // tier.size_ms)  # tier rows one bucket may hold
-        wm = self._watermarks.get(tier.name)
-        if wm is None:
-            return None, "unknown"
-        k = missing * per_bucket
-        n, oldest = cursor.execute(
-            f"SELECT count(*), min(time_ms) FROM (SELECT time_ms FROM {bars_table(tier)} WHERE symbol = ? "
-            f"AND time_ms < ? ORDER BY time_ms DESC LIMIT {int(k)})",
-            [symbol, min(before_ms, wm)],
-        ).fetchall()[0]
-        if n >= k:
-            return int(oldest), "enough"
-        # Fewer rows: they are all the data before ``before_ms`` only if the tier alone
-        # composes it there (no finer tier or raw segment, no dirty span read from raw).
-        dirty = self._dirty_span.get(symbol)
-        if before_ms <= wm and (dirty is None or dirty[0] >= before_ms):
-            return (int(oldest), "all") if n else (None, "none")
-        return None, "unknown"
 
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
         """The newest bar before ``before_ms``: the countback of one, so bounded the same way
-        (never a scan of the raw trades from the epoch)."""
+        (never a scan of the raw trades from the epoch), and none before the first trade."""
         bars = await self.bars_before(symbol, resolution, before_ms, 1)
         return bars[-1].time if bars else None
 
@@ -752,6 +716,7 @@ class EmbeddedStore:
                     _rollback(c)
                     raise
                 self._dirty_span.pop(symbol, None)
+                self._countbacks.purged(symbol)
                 return trades
 
         return await self._run(purge)

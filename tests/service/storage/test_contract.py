@@ -258,6 +258,79 @@ async def test_bars_before_is_the_newest_bars_across_gaps(store):
             assert await store.previous_bar_time("BTCUSD", res, to_ms) == want_prev, (text, to_ms)
 
 
+async def test_scroll_back_pages_are_the_newest_bars_whatever_the_density(store):
+    """Pages as a chart scrolling back asks them (countback, each ``to`` the previous page's
+    oldest bar) over data that turns from dense to sparse, then a quiet stretch, then dense
+    again: every page is exactly the newest bars before its ``to``, whatever a store
+    learnt from the pages before it."""
+    trades = [
+        *synthetic(("BTCUSD",), days=0.1, rate=0.5, seed=7, end_ms=NOW_MS - 3 * DAY_MS),
+        *synthetic(("BTCUSD",), days=1.5, rate=0.005, seed=8, end_ms=NOW_MS - DAY_MS // 2),
+        *synthetic(("BTCUSD",), days=0.25, rate=0.5, seed=9),
+    ]
+    await store.append(trades)
+    await store.run_downsampling(NOW_MS - 3_600_000)  # the newest hour from raw trades
+    rows = as_dicts(trades, "BTCUSD")
+    count = 100
+    for text in ("1S", "1", "15", "60"):
+        res = parse_resolution(text)
+        reference = reference_bars(rows, res)
+        for to_ms in (NOW_MS + 60_000, NOW_MS - DAY_MS // 2):
+            for _ in range(40):
+                want = [b for b in reference if b["time"] < to_ms][-count:]
+                got = await store.bars_before("BTCUSD", res, to_ms, count)
+                assert_same_bars(got, want)
+                if len(got) < count:
+                    break
+                to_ms = got[0].time
+
+
+async def test_nothing_before_the_first_trade_after_deletes_purges_and_older_trades(store):
+    """A countback ending at or before a symbol's first stored trade is empty and
+    previous_bar_time finds nothing there, and both stay right when a correction deletes
+    the first trades, older trades are appended, the symbol is purged and written again,
+    or a symbol first asked for with no trades gets some; asked before and after each
+    change (a store that keeps the first trade must keep it right) and after a run."""
+    resolutions = [parse_resolution(t) for t in ("1S", "1", "60", "1D")]
+
+    async def check(symbol, trades):
+        rows = as_dicts(trades, symbol)
+        for res in resolutions:
+            edge = res.bucket_start_ms(rows[0]["time"])
+            assert await store.bars_before(symbol, res, edge, 300) == [], res.text
+            assert await store.previous_bar_time(symbol, res, edge) is None, res.text
+            after = res.next_start_ms(edge)
+            want = reference_bars([r for r in rows if r["time"] < after], res)
+            assert_same_bars(await store.bars_before(symbol, res, after, 300), want)
+            assert await store.previous_bar_time(symbol, res, after) == edge, res.text
+
+    trades = synthetic(("BTCUSD",), days=1.0, rate=0.2)
+    await store.append(trades)
+    await store.run_downsampling(NOW_MS)
+    await check("BTCUSD", trades)
+    first_ns = min(int(b.ts_ns.min()) for b in trades)
+    cut_ns = first_ns + 3 * 3_600_000 * NS  # a correction removes the first three hours
+    assert (await store.delete_trades("BTCUSD", from_ns=first_ns, to_ns=cut_ns)).deleted > 0
+    trades = _without(trades, "BTCUSD", lambda b: b.ts_ns >= cut_ns)
+    await check("BTCUSD", trades)
+    older = synthetic(("BTCUSD",), days=0.5, rate=0.2, seed=11, end_ms=NOW_MS - 2 * DAY_MS)
+    await store.append(older)  # older than everything stored
+    trades = older + trades
+    await check("BTCUSD", trades)
+    await store.run_downsampling(NOW_MS)
+    await check("BTCUSD", trades)
+    await store.purge_symbol("BTCUSD")
+    later = synthetic(("BTCUSD",), days=0.5, rate=0.2, seed=12, end_ms=NOW_MS + DAY_MS)
+    await store.append(later)
+    await check("BTCUSD", later)
+    for res in resolutions:  # a listed symbol that has no trades yet, then gets some
+        assert await store.bars_before("ETHUSD", res, NOW_MS, 300) == []
+        assert await store.previous_bar_time("ETHUSD", res, NOW_MS) is None
+    eth = synthetic(("ETHUSD",), days=0.5, rate=0.2, seed=13)
+    await store.append(eth)
+    await check("ETHUSD", eth)
+
+
 async def test_lookups_symbols_last_ts_and_ids(store):
     ts = np.array([10 * NS, 10 * NS + 1, 11 * NS], dtype=np.int64)
     await store.append(

@@ -1,5 +1,5 @@
-"""Embedded-store specifics beyond the contract: abandoned runs leave no partial tier, and
-abandoned reads stop."""
+"""Embedded-store specifics beyond the contract: abandoned runs leave no partial tier,
+abandoned reads stop, and requests before a symbol's first trade read nothing."""
 
 from __future__ import annotations
 
@@ -74,6 +74,34 @@ async def test_a_read_its_caller_gave_up_on_is_interrupted(tmp_path):
             assert exc == "InterruptException" and at - gave_up < 1.0
         trigger.unlink()
         assert len(await store.bars_before("BTCUSD", minute, NOW_MS, 300)) == 300
+    finally:
+        await store.close()
+
+
+async def test_requests_before_the_first_trade_read_nothing(tmp_path):
+    """Once a symbol's first stored trade is known, a countback or previous_bar_time ending
+    at or before it answers without a read (it was two statements, one a top-N over every
+    older tier row); after a delete that reaches the first trade the store reads it again."""
+    reads: list[int] = []
+    store = EmbeddedStore(str(tmp_path / "t.duckdb"), default_plan(), before_read=lambda c: reads.append(1))
+    await store.start()
+    try:
+        trades = synthetic(days=1)
+        await store.append(trades)
+        await store.run_downsampling(NOW_MS)
+        minute = parse_resolution("1")
+        assert len(await store.bars_before("BTCUSD", minute, NOW_MS, 300)) == 300  # the first trade is read
+        first_ms = min(int(b.ts_ns.min()) for b in trades if b.symbol == "BTCUSD") // 1_000_000
+        reads.clear()
+        for text in ("1S", "1", "60", "1D", "1W", "1M"):
+            res = parse_resolution(text)
+            edge = res.bucket_start_ms(first_ms)
+            assert await store.bars_before("BTCUSD", res, edge, 300) == []
+            assert await store.previous_bar_time("BTCUSD", res, edge) is None
+        assert reads == []
+        await store.delete_trades("BTCUSD", from_ns=first_ms * 1_000_000, to_ns=(first_ms + 60_000) * 1_000_000)
+        assert await store.bars_before("BTCUSD", minute, minute.bucket_start_ms(first_ms), 300) == []
+        assert len(reads) == 1  # the first trade read anew
     finally:
         await store.close()
 
