@@ -38,7 +38,7 @@ def udf_symbol(services: Services, name: str) -> UdfSymbol:
     """``/udf/symbols``: the symbol's own price scale, volume precision and description (a
     fed symbol's from its venue)."""
     spec = fed_spec(services, services.symbols.require(name))
-    scale, minmov = price_scale(spec.tickSize)
+    scale, minmov = price_scale(spec.tick_size)
     last = services.ingestor.last_trade_ms(name)
     streaming = last is not None and now_ms() - last <= STREAMING_WITHIN_MS
     return UdfSymbol(
@@ -51,7 +51,7 @@ def udf_symbol(services: Services, name: str) -> UdfSymbol:
         listed_exchange=EXCHANGE,
         minmov=minmov,
         pricescale=scale,
-        volume_precision=spec.volumePrecision,
+        volume_precision=spec.volume_precision,
         data_status="streaming" if streaming else "endofday",
     )
 
@@ -97,7 +97,7 @@ async def admin_symbols(services: ServicesDep) -> dict[str, list[SymbolRecord]]:
     out = []
     for spec in services.registry.records():
         span = await services.store.trade_span(spec.symbol)
-        scale, minmov = price_scale(spec.tickSize)
+        scale, minmov = price_scale(spec.tick_size)
         out.append(
             SymbolRecord(
                 spec=spec,

@@ -89,20 +89,18 @@ def _request(args: argparse.Namespace) -> SymbolRequest:
     why = check_symbol(args.symbol)
     if why:
         raise UsageError(why)
-    fields: dict[str, Any] = {"symbol": args.symbol}
-    for name, value in (
-        ("description", args.description),
-        ("tickSize", args.tick_size),
-        ("volumePrecision", args.volume_precision),
-        ("priceBandPct", args.price_band_pct),
-    ):
-        if value is not None:
-            fields[name] = value
+    band: float | None | msgspec.UnsetType = msgspec.UNSET if args.price_band_pct is None else args.price_band_pct
     if args.no_price_band:
-        fields["priceBandPct"] = 0.0
+        band = 0.0
     if args.default_price_band:
-        fields["priceBandPct"] = None
-    return SymbolRequest(**fields)
+        band = None
+    return SymbolRequest(
+        args.symbol,
+        description=msgspec.UNSET if args.description is None else args.description,
+        tick_size=msgspec.UNSET if args.tick_size is None else args.tick_size,
+        volume_precision=msgspec.UNSET if args.volume_precision is None else args.volume_precision,
+        price_band_pct=band,
+    )
 
 
 # --- the commands ---------------------------------------------------------------------
@@ -143,8 +141,8 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
 
         async def add(registry: Any, store: Any) -> Any:
             spec = await registry.upsert(request, who="tvflux CLI, store opened directly", actor=_actor())
-            scale, minmov = price_scale(spec.tickSize)
-            return {"symbol": spec.symbol, "pricescale": scale, "minmov": minmov, "tickSize": spec.tickSize}
+            scale, minmov = price_scale(spec.tick_size)
+            return {"symbol": spec.symbol, "pricescale": scale, "minmov": minmov, "tickSize": spec.tick_size}
 
         info = asyncio.run(_offline(settings, add))
         where = "in the store (the service lists it at its next start)"
@@ -207,7 +205,7 @@ async def _list_records(registry: Any, store: Any) -> list[dict[str, Any]]:
     out = []
     for spec in registry.records():
         span = await store.trade_span(spec.symbol)
-        scale, minmov = price_scale(spec.tickSize)
+        scale, minmov = price_scale(spec.tick_size)
         out.append(
             {
                 "spec": msgspec.to_builtins(spec),

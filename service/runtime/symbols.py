@@ -73,10 +73,10 @@ class SymbolRegistry:
                 spec = self._records.get(name)
                 if spec is None or not spec.listed:
                     base = spec if spec is not None else SymbolSpec(symbol=name)
-                    await self._save(msgspec.structs.replace(base, addedMs=now, removedMs=None))
+                    await self._save(msgspec.structs.replace(base, added_ms=now, removed_ms=None))
             for name in await self.store.symbols():
                 if name not in self._records:
-                    await self._save(SymbolSpec(symbol=name, addedMs=now))
+                    await self._save(SymbolSpec(symbol=name, added_ms=now))
             self.symbols.replace([s for s in self._records.values() if s.listed])
 
     def records(self) -> list[SymbolSpec]:
@@ -129,7 +129,7 @@ class SymbolRegistry:
                 error = ErrorBody("unknown_symbol", f"symbol {symbol!r} was removed")
                 for hook in self.on_removed:
                     hook(symbol, error)
-                await self._save(msgspec.structs.replace(record, removedMs=self.clock_ms()))
+                await self._save(msgspec.structs.replace(record, removed_ms=self.clock_ms()))
             deleted = await self._purge(symbol) if purge else 0
         await self._audit("remove_symbol", symbol, who=who, actor=actor, deleted=deleted, purge=purge)
         log.warning(
