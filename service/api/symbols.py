@@ -16,7 +16,15 @@ from service.api.services import Services, ServicesDep
 from service.api.sources import fed_spec
 from service.core.answers import UdfSearchItem, UdfSymbol
 from service.core.errors import InvalidMessage, MissingParameter
-from service.core.symbols import SymbolInfo, SymbolRequest, SymbolSpec, SymbolsResponse, info, price_scale
+from service.core.symbols import (
+    SymbolInfo,
+    SymbolRecord,
+    SymbolRequest,
+    SymbolSpec,
+    SymbolsResponse,
+    info,
+    price_scale,
+)
 from service.runtime.clock import now_ms
 
 EXCHANGE = "tvflux"
@@ -78,37 +86,12 @@ def who_of(request: Request[Any, Any, Any], services: Services) -> str:
     return f"{credential} from {client_address(request)}"
 
 
-class SymbolRecord(msgspec.Struct, frozen=True):
-    """``GET /api/admin/symbols``: a registry record, listed or removed, and its data."""
-
-    spec: SymbolSpec
-    configured: bool  # in TVFLUX_SYMBOLS: listed at every start, not removable
-    pricescale: int
-    minmov: int
-    firstTradeMs: int | None  # the stored trades' span (None: none stored)
-    lastTradeMs: int | None
-
-
 @get("/api/admin/symbols", guards=[admin_guard])
 async def admin_symbols(services: ServicesDep) -> dict[str, list[SymbolRecord]]:
     """Every symbol of the registry, removed ones included, with where its stored trades
-    begin and end (one bounded store read per end and symbol)."""
+    begin and end."""
     services.require_ready()
-    out = []
-    for spec in services.registry.records():
-        span = await services.store.trade_span(spec.symbol)
-        scale, minmov = price_scale(spec.tick_size)
-        out.append(
-            SymbolRecord(
-                spec=spec,
-                configured=services.registry.is_configured(spec.symbol),
-                pricescale=scale,
-                minmov=minmov,
-                firstTradeMs=None if span is None else span[0] // 1_000_000,
-                lastTradeMs=None if span is None else span[1] // 1_000_000,
-            )
-        )
-    return {"symbols": out}
+    return {"symbols": await services.registry.listing()}
 
 
 @post("/api/admin/symbols", status_code=200, guards=[admin_guard])

@@ -21,6 +21,7 @@ import msgspec
 
 from service.core.errors import InvalidMessage
 from service.core.models import SYMBOL_PATTERN
+from service.core.timestamps import NS_PER_MS
 
 DEFAULT_TICK_SIZE = 0.01
 DEFAULT_VOLUME_PRECISION = 6
@@ -90,6 +91,18 @@ class SymbolsResponse(msgspec.Struct, frozen=True):
     symbols: list[SymbolInfo]
 
 
+class SymbolRecord(msgspec.Struct, frozen=True, rename="camel"):
+    """``GET /api/admin/symbols`` and ``tvflux symbols list``: a registry record, listed or
+    removed, and the span of its stored trades (``None``: none stored)."""
+
+    spec: SymbolSpec
+    configured: bool  # in TVFLUX_SYMBOLS: listed at every start, not removable
+    pricescale: int
+    minmov: int
+    first_trade_ms: int | None
+    last_trade_ms: int | None
+
+
 def price_scale(tick_size: float) -> tuple[int, int]:
     """``(pricescale, minmov)`` with ``minmov / pricescale == tick_size`` exactly in decimal:
     0.01 → (100, 1), 0.25 → (100, 25), 0.00001 → (100000, 1), 5 → (1, 5)."""
@@ -152,6 +165,18 @@ def apply_request(request: SymbolRequest, existing: SymbolSpec | None, now_ms: i
     if problems:
         raise InvalidMessage("; ".join(problems), details={"problems": problems})
     return spec
+
+
+def record(spec: SymbolSpec, *, configured: bool, trade_span_ns: tuple[int, int] | None) -> SymbolRecord:
+    scale, minmov = price_scale(spec.tick_size)
+    return SymbolRecord(
+        spec=spec,
+        configured=configured,
+        pricescale=scale,
+        minmov=minmov,
+        first_trade_ms=None if trade_span_ns is None else trade_span_ns[0] // NS_PER_MS,
+        last_trade_ms=None if trade_span_ns is None else trade_span_ns[1] // NS_PER_MS,
+    )
 
 
 def info(spec: SymbolSpec, last_trade_ms: int | None) -> SymbolInfo:

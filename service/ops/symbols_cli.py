@@ -202,21 +202,8 @@ async def _offline(settings: Settings, work: Any) -> Any:
 
 
 async def _list_records(registry: Any, store: Any) -> list[dict[str, Any]]:
-    out = []
-    for spec in registry.records():
-        span = await store.trade_span(spec.symbol)
-        scale, minmov = price_scale(spec.tick_size)
-        out.append(
-            {
-                "spec": msgspec.to_builtins(spec),
-                "configured": registry.is_configured(spec.symbol),
-                "pricescale": scale,
-                "minmov": minmov,
-                "firstTradeMs": None if span is None else span[0] // 1_000_000,
-                "lastTradeMs": None if span is None else span[1] // 1_000_000,
-            }
-        )
-    return out
+    records: list[dict[str, Any]] = msgspec.to_builtins(await registry.listing())
+    return records
 
 
 def _utc(ms: int) -> str:

@@ -28,7 +28,7 @@ import msgspec
 
 from service.core.errors import Conflict, StoreUnavailable, UnknownSymbol
 from service.core.models import ErrorBody
-from service.core.symbols import SymbolRequest, SymbolSpec, apply_request
+from service.core.symbols import SymbolRecord, SymbolRequest, SymbolSpec, apply_request, record
 from service.runtime.audit import AuditEntry, AuditLog
 from service.runtime.history import SymbolSet
 from service.runtime.writer import TradeWriter
@@ -85,6 +85,16 @@ class SymbolRegistry:
 
     def is_configured(self, symbol: str) -> bool:
         return symbol in self.configured
+
+    async def listing(self) -> list[SymbolRecord]:
+        """Every record, removed ones included, with where its stored trades begin and end
+        (one bounded store read per end and symbol)."""
+        return [
+            record(
+                spec, configured=self.is_configured(spec.symbol), trade_span_ns=await self.store.trade_span(spec.symbol)
+            )
+            for spec in self.records()
+        ]
 
     async def upsert(self, request: SymbolRequest, *, who: str, actor: str | None = None) -> SymbolSpec:
         """Add ``request.symbol``, or update its metadata (fields it leaves out stay): saved,
