@@ -382,15 +382,15 @@ class ExchangeSource:
             kind="exchange",
             connected=self.connected_since_ms is not None,
             symbols=[f.status() for f in self.feeds.values()],
-            connectedSince=self.connected_since_ms,
+            connected_since=self.connected_since_ms,
             reconnects=self.reconnects,
-            restRequests=gate.requests,
-            restWeightUsed=gate.weight_spent,
-            restWeightReported=gate.reported_weight,
-            restPausedUntil=None if paused is None else now_ms() + int((paused - time.monotonic()) * 1000),
-            lastError=self.last_error,
-            wsUrl=self.ws_url,
-            restUrl=self.rest_url,
+            rest_requests=gate.requests,
+            rest_weight_used=gate.weight_spent,
+            rest_weight_reported=gate.reported_weight,
+            rest_paused_until=None if paused is None else now_ms() + int((paused - time.monotonic()) * 1000),
+            last_error=self.last_error,
+            ws_url=self.ws_url,
+            rest_url=self.rest_url,
         )
 
 
