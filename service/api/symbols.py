@@ -19,6 +19,7 @@ from service.core.errors import InvalidMessage, MissingParameter
 from service.core.symbols import (
     SymbolInfo,
     SymbolRecord,
+    SymbolRemoved,
     SymbolRequest,
     SymbolSpec,
     SymbolsResponse,
@@ -114,7 +115,7 @@ Data = Annotated[str | None, QueryParameter(name="data")]
 @delete("/api/admin/symbols", status_code=200, guards=[admin_guard])
 async def admin_remove_symbol(
     request: Request[Any, Any, Any], services: ServicesDep, symbol: str | None = None, with_data: Data = None
-) -> dict[str, Any]:
+) -> SymbolRemoved:
     """``?symbol=S`` unlists the symbol (its data is kept); ``&data=true`` deletes its
     stored trades and bars too."""
     services.require_ready()
@@ -126,7 +127,7 @@ async def admin_remove_symbol(
     deleted = await services.registry.remove(
         symbol, purge=purge, who=who_of(request, services), actor=request.headers.get("x-tvflux-actor")
     )
-    return {"removed": symbol, "dataDeleted": purge, "deletedTrades": deleted}
+    return SymbolRemoved(removed=symbol, data_deleted=purge, deleted_trades=deleted)
 
 
 SYMBOL_ROUTES = [admin_symbols, admin_add_symbol, admin_remove_symbol]

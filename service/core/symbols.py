@@ -167,6 +167,15 @@ def apply_request(request: SymbolRequest, existing: SymbolSpec | None, now_ms: i
     return spec
 
 
+class SymbolRemoved(msgspec.Struct, frozen=True, rename="camel"):
+    """``DELETE /api/admin/symbols``: the symbol unlisted, and whether (and how many of) its
+    stored trades were deleted with their bars."""
+
+    removed: str
+    data_deleted: bool
+    deleted_trades: int
+
+
 def record(spec: SymbolSpec, *, configured: bool, trade_span_ns: tuple[int, int] | None) -> SymbolRecord:
     scale, minmov = price_scale(spec.tick_size)
     return SymbolRecord(
