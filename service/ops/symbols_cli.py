@@ -78,25 +78,19 @@ def _service(settings: Settings, url: str | None) -> str | None:
 
 def _call(url: str, method: str, path: str, settings: Settings, answer: type[T], body: bytes | None = None) -> T:
     """The service's JSON answer, as ``answer``."""
-    from service.ops.remote import ServiceError, call
+    from service.ops.remote import call
 
-    decoded = call(
+    return call(
         url,
         method,
         path,
         settings.admin_token,
+        answer,
         data=body,
         content_type="application/json" if body is not None else None,
         headers={"X-Tvflux-Actor": _actor()},
         retries=3,
     )
-    try:
-        return msgspec.convert(decoded, answer)
-    except msgspec.ValidationError as exc:
-        raise ServiceError(
-            f"the service at {url} answered {method} {path} with what this tvflux cannot read ({exc}); "
-            "is it another version of tvflux?"
-        ) from None
 
 
 def _request(args: argparse.Namespace) -> SymbolRequest:
