@@ -25,10 +25,10 @@ from typing import Protocol
 from service.core.resolution import parse_resolution
 from service.core.symbols import SymbolRecord
 from service.core.synthetic import SyntheticMarket
+from service.core.timestamps import NS_PER_MS
 from service.ops import remote
 from service.storage.base import Store
 
-NS_PER_MS = 1_000_000
 SECOND = parse_resolution("1S")
 
 

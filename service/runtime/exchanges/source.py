@@ -25,6 +25,7 @@ from websockets.exceptions import WebSocketException
 from service.core.errors import TvfluxError, VenueProtocolError
 from service.core.settings import Settings
 from service.core.sources import GapRecord, SourceSpec, SourceStatus
+from service.core.timestamps import NS_PER_MS
 from service.core.venues import venue as venue_protocol
 from service.core.venues.budget import RestGate, TokenBucket, backoff_s
 from service.core.venues.common import Heartbeat, Instrument, PlannedClose, Trades, VenueRefusal
@@ -117,12 +118,12 @@ class ExchangeSource:
             spec.symbol,
             spec.venue_symbol,
             last_id=last_id,
-            last_time_ms=None if last_ts is None else last_ts // 1_000_000,
+            last_time_ms=None if last_ts is None else last_ts // NS_PER_MS,
             reorder_ms=s.source_reorder_ms,
             max_pending=s.source_buffer_trades,
             initial_backfill_ms=s.source_backfill_s * 1000,
             max_backfill_ms=s.source_max_backfill_s * 1000,
-            floor_time_ms=None if stored is None else stored // 1_000_000,
+            floor_time_ms=None if stored is None else stored // NS_PER_MS,
         )
         rest_symbol = default_rest_pair(spec.venue_symbol) if self.name == "kraken" else spec.venue_symbol
         if last_id is not None:
