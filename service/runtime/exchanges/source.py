@@ -57,8 +57,7 @@ class ExchangeSource:
         self.ingestor = ingestor
         self.store: Store = ingestor.store
         self.gaps = gaps
-        self.ws_url: str = getattr(settings, f"{name}_ws_url")
-        self.rest_url: str = getattr(settings, f"{name}_rest_url")
+        self.ws_url, self.rest_url = settings.venue_urls(name)
         limit = 6000 if name == "binance" else None
         gate = RestGate(self.venue.rest_weight_per_s, self.venue.rest_weight_burst, limit_per_min=limit)
         self.rest = RestClient(self.venue, self.rest_url, gate)
