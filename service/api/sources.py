@@ -22,13 +22,14 @@ def fed_spec(services: Services, spec: SymbolSpec) -> SymbolSpec:
     feed = next((f for f in services.settings.feeds if f.symbol == spec.symbol), None)
     if feed is None:
         return spec
-    changes: dict[str, object] = {}
     instrument = services.sources.instrument(spec.symbol)
     if instrument is not None:
-        changes.update(tickSize=float(instrument.tick_size), volumePrecision=instrument.volume_precision)
+        spec = msgspec.structs.replace(
+            spec, tick_size=float(instrument.tick_size), volume_precision=instrument.volume_precision
+        )
     if not spec.description:
-        changes["description"] = f"{feed.venue_symbol} on {feed.venue.capitalize()}"
-    return msgspec.structs.replace(spec, **changes) if changes else spec
+        spec = msgspec.structs.replace(spec, description=f"{feed.venue_symbol} on {feed.venue.capitalize()}")
+    return spec
 
 
 SOURCE_ROUTES = [api_sources]

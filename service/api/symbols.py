@@ -16,7 +16,16 @@ from service.api.services import Services, ServicesDep
 from service.api.sources import fed_spec
 from service.core.answers import UdfSearchItem, UdfSymbol
 from service.core.errors import InvalidMessage, MissingParameter
-from service.core.symbols import SymbolInfo, SymbolRequest, SymbolSpec, SymbolsResponse, info, price_scale
+from service.core.symbols import (
+    SymbolInfo,
+    SymbolRecord,
+    SymbolRemoved,
+    SymbolRequest,
+    SymbolSpec,
+    SymbolsResponse,
+    info,
+    price_scale,
+)
 from service.runtime.clock import now_ms
 
 EXCHANGE = "tvflux"
@@ -38,7 +47,7 @@ def udf_symbol(services: Services, name: str) -> UdfSymbol:
     """``/udf/symbols``: the symbol's own price scale, volume precision and description (a
     fed symbol's from its venue)."""
     spec = fed_spec(services, services.symbols.require(name))
-    scale, minmov = price_scale(spec.tickSize)
+    scale, minmov = price_scale(spec.tick_size)
     last = services.ingestor.last_trade_ms(name)
     streaming = last is not None and now_ms() - last <= STREAMING_WITHIN_MS
     return UdfSymbol(
@@ -51,7 +60,7 @@ def udf_symbol(services: Services, name: str) -> UdfSymbol:
         listed_exchange=EXCHANGE,
         minmov=minmov,
         pricescale=scale,
-        volume_precision=spec.volumePrecision,
+        volume_precision=spec.volume_precision,
         data_status="streaming" if streaming else "endofday",
     )
 
@@ -78,37 +87,12 @@ def who_of(request: Request[Any, Any, Any], services: Services) -> str:
     return f"{credential} from {client_address(request)}"
 
 
-class SymbolRecord(msgspec.Struct, frozen=True):
-    """``GET /api/admin/symbols``: a registry record, listed or removed, and its data."""
-
-    spec: SymbolSpec
-    configured: bool  # in TVFLUX_SYMBOLS: listed at every start, not removable
-    pricescale: int
-    minmov: int
-    firstTradeMs: int | None  # the stored trades' span (None: none stored)
-    lastTradeMs: int | None
-
-
 @get("/api/admin/symbols", guards=[admin_guard])
 async def admin_symbols(services: ServicesDep) -> dict[str, list[SymbolRecord]]:
     """Every symbol of the registry, removed ones included, with where its stored trades
-    begin and end (one bounded store read per end and symbol)."""
+    begin and end."""
     services.require_ready()
-    out = []
-    for spec in services.registry.records():
-        span = await services.store.trade_span(spec.symbol)
-        scale, minmov = price_scale(spec.tickSize)
-        out.append(
-            SymbolRecord(
-                spec=spec,
-                configured=services.registry.is_configured(spec.symbol),
-                pricescale=scale,
-                minmov=minmov,
-                firstTradeMs=None if span is None else span[0] // 1_000_000,
-                lastTradeMs=None if span is None else span[1] // 1_000_000,
-            )
-        )
-    return {"symbols": out}
+    return {"symbols": await services.registry.listing()}
 
 
 @post("/api/admin/symbols", status_code=200, guards=[admin_guard])
@@ -131,7 +115,7 @@ Data = Annotated[str | None, QueryParameter(name="data")]
 @delete("/api/admin/symbols", status_code=200, guards=[admin_guard])
 async def admin_remove_symbol(
     request: Request[Any, Any, Any], services: ServicesDep, symbol: str | None = None, with_data: Data = None
-) -> dict[str, Any]:
+) -> SymbolRemoved:
     """``?symbol=S`` unlists the symbol (its data is kept); ``&data=true`` deletes its
     stored trades and bars too."""
     services.require_ready()
@@ -143,7 +127,7 @@ async def admin_remove_symbol(
     deleted = await services.registry.remove(
         symbol, purge=purge, who=who_of(request, services), actor=request.headers.get("x-tvflux-actor")
     )
-    return {"removed": symbol, "dataDeleted": purge, "deletedTrades": deleted}
+    return SymbolRemoved(removed=symbol, data_deleted=purge, deleted_trades=deleted)
 
 
 SYMBOL_ROUTES = [admin_symbols, admin_add_symbol, admin_remove_symbol]

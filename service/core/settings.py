@@ -171,6 +171,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """``TVFLUX_SOURCES`` as specs (validated by :func:`load_settings`)."""
         return parse_sources(self.sources)[0]
 
+    def venue_urls(self, venue: str) -> tuple[str, str]:
+        """The ``(WebSocket, REST)`` base URLs of one of :data:`~service.core.sources.VENUES`."""
+        return {
+            "binance": (self.binance_ws_url, self.binance_rest_url),
+            "coinbase": (self.coinbase_ws_url, self.coinbase_rest_url),
+            "kraken": (self.kraken_ws_url, self.kraken_rest_url),
+        }[venue]
+
 
 # --- from TVFLUX_* text to values, derived from the declarations above ------------------
 #

@@ -66,63 +66,64 @@ def parse_sources(entries: tuple[str, ...]) -> tuple[list[SourceSpec], list[str]
 GapState = Literal["backfilling", "backfilled", "open"]
 
 
-class GapRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+class GapRecord(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel"):
     """Trades a source missed on its stream, and what became of them.
 
-    ``fromId``..``toId`` (inclusive) are the exchange ids that were missing (``toId`` is
-    ``None`` while the end is not known yet); ``fromTime`` is the time of the last trade
-    before them, ``toTime`` of the first after. ``state``: ``backfilled`` (REST filled
-    them; ``trades`` is how many), ``open`` (they are not in the store: ``reason`` says
-    why, and the bars of that span lack them), or ``backfilling``. ``cause``: what
-    revealed the gap (``connect``, ``restart``, ``id jump``, ``stall``, ...)."""
+    ``from_id``..``to_id`` (inclusive) are the exchange ids that were missing (``to_id`` is
+    ``None`` while the end is not known yet); ``from_time`` is the time of the last trade
+    before them, ``to_time`` of the first after (epoch ms). ``state``: ``backfilled`` (REST
+    filled them; ``trades`` is how many), ``open`` (they are not in the store: ``reason``
+    says why, and the bars of that span lack them), or ``backfilling``. ``cause``: what
+    revealed the gap (``connect``, ``restart``, ``id jump``, ``stall``, ...). In JSON (the
+    API and ``gaps.jsonl``) the keys are camelCase: ``fromId``, ``toTime``, ..."""
 
     source: str
     symbol: str
-    venueSymbol: str
-    fromId: int
+    venue_symbol: str
+    from_id: int
     state: GapState
     cause: str
-    detectedAt: int
-    toId: int | None = None
-    fromTime: int | None = None
-    toTime: int | None = None
+    detected_at: int
+    to_id: int | None = None
+    from_time: int | None = None
+    to_time: int | None = None
     trades: int = 0
     reason: str | None = None
-    resolvedAt: int | None = None
+    resolved_at: int | None = None
 
 
-class SymbolFeed(msgspec.Struct, frozen=True):
+class SymbolFeed(msgspec.Struct, frozen=True, rename="camel"):
     """One fed symbol of a source, as ``/api/sources`` shows it."""
 
     symbol: str
-    venueSymbol: str | None
+    venue_symbol: str | None
     state: str  # live, backfilling, waiting (no trade yet), stopped
-    lastTradeId: int | None
-    lastTradeTime: int | None  # epoch ms (exchange time)
-    lastTradeAgeS: float | None  # since this process received it
-    tradesPerS: float
+    last_trade_id: int | None
+    last_trade_time: int | None  # epoch ms (exchange time)
+    last_trade_age_s: float | None  # since this process received it
+    trades_per_s: float
     trades: int  # accepted since start (live and backfilled)
-    tradesBackfilled: int
-    gapsFound: int
-    gapsOpen: int
+    trades_backfilled: int
+    gaps_found: int
+    gaps_open: int
     pricescale: int | None = None
-    volumePrecision: int | None = None
+    volume_precision: int | None = None
 
 
-class SourceStatus(msgspec.Struct, frozen=True):
+class SourceStatus(msgspec.Struct, frozen=True, rename="camel"):
     name: str  # "synthetic", "binance", "coinbase", "kraken"
     kind: Literal["synthetic", "exchange"]
     connected: bool
     symbols: list[SymbolFeed]
-    connectedSince: int | None = None  # epoch ms
+    connected_since: int | None = None  # epoch ms
     reconnects: int = 0
-    restRequests: int = 0
-    restWeightUsed: int = 0  # weight this process spent (Binance counts weight, the others requests)
-    restWeightReported: int | None = None  # what the venue last reported used (Binance's header)
-    restPausedUntil: int | None = None  # epoch ms: 429 back-off or a 418 ban
-    lastError: str | None = None
-    wsUrl: str | None = None
-    restUrl: str | None = None
+    rest_requests: int = 0
+    rest_weight_used: int = 0  # weight this process spent (Binance counts weight, the others requests)
+    rest_weight_reported: int | None = None  # what the venue last reported used (Binance's header)
+    rest_paused_until: int | None = None  # epoch ms: 429 back-off or a 418 ban
+    last_error: str | None = None
+    ws_url: str | None = None
+    rest_url: str | None = None
 
 
 class SourcesResponse(msgspec.Struct, frozen=True):

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from service.core.models import TradeColumns
+from service.core.timestamps import NS_PER_MS
 
 _LEVELS = {"BTCUSD": 60_000.0, "ETHUSD": 3_000.0, "LTCUSD": 80.0}
 _WEIGHTS = {"BTCUSD": 0.5, "ETHUSD": 0.35, "LTCUSD": 0.15}
@@ -110,7 +111,7 @@ class SyntheticMarket:
             price = np.maximum(np.round(np.exp(log_path) * jitter, 2), TICK)
             notional = rng.lognormal(mean=np.log(500.0), sigma=1.4, size=n)
             size = np.maximum(np.round(notional / price, 6), 1e-6)
-            out.append(TradeColumns(symbol, ts_ms * 1_000_000, price, size))
+            out.append(TradeColumns(symbol, ts_ms * NS_PER_MS, price, size))
         return out
 
     def _bridge(

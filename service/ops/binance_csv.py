@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from typing import IO, Any
+from typing import IO
 
 import msgspec
 import numpy as np
@@ -156,7 +156,7 @@ def read_chunks(
     """Parse ``stream`` (positioned at the start of the file) block by block."""
     malformed: list[str] = []
 
-    def on_invalid(row: Any) -> str:
+    def on_invalid(row: pacsv.InvalidRow) -> str:
         malformed.append(row.text)
         return "skip"
 

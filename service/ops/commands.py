@@ -22,8 +22,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import msgspec
+
+from service.core.answers import Deleted
 from service.core.errors import ConfigError, StoreUnavailable, TvfluxError, UsageError
 from service.core.resolution import Resolution
 from service.core.settings import Settings
@@ -429,13 +432,15 @@ def cmd_trades_delete(args: argparse.Namespace, settings: Settings) -> int:
             request.add_header("Authorization", f"Bearer {settings.admin_token}")
         try:
             with urllib.request.urlopen(request, timeout=120) as resp:
-                deleted = int(json_loads(resp.read())["deleted"])
+                deleted = msgspec.json.decode(resp.read(), type=Deleted).deleted
         except urllib.error.HTTPError as exc:
             from service.ops.exporter import http_error
 
             raise StoreUnavailable(f"the service at {url} refused the correction: {http_error(exc).message}") from None
         except (urllib.error.URLError, ConnectionError) as exc:
             raise StoreUnavailable(f"no tvflux answers at {url} ({exc}); pass --url") from None
+        except msgspec.DecodeError as exc:  # a ValidationError too
+            raise StoreUnavailable(f"the service at {url} answered what this tvflux cannot read: {exc}") from None
         print(f"deleted {deleted} trades of {args.symbol} through the service at {url}", file=sys.stderr)
         return EXIT_OK
     return asyncio.run(_delete_locally(settings, args, actor))
@@ -466,12 +471,6 @@ async def _delete_locally(settings: Settings, args: argparse.Namespace, actor: s
         file=sys.stderr,
     )
     return EXIT_OK
-
-
-def json_loads(data: bytes) -> Any:
-    import json
-
-    return json.loads(data)
 
 
 # --- standalone entry point ----------------------------------------------------------------------

@@ -21,13 +21,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Protocol, TypeVar
 
+import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from service.core.errors import BadRequest, InvalidRange, StoreUnavailable, TvfluxError
-from service.core.models import Bar
+from service.core.models import Bar, BarsResponse
 from service.core.resolution import Resolution
 from service.core.timearg import parse_time_ms
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # the CLI's history, read only by an offline export
 
 COLUMNS = ("time", "open", "high", "low", "close", "volume")
 HTTP_PAGE_BUCKETS = 5_000  # below the server's default TVFLUX_MAX_BARS (it may say less)
+T = TypeVar("T")
 _SCHEMA = pa.schema([("time", pa.int64())] + [(c, pa.float64()) for c in COLUMNS[1:]])
 
 
@@ -96,16 +98,15 @@ class HttpSource:
         query = urllib.parse.urlencode(
             {"symbol": symbol, "resolution": resolution.text, "from": from_ms // 1000, "to": to_ms // 1000}
         )
-        body = self._get(f"/api/bars?{query}")
-        return [Bar(**b) for b in body["bars"]]
+        return self._get(f"/api/bars?{query}", BarsResponse).bars
 
-    def _get(self, path: str) -> Any:
+    def _get(self, path: str, answer: type[T]) -> T:
         request = urllib.request.Request(self.base_url + path)
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
-                return json.load(resp)
+                body = resp.read()
         except urllib.error.HTTPError as exc:
             error = http_error(exc)
             max_bars = (error.details or {}).get("maxBars") if isinstance(error.details, dict) else None
@@ -114,6 +115,10 @@ class HttpSource:
             raise error from None
         except (urllib.error.URLError, OSError) as exc:
             raise StoreUnavailable(f"no tvflux answers at {self.base_url}: {exc}") from None
+        try:
+            return msgspec.json.decode(body, type=answer)
+        except msgspec.DecodeError as exc:  # a ValidationError too
+            raise TvfluxError(f"{self.base_url} answered {path} with what this tvflux cannot read: {exc}") from None
 
 
 class PageTooLarge(BadRequest):

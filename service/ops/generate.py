@@ -23,11 +23,12 @@ import time
 from typing import Protocol
 
 from service.core.resolution import parse_resolution
+from service.core.symbols import SymbolRecord
 from service.core.synthetic import SyntheticMarket
+from service.core.timestamps import NS_PER_MS
 from service.ops import remote
 from service.storage.base import Store
 
-NS_PER_MS = 1_000_000
 SECOND = parse_resolution("1S")
 
 
@@ -99,20 +100,20 @@ class ServiceView:
 
     async def first_ms(self, symbol: str) -> int | None:
         if self._firsts is None:
-            answer = remote.call(self.url, "GET", "/api/admin/symbols", self.token)
-            self._firsts = {r["spec"]["symbol"]: r["firstTradeMs"] for r in answer.get("symbols", [])}
+            answer = remote.call(self.url, "GET", "/api/admin/symbols", self.token, dict[str, list[SymbolRecord]])
+            self._firsts = {r.spec.symbol: r.first_trade_ms for r in answer.get("symbols", [])}
         return self._firsts.get(symbol)
 
     async def price_before(self, symbol: str, at_ms: int) -> float | None:
         bars = remote.bars(self.url, symbol, "1S", to_s=-(-at_ms // 1000), countback=1)
-        return bars[-1]["close"] if bars else None
+        return bars[-1].close if bars else None
 
     async def price_from(self, symbol: str, at_ms: int) -> tuple[int, float] | None:
         t = remote.earliest_bar_ms(self.url, symbol, at_ms, int(time.time() * 1000) + 86_400_000)
         if t is None:
             return None
         bars = remote.bars(self.url, symbol, "1S", from_s=t // 1000, to_s=t // 1000 + 1)
-        return (max(t, at_ms), bars[0]["open"]) if bars else None
+        return (max(t, at_ms), bars[0].open) if bars else None
 
 
 class Overlap(Exception):

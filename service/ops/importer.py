@@ -24,7 +24,7 @@ import os
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
 import msgspec
 import numpy as np
@@ -33,6 +33,9 @@ from service.core.models import TradeColumns
 from service.core.timestamps import NS_PER_MS, TimestampAllocator
 from service.ops import binance_csv as bcsv
 from service.storage.base import TradeSink
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 HEAD_BYTES = 64 * 1024  # enough lines to recognise the layout
 
@@ -106,9 +109,10 @@ class _Counting(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
-        data = self._inner.read(len(buffer))
-        buffer[: len(data)] = data
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer)
+        data = self._inner.read(len(view))
+        view[: len(data)] = data
         if self._on_bytes is not None and data:
             self._on_bytes(len(data))
         return len(data)

@@ -15,22 +15,22 @@ service drops ids it already holds and counts them as duplicates.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeVar
 
 import msgspec
 
 from service.core.errors import TvfluxError
-from service.core.models import TradeColumns
+from service.core.models import Bar, BarsResponse, ManualRun, TradeColumns, TradesAccepted
 from service.core.settings import Settings
 from service.core.timestamps import NS_PER_MS
 
 RETRIES = 30  # 429 (spool full) / 503 (starting): wait as told, up to about a minute in all
+T = TypeVar("T")
 
 
 class ServiceError(TvfluxError):
@@ -58,23 +58,24 @@ def call(
     method: str,
     path: str,
     token: str | None,
+    answer: type[T],
     *,
     data: bytes | None = None,
     content_type: str | None = None,
     timeout_s: float = 600,
     headers: dict[str, str] | None = None,
     retries: int = RETRIES,
-) -> Any:
-    """One request to the service (JSON answer), retrying 429/503 as ``Retry-After`` says.
-    Errors are :class:`ServiceError` with the service's own message, or what to do when
-    nothing answers."""
+) -> T:
+    """One request to the service, its JSON answer read as ``answer``, retrying 429/503 as
+    ``Retry-After`` says. Errors are :class:`ServiceError` with the service's own message,
+    or what to do when nothing answers (or answers what this tvflux cannot read)."""
     from service.ops.exporter import http_error
 
     for attempt in range(retries + 1):
         request = _admin_request(base_url + path, method, token, data, content_type, headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as resp:
-                return json.loads(resp.read() or b"null")
+                body = resp.read()
         except urllib.error.HTTPError as exc:
             if exc.code in (429, 503) and attempt < retries:
                 time.sleep(min(10.0, float(exc.headers.get("Retry-After") or 1)))
@@ -88,6 +89,13 @@ def call(
             raise ServiceError(
                 f"no tvflux answers at {base_url} ({getattr(exc, 'reason', exc)}); is the service "
                 "still running? Start it, or stop it and run this command again"
+            ) from None
+        try:
+            return msgspec.json.decode(body or b"null", type=answer)
+        except msgspec.DecodeError as exc:  # a ValidationError too
+            raise ServiceError(
+                f"the service at {base_url} answered {method} {path} with what this tvflux cannot read ({exc}); "
+                "is it another version of tvflux?"
             ) from None
     raise AssertionError("unreachable")
 
@@ -144,11 +152,12 @@ class ServiceSink:
                 "POST",
                 "/api/admin/trades",
                 self.token,
+                TradesAccepted,
                 data=self._encoder.encode(trades),
                 content_type="application/msgpack",
             )
-            accepted += int(answer.get("accepted", 0))
-            duplicates += int(answer.get("duplicates", 0))
+            accepted += answer.accepted
+            duplicates += answer.duplicates
         self.accepted += accepted
         self.duplicates += duplicates
         self._untaken += duplicates
@@ -167,25 +176,21 @@ def run_downsampling(base_url: str, token: str | None) -> int:
     print(f"downsample: the store is open in the running service; asking {base_url}", file=sys.stderr)
     # the service answers at once with a run id; follow it until it is over (a backfill on
     # InfluxDB can take minutes), printing where the tiers stand meanwhile
-    answer = call(base_url, "POST", "/api/downsampling/run?wait=30", token, data=b"")
-    while answer.get("state") == "running":
-        moved = [
-            f"{t['tier']} {100 * (t.get('backfill') or {}).get('progress', 1):.0f}%" for t in answer.get("tiers", [])
-        ]
+    answer = call(base_url, "POST", "/api/downsampling/run?wait=30", token, ManualRun, data=b"")
+    while answer.state == "running":
+        moved = [f"{t.tier} {100 * (t.backfill.progress if t.backfill else 1):.0f}%" for t in answer.tiers or []]
         print(f"  running ({', '.join(moved)})", file=sys.stderr)
-        answer = call(base_url, "GET", f"/api/downsampling/runs/{answer['id']}?wait=30", token)
-    if answer.get("state") == "failed":
-        raise ServiceError(f"the downsampling run failed: {answer.get('error')}")
-    ran = answer.get("ran") or []
+        answer = call(base_url, "GET", f"/api/downsampling/runs/{answer.id}?wait=30", token, ManualRun)
+    if answer.state == "failed":
+        raise ServiceError(f"the downsampling run failed: {answer.error}")
+    ran = answer.ran
     for run in ran:
-        print(f"  ran {run['tier']:>4}: {run['rows']:,} rows in {run['durationMs']:.0f} ms", file=sys.stderr)
-    for tier in answer.get("tiers", []):
-        wm = tier.get("watermark")
+        print(f"  ran {run.tier:>4}: {run.rows:,} rows in {run.duration_ms:.0f} ms", file=sys.stderr)
+    for tier in answer.tiers or []:
+        wm = tier.watermark
         wm_text = "-" if wm is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(wm / 1000))
-        held = tier.get("bars")
-        print(
-            f"{tier['tier']:>4} watermark {wm_text} UTC" + ("" if held is None else f"  bars {held:,}"), file=sys.stderr
-        )
+        held = tier.bars
+        print(f"{tier.tier:>4} watermark {wm_text} UTC" + ("" if held is None else f"  bars {held:,}"), file=sys.stderr)
     print(
         f"downsampling: {len(ran)} windows run in {time.perf_counter() - started:.1f}s (by the service)",
         file=sys.stderr,
@@ -195,18 +200,18 @@ def run_downsampling(base_url: str, token: str | None) -> int:
 
 def bars(
     base_url: str, symbol: str, resolution: str, *, to_s: int, from_s: int = 0, countback: int | None = None
-) -> list[dict[str, Any]]:
+) -> list[Bar]:
     """``GET /api/bars`` (``[]`` for a symbol the service does not list)."""
     query = f"symbol={symbol}&resolution={resolution}&from={from_s}&to={to_s}"
     if countback is not None:
         query += f"&countback={countback}"
     try:
-        answer = call(base_url, "GET", f"/api/bars?{query}", None)
+        answer = call(base_url, "GET", f"/api/bars?{query}", None, BarsResponse)
     except ServiceError as exc:
         if "unknown_symbol" in exc.message:
             return []
         raise
-    return list(answer.get("bars", []))
+    return answer.bars
 
 
 def earliest_bar_ms(base_url: str, symbol: str, from_ms: int, to_ms: int) -> int | None:
@@ -216,10 +221,10 @@ def earliest_bar_ms(base_url: str, symbol: str, from_ms: int, to_ms: int) -> int
     lo, hi = from_ms, to_ms
     for resolution, width_ms in (("1D", 86_400_000), ("1", 60_000), ("1S", 1000)):
         found = bars(base_url, symbol, resolution, from_s=lo // 1000, to_s=-(-hi // 1000))
-        found = [b for b in found if lo - width_ms < b["time"] < hi]
+        found = [b for b in found if lo - width_ms < b.time < hi]
         if not found:
             return None
-        first = max(lo, found[0]["time"])
+        first = max(lo, found[0].time)
         lo, hi = first, min(hi, first + width_ms)
     return lo
 

@@ -17,18 +17,24 @@ import os
 import socket
 import sys
 import urllib.parse
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
 from service.core.errors import UsageError
 from service.core.settings import Settings
-from service.core.symbols import SymbolRequest, check_symbol, price_scale
+from service.core.symbols import SymbolInfo, SymbolRecord, SymbolRemoved, SymbolRequest, check_symbol, price_scale
+
+if TYPE_CHECKING:
+    from service.runtime.symbols import SymbolRegistry
 
 EXIT_OK = 0
+OFFLINE = "tvflux CLI, store opened directly"  # who changed the registry, for the audit log
+T = TypeVar("T")
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmd = subparsers.add_parser("symbols", help="list, add (or update) and remove symbols")
     sub = cmd.add_subparsers(dest="symbols_command", required=True)
     listing = sub.add_parser("list", help="the symbols, their metadata and stored data (removed ones too)")
@@ -70,7 +76,8 @@ def _service(settings: Settings, url: str | None) -> str | None:
     return running_service_url(settings.data_dir) or serving_url(settings)
 
 
-def _call(url: str, method: str, path: str, settings: Settings, body: bytes | None = None) -> Any:
+def _call(url: str, method: str, path: str, settings: Settings, answer: type[T], body: bytes | None = None) -> T:
+    """The service's JSON answer, as ``answer``."""
     from service.ops.remote import call
 
     return call(
@@ -78,6 +85,7 @@ def _call(url: str, method: str, path: str, settings: Settings, body: bytes | No
         method,
         path,
         settings.admin_token,
+        answer,
         data=body,
         content_type="application/json" if body is not None else None,
         headers={"X-Tvflux-Actor": _actor()},
@@ -89,20 +97,18 @@ def _request(args: argparse.Namespace) -> SymbolRequest:
     why = check_symbol(args.symbol)
     if why:
         raise UsageError(why)
-    fields: dict[str, Any] = {"symbol": args.symbol}
-    for name, value in (
-        ("description", args.description),
-        ("tickSize", args.tick_size),
-        ("volumePrecision", args.volume_precision),
-        ("priceBandPct", args.price_band_pct),
-    ):
-        if value is not None:
-            fields[name] = value
+    band: float | None | msgspec.UnsetType = msgspec.UNSET if args.price_band_pct is None else args.price_band_pct
     if args.no_price_band:
-        fields["priceBandPct"] = 0.0
+        band = 0.0
     if args.default_price_band:
-        fields["priceBandPct"] = None
-    return SymbolRequest(**fields)
+        band = None
+    return SymbolRequest(
+        args.symbol,
+        description=msgspec.UNSET if args.description is None else args.description,
+        tick_size=msgspec.UNSET if args.tick_size is None else args.tick_size,
+        volume_precision=msgspec.UNSET if args.volume_precision is None else args.volume_precision,
+        price_band_pct=band,
+    )
 
 
 # --- the commands ---------------------------------------------------------------------
@@ -111,24 +117,25 @@ def _request(args: argparse.Namespace) -> SymbolRequest:
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     url = _service(settings, args.url)
     if url is not None:
-        records = _call(url, "GET", "/api/admin/symbols", settings)["symbols"]
+        records = _call(url, "GET", "/api/admin/symbols", settings, dict[str, list[SymbolRecord]])["symbols"]
     else:
-        records = asyncio.run(_offline(settings, _list_records))
+        records = asyncio.run(_offline(settings, lambda registry: registry.listing()))
     if args.json:
-        print(json.dumps({"symbols": records}, indent=2))
+        print(json.dumps({"symbols": msgspec.to_builtins(records)}, indent=2))
         return EXIT_OK
     print(
         f"{'symbol':<16} {'state':<10} {'tick':>10} {'vol.dec':>7} {'band %':>7}  {'stored trades (UTC)':<41} description"
     )
     for r in records:
-        spec = r["spec"]
-        state = "removed" if spec.get("removedMs") is not None else ("configured" if r["configured"] else "listed")
-        band = spec.get("priceBandPct")
+        spec = r.spec
+        state = "removed" if not spec.listed else ("configured" if r.configured else "listed")
+        band = spec.price_band_pct
         band_text = "default" if band is None else ("off" if band == 0 else f"{band:g}")
-        span = "none" if r["firstTradeMs"] is None else f"{_utc(r['firstTradeMs'])} → {_utc(r['lastTradeMs'])}"
+        first, last = r.first_trade_ms, r.last_trade_ms
+        span = "none" if first is None or last is None else f"{_utc(first)} → {_utc(last)}"
         print(
-            f"{spec['symbol']:<16} {state:<10} {spec['tickSize']:>10g} {spec['volumePrecision']:>7} {band_text:>7}  "
-            f"{span:<41} {spec.get('description', '')}"
+            f"{spec.symbol:<16} {state:<10} {spec.tick_size:>10g} {spec.volume_precision:>7} {band_text:>7}  "
+            f"{span:<41} {spec.description}"
         )
     return EXIT_OK
 
@@ -137,20 +144,15 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
     request = _request(args)
     url = _service(settings, args.url)
     if url is not None:
-        info = _call(url, "POST", "/api/admin/symbols", settings, msgspec.json.encode(request))
+        info = _call(url, "POST", "/api/admin/symbols", settings, SymbolInfo, msgspec.json.encode(request))
+        symbol, tick, scale, minmov = info.symbol, info.tick_size, info.pricescale, info.minmov
         where = f"through the service at {url}"
     else:
-
-        async def add(registry: Any, store: Any) -> Any:
-            spec = await registry.upsert(request, who="tvflux CLI, store opened directly", actor=_actor())
-            scale, minmov = price_scale(spec.tickSize)
-            return {"symbol": spec.symbol, "pricescale": scale, "minmov": minmov, "tickSize": spec.tickSize}
-
-        info = asyncio.run(_offline(settings, add))
+        spec = asyncio.run(_offline(settings, lambda registry: registry.upsert(request, who=OFFLINE, actor=_actor())))
+        symbol, tick, (scale, minmov) = spec.symbol, spec.tick_size, price_scale(spec.tick_size)
         where = "in the store (the service lists it at its next start)"
     print(
-        f"{info['symbol']}: listed {where}; tick size {info['tickSize']:g} (pricescale {info['pricescale']}, "
-        f"minmov {info['minmov']})",
+        f"{symbol}: listed {where}; tick size {tick:g} (pricescale {scale}, minmov {minmov})",
         file=sys.stderr,
     )
     return EXIT_OK
@@ -160,18 +162,16 @@ def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
     url = _service(settings, args.url)
     if url is not None:
         query = urllib.parse.urlencode({"symbol": args.symbol, "data": "true" if args.with_data else "false"})
-        answer = _call(url, "DELETE", f"/api/admin/symbols?{query}", settings)
-        deleted, where = answer["deletedTrades"], f"through the service at {url}"
+        answer = _call(url, "DELETE", f"/api/admin/symbols?{query}", settings, SymbolRemoved)
+        deleted, where = answer.deleted_trades, f"through the service at {url}"
     else:
-
-        async def remove(registry: Any, store: Any) -> int:
-            return int(
-                await registry.remove(
-                    args.symbol, purge=args.with_data, who="tvflux CLI, store opened directly", actor=_actor()
-                )
+        deleted = asyncio.run(
+            _offline(
+                settings,
+                lambda registry: registry.remove(args.symbol, purge=args.with_data, who=OFFLINE, actor=_actor()),
             )
-
-        deleted, where = asyncio.run(_offline(settings, remove)), "in the store"
+        )
+        where = "in the store"
     data = f"its {deleted:,} stored trades and their bars deleted" if args.with_data else "its data kept"
     print(f"{args.symbol}: removed {where}; {data}", file=sys.stderr)
     return EXIT_OK
@@ -180,7 +180,8 @@ def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
 # --- on the store directly ------------------------------------------------------------------
 
 
-async def _offline(settings: Settings, work: Any) -> Any:
+async def _offline(settings: Settings, work: Callable[[SymbolRegistry], Awaitable[T]]) -> T:
+    """``work`` done with a registry on the store itself (no service holds it)."""
     from service.runtime.audit import AuditLog
     from service.runtime.clock import now_ms
     from service.runtime.history import SymbolSet
@@ -198,27 +199,9 @@ async def _offline(settings: Settings, work: Any) -> Any:
             clock_ms=now_ms,
         )
         await registry.load()
-        return await work(registry, store)
+        return await work(registry)
     finally:
         await store.close()
-
-
-async def _list_records(registry: Any, store: Any) -> list[dict[str, Any]]:
-    out = []
-    for spec in registry.records():
-        span = await store.trade_span(spec.symbol)
-        scale, minmov = price_scale(spec.tickSize)
-        out.append(
-            {
-                "spec": msgspec.to_builtins(spec),
-                "configured": registry.is_configured(spec.symbol),
-                "pricescale": scale,
-                "minmov": minmov,
-                "firstTradeMs": None if span is None else span[0] // 1_000_000,
-                "lastTradeMs": None if span is None else span[1] // 1_000_000,
-            }
-        )
-    return out
 
 
 def _utc(ms: int) -> str:

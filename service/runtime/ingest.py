@@ -126,7 +126,7 @@ class Ingestor:
     def price_band(self, symbol: str, now_ms: int) -> priceband.Band | None:
         """The band a live trade of ``symbol`` must fall in now (``None``: none)."""
         spec = self.symbols.spec(symbol)
-        pct = self.price_band_pct if spec is None or spec.priceBandPct is None else spec.priceBandPct
+        pct = self.price_band_pct if spec is None or spec.price_band_pct is None else spec.price_band_pct
         return priceband.band_for(self._references.get(symbol), pct, now_ms, self.price_band_window_ms)
 
     # --- the untrusted path: clients --------------------------------------------------

@@ -76,16 +76,16 @@ class SyntheticSource:
         feeds = [
             SymbolFeed(
                 symbol=s,
-                venueSymbol=None,
+                venue_symbol=None,
                 state="live",
-                lastTradeId=None,
-                lastTradeTime=None,
-                lastTradeAgeS=round(now - self._last_s[s], 3) if s in self._last_s else None,
-                tradesPerS=round(self._rates[s].per_second(), 3),
+                last_trade_id=None,
+                last_trade_time=None,
+                last_trade_age_s=round(now - self._last_s[s], 3) if s in self._last_s else None,
+                trades_per_s=round(self._rates[s].per_second(), 3),
                 trades=self._trades[s],
-                tradesBackfilled=0,
-                gapsFound=0,
-                gapsOpen=0,
+                trades_backfilled=0,
+                gaps_found=0,
+                gaps_open=0,
             )
             for s in self.market.symbols
         ]

@@ -11,7 +11,7 @@ from service.core.errors import Overloaded, TvfluxError
 from service.core.models import TradeColumns
 from service.core.resolution import parse_resolution
 from service.core.synthetic import SyntheticMarket
-from service.core.timestamps import TimestampAllocator
+from service.core.timestamps import NS_PER_MS, TimestampAllocator
 from service.runtime.clock import now_ms
 from service.runtime.ingest import Ingestor
 from service.storage.base import Store, TradeSink
@@ -38,7 +38,7 @@ async def backfill_synthetic(
     start_ms = end_ms - span_ms
     clock = TimestampAllocator()
     for symbol in market.symbols:  # unique timestamps continue after what is stored
-        clock.start_symbol(symbol, await store.last_ts_ns(symbol, 0, start_ms * 1_000_000))
+        clock.start_symbol(symbol, await store.last_ts_ns(symbol, 0, start_ms * NS_PER_MS))
     written = 0
     group: list[TradeColumns] = []
     group_rows = 0
@@ -48,7 +48,7 @@ async def backfill_synthetic(
     for lo in range(start_ms, end_ms, chunk_ms):
         hi = min(end_ms, lo + chunk_ms)
         for b in market.trades(lo, hi, rate_per_s):
-            group.append(TradeColumns(b.symbol, clock.allocate(b.symbol, b.ts_ns // 1_000_000), b.price, b.size))
+            group.append(TradeColumns(b.symbol, clock.allocate(b.symbol, b.ts_ns // NS_PER_MS), b.price, b.size))
             group_rows += len(b)
         if group_rows >= APPEND_ROWS or hi >= end_ms:
             await store.append(group)

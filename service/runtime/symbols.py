@@ -28,7 +28,7 @@ import msgspec
 
 from service.core.errors import Conflict, StoreUnavailable, UnknownSymbol
 from service.core.models import ErrorBody
-from service.core.symbols import SymbolRequest, SymbolSpec, apply_request
+from service.core.symbols import SymbolRecord, SymbolRequest, SymbolSpec, apply_request, record
 from service.runtime.audit import AuditEntry, AuditLog
 from service.runtime.history import SymbolSet
 from service.runtime.writer import TradeWriter
@@ -73,10 +73,10 @@ class SymbolRegistry:
                 spec = self._records.get(name)
                 if spec is None or not spec.listed:
                     base = spec if spec is not None else SymbolSpec(symbol=name)
-                    await self._save(msgspec.structs.replace(base, addedMs=now, removedMs=None))
+                    await self._save(msgspec.structs.replace(base, added_ms=now, removed_ms=None))
             for name in await self.store.symbols():
                 if name not in self._records:
-                    await self._save(SymbolSpec(symbol=name, addedMs=now))
+                    await self._save(SymbolSpec(symbol=name, added_ms=now))
             self.symbols.replace([s for s in self._records.values() if s.listed])
 
     def records(self) -> list[SymbolSpec]:
@@ -85,6 +85,16 @@ class SymbolRegistry:
 
     def is_configured(self, symbol: str) -> bool:
         return symbol in self.configured
+
+    async def listing(self) -> list[SymbolRecord]:
+        """Every record, removed ones included, with where its stored trades begin and end
+        (one bounded store read per end and symbol)."""
+        return [
+            record(
+                spec, configured=self.is_configured(spec.symbol), trade_span_ns=await self.store.trade_span(spec.symbol)
+            )
+            for spec in self.records()
+        ]
 
     async def upsert(self, request: SymbolRequest, *, who: str, actor: str | None = None) -> SymbolSpec:
         """Add ``request.symbol``, or update its metadata (fields it leaves out stay): saved,
@@ -129,7 +139,7 @@ class SymbolRegistry:
                 error = ErrorBody("unknown_symbol", f"symbol {symbol!r} was removed")
                 for hook in self.on_removed:
                     hook(symbol, error)
-                await self._save(msgspec.structs.replace(record, removedMs=self.clock_ms()))
+                await self._save(msgspec.structs.replace(record, removed_ms=self.clock_ms()))
             deleted = await self._purge(symbol) if purge else 0
         await self._audit("remove_symbol", symbol, who=who, actor=actor, deleted=deleted, purge=purge)
         log.warning(

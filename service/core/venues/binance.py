@@ -71,10 +71,10 @@ class _Message(msgspec.Struct, frozen=True):
     id: int | str | None = None  # the answer to a request of ours (``result``)
 
 
-class _Filter(msgspec.Struct, frozen=True):
-    filterType: str
-    tickSize: str | None = None
-    stepSize: str | None = None
+class _Filter(msgspec.Struct, frozen=True, rename="camel"):
+    filter_type: str
+    tick_size: str | None = None
+    step_size: str | None = None
 
 
 class _Symbol(msgspec.Struct, frozen=True):
@@ -170,10 +170,10 @@ class Binance:
         out = {}
         for body in bodies:
             for entry in decode(_info, body, "Binance exchangeInfo").symbols:
-                ticks = {f.filterType: f for f in entry.filters}
+                ticks = {f.filter_type: f for f in entry.filters}
                 price, lot = ticks.get("PRICE_FILTER"), ticks.get("LOT_SIZE")
-                if entry.symbol in venue_symbols and price and price.tickSize and lot and lot.stepSize:
-                    out[entry.symbol] = Instrument(entry.symbol, entry.symbol, price.tickSize, lot.stepSize)
+                if entry.symbol in venue_symbols and price and price.tick_size and lot and lot.step_size:
+                    out[entry.symbol] = Instrument(entry.symbol, entry.symbol, price.tick_size, lot.step_size)
         return out
 
     def used_weight(self, headers: Mapping[str, str]) -> int | None:

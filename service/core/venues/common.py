@@ -18,6 +18,7 @@ from typing import Protocol, TypeVar
 import msgspec
 
 from service.core.errors import VenueProtocolError
+from service.core.timestamps import NS_PER_MS
 
 T = TypeVar("T")
 
@@ -179,7 +180,7 @@ def epoch_ms(value: int) -> int:
     if value < 0:
         raise VenueProtocolError(f"time {value} is negative")
     if value >= _NS_FROM:
-        return value // 1_000_000
+        return value // NS_PER_MS
     if value >= _US_FROM:
         return value // 1000
     return value

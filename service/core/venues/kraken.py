@@ -21,6 +21,7 @@ from decimal import Decimal
 import msgspec
 
 from service.core.errors import VenueProtocolError
+from service.core.timestamps import NS_PER_MS
 from service.core.venues.common import (
     Event,
     Heartbeat,
@@ -102,7 +103,7 @@ class TradesBackfill:
 
     def __init__(self, pair: str, *, from_time_ms: int) -> None:
         self.pair = pair
-        self.since_ns = max(0, from_time_ms - 1000) * 1_000_000
+        self.since_ns = max(0, from_time_ms - 1000) * NS_PER_MS
         self.exhausted = False
 
     def request(self, now_ms: int) -> RestRequest:

@@ -132,8 +132,10 @@ class Tracker:
         if self.last_id is not None and first == self.last_id + 1:
             return  # nothing was missing after all
         if record is not None:
-            from_id = record.fromId if self.last_id is None else self.last_id + 1
-            closed = msgspec.structs.replace(record, fromId=from_id, toId=first - 1, toTime=self.pending[first].time_ms)
+            from_id = record.from_id if self.last_id is None else self.last_id + 1
+            closed = msgspec.structs.replace(
+                record, from_id=from_id, to_id=first - 1, to_time=self.pending[first].time_ms
+            )
             self._finish(closed, now_ms)
         self.last_id = first - 1
 
@@ -263,7 +265,7 @@ class Tracker:
             return self._emit(now_ms, set())
         open_record = msgspec.structs.replace(record, state="open", reason=reason)
         if self.last_id is not None:
-            open_record = msgspec.structs.replace(open_record, fromId=self.last_id + 1)
+            open_record = msgspec.structs.replace(open_record, from_id=self.last_id + 1)
         self._from_next = open_record
         self._take_base(True, now_ms)
         emitted = self._emit(now_ms, set())
@@ -277,14 +279,14 @@ class Tracker:
         return GapRecord(
             source=self.source,
             symbol=self.symbol,
-            venueSymbol=self.venue_symbol,
-            fromId=hole.from_id if hole.from_id is not None else 0,
-            toId=hole.to_id,
-            fromTime=self.last_time_ms,
-            toTime=after.time_ms if after is not None else None,
+            venue_symbol=self.venue_symbol,
+            from_id=hole.from_id if hole.from_id is not None else 0,
+            to_id=hole.to_id,
+            from_time=self.last_time_ms,
+            to_time=after.time_ms if after is not None else None,
             state="backfilling",
             cause=hole.cause,
-            detectedAt=now_ms,
+            detected_at=now_ms,
         )
 
     def _close(self, end: int | None, now_ms: int) -> None:
@@ -295,14 +297,14 @@ class Tracker:
         if record is None or end is None or (hole is not None and hole.to_id is None and record.trades == 0):
             return  # a sync that found nothing missing is not a gap
         after = self.pending.get(end + 1)
-        to_time = record.toTime if record.toTime is not None else (after.time_ms if after else self.last_time_ms)
-        self._finish(msgspec.structs.replace(record, state="backfilled", toId=end, toTime=to_time), now_ms)
+        to_time = record.to_time if record.to_time is not None else (after.time_ms if after else self.last_time_ms)
+        self._finish(msgspec.structs.replace(record, state="backfilled", to_id=end, to_time=to_time), now_ms)
 
     def _finish(self, record: GapRecord, now_ms: int) -> None:
         self.gaps_found += 1
         if record.state == "open":
             self.gaps_open += 1
-        self.finished.append(msgspec.structs.replace(record, resolvedAt=now_ms))
+        self.finished.append(msgspec.structs.replace(record, resolved_at=now_ms))
 
     def drain_records(self) -> list[GapRecord]:
         """Records finished since the last call (backfilled or open), oldest first."""

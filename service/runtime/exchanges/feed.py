@@ -36,18 +36,18 @@ class Feed:
         instrument = self.instrument if self.instrument_known else None
         return SymbolFeed(
             symbol=self.spec.symbol,
-            venueSymbol=self.spec.venue_symbol,
+            venue_symbol=self.spec.venue_symbol,
             state=t.state,
-            lastTradeId=t.last_id,
-            lastTradeTime=t.last_time_ms,
-            lastTradeAgeS=None if self.last_trade_s is None else round(time.monotonic() - self.last_trade_s, 3),
-            tradesPerS=round(self.rate.per_second(), 3),
+            last_trade_id=t.last_id,
+            last_trade_time=t.last_time_ms,
+            last_trade_age_s=None if self.last_trade_s is None else round(time.monotonic() - self.last_trade_s, 3),
+            trades_per_s=round(self.rate.per_second(), 3),
             trades=self.trades,
-            tradesBackfilled=t.backfilled,
-            gapsFound=t.gaps_found,
-            gapsOpen=t.gaps_open,
+            trades_backfilled=t.backfilled,
+            gaps_found=t.gaps_found,
+            gaps_open=t.gaps_open,
             pricescale=instrument.pricescale if instrument else None,
-            volumePrecision=instrument.volume_precision if instrument else None,
+            volume_precision=instrument.volume_precision if instrument else None,
         )
 
 
@@ -110,16 +110,16 @@ class Sink:
                 GapRecord(
                     source=feed.tracker.source,
                     symbol=feed.spec.symbol,
-                    venueSymbol=feed.spec.venue_symbol,
-                    fromId=min(ids),
-                    toId=max(ids),
-                    fromTime=refused[0].time,
-                    toTime=refused[-1].time,
+                    venue_symbol=feed.spec.venue_symbol,
+                    from_id=min(ids),
+                    to_id=max(ids),
+                    from_time=refused[0].time,
+                    to_time=refused[-1].time,
                     state="open",
                     cause="refused by ingest",
                     reason=f"{len(refused)} trade(s) refused: {'; '.join(sorted(str(r) for r in reasons))[:300]}",
-                    detectedAt=now_ms(),
-                    resolvedAt=now_ms(),
+                    detected_at=now_ms(),
+                    resolved_at=now_ms(),
                 )
             ]
         )

@@ -25,6 +25,7 @@ from websockets.exceptions import WebSocketException
 from service.core.errors import TvfluxError, VenueProtocolError
 from service.core.settings import Settings
 from service.core.sources import GapRecord, SourceSpec, SourceStatus
+from service.core.timestamps import NS_PER_MS
 from service.core.venues import venue as venue_protocol
 from service.core.venues.budget import RestGate, TokenBucket, backoff_s
 from service.core.venues.common import Heartbeat, Instrument, PlannedClose, Trades, VenueRefusal
@@ -56,8 +57,7 @@ class ExchangeSource:
         self.ingestor = ingestor
         self.store: Store = ingestor.store
         self.gaps = gaps
-        self.ws_url: str = getattr(settings, f"{name}_ws_url")
-        self.rest_url: str = getattr(settings, f"{name}_rest_url")
+        self.ws_url, self.rest_url = settings.venue_urls(name)
         limit = 6000 if name == "binance" else None
         gate = RestGate(self.venue.rest_weight_per_s, self.venue.rest_weight_burst, limit_per_min=limit)
         self.rest = RestClient(self.venue, self.rest_url, gate)
@@ -117,12 +117,12 @@ class ExchangeSource:
             spec.symbol,
             spec.venue_symbol,
             last_id=last_id,
-            last_time_ms=None if last_ts is None else last_ts // 1_000_000,
+            last_time_ms=None if last_ts is None else last_ts // NS_PER_MS,
             reorder_ms=s.source_reorder_ms,
             max_pending=s.source_buffer_trades,
             initial_backfill_ms=s.source_backfill_s * 1000,
             max_backfill_ms=s.source_max_backfill_s * 1000,
-            floor_time_ms=None if stored is None else stored // 1_000_000,
+            floor_time_ms=None if stored is None else stored // NS_PER_MS,
         )
         rest_symbol = default_rest_pair(spec.venue_symbol) if self.name == "kraken" else spec.venue_symbol
         if last_id is not None:
@@ -382,15 +382,15 @@ class ExchangeSource:
             kind="exchange",
             connected=self.connected_since_ms is not None,
             symbols=[f.status() for f in self.feeds.values()],
-            connectedSince=self.connected_since_ms,
+            connected_since=self.connected_since_ms,
             reconnects=self.reconnects,
-            restRequests=gate.requests,
-            restWeightUsed=gate.weight_spent,
-            restWeightReported=gate.reported_weight,
-            restPausedUntil=None if paused is None else now_ms() + int((paused - time.monotonic()) * 1000),
-            lastError=self.last_error,
-            wsUrl=self.ws_url,
-            restUrl=self.rest_url,
+            rest_requests=gate.requests,
+            rest_weight_used=gate.weight_spent,
+            rest_weight_reported=gate.reported_weight,
+            rest_paused_until=None if paused is None else now_ms() + int((paused - time.monotonic()) * 1000),
+            last_error=self.last_error,
+            ws_url=self.ws_url,
+            rest_url=self.rest_url,
         )
 
 

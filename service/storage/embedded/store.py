@@ -437,7 +437,7 @@ class EmbeddedStore:
     ) -> int:
         """Rewrite ``tier`` bars in ``window`` (for one symbol or all) in one transaction."""
         table = bars_table(tier)
-        params: dict[str, Any] = {"lo": window.start_ms, "hi": window.end_ms}
+        params: dict[str, int | str] = {"lo": window.start_ms, "hi": window.end_ms}
         symbol_filter = ""
         if symbol is not None:
             symbol_filter, params["symbol"] = "AND symbol = $symbol", symbol
@@ -664,7 +664,7 @@ class EmbeddedStore:
         if not ids:
             return set()
         where = "symbol = ? AND id IN (SELECT unnest(?))"
-        params: list[Any] = [symbol, list(ids)]
+        params: list[object] = [symbol, list(ids)]
         if from_ns is not None and to_ns is not None:
             where += " AND ts_ns >= ? AND ts_ns < ?"
             params += [from_ns, to_ns]

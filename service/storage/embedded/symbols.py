@@ -27,11 +27,11 @@ def read_specs(cursor: duckdb.DuckDBPyConnection) -> list[SymbolSpec]:
         SymbolSpec(
             symbol=symbol,
             description=description,
-            tickSize=float(tick),
-            volumePrecision=int(precision),
-            priceBandPct=None if band is None else float(band),
-            addedMs=int(added),
-            removedMs=None if removed is None else int(removed),
+            tick_size=float(tick),
+            volume_precision=int(precision),
+            price_band_pct=None if band is None else float(band),
+            added_ms=int(added),
+            removed_ms=None if removed is None else int(removed),
         )
         for symbol, description, tick, precision, band, added, removed in rows
     ]
@@ -43,11 +43,11 @@ def save_spec(cursor: duckdb.DuckDBPyConnection, spec: SymbolSpec) -> None:
         [
             spec.symbol,
             spec.description,
-            spec.tickSize,
-            spec.volumePrecision,
-            spec.priceBandPct,
-            spec.addedMs,
-            spec.removedMs,
+            spec.tick_size,
+            spec.volume_precision,
+            spec.price_band_pct,
+            spec.added_ms,
+            spec.removed_ms,
         ],
     )
 

@@ -14,6 +14,7 @@ down to its storage engine.
 from __future__ import annotations
 
 from service.core.plan import Plan
+from service.core.timestamps import NS_PER_MS
 from service.storage.influx.flux_render import (
     BAR_FIELDS,
     DIRTY,
@@ -21,7 +22,6 @@ from service.storage.influx.flux_render import (
     FAR_FUTURE,
     FAR_PAST,
     LEASE,
-    MS_NS,
     RAW_AGGREGATES,
     RUN,
     TRADES,
@@ -46,7 +46,7 @@ def tier_bars_query(names: Names, tier_name: str, symbol: str, start_ms: int, st
     """Stored bars of one tier with start in ``[start_ms, stop_ms)``, one row per field."""
     return (
         f"from(bucket: {flux_string(names.bars_bucket)})\n"
-        f"    |> {_range(start_ms * MS_NS, stop_ms * MS_NS)}\n"
+        f"    |> {_range(start_ms * NS_PER_MS, stop_ms * NS_PER_MS)}\n"
         f"    |> filter(fn: (r) => r._measurement == {flux_string(measurement(tier_name))} "
         f"and r.symbol == {flux_string(symbol)})\n"
         f"    |> filter(fn: (r) => {' or '.join(f'r._field == {flux_string(f)}' for f in BAR_FIELDS)})\n"
@@ -64,7 +64,7 @@ def raw_bars_query(names: Names, symbol: str, start_ms: int, stop_ms: int, every
         parts.append(f"        agg(field: {flux_string(field)}, fn: {agg}, as: {flux_string(as_)}),")
     return (
         f"agg = (field, fn, as) => from(bucket: {flux_string(names.raw_bucket)})\n"
-        f"    |> {_range(start_ms * MS_NS, stop_ms * MS_NS)}\n"
+        f"    |> {_range(start_ms * NS_PER_MS, stop_ms * NS_PER_MS)}\n"
         f"    |> filter(fn: (r) => r._measurement == {flux_string(TRADES)} and r.symbol == {flux_string(symbol)} "
         "and r._field == field)\n"
         f'    |> aggregateWindow(every: {flux_duration(every_ms)}, fn: fn, timeSrc: "_start", createEmpty: false)\n'

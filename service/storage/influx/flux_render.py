@@ -32,8 +32,8 @@ import msgspec
 
 from service.core.plan import RAW, Plan, Tier
 from service.core.resolution import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
+from service.core.timestamps import NS_PER_MS
 
-MS_NS = 1_000_000
 WATERMARK = "tvflux_watermark"
 LEASE = "tvflux_lease"
 DIRTY = "tvflux_dirty"
@@ -444,14 +444,14 @@ def render_task(
         "@TARGET@": measurement(tier.name),
         "@TARGET_STR@": flux_string(measurement(tier.name)),
         "@BARS_BUCKET@": names.bars_bucket,
-        "@SIZE_NS@": str(tier.size_ms * MS_NS),
-        "@CHUNK_NS@": str(tier.chunk_ms * MS_NS),
-        "@SPAN_NS@": str(tier.task_span_ms * MS_NS),
-        "@PROBE_NS@": str(tier.probe_ms * MS_NS),
+        "@SIZE_NS@": str(tier.size_ms * NS_PER_MS),
+        "@CHUNK_NS@": str(tier.chunk_ms * NS_PER_MS),
+        "@SPAN_NS@": str(tier.task_span_ms * NS_PER_MS),
+        "@PROBE_NS@": str(tier.probe_ms * NS_PER_MS),
         "@PROBE@": flux_duration(tier.probe_ms),
         "@RUN_ROWS@": str(plan.run_rows),
-        "@LOOKBACK_NS@": str(plan.lookback_ms * MS_NS),
-        "@GRACE_NS@": str(plan.grace_ms * MS_NS),
+        "@LOOKBACK_NS@": str(plan.lookback_ms * NS_PER_MS),
+        "@GRACE_NS@": str(plan.grace_ms * NS_PER_MS),
         "@LEASE_MS@": str(lease_ms),
         "@FAILED_HOLD_MS@": str(FAILED_HOLD_MS),
         "@STATUS_BUCKET_STR@": flux_string(names.status_bucket),

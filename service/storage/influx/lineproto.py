@@ -33,6 +33,8 @@ from typing import cast
 
 import numpy as np
 
+from service.core.timestamps import NS_PER_MS
+
 TRADES_MEASUREMENT = "trades"
 SYMBOL_TAG = "symbol"
 
@@ -334,7 +336,7 @@ def encode_bars(
 ) -> bytes:
     """Bars as the Flux tasks write them (measurement ``bars_<tier>``, time = bar start).
     Used by tests and tools to seed a tier; ``trades`` is written as an integer field."""
-    time_ns = np.asarray(time_ms, dtype=np.int64) * 1_000_000
+    time_ns = np.asarray(time_ms, dtype=np.int64) * NS_PER_MS
     columns = [np.ascontiguousarray(c, dtype=np.float64) for c in (open_, high, low, close, volume)]
     for name, col in zip(BAR_FIELDS, columns):
         _check_finite(name, col)

@@ -35,6 +35,7 @@ from service.core.schedule import late_window
 from service.core.segments import Segment
 from service.core.settings import Settings
 from service.core.symbols import SymbolSpec
+from service.core.timestamps import NS_PER_MS
 from service.storage.base import NEWEST_IDS_SPAN_NS, ChangedWindow, Deletion, Health, Manifest, RunReport
 from service.storage.countback import bars_before_by_jumps
 from service.storage.influx import flux_queries as fq
@@ -206,7 +207,7 @@ class InfluxStore:
         """``spool_seq`` is ignored (``commits_spool_seq`` is ``False``)."""
         self._api()
         self._appends += 1
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = time.time_ns() // NS_PER_MS
         try:
             gz, changes = await anyio.to_thread.run_sync(self._prepare, batches, now_ms)
         except ValueError as exc:  # a value line protocol cannot carry (see lineproto)
@@ -453,7 +454,7 @@ class InfluxStore:
                     source=tier.source,
                     watermark=wm,
                     lag_ms=None if wm is None else max(0, now_ms - wm),
-                    last_run=None if run is None else run[0] // 1_000_000,
+                    last_run=None if run is None else run[0] // NS_PER_MS,
                     last_duration_ms=_float(self._value(fr.RUN, tier.name, "took_ms")),
                     rows=0 if run is None else run[1],
                     error=error,

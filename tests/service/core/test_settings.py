@@ -2,6 +2,7 @@ import pytest
 
 from service.core.errors import ConfigError
 from service.core.settings import Secret, Settings, load_settings
+from service.core.sources import VENUES
 
 
 def test_defaults_without_environment():
@@ -120,6 +121,17 @@ def test_sources_are_parsed_and_every_bad_entry_reported():
     assert "expected venue:VENUE_SYMBOL=SYMBOL" in text
     assert "A is already fed by binance:BTCUSDT" in text
     assert "TVFLUX_BINANCE_WS_URL" in text
+
+
+def test_each_venue_has_its_own_urls():
+    env = {}
+    for venue in VENUES:
+        env[f"TVFLUX_{venue.upper()}_WS_URL"] = f"ws://127.0.0.1:1/{venue}"
+        env[f"TVFLUX_{venue.upper()}_REST_URL"] = f"http://127.0.0.1:2/{venue}"
+    s = load_settings(env)
+    assert {v: s.venue_urls(v) for v in VENUES} == {
+        v: (f"ws://127.0.0.1:1/{v}", f"http://127.0.0.1:2/{v}") for v in ("binance", "coinbase", "kraken")
+    }
 
 
 def test_symbols_follow_the_rule_ingest_applies():

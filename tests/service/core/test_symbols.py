@@ -14,20 +14,22 @@ def test_price_scale_is_the_tick_in_tradingview_terms(tick, scale, minmov):
 
 
 def test_a_request_adds_with_defaults_updates_what_it_gives_and_relists_a_removed_symbol():
-    new = apply_request(SymbolRequest("ABC", tickSize=0.5), None, now_ms=7)
-    assert new == SymbolSpec(symbol="ABC", tickSize=0.5, addedMs=7)
-    updated = apply_request(SymbolRequest("ABC", description="A b c", priceBandPct=0.0), new, now_ms=9)
-    assert updated == SymbolSpec(symbol="ABC", description="A b c", tickSize=0.5, priceBandPct=0.0, addedMs=7)
-    back_to_default = apply_request(SymbolRequest("ABC", priceBandPct=None), updated, now_ms=9)
-    assert back_to_default.priceBandPct is None
-    removed = msgspec.structs.replace(updated, removedMs=8)
+    new = apply_request(SymbolRequest("ABC", tick_size=0.5), None, now_ms=7)
+    assert new == SymbolSpec(symbol="ABC", tick_size=0.5, added_ms=7)
+    updated = apply_request(SymbolRequest("ABC", description="A b c", price_band_pct=0.0), new, now_ms=9)
+    assert updated == SymbolSpec(symbol="ABC", description="A b c", tick_size=0.5, price_band_pct=0.0, added_ms=7)
+    back_to_default = apply_request(SymbolRequest("ABC", price_band_pct=None), updated, now_ms=9)
+    assert back_to_default.price_band_pct is None
+    removed = msgspec.structs.replace(updated, removed_ms=8)
     again = apply_request(SymbolRequest("ABC"), removed, now_ms=10)
-    assert again.listed and again.addedMs == 10 and again.tickSize == 0.5
+    assert again.listed and again.added_ms == 10 and again.tick_size == 0.5
 
 
 def test_every_problem_of_a_request_is_reported():
     with pytest.raises(InvalidMessage) as err:
         apply_request(
-            SymbolRequest("bad sym", tickSize=1e-13, volumePrecision=-1, priceBandPct=-5, description="x\n"), None, 0
+            SymbolRequest("bad sym", tick_size=1e-13, volume_precision=-1, price_band_pct=-5, description="x\n"),
+            None,
+            0,
         )
     assert len(err.value.details["problems"]) == 5

@@ -7,6 +7,7 @@ through ``TVFLUX_INFLUXD`` or ``PATH``); without one its cases are skipped with 
 
 from __future__ import annotations
 
+import urllib.request
 import uuid
 
 import msgspec
@@ -490,12 +491,12 @@ async def test_symbol_registry_saves_updates_and_remembers_removals_across_a_res
     await first.start()
     try:
         assert await first.symbol_specs() == []
-        coin = SymbolSpec(symbol="SHIBUSD", description='Shiba "Inu", USD', tickSize=1e-8, volumePrecision=0)
+        coin = SymbolSpec(symbol="SHIBUSD", description='Shiba "Inu", USD', tick_size=1e-8, volume_precision=0)
         await first.save_symbol(coin)
-        await first.save_symbol(SymbolSpec(symbol="BTCUSD", priceBandPct=0.0, addedMs=5))
-        updated = msgspec.structs.replace(coin, tickSize=1e-7, priceBandPct=12.5)
+        await first.save_symbol(SymbolSpec(symbol="BTCUSD", price_band_pct=0.0, added_ms=5))
+        updated = msgspec.structs.replace(coin, tick_size=1e-7, price_band_pct=12.5)
         await first.save_symbol(updated)  # an update replaces the record
-        await first.save_symbol(SymbolSpec(symbol="LTCUSD", addedMs=1, removedMs=9))  # a removal: a tombstone
+        await first.save_symbol(SymbolSpec(symbol="LTCUSD", added_ms=1, removed_ms=9))  # a removal: a tombstone
     finally:
         await first.close()
     second = kit.make()
@@ -503,10 +504,60 @@ async def test_symbol_registry_saves_updates_and_remembers_removals_across_a_res
     try:
         specs = {s.symbol: s for s in await second.symbol_specs()}
         assert specs == {
-            "BTCUSD": SymbolSpec(symbol="BTCUSD", priceBandPct=0.0, addedMs=5),
-            "LTCUSD": SymbolSpec(symbol="LTCUSD", addedMs=1, removedMs=9),
+            "BTCUSD": SymbolSpec(symbol="BTCUSD", price_band_pct=0.0, added_ms=5),
+            "LTCUSD": SymbolSpec(symbol="LTCUSD", added_ms=1, removed_ms=9),
             "SHIBUSD": updated,
         }
+    finally:
+        await dispose(second)
+
+
+# A symbol record as earlier releases saved it, byte for byte: a DuckDB row, and an InfluxDB
+# point whose ``spec`` field is the JSON of the spec, with the API's camelCase keys.
+EARLIER_ROW = "INSERT INTO symbols VALUES ('SHIBUSD', 'Shiba', 1e-08, 0, 12.5, 5, 9)"
+EARLIER_SPEC_JSON = (
+    '{"symbol":"SHIBUSD","description":"Shiba","tickSize":1e-8,"volumePrecision":0,"priceBandPct":12.5,'
+    '"addedMs":5,"removedMs":9}'
+)
+EARLIER_POINT = (
+    'tvflux_symbol,symbol=SHIBUSD spec="' + EARLIER_SPEC_JSON.replace('"', '\\"') + '" 1700000000000000000\n'
+)
+
+
+async def test_a_symbol_record_saved_by_an_earlier_release_still_reads(kit):
+    from service.core.symbols import SymbolSpec
+
+    first = kit.make()
+    await first.start()
+    await first.close()
+    if kit.kind == "duckdb":
+        import duckdb
+
+        with duckdb.connect(kit.path) as db:
+            db.execute(EARLIER_ROW)
+    else:
+        org, bucket = kit.influx.org, f"tvflux_test_status_{kit.bucket_suffix}"
+        request = urllib.request.Request(
+            f"{kit.influx.url}/api/v2/write?org={org}&bucket={bucket}&precision=ns",
+            data=EARLIER_POINT.encode(),
+            headers={"Authorization": f"Token {kit.influx.token}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 204
+    spec = SymbolSpec(
+        symbol="SHIBUSD",
+        description="Shiba",
+        tick_size=1e-8,
+        volume_precision=0,
+        price_band_pct=12.5,
+        added_ms=5,
+        removed_ms=9,
+    )
+    assert msgspec.json.encode(spec).decode() == EARLIER_SPEC_JSON  # and this release writes it the same
+    second = kit.make()
+    await second.start()
+    try:
+        assert await second.symbol_specs() == [spec]
     finally:
         await dispose(second)
 

@@ -68,14 +68,14 @@ def test_a_dropped_message_is_found_after_the_grace_and_backfilled():
     out, verdict = t.page(tr(102, 103, 104, 105), exhausted=True, now_ms=T0 + 600)
     assert ids(out) == [102, 103, 104, 105, 106] and verdict == "closed"
     (record,) = t.drain_records()
-    assert (record.state, record.fromId, record.toId, record.trades, record.cause) == (
+    assert (record.state, record.from_id, record.to_id, record.trades, record.cause) == (
         "backfilled",
         102,
         104,
         3,
         "id jump",
     )
-    assert (record.fromTime, record.toTime, record.resolvedAt) == (T0 + 101, T0 + 105, T0 + 600)
+    assert (record.from_time, record.to_time, record.resolved_at) == (T0 + 101, T0 + 105, T0 + 600)
     assert (t.gaps_found, t.gaps_open, t.backfilled) == (1, 0, 3)
 
 
@@ -90,7 +90,7 @@ def test_a_reconnect_syncs_from_the_last_id_to_where_the_new_stream_begins():
     out, verdict = t.page(tr(*range(102, 113)), exhausted=True, now_ms=T0 + 20)
     assert ids(out) == list(range(102, 113)) and verdict == "closed"
     (record,) = t.drain_records()
-    assert (record.fromId, record.toId, record.trades, record.cause) == (102, 109, 8, "reconnect")
+    assert (record.from_id, record.to_id, record.trades, record.cause) == (102, 109, 8, "reconnect")
     assert t.backfilled == 9  # 102..109 missing, and 112 that REST had before the stream did
 
 
@@ -137,13 +137,13 @@ def test_a_hole_rest_cannot_fill_is_left_open_and_the_stream_goes_on():
     out = t.leave_open("Binance answered 418 (banned)", T0 + 60_000)
     assert ids(out) == [110, 111] and t.last_id == 111 and t.state == "live"
     (record,) = t.drain_records()
-    assert (record.state, record.fromId, record.toId, record.reason) == (
+    assert (record.state, record.from_id, record.to_id, record.reason) == (
         "open",
         104,
         109,
         "Binance answered 418 (banned)",
     )
-    assert (record.trades, record.toTime) == (2, T0 + 110)  # what REST did fill before it gave up
+    assert (record.trades, record.to_time) == (2, T0 + 110)  # what REST did fill before it gave up
     assert (t.gaps_found, t.gaps_open) == (1, 1)
 
 
@@ -159,7 +159,7 @@ def test_a_failed_sync_waits_for_the_next_trade_to_know_the_gap():
     jumped.leave_open("REST unreachable", T0)
     assert ids(jumped.offer(tr(150, 151), T0 + 5)) == [150, 151]
     (record,) = jumped.drain_records()
-    assert (record.state, record.fromId, record.toId, record.toTime, record.reason) == (
+    assert (record.state, record.from_id, record.to_id, record.to_time, record.reason) == (
         "open",
         101,
         149,
@@ -178,7 +178,7 @@ def test_a_hole_older_than_the_backfill_limit_is_opened_and_history_fetched_by_t
     out, verdict = t.page(tr(*range(800, 901)), exhausted=True, now_ms=now)
     assert ids(out) == list(range(800, 901)) and verdict == "closed"
     (record,) = t.drain_records()
-    assert (record.state, record.fromId, record.toId) == ("open", 101, 799)
+    assert (record.state, record.from_id, record.to_id) == ("open", 101, 799)
     assert "TVFLUX_SOURCE_MAX_BACKFILL_S" in record.reason
 
 
