@@ -170,6 +170,7 @@ class Backfilled:
 # runs: the default (2M) would backfill them in one run per tier.
 RUN_ROWS_A = 5_000
 RUN_ROWS_B = 1_000
+RESTART_LEASE_S = 5
 
 
 @pytest.fixture(scope="module")
@@ -445,7 +446,8 @@ async def _bars_by_tier(store, symbol, lo, hi):
 @pytest.mark.timeout(300)
 async def test_restart_in_the_middle_of_a_backfill_resumes_from_the_watermarks(influx_server, backfilled):
     env = deployment_env(influx_server, "b") | {"TVFLUX_DOWNSAMPLE_RUN_ROWS": str(RUN_ROWS_B)}
-    done = tvflux(env, "influx", "setup", "--task-every-s", "1")
+    # a lease of seconds, not the default minute: a run the restart kills holds its tier that long
+    done = tvflux(env, "influx", "setup", "--task-every-s", "1", "--lease-s", str(RESTART_LEASE_S))
     assert done.returncode == 0, done.stderr
     cut_ms = backfilled.data_end_ms // DAY_MS * DAY_MS - 10 * DAY_MS  # day-aligned: same bars as deployment A
     trades = since(backfilled.trades, cut_ms)
@@ -463,11 +465,11 @@ async def test_restart_in_the_middle_of_a_backfill_resumes_from_the_watermarks(i
         before = await watermarks(store)
         assert not caught_up(before, backfilled.data_end_ms)  # really in the middle
         influx_server.restart()  # SIGTERM, then the same data and port
-        # a run killed mid-way holds its tier's lease until it expires (LEASE_MS), then the
-        # next run resumes from the watermark
+        # a run killed mid-way holds its tier's lease until it expires, then the next run
+        # resumes from the watermark (with half the budget: it cannot tell a kill from a failure)
         await until(
             lambda: _caught(store, backfilled.data_end_ms),
-            fr.LEASE_MS / 1000 + 120,
+            RESTART_LEASE_S + 120,
             "the backfill to finish after the restart",
         )
         after = await watermarks(store)
