@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Sequence
+from typing import Generic, TypeVar
 
 import aiohttp
 import msgspec
@@ -69,6 +70,14 @@ def raw_rows(bucket: str, measurement: str, symbol: str, start_ms: int, stop_ms:
     )
 
 
+def newest_trades(bucket: str, measurement: str, symbol: str, start_ms: int, stop_ms: int, limit: int) -> str:
+    """Raw trades (``price``, ``size``) in ``[start_ms, stop_ms)``, newest first, at most
+    ``limit`` of them."""
+    fields = f"{ident('price')}, {ident('size')}"
+    where = _where(symbol, start_ms, stop_ms)
+    return f"SELECT {fields} FROM {source(bucket, measurement)} {where} ORDER BY time DESC LIMIT {int(limit)}"
+
+
 def last_time(
     bucket: str, measurement: str, field: str, symbol: str, start: int | None, stop: int, unit: str = "ms"
 ) -> str:
@@ -81,58 +90,46 @@ def last_time(
 # --- the response -----------------------------------------------------------------------
 
 
-class _Series(msgspec.Struct):
+# The answer's shape, generic in its rows: ``values`` decoded straight into typed tuples
+# where the columns are known (no per-value Python work), plain lists otherwise.
+V = TypeVar("V")
+
+
+class _Series(msgspec.Struct, Generic[V]):
     columns: list[str] = []
-    values: list[list[Value]] = []
+    values: list[V] = []
 
 
-class _Result(msgspec.Struct):
+class _Result(msgspec.Struct, Generic[V]):
     statement_id: int = 0
-    series: list[_Series] = []
+    series: list[_Series[V]] = []
     error: str | None = None
 
 
-class _Answer(msgspec.Struct):
-    results: list[_Result] = []
+class _Answer(msgspec.Struct, Generic[V]):
+    results: list[_Result[V]] = []
     error: str | None = None
 
 
-# The bar statements' rows, typed at decode time (no per-value Python work): every bar
-# statement selects exactly time and BAR_COLUMNS, in that order.
+# every bar statement selects exactly time and BAR_COLUMNS, in that order
 BarValues = tuple[int, float | None, float | None, float | None, float | None, float | None]
+# newest_trades selects time, price, size
+TradeValues = tuple[int, float, float]
+
+_decoder = msgspec.json.Decoder(_Answer[list[Value]])
+_bar_decoder = msgspec.json.Decoder(_Answer[BarValues])
+_trade_decoder = msgspec.json.Decoder(_Answer[TradeValues])
 
 
-class _BarSeries(msgspec.Struct):
-    columns: list[str] = []
-    values: list[BarValues] = []
-
-
-class _BarResult(msgspec.Struct):
-    statement_id: int = 0
-    series: list[_BarSeries] = []
-    error: str | None = None
-
-
-class _BarAnswer(msgspec.Struct):
-    results: list[_BarResult] = []
-    error: str | None = None
-
-
-_decoder = msgspec.json.Decoder(_Answer)
-_bar_decoder = msgspec.json.Decoder(_BarAnswer)
-
-
-class Rows(msgspec.Struct, frozen=True):
+class Rows(msgspec.Struct, Generic[V], frozen=True):
     """One chunk of one statement's answer: ``values[i][j]`` is column ``columns[j]``."""
 
     statement: int
     columns: list[str]
-    values: list[list[Value]] | list[BarValues]
+    values: list[V]
 
 
-def decode(
-    document: bytes, decoder: msgspec.json.Decoder[_Answer] | msgspec.json.Decoder[_BarAnswer] = _decoder
-) -> list[Rows]:
+def decode(document: bytes, decoder: msgspec.json.Decoder[_Answer[V]]) -> list[Rows[V]]:
     """The rows of one JSON document of a (chunked) ``/query`` answer; an error in it
     (the whole request's, or one statement's) raises :class:`StoreUnavailable`."""
     try:
@@ -141,7 +138,7 @@ def decode(
         raise StoreUnavailable(f"InfluxDB sent an InfluxQL answer this service cannot read: {exc}") from None
     if answer.error:
         raise StoreUnavailable(f"InfluxDB query failed: {answer.error}")
-    out: list[Rows] = []
+    out: list[Rows[V]] = []
     for result in answer.results:
         if result.error:
             raise StoreUnavailable(f"InfluxDB query failed (statement {result.statement_id}): {result.error}")
@@ -181,8 +178,8 @@ class InfluxQL:
         statements: Sequence[str],
         *,
         epoch: str = "ms",
-        decoder: msgspec.json.Decoder[_Answer] | msgspec.json.Decoder[_BarAnswer] = _decoder,
-    ) -> AsyncIterator[Rows]:
+        decoder: msgspec.json.Decoder[_Answer[V]],
+    ) -> AsyncIterator[Rows[V]]:
         """The rows of ``statements`` (sent together, answered in order), chunk by chunk.
         Connection trouble before the answer starts is retried with backoff."""
         if self._session is None:
@@ -233,13 +230,23 @@ class InfluxQL:
         async for rows in self.stream(statements, decoder=_bar_decoder):
             if rows.columns != ["time", *BAR_COLUMNS]:
                 raise StoreUnavailable(f"InfluxDB answered a bar query with columns {rows.columns}")
-            out[rows.statement].extend(rows.values)  # type: ignore[arg-type]
+            out[rows.statement].extend(rows.values)
+        return out
+
+    async def trade_rows(self, statement: str) -> list[TradeValues]:
+        """``(time_ms, price, size)`` of every row of one :func:`newest_trades` statement,
+        in the order InfluxDB sends them, as decoded (no copy per row)."""
+        out: list[TradeValues] = []
+        async for rows in self.stream([statement], decoder=_trade_decoder):
+            if rows.columns != ["time", "price", "size"]:
+                raise StoreUnavailable(f"InfluxDB answered a trades query with columns {rows.columns}")
+            out.extend(rows.values)
         return out
 
     async def times(self, statements: Sequence[str], *, epoch: str = "ms") -> list[int]:
         """The ``time`` of every row of every statement (``last()`` lookups)."""
         out: list[int] = []
-        async for rows in self.stream(statements, epoch=epoch):
+        async for rows in self.stream(statements, epoch=epoch, decoder=_decoder):
             at = rows.columns.index("time")
             out.extend(int(t) for v in rows.values if (t := v[at]) is not None)
         return out

@@ -23,7 +23,7 @@ import asyncio
 import gzip
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 
 import anyio
 
@@ -48,6 +48,7 @@ from service.storage.influx.connection import Connection
 from service.storage.influx.corrections import delete_trades
 from service.storage.influx.lineproto import encode_trades, series_prefix, split_lines, unique_ns
 from service.storage.influx.retry import RetryPolicy
+from service.storage.influx.seconds import TradeRow, learn, seconds_before
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ class InfluxStore:
         self._marker_ns = 0
         self._appends = 0  # append() calls so far; a tier that found no data waits for one
         self._found_empty: dict[str, int] = {}
+        # per (symbol, second resolution): buckets per bar its last countback saw (``seconds``)
+        self._second_hints: dict[tuple[str, str], float] = {}
         self._pending_changes: list[tuple[int, ChangedWindow]] = []  # (marker time ns, window)
 
     # --- lifecycle ----------------------------------------------------------------
@@ -287,8 +290,26 @@ class InfluxStore:
         return compose([rows], resolution, from_ms, to_ms)
 
     async def bars_before(self, symbol: str, resolution: Resolution, to_ms: int, count: int) -> list[Bar]:
-        # previous_bar_time is one last() per series, answered from InfluxDB's index: gaps cost one lookup
-        return await bars_before_by_jumps(self, symbol, resolution, to_ms, count)
+        if self._plan.serving_tier(resolution) is not None or to_ms <= 0 or count <= 0:
+            # a tier serves it: windows of stored bars, and one last() per series across a gap
+            return await bars_before_by_jumps(self, symbol, resolution, to_ms, count)
+        # second resolutions: the newest raw trades, one request a page (see ``seconds``)
+        key = (symbol, resolution.text)
+
+        def newest(lo_ms: int, hi_ms: int, limit: int) -> Awaitable[list[TradeRow]]:
+            statement = ql.newest_trades(self._names.raw_bucket, fr.TRADES, symbol, lo_ms, hi_ms, limit)
+            return self._conn.influxql.trade_rows(statement)
+
+        bars, learnt = await seconds_before(
+            resolution,
+            to_ms,
+            count,
+            self._second_hints.get(key, 1.0),
+            newest,
+            lambda before_ms, missing: bars_before_by_jumps(self, symbol, resolution, before_ms, missing),
+        )
+        learn(self._second_hints, key, learnt)
+        return bars
 
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
         if before_ms <= 0:
@@ -353,6 +374,8 @@ class InfluxStore:
         await registry.save_spec(self._conn, self._names, spec, self._marker_ns)
 
     async def purge_symbol(self, symbol: str) -> int:
+        for key in [k for k in self._second_hints if k[0] == symbol]:
+            del self._second_hints[key]
         return await registry.purge(self._conn, self._names, symbol)
 
     async def trade_count(self) -> int | None:
