@@ -58,7 +58,9 @@ async def test_a_run_over_the_query_memory_limit_is_retried_smaller(tight_server
         await loader.append(trades)
     finally:
         await loader.close()
-    done = tvflux(env, "influx", "setup", "--task-every-s", "1", "--lease-s", "2")
+    # a lease of seconds, not the default minute, so each retry comes soon; still longer than
+    # any run takes on a busy machine (a run still going when its lease ends counts as failed)
+    done = tvflux(env, "influx", "setup", "--task-every-s", "1", "--lease-s", "6")
     assert done.returncode == 0, done.stderr
     store = make_store(env)
     await store.start()
@@ -68,14 +70,20 @@ async def test_a_run_over_the_query_memory_limit_is_retried_smaller(tight_server
         failed = dict((await status_points(store, fr.LEASE, "failed_rows")).get("1m", []))
     finally:
         await store.close()
-    # the first run had the whole budget, and failed
-    runs = sorted(budgets)  # each run's lease point: its budget, and the size before it if that failed
-    assert budgets[runs[0]] == RUN_ROWS and failed.get(runs[1]) == RUN_ROWS, (budgets, failed)
-    for before, at in zip(runs, runs[1:]):
-        if at in failed:  # the run before failed: half of its budget
-            assert failed[at] == budgets[before] and budgets[at] == budgets[before] // 2, (budgets, failed)
-        else:  # it finished: doubled back, but never to a size that failed (within the hour)
-            assert budgets[at] <= min(2 * budgets[before], RUN_ROWS, min(failed.values()) // 2), (budgets, failed)
+    # The first run had the whole budget, and failed. Each lease point holds its run's budget
+    # and, when the run before it never released its lease, that run's budget (a failure).
+    # Runs of one scheduler tick can both find the lease free (docs/influxdb.md), so compare
+    # each point with the sizes recorded before it, not with its neighbour alone.
+    times = sorted(budgets)
+    assert budgets[times[0]] == RUN_ROWS and failed and min(failed) > times[0], (budgets, failed)
+    assert failed[min(failed)] == RUN_ROWS, (budgets, failed)
+    for t in times:
+        earlier = [budgets[u] for u in times if u < t]
+        if t in failed:  # half of the budget of a run before it that failed
+            assert failed[t] in earlier and budgets[t] == failed[t] // 2, (budgets, failed)
+        elif any(f < t for f in failed):  # never doubled back into a size that failed
+            newest_failure = failed[max(f for f in failed if f < t)]
+            assert budgets[t] <= newest_failure // 2, (budgets, failed)
 
     # read the answer and the runs with the usual bounds (listing runs is itself a query)
     tight_server.stop()
@@ -90,7 +98,9 @@ async def test_a_run_over_the_query_memory_limit_is_retried_smaller(tight_server
             assert_tiers_match_reference(await _bars_by_tier(store, symbol, lo, hi), trades, symbol, lo, hi)
         runs_by_tier = await store.task_runs(limit=100)
         logs = [" ".join(r.log) for r in runs_by_tier["1m"] if r.status == "failed"]
-        assert len(logs) >= len(failed) and all("memory allocation limit reached" in log for log in logs), logs
+        # every size recorded as failed failed in a run, and for InfluxDB's memory limit
+        assert len(logs) >= len(set(failed.values())), (logs, failed)
+        assert all("memory allocation limit reached" in log for log in logs), logs
         assert not [r for tier in PLAN.tiers[1:] for r in runs_by_tier[tier.name] if r.status == "failed"]
     finally:
         await store.destroy()
