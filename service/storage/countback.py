@@ -17,6 +17,37 @@ from service.core.resolution import Resolution
 if TYPE_CHECKING:
     from service.storage.base import Store
 
+HINT_MARGIN = 1.25  # a hinted read spans this much more than the series' last page needed
+MAX_HINT = 64.0  # a hinted read spans at most this many times ``count`` buckets
+
+
+class SeriesHints:
+    """Per (symbol, resolution) of a sparse series, the buckets per bar its last countback
+    saw: the pages of a scroll-back follow each other, so the next page's first read can
+    span what it will need. Hints only size reads; answers are exact whatever they say.
+    Bounded by symbols × resolutions (a purge forgets a symbol's). Plain dict operations,
+    atomic in CPython: readers in worker threads need no lock."""
+
+    def __init__(self) -> None:
+        self._hints: dict[tuple[str, str], float] = {}
+
+    def get(self, symbol: str, resolution: Resolution, count: int) -> float:
+        """1.0 (no hint: dense, or never seen) unless a sparse series' last page said more."""
+        return self._hints.get((symbol, resolution.text), 1.0) if count > 1 else 1.0
+
+    def learn(self, symbol: str, resolution: Resolution, count: int, learnt: float | None) -> None:
+        if count <= 1 or learnt is None:  # a countback of one, or a quiet stretch, says little
+            return
+        if learnt > 1 and math.isfinite(learnt):
+            self._hints[(symbol, resolution.text)] = learnt
+        else:
+            self._hints.pop((symbol, resolution.text), None)
+
+    def forget(self, symbol: str) -> None:
+        for series in list(self._hints):  # a copy: readers add hints meanwhile
+            if series[0] == symbol:
+                self._hints.pop(series, None)
+
 
 async def bars_before_by_jumps(store: Store, symbol: str, resolution: Resolution, to_ms: int, count: int) -> list[Bar]:
     if to_ms <= 0 or count <= 0:

@@ -33,6 +33,7 @@ from service.core.models import Bar, TradeColumns
 from service.core.plan import Plan
 from service.core.resolution import Resolution
 from service.core.timestamps import NS_PER_MS
+from service.storage.countback import HINT_MARGIN, MAX_HINT, SeriesHints
 from service.storage.embedded.sql import bars_table
 
 # bars of ``resolution`` in ``[from_ms, to_ms)``, ascending; only the newest ``last`` when given
@@ -41,8 +42,6 @@ ReadBars = Callable[[int, int, "int | None"], list[Bar]]
 NthRowBefore = Callable[[int, int], "tuple[int | None, str]"]
 
 WIDEN = 2  # step 3 reads this many times the span the first read's density predicts
-HINT_MARGIN = 1.25  # a hinted first read spans this much more than the last page needed
-MAX_HINT = 64.0  # a first read spans at most this many times ``count`` buckets
 
 
 def newest_bars(
@@ -143,14 +142,15 @@ class CountbackMemory:
       commits between the read and keeping it), then kept by the writes, which call
       :meth:`appended`, :meth:`deleted` and :meth:`purged` after they commit, under that lock:
       an append lowers it, a delete that reaches it or a purge forgets it.
-    * Per series of a sparse symbol, the buckets per bar its last countback saw (the hint).
+    * Per series of a sparse symbol, the buckets per bar its last countback saw
+      (:class:`~service.storage.countback.SeriesHints`).
 
     Both are plain dicts read without a lock (one lookup each, atomic in CPython)."""
 
     def __init__(self, write_lock: threading.RLock) -> None:
         self._write_lock = write_lock
         self._first_ms: dict[str, int | None] = {}
-        self._hints: dict[tuple[str, str], float] = {}
+        self.hints = SeriesHints()
 
     def before_first_trade(self, symbol: str, resolution: Resolution, to_ms: int) -> bool:
         """Whether no bar of ``resolution`` starts before ``to_ms``, known without a query
@@ -186,17 +186,4 @@ class CountbackMemory:
 
     def purged(self, symbol: str) -> None:
         self._first_ms.pop(symbol, None)
-        for series in list(self._hints):  # a copy: readers add hints meanwhile
-            if series[0] == symbol:
-                self._hints.pop(series, None)
-
-    def hint(self, symbol: str, resolution: Resolution, count: int) -> float:
-        return self._hints.get((symbol, resolution.text), 1.0) if count > 1 else 1.0
-
-    def learn(self, symbol: str, resolution: Resolution, count: int, learnt: float | None) -> None:
-        if count <= 1 or learnt is None:  # previous_bar_time's countback of one says little
-            return
-        if learnt > 1:
-            self._hints[(symbol, resolution.text)] = learnt
-        else:
-            self._hints.pop((symbol, resolution.text), None)
+        self.hints.forget(symbol)

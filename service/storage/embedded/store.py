@@ -623,9 +623,9 @@ class EmbeddedStore:
             lambda before, missing: nth_row_before(
                 cursor, self.plan, self._watermarks, self._dirty_span.get(symbol), symbol, resolution, before, missing
             ),
-            memory.hint(symbol, resolution, count),
+            memory.hints.get(symbol, resolution, count),
         )
-        memory.learn(symbol, resolution, count, learnt)
+        memory.hints.learn(symbol, resolution, count, learnt)
         return bars
 
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:

@@ -17,15 +17,13 @@ it. The hint only sizes reads; answers are exact whatever it says.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Sequence
 
 from service.core.models import Bar
 from service.core.resolution import Resolution
+from service.storage.countback import HINT_MARGIN, MAX_HINT
 
 RAW_ROWS = 5_000  # trades one read may ship (~250 kB of JSON); a denser window is read aggregated
-HINT_MARGIN = 1.25  # a read spans this much more than the previous page needed
-MAX_HINT = 64.0  # a read spans at most this many times ``count`` buckets
 
 TradeRow = tuple[int, float, float]  # (time ms, price, size)
 # the newest trades in [from_ms, to_ms), at most ``limit``, newest first
@@ -85,12 +83,3 @@ async def seconds_before(
     if covered <= 0:
         return bars, learnt
     return await countback(covered, count - len(bars)) + bars, learnt
-
-
-def learn(hints: dict[tuple[str, str], float], key: tuple[str, str], learnt: float | None) -> None:
-    """Keep a sparse series' buckets per bar (dense ones need no hint: a window of ``count``
-    buckets is enough)."""
-    if learnt is not None and learnt > 1 and math.isfinite(learnt):
-        hints[key] = learnt
-    else:
-        hints.pop(key, None)

@@ -37,7 +37,7 @@ from service.core.settings import Settings
 from service.core.symbols import SymbolSpec
 from service.core.timestamps import NS_PER_MS
 from service.storage.base import NEWEST_IDS_SPAN_NS, ChangedWindow, Deletion, Health, Manifest, RunReport
-from service.storage.countback import bars_before_by_jumps
+from service.storage.countback import SeriesHints, bars_before_by_jumps
 from service.storage.influx import flux_queries as fq
 from service.storage.influx import flux_render as fr
 from service.storage.influx import influxql as ql
@@ -48,7 +48,7 @@ from service.storage.influx.connection import Connection
 from service.storage.influx.corrections import delete_trades
 from service.storage.influx.lineproto import encode_trades, series_prefix, split_lines, unique_ns
 from service.storage.influx.retry import RetryPolicy
-from service.storage.influx.seconds import TradeRow, learn, seconds_before
+from service.storage.influx.seconds import TradeRow, seconds_before
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class InfluxStore:
         self._appends = 0  # append() calls so far; a tier that found no data waits for one
         self._found_empty: dict[str, int] = {}
         # per (symbol, second resolution): buckets per bar its last countback saw (``seconds``)
-        self._second_hints: dict[tuple[str, str], float] = {}
+        self._second_hints = SeriesHints()
         self._pending_changes: list[tuple[int, ChangedWindow]] = []  # (marker time ns, window)
 
     # --- lifecycle ----------------------------------------------------------------
@@ -294,7 +294,6 @@ class InfluxStore:
             # a tier serves it: windows of stored bars, and one last() per series across a gap
             return await bars_before_by_jumps(self, symbol, resolution, to_ms, count)
         # second resolutions: the newest raw trades, one request a page (see ``seconds``)
-        key = (symbol, resolution.text)
 
         def newest(lo_ms: int, hi_ms: int, limit: int) -> Awaitable[list[TradeRow]]:
             statement = ql.newest_trades(self._names.raw_bucket, fr.TRADES, symbol, lo_ms, hi_ms, limit)
@@ -304,11 +303,11 @@ class InfluxStore:
             resolution,
             to_ms,
             count,
-            self._second_hints.get(key, 1.0),
+            self._second_hints.get(symbol, resolution, count),
             newest,
             lambda before_ms, missing: bars_before_by_jumps(self, symbol, resolution, before_ms, missing),
         )
-        learn(self._second_hints, key, learnt)
+        self._second_hints.learn(symbol, resolution, count, learnt)
         return bars
 
     async def previous_bar_time(self, symbol: str, resolution: Resolution, before_ms: int) -> int | None:
@@ -374,8 +373,7 @@ class InfluxStore:
         await registry.save_spec(self._conn, self._names, spec, self._marker_ns)
 
     async def purge_symbol(self, symbol: str) -> int:
-        for key in [k for k in self._second_hints if k[0] == symbol]:
-            del self._second_hints[key]
+        self._second_hints.forget(symbol)
         return await registry.purge(self._conn, self._names, symbol)
 
     async def trade_count(self) -> int | None:
