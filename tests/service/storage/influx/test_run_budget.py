@@ -33,7 +33,7 @@ from tests.service.storage.influx.test_real_server import (
     until,
 )
 
-RUN_ROWS = 200_000  # a run's first budget: all ~155k trades in one run, over the limit below
+RUN_ROWS = 200_000  # a run's first budget: all ~210k trades but for the last, over the limit below
 TIGHT = ["--query-memory-bytes", "4194304", "--query-initial-memory-bytes", "1048576"]
 
 
@@ -48,7 +48,7 @@ def tight_server(influx_server, tmp_path):
 async def test_a_run_over_the_query_memory_limit_is_retried_smaller(tight_server):
     env = deployment_env(tight_server, "budget") | {"TVFLUX_DOWNSAMPLE_RUN_ROWS": str(RUN_ROWS)}
     data_end_ms = time.time_ns() // 1_000_000 // MINUTE_MS * MINUTE_MS - 2 * MINUTE_MS
-    trades = market(3, data_end_ms, rate=0.3)
+    trades = market(8, data_end_ms, rate=0.3)
     # the trades in first (buckets, and tasks for manual runs only: none runs meanwhile), so
     # the first scheduled run sees them all and its window holds more than the limit allows
     settings = load_settings(env)
@@ -93,7 +93,7 @@ async def test_a_run_over_the_query_memory_limit_is_retried_smaller(tight_server
     await store.start()
     try:
         hi = data_end_ms // DAY_MS * DAY_MS
-        lo = (data_end_ms - 3 * DAY_MS) // DAY_MS * DAY_MS + DAY_MS
+        lo = (data_end_ms - 8 * DAY_MS) // DAY_MS * DAY_MS + DAY_MS
         for symbol in SYMBOLS:
             assert_tiers_match_reference(await _bars_by_tier(store, symbol, lo, hi), trades, symbol, lo, hi)
         runs_by_tier = await store.task_runs(limit=100)
